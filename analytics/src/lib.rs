@@ -1,0 +1,1 @@
+//! Reliability statistics (MTBF with chi-square bounds, Weibull MLE with suspensions) and predictors (consumable depletion, service intervals, failure risk with linfa) will live here; see the reliability and prediction issues. Nothing here claims to work yet.

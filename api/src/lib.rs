@@ -1,0 +1,90 @@
+//! The HTTP API of fleetpulse (axum): the dispatch side and dashboards read devices,
+//! readings, rollups, alarm episodes, orders, dead letters and the catalog here, and
+//! register devices.
+//!
+//! The API owns no state: every answer comes from the [`Store`] trait (so it works the
+//! same over SQLite or PostgreSQL) and from the catalog loaded at start; ingest counters
+//! come through the small [`IngestStatus`] trait, so this crate does not depend on the
+//! ingest crate. Reads see what the store has committed, nothing more.
+//!
+//! Conventions every route keeps:
+//! - Lists that can grow without bound are keyset-paginated:
+//!   `{"items": [...], "next": cursor|null}`; pass `next` back as `after`. `limit`
+//!   defaults to 100 and is at most 1000 (raw readings: 1000 and 10000).
+//! - Times are RFC 3339 (`2026-01-31T08:00:00Z`); ranges are `[from, to)`.
+//! - Parameters are parsed at the edge; an unknown parameter, a malformed value or a
+//!   reversed range is a 400 that names the parameter, never a silently ignored filter.
+//! - Every error is `{"code", "message", "details"}` with the matching status (see
+//!   [`ApiError`]); a 5xx says only `"internal error"` and the detail goes to the log.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{Method, Uri};
+use fleetpulse_domain::Catalog;
+use fleetpulse_domain::store::Store;
+
+pub mod error;
+pub mod extract;
+pub mod routes;
+
+pub use error::ApiError;
+
+/// Ingest counters for `/health`, without a dependency on the ingest crate.
+pub trait IngestStatus: Send + Sync + 'static {
+    /// The counters as JSON (received, stored, dead-lettered, acked, connected, …).
+    fn snapshot(&self) -> serde_json::Value;
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// The catalog the service runs with (validated at start).
+    pub catalog: Arc<Catalog>,
+    pub ingest: Arc<dyn IngestStatus>,
+}
+
+/// Every route of the API, with JSON answers for unknown routes (404) and methods (405).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::health::router())
+        .merge(routes::devices::router())
+        .merge(routes::orders::router())
+        .merge(routes::dead_letters::router())
+        .merge(routes::catalog::router())
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets requests in flight
+/// finish (graceful) before returning.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "HTTP API listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!(%addr, "HTTP API stopped");
+    Ok(())
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NoRoute {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}

@@ -1,0 +1,41 @@
+//! `GET /api/v1/dead-letters`: messages that were refused, with the reason.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use fleetpulse_domain::RejectReason;
+use fleetpulse_domain::store::{DeadLetter, DeadLetterQuery, Page};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{self, LIST_LIMIT, Query};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/dead-letters", get(list))
+}
+
+/// Query of `GET /api/v1/dead-letters`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only this reason (`malformed_json`, `out_of_range`, …).
+    reason: Option<String>,
+    /// The `next` cursor of the previous page.
+    after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<String>,
+}
+
+/// Lists dead letters in the order they were stored, keyset-paginated: `{"items": [...], "next": cursor|null}`.
+async fn list(
+    State(state): State<AppState>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<Page<DeadLetter>>, ApiError> {
+    let query = DeadLetterQuery {
+        reason: extract::one_of::<RejectReason>("reason", p.reason.as_deref())?,
+        after: extract::id_cursor(p.after.as_deref())?,
+        limit: extract::limit(p.limit.as_deref(), LIST_LIMIT)?,
+    };
+    Ok(Json(state.store.dead_letters(query).await?))
+}

@@ -1,0 +1,220 @@
+//! `/api/v1/devices…`: the registry, each device's state, readings, rollups and alarms.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{Duration, Utc};
+use fleetpulse_domain::store::{
+    DeviceDetail, DeviceQuery, DeviceSummary, NewDevice, Page, ReadingQuery, Rollup, StoreError,
+    StoredReading,
+};
+use fleetpulse_domain::{AlarmEpisode, LifecycleStatus, ModelId, Serial};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{self, Json as JsonBody, LIST_LIMIT, Path, Query, READING_LIMIT};
+
+/// The window `rollups` covers when the client names no `from`.
+const DEFAULT_ROLLUP_WINDOW_HOURS: i64 = 24;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/devices", get(list).post(register))
+        .route("/api/v1/devices/{serial}", get(detail))
+        .route("/api/v1/devices/{serial}/readings", get(readings))
+        .route("/api/v1/devices/{serial}/rollups", get(rollups))
+        .route("/api/v1/devices/{serial}/alarms", get(alarms))
+}
+
+/// Query of `GET /api/v1/devices`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<String>,
+    /// The `next` cursor of the previous page.
+    after: Option<String>,
+    /// Lifecycle status: `unassigned`, `in_stock`, `in_transit`, `at_customer`, …
+    status: Option<String>,
+    /// Model id, e.g. `OC-5A`.
+    model: Option<String>,
+}
+
+/// Lists devices in serial order with their latest state, keyset-paginated:
+/// `{"items": [...], "next": cursor|null}`; pass `next` back as `after`.
+async fn list(
+    State(state): State<AppState>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<Page<DeviceSummary>>, ApiError> {
+    let query = DeviceQuery {
+        after: p.after,
+        limit: extract::limit(p.limit.as_deref(), LIST_LIMIT)?,
+        status: extract::one_of::<LifecycleStatus>("status", p.status.as_deref())?,
+        model: extract::optional("model", p.model.as_deref(), ModelId::parse)?.map(String::from),
+    };
+    Ok(Json(state.store.list_devices(query).await?))
+}
+
+/// Registers a device (`NewDevice` as JSON; unknown fields are refused). Answers 201 with
+/// the device and its `Location`, 409 if the serial is registered already, 422 if the
+/// model is not in the catalog. A device that announced itself over telemetry
+/// (`unassigned`) is completed by its registration.
+async fn register(
+    State(state): State<AppState>,
+    JsonBody(new): JsonBody<NewDevice>,
+) -> Result<Response, ApiError> {
+    if state.catalog.model(new.model.as_str()).is_none() {
+        let known: Vec<&str> = state.catalog.models().map(|m| m.id.as_str()).collect();
+        return Err(ApiError::Unprocessable {
+            code: "unknown_model",
+            message: format!(
+                "model {} is not in the catalog; known models: {}",
+                new.model,
+                known.join(", ")
+            ),
+            details: Some(json!({ "field": "model", "known_models": known })),
+        });
+    }
+    let serial = new.serial.clone();
+    let device = state
+        .store
+        .register_device(new)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => {
+                ApiError::Conflict(format!("device {serial} is already registered"))
+            }
+            other => other.into(),
+        })?;
+    tracing::info!(serial = %device.serial, "device registered");
+    let location = format!("/api/v1/devices/{}", device.serial);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(device),
+    )
+        .into_response())
+}
+
+/// One device: registry data, latest state, open alarm episodes and active orders.
+async fn detail(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<DeviceDetail>, ApiError> {
+    let serial = extract::serial(&raw)?;
+    state
+        .store
+        .device(&serial)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_registered(&serial))
+}
+
+/// Query of `GET /api/v1/devices/{serial}/readings`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadingParams {
+    /// Inclusive start (device time, RFC 3339).
+    from: Option<String>,
+    /// Exclusive end (device time, RFC 3339).
+    to: Option<String>,
+    /// At most this many readings, 1 to 10000 (default 1000).
+    limit: Option<String>,
+}
+
+/// Raw readings of one device in device-time order, as a JSON array; `from` inclusive,
+/// `to` exclusive.
+async fn readings(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    Query(p): Query<ReadingParams>,
+) -> Result<Json<Vec<StoredReading>>, ApiError> {
+    let serial = extract::serial(&raw)?;
+    let from = extract::time("from", p.from.as_deref())?;
+    let to = extract::time("to", p.to.as_deref())?;
+    extract::ordered_range(from, to)?;
+    let limit = extract::limit(p.limit.as_deref(), READING_LIMIT)?;
+    let rows = state
+        .store
+        .readings(ReadingQuery {
+            serial: serial.clone(),
+            from,
+            to,
+            limit,
+        })
+        .await?;
+    if rows.is_empty() {
+        ensure_registered(&state, &serial).await?;
+    }
+    Ok(Json(rows))
+}
+
+/// Query of `GET /api/v1/devices/{serial}/rollups`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollupParams {
+    /// Inclusive start hour (RFC 3339); default 24 h before `to`.
+    from: Option<String>,
+    /// Exclusive end (RFC 3339); default now.
+    to: Option<String>,
+}
+
+/// Hourly rollups (count, sum, min, max, last per field) of one device in `[from, to)`,
+/// as a JSON array; the last 24 hours by default.
+async fn rollups(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    Query(p): Query<RollupParams>,
+) -> Result<Json<Vec<Rollup>>, ApiError> {
+    let serial = extract::serial(&raw)?;
+    let from = extract::time("from", p.from.as_deref())?;
+    let to = extract::time("to", p.to.as_deref())?.unwrap_or_else(Utc::now);
+    let from = from.unwrap_or(to - Duration::hours(DEFAULT_ROLLUP_WINDOW_HOURS));
+    extract::ordered_range(Some(from), Some(to))?;
+    let rows = state.store.rollups(&serial, from, to).await?;
+    if rows.is_empty() {
+        ensure_registered(&state, &serial).await?;
+    }
+    Ok(Json(rows))
+}
+
+/// Query of `GET /api/v1/devices/{serial}/alarms`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmParams {
+    /// At most this many episodes, 1 to 1000 (default 100).
+    limit: Option<String>,
+}
+
+/// Alarm episodes of one device, newest first, as a JSON array; an episode still active
+/// has `ended_at: null`.
+async fn alarms(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    Query(p): Query<AlarmParams>,
+) -> Result<Json<Vec<AlarmEpisode>>, ApiError> {
+    let serial = extract::serial(&raw)?;
+    let limit = extract::limit(p.limit.as_deref(), LIST_LIMIT)?;
+    let rows = state.store.alarm_episodes(&serial, limit).await?;
+    if rows.is_empty() {
+        ensure_registered(&state, &serial).await?;
+    }
+    Ok(Json(rows))
+}
+
+fn not_registered(serial: &Serial) -> ApiError {
+    ApiError::NotFound(format!("device {serial} is not registered"))
+}
+
+/// An empty list for an unknown serial would hide a typo: answer 404 instead. Only asked
+/// when the list is empty, so a busy device costs no extra query.
+async fn ensure_registered(state: &AppState, serial: &Serial) -> Result<(), ApiError> {
+    match state.store.device(serial).await? {
+        Some(_) => Ok(()),
+        None => Err(not_registered(serial)),
+    }
+}

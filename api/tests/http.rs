@@ -1,0 +1,920 @@
+//! The HTTP API against the real SQLite store in a temporary directory: each test builds
+//! its own app, feeds it through the `Store` trait or the API, and reads the answers
+//! through `router()` with `tower::ServiceExt::oneshot`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use fleetpulse_api::{AppState, IngestStatus};
+use fleetpulse_domain::order::{Cause, OrderIntent, OrderKind, Priority, Sla};
+use fleetpulse_domain::rules::{DeviceContext, OrderRules, StateChange};
+use fleetpulse_domain::store::{IngestBatch, NewDeadLetter, Store, UnknownDevicePolicy};
+use fleetpulse_domain::telemetry::{TelemetryLimits, parse_telemetry};
+use fleetpulse_domain::{Catalog, RejectReason, Serial};
+use fleetpulse_store::{Durability, SqliteStore, StoreOptions};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const CATALOG: &str = r#"
+[[model]]
+id = "OC-5A"
+name = "Concentrator 5 L"
+kind = "oxygen_concentrator"
+default_criticality = "high"
+service_interval_hours = 5000
+service_skill = "concentrator_service"
+service_labour_minutes = 60
+
+[[model.consumable]]
+id = "filter"
+name = "Inlet filter"
+field = "filter_life_pct"
+order_at_pct = 15
+rated_life_hours = 2000
+skill = "basic_maintenance"
+labour_minutes = 15
+parts = [{ number = "F-1", name = "Filter" }]
+
+[[model.alarm]]
+code = "E101"
+title = "Compressor failure"
+severity = "critical"
+category = "hardware"
+counts_as_failure = true
+failure_mode = "compressor"
+solution = "Replace the compressor"
+labour_minutes = 120
+skill = "concentrator_repair"
+"#;
+
+/// A filter at or below 15 % calls for a maintenance order.
+struct FilterRule;
+
+impl OrderRules for FilterRule {
+    fn evaluate(
+        &self,
+        device: &DeviceContext<'_>,
+        change: &StateChange<'_>,
+        now: DateTime<Utc>,
+    ) -> Vec<OrderIntent> {
+        let Some(level) = change
+            .after
+            .values
+            .get("filter_life_pct")
+            .copied()
+            .filter(|v| *v <= 15.0)
+        else {
+            return Vec::new();
+        };
+        vec![OrderIntent {
+            serial: device.serial.clone(),
+            cause: Cause::consumable_depletion("filter"),
+            kind: OrderKind::Maintenance,
+            priority: Priority::P3,
+            title: "Replace the inlet filter".into(),
+            solution: "Swap the filter".into(),
+            skills: vec!["basic_maintenance".into()],
+            parts: Vec::new(),
+            labour_minutes: 15,
+            evidence: json!({ "field": "filter_life_pct", "value": level }),
+            triggered_at: now,
+            sla: Sla {
+                respond_by: now + Duration::hours(4),
+                arrive_by: now + Duration::days(2),
+                complete_by: now + Duration::days(3),
+            },
+        }]
+    }
+}
+
+/// Fixed ingest counters, so `/health` can be checked for passing them through.
+struct FakeIngest;
+
+impl IngestStatus for FakeIngest {
+    fn snapshot(&self) -> Value {
+        json!({ "received_messages": 7, "connected": true })
+    }
+}
+
+/// One app over its own database.
+struct TestApp {
+    router: Router,
+    /// The real store (`None` for an app over a deliberately failing store).
+    store: Option<Arc<SqliteStore>>,
+    _dir: tempfile::TempDir,
+}
+
+/// An answer: status, headers and the body as JSON (`Null` when empty or not JSON).
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let catalog = Arc::new(Catalog::from_toml_str(CATALOG).expect("test catalog is valid"));
+    let opts = StoreOptions {
+        catalog: catalog.clone(),
+        rules: Arc::new(FilterRule),
+        unknown_device: UnknownDevicePolicy::AutoRegister,
+        durability: Durability::Full,
+    };
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("fleetpulse.db"), opts)
+            .await
+            .expect("store opens"),
+    );
+    let router = fleetpulse_api::router(AppState {
+        store: store.clone(),
+        catalog,
+        ingest: Arc::new(FakeIngest),
+    });
+    TestApp {
+        router,
+        store: Some(store),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    async fn send(&self, req: Request<Body>) -> Answer {
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("the router is infallible");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.send(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+    }
+
+    async fn post_json(&self, path: &str, body: &Value) -> Answer {
+        let req = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        self.send(req).await
+    }
+
+    async fn register(&self, serial: &str) -> Answer {
+        self.post_json(
+            "/api/v1/devices",
+            &json!({ "serial": serial, "model": "OC-5A", "status": "at_customer" }),
+        )
+        .await
+    }
+
+    /// Commits readings of one device, each a JSON object without `seq` and `ts`:
+    /// reading `i` gets seq `i + 1` and device time `t0 + i` hours.
+    async fn feed(&self, serial: &str, t0: DateTime<Utc>, readings: &[Value]) {
+        let sn = Serial::parse(serial).expect("valid serial");
+        let payload: Vec<Value> = readings
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut r = r.clone();
+                r["seq"] = json!(i + 1);
+                r["ts"] = json!(rfc3339(t0 + Duration::hours(i as i64)));
+                r
+            })
+            .collect();
+        let parsed = parse_telemetry(
+            &sn,
+            Value::Array(payload).to_string().as_bytes(),
+            Utc::now(),
+            &TelemetryLimits::default(),
+        );
+        let readings = parsed
+            .into_iter()
+            .map(|r| r.expect("test readings are valid"))
+            .collect();
+        self.commit(IngestBatch {
+            readings,
+            ..Default::default()
+        })
+        .await;
+    }
+
+    async fn commit(&self, batch: IngestBatch) {
+        let store = self.store.as_ref().expect("an app over the real store");
+        store.commit_batch(batch).await.expect("commit");
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A whole second some hours ago, so readings after it are neither stale nor in the future.
+fn hours_ago(h: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(Utc::now().timestamp() - h * 3600, 0).expect("valid time")
+}
+
+fn assert_error_shape(a: &Answer, status: StatusCode, code: &str) {
+    assert_eq!(a.status, status, "{}", a.body);
+    assert_eq!(a.body["code"], json!(code), "{}", a.body);
+    assert!(
+        a.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        a.body
+    );
+    assert!(
+        a.body.get("details").is_some(),
+        "details is always present: {}",
+        a.body
+    );
+}
+
+fn message(a: &Answer) -> &str {
+    a.body["message"].as_str().unwrap_or_default()
+}
+
+fn seqs(items: &Value) -> Vec<u64> {
+    items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["seq"].as_u64())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// registering devices
+
+#[tokio::test]
+async fn registering_a_device_answers_201_with_its_location_then_409() {
+    let app = spawn_app().await;
+
+    let first = app.register("OC5-000001").await;
+    let again = app.register("OC5-000001").await;
+
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(
+        first.headers[header::LOCATION],
+        "/api/v1/devices/OC5-000001"
+    );
+    assert_eq!(first.body["serial"], json!("OC5-000001"));
+    assert_eq!(
+        first.body["criticality"],
+        json!("high"),
+        "the model's default criticality"
+    );
+    assert_error_shape(&again, StatusCode::CONFLICT, "conflict");
+    assert!(message(&again).contains("OC5-000001"), "{}", again.body);
+}
+
+#[tokio::test]
+async fn registering_a_model_outside_the_catalog_is_422_listing_the_known_models() {
+    let app = spawn_app().await;
+
+    let a = app
+        .post_json(
+            "/api/v1/devices",
+            &json!({ "serial": "X-1", "model": "TOASTER-9" }),
+        )
+        .await;
+
+    assert_error_shape(&a, StatusCode::UNPROCESSABLE_ENTITY, "unknown_model");
+    assert!(
+        message(&a).contains("TOASTER-9") && message(&a).contains("OC-5A"),
+        "{}",
+        a.body
+    );
+    assert_eq!(
+        app.get("/api/v1/devices/X-1").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_json_field_is_refused_naming_the_field() {
+    let app = spawn_app().await;
+
+    let a = app
+        .post_json(
+            "/api/v1/devices",
+            &json!({ "serial": "X-1", "model": "OC-5A", "colour": "red" }),
+        )
+        .await;
+
+    assert!(a.status.is_client_error(), "{}", a.body);
+    assert_eq!(a.body["code"], json!("invalid_body"));
+    assert!(message(&a).contains("colour"), "{}", a.body);
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_get_actionable_errors() {
+    let app = spawn_app().await;
+
+    let no_type = app
+        .send(
+            Request::post("/api/v1/devices")
+                .body(Body::from("{}"))
+                .expect("request"),
+        )
+        .await;
+    let broken = app
+        .send(
+            Request::post("/api/v1/devices")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{\"serial\":"))
+                .expect("request"),
+        )
+        .await;
+    let bad_serial = app
+        .post_json(
+            "/api/v1/devices",
+            &json!({ "serial": "a/b", "model": "OC-5A" }),
+        )
+        .await;
+
+    assert_error_shape(
+        &no_type,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    assert!(message(&no_type).contains("application/json"));
+    assert_error_shape(&broken, StatusCode::BAD_REQUEST, "malformed_body");
+    assert_error_shape(
+        &bad_serial,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    );
+    assert!(
+        message(&bad_serial).contains("serial"),
+        "{}",
+        bad_serial.body
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// one device
+
+#[tokio::test]
+async fn device_detail_shows_latest_state_open_alarms_and_orders_after_readings() {
+    let app = spawn_app().await;
+    app.register("OC5-000002").await;
+
+    app.feed(
+        "OC5-000002",
+        hours_ago(3),
+        &[
+            json!({ "runtime_hours": 100.0, "filter_life_pct": 40.0, "alarms": [] }),
+            json!({ "runtime_hours": 101.0, "filter_life_pct": 12.0, "alarms": ["E101"] }),
+        ],
+    )
+    .await;
+    let d = app.get("/api/v1/devices/OC5-000002").await;
+
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    assert_eq!(d.body["status"], json!("at_customer"));
+    assert_eq!(d.body["latest"]["seq"], json!(2));
+    assert_eq!(d.body["latest"]["values"]["filter_life_pct"], json!(12.0));
+    assert_eq!(
+        d.body["open_alarms"][0]["code"],
+        json!("E101"),
+        "{}",
+        d.body
+    );
+    assert_eq!(
+        d.body["open_orders"][0]["cause"],
+        json!("filter_depletion"),
+        "{}",
+        d.body
+    );
+}
+
+#[tokio::test]
+async fn an_unregistered_device_is_404_and_a_bad_serial_400() {
+    let app = spawn_app().await;
+
+    let missing = app.get("/api/v1/devices/OC5-1").await;
+    let readings = app.get("/api/v1/devices/OC5-1/readings").await;
+    let bad = app.get("/api/v1/devices/-dash-first").await;
+
+    assert_error_shape(&missing, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(message(&missing), "device OC5-1 is not registered");
+    assert_error_shape(&readings, StatusCode::NOT_FOUND, "not_found");
+    assert_error_shape(&bad, StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert!(
+        message(&bad).contains("must start with a letter or digit"),
+        "{}",
+        bad.body
+    );
+    assert_eq!(bad.body["details"]["parameter"], json!("serial"));
+}
+
+#[tokio::test]
+async fn readings_are_filtered_by_time_range() {
+    let app = spawn_app().await;
+    let t0 = hours_ago(20);
+    let ten: Vec<Value> = (0..10)
+        .map(|i| json!({ "runtime_hours": 100.0 + f64::from(i) }))
+        .collect();
+    app.feed("OC5-000003", t0, &ten).await;
+
+    let from = rfc3339(t0 + Duration::hours(2));
+    let to = rfc3339(t0 + Duration::hours(5));
+    let all = app.get("/api/v1/devices/OC5-000003/readings").await;
+    let window = app
+        .get(&format!(
+            "/api/v1/devices/OC5-000003/readings?from={from}&to={to}"
+        ))
+        .await;
+    let first_two = app.get("/api/v1/devices/OC5-000003/readings?limit=2").await;
+
+    assert_eq!(seqs(&all.body), (1..=10).collect::<Vec<_>>());
+    assert_eq!(
+        seqs(&window.body),
+        [3, 4, 5],
+        "from inclusive, to exclusive: {}",
+        window.body
+    );
+    assert_eq!(seqs(&first_two.body), [1, 2]);
+}
+
+#[tokio::test]
+async fn bad_or_reversed_times_are_400_naming_the_parameter_and_format() {
+    let app = spawn_app().await;
+    app.feed(
+        "OC5-000004",
+        hours_ago(2),
+        &[json!({ "runtime_hours": 1.0 })],
+    )
+    .await;
+
+    let bad = app
+        .get("/api/v1/devices/OC5-000004/readings?from=yesterday")
+        .await;
+    let reversed = app
+        .get(
+            "/api/v1/devices/OC5-000004/readings?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
+        )
+        .await;
+
+    assert_error_shape(&bad, StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert_eq!(bad.body["details"]["parameter"], json!("from"));
+    assert!(
+        message(&bad).contains("from") && message(&bad).contains("RFC 3339"),
+        "{}",
+        bad.body
+    );
+    assert_error_shape(&reversed, StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert!(message(&reversed).contains("after"), "{}", reversed.body);
+}
+
+#[tokio::test]
+async fn rollups_cover_the_last_day_by_default_and_alarms_list_episodes() {
+    let app = spawn_app().await;
+    app.feed(
+        "OC5-000005",
+        hours_ago(2),
+        &[
+            json!({ "flow_lpm": 2.0, "alarms": ["E101"] }),
+            json!({ "flow_lpm": 4.0, "alarms": [] }),
+        ],
+    )
+    .await;
+
+    let rollups = app.get("/api/v1/devices/OC5-000005/rollups").await;
+    let old = app
+        .get("/api/v1/devices/OC5-000005/rollups?from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z")
+        .await;
+    let alarms = app.get("/api/v1/devices/OC5-000005/alarms").await;
+
+    let flow: Vec<&Value> = rollups
+        .body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["field"] == json!("flow_lpm"))
+        .collect();
+    assert_eq!(flow.len(), 2, "one rollup per hour: {}", rollups.body);
+    assert_eq!(old.body, json!([]));
+    assert_eq!(alarms.status, StatusCode::OK);
+    assert_eq!(alarms.body[0]["code"], json!("E101"), "{}", alarms.body);
+    assert!(
+        alarms.body[0]["ended_at"].is_string(),
+        "cleared by the second reading: {}",
+        alarms.body
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// lists
+
+#[tokio::test]
+async fn devices_are_paginated_with_next_over_250_devices() {
+    let app = spawn_app().await;
+    let now = Utc::now();
+    let readings = (0..250)
+        .flat_map(|i| {
+            let sn = Serial::parse(&format!("OC5-{i:06}")).expect("valid serial");
+            let payload =
+                json!({ "seq": 1, "ts": rfc3339(now - Duration::minutes(1)), "model": "OC-5A" });
+            parse_telemetry(
+                &sn,
+                payload.to_string().as_bytes(),
+                now,
+                &TelemetryLimits::default(),
+            )
+        })
+        .map(|r| r.expect("valid reading"))
+        .collect();
+    app.commit(IngestBatch {
+        readings,
+        ..Default::default()
+    })
+    .await;
+
+    let mut serials = Vec::new();
+    let mut pages = 0;
+    let mut path = "/api/v1/devices?limit=100".to_owned();
+    loop {
+        let page = app.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        pages += 1;
+        let items = page.body["items"].as_array().expect("items");
+        assert!(items.len() <= 100);
+        serials.extend(
+            items
+                .iter()
+                .filter_map(|d| d["serial"].as_str().map(str::to_owned)),
+        );
+        match page.body["next"].as_str() {
+            Some(next) => path = format!("/api/v1/devices?limit=100&after={next}"),
+            None => break,
+        }
+        assert!(pages < 10, "pagination does not end");
+    }
+
+    assert_eq!(pages, 3);
+    assert_eq!(serials.len(), 250);
+    let mut sorted = serials.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, serials, "in serial order, none twice");
+    let filtered = app
+        .get("/api/v1/devices?status=unassigned&model=OC-5A&limit=1")
+        .await;
+    assert_eq!(
+        filtered.body["items"][0]["serial"],
+        json!("OC5-000000"),
+        "{}",
+        filtered.body
+    );
+}
+
+#[tokio::test]
+async fn list_parameters_are_checked_and_named() {
+    let app = spawn_app().await;
+
+    let over = app.get("/api/v1/devices?limit=5000").await;
+    let typo = app.get("/api/v1/devices?stauts=at_customer").await;
+    let status = app.get("/api/v1/devices?status=lost").await;
+    let cursor = app.get("/api/v1/orders?after=abc").await;
+
+    assert_error_shape(&over, StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert_eq!(over.body["details"]["parameter"], json!("limit"));
+    assert!(message(&over).contains("1000"), "{}", over.body);
+    assert_error_shape(&typo, StatusCode::BAD_REQUEST, "invalid_query");
+    assert!(message(&typo).contains("stauts"), "{}", typo.body);
+    assert_error_shape(&status, StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert!(
+        message(&status).contains("at_customer"),
+        "lists the allowed values: {}",
+        status.body
+    );
+    assert_eq!(cursor.body["details"]["parameter"], json!("after"));
+}
+
+#[tokio::test]
+async fn orders_are_filtered_by_status_and_fetched_by_id() {
+    let app = spawn_app().await;
+    app.feed(
+        "OC5-000006",
+        hours_ago(1),
+        &[json!({ "filter_life_pct": 10.0 })],
+    )
+    .await;
+    app.feed(
+        "OC5-000007",
+        hours_ago(1),
+        &[json!({ "filter_life_pct": 90.0 })],
+    )
+    .await;
+
+    let open = app.get("/api/v1/orders?status=open").await;
+    let active = app.get("/api/v1/orders?status=active&serial=OC5-000006&cause=filter_depletion&kind=maintenance&priority=p3").await;
+    let completed = app.get("/api/v1/orders?status=completed").await;
+    let all = app.get("/api/v1/orders").await;
+    let bad = app.get("/api/v1/orders?status=done").await;
+
+    assert_eq!(open.status, StatusCode::OK, "{}", open.body);
+    assert_eq!(
+        open.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        open.body
+    );
+    assert_eq!(open.body["items"][0]["serial"], json!("OC5-000006"));
+    assert_eq!(open.body["next"], Value::Null);
+    assert_eq!(
+        active.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        active.body
+    );
+    assert_eq!(completed.body["items"], json!([]));
+    assert_eq!(
+        all.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "default: every status"
+    );
+    assert_error_shape(&bad, StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert!(message(&bad).contains("active"), "{}", bad.body);
+
+    let id = open.body["items"][0]["id"].as_i64().expect("order id");
+    let one = app.get(&format!("/api/v1/orders/{id}")).await;
+    let missing = app.get("/api/v1/orders/999999").await;
+    let not_a_number = app.get("/api/v1/orders/first").await;
+    assert_eq!(one.body["cause"], json!("filter_depletion"));
+    assert_eq!(one.body["evidence"]["value"], json!(10.0));
+    assert_error_shape(&missing, StatusCode::NOT_FOUND, "not_found");
+    assert_error_shape(&not_a_number, StatusCode::BAD_REQUEST, "invalid_parameter");
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_filtered_by_reason() {
+    let app = spawn_app().await;
+    let letter = |reason: RejectReason, payload: &str| NewDeadLetter {
+        received_at: Utc::now(),
+        topic: "fleetpulse/v1/devices/OC5-000008/telemetry".into(),
+        client_id: "OC5-000008".into(),
+        reason,
+        detail: format!("test: {reason}"),
+        payload: payload.as_bytes().to_vec(),
+    };
+    let dead_letters = vec![
+        letter(RejectReason::MalformedJson, "this is not json"),
+        letter(
+            RejectReason::OutOfRange,
+            r#"{"seq":1,"filter_life_pct":400}"#,
+        ),
+    ];
+    app.commit(IngestBatch {
+        dead_letters,
+        ..Default::default()
+    })
+    .await;
+
+    let all = app.get("/api/v1/dead-letters").await;
+    let malformed = app.get("/api/v1/dead-letters?reason=malformed_json").await;
+    let first = app.get("/api/v1/dead-letters?limit=1").await;
+    let bad = app.get("/api/v1/dead-letters?reason=gibberish").await;
+
+    assert_eq!(
+        all.body["items"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        all.body
+    );
+    assert_eq!(malformed.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        malformed.body["items"][0]["payload"],
+        json!("this is not json")
+    );
+    let next = first.body["next"].as_str().expect("a second page");
+    let second = app
+        .get(&format!("/api/v1/dead-letters?limit=1&after={next}"))
+        .await;
+    assert_eq!(
+        second.body["items"][0]["reason"],
+        json!("out_of_range"),
+        "{}",
+        second.body
+    );
+    assert_eq!(bad.body["details"]["parameter"], json!("reason"));
+}
+
+#[tokio::test]
+async fn the_catalog_lists_its_models() {
+    let app = spawn_app().await;
+
+    let a = app.get("/api/v1/catalog/models").await;
+
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body[0]["id"], json!("OC-5A"));
+    assert_eq!(
+        a.body[0]["alarm"][0]["code"],
+        json!("E101"),
+        "keys as in catalog.toml"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// health and the edges of the router
+
+#[tokio::test]
+async fn health_shows_store_counts_and_ingest_counters() {
+    let app = spawn_app().await;
+    app.feed(
+        "OC5-000009",
+        hours_ago(1),
+        &[
+            json!({ "runtime_hours": 1.0 }),
+            json!({ "runtime_hours": 2.0 }),
+        ],
+    )
+    .await;
+
+    let h = app.get("/health").await;
+
+    assert_eq!(h.status, StatusCode::OK);
+    assert_eq!(h.body["status"], json!("ok"));
+    assert_eq!(h.body["store"]["readings"], json!(2));
+    assert_eq!(h.body["store"]["devices"], json!(1));
+    assert_eq!(h.body["ingest"], FakeIngest.snapshot());
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let app = spawn_app().await;
+
+    let route = app.get("/api/v2/devices").await;
+    let method = app
+        .send(
+            Request::builder()
+                .method(Method::DELETE)
+                .uri("/api/v1/devices")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+
+    assert_error_shape(&route, StatusCode::NOT_FOUND, "not_found");
+    assert!(
+        message(&route).contains("/api/v2/devices"),
+        "{}",
+        route.body
+    );
+    assert_error_shape(
+        &method,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+}
+
+#[tokio::test]
+async fn serve_answers_over_tcp_and_stops_on_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(fleetpulse_api::serve(listener, app.router.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.expect("read");
+    let _ = stop.send(());
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
+
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"status\":\"ok\""), "{response}");
+    assert!(
+        matches!(result, Ok(Ok(Ok(())))),
+        "serve returns after shutdown: {result:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// a store that fails
+
+mod broken {
+    use chrono::{DateTime, Utc};
+    use fleetpulse_domain::store::*;
+    use fleetpulse_domain::{AlarmEpisode, Order, Serial};
+
+    /// A store whose every call fails with the error `fail()` makes.
+    pub struct BrokenStore(pub fn() -> StoreError);
+
+    #[async_trait::async_trait]
+    impl Store for BrokenStore {
+        async fn commit_batch(&self, _: IngestBatch) -> Result<CommitReport, StoreError> {
+            Err(self.0())
+        }
+        async fn register_device(&self, _: NewDevice) -> Result<Device, StoreError> {
+            Err(self.0())
+        }
+        async fn device(&self, _: &Serial) -> Result<Option<DeviceDetail>, StoreError> {
+            Err(self.0())
+        }
+        async fn list_devices(&self, _: DeviceQuery) -> Result<Page<DeviceSummary>, StoreError> {
+            Err(self.0())
+        }
+        async fn readings(&self, _: ReadingQuery) -> Result<Vec<StoredReading>, StoreError> {
+            Err(self.0())
+        }
+        async fn rollups(
+            &self,
+            _: &Serial,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+        ) -> Result<Vec<Rollup>, StoreError> {
+            Err(self.0())
+        }
+        async fn alarm_episodes(
+            &self,
+            _: &Serial,
+            _: usize,
+        ) -> Result<Vec<AlarmEpisode>, StoreError> {
+            Err(self.0())
+        }
+        async fn list_orders(&self, _: OrderQuery) -> Result<Page<Order>, StoreError> {
+            Err(self.0())
+        }
+        async fn order(&self, _: i64) -> Result<Option<Order>, StoreError> {
+            Err(self.0())
+        }
+        async fn dead_letters(&self, _: DeadLetterQuery) -> Result<Page<DeadLetter>, StoreError> {
+            Err(self.0())
+        }
+        async fn delete_readings_before(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
+            Err(self.0())
+        }
+        async fn mark_all_offline(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
+            Err(self.0())
+        }
+        async fn stats(&self) -> Result<StoreStats, StoreError> {
+            Err(self.0())
+        }
+    }
+}
+
+fn broken_app(fail: fn() -> fleetpulse_domain::store::StoreError) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let catalog = Arc::new(Catalog::from_toml_str(CATALOG).expect("test catalog is valid"));
+    let store: Arc<dyn Store> = Arc::new(broken::BrokenStore(fail));
+    let router = fleetpulse_api::router(AppState {
+        store,
+        catalog,
+        ingest: Arc::new(FakeIngest),
+    });
+    TestApp {
+        router,
+        store: None,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn health_is_503_degraded_with_the_same_shape_when_the_store_fails() {
+    use fleetpulse_domain::store::StoreError;
+    let app = broken_app(|| StoreError::Unavailable("database is locked".into()));
+
+    let h = app.get("/health").await;
+
+    assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h.body["status"], json!("degraded"));
+    assert!(h.body["store"].is_object(), "{}", h.body);
+    assert_eq!(h.body["ingest"], FakeIngest.snapshot());
+}
+
+#[tokio::test]
+async fn server_faults_answer_a_vague_message() {
+    use fleetpulse_domain::store::StoreError;
+    let app = broken_app(|| StoreError::Internal("page 7 of readings is corrupt".into()));
+
+    let a = app.get("/api/v1/devices").await;
+
+    assert_error_shape(&a, StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    assert_eq!(message(&a), "internal error");
+    assert!(!a.body.to_string().contains("corrupt"));
+}

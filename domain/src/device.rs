@@ -1,0 +1,113 @@
+//! Devices: kind, lifecycle status, criticality and connection state.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum $name { $($(#[$vm])* #[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stable text form used in JSON, TOML, SQL and URLs.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = crate::device::UnknownValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(crate::device::UnknownValue {
+                        what: stringify!($name),
+                        value: s.to_owned(),
+                        allowed: &[$($text),+],
+                    }),
+                }
+            }
+        }
+    };
+}
+pub(crate) use string_enum;
+
+/// A text that is not one of an enumeration's values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not a valid {what}; expected one of {allowed:?}")]
+pub struct UnknownValue {
+    pub what: &'static str,
+    pub value: String,
+    pub allowed: &'static [&'static str],
+}
+
+string_enum!(
+    /// What a device is.
+    DeviceKind {
+        OxygenConcentrator => "oxygen_concentrator",
+        Ventilator => "ventilator",
+        Cpap => "cpap",
+        Other => "other",
+    }
+);
+
+string_enum!(
+    /// Where a device is in its life. `unassigned` is a device that announced itself over
+    /// telemetry before anyone registered it (the `auto_register` unknown-device policy).
+    LifecycleStatus {
+        Unassigned => "unassigned",
+        InStock => "in_stock",
+        InTransit => "in_transit",
+        AtCustomer => "at_customer",
+        InRepair => "in_repair",
+        Retired => "retired",
+    }
+);
+
+string_enum!(
+    /// How much a patient depends on the device; drives order priority.
+    Criticality {
+        /// Life-supporting (e.g. a home ventilator): the highest priority.
+        LifeSupporting => "life_supporting",
+        /// Therapy-critical (e.g. an oxygen concentrator without backup).
+        High => "high",
+        Standard => "standard",
+    }
+);
+
+string_enum!(
+    /// Whether the device is connected right now, as last seen by fleetpulse.
+    ConnectionState {
+        Online => "online",
+        Offline => "offline",
+        Unknown => "unknown",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_forms_round_trip() {
+        for k in DeviceKind::ALL {
+            assert_eq!(k.as_str().parse::<DeviceKind>(), Ok(*k));
+        }
+        for s in LifecycleStatus::ALL {
+            assert_eq!(s.as_str().parse::<LifecycleStatus>(), Ok(*s));
+        }
+        let err = "broken"
+            .parse::<LifecycleStatus>()
+            .expect_err("not a status");
+        assert!(err.to_string().contains("at_customer"), "{err}");
+    }
+}

@@ -1,0 +1,239 @@
+//! Work orders: cause, kind, priority, status, SLA deadlines.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::alarm::AlarmCode;
+use crate::device::string_enum;
+use crate::serial::Serial;
+
+string_enum!(
+    /// What kind of field work an order asks for.
+    OrderKind {
+        Maintenance => "maintenance",
+        Repair => "repair",
+        Inspection => "inspection",
+    }
+);
+
+string_enum!(
+    /// Order priority; `P1` is the most urgent. SLA deadlines come from the policy per priority.
+    Priority {
+        P1 => "P1",
+        P2 => "P2",
+        P3 => "P3",
+        P4 => "P4",
+    }
+);
+
+impl Priority {
+    /// One step more urgent (P1 stays P1).
+    pub fn bumped(self, steps: u8) -> Priority {
+        let idx = (self as usize).saturating_sub(steps as usize);
+        Priority::ALL[idx]
+    }
+
+    /// The more urgent of two priorities.
+    pub fn most_urgent(self, other: Priority) -> Priority {
+        self.min(other)
+    }
+}
+
+string_enum!(
+    /// Where an order is in its lifecycle:
+    /// `open → acknowledged → assigned → in_progress → completed | cancelled`.
+    OrderStatus {
+        Open => "open",
+        Acknowledged => "acknowledged",
+        Assigned => "assigned",
+        InProgress => "in_progress",
+        Completed => "completed",
+        Cancelled => "cancelled",
+    }
+);
+
+impl OrderStatus {
+    /// Not yet completed or cancelled: at most one active order exists per (device, cause).
+    pub fn is_active(self) -> bool {
+        !matches!(self, OrderStatus::Completed | OrderStatus::Cancelled)
+    }
+}
+
+/// Why an order exists, e.g. `filter_depletion`, `service_interval`,
+/// `critical_alarm:E101`, `failure_risk:compressor`. With the serial, the dedupe key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cause(String);
+
+/// Why a string is not a cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cause {0:?} must be 1 to 80 characters of a-z, 0-9, '_', ':', '-', '.' or A-Z after a ':'"
+)]
+pub struct CauseError(pub String);
+
+impl Cause {
+    pub fn parse(s: &str) -> Result<Self, CauseError> {
+        let (head, tail) = s.split_once(':').unwrap_or((s, ""));
+        let head_ok = !head.is_empty()
+            && head
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        let tail_ok = tail
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        let shape_ok = !(s.contains(':') && tail.is_empty());
+        if head_ok && tail_ok && shape_ok && s.len() <= 80 {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(CauseError(s.to_owned()))
+        }
+    }
+
+    /// A consumable at or below its order threshold: `filter_depletion`,
+    /// `sieve_bed_depletion`, … (the consumable id from the catalog).
+    pub fn consumable_depletion(consumable_id: &str) -> Self {
+        Self(format!("{consumable_id}_depletion"))
+    }
+
+    /// A critical alarm: `critical_alarm:<code>`.
+    pub fn critical_alarm(code: &AlarmCode) -> Self {
+        Self(format!("critical_alarm:{code}"))
+    }
+
+    /// Runtime hours reached the model's service interval.
+    pub fn service_interval() -> Self {
+        Self("service_interval".to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Cause {
+    type Error = CauseError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Cause::parse(&s)
+    }
+}
+
+impl From<Cause> for String {
+    fn from(c: Cause) -> Self {
+        c.0
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A part suggested for (or used in) an order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartRef {
+    /// Part number as the spare-parts system knows it.
+    pub number: String,
+    /// What the part is, for a person.
+    pub name: String,
+    /// How many.
+    #[serde(default = "one")]
+    pub qty: u32,
+}
+
+const fn one() -> u32 {
+    1
+}
+
+/// Deadlines an order must meet, from the SLA policy for its priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sla {
+    pub respond_by: DateTime<Utc>,
+    pub arrive_by: DateTime<Utc>,
+    pub complete_by: DateTime<Utc>,
+}
+
+/// What a rule (or a person) asks for: the store turns it into a new order, or updates
+/// the active order with the same (serial, cause).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderIntent {
+    pub serial: Serial,
+    pub cause: Cause,
+    pub kind: OrderKind,
+    pub priority: Priority,
+    /// One line for a dispatcher's list.
+    pub title: String,
+    /// What to do (the catalog's solution text).
+    pub solution: String,
+    pub skills: Vec<String>,
+    pub parts: Vec<PartRef>,
+    /// Standard labour from the catalog.
+    pub labour_minutes: u32,
+    /// Why: the values, alarms and thresholds behind the trigger.
+    pub evidence: serde_json::Value,
+    /// When the trigger fired (server time); SLA deadlines count from here.
+    pub triggered_at: DateTime<Utc>,
+    pub sla: Sla,
+}
+
+/// A stored order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: i64,
+    pub serial: Serial,
+    pub cause: Cause,
+    pub kind: OrderKind,
+    pub priority: Priority,
+    pub status: OrderStatus,
+    pub title: String,
+    pub solution: String,
+    pub skills: Vec<String>,
+    pub parts: Vec<PartRef>,
+    pub labour_minutes: u32,
+    pub evidence: serde_json::Value,
+    pub sla: Sla,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// How many times a trigger fired for this order (1 on creation).
+    pub trigger_count: u32,
+    pub last_triggered_at: DateTime<Utc>,
+    /// Incremented on every change (optimistic concurrency).
+    pub version: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_have_stable_forms() {
+        let code = AlarmCode::parse("E101").expect("valid");
+        assert_eq!(Cause::critical_alarm(&code).as_str(), "critical_alarm:E101");
+        assert_eq!(
+            Cause::consumable_depletion("filter").as_str(),
+            "filter_depletion"
+        );
+        for ok in [
+            "filter_depletion",
+            "critical_alarm:E101",
+            "failure_risk:compressor",
+        ] {
+            assert!(Cause::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Filter", "a:", "a b", ":x"] {
+            assert!(Cause::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn priorities_bump_towards_p1() {
+        assert_eq!(Priority::P3.bumped(1), Priority::P2);
+        assert_eq!(Priority::P1.bumped(2), Priority::P1);
+        assert_eq!(Priority::P2.most_urgent(Priority::P4), Priority::P2);
+        assert!(OrderStatus::Assigned.is_active() && !OrderStatus::Cancelled.is_active());
+    }
+}

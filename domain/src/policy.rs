@@ -1,0 +1,200 @@
+//! Order policy (`config/policy.toml`): priority per cause and SLA deadlines per priority.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::device::Criticality;
+use crate::order::{Priority, Sla};
+
+/// Time allowed per priority.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaSpec {
+    /// Time to acknowledge, e.g. `"15m"`.
+    pub respond: HumanDuration,
+    /// Time until an engineer is on site.
+    pub arrive: HumanDuration,
+    /// Time until the work is done.
+    pub complete: HumanDuration,
+}
+
+/// Priority per cause kind.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityRules {
+    pub critical_alarm: Priority,
+    pub consumable_depletion: Priority,
+    pub service_interval: Priority,
+    pub failure_risk: Priority,
+    pub manual: Priority,
+    /// Steps more urgent for devices whose criticality is `life_supporting`.
+    #[serde(default = "one")]
+    pub life_supporting_bump: u8,
+}
+
+const fn one() -> u8 {
+    1
+}
+
+/// The order policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub priority: PriorityRules,
+    pub sla: BTreeMap<Priority, SlaSpec>,
+}
+
+/// Why a policy was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy is not valid TOML for the expected shape: {0}")]
+    Syntax(String),
+    #[error("policy: {0}")]
+    Invalid(String),
+}
+
+impl Policy {
+    pub fn from_toml_str(text: &str) -> Result<Self, PolicyError> {
+        let p: Policy = toml::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+        for pr in Priority::ALL {
+            let Some(s) = p.sla.get(pr) else {
+                return Err(PolicyError::Invalid(format!("[sla.{pr}] is missing")));
+            };
+            if !(s.respond.0 <= s.arrive.0 && s.arrive.0 <= s.complete.0) {
+                return Err(PolicyError::Invalid(format!(
+                    "[sla.{pr}] must satisfy respond <= arrive <= complete"
+                )));
+            }
+        }
+        Ok(p)
+    }
+
+    /// Applies the life-supporting bump to a base priority.
+    pub fn priority_for(&self, base: Priority, criticality: Criticality) -> Priority {
+        if criticality == Criticality::LifeSupporting {
+            base.bumped(self.priority.life_supporting_bump)
+        } else {
+            base
+        }
+    }
+
+    /// Deadlines for an order of `priority` triggered at `at`.
+    pub fn sla_for(&self, priority: Priority, at: DateTime<Utc>) -> Sla {
+        // Policy::from_toml_str guarantees every priority has an entry.
+        let s = &self.sla[&priority];
+        Sla {
+            respond_by: at + s.respond.0,
+            arrive_by: at + s.arrive.0,
+            complete_by: at + s.complete.0,
+        }
+    }
+}
+
+/// A duration written as a number and a unit: `90s`, `15m`, `4h`, `2d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: i64 = num.parse().map_err(|_| {
+            format!("duration {s:?} must be a whole number with a unit (s, m, h, d)")
+        })?;
+        let d = match unit {
+            "s" => Duration::seconds(n),
+            "m" => Duration::minutes(n),
+            "h" => Duration::hours(n),
+            "d" => Duration::days(n),
+            _ => {
+                return Err(format!(
+                    "duration {s:?} has unit {unit:?}; use s, m, h or d"
+                ));
+            }
+        };
+        Ok(Self(d))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}s", self.0.num_seconds()))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        HumanDuration::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const POLICY: &str = r#"
+[priority]
+critical_alarm = "P2"
+consumable_depletion = "P3"
+service_interval = "P4"
+failure_risk = "P3"
+manual = "P3"
+life_supporting_bump = 1
+
+[sla.P1]
+respond = "15m"
+arrive = "4h"
+complete = "8h"
+[sla.P2]
+respond = "1h"
+arrive = "1d"
+complete = "2d"
+[sla.P3]
+respond = "4h"
+arrive = "3d"
+complete = "5d"
+[sla.P4]
+respond = "1d"
+arrive = "10d"
+complete = "14d"
+"#;
+
+    #[test]
+    fn policy_gives_deadlines_and_bumps_life_supporting() {
+        let p = Policy::from_toml_str(POLICY).expect("valid policy");
+        assert_eq!(
+            p.priority_for(Priority::P2, Criticality::LifeSupporting),
+            Priority::P1
+        );
+        assert_eq!(
+            p.priority_for(Priority::P2, Criticality::High),
+            Priority::P2
+        );
+        let t = DateTime::<Utc>::UNIX_EPOCH;
+        let sla = p.sla_for(Priority::P1, t);
+        assert_eq!(sla.respond_by - t, Duration::minutes(15));
+        assert_eq!(sla.complete_by - t, Duration::hours(8));
+    }
+
+    #[test]
+    fn bad_policies_are_refused() {
+        let missing = POLICY.replace("[sla.P4]", "[sla.P9]");
+        assert!(Policy::from_toml_str(&missing).is_err());
+        let bad = POLICY.replace("respond = \"15m\"", "respond = \"15 minutes\"");
+        let err = Policy::from_toml_str(&bad)
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("15 minutes"), "{err}");
+        let order = POLICY.replace("respond = \"15m\"", "respond = \"9h\"");
+        assert!(
+            Policy::from_toml_str(&order)
+                .expect_err("refused")
+                .to_string()
+                .contains("respond <= arrive")
+        );
+    }
+}

@@ -1,0 +1,297 @@
+//! The durable state every role shares, as a trait. Implementations: SQLite (the
+//! embedded default, `fleetpulse-store`) and later PostgreSQL; both pass the same
+//! conformance tests.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::alarm::{AlarmCode, AlarmEpisode};
+use crate::catalog::ModelId;
+use crate::device::{ConnectionState, Criticality, DeviceKind, LifecycleStatus};
+use crate::order::{Cause, Order, OrderKind, OrderStatus, Priority};
+use crate::rules::LatestState;
+use crate::serial::Serial;
+use crate::telemetry::{Reading, RejectReason, StatusUpdate};
+
+/// What to do with a reading from a serial nobody registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownDevicePolicy {
+    /// Register it with status `unassigned` (model from the payload when the catalog
+    /// knows it) and keep its readings.
+    AutoRegister,
+    /// Dead-letter its readings with reason `unknown_device`.
+    Reject,
+}
+
+/// A message (or one reading of a backlog) that was refused, to be kept with its reason.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewDeadLetter {
+    pub received_at: DateTime<Utc>,
+    pub topic: String,
+    /// MQTT client id of the sender.
+    pub client_id: String,
+    pub reason: RejectReason,
+    pub detail: String,
+    /// The payload as received (for a backlog element: that element as JSON).
+    pub payload: Vec<u8>,
+}
+
+/// A stored dead letter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub received_at: DateTime<Utc>,
+    pub topic: String,
+    pub client_id: String,
+    pub reason: RejectReason,
+    pub detail: String,
+    /// The payload, lossily decoded as UTF-8.
+    pub payload: String,
+}
+
+/// Everything one ingest batch commits, in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct IngestBatch {
+    pub readings: Vec<Reading>,
+    pub dead_letters: Vec<NewDeadLetter>,
+    pub statuses: Vec<StatusUpdate>,
+}
+
+impl IngestBatch {
+    pub fn is_empty(&self) -> bool {
+        self.readings.is_empty() && self.dead_letters.is_empty() && self.statuses.is_empty()
+    }
+}
+
+/// An order the commit created or updated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderChange {
+    pub order_id: i64,
+    pub serial: Serial,
+    pub cause: Cause,
+    /// `true`: a new order; `false`: a repeat trigger updated the active one.
+    pub created: bool,
+}
+
+/// What a commit did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommitReport {
+    /// New readings stored.
+    pub stored: usize,
+    /// Readings already stored (same serial and seq): ignored.
+    pub duplicates: usize,
+    /// Dead letters written (including readings refused by the unknown-device policy).
+    pub dead_lettered: usize,
+    /// Devices registered by the `auto_register` policy.
+    pub registered: usize,
+    pub orders: Vec<OrderChange>,
+}
+
+/// A device to register.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDevice {
+    pub serial: Serial,
+    pub model: ModelId,
+    #[serde(default)]
+    pub status: Option<LifecycleStatus>,
+    /// Defaults to the model's `default_criticality`.
+    #[serde(default)]
+    pub criticality: Option<Criticality>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// A device in the registry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub serial: Serial,
+    pub model: Option<ModelId>,
+    pub kind: Option<DeviceKind>,
+    pub status: LifecycleStatus,
+    pub criticality: Criticality,
+    pub region: Option<String>,
+    pub address: Option<String>,
+    pub firmware: Option<String>,
+    pub connection: ConnectionState,
+    pub registered_at: DateTime<Utc>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+/// A device with its latest state (list view).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceSummary {
+    #[serde(flatten)]
+    pub device: Device,
+    pub latest: Option<LatestState>,
+}
+
+/// A device with everything a dispatcher looks at first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceDetail {
+    #[serde(flatten)]
+    pub device: Device,
+    pub latest: Option<LatestState>,
+    pub open_alarms: Vec<AlarmEpisode>,
+    pub open_orders: Vec<Order>,
+}
+
+/// A stored reading.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredReading {
+    pub serial: Serial,
+    pub seq: u64,
+    pub ts: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub alarms: Option<Vec<AlarmCode>>,
+    pub values: std::collections::BTreeMap<String, f64>,
+}
+
+/// Hourly aggregate of one field of one device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rollup {
+    pub serial: Serial,
+    /// Start of the hour (device time).
+    pub hour: DateTime<Utc>,
+    pub field: String,
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    /// Value of the reading with the highest seq in the hour.
+    pub last: f64,
+}
+
+/// Keyset pagination: pass `next` back as `after` for the next page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Cursor of the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeviceQuery {
+    /// Return serials strictly after this one.
+    pub after: Option<String>,
+    pub limit: usize,
+    pub status: Option<LifecycleStatus>,
+    pub model: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadingQuery {
+    pub serial: Serial,
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub to: Option<DateTime<Utc>>,
+    pub limit: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OrderQuery {
+    pub status: Option<OrderStatus>,
+    /// Only active orders (open … in_progress) when `status` is not given.
+    pub active_only: bool,
+    pub serial: Option<Serial>,
+    pub cause: Option<Cause>,
+    pub kind: Option<OrderKind>,
+    pub priority: Option<Priority>,
+    /// Return orders with id strictly after this one.
+    pub after: Option<i64>,
+    pub limit: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeadLetterQuery {
+    pub reason: Option<RejectReason>,
+    /// Return ids strictly after this one.
+    pub after: Option<i64>,
+    pub limit: usize,
+}
+
+/// Counts for health checks, tests and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreStats {
+    pub devices: u64,
+    pub readings: u64,
+    pub dead_letters: u64,
+    pub open_alarm_episodes: u64,
+    pub active_orders: u64,
+    pub orders: u64,
+}
+
+/// Errors of a store. `retriable` says whether trying the same call again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage failure: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    pub fn retriable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Everything durable the roles share.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Commits a batch in one transaction and returns once it is durable: readings
+    /// (deduplicated on (serial, seq)), latest state, hourly rollups, alarm episodes,
+    /// status updates, dead letters, and the orders the rules raise from the changes.
+    /// Readings of unknown serials follow the store's [`UnknownDevicePolicy`].
+    async fn commit_batch(&self, batch: IngestBatch) -> Result<CommitReport, StoreError>;
+
+    /// Registers a device. `Conflict` if the serial exists (unless it is `unassigned`:
+    /// then the registration completes it), `Invalid` if the model is not in the catalog.
+    async fn register_device(&self, device: NewDevice) -> Result<Device, StoreError>;
+
+    async fn device(&self, serial: &Serial) -> Result<Option<DeviceDetail>, StoreError>;
+
+    async fn list_devices(&self, query: DeviceQuery) -> Result<Page<DeviceSummary>, StoreError>;
+
+    /// Readings of one device in device-time order.
+    async fn readings(&self, query: ReadingQuery) -> Result<Vec<StoredReading>, StoreError>;
+
+    /// Hourly rollups of one device in `[from, to)`.
+    async fn rollups(
+        &self,
+        serial: &Serial,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Rollup>, StoreError>;
+
+    /// Alarm episodes of one device, newest first.
+    async fn alarm_episodes(
+        &self,
+        serial: &Serial,
+        limit: usize,
+    ) -> Result<Vec<AlarmEpisode>, StoreError>;
+
+    async fn list_orders(&self, query: OrderQuery) -> Result<Page<Order>, StoreError>;
+
+    async fn order(&self, id: i64) -> Result<Option<Order>, StoreError>;
+
+    async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Page<DeadLetter>, StoreError>;
+
+    /// Deletes raw readings with device time before `before` (rollups are kept).
+    /// Returns how many were deleted.
+    async fn delete_readings_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Marks every device `offline` (used at start: no connection survives a restart).
+    async fn mark_all_offline(&self, at: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
+}

@@ -1,0 +1,362 @@
+//! Wiring: build every role from the configuration, run them, stop them in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use fleetpulse_api::{AppState, IngestStatus};
+use fleetpulse_domain::store::Store;
+use fleetpulse_domain::{Catalog, Policy};
+use fleetpulse_ingest::{IngestStats, MqttEndpoint, Pipeline, PipelineHandle};
+use fleetpulse_rules::CatalogRules;
+use fleetpulse_simulator::{SimConfig, SimReport};
+use fleetpulse_store::{Durability, SqliteStore, StoreOptions};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cli::{Cli, Command, CommonArgs, FleetArgs};
+use crate::config::{Config, DurabilitySetting, LogFormat};
+
+/// Runs the command line's command to its end.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = load(&args.common)?;
+            let stop = shutdown_on_signal();
+            serve(cfg, stop, None).await
+        }
+        Command::Demo(args) => {
+            let cfg = load(&args.common)?;
+            anyhow::ensure!(
+                cfg.broker.is_none(),
+                "demo runs its fleet against the built-in device endpoint; drop --mqtt-url (use `simulate` against a broker)"
+            );
+            let stop = shutdown_on_signal();
+            serve(cfg, stop, Some(args.fleet)).await
+        }
+        Command::Simulate(args) => {
+            init_logging("info", LogFormat::Text);
+            let catalog = match &args.catalog {
+                Some(p) => Catalog::from_toml_str(
+                    &std::fs::read_to_string(p)
+                        .with_context(|| format!("reading catalog {}", p.display()))?,
+                )?,
+                None => Catalog::from_toml_str(crate::config::EMBEDDED_CATALOG)?,
+            };
+            let stop = shutdown_on_signal();
+            let report = run_simulator(
+                sim_config(
+                    &args.fleet,
+                    args.mqtt_url.clone(),
+                    args.device_password.clone(),
+                ),
+                Arc::new(catalog),
+                stop,
+            )
+            .await?;
+            println!(
+                "fleetpulse: simulator finished: {}",
+                serde_json::to_string(&report)?
+            );
+            Ok(())
+        }
+        Command::CheckConfig(common) => {
+            let cfg = load(&common)?;
+            cfg.load_catalog()?;
+            cfg.load_policy()?;
+            print!("{}", crate::config::to_redacted_toml(&cfg)?);
+            Ok(())
+        }
+    }
+}
+
+fn load(common: &CommonArgs) -> anyhow::Result<Config> {
+    let cfg = Config::load(common.config.as_deref(), &common.overrides())?;
+    init_logging(&cfg.log.filter, cfg.log.format);
+    Ok(cfg)
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("fleetpulse: logging already initialised: {e}");
+    }
+}
+
+/// A token cancelled on Ctrl-C (SIGINT) or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutdown requested");
+        t.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the process");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Prints a line scripts and tests wait for, and flushes it.
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "fleetpulse: {line}");
+    let _ = out.flush();
+}
+
+/// Every role in one process; with `fleet`, also a simulated fleet against the built-in
+/// endpoint. Returns after an orderly shutdown once `stop` is cancelled.
+async fn serve(
+    cfg: Config,
+    stop: CancellationToken,
+    fleet: Option<FleetArgs>,
+) -> anyhow::Result<()> {
+    let catalog = Arc::new(cfg.load_catalog()?);
+    let policy: Arc<Policy> = Arc::new(cfg.load_policy()?);
+    let store = open_store(&cfg, catalog.clone(), policy).await?;
+    let marked = store.mark_all_offline(Utc::now()).await?;
+    info!(
+        devices = marked,
+        "every device marked offline until it reconnects"
+    );
+
+    let (pipeline, pipeline_task) = Pipeline::spawn(store.clone(), cfg.ingest.clone());
+    let stats = pipeline.stats().clone();
+
+    // Sources stop first; the pipeline drains after them.
+    let sources_stop = CancellationToken::new();
+    let (source_task, device_addr) =
+        start_source(&cfg, pipeline.clone(), sources_stop.clone()).await?;
+
+    let api_stop = CancellationToken::new();
+    let api_task = start_api(
+        &cfg,
+        store.clone(),
+        catalog.clone(),
+        stats,
+        api_stop.clone(),
+    )
+    .await?;
+    let retention_task = spawn_retention(store.clone(), cfg.data.retention_days, stop.clone());
+
+    let sim_task = match (fleet, device_addr) {
+        (Some(fleet), Some(addr)) => {
+            let sim_cfg = sim_config(&fleet, format!("mqtt://{addr}"), cfg.mqtt.password.clone());
+            let sim_stop = stop.clone();
+            let duration_stop = stop.clone();
+            if let Some(secs) = fleet.duration {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(secs)).await;
+                    info!(seconds = secs, "demo duration reached");
+                    duration_stop.cancel();
+                });
+            }
+            Some(tokio::spawn(run_simulator(
+                sim_cfg,
+                catalog.clone(),
+                sim_stop,
+            )))
+        }
+        _ => None,
+    };
+
+    stop.cancelled().await;
+    info!("stopping: simulator, sources, pipeline drain, then the API");
+    if let Some(task) = sim_task {
+        match task.await {
+            Ok(Ok(report)) => announce(&format!(
+                "simulator finished: {}",
+                serde_json::to_string(&report)?
+            )),
+            Ok(Err(e)) => warn!(error = %e, "simulator ended with an error"),
+            Err(e) => warn!(error = %e, "simulator task failed"),
+        }
+    }
+    sources_stop.cancel();
+    join_logged(source_task, "device source").await;
+    pipeline.close();
+    pipeline.drained().await;
+    join_logged(pipeline_task, "ingest pipeline").await;
+    retention_task.abort();
+    api_stop.cancel();
+    join_logged(api_task, "HTTP API").await;
+    announce("stopped cleanly");
+    Ok(())
+}
+
+async fn open_store(
+    cfg: &Config,
+    catalog: Arc<Catalog>,
+    policy: Arc<Policy>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    std::fs::create_dir_all(&cfg.data.dir).with_context(|| {
+        format!(
+            "data.dir = {}: cannot create the directory",
+            cfg.data.dir.display()
+        )
+    })?;
+    let path = cfg.data.dir.join("fleetpulse.db");
+    let opts = StoreOptions {
+        catalog,
+        rules: Arc::new(CatalogRules::new(policy)),
+        unknown_device: cfg.registry.unknown_device,
+        durability: match cfg.data.durability {
+            DurabilitySetting::Full => Durability::Full,
+            DurabilitySetting::Normal => Durability::Normal,
+        },
+    };
+    let store = SqliteStore::open(&path, opts)
+        .await
+        .with_context(|| format!("opening the store at {}", path.display()))?;
+    info!(path = %path.display(), "store open");
+    Ok(Arc::new(store))
+}
+
+/// Starts the built-in endpoint or the external-broker source. Returns the endpoint's
+/// address when there is one.
+async fn start_source(
+    cfg: &Config,
+    pipeline: PipelineHandle,
+    stop: CancellationToken,
+) -> anyhow::Result<(JoinHandle<()>, Option<std::net::SocketAddr>)> {
+    if let Some(broker) = &cfg.broker {
+        let source = fleetpulse_ingest::ExternalSource::new(broker.clone())?;
+        info!(url = %broker.url, client_id = %broker.client_id, "subscribing to the external broker");
+        announce(&format!("ingesting from broker {}", broker.url));
+        let task = tokio::spawn(async move { source.run(pipeline, stop.cancelled_owned()).await });
+        return Ok((task, None));
+    }
+    let endpoint = MqttEndpoint::bind(cfg.mqtt.clone()).await?;
+    let addr = endpoint.local_addr();
+    announce(&format!("mqtt device endpoint listening on mqtt://{addr}"));
+    let task = tokio::spawn(async move { endpoint.run(pipeline, stop.cancelled_owned()).await });
+    Ok((task, Some(addr)))
+}
+
+/// `/health` shows the pipeline's counters.
+struct PipelineStatus(IngestStats);
+
+impl IngestStatus for PipelineStatus {
+    fn snapshot(&self) -> serde_json::Value {
+        serde_json::to_value(self.0.snapshot()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+async fn start_api(
+    cfg: &Config,
+    store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
+    stats: IngestStats,
+    stop: CancellationToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    let listener = TcpListener::bind(cfg.http.listen).await.with_context(|| {
+        format!(
+            "http.listen = {}: cannot listen (is the port in use? pass --http)",
+            cfg.http.listen
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    let router = fleetpulse_api::router(AppState {
+        store,
+        catalog,
+        ingest: Arc::new(PipelineStatus(stats)),
+    });
+    let task = tokio::spawn(async move {
+        if let Err(e) = fleetpulse_api::serve(listener, router, stop.cancelled_owned()).await {
+            tracing::error!(error = %e, "HTTP API failed");
+        }
+    });
+    announce(&format!("api listening on http://{addr}"));
+    Ok(task)
+}
+
+/// Deletes raw readings past the retention once an hour.
+fn spawn_retention(store: Arc<dyn Store>, days: u32, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if days == 0 {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let before = Utc::now() - chrono::Duration::days(i64::from(days));
+            match store.delete_readings_before(before).await {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    deleted = n,
+                    retention_days = days,
+                    "old raw readings deleted"
+                ),
+                Err(e) => warn!(error = %e, "retention pass failed; will retry in an hour"),
+            }
+        }
+    })
+}
+
+fn sim_config(fleet: &FleetArgs, mqtt_url: String, password: Option<String>) -> SimConfig {
+    SimConfig {
+        mqtt_url,
+        devices: fleet.devices,
+        seed: fleet.seed,
+        speed: fleet.speed,
+        publish_interval: Duration::from_millis(fleet.interval_ms.max(1)),
+        serial_prefix: fleet.serial_prefix.clone(),
+        password,
+        ground_truth_path: fleet.ground_truth.clone(),
+        max_duration: fleet.duration.map(Duration::from_secs),
+    }
+}
+
+async fn run_simulator(
+    cfg: SimConfig,
+    catalog: Arc<Catalog>,
+    stop: CancellationToken,
+) -> anyhow::Result<SimReport> {
+    announce(&format!(
+        "simulating {} devices against {}",
+        cfg.devices, cfg.mqtt_url
+    ));
+    Ok(fleetpulse_simulator::run(cfg, catalog, stop.cancelled_owned()).await?)
+}
+
+async fn join_logged(task: JoinHandle<()>, what: &str) {
+    if let Err(e) = task.await {
+        warn!(error = %e, "{what} task ended abnormally");
+    }
+}

@@ -1,0 +1,422 @@
+//! Configuration: embedded defaults, then a TOML file, then `FLEETPULSE_*` environment
+//! variables (`__` separates sections: `FLEETPULSE_HTTP__LISTEN=0.0.0.0:8080`), then
+//! command-line flags. An unknown key or a bad value is an error that names it.
+//! Every key is documented in the README's configuration reference.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use fleetpulse_domain::store::UnknownDevicePolicy;
+use fleetpulse_domain::{Catalog, Policy};
+use fleetpulse_ingest::{EndpointConfig, ExternalConfig, PipelineConfig};
+use serde::{Deserialize, Serialize};
+
+/// The shipped catalog, used when `catalog.path` is not set.
+pub const EMBEDDED_CATALOG: &str = include_str!("../../config/catalog.toml");
+/// The shipped order policy, used when `policy.path` is not set.
+pub const EMBEDDED_POLICY: &str = include_str!("../../config/policy.toml");
+
+/// The whole configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub data: DataConfig,
+    /// The built-in MQTT device endpoint (used when no broker is configured).
+    pub mqtt: EndpointConfig,
+    /// An external MQTT broker to subscribe to instead of running the built-in endpoint.
+    pub broker: Option<ExternalConfig>,
+    /// Batching, retry, queue and telemetry limits of the ingest pipeline.
+    pub ingest: PipelineConfig,
+    pub registry: RegistryConfig,
+    pub catalog: FileRef,
+    pub policy: FileRef,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::default(),
+            data: DataConfig::default(),
+            mqtt: EndpointConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_DEVICE_PORT)),
+                ..EndpointConfig::default()
+            },
+            broker: None,
+            ingest: PipelineConfig::default(),
+            registry: RegistryConfig::default(),
+            catalog: FileRef::default(),
+            policy: FileRef::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Default port of the built-in device endpoint: 1884, because 1883 usually belongs to a
+/// broker on the same host.
+pub const DEFAULT_DEVICE_PORT: u16 = 1884;
+
+/// The HTTP API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address the API listens on (`--http`). Port 0 picks a free port; the chosen
+    /// address is printed when the API is ready.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// Where state lives.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Directory of the embedded store (`--data`); created if missing.
+    pub dir: PathBuf,
+    /// Raw readings older than this many days (device time) are deleted hourly;
+    /// hourly rollups, alarm episodes and orders are kept. 0 keeps readings forever.
+    pub retention_days: u32,
+    /// `full`: a commit survives power loss (SQLite synchronous=FULL). `normal`: survives a
+    /// process crash but may lose the last commits on power loss; faster.
+    pub durability: DurabilitySetting,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("data"),
+            retention_days: 90,
+            durability: DurabilitySetting::Full,
+        }
+    }
+}
+
+/// See [`DataConfig::durability`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilitySetting {
+    Full,
+    Normal,
+}
+
+/// The device registry.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// What to do with readings from a serial nobody registered: `auto_register` (as
+    /// `unassigned`) or `reject` (dead letter, reason `unknown_device`).
+    pub unknown_device: UnknownDevicePolicy,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            unknown_device: UnknownDevicePolicy::AutoRegister,
+        }
+    }
+}
+
+/// A configuration file that has an embedded default.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileRef {
+    /// Path of the file; unset uses the copy shipped inside the binary (`config/…`).
+    pub path: Option<PathBuf>,
+}
+
+/// Logging.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `info,fleetpulse_ingest=debug`. `RUST_LOG`
+    /// overrides it.
+    pub filter: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// See [`LogConfig::format`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Overrides from command-line flags (highest precedence).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub http: Option<SocketAddr>,
+    pub data: Option<PathBuf>,
+    pub mqtt_url: Option<String>,
+    pub mqtt_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given; it must exist), then the environment, then
+    /// `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                bail!("configuration file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        // Only `SECTION__KEY` variables are configuration; FLEETPULSE_CONFIG and the like are
+        // flags' environment forms and must not read as unknown keys.
+        fig = fig.merge(
+            Env::prefixed("FLEETPULSE_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
+        // `--mqtt-url` goes in before extraction, so the other `[broker]` settings (from the
+        // file or the environment) complete it rather than needing a url of their own.
+        if let Some(u) = &overrides.mqtt_url {
+            fig = fig.merge(Serialized::default("broker.url", u));
+        }
+        let mut cfg: Config = fig.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
+            anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
+        })?;
+        if let Some(a) = overrides.http {
+            cfg.http.listen = a;
+        }
+        if let Some(d) = &overrides.data {
+            cfg.data.dir = d.clone();
+        }
+        if let Some(a) = overrides.mqtt_listen {
+            cfg.mqtt.listen = a;
+            cfg.broker = None;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(b) = &self.broker
+            && !b.url.starts_with("mqtt://")
+        {
+            bail!(
+                "invalid configuration: broker.url = {:?} must look like mqtt://host:port",
+                b.url
+            );
+        }
+        let i = &self.ingest;
+        if i.batch.max_readings == 0 || i.batch.max_bytes == 0 || i.queue_capacity == 0 {
+            bail!(
+                "invalid configuration: ingest.batch.max_readings, ingest.batch.max_bytes and ingest.queue_capacity must be > 0"
+            );
+        }
+        if self.mqtt.max_packet_bytes < 1024 {
+            bail!("invalid configuration: mqtt.max_packet_bytes must be at least 1024");
+        }
+        Ok(())
+    }
+
+    /// The catalog: the configured file, or the shipped one.
+    pub fn load_catalog(&self) -> anyhow::Result<Catalog> {
+        let (text, origin) = read_or_embedded(&self.catalog, EMBEDDED_CATALOG, "catalog.path")?;
+        Catalog::from_toml_str(&text).with_context(|| format!("loading the catalog from {origin}"))
+    }
+
+    /// The order policy: the configured file, or the shipped one.
+    pub fn load_policy(&self) -> anyhow::Result<Policy> {
+        let (text, origin) = read_or_embedded(&self.policy, EMBEDDED_POLICY, "policy.path")?;
+        Policy::from_toml_str(&text)
+            .with_context(|| format!("loading the order policy from {origin}"))
+    }
+}
+
+fn read_or_embedded(file: &FileRef, embedded: &str, key: &str) -> anyhow::Result<(String, String)> {
+    match &file.path {
+        None => Ok((
+            embedded.to_owned(),
+            "the copy built into the binary".to_owned(),
+        )),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("{key} = {}: cannot read the file", p.display()))?;
+            Ok((text, p.display().to_string()))
+        }
+    }
+}
+
+/// The effective configuration as TOML, with every secret replaced by `<redacted>`.
+pub fn to_redacted_toml(cfg: &Config) -> anyhow::Result<String> {
+    let mut c = cfg.clone();
+    let redact = |s: &mut Option<String>| {
+        if s.is_some() {
+            *s = Some("<redacted>".to_owned());
+        }
+    };
+    redact(&mut c.mqtt.password);
+    if let Some(b) = &mut c.broker {
+        redact(&mut b.password);
+    }
+    Ok(toml::to_string_pretty(&c)?)
+}
+
+/// A figment error with its key path spelled as in the file (`mqtt.listen`).
+fn describe(e: &figment::Error) -> String {
+    let key = e.path.join(".");
+    let origin = e
+        .metadata
+        .as_ref()
+        .map(|m| format!(" (from {})", m.name))
+        .unwrap_or_default();
+    if key.is_empty() {
+        format!("{}{origin}", e.kind)
+    } else {
+        format!("{key}: {}{origin}", e.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn with_file(text: &str) -> anyhow::Result<Config> {
+        let mut f = tempfile_in_target();
+        f.1.write_all(text.as_bytes()).expect("write config");
+        Config::load(Some(&f.0), &Overrides::default())
+    }
+
+    fn tempfile_in_target() -> (PathBuf, std::fs::File) {
+        let dir =
+            std::env::temp_dir().join(format!("fleetpulse-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(format!("{}.toml", rand_suffix()));
+        let f = std::fs::File::create(&path).expect("create");
+        (path, f)
+    }
+
+    fn rand_suffix() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn defaults_load_and_embedded_files_are_valid() {
+        let cfg = Config::load(None, &Overrides::default()).expect("defaults are valid");
+        assert_eq!(cfg.mqtt.listen.port(), DEFAULT_DEVICE_PORT);
+        assert!(cfg.broker.is_none());
+        assert!(cfg.load_catalog().expect("catalog").models().count() >= 4);
+        cfg.load_policy().expect("policy");
+    }
+
+    #[test]
+    fn a_file_overrides_defaults_and_flags_override_the_file() {
+        let cfg = with_file("[http]\nlisten = \"127.0.0.1:9999\"\n[ingest.batch]\nlinger_ms = 5\n")
+            .expect("valid");
+        assert_eq!(cfg.http.listen.port(), 9999);
+        assert_eq!(cfg.ingest.batch.linger, std::time::Duration::from_millis(5));
+        assert_eq!(
+            cfg.mqtt.listen.port(),
+            DEFAULT_DEVICE_PORT,
+            "defaults kept beside the file's keys"
+        );
+        let (path, mut f) = tempfile_in_target();
+        f.write_all(b"[http]\nlisten = \"127.0.0.1:9999\"\n")
+            .expect("write");
+        let o = Overrides {
+            http: Some("127.0.0.1:1".parse().expect("addr")),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::load(Some(&path), &o)
+                .expect("valid")
+                .http
+                .listen
+                .port(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_example_file_documents_exactly_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/fleetpulse.example.toml");
+        let example =
+            Config::load(Some(&path), &Overrides::default()).expect("the example is valid");
+        let defaults = Config::load(None, &Overrides::default()).expect("defaults");
+        assert_eq!(
+            to_redacted_toml(&example).expect("toml"),
+            to_redacted_toml(&defaults).expect("toml")
+        );
+    }
+
+    #[test]
+    fn the_mqtt_url_flag_is_completed_by_the_files_broker_settings() {
+        let (path, mut f) = tempfile_in_target();
+        f.write_all(b"[broker]\nclient_id = \"ingest-7\"\nkeep_alive_s = 15\n")
+            .expect("write");
+        let o = Overrides {
+            mqtt_url: Some("mqtt://127.0.0.1:1999".to_owned()),
+            ..Default::default()
+        };
+        let cfg = Config::load(Some(&path), &o).expect("valid");
+        let broker = cfg.broker.expect("external broker mode");
+        assert_eq!(
+            (broker.url.as_str(), broker.client_id.as_str()),
+            ("mqtt://127.0.0.1:1999", "ingest-7")
+        );
+        assert_eq!(broker.keep_alive, std::time::Duration::from_secs(15));
+        let err = Config::load(Some(&path), &Overrides::default())
+            .expect_err("no url anywhere")
+            .to_string();
+        assert!(err.contains("url"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = with_file("[http]\nlistne = \"127.0.0.1:1\"\n")
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("listne"), "{err}");
+        let err = with_file("[mqtt]\nlisten = \"not an address\"\n")
+            .expect_err("bad value")
+            .to_string();
+        assert!(err.contains("mqtt.listen"), "{err}");
+        let err = with_file("[registry]\nunknown_device = \"maybe\"\n")
+            .expect_err("bad enum")
+            .to_string();
+        assert!(
+            err.contains("registry.unknown_device") && err.contains("maybe"),
+            "{err}"
+        );
+        let err = with_file("[broker]\nurl = \"http://x\"\n")
+            .expect_err("bad url")
+            .to_string();
+        assert!(err.contains("broker.url"), "{err}");
+        let err = with_file("[ingest.batch]\nmax_readngs = 5\n")
+            .expect_err("unknown nested key")
+            .to_string();
+        assert!(err.contains("max_readngs"), "{err}");
+        let err = Config::load(Some(Path::new("/nonexistent.toml")), &Overrides::default())
+            .expect_err("missing file")
+            .to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}

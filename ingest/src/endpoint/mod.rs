@@ -1,0 +1,227 @@
+//! The built-in MQTT 3.1.1 device endpoint: devices connect to fleetpulse itself.
+//!
+//! The wire format is rumqttc's codec (`rumqttc::mqttbytes::v4`); this module owns the
+//! server side of the protocol. Why not an embedded general-purpose broker: a broker
+//! PUBACKs as soon as it holds a message, so a crash between its PUBACK and our commit
+//! would lose a reading the device was told is safe. Here a QoS 1 PUBACK is written only
+//! after the batch holding its PUBLISH committed (see [`crate::pipeline`]).
+//!
+//! # Sessions
+//! CONNACK always says `session_present = false`: the endpoint keeps no session state
+//! for devices, and needs none. Device → server QoS 1 is the only flow: a device resends
+//! its unacknowledged PUBLISHes (with DUP) after reconnecting, and the store's
+//! (serial, seq) dedupe makes a resent reading harmless. There are no server → device
+//! messages yet, so there are no subscriptions to keep: SUBSCRIBE is answered with a
+//! failure code for every filter.
+//!
+//! # A connection
+//! - The first packet must be CONNECT, within `connect_timeout`. The client id must be a
+//!   valid serial (else CONNACK "identifier rejected"); with a configured password the
+//!   user name must be the client id and the password must match.
+//! - A device may publish only to its own topics (`fleetpulse/v1/devices/{client id}/
+//!   telemetry` and `…/status`). Anything else is dead-lettered (`unsupported_topic`) and
+//!   the device is disconnected; so is QoS 2 and a packet over `max_packet_bytes`.
+//! - Nothing received for 1.5 × keepalive closes the connection.
+//! - A second connection with the same client id takes over: the first is closed
+//!   without publishing its will (the new connection's birth message must not be
+//!   followed by an `offline` from the old one).
+//! - Any other close without DISCONNECT publishes the device's last will, when it is on
+//!   the device's own status topic (→ device offline).
+//!
+//! # Shutdown
+//! Stop accepting, stop reading, let the pipeline commit what the connections handed it
+//! (their PUBACKs are flushed), then close the sockets. Wills are not published on
+//! shutdown: no connection survives a restart, and the store marks every device offline
+//! at start.
+
+mod config;
+mod connection;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use fleetpulse_domain::Serial;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+pub use config::EndpointConfig;
+
+use crate::pipeline::PipelineHandle;
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("cannot listen for devices on {addr} (setting mqtt.listen): {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot read the local address of the device endpoint (setting mqtt.listen = {addr}): {source}"
+    )]
+    LocalAddr {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The built-in MQTT device endpoint.
+pub struct MqttEndpoint;
+
+impl MqttEndpoint {
+    /// Binds the listening socket. A port in use is an error naming `mqtt.listen`.
+    pub async fn bind(config: EndpointConfig) -> Result<BoundEndpoint, EndpointError> {
+        let addr = config.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| EndpointError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| EndpointError::LocalAddr { addr, source })?;
+        Ok(BoundEndpoint {
+            listener,
+            local_addr,
+            config,
+        })
+    }
+}
+
+/// An endpoint whose socket is bound; [`run`](Self::run) serves devices.
+pub struct BoundEndpoint {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: EndpointConfig,
+}
+
+impl BoundEndpoint {
+    /// The address devices connect to (the real port when `mqtt.listen` used port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves devices until `shutdown` completes, then stops accepting, stops reading,
+    /// waits until the pipeline committed what the connections handed it and their
+    /// PUBACKs are written, and closes the sockets. The pipeline must keep running until
+    /// this returns (close it afterwards).
+    pub async fn run(self, pipeline: PipelineHandle, shutdown: impl Future<Output = ()> + Send) {
+        let BoundEndpoint {
+            listener,
+            local_addr,
+            config,
+        } = self;
+        info!(listen = %local_addr, "MQTT device endpoint listening");
+        let shared = Arc::new(Shared {
+            config,
+            registry: Registry::default(),
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        pipeline.stats().set_connected(true);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn(connection::serve(
+                            stream,
+                            peer,
+                            Arc::clone(&shared),
+                            pipeline.clone(),
+                            stop_rx.clone(),
+                        ));
+                    }
+                    Err(error) => {
+                        // Usually out of file descriptors: pause rather than spin.
+                        warn!(%error, "accepting a device connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                    log_if_panicked(joined);
+                }
+            }
+        }
+        drop(listener);
+        pipeline.stats().set_connected(false);
+        let open = connections.len();
+        info!(open, "MQTT device endpoint stopping: draining connections");
+        stop_tx.send_replace(true);
+        while let Some(joined) = connections.join_next().await {
+            log_if_panicked(joined);
+        }
+        info!("MQTT device endpoint stopped");
+    }
+}
+
+fn log_if_panicked(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = joined
+        && error.is_panic()
+    {
+        error!(%error, "a device connection task panicked");
+    }
+}
+
+/// What every connection task shares.
+struct Shared {
+    config: EndpointConfig,
+    registry: Registry,
+}
+
+/// Why a connection's writer (and reader) must stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kill {
+    /// A new connection with the same client id took over.
+    TakenOver,
+    /// Writing to the device failed or timed out.
+    WriteFailed,
+    /// The reader ended the connection.
+    Closed,
+}
+
+type KillSender = watch::Sender<Option<Kill>>;
+
+/// The live connection of each client id, so a second one can take over.
+#[derive(Default)]
+struct Registry {
+    next_id: AtomicU64,
+    live: Mutex<HashMap<Serial, (u64, KillSender)>>,
+}
+
+impl Registry {
+    /// Registers a connection; closes the one it replaces. Returns the connection's id
+    /// and whether it took over.
+    fn register(&self, serial: &Serial, kill: KillSender) -> (u64, bool) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let previous = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(serial.clone(), (id, kill));
+        let took_over = previous.is_some();
+        if let Some((old_id, old_kill)) = previous {
+            debug!(serial = %serial, old_id, new_id = id, "session taken over");
+            old_kill.send_replace(Some(Kill::TakenOver));
+        }
+        (id, took_over)
+    }
+
+    /// Forgets a connection, unless another one already took its place. Returns
+    /// whether it was still the device's current connection.
+    fn deregister(&self, serial: &Serial, id: u64) -> bool {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = live.get(serial).is_some_and(|(live_id, _)| *live_id == id);
+        if current {
+            live.remove(serial);
+        }
+        current
+    }
+}

@@ -1,0 +1,36 @@
+//! Telemetry ingest: from an MQTT PUBLISH to a committed batch, then the ack.
+//!
+//! Two sources feed one pipeline:
+//! - the built-in MQTT device endpoint ([`endpoint`]): devices connect to fleetpulse
+//!   itself, and a QoS 1 PUBACK is written only after the reading committed;
+//! - the external broker source ([`external`]): ingest holds a persistent session with
+//!   manual acks on an existing broker and acks a delivery only after it committed.
+//!
+//! Both decode with the same [`decode()`] (telemetry contract v1: readings, dead letters,
+//! status updates) and submit to the [`pipeline`], which batches (count, bytes, linger),
+//! commits through [`Store::commit_batch`](fleetpulse_domain::store::Store::commit_batch)
+//! and then runs the batch's acks in arrival order. Guarantee: nothing is acked that is
+//! not durably stored; the price is at-least-once delivery, which the store's
+//! (serial, seq) dedupe absorbs. Malformed messages are dead-lettered, committed and
+//! acked like any other (redelivering poison would loop).
+//!
+//! Shutdown order: the sources stop reading and wait until the pipeline committed and
+//! acked what they handed it; then the pipeline is closed and drained.
+
+mod duration;
+
+pub mod decode;
+pub mod endpoint;
+pub mod external;
+pub mod pipeline;
+pub mod stats;
+
+pub use decode::{Decoded, decode};
+pub use endpoint::{BoundEndpoint, EndpointConfig, EndpointError, MqttEndpoint};
+pub use external::{ExternalConfig, ExternalError, ExternalSource};
+pub use fleetpulse_domain::telemetry::TelemetryLimits;
+pub use pipeline::{
+    Ack, BatchPolicy, Inbound, Pipeline, PipelineClosed, PipelineConfig, PipelineHandle,
+    RetryPolicy,
+};
+pub use stats::{IngestStats, IngestStatsSnapshot};

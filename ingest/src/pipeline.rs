@@ -1,0 +1,702 @@
+//! The pipeline between the sources and the store: batch, commit, then ack.
+//!
+//! Sources [`PipelineHandle::submit`] one [`Inbound`] per PUBLISH over a bounded channel:
+//! when the pipeline is behind, `submit` waits, and a waiting source stops reading its
+//! socket, so backpressure reaches the device (or the broker) through TCP instead of
+//! growing a queue here. The pipeline gathers items into a batch until the
+//! [`BatchPolicy`] says it is full (entries, bytes) or old enough (linger), commits it
+//! with one [`Store::commit_batch`] call, and only after that call returned `Ok` runs the
+//! batch's acks, in arrival order. A failed commit keeps the batch and retries with
+//! exponential backoff, forever: nothing is acked that is not stored, so a crash at any
+//! point means redelivery, which (serial, seq) dedupe makes harmless.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetpulse_domain::store::{IngestBatch, Store};
+use fleetpulse_domain::telemetry::TelemetryLimits;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, error, warn};
+
+use crate::decode::Decoded;
+use crate::stats::IngestStats;
+
+/// Runs once the message it belongs to is durably stored: queues a PUBACK, acks a
+/// broker delivery. It runs on the pipeline task, so it must not block or wait: hand
+/// the work to another task (a channel send) and return.
+pub struct Ack(Box<dyn FnOnce() + Send>);
+
+impl Ack {
+    pub fn new(f: impl FnOnce() + Send + 'static) -> Self {
+        Self(Box::new(f))
+    }
+
+    fn run(self) {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Ack(..)")
+    }
+}
+
+/// One PUBLISH for the pipeline: its decoded contents and, when the sender waits for
+/// one, its ack. An item without ack (QoS 0, a last will) is stored all the same.
+#[derive(Debug)]
+pub struct Inbound {
+    pub decoded: Decoded,
+    pub ack: Option<Ack>,
+}
+
+impl Inbound {
+    pub fn new(decoded: Decoded, ack: Option<Ack>) -> Self {
+        Self { decoded, ack }
+    }
+}
+
+/// When a batch is committed: whichever limit is reached first. Bigger batches mean fewer
+/// transactions (higher throughput) and more memory; a longer linger means fewer, fuller
+/// batches at low rates and a later PUBACK for every message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchPolicy {
+    /// Commit once the batch holds this many entries (readings, dead letters and status
+    /// updates together). Default 2 000. One message is never split, so a batch can
+    /// exceed this by less than one backlog.
+    #[serde(default = "default_max_readings")]
+    pub max_readings: usize,
+    /// Commit once the batch's payloads add up to this many bytes. Default 4 MiB.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// Commit at the latest this long after the batch's first message arrived, in
+    /// milliseconds (`linger_ms`). Default 20 ms: the most a PUBACK waits for company.
+    #[serde(
+        rename = "linger_ms",
+        with = "crate::duration::millis",
+        default = "default_linger"
+    )]
+    pub linger: Duration,
+}
+
+const fn default_max_readings() -> usize {
+    2_000
+}
+const fn default_max_bytes() -> usize {
+    4 * 1024 * 1024
+}
+const fn default_linger() -> Duration {
+    Duration::from_millis(20)
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        Self {
+            max_readings: default_max_readings(),
+            max_bytes: default_max_bytes(),
+            linger: default_linger(),
+        }
+    }
+}
+
+/// How a failed commit is retried: the same batch again after a pause that doubles each
+/// time up to a cap, for as long as it takes. Nothing is acked meanwhile, and the full
+/// queue holds the sources back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Pause before the first retry, in milliseconds (`initial_backoff_ms`). Default 100.
+    #[serde(
+        rename = "initial_backoff_ms",
+        with = "crate::duration::millis",
+        default = "default_initial_backoff"
+    )]
+    pub initial_backoff: Duration,
+    /// Longest pause between retries, in milliseconds (`max_backoff_ms`). Default 5 000.
+    #[serde(
+        rename = "max_backoff_ms",
+        with = "crate::duration::millis",
+        default = "default_max_backoff"
+    )]
+    pub max_backoff: Duration,
+}
+
+const fn default_initial_backoff() -> Duration {
+    Duration::from_millis(100)
+}
+const fn default_max_backoff() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+/// Configuration of the ingest pipeline (section `ingest`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// When a batch is committed.
+    #[serde(default)]
+    pub batch: BatchPolicy,
+    /// How a failed commit is retried.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Messages the queue between sources and pipeline holds before `submit` waits.
+    /// Default 1 024.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// What a message must satisfy to be stored (telemetry contract v1); both sources
+    /// decode with these.
+    #[serde(default)]
+    pub limits: TelemetryLimits,
+}
+
+const fn default_queue_capacity() -> usize {
+    1_024
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            batch: BatchPolicy::default(),
+            retry: RetryPolicy::default(),
+            queue_capacity: default_queue_capacity(),
+            limits: TelemetryLimits::default(),
+        }
+    }
+}
+
+/// The pipeline no longer accepts items (it was closed). The item was dropped unacked:
+/// its sender redelivers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the ingest pipeline is closed")]
+pub struct PipelineClosed;
+
+/// The sources' side of the pipeline. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct PipelineHandle {
+    tx: mpsc::Sender<Inbound>,
+    close: Arc<watch::Sender<bool>>,
+    done: watch::Receiver<bool>,
+    stats: IngestStats,
+    limits: Arc<TelemetryLimits>,
+}
+
+impl PipelineHandle {
+    /// Hands one message to the pipeline, waiting while the queue is full
+    /// (backpressure). `Err` once the pipeline is closed.
+    pub async fn submit(&self, item: Inbound) -> Result<(), PipelineClosed> {
+        self.tx.send(item).await.map_err(|_| PipelineClosed)
+    }
+
+    /// Stops accepting items. Everything accepted before is still committed and acked;
+    /// [`drained`](Self::drained) says when that is done.
+    pub fn close(&self) {
+        self.close.send_replace(true);
+    }
+
+    /// Waits until the pipeline task has committed and acked everything it accepted and
+    /// ended (after [`close`](Self::close), or once every handle is dropped).
+    pub async fn drained(&self) {
+        let mut done = self.done.clone();
+        // An error means the task is gone without saying so (dropped before it ran):
+        // nothing more will be committed either way.
+        let _ = done.wait_for(|done| *done).await;
+    }
+
+    pub fn stats(&self) -> &IngestStats {
+        &self.stats
+    }
+
+    /// The limits both sources decode with.
+    pub fn limits(&self) -> &TelemetryLimits {
+        &self.limits
+    }
+}
+
+/// The pipeline task. Build it with [`Pipeline::new`] and drive it with
+/// [`Pipeline::run`] (or use [`Pipeline::spawn`]).
+pub struct Pipeline {
+    rx: mpsc::Receiver<Inbound>,
+    store: Arc<dyn Store>,
+    batch: BatchPolicy,
+    retry: RetryPolicy,
+    stats: IngestStats,
+    close: watch::Receiver<bool>,
+    done: watch::Sender<bool>,
+}
+
+impl Pipeline {
+    pub fn new(store: Arc<dyn Store>, config: PipelineConfig) -> (Pipeline, PipelineHandle) {
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let (close_tx, close_rx) = watch::channel(false);
+        let (done_tx, done_rx) = watch::channel(false);
+        let stats = IngestStats::default();
+        let handle = PipelineHandle {
+            tx,
+            close: Arc::new(close_tx),
+            done: done_rx,
+            stats: stats.clone(),
+            limits: Arc::new(config.limits),
+        };
+        let pipeline = Pipeline {
+            rx,
+            store,
+            batch: config.batch,
+            retry: config.retry,
+            stats,
+            close: close_rx,
+            done: done_tx,
+        };
+        (pipeline, handle)
+    }
+
+    /// Builds the pipeline and spawns its task on the current runtime.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        config: PipelineConfig,
+    ) -> (PipelineHandle, JoinHandle<()>) {
+        let (pipeline, handle) = Pipeline::new(store, config);
+        (handle, tokio::spawn(pipeline.run()))
+    }
+
+    /// Runs until the pipeline is closed and everything it accepted is committed and
+    /// acked.
+    pub async fn run(mut self) {
+        let mut closing = false;
+        loop {
+            let first = tokio::select! {
+                item = self.rx.recv() => item,
+                changed = self.close.changed(), if !closing => {
+                    closing = true;
+                    self.stop_accepting(changed.is_err());
+                    continue;
+                }
+            };
+            let Some(first) = first else { break };
+            let mut pending = PendingBatch::default();
+            self.accept(&mut pending, first);
+            let deadline = Instant::now() + self.batch.linger;
+            while !pending.is_full(&self.batch) {
+                tokio::select! {
+                    biased;
+                    item = self.rx.recv() => match item {
+                        Some(item) => self.accept(&mut pending, item),
+                        None => break,
+                    },
+                    changed = self.close.changed(), if !closing => {
+                        closing = true;
+                        self.stop_accepting(changed.is_err());
+                    }
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            self.commit(pending).await;
+        }
+        debug!("ingest pipeline drained");
+        self.done.send_replace(true);
+    }
+
+    fn stop_accepting(&mut self, handles_gone: bool) {
+        if !handles_gone {
+            debug!("ingest pipeline closing: draining what was accepted");
+        }
+        self.rx.close();
+    }
+
+    fn accept(&self, pending: &mut PendingBatch, item: Inbound) {
+        self.stats.message_received();
+        pending.push(item);
+    }
+
+    /// Commits the batch (retrying until it is stored), then runs its acks in arrival
+    /// order.
+    async fn commit(&self, pending: PendingBatch) {
+        let PendingBatch {
+            batch,
+            acks,
+            entries,
+            bytes,
+        } = pending;
+        if !batch.is_empty() {
+            let mut backoff = self.retry.initial_backoff;
+            loop {
+                // The store takes the batch by value; the clone is what a retry needs.
+                match self.store.commit_batch(batch.clone()).await {
+                    Ok(report) => {
+                        self.stats.batch_committed(
+                            report.stored,
+                            report.duplicates,
+                            report.dead_lettered,
+                        );
+                        debug!(
+                            entries,
+                            bytes,
+                            stored = report.stored,
+                            duplicates = report.duplicates,
+                            dead_lettered = report.dead_lettered,
+                            orders = report.orders.len(),
+                            "batch committed"
+                        );
+                        break;
+                    }
+                    Err(err) => {
+                        self.stats.commit_failed();
+                        let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+                        if err.retriable() {
+                            warn!(error = %err, entries, retry_in_ms, "batch commit failed; retrying");
+                        } else {
+                            error!(
+                                error = %err,
+                                entries,
+                                retry_in_ms,
+                                "batch commit failed and retrying is unlikely to help; \
+                                 the batch is held and nothing is acked until it is stored"
+                            );
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(self.retry.max_backoff);
+                    }
+                }
+            }
+        }
+        let acked = acks.len();
+        for ack in acks {
+            ack.run();
+        }
+        self.stats.acked(acked);
+    }
+}
+
+/// A batch being gathered, with the acks of its messages in arrival order.
+#[derive(Default)]
+struct PendingBatch {
+    batch: IngestBatch,
+    acks: Vec<Ack>,
+    entries: usize,
+    bytes: usize,
+}
+
+impl PendingBatch {
+    fn push(&mut self, item: Inbound) {
+        let Inbound { decoded, ack } = item;
+        self.entries += decoded.entries();
+        self.bytes += decoded.payload_bytes;
+        self.batch.readings.extend(decoded.readings);
+        self.batch.dead_letters.extend(decoded.dead_letters);
+        self.batch.statuses.extend(decoded.status);
+        self.acks.extend(ack);
+    }
+
+    fn is_full(&self, policy: &BatchPolicy) -> bool {
+        self.entries >= policy.max_readings || self.bytes >= policy.max_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chrono::{DateTime, Utc};
+    use fleetpulse_domain::Serial;
+    use fleetpulse_domain::store::*;
+    use fleetpulse_domain::{AlarmEpisode, Order, Reading};
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    /// A store whose commits can be held back (no permits) or made to fail, and which
+    /// records what happened in one log shared with the test's acks.
+    struct ControlledStore {
+        gate: Semaphore,
+        fail_next: AtomicUsize,
+        log: Arc<Mutex<Vec<String>>>,
+        batch_sizes: Mutex<Vec<usize>>,
+    }
+
+    impl ControlledStore {
+        fn new(open: bool) -> Arc<Self> {
+            Arc::new(Self {
+                gate: Semaphore::new(if open { 1_000 } else { 0 }),
+                fail_next: AtomicUsize::new(0),
+                log: Arc::default(),
+                batch_sizes: Mutex::default(),
+            })
+        }
+
+        fn log(&self) -> Vec<String> {
+            self.log.lock().expect("log").clone()
+        }
+
+        fn batch_sizes(&self) -> Vec<usize> {
+            self.batch_sizes.lock().expect("sizes").clone()
+        }
+
+        fn ack(&self, name: &str) -> Option<Ack> {
+            let log = Arc::clone(&self.log);
+            let name = format!("ack {name}");
+            Some(Ack::new(move || log.lock().expect("log").push(name)))
+        }
+    }
+
+    fn unused<T>() -> Result<T, StoreError> {
+        Err(StoreError::Internal("not used by the pipeline".into()))
+    }
+
+    #[async_trait::async_trait]
+    impl Store for ControlledStore {
+        async fn commit_batch(&self, batch: IngestBatch) -> Result<CommitReport, StoreError> {
+            self.gate.acquire().await.expect("gate open").forget();
+            if self
+                .fail_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                self.log.lock().expect("log").push("commit failed".into());
+                return Err(StoreError::Unavailable("disk on fire".into()));
+            }
+            let n = batch.readings.len() + batch.dead_letters.len() + batch.statuses.len();
+            self.batch_sizes.lock().expect("sizes").push(n);
+            self.log.lock().expect("log").push(format!("commit {n}"));
+            Ok(CommitReport {
+                stored: batch.readings.len(),
+                dead_lettered: batch.dead_letters.len(),
+                ..CommitReport::default()
+            })
+        }
+        async fn register_device(&self, _: NewDevice) -> Result<Device, StoreError> {
+            unused()
+        }
+        async fn device(&self, _: &Serial) -> Result<Option<DeviceDetail>, StoreError> {
+            unused()
+        }
+        async fn list_devices(&self, _: DeviceQuery) -> Result<Page<DeviceSummary>, StoreError> {
+            unused()
+        }
+        async fn readings(&self, _: ReadingQuery) -> Result<Vec<StoredReading>, StoreError> {
+            unused()
+        }
+        async fn rollups(
+            &self,
+            _: &Serial,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+        ) -> Result<Vec<Rollup>, StoreError> {
+            unused()
+        }
+        async fn alarm_episodes(
+            &self,
+            _: &Serial,
+            _: usize,
+        ) -> Result<Vec<AlarmEpisode>, StoreError> {
+            unused()
+        }
+        async fn list_orders(&self, _: OrderQuery) -> Result<Page<Order>, StoreError> {
+            unused()
+        }
+        async fn order(&self, _: i64) -> Result<Option<Order>, StoreError> {
+            unused()
+        }
+        async fn dead_letters(&self, _: DeadLetterQuery) -> Result<Page<DeadLetter>, StoreError> {
+            unused()
+        }
+        async fn delete_readings_before(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
+            unused()
+        }
+        async fn mark_all_offline(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
+            unused()
+        }
+        async fn stats(&self) -> Result<StoreStats, StoreError> {
+            unused()
+        }
+    }
+
+    fn reading(seq: u64) -> Reading {
+        Reading {
+            serial: Serial::parse("OC5-000001").expect("valid"),
+            seq,
+            ts: Utc::now(),
+            received_at: Utc::now(),
+            model: None,
+            firmware: None,
+            alarms: None,
+            values: Default::default(),
+        }
+    }
+
+    fn one_reading(seq: u64, payload_bytes: usize) -> Decoded {
+        Decoded {
+            readings: vec![reading(seq)],
+            payload_bytes,
+            ..Decoded::default()
+        }
+    }
+
+    fn config(max_readings: usize, max_bytes: usize, linger: Duration) -> PipelineConfig {
+        PipelineConfig {
+            batch: BatchPolicy {
+                max_readings,
+                max_bytes,
+                linger,
+            },
+            retry: RetryPolicy {
+                initial_backoff: Duration::from_millis(5),
+                max_backoff: Duration::from_millis(20),
+            },
+            ..PipelineConfig::default()
+        }
+    }
+
+    async fn submit(handle: &PipelineHandle, decoded: Decoded, ack: Option<Ack>) {
+        handle
+            .submit(Inbound::new(decoded, ack))
+            .await
+            .expect("pipeline open");
+    }
+
+    async fn close_and_drain(handle: &PipelineHandle) {
+        handle.close();
+        tokio::time::timeout(Duration::from_secs(10), handle.drained())
+            .await
+            .expect("pipeline drains");
+    }
+
+    #[tokio::test]
+    async fn acks_run_only_after_the_commit_and_in_arrival_order() {
+        let store = ControlledStore::new(false);
+        let (handle, _task) = Pipeline::spawn(
+            store.clone(),
+            config(100, 1 << 20, Duration::from_millis(10)),
+        );
+        for (seq, name) in [(1, "a"), (2, "b"), (3, "c")] {
+            submit(&handle, one_reading(seq, 10), store.ack(name)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            store.log().is_empty(),
+            "nothing may be acked while the commit is held: {:?}",
+            store.log()
+        );
+
+        store.gate.add_permits(1);
+        close_and_drain(&handle).await;
+
+        assert_eq!(store.log(), ["commit 3", "ack a", "ack b", "ack c"]);
+        let stats = handle.stats().snapshot();
+        assert_eq!(
+            (stats.acked, stats.batches, stats.readings_stored),
+            (3, 1, 3)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_retried_and_nothing_is_acked_until_it_succeeds() {
+        let store = ControlledStore::new(true);
+        store.fail_next.store(2, Ordering::SeqCst);
+        let (handle, _task) = Pipeline::spawn(
+            store.clone(),
+            config(100, 1 << 20, Duration::from_millis(1)),
+        );
+        submit(&handle, one_reading(1, 10), store.ack("a")).await;
+        close_and_drain(&handle).await;
+
+        assert_eq!(
+            store.log(),
+            ["commit failed", "commit failed", "commit 1", "ack a"]
+        );
+        let stats = handle.stats().snapshot();
+        assert_eq!((stats.commit_errors, stats.acked, stats.batches), (2, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_cut_at_the_entry_count() {
+        let store = ControlledStore::new(false);
+        let (handle, _task) =
+            Pipeline::spawn(store.clone(), config(3, 1 << 20, Duration::from_secs(3600)));
+        for seq in 0..7 {
+            submit(&handle, one_reading(seq, 1), None).await;
+        }
+        store.gate.add_permits(1_000);
+        close_and_drain(&handle).await;
+        assert_eq!(store.batch_sizes(), [3, 3, 1]);
+        assert_eq!(handle.stats().snapshot().received_messages, 7);
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_cut_at_the_byte_count() {
+        let store = ControlledStore::new(false);
+        let (handle, _task) =
+            Pipeline::spawn(store.clone(), config(1000, 100, Duration::from_secs(3600)));
+        for seq in 0..5 {
+            submit(&handle, one_reading(seq, 60), None).await;
+        }
+        store.gate.add_permits(1_000);
+        close_and_drain(&handle).await;
+        assert_eq!(store.batch_sizes(), [2, 2, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_lone_message_is_committed_after_the_linger_time() {
+        let linger = Duration::from_millis(300);
+        let store = ControlledStore::new(true);
+        let (handle, _task) = Pipeline::spawn(store.clone(), config(1000, 1 << 20, linger));
+        let start = std::time::Instant::now();
+        submit(&handle, one_reading(1, 10), store.ack("a")).await;
+
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(store.log().is_empty(), "committed before the linger time");
+        while store.log().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(start.elapsed() >= linger);
+        assert_eq!(store.log(), ["commit 1", "ack a"]);
+    }
+
+    #[tokio::test]
+    async fn after_close_nothing_is_accepted_and_everything_accepted_is_committed() {
+        let store = ControlledStore::new(true);
+        let (handle, task) = Pipeline::spawn(
+            store.clone(),
+            config(1000, 1 << 20, Duration::from_secs(3600)),
+        );
+        submit(&handle, one_reading(1, 10), store.ack("a")).await;
+        handle.close();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("drains without waiting for the linger time")
+            .expect("task ok");
+        assert_eq!(store.log(), ["commit 1", "ack a"]);
+        let refused = handle.submit(Inbound::new(one_reading(2, 10), None)).await;
+        assert_eq!(refused, Err(PipelineClosed));
+    }
+
+    #[test]
+    fn policy_defaults_and_config_keys() {
+        let p = BatchPolicy::default();
+        assert_eq!(
+            (p.max_readings, p.max_bytes, p.linger),
+            (2_000, 4 << 20, Duration::from_millis(20))
+        );
+        let c: PipelineConfig =
+            serde_json::from_str(r#"{"batch":{"linger_ms":5}}"#).expect("valid");
+        assert_eq!(c.batch.linger, Duration::from_millis(5));
+        assert_eq!(c.batch.max_readings, 2_000);
+        assert!(serde_json::from_str::<PipelineConfig>(r#"{"batch":{"linger":5}}"#).is_err());
+        assert_eq!(
+            PipelineConfig::default(),
+            serde_json::from_str("{}").expect("valid")
+        );
+    }
+}

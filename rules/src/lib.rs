@@ -1,0 +1,425 @@
+//! Streaming rules: what a committed batch's state change calls for.
+//!
+//! The store calls [`CatalogRules::evaluate`] inside the commit transaction, once for
+//! each new reading that moves a device's latest state forward. The rules are pure and deterministic: same device, same
+//! change, same clock → same intents. The store turns each intent into a new order or
+//! updates the active order with the same (serial, cause), so a trigger that fires on
+//! every reading still yields one order.
+//!
+//! Rules in force:
+//! - **Consumable depletion**: a catalog consumable whose percentage field is at or below
+//!   its `order_at_pct` → maintenance order, cause `<consumable>_depletion`.
+//! - **Critical alarm**: a catalog alarm of severity `critical` whose episode opened in
+//!   this reading → repair order, cause `critical_alarm:<code>`, with the catalog's skill,
+//!   parts, labour and solution.
+//!
+//! Priority comes from the policy per cause, one step more urgent (by default) for
+//! life-supporting devices; SLA deadlines from the policy per priority. Devices that are
+//! `retired` or `in_repair` raise nothing (they are not at a patient's home).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use fleetpulse_domain::catalog::{AlarmSpec, ConsumableSpec, ModelSpec};
+use fleetpulse_domain::rules::{DeviceContext, OrderRules, StateChange};
+use fleetpulse_domain::{Cause, LifecycleStatus, OrderIntent, OrderKind, Policy, Severity};
+use serde_json::json;
+
+/// The rules driven by the catalog and the order policy.
+#[derive(Clone, Debug)]
+pub struct CatalogRules {
+    policy: Arc<Policy>,
+}
+
+impl CatalogRules {
+    pub fn new(policy: Arc<Policy>) -> Self {
+        Self { policy }
+    }
+
+    fn consumable_intent(
+        &self,
+        device: &DeviceContext<'_>,
+        model: &ModelSpec,
+        consumable: &ConsumableSpec,
+        level: f64,
+        change: &StateChange<'_>,
+        now: DateTime<Utc>,
+    ) -> OrderIntent {
+        let priority = self.policy.priority_for(
+            self.policy.priority.consumable_depletion,
+            device.criticality,
+        );
+        OrderIntent {
+            serial: device.serial.clone(),
+            cause: Cause::consumable_depletion(&consumable.id),
+            kind: OrderKind::Maintenance,
+            priority,
+            title: format!("Replace {} ({level:.0} % left)", consumable.name),
+            solution: format!(
+                "Replace the {} of this {}; the device reports {} = {level:.1} %, at or below the order threshold of {} %.",
+                consumable.name, model.name, consumable.field, consumable.order_at_pct
+            ),
+            skills: vec![consumable.skill.clone()],
+            parts: consumable.parts.clone(),
+            labour_minutes: consumable.labour_minutes,
+            evidence: json!({
+                "rule": "consumable_at_threshold",
+                "consumable": consumable.id,
+                "field": consumable.field,
+                "value": level,
+                "threshold_pct": consumable.order_at_pct,
+                "seq": change.after.seq,
+                "device_ts": change.after.ts,
+                "runtime_hours": change.after.values.get("runtime_hours"),
+                "model": model.id,
+            }),
+            triggered_at: now,
+            sla: self.policy.sla_for(priority, now),
+        }
+    }
+
+    fn alarm_intent(
+        &self,
+        device: &DeviceContext<'_>,
+        model: &ModelSpec,
+        alarm: &AlarmSpec,
+        change: &StateChange<'_>,
+        now: DateTime<Utc>,
+    ) -> OrderIntent {
+        let priority = self
+            .policy
+            .priority_for(self.policy.priority.critical_alarm, device.criticality);
+        OrderIntent {
+            serial: device.serial.clone(),
+            cause: Cause::critical_alarm(&alarm.code),
+            kind: OrderKind::Repair,
+            priority,
+            title: format!("{} ({})", alarm.title, alarm.code),
+            solution: alarm.solution.clone(),
+            skills: vec![alarm.skill.clone()],
+            parts: alarm.parts.clone(),
+            labour_minutes: alarm.labour_minutes,
+            evidence: json!({
+                "rule": "critical_alarm_raised",
+                "alarm": alarm.code,
+                "category": alarm.category,
+                "failure_mode": alarm.failure_mode,
+                "counts_as_failure": alarm.counts_as_failure,
+                "active_alarms": change.after.alarms,
+                "seq": change.after.seq,
+                "device_ts": change.after.ts,
+                "values": change.after.values,
+                "model": model.id,
+            }),
+            triggered_at: now,
+            sla: self.policy.sla_for(priority, now),
+        }
+    }
+}
+
+impl OrderRules for CatalogRules {
+    fn evaluate(
+        &self,
+        device: &DeviceContext<'_>,
+        change: &StateChange<'_>,
+        now: DateTime<Utc>,
+    ) -> Vec<OrderIntent> {
+        if matches!(
+            device.status,
+            LifecycleStatus::Retired | LifecycleStatus::InRepair
+        ) {
+            return Vec::new();
+        }
+        let Some(model) = device.model else {
+            return Vec::new();
+        };
+        let mut intents = Vec::new();
+        // Only a reading that reports the level triggers: a reading without the field
+        // is no new evidence of depletion.
+        for consumable in &model.consumables {
+            if let Some(&level) = change.reading.values.get(&consumable.field)
+                && level <= consumable.order_at_pct
+            {
+                intents.push(self.consumable_intent(device, model, consumable, level, change, now));
+            }
+        }
+        for code in change.opened_alarms {
+            if let Some(alarm) = model.alarm(code)
+                && alarm.severity == Severity::Critical
+            {
+                intents.push(self.alarm_intent(device, model, alarm, change, now));
+            }
+        }
+        intents
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetpulse_domain::rules::LatestState;
+    use fleetpulse_domain::{AlarmCode, Catalog, Criticality, Priority, Reading, Serial};
+
+    const CATALOG: &str = include_str!("../../config/catalog.toml");
+    const POLICY: &str = include_str!("../../config/policy.toml");
+
+    struct Fixture {
+        catalog: Catalog,
+        rules: CatalogRules,
+        serial: Serial,
+    }
+
+    fn fixture() -> Fixture {
+        let policy = Policy::from_toml_str(POLICY).expect("shipped policy is valid");
+        Fixture {
+            catalog: Catalog::from_toml_str(CATALOG).expect("shipped catalog is valid"),
+            rules: CatalogRules::new(Arc::new(policy)),
+            serial: Serial::parse("OC5-000001").expect("serial"),
+        }
+    }
+
+    fn state(values: &[(&str, f64)], alarms: &[&str]) -> LatestState {
+        LatestState {
+            seq: 10,
+            values: values.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            alarms: alarms
+                .iter()
+                .map(|c| AlarmCode::parse(c).expect("code"))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn eval(
+        f: &Fixture,
+        model: &str,
+        criticality: Criticality,
+        status: LifecycleStatus,
+        after: &LatestState,
+        opened: &[&str],
+    ) -> Vec<OrderIntent> {
+        let opened: Vec<AlarmCode> = opened
+            .iter()
+            .map(|c| AlarmCode::parse(c).expect("code"))
+            .collect();
+        let device = DeviceContext {
+            serial: &f.serial,
+            model: f.catalog.model(model),
+            criticality,
+            status,
+        };
+        // The reading that made the step reported everything the state holds.
+        let reading = Reading {
+            serial: f.serial.clone(),
+            seq: after.seq,
+            ts: DateTime::<Utc>::UNIX_EPOCH,
+            received_at: DateTime::<Utc>::UNIX_EPOCH,
+            model: None,
+            firmware: None,
+            alarms: Some(after.alarms.clone()),
+            values: after.values.clone(),
+        };
+        let change = StateChange {
+            before: None,
+            after,
+            reading: &reading,
+            opened_alarms: &opened,
+        };
+        f.rules
+            .evaluate(&device, &change, DateTime::<Utc>::UNIX_EPOCH)
+    }
+
+    fn first_critical(f: &Fixture, model: &str) -> (String, String) {
+        let m = f.catalog.model(model).expect("model in catalog");
+        let a = m
+            .alarms
+            .iter()
+            .find(|a| a.severity == Severity::Critical)
+            .expect("a critical alarm");
+        let w = m
+            .alarms
+            .iter()
+            .find(|a| a.severity != Severity::Critical)
+            .expect("a non-critical alarm");
+        (a.code.to_string(), w.code.to_string())
+    }
+
+    #[test]
+    fn filter_at_threshold_raises_a_maintenance_order_with_catalog_parts() {
+        let f = fixture();
+        let model = f
+            .catalog
+            .models()
+            .find(|m| !m.consumables.is_empty())
+            .expect("model with consumable");
+        let c = &model.consumables[0];
+        let at = state(&[(c.field.as_str(), c.order_at_pct)], &[]);
+        let above = state(&[(c.field.as_str(), c.order_at_pct + 0.5)], &[]);
+        let intents = eval(
+            &f,
+            model.id.as_str(),
+            Criticality::Standard,
+            LifecycleStatus::AtCustomer,
+            &at,
+            &[],
+        );
+        assert_eq!(intents.len(), 1);
+        let o = &intents[0];
+        assert_eq!(o.cause, Cause::consumable_depletion(&c.id));
+        assert_eq!(o.kind, OrderKind::Maintenance);
+        assert_eq!(o.parts, c.parts);
+        assert_eq!(o.skills, vec![c.skill.clone()]);
+        assert_eq!(o.evidence["value"], json!(c.order_at_pct));
+        assert!(o.sla.respond_by < o.sla.complete_by);
+        assert!(
+            eval(
+                &f,
+                model.id.as_str(),
+                Criticality::Standard,
+                LifecycleStatus::AtCustomer,
+                &above,
+                &[]
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_reading_that_does_not_report_the_level_is_no_new_trigger() {
+        let f = fixture();
+        let model = f
+            .catalog
+            .models()
+            .find(|m| !m.consumables.is_empty())
+            .expect("model with consumable");
+        let c = &model.consumables[0];
+        let low = state(&[(c.field.as_str(), c.order_at_pct - 1.0)], &[]);
+        let device = DeviceContext {
+            serial: &f.serial,
+            model: Some(model),
+            criticality: Criticality::Standard,
+            status: LifecycleStatus::AtCustomer,
+        };
+        // The merged state still shows the low level, but this reading only reported hours.
+        let reading = Reading {
+            serial: f.serial.clone(),
+            seq: 2,
+            ts: DateTime::<Utc>::UNIX_EPOCH,
+            received_at: DateTime::<Utc>::UNIX_EPOCH,
+            model: None,
+            firmware: None,
+            alarms: None,
+            values: [("runtime_hours".to_owned(), 10.0)].into_iter().collect(),
+        };
+        let change = StateChange {
+            before: Some(&low),
+            after: &low,
+            reading: &reading,
+            opened_alarms: &[],
+        };
+        assert!(
+            f.rules
+                .evaluate(&device, &change, DateTime::<Utc>::UNIX_EPOCH)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn only_opened_critical_alarms_raise_repair_orders() {
+        let f = fixture();
+        let model = f.catalog.models().next().expect("a model").id.to_string();
+        let (critical, warning) = first_critical(&f, &model);
+        let s = state(&[], &[&critical, &warning]);
+        let intents = eval(
+            &f,
+            &model,
+            Criticality::High,
+            LifecycleStatus::AtCustomer,
+            &s,
+            &[&critical, &warning],
+        );
+        assert_eq!(intents.len(), 1, "{intents:?}");
+        assert_eq!(
+            intents[0].cause.as_str(),
+            format!("critical_alarm:{critical}")
+        );
+        assert_eq!(intents[0].kind, OrderKind::Repair);
+        // still active, but not newly opened: nothing new to raise
+        assert!(
+            eval(
+                &f,
+                &model,
+                Criticality::High,
+                LifecycleStatus::AtCustomer,
+                &s,
+                &[]
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn life_supporting_devices_get_a_more_urgent_priority() {
+        let f = fixture();
+        let vent = f
+            .catalog
+            .models()
+            .find(|m| m.kind == fleetpulse_domain::DeviceKind::Ventilator)
+            .expect("ventilator");
+        let (critical, _) = first_critical(&f, vent.id.as_str());
+        let s = state(&[], &[&critical]);
+        let normal = eval(
+            &f,
+            vent.id.as_str(),
+            Criticality::High,
+            LifecycleStatus::AtCustomer,
+            &s,
+            &[&critical],
+        );
+        let life = eval(
+            &f,
+            vent.id.as_str(),
+            Criticality::LifeSupporting,
+            LifecycleStatus::AtCustomer,
+            &s,
+            &[&critical],
+        );
+        assert!(
+            life[0].priority < normal[0].priority,
+            "{:?} vs {:?}",
+            life[0].priority,
+            normal[0].priority
+        );
+        assert_eq!(life[0].priority, Priority::P1);
+    }
+
+    #[test]
+    fn retired_devices_and_unknown_models_raise_nothing() {
+        let f = fixture();
+        let model = f.catalog.models().next().expect("a model").id.to_string();
+        let (critical, _) = first_critical(&f, &model);
+        let s = state(&[("filter_life_pct", 0.0)], &[&critical]);
+        assert!(
+            eval(
+                &f,
+                &model,
+                Criticality::High,
+                LifecycleStatus::Retired,
+                &s,
+                &[&critical]
+            )
+            .is_empty()
+        );
+        assert!(
+            eval(
+                &f,
+                "NO-SUCH-MODEL",
+                Criticality::High,
+                LifecycleStatus::AtCustomer,
+                &s,
+                &[&critical]
+            )
+            .is_empty()
+        );
+    }
+}

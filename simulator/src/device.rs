@@ -1,0 +1,622 @@
+//! One simulated device: usage, wear, failures, repairs, alarms and the readings it
+//! reports. Pure: no I/O, no clock; the fleet passes simulated hours and wall timestamps.
+//!
+//! Two random streams per device keep the physics independent of the readings: the
+//! `physics` stream draws usage, lifetimes, delays and alarm episodes; the `noise` stream
+//! draws reading noise. A device that produces no reading in a step (its queue is full)
+//! still lives exactly the same life.
+
+use std::f64::consts::TAU;
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use fleetpulse_domain::catalog::ModelSpec;
+use fleetpulse_domain::telemetry::known_field;
+use fleetpulse_domain::{AlarmCode, Category, DeviceKind, Serial, Severity};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Map, Value, json};
+
+use crate::failure::{FailureModeSpec, failure_mode_spec};
+use crate::truth::{PrecursorStart, TruthEvent};
+
+/// Firmware versions a simulated device may run.
+const FIRMWARE: &[&str] = &["2.3.1", "2.4.0", "3.0.2"];
+/// Daily usage: hours of operation per day, uniform in this range.
+const USAGE_HOURS_PER_DAY: (f64, f64) = (6.0, 24.0);
+/// Runtime meter of a device when the simulation starts, uniform in this range.
+const INITIAL_RUNTIME_HOURS: (f64, f64) = (100.0, 15_000.0);
+/// Share of devices whose components are all original (age = runtime meter).
+const ORIGINAL_PARTS_SHARE: f64 = 0.7;
+/// A consumable's life on this device, relative to the catalog's rated life.
+const CONSUMABLE_LIFE_FACTOR: (f64, f64) = (0.7, 1.3);
+/// Consumable level when the simulation starts, uniform in this range (%).
+const INITIAL_CONSUMABLE_PCT: (f64, f64) = (10.0, 100.0);
+/// Simulated hours from crossing `order_at_pct` to the replacement.
+const CONSUMABLE_REPLACEMENT_DELAY_H: (f64, f64) = (48.0, 240.0);
+/// Simulated hours from a failure to its repair.
+const REPAIR_DELAY_H: (f64, f64) = (12.0, 96.0);
+/// Mean simulated hours between two episodes of one warning code on one device.
+const WARNING_MEAN_INTERVAL_H: f64 = 120.0 * 24.0;
+/// Mean simulated hours between two episodes of one info code on one device.
+const INFO_MEAN_INTERVAL_H: f64 = 60.0 * 24.0;
+/// How long a random warning/info episode lasts, in simulated hours.
+const EPISODE_DURATION_H: (f64, f64) = (0.5, 12.0);
+/// Standard deviation of the reading noise on consumable levels (%).
+const CONSUMABLE_NOISE_PCT: f64 = 0.15;
+
+/// A measured field: its baseline, noise and whether it drops to 0 while a failure
+/// keeps the device out of therapy.
+#[derive(Clone, Debug)]
+struct Gauge {
+    field: &'static str,
+    baseline: f64,
+    noise_sd: f64,
+    decimals: i32,
+    therapy: bool,
+}
+
+/// An hour meter of a part (sieve bed, blower): the part's component age when the
+/// model has that failure mode, else a meter that runs with the device.
+#[derive(Clone, Debug)]
+struct Counter {
+    field: &'static str,
+    component: Option<usize>,
+    hours: f64,
+}
+
+#[derive(Clone, Debug)]
+struct Consumable {
+    id: String,
+    field: String,
+    order_at_pct: f64,
+    life_hours: f64,
+    level_pct: f64,
+    crossed_at: Option<DateTime<Utc>>,
+    replace_due_sim: Option<f64>,
+}
+
+#[derive(Clone, Debug)]
+struct Component {
+    mode: String,
+    spec: &'static FailureModeSpec,
+    alarm: AlarmCode,
+    age_hours: f64,
+    lifetime_hours: f64,
+    fitted_in_sim: bool,
+    /// Runtime hours before the failure at which the precursor starts (0: none).
+    lead_hours: f64,
+    precursor_fields: Vec<String>,
+    precursor_started: Option<PrecursorStart>,
+}
+
+impl Component {
+    fn precursor_progress(&self) -> f64 {
+        if self.lead_hours <= 0.0 {
+            return 0.0;
+        }
+        ((self.age_hours - (self.lifetime_hours - self.lead_hours)) / self.lead_hours)
+            .clamp(0.0, 1.0)
+    }
+
+    fn in_precursor(&self) -> bool {
+        self.lead_hours > 0.0 && self.age_hours >= self.lifetime_hours - self.lead_hours
+    }
+}
+
+#[derive(Clone, Debug)]
+struct RandomAlarm {
+    code: AlarmCode,
+    mean_interval_h: f64,
+    active_until_sim: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Failed {
+    component: usize,
+    since_sim: f64,
+    repair_due_sim: f64,
+}
+
+/// Static facts about a simulated device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub serial: Serial,
+    pub model: String,
+    pub kind: DeviceKind,
+    pub firmware: String,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct SimDevice {
+    pub(crate) serial: Serial,
+    pub(crate) model: String,
+    pub(crate) kind: DeviceKind,
+    pub(crate) firmware: &'static str,
+    physics: ChaCha8Rng,
+    noise: ChaCha8Rng,
+    usage_fraction: f64,
+    runtime_hours: f64,
+    seq: u64,
+    consumables: Vec<Consumable>,
+    components: Vec<Component>,
+    gauges: Vec<Gauge>,
+    counters: Vec<Counter>,
+    random_alarms: Vec<RandomAlarm>,
+    consumable_alarm: Option<AlarmCode>,
+    failed: Option<Failed>,
+}
+
+fn uniform(rng: &mut ChaCha8Rng, (lo, hi): (f64, f64)) -> f64 {
+    lo + (hi - lo) * rng.random::<f64>()
+}
+
+/// A standard normal draw (Box–Muller).
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1 = 1.0 - rng.random::<f64>();
+    let u2 = rng.random::<f64>();
+    (-2.0 * u1.ln()).sqrt() * (TAU * u2).cos()
+}
+
+fn round_to(x: f64, decimals: i32) -> f64 {
+    let f = 10f64.powi(decimals);
+    (x * f).round() / f
+}
+
+fn clamp_to_contract(field: &str, x: f64) -> f64 {
+    match known_field(field) {
+        Some(f) => x.clamp(f.min, f.max),
+        None => x,
+    }
+}
+
+/// The measured fields of a device kind, drawn for one device.
+fn gauges_for(kind: DeviceKind, rng: &mut ChaCha8Rng) -> Vec<Gauge> {
+    let mut g = |field, range, noise_sd, decimals, therapy| Gauge {
+        field,
+        baseline: uniform(rng, range),
+        noise_sd,
+        decimals,
+        therapy,
+    };
+    match kind {
+        DeviceKind::OxygenConcentrator => {
+            let mut flow = g("flow_lpm", (1.0, 5.0), 0.05, 2, true);
+            // a prescription is set in half litres
+            flow.baseline = (flow.baseline * 2.0).round() / 2.0;
+            vec![
+                g("o2_purity_pct", (92.5, 95.5), 0.25, 1, false),
+                flow,
+                g("outlet_pressure_kpa", (40.0, 60.0), 1.0, 1, false),
+                g("temperature_c", (35.0, 45.0), 0.5, 1, false),
+            ]
+        }
+        DeviceKind::Ventilator => vec![
+            g("tidal_volume_ml", (350.0, 600.0), 12.0, 0, true),
+            g("resp_rate_bpm", (12.0, 20.0), 0.6, 1, true),
+            g("peak_pressure_cmh2o", (15.0, 25.0), 0.7, 1, true),
+            g("leak_lpm", (5.0, 25.0), 1.5, 1, true),
+            g("battery_pct", (97.0, 100.0), 0.4, 0, false),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+fn counter_fields(kind: DeviceKind) -> &'static [(&'static str, &'static str)] {
+    match kind {
+        DeviceKind::OxygenConcentrator => &[("sieve_bed_hours", "sieve_bed")],
+        DeviceKind::Ventilator => &[("blower_hours", "blower")],
+        _ => &[],
+    }
+}
+
+impl SimDevice {
+    /// Draws device `index` of a fleet with `seed`. The draw depends only on
+    /// (seed, index, model): never on the fleet size or on timing.
+    pub(crate) fn new(seed: u64, index: usize, serial: Serial, model: &ModelSpec) -> Self {
+        let mut physics = ChaCha8Rng::seed_from_u64(seed);
+        physics.set_stream(2 * index as u64);
+        let mut noise = ChaCha8Rng::seed_from_u64(seed);
+        noise.set_stream(2 * index as u64 + 1);
+        let rng = &mut physics;
+
+        let firmware = FIRMWARE[rng.random_range(0..FIRMWARE.len())];
+        let usage_fraction = uniform(rng, USAGE_HOURS_PER_DAY) / 24.0;
+        let runtime_hours = uniform(rng, INITIAL_RUNTIME_HOURS);
+        let original_parts = rng.random::<f64>() < ORIGINAL_PARTS_SHARE;
+
+        let mut consumables: Vec<Consumable> = Vec::new();
+        for c in &model.consumables {
+            if consumables.iter().any(|x| x.field == c.field) {
+                continue;
+            }
+            consumables.push(Consumable {
+                id: c.id.clone(),
+                field: c.field.clone(),
+                order_at_pct: c.order_at_pct,
+                life_hours: c.rated_life_hours * uniform(rng, CONSUMABLE_LIFE_FACTOR),
+                level_pct: uniform(rng, INITIAL_CONSUMABLE_PCT),
+                crossed_at: None,
+                replace_due_sim: None,
+            });
+        }
+
+        let gauges: Vec<Gauge> = gauges_for(model.kind, rng)
+            .into_iter()
+            .filter(|g| !consumables.iter().any(|c| c.field == g.field))
+            .collect();
+        let reports = |field: &str| gauges.iter().any(|g| g.field == field);
+
+        let mut components: Vec<Component> = Vec::new();
+        for alarm in model.alarms.iter().filter(|a| a.counts_as_failure) {
+            let Some(mode) = alarm.failure_mode.as_deref() else {
+                continue;
+            };
+            if components.iter().any(|c| c.mode == mode) {
+                continue;
+            }
+            let spec = failure_mode_spec(mode);
+            let age_hours = if original_parts {
+                runtime_hours
+            } else {
+                runtime_hours * rng.random::<f64>()
+            };
+            let lifetime_hours = spec
+                .weibull()
+                .lifetime_given_age(age_hours, 1.0 - rng.random::<f64>());
+            let precursor_fields: Vec<String> = spec
+                .precursor
+                .iter()
+                .filter(|d| reports(d.field))
+                .map(|d| d.field.to_owned())
+                .collect();
+            let lead_hours = if precursor_fields.is_empty() {
+                0.0
+            } else {
+                spec.precursor_days * 24.0 * usage_fraction
+            };
+            components.push(Component {
+                mode: mode.to_owned(),
+                spec,
+                alarm: alarm.code.clone(),
+                age_hours,
+                lifetime_hours,
+                fitted_in_sim: false,
+                lead_hours,
+                precursor_fields,
+                precursor_started: None,
+            });
+        }
+
+        let counters = counter_fields(model.kind)
+            .iter()
+            .filter(|(field, _)| !consumables.iter().any(|c| c.field == *field))
+            .map(|&(field, mode)| {
+                let component = components.iter().position(|c| c.mode == mode);
+                let meter = runtime_hours * rng.random::<f64>();
+                Counter {
+                    field,
+                    component,
+                    hours: component.map_or(meter, |c| components[c].age_hours),
+                }
+            })
+            .collect();
+
+        let consumable_alarm = model
+            .alarms
+            .iter()
+            .find(|a| !a.counts_as_failure && a.category == Category::Consumable)
+            .map(|a| a.code.clone());
+        let random_alarms = model
+            .alarms
+            .iter()
+            .filter(|a| !a.counts_as_failure && Some(&a.code) != consumable_alarm.as_ref())
+            .filter_map(|a| {
+                let mean_interval_h = match a.severity {
+                    Severity::Warning => WARNING_MEAN_INTERVAL_H,
+                    Severity::Info => INFO_MEAN_INTERVAL_H,
+                    // a critical alarm that is not a failure is never raised at random
+                    Severity::Critical => return None,
+                };
+                Some(RandomAlarm {
+                    code: a.code.clone(),
+                    mean_interval_h,
+                    active_until_sim: None,
+                })
+            })
+            .collect();
+
+        SimDevice {
+            serial,
+            model: model.id.to_string(),
+            kind: model.kind,
+            firmware,
+            physics,
+            noise,
+            usage_fraction,
+            runtime_hours,
+            seq: 0,
+            consumables,
+            components,
+            gauges,
+            counters,
+            random_alarms,
+            consumable_alarm,
+            failed: None,
+        }
+    }
+
+    /// The device's runtime meter now.
+    pub(crate) fn runtime_hours(&self) -> f64 {
+        self.runtime_hours
+    }
+
+    pub(crate) fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            serial: self.serial.clone(),
+            model: self.model.clone(),
+            kind: self.kind,
+            firmware: self.firmware.to_owned(),
+        }
+    }
+
+    /// Lives through `dt` simulated hours ending at `sim_end`; `ts` is the wall time of
+    /// the reading that follows. Events go to `truth`.
+    pub(crate) fn advance(
+        &mut self,
+        dt: f64,
+        sim_end: f64,
+        ts: DateTime<Utc>,
+        truth: &mut Vec<TruthEvent>,
+    ) {
+        self.repair_if_due(sim_end, ts, truth);
+        self.replace_consumables_if_due(sim_end, ts, truth);
+        let jitter = uniform(&mut self.physics, (0.85, 1.15));
+        if self.failed.is_none() {
+            self.operate(dt * self.usage_fraction * jitter, sim_end, ts, truth);
+        }
+        self.random_alarm_episodes(dt, sim_end);
+    }
+
+    fn repair_if_due(&mut self, sim_end: f64, ts: DateTime<Utc>, truth: &mut Vec<TruthEvent>) {
+        let Some(failed) = self.failed else { return };
+        if sim_end < failed.repair_due_sim {
+            return;
+        }
+        self.failed = None;
+        let u = 1.0 - self.physics.random::<f64>();
+        let c = &mut self.components[failed.component];
+        c.age_hours = 0.0;
+        c.lifetime_hours = c.spec.weibull().lifetime_given_age(0.0, u);
+        c.fitted_in_sim = true;
+        c.precursor_started = None;
+        truth.push(TruthEvent::Repair {
+            serial: self.serial.clone(),
+            model: self.model.clone(),
+            failure_mode: c.mode.clone(),
+            alarm_code: c.alarm.clone(),
+            ts,
+            sim_hours: sim_end,
+            runtime_hours: self.runtime_hours,
+            downtime_hours: sim_end - failed.since_sim,
+        });
+    }
+
+    fn replace_consumables_if_due(
+        &mut self,
+        sim_end: f64,
+        ts: DateTime<Utc>,
+        truth: &mut Vec<TruthEvent>,
+    ) {
+        for c in &mut self.consumables {
+            let (Some(due), Some(crossed)) = (c.replace_due_sim, c.crossed_at) else {
+                continue;
+            };
+            if sim_end < due {
+                continue;
+            }
+            truth.push(TruthEvent::ConsumableReplaced {
+                serial: self.serial.clone(),
+                model: self.model.clone(),
+                consumable: c.id.clone(),
+                field: c.field.clone(),
+                ts,
+                sim_hours: sim_end,
+                runtime_hours: self.runtime_hours,
+                level_before_pct: c.level_pct,
+                crossed_threshold_ts: crossed,
+            });
+            c.level_pct = 100.0;
+            c.crossed_at = None;
+            c.replace_due_sim = None;
+        }
+    }
+
+    /// Runs for `hours` of runtime, or until the first component fails within them.
+    fn operate(
+        &mut self,
+        hours: f64,
+        sim_end: f64,
+        ts: DateTime<Utc>,
+        truth: &mut Vec<TruthEvent>,
+    ) {
+        let first_failure = self
+            .components
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, (c.lifetime_hours - c.age_hours).max(0.0)))
+            .filter(|&(_, left)| left <= hours)
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        let run = first_failure.map_or(hours, |(_, left)| left);
+
+        self.runtime_hours += run;
+        for c in &mut self.components {
+            c.age_hours += run;
+        }
+        for k in &mut self.counters {
+            k.hours = match k.component {
+                Some(c) => self.components[c].age_hours,
+                None => k.hours + run,
+            };
+        }
+        for c in &mut self.components {
+            if c.precursor_started.is_none() && c.in_precursor() {
+                c.precursor_started = Some(PrecursorStart {
+                    ts,
+                    sim_hours: sim_end,
+                    runtime_hours: self.runtime_hours,
+                    fields: c.precursor_fields.clone(),
+                });
+            }
+        }
+        for c in &mut self.consumables {
+            c.level_pct = (c.level_pct - 100.0 * run / c.life_hours).max(0.0);
+            if c.crossed_at.is_none() && c.level_pct <= c.order_at_pct {
+                c.crossed_at = Some(ts);
+                c.replace_due_sim =
+                    Some(sim_end + uniform(&mut self.physics, CONSUMABLE_REPLACEMENT_DELAY_H));
+            }
+        }
+        if let Some((i, _)) = first_failure {
+            self.fail(i, sim_end, ts, truth);
+        }
+    }
+
+    fn fail(
+        &mut self,
+        component: usize,
+        sim_end: f64,
+        ts: DateTime<Utc>,
+        truth: &mut Vec<TruthEvent>,
+    ) {
+        let repair_due_sim = sim_end + uniform(&mut self.physics, REPAIR_DELAY_H);
+        self.failed = Some(Failed {
+            component,
+            since_sim: sim_end,
+            repair_due_sim,
+        });
+        let c = &mut self.components[component];
+        truth.push(TruthEvent::Failure {
+            serial: self.serial.clone(),
+            model: self.model.clone(),
+            failure_mode: c.mode.clone(),
+            alarm_code: c.alarm.clone(),
+            ts,
+            sim_hours: sim_end,
+            runtime_hours: self.runtime_hours,
+            component_hours: c.lifetime_hours,
+            component_fitted_in_sim: c.fitted_in_sim,
+            precursor_start: c.precursor_started.take(),
+        });
+    }
+
+    fn random_alarm_episodes(&mut self, dt: f64, sim_end: f64) {
+        let down = self.failed.is_some();
+        for a in &mut self.random_alarms {
+            if a.active_until_sim.is_some_and(|until| sim_end >= until) {
+                a.active_until_sim = None;
+            }
+            let raise = self.physics.random::<f64>() < 1.0 - (-dt / a.mean_interval_h).exp();
+            if raise && !down && a.active_until_sim.is_none() {
+                a.active_until_sim = Some(sim_end + uniform(&mut self.physics, EPISODE_DURATION_H));
+            }
+        }
+    }
+
+    /// The active alarm set, sorted.
+    fn active_alarms(&self) -> Vec<&AlarmCode> {
+        let mut codes: Vec<&AlarmCode> = Vec::new();
+        if let Some(f) = self.failed {
+            codes.push(&self.components[f.component].alarm);
+        }
+        codes.extend(
+            self.random_alarms
+                .iter()
+                .filter(|a| a.active_until_sim.is_some())
+                .map(|a| &a.code),
+        );
+        if let Some(code) = &self.consumable_alarm
+            && self
+                .consumables
+                .iter()
+                .any(|c| c.level_pct <= c.order_at_pct)
+        {
+            codes.push(code);
+        }
+        codes.sort();
+        codes.dedup();
+        codes
+    }
+
+    /// The value a gauge shows now, before noise.
+    fn out_of_therapy(&self) -> bool {
+        self.failed
+            .is_some_and(|f| self.components[f.component].spec.stops_therapy)
+    }
+
+    fn gauge_value(&self, g: &Gauge) -> f64 {
+        let drift: f64 = self
+            .components
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let s = if self.failed.is_some_and(|f| f.component == i) {
+                    1.0
+                } else {
+                    c.precursor_progress()
+                };
+                c.spec.shift(g.field, s)
+            })
+            .sum();
+        g.baseline + drift
+    }
+
+    /// The next reading (v1 payload), with the next `seq`.
+    pub(crate) fn reading(&mut self, ts: DateTime<Utc>) -> (u64, Bytes) {
+        self.seq += 1;
+        let mut m = Map::new();
+        m.insert("seq".into(), json!(self.seq));
+        m.insert(
+            "ts".into(),
+            json!(ts.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        );
+        m.insert("model".into(), json!(self.model));
+        m.insert("fw".into(), json!(self.firmware));
+        m.insert(
+            "runtime_hours".into(),
+            json!(round_to(self.runtime_hours, 2)),
+        );
+        for i in 0..self.consumables.len() {
+            let noise = CONSUMABLE_NOISE_PCT * normal(&mut self.noise);
+            let c = &self.consumables[i];
+            let level = round_to((c.level_pct + noise).clamp(0.0, 100.0), 1);
+            m.insert(c.field.clone(), json!(level));
+        }
+        for i in 0..self.gauges.len() {
+            let noise = normal(&mut self.noise);
+            let g = &self.gauges[i];
+            let value = if g.therapy && self.out_of_therapy() {
+                0.0
+            } else {
+                self.gauge_value(g) + g.noise_sd * noise
+            };
+            let value = round_to(clamp_to_contract(g.field, value), g.decimals);
+            m.insert(g.field.into(), json!(value));
+        }
+        for k in &self.counters {
+            m.insert(
+                k.field.into(),
+                json!(round_to(clamp_to_contract(k.field, k.hours), 1)),
+            );
+        }
+        let alarms: Vec<&str> = self
+            .active_alarms()
+            .into_iter()
+            .map(AlarmCode::as_str)
+            .collect();
+        m.insert("alarms".into(), json!(alarms));
+        let payload = serde_json::to_vec(&Value::Object(m))
+            .expect("a reading holds only finite numbers and strings: it always serializes");
+        (self.seq, Bytes::from(payload))
+    }
+}

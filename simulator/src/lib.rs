@@ -1,0 +1,50 @@
+//! A deterministic fleet of simulated home medical devices (oxygen concentrators,
+//! ventilators) with known ground truth, publishing telemetry contract v1 over MQTT QoS 1
+//! the way device firmware does.
+//!
+//! # Data model
+//! - [`Fleet`] (pure, no I/O): devices spread over the catalog's models, each with its
+//!   own usage, consumable wear, Weibull component lifetimes ([`failure`] has the β/η
+//!   table), precursor signals that start days before a failure, the failure mode's
+//!   critical alarm at the failure, repairs after a delay, consumable replacements some
+//!   days after the order threshold, and occasional warning/info alarm episodes.
+//!   [`Fleet::step`] returns one v1 payload per device.
+//! - Ground truth ([`TruthEvent`]): every failure, repair and consumable replacement,
+//!   as the simulator knows it, to check the service's conclusions against.
+//! - [`DeviceLink`]: one device's MQTT 3.1.1 connection (rumqttc's codec), keeping every
+//!   reading until its PUBACK and resending after reconnects; [`FirmwarePublisher`] is
+//!   one such link usable alone.
+//! - [`run`]: thousands of links in one process, a central ticker stepping the fleet.
+//!
+//! # Time
+//! Device timestamps are the wall clock; the speed factor (simulated seconds per wall
+//! second) accelerates only the devices' physics: runtime hours, wear, failures. The
+//! service therefore validates timestamps exactly as it does for real devices.
+//!
+//! # Guarantees
+//! - Determinism: the same seed, catalog and number of ticks give the same readings
+//!   (apart from wall-clock `ts`) and the same ground truth; device `i` does not depend on
+//!   the fleet size.
+//! - At least once: a reading taken into a device's store is resent until acknowledged
+//!   while the process lives. The store is memory only and bounded: when it is full the
+//!   device stops producing readings rather than dropping stored ones.
+
+pub mod device;
+pub mod device_link;
+pub mod endpoint;
+pub mod failure;
+pub mod fleet;
+pub mod outbox;
+pub mod publisher;
+pub mod runner;
+pub mod truth;
+
+pub use device::DeviceInfo;
+pub use device_link::{DeviceLink, LinkIdentity, LinkOptions, LinkState, LinkStats};
+pub use endpoint::{Endpoint, EndpointError};
+pub use failure::{FAILURE_MODES, FailureModeSpec, Weibull, failure_mode_spec};
+pub use fleet::{Fleet, FleetConfig, FleetError, Message};
+pub use outbox::OutboxFull;
+pub use publisher::{FirmwarePublisher, LinkError};
+pub use runner::{SimConfig, SimError, SimReport, run, run_with};
+pub use truth::{PrecursorStart, TruthEvent};

@@ -1,0 +1,257 @@
+//! The embedded store: SQLite in WAL mode behind [`fleetpulse_domain::store::Store`].
+//!
+//! Data model (see `migrations/0001_init.sql`): the device registry, each device's latest
+//! state, raw readings keyed by `(serial, seq)`, hourly rollups per device and field,
+//! alarm episodes, orders (one active per serial and cause) and dead letters.
+//!
+//! Guarantees:
+//! - `commit_batch` applies a whole batch — readings, latest state, rollups, episodes,
+//!   status, dead letters and the orders the rules raise — in one transaction and
+//!   returns only after it is committed (`synchronous = FULL` by default: durable even on
+//!   power loss; `Durability::Normal` survives a process crash only).
+//! - Redelivery is harmless: a reading whose `(serial, seq)` is stored is ignored and
+//!   counted as a duplicate; it changes nothing else.
+//! - Writes are serialised on one connection; reads use a small pool of read-only
+//!   connections that WAL lets run beside the writer. All SQLite work runs on tokio's
+//!   blocking pool, never on the async workers.
+
+mod convert;
+mod read;
+mod schema;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use fleetpulse_domain::alarm::AlarmEpisode;
+use fleetpulse_domain::catalog::Catalog;
+use fleetpulse_domain::order::Order;
+use fleetpulse_domain::rules::OrderRules;
+use fleetpulse_domain::serial::Serial;
+use fleetpulse_domain::store::{
+    CommitReport, DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary,
+    IngestBatch, NewDevice, OrderQuery, Page, ReadingQuery, Rollup, Store, StoreError, StoreStats,
+    StoredReading, UnknownDevicePolicy,
+};
+use rusqlite::{Connection, OpenFlags};
+
+pub use schema::SCHEMA_VERSION;
+
+/// How hard a commit works to survive a crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous = FULL`: a returned commit survives power loss.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: survives a process crash; the last commits may be lost
+    /// on power loss. Faster.
+    Normal,
+}
+
+/// What the store needs besides its file.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Models and alarm codes (severity of episodes, auto-registration, rules).
+    pub catalog: Arc<Catalog>,
+    /// Streaming rules evaluated inside each commit.
+    pub rules: Arc<dyn OrderRules>,
+    /// What happens to readings from unregistered serials.
+    pub unknown_device: UnknownDevicePolicy,
+    pub durability: Durability,
+}
+
+/// The embedded SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    opts: StoreOptions,
+}
+
+/// Read connections kept open for reuse.
+const READER_POOL: usize = 4;
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    /// A database written by a newer fleetpulse is refused.
+    pub async fn open(path: &Path, opts: StoreOptions) -> Result<SqliteStore, StoreError> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, opts))
+            .await
+            .map_err(|e| StoreError::Internal(format!("store open task failed: {e}")))?
+    }
+
+    fn open_blocking(path: PathBuf, opts: StoreOptions) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let mut conn = Connection::open(&path).map_err(convert::sql_err)?;
+        let sync = match opts.durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
+             PRAGMA busy_timeout = 5000; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;"
+        ))
+        .map_err(convert::sql_err)?;
+        schema::migrate(&mut conn)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(conn),
+                readers: Mutex::new(Vec::new()),
+                opts,
+            }),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` with the write connection on the blocking pool.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &StoreOptions) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().map_err(|_| {
+                StoreError::Internal("write connection poisoned by an earlier panic".into())
+            })?;
+            f(&mut conn, &inner.opts)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+    }
+
+    /// Runs `f` with a pooled read connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &StoreOptions) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().ok().and_then(|mut p| p.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_reader(&inner.path)?,
+            };
+            let result = f(&conn, &inner.opts);
+            if let Ok(mut pool) = inner.readers.lock()
+                && pool.len() < READER_POOL
+            {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(convert::sql_err)?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000;")
+        .map_err(convert::sql_err)?;
+    Ok(conn)
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn commit_batch(&self, batch: IngestBatch) -> Result<CommitReport, StoreError> {
+        if batch.is_empty() {
+            return Ok(CommitReport::default());
+        }
+        self.write(move |conn, opts| write::commit_batch(conn, opts, batch, Utc::now()))
+            .await
+    }
+
+    async fn register_device(&self, device: NewDevice) -> Result<Device, StoreError> {
+        self.write(move |conn, opts| write::register_device(conn, opts, device, Utc::now()))
+            .await
+    }
+
+    async fn device(&self, serial: &Serial) -> Result<Option<DeviceDetail>, StoreError> {
+        let serial = serial.clone();
+        self.read(move |conn, _| read::device_detail(conn, &serial))
+            .await
+    }
+
+    async fn list_devices(&self, query: DeviceQuery) -> Result<Page<DeviceSummary>, StoreError> {
+        self.read(move |conn, _| read::list_devices(conn, &query))
+            .await
+    }
+
+    async fn readings(&self, query: ReadingQuery) -> Result<Vec<StoredReading>, StoreError> {
+        self.read(move |conn, _| read::readings(conn, &query)).await
+    }
+
+    async fn rollups(
+        &self,
+        serial: &Serial,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        let serial = serial.clone();
+        self.read(move |conn, _| read::rollups(conn, &serial, from, to))
+            .await
+    }
+
+    async fn alarm_episodes(
+        &self,
+        serial: &Serial,
+        limit: usize,
+    ) -> Result<Vec<AlarmEpisode>, StoreError> {
+        let serial = serial.clone();
+        self.read(move |conn, _| read::alarm_episodes(conn, &serial, limit))
+            .await
+    }
+
+    async fn list_orders(&self, query: OrderQuery) -> Result<Page<Order>, StoreError> {
+        self.read(move |conn, _| read::list_orders(conn, &query))
+            .await
+    }
+
+    async fn order(&self, id: i64) -> Result<Option<Order>, StoreError> {
+        self.read(move |conn, _| read::order(conn, id)).await
+    }
+
+    async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Page<DeadLetter>, StoreError> {
+        self.read(move |conn, _| read::dead_letters(conn, &query))
+            .await
+    }
+
+    async fn delete_readings_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.write(move |conn, _| write::delete_readings_before(conn, before))
+            .await
+    }
+
+    async fn mark_all_offline(&self, at: DateTime<Utc>) -> Result<u64, StoreError> {
+        let _ = at;
+        self.write(move |conn, _| write::mark_all_offline(conn))
+            .await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.read(move |conn, _| read::stats(conn)).await
+    }
+}

@@ -1,0 +1,624 @@
+//! Everything that writes: the batch commit, registration, retention.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use fleetpulse_domain::alarm::AlarmCode;
+use fleetpulse_domain::catalog::ModelSpec;
+use fleetpulse_domain::device::{ConnectionState, Criticality, LifecycleStatus};
+use fleetpulse_domain::order::{OrderIntent, OrderStatus};
+use fleetpulse_domain::rules::{DeviceContext, LatestState, StateChange};
+use fleetpulse_domain::serial::Serial;
+use fleetpulse_domain::store::{
+    CommitReport, Device, IngestBatch, NewDeadLetter, NewDevice, OrderChange, StoreError,
+    UnknownDevicePolicy,
+};
+use fleetpulse_domain::telemetry::{Reading, RejectReason, StatusUpdate, telemetry_topic};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::StoreOptions;
+use crate::convert::{hour_of, json_err, ms, sql_err};
+use crate::read;
+
+/// The registry facts a commit needs about a device.
+struct DeviceRow {
+    model: Option<String>,
+    status: LifecycleStatus,
+    criticality: Criticality,
+}
+
+pub(crate) fn commit_batch(
+    conn: &mut Connection,
+    opts: &StoreOptions,
+    batch: IngestBatch,
+    now: DateTime<Utc>,
+) -> Result<CommitReport, StoreError> {
+    let tx = conn.transaction().map_err(sql_err)?;
+    let mut report = CommitReport::default();
+    let mut dead = batch.dead_letters;
+
+    for status in &batch.statuses {
+        apply_status(&tx, opts, status, now, &mut report, &mut dead)?;
+    }
+
+    let mut by_device: BTreeMap<Serial, Vec<Reading>> = BTreeMap::new();
+    for r in batch.readings {
+        by_device.entry(r.serial.clone()).or_default().push(r);
+    }
+    for (serial, mut readings) in by_device {
+        readings.sort_by_key(|r| r.seq);
+        let model_hint = readings.iter().find_map(|r| r.model.clone());
+        let Some(device) =
+            ensure_device(&tx, opts, &serial, model_hint.as_deref(), now, &mut report)?
+        else {
+            refuse(
+                &mut dead,
+                readings,
+                RejectReason::UnknownDevice,
+                "the serial is not registered and ingest refuses unknown devices (registry.unknown_device = \"reject\")",
+            )?;
+            continue;
+        };
+        if device.status == LifecycleStatus::Retired {
+            refuse(
+                &mut dead,
+                readings,
+                RejectReason::RetiredDevice,
+                "the serial is registered as retired; re-register it before it reports again",
+            )?;
+            continue;
+        }
+        apply_readings(&tx, opts, &serial, &device, readings, now, &mut report)?;
+    }
+
+    report.dead_lettered = dead.len();
+    insert_dead_letters(&tx, &dead)?;
+    tx.commit().map_err(sql_err)?;
+    Ok(report)
+}
+
+fn refuse(
+    dead: &mut Vec<NewDeadLetter>,
+    readings: Vec<Reading>,
+    reason: RejectReason,
+    detail: &str,
+) -> Result<(), StoreError> {
+    for r in readings {
+        dead.push(NewDeadLetter {
+            received_at: r.received_at,
+            topic: telemetry_topic(&r.serial),
+            client_id: r.serial.to_string(),
+            reason,
+            detail: format!("{detail} (serial {}, seq {})", r.serial, r.seq),
+            payload: serde_json::to_vec(&r).map_err(json_err)?,
+        });
+    }
+    Ok(())
+}
+
+fn apply_status(
+    tx: &Transaction<'_>,
+    opts: &StoreOptions,
+    status: &StatusUpdate,
+    now: DateTime<Utc>,
+    report: &mut CommitReport,
+    dead: &mut Vec<NewDeadLetter>,
+) -> Result<(), StoreError> {
+    if ensure_device(
+        tx,
+        opts,
+        &status.serial,
+        status.model.as_deref(),
+        now,
+        report,
+    )?
+    .is_none()
+    {
+        dead.push(NewDeadLetter {
+            received_at: status.at,
+            topic: fleetpulse_domain::telemetry::status_topic(&status.serial),
+            client_id: status.serial.to_string(),
+            reason: RejectReason::UnknownDevice,
+            detail: format!(
+                "status of unregistered serial {} refused (registry.unknown_device = \"reject\")",
+                status.serial
+            ),
+            payload: status.state.as_str().as_bytes().to_vec(),
+        });
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "UPDATE devices SET connection = ?2, firmware = COALESCE(?3, firmware), \
+         last_seen_at = MAX(COALESCE(last_seen_at, 0), ?4) WHERE serial = ?1",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            status.serial.as_str(),
+            status.state.as_str(),
+            status.firmware,
+            ms(status.at)
+        ])
+    })
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+/// Looks the device up; registers it under the auto-register policy. `None`: refused.
+fn ensure_device(
+    tx: &Transaction<'_>,
+    opts: &StoreOptions,
+    serial: &Serial,
+    model_hint: Option<&str>,
+    now: DateTime<Utc>,
+    report: &mut CommitReport,
+) -> Result<Option<DeviceRow>, StoreError> {
+    let found = tx
+        .prepare_cached("SELECT model, status, criticality FROM devices WHERE serial = ?1")
+        .and_then(|mut s| {
+            s.query_row([serial.as_str()], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(sql_err)?;
+    if let Some((model, status, criticality)) = found {
+        return Ok(Some(DeviceRow {
+            model,
+            status: crate::convert::parse_col("devices.status", &status)?,
+            criticality: crate::convert::parse_col("devices.criticality", &criticality)?,
+        }));
+    }
+    if opts.unknown_device == UnknownDevicePolicy::Reject {
+        return Ok(None);
+    }
+    let spec = model_hint.and_then(|m| opts.catalog.model(m));
+    let criticality = spec.map_or(Criticality::Standard, |m| m.default_criticality);
+    tx.prepare_cached(
+        "INSERT INTO devices (serial, model, kind, status, criticality, connection, registered_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'unknown', ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            serial.as_str(),
+            spec.map(|m| m.id.as_str()),
+            spec.map(|m| m.kind.as_str()),
+            LifecycleStatus::Unassigned.as_str(),
+            criticality.as_str(),
+            ms(now)
+        ])
+    })
+    .map_err(sql_err)?;
+    report.registered += 1;
+    tracing::info!(serial = %serial, model = ?spec.map(|m| m.id.as_str()), "unknown device auto-registered as unassigned");
+    Ok(Some(DeviceRow {
+        model: spec.map(|m| m.id.to_string()),
+        status: LifecycleStatus::Unassigned,
+        criticality,
+    }))
+}
+
+/// Running aggregate of one field in one hour.
+struct Acc {
+    count: i64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    last: f64,
+    last_seq: u64,
+}
+
+fn apply_readings(
+    tx: &Transaction<'_>,
+    opts: &StoreOptions,
+    serial: &Serial,
+    device: &DeviceRow,
+    readings: Vec<Reading>,
+    now: DateTime<Utc>,
+    report: &mut CommitReport,
+) -> Result<(), StoreError> {
+    let before = read::latest_state(tx, serial)?;
+    let mut after = before.clone().unwrap_or_default();
+    let model: Option<&ModelSpec> = device.model.as_deref().and_then(|m| opts.catalog.model(m));
+    let mut advanced = false;
+    let mut new_readings = 0usize;
+    let ctx = DeviceContext {
+        serial,
+        model,
+        criticality: device.criticality,
+        status: device.status,
+    };
+    let mut rollups: HashMap<(i64, String), Acc> = HashMap::new();
+    let mut last_seen = i64::MIN;
+
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO readings (serial, seq, ts, received_at, vals, alarms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(sql_err)?;
+    for r in &readings {
+        let seq = i64::try_from(r.seq)
+            .map_err(|_| StoreError::Invalid(format!("seq {} is too large", r.seq)))?;
+        let vals = serde_json::to_string(&r.values).map_err(json_err)?;
+        let alarms = r
+            .alarms
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(json_err)?;
+        let inserted = insert
+            .execute(params![
+                serial.as_str(),
+                seq,
+                ms(r.ts),
+                ms(r.received_at),
+                vals,
+                alarms
+            ])
+            .map_err(sql_err)?;
+        if inserted == 0 {
+            report.duplicates += 1;
+            continue;
+        }
+        new_readings += 1;
+        last_seen = last_seen.max(ms(r.received_at));
+        let hour = hour_of(ms(r.ts));
+        for (field, &v) in &r.values {
+            let acc = rollups.entry((hour, field.clone())).or_insert(Acc {
+                count: 0,
+                sum: 0.0,
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                last: v,
+                last_seq: r.seq,
+            });
+            acc.count += 1;
+            acc.sum += v;
+            acc.min = acc.min.min(v);
+            acc.max = acc.max.max(v);
+            if r.seq >= acc.last_seq {
+                acc.last = v;
+                acc.last_seq = r.seq;
+            }
+        }
+        let is_newer = before.is_none() && !advanced || r.seq > after.seq;
+        if is_newer {
+            // Rules see each step of the latest state, so what they count (an order's
+            // triggers) does not depend on how readings happened to be batched.
+            let prev = if advanced {
+                Some(after.clone())
+            } else {
+                before.clone()
+            };
+            advanced = true;
+            let mut opened = Vec::new();
+            advance_state(tx, serial, model, &mut after, r, &mut opened)?;
+            let change = StateChange {
+                before: prev.as_ref(),
+                after: &after,
+                reading: r,
+                opened_alarms: &opened,
+            };
+            for intent in opts.rules.evaluate(&ctx, &change, now) {
+                report.orders.push(upsert_order(tx, &intent, now)?);
+            }
+        }
+    }
+    drop(insert);
+    report.stored += new_readings;
+    if new_readings == 0 {
+        return Ok(());
+    }
+    write_rollups(tx, serial, rollups)?;
+    if advanced {
+        write_latest(tx, serial, &after)?;
+    }
+    tx.prepare_cached(
+        "UPDATE devices SET connection = 'online', firmware = COALESCE(?2, firmware), \
+         last_seen_at = MAX(COALESCE(last_seen_at, 0), ?3) WHERE serial = ?1",
+    )
+    .and_then(|mut s| s.execute(params![serial.as_str(), after.firmware, last_seen]))
+    .map_err(sql_err)?;
+
+    Ok(())
+}
+
+/// Moves the latest state forward to reading `r`, opening and closing alarm episodes.
+fn advance_state(
+    tx: &Transaction<'_>,
+    serial: &Serial,
+    model: Option<&ModelSpec>,
+    state: &mut LatestState,
+    r: &Reading,
+    opened: &mut Vec<AlarmCode>,
+) -> Result<(), StoreError> {
+    state.seq = r.seq;
+    state.ts = Some(r.ts);
+    state.received_at = Some(r.received_at);
+    for (k, v) in &r.values {
+        state.values.insert(k.clone(), *v);
+    }
+    if r.firmware.is_some() {
+        state.firmware.clone_from(&r.firmware);
+    }
+    let Some(active) = &r.alarms else {
+        return Ok(());
+    };
+    let seq = i64::try_from(r.seq).unwrap_or(i64::MAX);
+    for code in active.iter().filter(|c| !state.alarms.contains(c)) {
+        let severity = model
+            .and_then(|m| m.alarm(code))
+            .map(|a| a.severity.as_str());
+        tx.prepare_cached(
+            "INSERT INTO alarm_episodes (serial, code, severity, started_at, started_seq, runtime_hours_at_start) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![serial.as_str(), code.as_str(), severity, ms(r.ts), seq, state.values.get("runtime_hours")])
+        })
+        .map_err(sql_err)?;
+        opened.push(code.clone());
+    }
+    for code in state.alarms.iter().filter(|c| !active.contains(c)) {
+        tx.prepare_cached(
+            "UPDATE alarm_episodes SET ended_at = ?3, ended_seq = ?4, \
+             duration_s = MAX(0, (?3 - started_at) / 1000.0) \
+             WHERE serial = ?1 AND code = ?2 AND ended_at IS NULL",
+        )
+        .and_then(|mut s| s.execute(params![serial.as_str(), code.as_str(), ms(r.ts), seq]))
+        .map_err(sql_err)?;
+    }
+    state.alarms.clone_from(active);
+    Ok(())
+}
+
+fn write_rollups(
+    tx: &Transaction<'_>,
+    serial: &Serial,
+    rollups: HashMap<(i64, String), Acc>,
+) -> Result<(), StoreError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO rollups (serial, hour, field, count, sum, min, max, last, last_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+             ON CONFLICT (serial, hour, field) DO UPDATE SET \
+               count = count + excluded.count, sum = sum + excluded.sum, \
+               min = MIN(min, excluded.min), max = MAX(max, excluded.max), \
+               last = CASE WHEN excluded.last_seq >= last_seq THEN excluded.last ELSE last END, \
+               last_seq = MAX(last_seq, excluded.last_seq)",
+        )
+        .map_err(sql_err)?;
+    for ((hour, field), a) in rollups {
+        let last_seq = i64::try_from(a.last_seq).unwrap_or(i64::MAX);
+        stmt.execute(params![
+            serial.as_str(),
+            hour,
+            field,
+            a.count,
+            a.sum,
+            a.min,
+            a.max,
+            a.last,
+            last_seq
+        ])
+        .map_err(sql_err)?;
+    }
+    Ok(())
+}
+
+fn write_latest(tx: &Transaction<'_>, serial: &Serial, s: &LatestState) -> Result<(), StoreError> {
+    let seq = i64::try_from(s.seq).unwrap_or(i64::MAX);
+    tx.prepare_cached(
+        "INSERT INTO latest_state (serial, seq, ts, received_at, vals, alarms, firmware) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (serial) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, received_at = excluded.received_at, \
+         vals = excluded.vals, alarms = excluded.alarms, firmware = excluded.firmware",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            serial.as_str(),
+            seq,
+            s.ts.map(ms),
+            s.received_at.map(ms),
+            serde_json::to_string(&s.values).unwrap_or_else(|_| "{}".into()),
+            serde_json::to_string(&s.alarms).unwrap_or_else(|_| "[]".into()),
+            s.firmware
+        ])
+    })
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+/// Creates the order, or updates the active one for the same (serial, cause).
+pub(crate) fn upsert_order(
+    tx: &Transaction<'_>,
+    o: &OrderIntent,
+    now: DateTime<Utc>,
+) -> Result<OrderChange, StoreError> {
+    let existing: Option<i64> = tx
+        .prepare_cached(
+            "SELECT id FROM orders WHERE serial = ?1 AND cause = ?2 \
+             AND status IN ('open', 'acknowledged', 'assigned', 'in_progress')",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![o.serial.as_str(), o.cause.as_str()], |r| r.get(0))
+                .optional()
+        })
+        .map_err(sql_err)?;
+    let skills = serde_json::to_string(&o.skills).map_err(json_err)?;
+    let parts = serde_json::to_string(&o.parts).map_err(json_err)?;
+    let evidence = serde_json::to_string(&o.evidence).map_err(json_err)?;
+    if let Some(id) = existing {
+        tx.prepare_cached(
+            "UPDATE orders SET trigger_count = trigger_count + 1, last_triggered_at = ?2, evidence = ?3, \
+             priority = MIN(priority, ?4), respond_by = MIN(respond_by, ?5), arrive_by = MIN(arrive_by, ?6), \
+             complete_by = MIN(complete_by, ?7), title = ?8, solution = ?9, skills = ?10, parts = ?11, \
+             labour_minutes = ?12, updated_at = ?13, version = version + 1 WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id,
+                ms(o.triggered_at),
+                evidence,
+                o.priority.as_str(),
+                ms(o.sla.respond_by),
+                ms(o.sla.arrive_by),
+                ms(o.sla.complete_by),
+                o.title,
+                o.solution,
+                skills,
+                parts,
+                o.labour_minutes,
+                ms(now)
+            ])
+        })
+        .map_err(sql_err)?;
+        return Ok(OrderChange {
+            order_id: id,
+            serial: o.serial.clone(),
+            cause: o.cause.clone(),
+            created: false,
+        });
+    }
+    tx.prepare_cached(
+        "INSERT INTO orders (serial, cause, kind, priority, status, title, solution, skills, parts, labour_minutes, \
+         evidence, respond_by, arrive_by, complete_by, created_at, updated_at, trigger_count, last_triggered_at, version) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, 1, ?16, 1)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            o.serial.as_str(),
+            o.cause.as_str(),
+            o.kind.as_str(),
+            o.priority.as_str(),
+            OrderStatus::Open.as_str(),
+            o.title,
+            o.solution,
+            skills,
+            parts,
+            o.labour_minutes,
+            evidence,
+            ms(o.sla.respond_by),
+            ms(o.sla.arrive_by),
+            ms(o.sla.complete_by),
+            ms(now),
+            ms(o.triggered_at)
+        ])
+    })
+    .map_err(sql_err)?;
+    let id = tx.last_insert_rowid();
+    tracing::info!(order_id = id, serial = %o.serial, cause = %o.cause, priority = %o.priority, "order raised");
+    Ok(OrderChange {
+        order_id: id,
+        serial: o.serial.clone(),
+        cause: o.cause.clone(),
+        created: true,
+    })
+}
+
+fn insert_dead_letters(tx: &Transaction<'_>, dead: &[NewDeadLetter]) -> Result<(), StoreError> {
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO dead_letters (received_at, topic, client_id, reason, detail, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(sql_err)?;
+    for d in dead {
+        stmt.execute(params![
+            ms(d.received_at),
+            d.topic,
+            d.client_id,
+            d.reason.as_str(),
+            d.detail,
+            d.payload
+        ])
+        .map_err(sql_err)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn register_device(
+    conn: &mut Connection,
+    opts: &StoreOptions,
+    d: NewDevice,
+    now: DateTime<Utc>,
+) -> Result<Device, StoreError> {
+    let spec = opts
+        .catalog
+        .model(d.model.as_str())
+        .ok_or_else(|| StoreError::Invalid(format!("model {} is not in the catalog", d.model)))?;
+    let status = d.status.unwrap_or(LifecycleStatus::InStock);
+    let criticality = d.criticality.unwrap_or(spec.default_criticality);
+    let tx = conn.transaction().map_err(sql_err)?;
+    let existing: Option<String> = tx
+        .query_row(
+            "SELECT status FROM devices WHERE serial = ?1",
+            [d.serial.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql_err)?;
+    match existing.as_deref() {
+        Some(s) if s != LifecycleStatus::Unassigned.as_str() => {
+            return Err(StoreError::Conflict(format!(
+                "device {} is already registered (status {s})",
+                d.serial
+            )));
+        }
+        Some(_) => {
+            tx.execute(
+                "UPDATE devices SET model = ?2, kind = ?3, status = ?4, criticality = ?5, region = ?6, address = ?7 \
+                 WHERE serial = ?1",
+                params![d.serial.as_str(), spec.id.as_str(), spec.kind.as_str(), status.as_str(), criticality.as_str(), d.region, d.address],
+            )
+            .map_err(sql_err)?;
+        }
+        None => {
+            tx.execute(
+                "INSERT INTO devices (serial, model, kind, status, criticality, region, address, connection, registered_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    d.serial.as_str(),
+                    spec.id.as_str(),
+                    spec.kind.as_str(),
+                    status.as_str(),
+                    criticality.as_str(),
+                    d.region,
+                    d.address,
+                    ConnectionState::Unknown.as_str(),
+                    ms(now)
+                ],
+            )
+            .map_err(sql_err)?;
+        }
+    }
+    let device = read::device_row(&tx, &d.serial)?.ok_or_else(|| {
+        StoreError::Internal("registered device vanished inside its transaction".into())
+    })?;
+    tx.commit().map_err(sql_err)?;
+    Ok(device)
+}
+
+pub(crate) fn delete_readings_before(
+    conn: &mut Connection,
+    before: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let n = conn
+        .execute("DELETE FROM readings WHERE ts < ?1", [ms(before)])
+        .map_err(sql_err)?;
+    Ok(n as u64)
+}
+
+pub(crate) fn mark_all_offline(conn: &mut Connection) -> Result<u64, StoreError> {
+    let n = conn
+        .execute(
+            "UPDATE devices SET connection = 'offline' WHERE connection <> 'offline'",
+            [],
+        )
+        .map_err(sql_err)?;
+    Ok(n as u64)
+}

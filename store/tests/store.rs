@@ -1,0 +1,582 @@
+//! The SQLite store against its contract, on real database files, with the shipped
+//! catalog, policy and rules.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use fleetpulse_domain::store::{
+    DeviceQuery, IngestBatch, NewDevice, OrderQuery, ReadingQuery, Store, StoreError,
+    UnknownDevicePolicy,
+};
+use fleetpulse_domain::telemetry::{RejectReason, TelemetryLimits, parse_telemetry};
+use fleetpulse_domain::{Catalog, LifecycleStatus, OrderStatus, Policy, Priority, Reading, Serial};
+use fleetpulse_rules::CatalogRules;
+use fleetpulse_store::{Durability, SCHEMA_VERSION, SqliteStore, StoreOptions};
+use serde_json::json;
+
+const CATALOG: &str = include_str!("../../config/catalog.toml");
+const POLICY: &str = include_str!("../../config/policy.toml");
+
+async fn open(path: &Path, unknown: UnknownDevicePolicy) -> SqliteStore {
+    let catalog = Arc::new(Catalog::from_toml_str(CATALOG).expect("catalog"));
+    let policy = Arc::new(Policy::from_toml_str(POLICY).expect("policy"));
+    SqliteStore::open(
+        path,
+        StoreOptions {
+            catalog,
+            rules: Arc::new(CatalogRules::new(policy)),
+            unknown_device: unknown,
+            durability: Durability::Full,
+        },
+    )
+    .await
+    .expect("open store")
+}
+
+fn sn(s: &str) -> Serial {
+    Serial::parse(s).expect("serial")
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc::now() - Duration::days(2)
+}
+
+/// A reading built through the contract parser, as ingest would.
+fn reading(serial: &str, seq: u64, ts: DateTime<Utc>, fields: serde_json::Value) -> Reading {
+    let mut v = json!({"seq": seq, "ts": ts.to_rfc3339(), "model": "OC-5A"});
+    if let (Some(o), serde_json::Value::Object(extra)) = (v.as_object_mut(), fields) {
+        o.extend(extra);
+    }
+    let mut parsed = parse_telemetry(
+        &sn(serial),
+        v.to_string().as_bytes(),
+        Utc::now(),
+        &TelemetryLimits::default(),
+    );
+    parsed.remove(0).expect("valid reading")
+}
+
+fn batch(readings: Vec<Reading>) -> IngestBatch {
+    IngestBatch {
+        readings,
+        ..Default::default()
+    }
+}
+
+async fn seqs(store: &SqliteStore, serial: &str) -> Vec<u64> {
+    store
+        .readings(ReadingQuery {
+            serial: sn(serial),
+            from: None,
+            to: None,
+            limit: 1000,
+        })
+        .await
+        .expect("readings")
+        .iter()
+        .map(|r| r.seq)
+        .collect()
+}
+
+#[tokio::test]
+async fn redelivered_readings_are_stored_once_and_counted_as_duplicates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;
+    let first = store
+        .commit_batch(batch(vec![
+            reading("OC1", 1, t0(), json!({"filter_life_pct": 80})),
+            reading("OC1", 2, t0(), json!({})),
+        ]))
+        .await
+        .expect("commit");
+    assert_eq!(
+        (first.stored, first.duplicates, first.registered),
+        (2, 0, 1)
+    );
+    let again = store
+        .commit_batch(batch(vec![
+            reading("OC1", 2, t0(), json!({})),
+            reading("OC1", 3, t0(), json!({})),
+        ]))
+        .await
+        .expect("commit");
+    assert_eq!((again.stored, again.duplicates), (1, 1));
+    assert_eq!(seqs(&store, "OC1").await, [1, 2, 3]);
+    assert_eq!(store.stats().await.expect("stats").readings, 3);
+}
+
+#[tokio::test]
+async fn a_late_reading_is_kept_and_rolled_up_but_never_moves_latest_state_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;
+    let hour = Utc
+        .with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
+        .single()
+        .expect("time")
+        .max(t0() - Duration::hours(3));
+    let hour = DateTime::from_timestamp(hour.timestamp() / 3600 * 3600, 0).expect("hour");
+    store
+        .commit_batch(batch(vec![reading(
+            "OC2",
+            10,
+            hour + Duration::minutes(50),
+            json!({"o2_purity_pct": 93.0}),
+        )]))
+        .await
+        .expect("commit");
+    // a backlog from earlier in the same hour arrives later, out of order
+    store
+        .commit_batch(batch(vec![
+            reading(
+                "OC2",
+                5,
+                hour + Duration::minutes(5),
+                json!({"o2_purity_pct": 91.0}),
+            ),
+            reading(
+                "OC2",
+                3,
+                hour + Duration::minutes(1),
+                json!({"o2_purity_pct": 95.0}),
+            ),
+        ]))
+        .await
+        .expect("commit");
+    let detail = store
+        .device(&sn("OC2"))
+        .await
+        .expect("device")
+        .expect("exists");
+    let latest = detail.latest.expect("latest");
+    assert_eq!(latest.seq, 10);
+    assert_eq!(latest.values["o2_purity_pct"], 93.0);
+    let roll = store
+        .rollups(&sn("OC2"), hour, hour + Duration::hours(1))
+        .await
+        .expect("rollups");
+    let o2 = roll
+        .iter()
+        .find(|r| r.field == "o2_purity_pct")
+        .expect("o2 rollup");
+    assert_eq!(
+        (o2.count, o2.sum, o2.min, o2.max, o2.last),
+        (3, 279.0, 91.0, 95.0, 93.0)
+    );
+    assert_eq!(seqs(&store, "OC2").await, [3, 5, 10], "device-time order");
+}
+
+#[tokio::test]
+async fn alarm_episodes_open_and_close_with_their_duration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;
+    let t = t0();
+    store
+        .commit_batch(batch(vec![
+            reading(
+                "OC3",
+                1,
+                t,
+                json!({"alarms": ["W202"], "runtime_hours": 500}),
+            ),
+            reading(
+                "OC3",
+                2,
+                t + Duration::seconds(90),
+                json!({"alarms": ["W202", "P301"]}),
+            ),
+            reading("OC3", 3, t + Duration::seconds(150), json!({})),
+            reading(
+                "OC3",
+                4,
+                t + Duration::seconds(300),
+                json!({"alarms": ["P301"]}),
+            ),
+        ]))
+        .await
+        .expect("commit");
+    let eps = store
+        .alarm_episodes(&sn("OC3"), 10)
+        .await
+        .expect("episodes");
+    assert_eq!(eps.len(), 2);
+    let w = eps
+        .iter()
+        .find(|e| e.code.as_str() == "W202")
+        .expect("W202");
+    assert_eq!(w.duration_s, Some(300.0));
+    assert_eq!(w.ended_seq, Some(4));
+    assert_eq!(w.runtime_hours_at_start, Some(500.0));
+    assert_eq!(w.severity.map(|s| s.as_str()), Some("warning"));
+    let p = eps
+        .iter()
+        .find(|e| e.code.as_str() == "P301")
+        .expect("P301");
+    assert_eq!((p.ended_at, p.started_seq), (None, 2));
+    let detail = store
+        .device(&sn("OC3"))
+        .await
+        .expect("device")
+        .expect("exists");
+    assert_eq!(detail.open_alarms.len(), 1);
+}
+
+#[tokio::test]
+async fn a_repeated_trigger_updates_the_one_active_order_and_a_closed_order_allows_a_new_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a.db");
+    let store = open(&path, UnknownDevicePolicy::AutoRegister).await;
+    store
+        .register_device(NewDevice {
+            serial: sn("HV1"),
+            model: fleetpulse_domain::catalog::ModelId::parse("HV-150").expect("model"),
+            status: Some(LifecycleStatus::AtCustomer),
+            criticality: None,
+            region: Some("north".into()),
+            address: None,
+        })
+        .await
+        .expect("register");
+    let r = |seq, alarms: serde_json::Value| {
+        let mut x = reading(
+            "HV1",
+            seq,
+            t0() + Duration::seconds(seq as i64),
+            json!({"alarms": alarms}),
+        );
+        x.model = Some("HV-150".into());
+        x
+    };
+    let c1 = store
+        .commit_batch(batch(vec![r(1, json!(["V101"]))]))
+        .await
+        .expect("commit");
+    assert_eq!(c1.orders.len(), 1);
+    assert!(c1.orders[0].created);
+    let c2 = store
+        .commit_batch(batch(vec![
+            r(2, json!([])),
+            r(3, json!(["V101"])),
+            r(4, json!(["V101"])),
+        ]))
+        .await
+        .expect("commit");
+    assert_eq!(c2.orders.len(), 1);
+    assert!(!c2.orders[0].created);
+    let orders = store
+        .list_orders(OrderQuery {
+            active_only: true,
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("orders");
+    assert_eq!(orders.items.len(), 1);
+    let o = &orders.items[0];
+    assert_eq!(
+        (o.cause.as_str(), o.trigger_count, o.version, o.status),
+        ("critical_alarm:V101", 2, 2, OrderStatus::Open)
+    );
+    assert_eq!(
+        o.priority,
+        Priority::P2,
+        "HV-150 is not life-supporting by default"
+    );
+    assert_eq!(o.parts[0].number, "HV1-BLW-01");
+
+    // the dispatch side completes it (lifecycle endpoints land with the dispatch API issue)
+    let side = rusqlite::Connection::open(&path).expect("second connection");
+    side.execute(
+        "UPDATE orders SET status = 'completed' WHERE id = ?1",
+        [o.id],
+    )
+    .expect("complete");
+    let c3 = store
+        .commit_batch(batch(vec![r(5, json!([])), r(6, json!(["V101"]))]))
+        .await
+        .expect("commit");
+    assert!(
+        c3.orders[0].created,
+        "a new incident after completion is a new order"
+    );
+    let all = store
+        .list_orders(OrderQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("orders");
+    assert_eq!(all.items.len(), 2);
+}
+
+#[tokio::test]
+async fn order_triggers_do_not_depend_on_how_readings_were_batched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;
+    // OC-5A orders its filter at 15 %; E101 is one of its critical alarms.
+    let steps = |serial: &'static str| {
+        vec![
+            reading(
+                serial,
+                1,
+                t0(),
+                json!({"filter_life_pct": 14.0, "alarms": ["E101"]}),
+            ),
+            reading(
+                serial,
+                2,
+                t0() + Duration::seconds(1),
+                json!({"runtime_hours": 10.0, "alarms": []}),
+            ),
+            reading(
+                serial,
+                3,
+                t0() + Duration::seconds(2),
+                json!({"filter_life_pct": 13.0, "alarms": ["E101"]}),
+            ),
+            reading(
+                serial,
+                4,
+                t0() + Duration::seconds(3),
+                json!({"filter_life_pct": 12.0, "alarms": ["E101"]}),
+            ),
+        ]
+    };
+    store
+        .commit_batch(batch(steps("OC5-ONEBATCH")))
+        .await
+        .expect("one batch");
+    for r in steps("OC5-FOURBATCHES") {
+        store
+            .commit_batch(batch(vec![r]))
+            .await
+            .expect("a batch each");
+    }
+    for serial in ["OC5-ONEBATCH", "OC5-FOURBATCHES"] {
+        let orders = store
+            .list_orders(OrderQuery {
+                serial: Some(sn(serial)),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("orders");
+        let mut counts: Vec<(String, u32)> = orders
+            .items
+            .iter()
+            .map(|o| (o.cause.as_str().to_owned(), o.trigger_count))
+            .collect();
+        counts.sort();
+        // three readings reported a low filter (seq 2 did not report it); E101 opened twice
+        assert_eq!(
+            counts,
+            [
+                ("critical_alarm:E101".to_owned(), 2),
+                ("filter_depletion".to_owned(), 3)
+            ],
+            "{serial}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_and_retired_devices_follow_the_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rejecting = open(&dir.path().join("reject.db"), UnknownDevicePolicy::Reject).await;
+    let report = rejecting
+        .commit_batch(batch(vec![reading("NEW1", 1, t0(), json!({}))]))
+        .await
+        .expect("commit");
+    assert_eq!((report.stored, report.dead_lettered), (0, 1));
+    let dl = rejecting
+        .dead_letters(Default::default())
+        .await
+        .expect("dead letters");
+    assert_eq!(dl.items[0].reason, RejectReason::UnknownDevice);
+    assert!(
+        dl.items[0].payload.contains("\"seq\":1"),
+        "{}",
+        dl.items[0].payload
+    );
+
+    let auto = open(
+        &dir.path().join("auto.db"),
+        UnknownDevicePolicy::AutoRegister,
+    )
+    .await;
+    auto.commit_batch(batch(vec![reading("NEW2", 1, t0(), json!({}))]))
+        .await
+        .expect("commit");
+    let d = auto
+        .device(&sn("NEW2"))
+        .await
+        .expect("device")
+        .expect("registered");
+    assert_eq!(
+        (d.device.status, d.device.model.map(|m| m.to_string())),
+        (LifecycleStatus::Unassigned, Some("OC-5A".into()))
+    );
+    // registering an auto-registered device completes it instead of conflicting
+    let done = auto
+        .register_device(NewDevice {
+            serial: sn("NEW2"),
+            model: fleetpulse_domain::catalog::ModelId::parse("OC-10").expect("model"),
+            status: Some(LifecycleStatus::Retired),
+            criticality: None,
+            region: None,
+            address: None,
+        })
+        .await
+        .expect("complete registration");
+    assert_eq!(done.status, LifecycleStatus::Retired);
+    let again = auto.register_device(NewDevice {
+        serial: sn("NEW2"),
+        model: fleetpulse_domain::catalog::ModelId::parse("OC-10").expect("model"),
+        status: None,
+        criticality: None,
+        region: None,
+        address: None,
+    });
+    assert!(matches!(again.await, Err(StoreError::Conflict(_))));
+    let report = auto
+        .commit_batch(batch(vec![reading("NEW2", 2, t0(), json!({}))]))
+        .await
+        .expect("commit");
+    assert_eq!((report.stored, report.dead_lettered), (0, 1));
+    let unknown_model = auto.register_device(NewDevice {
+        serial: sn("X1"),
+        model: fleetpulse_domain::catalog::ModelId::parse("TOASTER").expect("model id"),
+        status: None,
+        criticality: None,
+        region: None,
+        address: None,
+    });
+    assert!(matches!(unknown_model.await, Err(StoreError::Invalid(_))));
+}
+
+#[tokio::test]
+async fn data_survives_reopening_and_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nested").join("a.db");
+    {
+        let store = open(&path, UnknownDevicePolicy::AutoRegister).await;
+        store
+            .commit_batch(batch(vec![reading("OC9", 1, t0(), json!({}))]))
+            .await
+            .expect("commit");
+    }
+    let store = open(&path, UnknownDevicePolicy::AutoRegister).await;
+    assert_eq!(seqs(&store, "OC9").await, [1]);
+    drop(store);
+    let side = rusqlite::Connection::open(&path).expect("connection");
+    side.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .expect("bump version");
+    drop(side);
+    let catalog = Arc::new(Catalog::from_toml_str(CATALOG).expect("catalog"));
+    let policy = Arc::new(Policy::from_toml_str(POLICY).expect("policy"));
+    let err = SqliteStore::open(
+        &path,
+        StoreOptions {
+            catalog,
+            rules: Arc::new(CatalogRules::new(policy)),
+            unknown_device: UnknownDevicePolicy::AutoRegister,
+            durability: Durability::Full,
+        },
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        err.to_string()
+            .contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn pages_follow_their_cursor_to_the_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;
+    let readings: Vec<Reading> = (0..25)
+        .map(|i| reading(&format!("P{i:03}"), 1, t0(), json!({})))
+        .collect();
+    store.commit_batch(batch(readings)).await.expect("commit");
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_devices(DeviceQuery {
+                after: after.clone(),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("page");
+        seen.extend(page.items.iter().map(|d| d.device.serial.to_string()));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 25);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[tokio::test]
+async fn retention_deletes_old_raw_readings_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;
+    let old = Utc::now() - Duration::days(100);
+    store
+        .commit_batch(batch(vec![
+            reading("R1", 1, old, json!({"flow_lpm": 2})),
+            reading("R1", 2, Utc::now(), json!({"flow_lpm": 3})),
+        ]))
+        .await
+        .expect("commit");
+    assert_eq!(
+        store
+            .delete_readings_before(Utc::now() - Duration::days(90))
+            .await
+            .expect("retention"),
+        1
+    );
+    assert_eq!(seqs(&store, "R1").await, [2]);
+    let roll = store
+        .rollups(
+            &sn("R1"),
+            old - Duration::hours(1),
+            Utc::now() + Duration::hours(1),
+        )
+        .await
+        .expect("rollups");
+    assert_eq!(
+        roll.iter().filter(|r| r.field == "flow_lpm").count(),
+        2,
+        "rollups are kept"
+    );
+}
+
+#[tokio::test]
+async fn a_large_batch_commits_in_one_transaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;
+    let readings: Vec<Reading> = (0..5000u64)
+        .map(|i| {
+            reading(
+                &format!("L{:03}", i % 100),
+                i / 100 + 1,
+                t0(),
+                json!({"filter_life_pct": 50, "o2_purity_pct": 93}),
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let report = store.commit_batch(batch(readings)).await.expect("commit");
+    eprintln!(
+        "5000 readings of 100 devices committed in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.stored, 5000);
+    assert_eq!(store.stats().await.expect("stats").devices, 100);
+}
