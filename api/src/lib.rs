@@ -31,10 +31,12 @@ pub mod routes;
 
 pub use error::ApiError;
 
-/// Ingest counters for `/health`, without a dependency on the ingest crate.
+/// Ingest counters for `/health` and `/metrics`, without a dependency on the ingest crate.
 pub trait IngestStatus: Send + Sync + 'static {
     /// The counters as JSON (received, stored, dead-lettered, acked, connected, …).
     fn snapshot(&self) -> serde_json::Value;
+    /// Appends the counters in the Prometheus text exposition format.
+    fn write_prometheus(&self, out: &mut String);
 }
 
 /// What every handler shares.
@@ -50,6 +52,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::health::router())
+        .merge(routes::metrics::router())
         .merge(routes::devices::router())
         .merge(routes::orders::router())
         .merge(routes::dead_letters::router())

@@ -97,6 +97,10 @@ impl IngestStatus for FakeIngest {
     fn snapshot(&self) -> Value {
         json!({ "received_messages": 7, "connected": true })
     }
+
+    fn write_prometheus(&self, out: &mut String) {
+        out.push_str("fleetpulse_ingest_received_messages_total 7\n");
+    }
 }
 
 /// One app over its own database.
@@ -164,6 +168,31 @@ impl TestApp {
     async fn get(&self, path: &str) -> Answer {
         self.send(Request::get(path).body(Body::empty()).expect("request"))
             .await
+    }
+
+    /// A GET answered with text (not JSON): status, content type and body.
+    async fn get_text(&self, path: &str) -> (StatusCode, String, String) {
+        let resp = self
+            .router
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("the router is infallible");
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (
+            status,
+            content_type,
+            String::from_utf8(bytes.to_vec()).expect("utf-8"),
+        )
     }
 
     async fn post_json(&self, path: &str, body: &Value) -> Answer {
@@ -753,6 +782,53 @@ async fn health_shows_store_counts_and_ingest_counters() {
     assert_eq!(h.body["store"]["readings"], json!(2));
     assert_eq!(h.body["store"]["devices"], json!(1));
     assert_eq!(h.body["ingest"], FakeIngest.snapshot());
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_with_ingest_counters_and_store_gauges() {
+    let app = spawn_app().await;
+    app.feed(
+        "OC5-000010",
+        hours_ago(1),
+        &[json!({ "runtime_hours": 1.0 })],
+    )
+    .await;
+
+    let (status, content_type, text) = app.get_text("/metrics").await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    for line in [
+        "fleetpulse_ingest_received_messages_total 7",
+        "# TYPE fleetpulse_store_readings gauge",
+        "fleetpulse_store_readings 1",
+        "fleetpulse_store_devices 1",
+        "fleetpulse_store_up 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_still_answer_when_the_store_fails() {
+    use fleetpulse_domain::store::StoreError;
+    let app = broken_app(|| StoreError::Unavailable("database is locked".into()));
+
+    let (status, _, text) = app.get_text("/metrics").await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.lines().any(|l| l == "fleetpulse_store_up 0"), "{text}");
+    assert!(
+        text.contains("fleetpulse_ingest_received_messages_total 7"),
+        "{text}"
+    );
+    assert!(!text.contains("fleetpulse_store_readings "), "{text}");
 }
 
 #[tokio::test]

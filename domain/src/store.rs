@@ -2,6 +2,8 @@
 //! embedded default, `fleetpulse-store`) and later PostgreSQL; both pass the same
 //! conformance tests.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +85,8 @@ pub struct CommitReport {
     pub duplicates: usize,
     /// Dead letters written (including readings refused by the unknown-device policy).
     pub dead_lettered: usize,
+    /// The same dead letters counted by reason.
+    pub dead_letter_reasons: BTreeMap<RejectReason, usize>,
     /// Devices registered by the `auto_register` policy.
     pub registered: usize,
     pub orders: Vec<OrderChange>,

@@ -266,12 +266,16 @@ async fn start_source(
     Ok((task, Some(addr)))
 }
 
-/// `/health` shows the pipeline's counters.
+/// `/health` and `/metrics` show the pipeline's counters.
 struct PipelineStatus(IngestStats);
 
 impl IngestStatus for PipelineStatus {
     fn snapshot(&self) -> serde_json::Value {
         serde_json::to_value(self.0.snapshot()).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn write_prometheus(&self, out: &mut String) {
+        self.0.write_prometheus(out);
     }
 }
 

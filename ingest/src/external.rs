@@ -223,6 +223,9 @@ impl ExternalSource {
                 Ok(_) => {}
                 Err(err) => {
                     epoch.fetch_add(1, Ordering::SeqCst);
+                    if pipeline.stats().snapshot().connected {
+                        pipeline.stats().broker_connection_lost();
+                    }
                     pipeline.stats().set_connected(false);
                     log_connection_error(&broker, &err, backoff);
                     tokio::select! {

@@ -331,14 +331,17 @@ impl Pipeline {
         } = pending;
         if !batch.is_empty() {
             let mut backoff = self.retry.initial_backoff;
+            let started = Instant::now();
             loop {
                 // The store takes the batch by value; the clone is what a retry needs.
                 match self.store.commit_batch(batch.clone()).await {
                     Ok(report) => {
                         self.stats.batch_committed(
+                            entries,
                             report.stored,
                             report.duplicates,
-                            report.dead_lettered,
+                            &report.dead_letter_reasons,
+                            started.elapsed(),
                         );
                         debug!(
                             entries,

@@ -1,8 +1,13 @@
-//! Counters of the ingest pipeline: cheap atomics behind a cloneable handle.
+//! Counters of the ingest pipeline: cheap atomics behind a cloneable handle, readable as
+//! a JSON snapshot (`/health`) or as Prometheus text (`/metrics`).
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
+use fleetpulse_domain::telemetry::RejectReason;
 use serde::Serialize;
 
 /// A cloneable handle on the pipeline's counters. Every clone sees the same numbers.
@@ -21,6 +26,12 @@ struct Counters {
     batches: AtomicU64,
     commit_errors: AtomicU64,
     connected: AtomicBool,
+    connections: AtomicU64,
+    reconnects: AtomicU64,
+    /// Indexed like `RejectReason::ALL`.
+    rejected: RejectCounters,
+    batch_entries: Histogram<BATCH_BUCKETS>,
+    commit_seconds: Histogram<LATENCY_BUCKETS>,
 }
 
 /// The counters at one moment (each counter read on its own: not a transaction).
@@ -43,6 +54,10 @@ pub struct IngestStatsSnapshot {
     /// Whether the source is taking deliveries: the built-in endpoint is listening, or
     /// the external source is connected to its broker with its subscriptions granted.
     pub connected: bool,
+    /// Device connections open on the built-in endpoint.
+    pub device_connections: u64,
+    /// Times the external source lost its broker connection.
+    pub broker_reconnects: u64,
 }
 
 impl IngestStats {
@@ -58,7 +73,106 @@ impl IngestStats {
             batches: get(&c.batches),
             commit_errors: get(&c.commit_errors),
             connected: c.connected.load(Ordering::Relaxed),
+            device_connections: get(&c.connections),
+            broker_reconnects: get(&c.reconnects),
         }
+    }
+
+    /// Dead letters committed so far, by reason (reasons never seen are left out).
+    pub fn rejected_by_reason(&self) -> BTreeMap<RejectReason, u64> {
+        self.counters.rejected.snapshot()
+    }
+
+    /// Appends the counters in the Prometheus text exposition format (version 0.0.4),
+    /// every metric prefixed `fleetpulse_ingest_`.
+    pub fn write_prometheus(&self, out: &mut String) {
+        let s = self.snapshot();
+        let counters: [(&str, &str, u64); 8] = [
+            (
+                "received_messages_total",
+                "MQTT messages accepted by the pipeline.",
+                s.received_messages,
+            ),
+            (
+                "readings_stored_total",
+                "New readings committed to the store.",
+                s.readings_stored,
+            ),
+            (
+                "duplicates_total",
+                "Readings already stored (same serial and seq), ignored.",
+                s.duplicates,
+            ),
+            (
+                "acked_total",
+                "Acknowledgements sent after their batch committed.",
+                s.acked,
+            ),
+            ("batches_total", "Batches committed.", s.batches),
+            (
+                "commit_errors_total",
+                "Failed commit attempts (each retried; nothing acked meanwhile).",
+                s.commit_errors,
+            ),
+            (
+                "broker_reconnects_total",
+                "Lost connections to the external broker.",
+                s.broker_reconnects,
+            ),
+            (
+                "dead_lettered_total",
+                "Dead letters committed, any reason.",
+                s.dead_lettered,
+            ),
+        ];
+        for (name, help, value) in counters {
+            metric_header(out, name, help, "counter");
+            let _ = writeln!(out, "fleetpulse_ingest_{name} {value}");
+        }
+        metric_header(
+            out,
+            "rejected_total",
+            "Dead letters committed, by rejection reason.",
+            "counter",
+        );
+        let rejected = self.rejected_by_reason();
+        for reason in RejectReason::ALL {
+            let n = rejected.get(reason).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "fleetpulse_ingest_rejected_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        metric_header(
+            out,
+            "connected",
+            "1 while the source takes deliveries.",
+            "gauge",
+        );
+        let _ = writeln!(out, "fleetpulse_ingest_connected {}", u8::from(s.connected));
+        metric_header(
+            out,
+            "device_connections",
+            "Device connections open on the built-in endpoint.",
+            "gauge",
+        );
+        let _ = writeln!(
+            out,
+            "fleetpulse_ingest_device_connections {}",
+            s.device_connections
+        );
+        self.counters.batch_entries.write(
+            out,
+            "batch_entries",
+            "Readings, dead letters and status updates per committed batch.",
+            &BATCH_BOUNDS.map(|b| b.to_string()),
+        );
+        self.counters.commit_seconds.write(
+            out,
+            "commit_seconds",
+            "Time from a batch's first commit attempt to its commit, retries included.",
+            &LATENCY_BOUNDS_US.map(|us| format!("{}", us as f64 / 1e6)),
+        );
     }
 
     pub(crate) fn message_received(&self) {
@@ -67,15 +181,28 @@ impl IngestStats {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn batch_committed(&self, stored: usize, duplicates: usize, dead_lettered: usize) {
+    pub(crate) fn batch_committed(
+        &self,
+        entries: usize,
+        stored: usize,
+        duplicates: usize,
+        reasons: &BTreeMap<RejectReason, usize>,
+        took: Duration,
+    ) {
         let c = &self.counters;
         c.readings_stored
             .fetch_add(as_u64(stored), Ordering::Relaxed);
         c.duplicates
             .fetch_add(as_u64(duplicates), Ordering::Relaxed);
-        c.dead_lettered
-            .fetch_add(as_u64(dead_lettered), Ordering::Relaxed);
+        let dead: usize = reasons.values().sum();
+        c.dead_lettered.fetch_add(as_u64(dead), Ordering::Relaxed);
+        for (&reason, &n) in reasons {
+            c.rejected.add(reason, as_u64(n));
+        }
         c.batches.fetch_add(1, Ordering::Relaxed);
+        c.batch_entries.observe(as_u64(entries), &BATCH_BOUNDS);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        c.commit_seconds.observe(micros, &LATENCY_BOUNDS_US);
     }
 
     pub(crate) fn acked(&self, n: usize) {
@@ -86,11 +213,176 @@ impl IngestStats {
         self.counters.connected.store(connected, Ordering::Relaxed);
     }
 
+    pub(crate) fn connection_opened(&self) {
+        self.counters.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.counters.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn broker_connection_lost(&self) {
+        self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn commit_failed(&self) {
         self.counters.commit_errors.fetch_add(1, Ordering::Relaxed);
     }
 }
 
+fn metric_header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP fleetpulse_ingest_{name} {help}");
+    let _ = writeln!(out, "# TYPE fleetpulse_ingest_{name} {kind}");
+}
+
 fn as_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// One counter per rejection reason.
+#[derive(Debug)]
+struct RejectCounters(Vec<AtomicU64>);
+
+impl Default for RejectCounters {
+    fn default() -> Self {
+        Self(
+            RejectReason::ALL
+                .iter()
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        )
+    }
+}
+
+impl RejectCounters {
+    fn add(&self, reason: RejectReason, n: u64) {
+        if let Some(i) = RejectReason::ALL.iter().position(|r| *r == reason) {
+            self.0[i].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> BTreeMap<RejectReason, u64> {
+        RejectReason::ALL
+            .iter()
+            .zip(&self.0)
+            .map(|(r, c)| (*r, c.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
+const BATCH_BUCKETS: usize = 7;
+const BATCH_BOUNDS: [u64; BATCH_BUCKETS] = [1, 10, 50, 100, 500, 1_000, 5_000];
+const LATENCY_BUCKETS: usize = 12;
+/// Commit latency bucket bounds in microseconds (1 ms … 10 s).
+const LATENCY_BOUNDS_US: [u64; LATENCY_BUCKETS] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    10_000_000,
+];
+
+/// A fixed-bucket histogram of integer observations (cumulative when rendered).
+#[derive(Debug)]
+struct Histogram<const N: usize> {
+    /// Observations at or below each bound (not cumulative), then the overflow.
+    buckets: [AtomicU64; N],
+    overflow: AtomicU64,
+    count: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            overflow: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    fn observe(&self, value: u64, bounds: &[u64; N]) {
+        match bounds.iter().position(|b| value <= *b) {
+            Some(i) => self.buckets[i].fetch_add(1, Ordering::Relaxed),
+            None => self.overflow.fetch_add(1, Ordering::Relaxed),
+        };
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Renders with the bounds as labels; `le` labels are given as text so a histogram
+    /// kept in microseconds can be shown in seconds (`sum` is scaled the same way).
+    fn write(&self, out: &mut String, name: &str, help: &str, labels: &[String; N]) {
+        metric_header(out, name, help, "histogram");
+        let mut cumulative = 0;
+        for (bucket, le) in self.buckets.iter().zip(labels) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "fleetpulse_ingest_{name}_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "fleetpulse_ingest_{name}_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let sum = self.sum.load(Ordering::Relaxed);
+        let sum = if name.ends_with("_seconds") {
+            format!("{}", sum as f64 / 1e6)
+        } else {
+            sum.to_string()
+        };
+        let _ = writeln!(out, "fleetpulse_ingest_{name}_sum {sum}");
+        let _ = writeln!(out, "fleetpulse_ingest_{name}_count {count}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_cumulative_buckets_and_every_reason() {
+        let stats = IngestStats::default();
+        let reasons: BTreeMap<RejectReason, usize> = [
+            (RejectReason::MalformedJson, 2),
+            (RejectReason::UnknownDevice, 1),
+        ]
+        .into_iter()
+        .collect();
+        stats.batch_committed(12, 9, 1, &reasons, Duration::from_millis(3));
+        stats.batch_committed(1, 1, 0, &BTreeMap::new(), Duration::from_secs(20));
+        stats.message_received();
+        let mut out = String::new();
+        stats.write_prometheus(&mut out);
+        for line in [
+            "fleetpulse_ingest_readings_stored_total 10",
+            "fleetpulse_ingest_dead_lettered_total 3",
+            "fleetpulse_ingest_rejected_total{reason=\"malformed_json\"} 2",
+            "fleetpulse_ingest_rejected_total{reason=\"unknown_device\"} 1",
+            "fleetpulse_ingest_rejected_total{reason=\"timestamp_skew\"} 0",
+            "fleetpulse_ingest_batch_entries_bucket{le=\"1\"} 1",
+            "fleetpulse_ingest_batch_entries_bucket{le=\"10\"} 1",
+            "fleetpulse_ingest_batch_entries_bucket{le=\"50\"} 2",
+            "fleetpulse_ingest_batch_entries_bucket{le=\"+Inf\"} 2",
+            "fleetpulse_ingest_batch_entries_sum 13",
+            "fleetpulse_ingest_commit_seconds_bucket{le=\"0.0025\"} 0",
+            "fleetpulse_ingest_commit_seconds_bucket{le=\"0.005\"} 1",
+            "fleetpulse_ingest_commit_seconds_bucket{le=\"10\"} 1",
+            "fleetpulse_ingest_commit_seconds_bucket{le=\"+Inf\"} 2",
+            "fleetpulse_ingest_commit_seconds_sum 20.003",
+            "fleetpulse_ingest_received_messages_total 1",
+            "# TYPE fleetpulse_ingest_commit_seconds histogram",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+        }
+        assert_eq!(
+            out.lines()
+                .filter(|l| l.starts_with("fleetpulse_ingest_rejected_total{"))
+                .count(),
+            RejectReason::ALL.len()
+        );
+    }
 }

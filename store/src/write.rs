@@ -72,6 +72,9 @@ pub(crate) fn commit_batch(
     }
 
     report.dead_lettered = dead.len();
+    for d in &dead {
+        *report.dead_letter_reasons.entry(d.reason).or_default() += 1;
+    }
     insert_dead_letters(&tx, &dead)?;
     tx.commit().map_err(sql_err)?;
     Ok(report)

@@ -183,6 +183,15 @@ impl App {
         Ok(body)
     }
 
+    /// GET that must answer 200 with text (e.g. `/metrics`).
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let resp = self.http.get(self.url(path)).send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        anyhow::ensure!(status == 200, "GET {path} answered {status}: {text}");
+        Ok(text)
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
         let resp = self.http.post(self.url(path)).json(body).send().await?;
         let status = resp.status().as_u16();

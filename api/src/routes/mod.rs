@@ -4,4 +4,5 @@ pub mod catalog;
 pub mod dead_letters;
 pub mod devices;
 pub mod health;
+pub mod metrics;
 pub mod orders;

@@ -53,6 +53,7 @@ use tracing::{debug, error, info, warn};
 pub use config::EndpointConfig;
 
 use crate::pipeline::PipelineHandle;
+use crate::stats::IngestStats;
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -131,13 +132,18 @@ impl BoundEndpoint {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        connections.spawn(connection::serve(
+                        let open = OpenConnection::new(pipeline.stats().clone());
+                        let serve = connection::serve(
                             stream,
                             peer,
                             Arc::clone(&shared),
                             pipeline.clone(),
                             stop_rx.clone(),
-                        ));
+                        );
+                        connections.spawn(async move {
+                            serve.await;
+                            drop(open);
+                        });
                     }
                     Err(error) => {
                         // Usually out of file descriptors: pause rather than spin.
@@ -159,6 +165,22 @@ impl BoundEndpoint {
             log_if_panicked(joined);
         }
         info!("MQTT device endpoint stopped");
+    }
+}
+
+/// Counts an open device connection for as long as it lives (a panicking task too).
+struct OpenConnection(IngestStats);
+
+impl OpenConnection {
+    fn new(stats: IngestStats) -> Self {
+        stats.connection_opened();
+        Self(stats)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connection_closed();
     }
 }
 

@@ -220,6 +220,22 @@ async fn bad_input_is_dead_lettered_and_good_input_kept(
         mine.iter()
             .all(|d| d["detail"].as_str().is_some_and(|s| !s.is_empty()))
     );
+
+    // the same rejections, counted by reason, for a Prometheus scrape
+    let metrics = app.get_text("/metrics").await?;
+    for reason in ["malformed_json", "out_of_range", "wrong_type"] {
+        let line = format!("fleetpulse_ingest_rejected_total{{reason=\"{reason}\"}} 1");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "fleetpulse_ingest_connected 1"),
+        "{metrics}"
+    );
     Ok(())
 }
 
