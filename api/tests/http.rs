@@ -145,7 +145,8 @@ async fn spawn_app() -> TestApp {
 }
 
 impl TestApp {
-    async fn send(&self, req: Request<Body>) -> Answer {
+    /// The answer as it came: status, headers and body bytes.
+    async fn send_raw(&self, req: Request<Body>) -> (StatusCode, header::HeaderMap, Vec<u8>) {
         let resp = self
             .router
             .clone()
@@ -157,6 +158,11 @@ impl TestApp {
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .expect("body");
+        (status, headers, bytes.to_vec())
+    }
+
+    async fn send(&self, req: Request<Body>) -> Answer {
+        let (status, headers, bytes) = self.send_raw(req).await;
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Answer {
             status,
@@ -172,26 +178,17 @@ impl TestApp {
 
     /// A GET answered with text (not JSON): status, content type and body.
     async fn get_text(&self, path: &str) -> (StatusCode, String, String) {
-        let resp = self
-            .router
-            .clone()
-            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
-            .await
-            .expect("the router is infallible");
-        let status = resp.status();
-        let content_type = resp
-            .headers()
+        let req = Request::get(path).body(Body::empty()).expect("request");
+        let (status, headers, bytes) = self.send_raw(req).await;
+        let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .expect("body");
         (
             status,
             content_type,
-            String::from_utf8(bytes.to_vec()).expect("utf-8"),
+            String::from_utf8(bytes).expect("utf-8"),
         )
     }
 

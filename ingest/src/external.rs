@@ -223,10 +223,7 @@ impl ExternalSource {
                 Ok(_) => {}
                 Err(err) => {
                     epoch.fetch_add(1, Ordering::SeqCst);
-                    if pipeline.stats().snapshot().connected {
-                        pipeline.stats().broker_connection_lost();
-                    }
-                    pipeline.stats().set_connected(false);
+                    pipeline.stats().broker_connection_lost();
                     log_connection_error(&broker, &err, backoff);
                     tokio::select! {
                         () = &mut shutdown => break,

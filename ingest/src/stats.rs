@@ -165,13 +165,15 @@ impl IngestStats {
             out,
             "batch_entries",
             "Readings, dead letters and status updates per committed batch.",
-            &BATCH_BOUNDS.map(|b| b.to_string()),
+            &BATCH_BOUNDS,
+            1,
         );
         self.counters.commit_seconds.write(
             out,
             "commit_seconds",
             "Time from a batch's first commit attempt to its commit, retries included.",
-            &LATENCY_BOUNDS_US.map(|us| format!("{}", us as f64 / 1e6)),
+            &LATENCY_BOUNDS_US,
+            MICROS_PER_SECOND,
         );
     }
 
@@ -213,16 +215,20 @@ impl IngestStats {
         self.counters.connected.store(connected, Ordering::Relaxed);
     }
 
+    /// The external source lost its broker: not connected any more, and one reconnect
+    /// counted when it had been connected.
+    pub(crate) fn broker_connection_lost(&self) {
+        if self.counters.connected.swap(false, Ordering::Relaxed) {
+            self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn connection_opened(&self) {
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn connection_closed(&self) {
         self.counters.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn broker_connection_lost(&self) {
-        self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn commit_failed(&self) {
@@ -274,6 +280,7 @@ impl RejectCounters {
 const BATCH_BUCKETS: usize = 7;
 const BATCH_BOUNDS: [u64; BATCH_BUCKETS] = [1, 10, 50, 100, 500, 1_000, 5_000];
 const LATENCY_BUCKETS: usize = 12;
+const MICROS_PER_SECOND: u64 = 1_000_000;
 /// Commit latency bucket bounds in microseconds (1 ms … 10 s).
 const LATENCY_BOUNDS_US: [u64; LATENCY_BUCKETS] = [
     1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
@@ -283,9 +290,9 @@ const LATENCY_BOUNDS_US: [u64; LATENCY_BUCKETS] = [
 /// A fixed-bucket histogram of integer observations (cumulative when rendered).
 #[derive(Debug)]
 struct Histogram<const N: usize> {
-    /// Observations at or below each bound (not cumulative), then the overflow.
+    /// Observations at or below each bound and above the previous one; what lies above
+    /// the last bound is only in `count` (the `+Inf` bucket).
     buckets: [AtomicU64; N],
-    overflow: AtomicU64,
     count: AtomicU64,
     sum: AtomicU64,
 }
@@ -294,7 +301,6 @@ impl<const N: usize> Default for Histogram<N> {
     fn default() -> Self {
         Self {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            overflow: AtomicU64::new(0),
             count: AtomicU64::new(0),
             sum: AtomicU64::new(0),
         }
@@ -303,21 +309,22 @@ impl<const N: usize> Default for Histogram<N> {
 
 impl<const N: usize> Histogram<N> {
     fn observe(&self, value: u64, bounds: &[u64; N]) {
-        match bounds.iter().position(|b| value <= *b) {
-            Some(i) => self.buckets[i].fetch_add(1, Ordering::Relaxed),
-            None => self.overflow.fetch_add(1, Ordering::Relaxed),
-        };
+        if let Some(i) = bounds.iter().position(|b| value <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum.fetch_add(value, Ordering::Relaxed);
     }
 
-    /// Renders with the bounds as labels; `le` labels are given as text so a histogram
-    /// kept in microseconds can be shown in seconds (`sum` is scaled the same way).
-    fn write(&self, out: &mut String, name: &str, help: &str, labels: &[String; N]) {
+    /// Renders the bounds and the sum divided by `per_unit`, so a histogram kept in
+    /// microseconds is shown in seconds (`per_unit` 1 000 000) and a count as it is (1).
+    fn write(&self, out: &mut String, name: &str, help: &str, bounds: &[u64; N], per_unit: u64) {
+        let scaled = |v: u64| v as f64 / per_unit as f64;
         metric_header(out, name, help, "histogram");
         let mut cumulative = 0;
-        for (bucket, le) in self.buckets.iter().zip(labels) {
+        for (bucket, bound) in self.buckets.iter().zip(bounds) {
             cumulative += bucket.load(Ordering::Relaxed);
+            let le = scaled(*bound);
             let _ = writeln!(
                 out,
                 "fleetpulse_ingest_{name}_bucket{{le=\"{le}\"}} {cumulative}"
@@ -328,12 +335,7 @@ impl<const N: usize> Histogram<N> {
             out,
             "fleetpulse_ingest_{name}_bucket{{le=\"+Inf\"}} {count}"
         );
-        let sum = self.sum.load(Ordering::Relaxed);
-        let sum = if name.ends_with("_seconds") {
-            format!("{}", sum as f64 / 1e6)
-        } else {
-            sum.to_string()
-        };
+        let sum = scaled(self.sum.load(Ordering::Relaxed));
         let _ = writeln!(out, "fleetpulse_ingest_{name}_sum {sum}");
         let _ = writeln!(out, "fleetpulse_ingest_{name}_count {count}");
     }
