@@ -12,6 +12,7 @@
 pub mod alarm;
 pub mod catalog;
 pub mod device;
+pub mod line_protocol;
 pub mod order;
 pub mod policy;
 pub mod rules;
