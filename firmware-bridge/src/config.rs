@@ -99,6 +99,20 @@ pub struct MqttConfig {
     pub reconnect_max_ms: u64,
 }
 
+impl MqttConfig {
+    /// `url` with every other key at its default.
+    pub fn new(url: String) -> Self {
+        MqttConfig {
+            url,
+            password: None,
+            keep_alive_s: default_keep_alive_s(),
+            inflight_window: default_inflight_window(),
+            reconnect_initial_ms: default_reconnect_initial_ms(),
+            reconnect_max_ms: default_reconnect_max_ms(),
+        }
+    }
+}
+
 /// The outbox: every reading is on disk before it is published and stays there until
 /// its PUBACK.
 #[derive(Clone, Debug, Deserialize, Serialize)]

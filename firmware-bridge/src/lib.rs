@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod poller;
 pub mod registers;
+pub mod simulated;
 
 pub use bridge::{Bridge, BridgeError, BridgeReport};
 pub use config::{BridgeConfig, ConfigError};

@@ -572,6 +572,28 @@ impl RegisterMap {
     }
 }
 
+/// The register maps shipped in `config/registers/`, built into the binary: `(model, text)`.
+pub const BUILT_IN_MAPS: &[(&str, &str)] = &[
+    ("OC-5A", include_str!("../../config/registers/OC-5A.toml")),
+    ("OC-10", include_str!("../../config/registers/OC-10.toml")),
+    ("HV-200", include_str!("../../config/registers/HV-200.toml")),
+    ("HV-150", include_str!("../../config/registers/HV-150.toml")),
+];
+
+/// Parses the [`BUILT_IN_MAPS`], by model.
+pub fn built_in_maps(
+    catalog: &Catalog,
+) -> Result<BTreeMap<String, std::sync::Arc<RegisterMap>>, MapError> {
+    BUILT_IN_MAPS
+        .iter()
+        .map(|(model, text)| {
+            let path = PathBuf::from(format!("config/registers/{model}.toml (built in)"));
+            RegisterMap::parse(text, &path, catalog)
+                .map(|m| (m.model.clone(), std::sync::Arc::new(m)))
+        })
+        .collect()
+}
+
 fn check_field(f: &FieldFile) -> Result<(), String> {
     let name_ok = {
         let mut chars = f.name.chars();
@@ -1005,6 +1027,23 @@ bit = 15
             "model = \"OC-5A\"\n[[alarm]]\ncode = \"E101\"\nfunction = \"holding\"\naddress = 0\nbit = 1\n[[alarm]]\ncode = \"E102\"\nfunction = \"holding\"\naddress = 0\nbit = 1\n",
         );
         assert!(e.starts_with("OC-5A.toml:7:") && e.contains("bit 1"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_maps_are_valid_and_round_trip() {
+        let maps = built_in_maps(&catalog()).expect("shipped maps are valid");
+        assert_eq!(maps.len(), 4);
+        for map in maps.values() {
+            let values: BTreeMap<String, f64> =
+                map.fields.iter().map(|f| (f.name.clone(), 42.5)).collect();
+            let alarms: BTreeSet<AlarmCode> = map.alarms.iter().map(|a| a.code.clone()).collect();
+            let image = map.encode(&values, &alarms).expect("encodes");
+            let d = map.decode(&image).expect("decodes");
+            for (name, v) in &d.values {
+                assert!((v - 42.5).abs() <= 0.5, "{} {name} = {v}", map.model);
+            }
+            assert_eq!(d.alarms, alarms, "{}", map.model);
+        }
     }
 
     #[test]
