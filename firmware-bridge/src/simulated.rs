@@ -40,6 +40,9 @@ pub enum Behaviour {
     Exception(u8),
     /// Answers after this delay.
     Slow(Duration),
+    /// Answers with every register 0xFFFF and every bit set (a corrupted memory map: NaN
+    /// floats, out-of-range integers).
+    Garbage,
 }
 
 /// What to simulate.
@@ -305,8 +308,19 @@ impl tokio_modbus::server::Service for DeviceService {
                     tokio::time::sleep(delay).await;
                     answer.map(Some)
                 }
+                Behaviour::Garbage => answer.map(|r| Some(garbage(r))),
             }
         })
+    }
+}
+
+fn garbage(r: Response) -> Response {
+    match r {
+        Response::ReadHoldingRegisters(w) => Response::ReadHoldingRegisters(vec![0xFFFF; w.len()]),
+        Response::ReadInputRegisters(w) => Response::ReadInputRegisters(vec![0xFFFF; w.len()]),
+        Response::ReadCoils(b) => Response::ReadCoils(vec![true; b.len()]),
+        Response::ReadDiscreteInputs(b) => Response::ReadDiscreteInputs(vec![true; b.len()]),
+        other => other,
     }
 }
 

@@ -2,6 +2,7 @@
 //! (`mosquitto_pub`, rumqttc, firmware-like publishers), a real Mosquitto broker for
 //! external mode, and assertions through the HTTP API only.
 
+mod bridge;
 mod cli;
 mod demo;
 mod e2e;

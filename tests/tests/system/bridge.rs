@@ -1,0 +1,503 @@
+//! The firmware bridge against real peers: a pymodbus server holding known values, the
+//! simulator's tokio-modbus devices with injected faults, and fleetpulse's built-in
+//! endpoint going away and coming back. Every assertion on telemetry goes through
+//! fleetpulse's HTTP API.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fleetpulse_domain::Catalog;
+use fleetpulse_firmware_bridge::registers::{BUILT_IN_MAPS, built_in_maps};
+use fleetpulse_firmware_bridge::simulated::{Behaviour, ModbusFleet, ModbusFleetConfig};
+use fleetpulse_system_tests::modbus::{BridgeProc, PyModbus, write_bridge_config};
+use fleetpulse_system_tests::{App, eventually, free_port};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const CATALOG: &str = include_str!("../../../config/catalog.toml");
+
+/// A register map using every data type and word order, scaled values, bits and alarms.
+const TEST_MAP: &str = r#"
+model = "OC-5A"
+
+[[field]]
+name = "vendor_f32_abcd"
+function = "holding"
+address = 0
+type = "f32"
+order = "ABCD"
+[[field]]
+name = "vendor_f32_cdab"
+function = "holding"
+address = 2
+type = "f32"
+order = "CDAB"
+[[field]]
+name = "vendor_f32_badc"
+function = "holding"
+address = 4
+type = "f32"
+order = "BADC"
+[[field]]
+name = "vendor_f32_dcba"
+function = "holding"
+address = 6
+type = "f32"
+order = "DCBA"
+[[field]]
+name = "vendor_u32_abcd"
+function = "holding"
+address = 8
+type = "u32"
+order = "ABCD"
+[[field]]
+name = "vendor_u32_cdab"
+function = "holding"
+address = 10
+type = "u32"
+order = "CDAB"
+[[field]]
+name = "vendor_u32_badc"
+function = "holding"
+address = 12
+type = "u32"
+order = "BADC"
+[[field]]
+name = "vendor_u32_dcba"
+function = "holding"
+address = 14
+type = "u32"
+order = "DCBA"
+[[field]]
+name = "vendor_i32"
+function = "holding"
+address = 16
+type = "i32"
+order = "CDAB"
+
+[[field]]
+name = "o2_purity_pct"
+function = "input"
+address = 0
+type = "u16"
+scale = 0.1
+unit = "%"
+[[field]]
+name = "temperature_c"
+function = "input"
+address = 1
+type = "i16"
+scale = 0.1
+unit = "°C"
+[[field]]
+name = "flow_lpm"
+function = "input"
+address = 2
+type = "u16"
+scale = 0.01
+[[field]]
+name = "outlet_pressure_kpa"
+function = "input"
+address = 3
+type = "u16"
+scale = 0.5
+offset = -20
+[[field]]
+name = "runtime_hours"
+function = "input"
+address = 4
+type = "u64"
+scale = 0.01
+[[field]]
+name = "filter_life_pct"
+function = "input"
+address = 8
+type = "f32"
+order = "DCBA"
+
+[[field]]
+name = "vendor_door_open"
+function = "coil"
+address = 0
+type = "bool"
+[[field]]
+name = "vendor_fan_on"
+function = "holding"
+address = 20
+type = "bool"
+bit = 4
+
+[[alarm]]
+code = "E101"
+function = "holding"
+address = 20
+bit = 0
+[[alarm]]
+code = "E102"
+function = "holding"
+address = 20
+bit = 1
+[[alarm]]
+code = "W202"
+function = "holding"
+address = 20
+bit = 9
+[[alarm]]
+code = "W201"
+function = "discrete"
+address = 2
+[[alarm]]
+code = "P301"
+function = "discrete"
+address = 3
+"#;
+
+#[tokio::test]
+async fn pymodbus_values_in_every_word_order_arrive_exactly() -> anyhow::Result<()> {
+    // arrange: pymodbus encodes each value itself (struct.pack), independently of the bridge
+    let spec = json!([
+        {"function": "holding", "address": 0, "type": "f32", "order": "ABCD", "value": 93.4},
+        {"function": "holding", "address": 2, "type": "f32", "order": "CDAB", "value": -12.75},
+        {"function": "holding", "address": 4, "type": "f32", "order": "BADC", "value": 1013.25},
+        {"function": "holding", "address": 6, "type": "f32", "order": "DCBA", "value": 0.1},
+        {"function": "holding", "address": 8, "type": "u32", "order": "ABCD", "value": 305419896u64},
+        {"function": "holding", "address": 10, "type": "u32", "order": "CDAB", "value": 4000000000u64},
+        {"function": "holding", "address": 12, "type": "u32", "order": "BADC", "value": 123456789},
+        {"function": "holding", "address": 14, "type": "u32", "order": "DCBA", "value": 70000},
+        {"function": "holding", "address": 16, "type": "i32", "order": "CDAB", "value": -123456},
+        {"function": "input", "address": 0, "type": "u16", "value": 931},
+        {"function": "input", "address": 1, "type": "i16", "value": -125},
+        {"function": "input", "address": 2, "type": "u16", "value": 250},
+        {"function": "input", "address": 3, "type": "u16", "value": 141},
+        {"function": "input", "address": 4, "type": "u64", "value": 841250},
+        {"function": "input", "address": 8, "type": "f32", "order": "DCBA", "value": 37.5},
+        {"function": "coil", "address": 0, "value": true},
+        {"function": "holding", "address": 20, "type": "bits", "bits": [0, 4, 9]},
+        {"function": "discrete", "address": 2, "value": true},
+    ]);
+    let mut device = PyModbus::start(&spec).await?;
+    let data = tempfile::tempdir()?;
+    let app = App::serve_builtin(&data.path().join("fleetpulse")).await?;
+    let mqtt = app.mqtt.expect("built-in endpoint");
+    let config = write_bridge_config(
+        data.path(),
+        &format!("mqtt://{mqtt}"),
+        &[("OC-5A", TEST_MAP)],
+        &format!(
+            "[[device]]\nserial = \"PYM-0001\"\nmodel = \"OC-5A\"\nfw = \"9.9.9\"\ntcp = \"{}\"\nunit = 1\ninterval_ms = 200\n",
+            device.addr
+        ),
+    )?;
+
+    // act
+    let mut bridge = BridgeProc::spawn(&config, &data.path().join("outbox")).await?;
+    let detail = eventually(Duration::from_secs(30), "a bridged reading", || async {
+        let d = app.get_ok("/api/v1/devices/PYM-0001").await.ok();
+        Ok(d.filter(|d| !d["latest"].is_null()))
+    })
+    .await?;
+
+    // assert: exactly the values pymodbus holds, after type, order, scale and offset
+    let expected: BTreeMap<&str, f64> = [
+        ("vendor_f32_abcd", 93.4),
+        ("vendor_f32_cdab", -12.75),
+        ("vendor_f32_badc", 1013.25),
+        ("vendor_f32_dcba", 0.1),
+        ("vendor_u32_abcd", 305_419_896.0),
+        ("vendor_u32_cdab", 4_000_000_000.0),
+        ("vendor_u32_badc", 123_456_789.0),
+        ("vendor_u32_dcba", 70_000.0),
+        ("vendor_i32", -123_456.0),
+        ("o2_purity_pct", 93.1),
+        ("temperature_c", -12.5),
+        ("flow_lpm", 2.5),
+        ("outlet_pressure_kpa", 50.5),
+        ("runtime_hours", 8412.5),
+        ("filter_life_pct", 37.5),
+        ("vendor_door_open", 1.0),
+        ("vendor_fan_on", 1.0),
+    ]
+    .into_iter()
+    .collect();
+    let values = detail["latest"]["values"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let got: BTreeMap<&str, f64> = values
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_f64().unwrap_or(f64::NAN)))
+        .collect();
+    assert_eq!(got, expected, "published values");
+    let mut alarms: Vec<&str> = detail["latest"]["alarms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    alarms.sort_unstable();
+    assert_eq!(alarms, ["E101", "W201", "W202"], "active alarm bits");
+    assert_eq!(detail["model"], "OC-5A");
+    assert_eq!(detail["firmware"], "9.9.9");
+    assert_eq!(detail["connection"], "online");
+    // the critical alarm bit became a repair order, like an MQTT device's would
+    let orders = eventually(Duration::from_secs(10), "a repair order", || async {
+        let o = app.orders("serial=PYM-0001&status=active").await?;
+        Ok((!o.is_empty()).then_some(o))
+    })
+    .await?;
+    assert!(
+        orders.iter().any(|o| o["cause"] == "critical_alarm:E101"),
+        "{orders:?}"
+    );
+
+    // the device goes away: the bridge reports it unreachable, with a transport reason
+    device.stop().await;
+    eventually(Duration::from_secs(20), "device unreachable", || async {
+        let d = app.get_ok("/api/v1/devices/PYM-0001").await?;
+        Ok((d["connection"] == "unreachable").then_some(()))
+    })
+    .await?;
+    let failures = bridge
+        .metric(r#"bridge_polls_total{serial="PYM-0001",result="transport"}"#)
+        .await?;
+    assert!(failures >= 1.0, "transport failures counted: {failures}");
+    let report = bridge.interrupt().await?;
+    assert_eq!(report["outbox_readings"], 0, "{report}");
+    Ok(())
+}
+
+/// Five simulated devices; three turn faulty while the bridge runs.
+#[tokio::test]
+async fn faulty_devices_are_reported_apart_and_never_slow_the_others() -> anyhow::Result<()> {
+    let catalog = Catalog::from_toml_str(CATALOG)?;
+    let maps = built_in_maps(&catalog)?;
+    let stop = CancellationToken::new();
+    let _stop_guard = stop.clone().drop_guard();
+    let fleet = ModbusFleet::start(
+        ModbusFleetConfig {
+            devices: 6,
+            serial_prefix: "FT".into(),
+            tick: Duration::from_millis(200),
+            ..ModbusFleetConfig::default()
+        },
+        &catalog,
+        &maps,
+        stop.clone(),
+    )
+    .await?;
+    let data = tempfile::tempdir()?;
+    let app = App::serve_builtin(&data.path().join("fleetpulse")).await?;
+    let mqtt = app.mqtt.expect("built-in endpoint");
+    let config = write_bridge_config(
+        data.path(),
+        &format!("mqtt://{mqtt}"),
+        BUILT_IN_MAPS,
+        &format!(
+            "[polling]\ntimeout_ms = 400\nretry_max_ms = 1000\n\n{}",
+            fleet.bridge_devices_toml(200)
+        ),
+    )?;
+    let mut bridge = BridgeProc::spawn(&config, &data.path().join("outbox")).await?;
+    let serial = |i: usize| fleet.devices()[i].serial.to_string();
+    let ok = |i: usize| {
+        format!(
+            r#"bridge_polls_total{{serial="{}",result="ok"}}"#,
+            serial(i)
+        )
+    };
+    let failed = |i: usize, kind: &str| {
+        format!(
+            r#"bridge_polls_total{{serial="{}",result="{kind}"}}"#,
+            serial(i)
+        )
+    };
+    eventually(Duration::from_secs(30), "every device polled", || async {
+        for i in 0..6 {
+            if bridge.metric(&ok(i)).await? < 3.0 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })
+    .await?;
+
+    // act: one hangs, one answers exception 0x04, one answers slowly, one sends garbage
+    fleet.devices()[0].set_behaviour(Behaviour::Silent);
+    fleet.devices()[1].set_behaviour(Behaviour::Exception(4));
+    fleet.devices()[2].set_behaviour(Behaviour::Slow(Duration::from_millis(250)));
+    fleet.devices()[3].set_behaviour(Behaviour::Garbage);
+    let before: Vec<f64> = {
+        let mut v = Vec::new();
+        for i in 0..6 {
+            v.push(bridge.metric(&ok(i)).await?);
+        }
+        v
+    };
+    let window = Duration::from_secs(4);
+    tokio::time::sleep(window).await;
+
+    // assert: the healthy ones kept their 5 polls a second
+    for i in [4, 5] {
+        let polls = bridge.metric(&ok(i)).await? - before[i];
+        assert!(
+            polls >= 16.0,
+            "{}: {polls} polls in {window:?} beside faulty devices (20 expected)",
+            serial(i)
+        );
+    }
+    // the slow one still delivers, with its latency visible
+    let slow_polls = bridge.metric(&ok(2)).await? - before[2];
+    assert!(slow_polls >= 2.0, "slow device still polled: {slow_polls}");
+    let slow_latency = bridge
+        .metric(&format!(
+            r#"bridge_device_last_poll_seconds{{serial="{}"}}"#,
+            serial(2)
+        ))
+        .await?;
+    assert!(slow_latency >= 0.25, "slow latency {slow_latency}");
+    // failures are counted by kind, and only by their kind
+    assert!(bridge.metric(&failed(0, "transport")).await? >= 1.0);
+    assert_eq!(bridge.metric(&failed(0, "exception")).await?, 0.0);
+    assert!(bridge.metric(&failed(1, "exception")).await? >= 1.0);
+    assert_eq!(bridge.metric(&failed(1, "transport")).await?, 0.0);
+    assert!(bridge.metric(&failed(3, "decode")).await? >= 1.0);
+    assert_eq!(bridge.metric(&failed(3, "transport")).await?, 0.0);
+    assert_eq!(bridge.metric(&ok(0)).await?, before[0]);
+    // fleetpulse shows each faulty device unreachable; the others online
+    for i in [0, 1, 3] {
+        let s = serial(i);
+        eventually(
+            Duration::from_secs(10),
+            "unreachable in the API",
+            || async {
+                let d = app.get_ok(&format!("/api/v1/devices/{s}")).await?;
+                Ok((d["connection"] == "unreachable").then_some(()))
+            },
+        )
+        .await?;
+    }
+    for i in [2, 4, 5] {
+        let d = app
+            .get_ok(&format!("/api/v1/devices/{}", serial(i)))
+            .await?;
+        assert_eq!(d["connection"], "online", "{}", serial(i));
+    }
+
+    // a device that answers again is back online and polled at its rate
+    fleet.devices()[0].set_behaviour(Behaviour::Normal);
+    let s0 = serial(0);
+    eventually(Duration::from_secs(10), "back online", || async {
+        let d = app.get_ok(&format!("/api/v1/devices/{s0}")).await?;
+        Ok((d["connection"] == "online").then_some(()))
+    })
+    .await?;
+    let report = bridge.interrupt().await?;
+    assert_eq!(report["outbox_readings"], 0, "{report}");
+    Ok(())
+}
+
+/// fleetpulse is killed while the bridge polls; the bridge is killed too and restarted
+/// on the same outbox; then fleetpulse comes back. Every reading that got a `seq` is
+/// stored once, with no gap, in the order it was polled.
+#[tokio::test]
+async fn an_mqtt_outage_and_a_bridge_restart_lose_nothing() -> anyhow::Result<()> {
+    let catalog = Catalog::from_toml_str(CATALOG)?;
+    let maps = built_in_maps(&catalog)?;
+    let stop = CancellationToken::new();
+    let _stop_guard = stop.clone().drop_guard();
+    let fleet = ModbusFleet::start(
+        ModbusFleetConfig {
+            devices: 3,
+            serial_prefix: "OUT".into(),
+            tick: Duration::from_millis(100),
+            ..ModbusFleetConfig::default()
+        },
+        &catalog,
+        &maps,
+        stop.clone(),
+    )
+    .await?;
+    let data = tempfile::tempdir()?;
+    let store_dir = data.path().join("fleetpulse");
+    let (mqtt_port, http_port) = (free_port(), free_port());
+    let mqtt_listen = format!("127.0.0.1:{mqtt_port}");
+    let http = format!("127.0.0.1:{http_port}");
+    let serve_args = ["serve", "--mqtt-listen", &mqtt_listen, "--http", &http];
+    let mut app = App::spawn(&store_dir, &serve_args).await?;
+    let config = write_bridge_config(
+        data.path(),
+        &format!("mqtt://{mqtt_listen}"),
+        BUILT_IN_MAPS,
+        &fleet.bridge_devices_toml(100),
+    )?;
+    let outbox = data.path().join("outbox");
+    let mut bridge = BridgeProc::spawn(&config, &outbox).await?;
+    eventually(Duration::from_secs(20), "first readings stored", || async {
+        Ok((app.stored_readings().await? >= 6).then_some(()))
+    })
+    .await?;
+
+    // act: fleetpulse goes away; the bridge keeps polling into its outbox
+    app.kill().await;
+    eventually(Duration::from_secs(10), "the outbox filling", || async {
+        Ok((bridge.metric("bridge_outbox_readings").await? >= 15.0).then_some(()))
+    })
+    .await?;
+    // the bridge dies too (SIGKILL: nothing flushed) and starts again on its outbox
+    bridge.kill().await;
+    let mut bridge = BridgeProc::spawn(&config, &outbox).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held = bridge.metric("bridge_outbox_readings").await?;
+    assert!(held >= 15.0, "the outbox survived the restart: {held}");
+    let app = App::spawn(&store_dir, &serve_args).await?;
+    eventually(Duration::from_secs(30), "the outbox drained", || async {
+        Ok((bridge.metric("bridge_outbox_readings").await? < 3.0).then_some(()))
+    })
+    .await?;
+    let report = bridge.interrupt().await?;
+
+    // assert
+    assert_eq!(
+        report["outbox_readings"], 0,
+        "everything acknowledged: {report}"
+    );
+    let mut total = 0;
+    for d in fleet.devices() {
+        let r = app
+            .get_ok(&format!(
+                "/api/v1/devices/{}/readings?limit=10000",
+                d.serial
+            ))
+            .await?;
+        let mut readings: Vec<(u64, String)> = r
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| {
+                (
+                    x["seq"].as_u64().unwrap_or_default(),
+                    x["ts"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        readings.sort_unstable();
+        let (first, last) = (readings[0].0, readings[readings.len() - 1].0);
+        assert_eq!(
+            readings.len() as u64,
+            last - first + 1,
+            "{}: every seq from {first} to {last} stored once",
+            d.serial
+        );
+        assert!(
+            readings.windows(2).all(|w| w[0].1 < w[1].1),
+            "{}: seq order is poll order",
+            d.serial
+        );
+        total += readings.len();
+    }
+    assert!(
+        total as f64 >= report["polls"].as_f64().unwrap_or(0.0),
+        "every poll of the second bridge run is stored ({total} stored, report {report})"
+    );
+    Ok(())
+}
