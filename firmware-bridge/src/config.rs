@@ -451,6 +451,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/bridge.example.toml");
+        let cfg = BridgeConfig::load(&path, CATALOG).expect("config/bridge.example.toml is valid");
+        assert_eq!(cfg.devices.len(), 2);
+        assert_eq!(cfg.devices[1].unit, 3);
+    }
+
+    #[test]
     fn mistakes_name_file_line_and_key() {
         let dir = dir_with_map();
         let e = parse(&dir, "[mqtt]\nurl = \"mqtt://h:1\"\nkeepalive = 3\n")

@@ -152,6 +152,8 @@ pub async fn start_demo_bridge(
 ) -> anyhow::Result<JoinHandle<()>> {
     let maps = built_in_maps(catalog)?;
     let interval = Duration::from_millis(fleet.interval_ms.max(10));
+    // the devices outlive the bridge, so its last polls do not see them vanish
+    let sim_stop = CancellationToken::new();
     let sim = ModbusFleet::start(
         ModbusFleetConfig {
             devices,
@@ -163,7 +165,7 @@ pub async fn start_demo_bridge(
         },
         catalog,
         &maps,
-        stop.clone(),
+        sim_stop.clone(),
     )
     .await?;
     let mut mqtt = MqttConfig::new(mqtt_url);
@@ -187,6 +189,7 @@ pub async fn start_demo_bridge(
             Ok(report) => info!(?report, "firmware bridge finished"),
             Err(e) => warn!(error = %e, "firmware bridge ended with an error"),
         }
+        sim_stop.cancel();
         sim.join().await;
     }))
 }

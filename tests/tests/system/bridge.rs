@@ -501,3 +501,47 @@ async fn an_mqtt_outage_and_a_bridge_restart_lose_nothing() -> anyhow::Result<()
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn demo_runs_a_mixed_fleet_of_mqtt_and_modbus_devices() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let mut app = App::spawn(
+        data.path(),
+        &[
+            "demo",
+            "--devices",
+            "4",
+            "--modbus-devices",
+            "4",
+            "--interval-ms",
+            "250",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .await?;
+    eventually(
+        Duration::from_secs(30),
+        "MQTT and Modbus devices live",
+        || async {
+            let d = app.get_ok("/api/v1/devices?limit=100").await?;
+            let live = |prefix: &str| {
+                d["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|x| {
+                        x["serial"].as_str().is_some_and(|s| s.starts_with(prefix))
+                            && x["latest"]["seq"].as_u64().is_some()
+                            && x["connection"] == "online"
+                    })
+                    .count()
+            };
+            Ok((live("SIM-") == 4 && live("MB-") == 4).then_some(()))
+        },
+    )
+    .await?;
+    let status = app.interrupt().await?;
+    assert!(status.success(), "Ctrl-C stops the demo cleanly: {status}");
+    Ok(())
+}
