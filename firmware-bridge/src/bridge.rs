@@ -23,7 +23,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::BridgeConfig;
+use std::collections::BTreeMap;
+
+use crate::config::{BridgeConfig, Device, RtuConfig, Transport};
 use crate::metrics::{FailureKind, Metrics};
 use crate::outbox::{DiskOutbox, OutboxError, Row};
 use crate::poller::{self, Event};
@@ -203,14 +205,33 @@ impl Bridge {
         let poll_stop = CancellationToken::new();
         let mut pollers = JoinSet::new();
         let n = cfg.devices.len().max(1) as u32;
+        let mut buses: BTreeMap<String, (RtuConfig, Vec<(usize, Device)>)> = BTreeMap::new();
         for (i, d) in cfg.devices.iter().enumerate() {
-            let offset = d.interval.mul_f64(f64::from(i as u32 % n) / f64::from(n));
-            pollers.spawn(poller::run(
-                i,
-                d.clone(),
+            match &d.transport {
+                Transport::Tcp(_) => {
+                    let offset = d.interval.mul_f64(f64::from(i as u32 % n) / f64::from(n));
+                    pollers.spawn(poller::run_tcp(
+                        i,
+                        d.clone(),
+                        tx.clone(),
+                        metrics.clone(),
+                        offset,
+                        poll_stop.clone(),
+                    ));
+                }
+                Transport::Rtu(line) => buses
+                    .entry(line.port.clone())
+                    .or_insert_with(|| (line.clone(), Vec::new()))
+                    .1
+                    .push((i, d.clone())),
+            }
+        }
+        for (_, (line, devices)) in buses {
+            pollers.spawn(poller::run_rtu_bus(
+                line,
+                devices,
                 tx.clone(),
                 metrics.clone(),
-                offset,
                 poll_stop.clone(),
             ));
         }

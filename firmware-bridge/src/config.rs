@@ -42,6 +42,15 @@ const fn default_retry_max_ms() -> u64 {
 const fn default_unit() -> u8 {
     1
 }
+const fn default_baud() -> u32 {
+    19_200
+}
+const fn default_data_bits() -> u8 {
+    8
+}
+const fn default_stop_bits() -> u8 {
+    1
+}
 fn default_outbox_dir() -> PathBuf {
     PathBuf::from("bridge-data")
 }
@@ -173,9 +182,14 @@ pub struct DeviceConfig {
     /// Firmware version published with every reading (optional).
     #[serde(default)]
     pub fw: Option<String>,
-    /// Modbus TCP address `host:port` of the device or its gateway.
-    pub tcp: String,
-    /// Modbus unit id (slave id) behind that address.
+    /// Modbus TCP address `host:port` of the device or its gateway (this or `rtu`).
+    #[serde(default)]
+    pub tcp: Option<String>,
+    /// Modbus RTU serial line (this or `tcp`). Devices on the same port share the bus and
+    /// are polled one after the other.
+    #[serde(default)]
+    pub rtu: Option<RtuConfig>,
+    /// Modbus unit id (slave id) behind that address or on that bus.
     #[serde(default = "default_unit")]
     pub unit: u8,
     /// Overrides `polling.interval_ms`.
@@ -184,6 +198,55 @@ pub struct DeviceConfig {
     /// Overrides `polling.timeout_ms`.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+}
+
+/// Serial parity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    /// The Modbus serial line default.
+    #[default]
+    Even,
+    Odd,
+    None,
+}
+
+/// An RS-485/RS-232 serial line (Modbus RTU).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtuConfig {
+    /// Serial device, e.g. `/dev/ttyUSB0`.
+    pub port: String,
+    /// Baud rate.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// `even` (default, as the Modbus serial line specification says), `odd` or `none`.
+    #[serde(default)]
+    pub parity: Parity,
+    /// 7 or 8.
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    /// 1 or 2.
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+}
+
+/// How a device is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Modbus TCP, `host:port`.
+    Tcp(String),
+    /// Modbus RTU on a serial line.
+    Rtu(RtuConfig),
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Tcp(a) => write!(f, "tcp://{a}"),
+            Transport::Rtu(r) => write!(f, "rtu:{}", r.port),
+        }
+    }
 }
 
 /// A configuration that cannot be used.
@@ -215,7 +278,7 @@ pub struct Device {
     pub serial: Serial,
     pub model: String,
     pub fw: Option<String>,
-    pub tcp: String,
+    pub transport: Transport,
     pub unit: u8,
     pub interval: Duration,
     pub timeout: Duration,
@@ -318,6 +381,8 @@ impl BridgeConfig {
         let mut maps: BTreeMap<String, Arc<RegisterMap>> = BTreeMap::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut devices = Vec::new();
+        let mut buses: HashMap<String, (RtuConfig, usize)> = HashMap::new();
+        let mut units: HashMap<(String, u8), usize> = HashMap::new();
         for spanned in &file.devices {
             let offset = spanned.span().start;
             let line = line_of(text, offset);
@@ -338,13 +403,53 @@ impl BridgeConfig {
                     format!("{} is not a Modbus unit id (1–247)", d.unit),
                 ));
             }
-            if !d.tcp.contains(':') {
-                return Err(invalid(
-                    offset,
-                    "device.tcp",
-                    format!("{:?} must be host:port", d.tcp),
-                ));
-            }
+            let transport = match (&d.tcp, &d.rtu) {
+                (Some(tcp), None) if tcp.contains(':') => Transport::Tcp(tcp.clone()),
+                (Some(tcp), None) => {
+                    return Err(invalid(
+                        offset,
+                        "device.tcp",
+                        format!("{tcp:?} must be host:port"),
+                    ));
+                }
+                (None, Some(rtu)) => {
+                    check_rtu(rtu).map_err(|r| invalid(offset, "device.rtu", r))?;
+                    match buses.get(&rtu.port) {
+                        Some((first, first_line)) if first != rtu => {
+                            return Err(invalid(
+                                offset,
+                                "device.rtu",
+                                format!(
+                                    "{} is configured with other line settings on line {first_line}",
+                                    rtu.port
+                                ),
+                            ));
+                        }
+                        Some(_) => {}
+                        None => {
+                            buses.insert(rtu.port.clone(), (rtu.clone(), line));
+                        }
+                    }
+                    if let Some(first) = units.insert((rtu.port.clone(), d.unit), line) {
+                        return Err(invalid(
+                            offset,
+                            "device.unit",
+                            format!(
+                                "unit {} on {} is already used on line {first}",
+                                d.unit, rtu.port
+                            ),
+                        ));
+                    }
+                    Transport::Rtu(rtu.clone())
+                }
+                _ => {
+                    return Err(invalid(
+                        offset,
+                        "device",
+                        "give exactly one of `tcp = \"host:port\"` and `rtu = { port = … }`".into(),
+                    ));
+                }
+            };
             if catalog.model(&d.model).is_none() {
                 return Err(invalid(
                     offset,
@@ -396,7 +501,7 @@ impl BridgeConfig {
                 serial,
                 model: d.model.clone(),
                 fw: d.fw.clone(),
-                tcp: d.tcp.clone(),
+                transport,
                 unit: d.unit,
                 interval: Duration::from_millis(interval),
                 timeout: Duration::from_millis(timeout),
@@ -412,6 +517,22 @@ impl BridgeConfig {
             maps,
         })
     }
+}
+
+fn check_rtu(rtu: &RtuConfig) -> Result<(), String> {
+    if rtu.port.is_empty() {
+        return Err("rtu.port must name a serial device".into());
+    }
+    if rtu.baud == 0 {
+        return Err("rtu.baud must be at least 1".into());
+    }
+    if !matches!(rtu.data_bits, 7 | 8) {
+        return Err(format!("rtu.data_bits = {}: 7 or 8", rtu.data_bits));
+    }
+    if !matches!(rtu.stop_bits, 1 | 2) {
+        return Err(format!("rtu.stop_bits = {}: 1 or 2", rtu.stop_bits));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -488,5 +609,19 @@ mod tests {
             e.contains(":7: device.serial") && e.contains("line 3"),
             "{e}"
         );
+        let e = parse(
+            &dir,
+            "[mqtt]\nurl = \"mqtt://h:1\"\n[[device]]\nserial = \"A\"\nmodel = \"OC-5A\"\nrtu = { port = \"/dev/ttyS1\", baud = 9600 }\n[[device]]\nserial = \"B\"\nmodel = \"OC-5A\"\nrtu = { port = \"/dev/ttyS1\", baud = 19200 }\nunit = 2\n",
+        )
+        .expect_err("one bus, two speeds")
+        .to_string();
+        assert!(e.contains(":7: device.rtu") && e.contains("line 3"), "{e}");
+        let e = parse(
+            &dir,
+            "[mqtt]\nurl = \"mqtt://h:1\"\n[[device]]\nserial = \"A\"\nmodel = \"OC-5A\"\n",
+        )
+        .expect_err("no transport")
+        .to_string();
+        assert!(e.contains("exactly one of"), "{e}");
     }
 }

@@ -17,11 +17,12 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::slave::SlaveContext;
 use tokio_modbus::{ExceptionCode, Slave};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::Device;
+use crate::config::{Device, Parity, RtuConfig, Transport};
 use crate::metrics::{FailureKind, Metrics};
 use crate::registers::{BlockData, DecodeError, Decoded, Function, ReadBlock};
 
@@ -84,41 +85,56 @@ enum Reach {
     Unreachable(String),
 }
 
-/// Polls `dev` until `stop`. `start_offset` spreads the first polls of many devices over
-/// an interval.
-pub async fn run(
+/// One device's schedule and what was last announced about it.
+struct Cycle {
     index: usize,
     dev: Device,
     events: mpsc::Sender<Event>,
     metrics: Arc<Metrics>,
-    start_offset: Duration,
-    stop: CancellationToken,
-) {
-    let limits = TelemetryLimits::default();
-    let mut ctx: Option<Context> = None;
-    let mut reach = Reach::Unknown;
-    let mut alarms: Option<BTreeSet<AlarmCode>> = None;
-    let mut failures: u32 = 0;
-    let mut next = Instant::now() + start_offset;
-    loop {
-        tokio::select! {
-            _ = sleep_until(next) => {}
-            _ = stop.cancelled() => break,
+    limits: TelemetryLimits,
+    reach: Reach,
+    alarms: Option<BTreeSet<AlarmCode>>,
+    failures: u32,
+    /// When the next poll is due.
+    next: Instant,
+}
+
+impl Cycle {
+    fn new(
+        index: usize,
+        dev: Device,
+        events: mpsc::Sender<Event>,
+        metrics: Arc<Metrics>,
+        start_offset: Duration,
+    ) -> Self {
+        Cycle {
+            index,
+            dev,
+            events,
+            metrics,
+            limits: TelemetryLimits::default(),
+            reach: Reach::Unknown,
+            alarms: None,
+            failures: 0,
+            next: Instant::now() + start_offset,
         }
-        let scheduled = next;
-        let started = Instant::now();
-        let outcome = match poll_once(&dev, &mut ctx).await {
-            Ok(decoded) => reading(&dev, decoded, &limits),
-            Err(e) => Err(e),
-        };
-        let latency = started.elapsed();
+    }
+
+    /// Records one poll: publishes the reading or the unreachable status, counts it, and
+    /// schedules the next poll (the interval, or the backoff after a failure). Returns
+    /// false once the publisher is gone.
+    async fn record(&mut self, outcome: Result<Decoded, PollError>, latency: Duration) -> bool {
+        let scheduled = self.next;
+        let (index, dev) = (self.index, &self.dev);
+        let outcome = outcome.and_then(|d| reading(dev, d, &self.limits));
         match outcome {
             Ok((fields, now_active)) => {
-                metrics.poll_ok(index, latency);
-                metrics.devices[index].up.store(1, Ordering::Relaxed);
-                report_alarm_changes(&dev, alarms.as_ref(), &now_active, &metrics);
-                alarms = Some(now_active);
-                if events
+                self.metrics.poll_ok(index, latency);
+                self.metrics.devices[index].up.store(1, Ordering::Relaxed);
+                report_alarm_changes(dev, self.alarms.as_ref(), &now_active, &self.metrics);
+                self.alarms = Some(now_active);
+                if self
+                    .events
                     .send(Event::Reading {
                         device: index,
                         fields,
@@ -126,57 +142,181 @@ pub async fn run(
                     .await
                     .is_err()
                 {
-                    break;
+                    return false;
                 }
-                if reach != Reach::Online {
-                    if matches!(reach, Reach::Unreachable(_)) {
+                if self.reach != Reach::Online {
+                    if matches!(self.reach, Reach::Unreachable(_)) {
                         info!(serial = %dev.serial, "device answers again");
                     }
-                    reach = Reach::Online;
-                    let _ = events
+                    self.reach = Reach::Online;
+                    let _ = self
+                        .events
                         .send(Event::Status {
                             device: index,
-                            payload: status(&dev, "online", None),
+                            payload: status(dev, "online", None),
                         })
                         .await;
                 }
-                failures = 0;
+                self.failures = 0;
                 // keep the cadence; a poll that overran its slot starts the next one now
-                next = (scheduled + dev.interval).max(Instant::now());
+                self.next = (scheduled + dev.interval).max(Instant::now());
             }
             Err(error) => {
                 let kind = error.kind();
-                metrics.poll_failed(index, kind, latency);
-                metrics.devices[index].up.store(0, Ordering::Relaxed);
-                if kind == FailureKind::Transport {
-                    ctx = None;
-                }
+                self.metrics.poll_failed(index, kind, latency);
+                self.metrics.devices[index].up.store(0, Ordering::Relaxed);
                 let reason = error.to_string();
-                failures = failures.saturating_add(1);
+                self.failures = self.failures.saturating_add(1);
                 let backoff = dev
                     .interval
-                    .saturating_mul(1 << (failures - 1).min(16))
+                    .saturating_mul(1 << (self.failures - 1).min(16))
                     .min(dev.retry_max);
-                if reach != Reach::Unreachable(reason.clone()) {
+                if self.reach != Reach::Unreachable(reason.clone()) {
                     warn!(serial = %dev.serial, kind = kind.as_str(), %reason, retry_in_ms = backoff.as_millis() as u64, "device unreachable");
-                    reach = Reach::Unreachable(reason.clone());
-                    let _ = events
+                    self.reach = Reach::Unreachable(reason.clone());
+                    let _ = self
+                        .events
                         .send(Event::Status {
                             device: index,
-                            payload: status(&dev, "unreachable", Some((kind, &reason))),
+                            payload: status(dev, "unreachable", Some((kind, &reason))),
                         })
                         .await;
                 } else {
                     debug!(serial = %dev.serial, %reason, "poll failed again");
                 }
-                next = Instant::now() + backoff;
+                self.next = Instant::now() + backoff;
             }
+        }
+        true
+    }
+}
+
+/// Polls one Modbus TCP device until `stop`. `start_offset` spreads the first polls of
+/// many devices over an interval.
+pub async fn run_tcp(
+    index: usize,
+    dev: Device,
+    events: mpsc::Sender<Event>,
+    metrics: Arc<Metrics>,
+    start_offset: Duration,
+    stop: CancellationToken,
+) {
+    let mut cycle = Cycle::new(index, dev, events, metrics, start_offset);
+    let mut ctx: Option<Context> = None;
+    loop {
+        tokio::select! {
+            _ = sleep_until(cycle.next) => {}
+            _ = stop.cancelled() => break,
+        }
+        let started = Instant::now();
+        let outcome = match &mut ctx {
+            Some(c) => read_all(c, &cycle.dev).await,
+            None => match connect_tcp(&cycle.dev).await {
+                Ok(c) => read_all(ctx.insert(c), &cycle.dev).await,
+                Err(e) => Err(e),
+            },
+        };
+        if outcome
+            .as_ref()
+            .is_err_and(|e| e.kind() == FailureKind::Transport)
+        {
+            ctx = None;
+        }
+        if !cycle.record(outcome, started.elapsed()).await {
+            break;
         }
     }
     if let Some(mut ctx) = ctx {
         use tokio_modbus::client::Client;
         let _ = timeout(Duration::from_millis(200), ctx.disconnect()).await;
     }
+}
+
+/// Polls the devices of one RTU serial line until `stop`, one request at a time (the
+/// bus is half-duplex): always the device whose poll is due first. A transport failure
+/// closes the port (discarding whatever a late answer left in it); the next poll opens
+/// it again.
+pub async fn run_rtu_bus(
+    line: RtuConfig,
+    devices: Vec<(usize, Device)>,
+    events: mpsc::Sender<Event>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let n = devices.len().max(1) as u32;
+    let mut cycles: Vec<Cycle> = devices
+        .into_iter()
+        .enumerate()
+        .map(|(k, (index, dev))| {
+            let offset = dev.interval.mul_f64(f64::from(k as u32) / f64::from(n));
+            Cycle::new(index, dev, events.clone(), metrics.clone(), offset)
+        })
+        .collect();
+    let mut ctx: Option<Context> = None;
+    loop {
+        let Some(due) = cycles
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, c)| c.next)
+            .map(|(i, _)| i)
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = sleep_until(cycles[due].next) => {}
+            _ = stop.cancelled() => break,
+        }
+        let cycle = &mut cycles[due];
+        let started = Instant::now();
+        let outcome = match &mut ctx {
+            Some(c) => {
+                c.set_slave(Slave(cycle.dev.unit));
+                read_all(c, &cycle.dev).await
+            }
+            None => match open_rtu(&line, cycle.dev.unit) {
+                Ok(c) => read_all(ctx.insert(c), &cycle.dev).await,
+                Err(e) => Err(e),
+            },
+        };
+        if outcome
+            .as_ref()
+            .is_err_and(|e| e.kind() == FailureKind::Transport)
+        {
+            ctx = None;
+        }
+        if !cycle.record(outcome, started.elapsed()).await {
+            break;
+        }
+    }
+}
+
+fn open_rtu(line: &RtuConfig, unit: u8) -> Result<Context, PollError> {
+    use tokio_serial::SerialPortBuilderExt;
+    let parity = match line.parity {
+        Parity::Even => tokio_serial::Parity::Even,
+        Parity::Odd => tokio_serial::Parity::Odd,
+        Parity::None => tokio_serial::Parity::None,
+    };
+    let data_bits = if line.data_bits == 7 {
+        tokio_serial::DataBits::Seven
+    } else {
+        tokio_serial::DataBits::Eight
+    };
+    let stop_bits = if line.stop_bits == 2 {
+        tokio_serial::StopBits::Two
+    } else {
+        tokio_serial::StopBits::One
+    };
+    let port = tokio_serial::new(&line.port, line.baud)
+        .parity(parity)
+        .data_bits(data_bits)
+        .stop_bits(stop_bits)
+        .open_native_async()
+        .map_err(|e| PollError::Connect {
+            addr: line.port.clone(),
+            error: e.to_string(),
+        })?;
+    Ok(tokio_modbus::client::rtu::attach_slave(port, Slave(unit)))
 }
 
 fn status(dev: &Device, state: &str, failure: Option<(FailureKind, &str)>) -> Value {
@@ -248,39 +388,36 @@ fn reading(
     Ok((m, decoded.alarms))
 }
 
-async fn connect(dev: &Device) -> Result<Context, PollError> {
+async fn connect_tcp(dev: &Device) -> Result<Context, PollError> {
+    let Transport::Tcp(host_port) = &dev.transport else {
+        unreachable!("a TCP poller only gets TCP devices");
+    };
     let connect = async {
-        let addr = tokio::net::lookup_host(&dev.tcp)
+        let addr = tokio::net::lookup_host(host_port)
             .await
-            .map_err(|_| PollError::Resolve(dev.tcp.clone()))?
+            .map_err(|_| PollError::Resolve(host_port.clone()))?
             .next()
-            .ok_or_else(|| PollError::Resolve(dev.tcp.clone()))?;
+            .ok_or_else(|| PollError::Resolve(host_port.clone()))?;
         tokio_modbus::client::tcp::connect_slave(addr, Slave(dev.unit))
             .await
             .map_err(|e| PollError::Connect {
-                addr: dev.tcp.clone(),
+                addr: host_port.clone(),
                 error: e.to_string(),
             })
     };
     timeout(dev.timeout, connect)
         .await
         .map_err(|_| PollError::Connect {
-            addr: dev.tcp.clone(),
+            addr: host_port.clone(),
             error: format!("no connection within {} ms", dev.timeout.as_millis()),
         })?
 }
 
 /// One poll: every read block of the map, each under the request timeout.
-async fn poll_once(dev: &Device, ctx: &mut Option<Context>) -> Result<Decoded, PollError> {
-    if ctx.is_none() {
-        *ctx = Some(connect(dev).await?);
-    }
-    let Some(c) = ctx.as_mut() else {
-        unreachable!("connected just above");
-    };
+async fn read_all(ctx: &mut Context, dev: &Device) -> Result<Decoded, PollError> {
     let mut data = Vec::with_capacity(dev.map.reads.len());
     for block in &dev.map.reads {
-        data.push(read_block(c, block, dev.timeout).await?);
+        data.push(read_block(ctx, block, dev.timeout).await?);
     }
     Ok(dev.map.decode(&data)?)
 }

@@ -26,7 +26,7 @@ use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::config::Device;
+use crate::config::{Device, Transport};
 use crate::registers::{BlockData, Function, RegisterMap};
 
 /// How a simulated device answers.
@@ -221,7 +221,7 @@ impl ModbusFleet {
                 serial: d.serial.clone(),
                 model: d.model.clone(),
                 fw: Some(d.fw.clone()),
-                tcp: d.addr.to_string(),
+                transport: Transport::Tcp(d.addr.to_string()),
                 unit: d.unit,
                 interval,
                 timeout,

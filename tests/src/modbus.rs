@@ -22,16 +22,33 @@ pub struct PyModbus {
 }
 
 impl PyModbus {
-    /// Starts `tests/pymodbus/server.py` with `spec` (see the script for its format).
+    /// Starts `tests/pymodbus/server.py` as a Modbus TCP server with `spec` (see the
+    /// script for its format).
     pub async fn start(spec: &Value) -> anyhow::Result<PyModbus> {
+        let port = free_port();
+        Self::start_with(spec, &["--port".into(), port.to_string()], port).await
+    }
+
+    /// The same as a Modbus RTU server (19200 baud, 8 data bits, `parity` N/E/O, 1 stop
+    /// bit) on the serial device `path`.
+    pub async fn start_rtu(spec: &Value, path: &Path, parity: &str) -> anyhow::Result<PyModbus> {
+        let args = [
+            "--serial".into(),
+            path.display().to_string(),
+            "--parity".into(),
+            parity.into(),
+        ];
+        Self::start_with(spec, &args, 0).await
+    }
+
+    async fn start_with(spec: &Value, args: &[String], port: u16) -> anyhow::Result<PyModbus> {
         let dir = tempfile::tempdir()?;
         let spec_path = dir.path().join("spec.json");
         std::fs::write(&spec_path, spec.to_string())?;
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pymodbus/server.py");
-        let port = free_port();
         let mut child = Command::new("python3")
             .arg(&script)
-            .args(["--port", &port.to_string()])
+            .args(args)
             .arg("--spec")
             .arg(&spec_path)
             .stdin(Stdio::null())
@@ -54,6 +71,48 @@ impl PyModbus {
         Ok(PyModbus {
             child,
             addr: format!("127.0.0.1:{port}").parse()?,
+            _dir: dir,
+        })
+    }
+
+    pub async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A pseudo-terminal pair made by `socat`: a serial line whose two ends are files.
+pub struct PtyPair {
+    child: Child,
+    /// The end the bridge opens.
+    pub bridge_end: PathBuf,
+    /// The end the Modbus RTU server opens.
+    pub device_end: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PtyPair {
+    pub async fn start() -> anyhow::Result<PtyPair> {
+        let dir = tempfile::tempdir()?;
+        let bridge_end = dir.path().join("bridge");
+        let device_end = dir.path().join("device");
+        let child = Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", bridge_end.display()))
+            .arg(format!("pty,raw,echo=0,link={}", device_end.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting socat (scripts/test installs it: apt-get install socat)")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(bridge_end.exists() && device_end.exists()) {
+            anyhow::ensure!(Instant::now() < deadline, "socat made no pty pair in 10 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(PtyPair {
+            child,
+            bridge_end,
+            device_end,
             _dir: dir,
         })
     }

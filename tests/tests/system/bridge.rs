@@ -9,7 +9,7 @@ use std::time::Duration;
 use fleetpulse_domain::Catalog;
 use fleetpulse_firmware_bridge::registers::{BUILT_IN_MAPS, built_in_maps};
 use fleetpulse_firmware_bridge::simulated::{Behaviour, ModbusFleet, ModbusFleetConfig};
-use fleetpulse_system_tests::modbus::{BridgeProc, PyModbus, write_bridge_config};
+use fleetpulse_system_tests::modbus::{BridgeProc, PtyPair, PyModbus, write_bridge_config};
 use fleetpulse_system_tests::{App, eventually, free_port};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -152,10 +152,10 @@ function = "discrete"
 address = 3
 "#;
 
-#[tokio::test]
-async fn pymodbus_values_in_every_word_order_arrive_exactly() -> anyhow::Result<()> {
-    // arrange: pymodbus encodes each value itself (struct.pack), independently of the bridge
-    let spec = json!([
+/// Known values for pymodbus to hold (it encodes each itself, with `struct.pack`,
+/// independently of the bridge), and what the bridge must publish for them.
+fn known_spec() -> Value {
+    json!([
         {"function": "holding", "address": 0, "type": "f32", "order": "ABCD", "value": 93.4},
         {"function": "holding", "address": 2, "type": "f32", "order": "CDAB", "value": -12.75},
         {"function": "holding", "address": 4, "type": "f32", "order": "BADC", "value": 1013.25},
@@ -174,30 +174,11 @@ async fn pymodbus_values_in_every_word_order_arrive_exactly() -> anyhow::Result<
         {"function": "coil", "address": 0, "value": true},
         {"function": "holding", "address": 20, "type": "bits", "bits": [0, 4, 9]},
         {"function": "discrete", "address": 2, "value": true},
-    ]);
-    let mut device = PyModbus::start(&spec).await?;
-    let data = tempfile::tempdir()?;
-    let app = App::serve_builtin(&data.path().join("fleetpulse")).await?;
-    let mqtt = app.mqtt.expect("built-in endpoint");
-    let config = write_bridge_config(
-        data.path(),
-        &format!("mqtt://{mqtt}"),
-        &[("OC-5A", TEST_MAP)],
-        &format!(
-            "[[device]]\nserial = \"PYM-0001\"\nmodel = \"OC-5A\"\nfw = \"9.9.9\"\ntcp = \"{}\"\nunit = 1\ninterval_ms = 200\n",
-            device.addr
-        ),
-    )?;
+    ])
+}
 
-    // act
-    let mut bridge = BridgeProc::spawn(&config, &data.path().join("outbox")).await?;
-    let detail = eventually(Duration::from_secs(30), "a bridged reading", || async {
-        let d = app.get_ok("/api/v1/devices/PYM-0001").await.ok();
-        Ok(d.filter(|d| !d["latest"].is_null()))
-    })
-    .await?;
-
-    // assert: exactly the values pymodbus holds, after type, order, scale and offset
+/// Asserts a device's latest state carries exactly the values of [`known_spec`].
+fn assert_known_values(detail: &Value) {
     let expected: BTreeMap<&str, f64> = [
         ("vendor_f32_abcd", 93.4),
         ("vendor_f32_cdab", -12.75),
@@ -236,6 +217,35 @@ async fn pymodbus_values_in_every_word_order_arrive_exactly() -> anyhow::Result<
         .collect();
     alarms.sort_unstable();
     assert_eq!(alarms, ["E101", "W201", "W202"], "active alarm bits");
+}
+
+#[tokio::test]
+async fn pymodbus_values_in_every_word_order_arrive_exactly() -> anyhow::Result<()> {
+    // arrange
+    let mut device = PyModbus::start(&known_spec()).await?;
+    let data = tempfile::tempdir()?;
+    let app = App::serve_builtin(&data.path().join("fleetpulse")).await?;
+    let mqtt = app.mqtt.expect("built-in endpoint");
+    let config = write_bridge_config(
+        data.path(),
+        &format!("mqtt://{mqtt}"),
+        &[("OC-5A", TEST_MAP)],
+        &format!(
+            "[[device]]\nserial = \"PYM-0001\"\nmodel = \"OC-5A\"\nfw = \"9.9.9\"\ntcp = \"{}\"\nunit = 1\ninterval_ms = 200\n",
+            device.addr
+        ),
+    )?;
+
+    // act
+    let mut bridge = BridgeProc::spawn(&config, &data.path().join("outbox")).await?;
+    let detail = eventually(Duration::from_secs(30), "a bridged reading", || async {
+        let d = app.get_ok("/api/v1/devices/PYM-0001").await.ok();
+        Ok(d.filter(|d| !d["latest"].is_null()))
+    })
+    .await?;
+
+    // assert: exactly the values pymodbus holds, after type, order, scale and offset
+    assert_known_values(&detail);
     assert_eq!(detail["model"], "OC-5A");
     assert_eq!(detail["firmware"], "9.9.9");
     assert_eq!(detail["connection"], "online");
@@ -543,5 +553,74 @@ async fn demo_runs_a_mixed_fleet_of_mqtt_and_modbus_devices() -> anyhow::Result<
     .await?;
     let status = app.interrupt().await?;
     assert!(status.success(), "Ctrl-C stops the demo cleanly: {status}");
+    Ok(())
+}
+
+/// Modbus RTU over a pseudo-terminal pair (socat): pymodbus serves two unit ids on one
+/// serial line, the bridge polls both over the shared bus.
+#[tokio::test]
+async fn rtu_devices_on_one_serial_line_arrive_exactly() -> anyhow::Result<()> {
+    // arrange: unit 1 holds the known values, unit 2 a few of its own. Parity none: this
+    // kernel's pseudo-terminals refuse even parity (termios EINVAL); odd and none work.
+    let mut pty = PtyPair::start().await?;
+    let mut spec = known_spec();
+    if let Some(items) = spec.as_array_mut() {
+        items.extend([
+            json!({"unit": 2, "function": "input", "address": 0, "type": "u16", "value": 955}),
+            json!({"unit": 2, "function": "input", "address": 2, "type": "u16", "value": 300}),
+            json!({"unit": 2, "function": "input", "address": 3, "type": "u16", "value": 100}),
+            json!({"unit": 2, "function": "holding", "address": 20, "type": "bits", "bits": [1]}),
+        ]);
+    }
+    let _device = PyModbus::start_rtu(&spec, &pty.device_end, "N").await?;
+    let data = tempfile::tempdir()?;
+    let app = App::serve_builtin(&data.path().join("fleetpulse")).await?;
+    let mqtt = app.mqtt.expect("built-in endpoint");
+    let line = format!(
+        "rtu = {{ port = \"{}\", baud = 19200, parity = \"none\" }}",
+        pty.bridge_end.display()
+    );
+    let config = write_bridge_config(
+        data.path(),
+        &format!("mqtt://{mqtt}"),
+        &[("OC-5A", TEST_MAP)],
+        &format!(
+            "[[device]]\nserial = \"RTU-0001\"\nmodel = \"OC-5A\"\n{line}\nunit = 1\ninterval_ms = 300\n\n\
+             [[device]]\nserial = \"RTU-0002\"\nmodel = \"OC-5A\"\n{line}\nunit = 2\ninterval_ms = 300\n"
+        ),
+    )?;
+
+    // act
+    let mut bridge = BridgeProc::spawn(&config, &data.path().join("outbox")).await?;
+    let detail = |serial: &'static str| {
+        let app = &app;
+        async move {
+            eventually(Duration::from_secs(30), "a reading over RTU", || async {
+                let d = app.get_ok(&format!("/api/v1/devices/{serial}")).await.ok();
+                Ok(d.filter(|d| !d["latest"].is_null()))
+            })
+            .await
+        }
+    };
+    let one = detail("RTU-0001").await?;
+    let two = detail("RTU-0002").await?;
+
+    // assert
+    assert_known_values(&one);
+    assert_eq!(two["latest"]["values"]["o2_purity_pct"], 95.5);
+    assert_eq!(two["latest"]["values"]["flow_lpm"], 3.0);
+    assert_eq!(two["latest"]["values"]["outlet_pressure_kpa"], 30.0);
+    assert_eq!(two["latest"]["alarms"], json!(["E102"]));
+    for unit in ["RTU-0001", "RTU-0002"] {
+        let ok = bridge
+            .metric(&format!(
+                r#"bridge_polls_total{{serial="{unit}",result="ok"}}"#
+            ))
+            .await?;
+        assert!(ok >= 1.0, "{unit} polled over the shared line");
+    }
+    let report = bridge.interrupt().await?;
+    assert_eq!(report["outbox_readings"], 0, "{report}");
+    pty.stop().await;
     Ok(())
 }
