@@ -343,6 +343,8 @@ async fn store_and_publish(
 ) {
     let mut rows = Vec::new();
     let mut targets = Vec::new();
+    // readings of this batch per device, not yet in `pending`
+    let mut batched: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     for e in events {
         match e {
             Event::Status { device, payload } => {
@@ -352,9 +354,8 @@ async fn store_and_publish(
             }
             Event::Reading { device, mut fields } => {
                 let o = &mut outs[device];
-                if o.pending.len() + targets.iter().filter(|(d, _)| *d == device).count()
-                    >= max_pending
-                {
+                let in_batch = batched.entry(device).or_default();
+                if o.pending.len() + *in_batch >= max_pending {
                     let before = metrics.devices[device]
                         .outbox_full
                         .fetch_add(1, Ordering::Relaxed);
@@ -363,6 +364,7 @@ async fn store_and_publish(
                     }
                     continue;
                 }
+                *in_batch += 1;
                 let seq = o.next_seq;
                 o.next_seq += 1;
                 fields.insert("seq".into(), Value::from(seq));

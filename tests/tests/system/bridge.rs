@@ -624,3 +624,50 @@ async fn rtu_devices_on_one_serial_line_arrive_exactly() -> anyhow::Result<()> {
     pty.stop().await;
     Ok(())
 }
+
+/// Nobody acknowledges: the outbox holds at most `max_readings_per_device` per device
+/// (what it holds is never dropped), counts the polls it could not store, and polling
+/// goes on.
+#[tokio::test]
+async fn a_full_outbox_stores_no_more_and_counts_what_it_refused() -> anyhow::Result<()> {
+    let catalog = Catalog::from_toml_str(CATALOG)?;
+    let maps = built_in_maps(&catalog)?;
+    let stop = CancellationToken::new();
+    let _stop_guard = stop.clone().drop_guard();
+    let fleet = ModbusFleet::start(
+        ModbusFleetConfig {
+            devices: 1,
+            serial_prefix: "FULL".into(),
+            tick: Duration::from_millis(50),
+            ..ModbusFleetConfig::default()
+        },
+        &catalog,
+        &maps,
+        stop.clone(),
+    )
+    .await?;
+    let data = tempfile::tempdir()?;
+    let nobody = format!("mqtt://127.0.0.1:{}", free_port());
+    let config = write_bridge_config(
+        data.path(),
+        &nobody,
+        BUILT_IN_MAPS,
+        &format!(
+            "[outbox]\nmax_readings_per_device = 5\n\n{}",
+            fleet.bridge_devices_toml(50)
+        ),
+    )?;
+    let mut bridge = BridgeProc::spawn(&config, &data.path().join("outbox")).await?;
+    let serial = fleet.devices()[0].serial.to_string();
+    eventually(Duration::from_secs(20), "refused polls counted", || async {
+        Ok((bridge.metric("bridge_outbox_full_total").await? >= 10.0).then_some(()))
+    })
+    .await?;
+    assert_eq!(bridge.metric("bridge_outbox_readings").await?, 5.0);
+    let ok = format!(r#"bridge_polls_total{{serial="{serial}",result="ok"}}"#);
+    let polls = bridge.metric(&ok).await?;
+    assert!(polls >= 15.0, "polling goes on: {polls}");
+    let report = bridge.interrupt().await?;
+    assert_eq!(report["outbox_readings"], 5, "{report}");
+    Ok(())
+}
