@@ -850,5 +850,12 @@ mod tests {
             (ConnectionState::Online, Some("1.0"))
         );
         assert!(parse_status(&sn(), b"sleepy", now()).is_err());
+        let s = parse_status(
+            &sn(),
+            br#"{"state":"unreachable","kind":"transport","reason":"no answer within 1000 ms"}"#,
+            now(),
+        )
+        .expect("a gateway's report");
+        assert_eq!(s.state, ConnectionState::Unreachable);
     }
 }
