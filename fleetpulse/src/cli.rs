@@ -227,6 +227,28 @@ mod tests {
             (d.fleet.devices, d.fleet.seed, d.fleet.speed),
             (10, 7, 60.0)
         );
+        let cli = Cli::try_parse_from([
+            "fleetpulse",
+            "bridge",
+            "-c",
+            "bridge.toml",
+            "--metrics",
+            "127.0.0.1:0",
+            "--outbox",
+            "/tmp/o",
+        ])
+        .expect("valid");
+        let Command::Bridge(b) = cli.command else {
+            panic!("bridge expected")
+        };
+        assert_eq!(b.config, PathBuf::from("bridge.toml"));
+        assert!(b.metrics.is_some() && !b.check);
+        let cli =
+            Cli::try_parse_from(["fleetpulse", "demo", "--modbus-devices", "5"]).expect("valid");
+        let Command::Demo(d) = cli.command else {
+            panic!("demo expected")
+        };
+        assert_eq!(d.modbus_devices, 5);
         assert!(
             Cli::try_parse_from([
                 "fleetpulse",
