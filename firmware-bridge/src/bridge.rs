@@ -30,8 +30,8 @@ use crate::metrics::{FailureKind, Metrics};
 use crate::outbox::{DiskOutbox, OutboxError, Row};
 use crate::poller::{self, Event};
 
-/// How long in-flight readings may wait for their PUBACKs at shutdown (they stay in the
-/// outbox either way).
+/// How long the readings held at shutdown may take to be published and acknowledged
+/// (what is not acknowledged by then stays in the outbox for the next start).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 const ACK_SWEEP: Duration = Duration::from_millis(50);
 const REPORT_EVERY: Duration = Duration::from_secs(60);
@@ -277,9 +277,22 @@ impl Bridge {
             batch.push(e);
         }
         store_and_publish(&mut outs, batch, &outbox, &metrics, max_pending).await;
-        release_acked(&mut outs, &outbox, &metrics).await;
+        // a link that is draining sends nothing new: let the links send (and get
+        // acknowledged) what they hold first, within the grace
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        loop {
+            release_acked(&mut outs, &outbox, &metrics).await;
+            let all_acked = outs.iter().all(|o| o.link.stats().queued == 0);
+            if all_acked || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(ACK_SWEEP).await;
+        }
+        let grace = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_millis(200));
         for o in &outs {
-            o.link.begin_shutdown(SHUTDOWN_GRACE);
+            o.link.begin_shutdown(grace);
         }
         let mut finals = Vec::with_capacity(outs.len());
         let mut links = Vec::with_capacity(outs.len());

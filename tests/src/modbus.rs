@@ -122,6 +122,81 @@ impl PtyPair {
     }
 }
 
+/// A Mosquitto broker with persistence in its own directory: stopped with SIGTERM it
+/// saves its sessions and queued messages, and a restart on the same port and
+/// directory loads them (a broker "going away" for maintenance, not losing state).
+pub struct PersistentBroker {
+    child: Option<Child>,
+    pub addr: std::net::SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl PersistentBroker {
+    pub async fn start() -> anyhow::Result<PersistentBroker> {
+        let dir = tempfile::tempdir()?;
+        // started as root, mosquitto drops to its own user, which must write its state here
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
+        }
+        let port = free_port();
+        let mut broker = PersistentBroker {
+            child: None,
+            addr: format!("127.0.0.1:{port}").parse()?,
+            dir,
+        };
+        broker.restart().await?;
+        Ok(broker)
+    }
+
+    /// Starts it (again) on the same port and directory.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let bin = crate::Mosquitto::binary().context(
+            "mosquitto is not installed: scripts/test installs it (apt-get install mosquitto)",
+        )?;
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+                 max_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                self.addr.port(),
+                self.dir.path().display()
+            ),
+        )?;
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting mosquitto")?;
+        self.child = Some(child);
+        let addr = self.addr;
+        crate::eventually(
+            Duration::from_secs(10),
+            "mosquitto to listen",
+            || async move { Ok(tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())) },
+        )
+        .await
+    }
+
+    /// SIGTERM: the broker saves its state and exits.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = child.id().context("broker already exited")?;
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        tokio::time::timeout(Duration::from_secs(10), child.wait()).await??;
+        Ok(())
+    }
+}
+
 /// Writes `dir/bridge.toml` (with `body` after the `[mqtt]` section) and the register
 /// maps `(model, text)` under `dir/registers/`. Returns the file's path.
 pub fn write_bridge_config(

@@ -9,7 +9,9 @@ use std::time::Duration;
 use fleetpulse_domain::Catalog;
 use fleetpulse_firmware_bridge::registers::{BUILT_IN_MAPS, built_in_maps};
 use fleetpulse_firmware_bridge::simulated::{Behaviour, ModbusFleet, ModbusFleetConfig};
-use fleetpulse_system_tests::modbus::{BridgeProc, PtyPair, PyModbus, write_bridge_config};
+use fleetpulse_system_tests::modbus::{
+    BridgeProc, PersistentBroker, PtyPair, PyModbus, write_bridge_config,
+};
 use fleetpulse_system_tests::{App, eventually, free_port};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -406,6 +408,60 @@ async fn faulty_devices_are_reported_apart_and_never_slow_the_others() -> anyhow
     Ok(())
 }
 
+/// Every device's readings: each `seq` from the first to the last stored exactly once,
+/// taken in `seq` order (`ts`) and received in `seq` order (`received_at`). Returns how
+/// many readings are stored.
+async fn assert_every_seq_once_in_order(app: &App, fleet: &ModbusFleet) -> anyhow::Result<usize> {
+    let mut total = 0;
+    for d in fleet.devices() {
+        let r = app
+            .get_ok(&format!(
+                "/api/v1/devices/{}/readings?limit=10000",
+                d.serial
+            ))
+            .await?;
+        let time = |v: &Value| {
+            v.as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp_micros())
+                .unwrap_or_default()
+        };
+        let mut readings: Vec<(u64, i64, i64)> = r
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| {
+                (
+                    x["seq"].as_u64().unwrap_or_default(),
+                    time(&x["ts"]),
+                    time(&x["received_at"]),
+                )
+            })
+            .collect();
+        readings.sort_unstable();
+        anyhow::ensure!(!readings.is_empty(), "{}: nothing stored", d.serial);
+        let (first, last) = (readings[0].0, readings[readings.len() - 1].0);
+        assert_eq!(
+            readings.len() as u64,
+            last - first + 1,
+            "{}: every seq from {first} to {last} stored once",
+            d.serial
+        );
+        assert!(
+            readings.windows(2).all(|w| w[0].1 < w[1].1),
+            "{}: seq order is poll order",
+            d.serial
+        );
+        assert!(
+            readings.windows(2).all(|w| w[0].2 <= w[1].2),
+            "{}: received in seq order",
+            d.serial
+        );
+        total += readings.len();
+    }
+    Ok(total)
+}
+
 /// fleetpulse is killed while the bridge polls; the bridge is killed too and restarted
 /// on the same outbox; then fleetpulse comes back. Every reading that got a `seq` is
 /// stored once, with no gap, in the order it was polled.
@@ -471,40 +527,7 @@ async fn an_mqtt_outage_and_a_bridge_restart_lose_nothing() -> anyhow::Result<()
         report["outbox_readings"], 0,
         "everything acknowledged: {report}"
     );
-    let mut total = 0;
-    for d in fleet.devices() {
-        let r = app
-            .get_ok(&format!(
-                "/api/v1/devices/{}/readings?limit=10000",
-                d.serial
-            ))
-            .await?;
-        let mut readings: Vec<(u64, String)> = r
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|x| {
-                (
-                    x["seq"].as_u64().unwrap_or_default(),
-                    x["ts"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
-        readings.sort_unstable();
-        let (first, last) = (readings[0].0, readings[readings.len() - 1].0);
-        assert_eq!(
-            readings.len() as u64,
-            last - first + 1,
-            "{}: every seq from {first} to {last} stored once",
-            d.serial
-        );
-        assert!(
-            readings.windows(2).all(|w| w[0].1 < w[1].1),
-            "{}: seq order is poll order",
-            d.serial
-        );
-        total += readings.len();
-    }
+    let total = assert_every_seq_once_in_order(&app, &fleet).await?;
     assert!(
         total as f64 >= report["polls"].as_f64().unwrap_or(0.0),
         "every poll of the second bridge run is stored ({total} stored, report {report})"
@@ -669,5 +692,72 @@ async fn a_full_outbox_stores_no_more_and_counts_what_it_refused() -> anyhow::Re
     assert!(polls >= 15.0, "polling goes on: {polls}");
     let report = bridge.interrupt().await?;
     assert_eq!(report["outbox_readings"], 5, "{report}");
+    Ok(())
+}
+
+/// Through an external broker: the broker stops (saving its state) while the bridge
+/// polls, and comes back; fleetpulse ingests from it throughout. Every poll is delivered
+/// once, in order.
+#[tokio::test]
+async fn a_broker_outage_loses_nothing() -> anyhow::Result<()> {
+    let catalog = Catalog::from_toml_str(CATALOG)?;
+    let maps = built_in_maps(&catalog)?;
+    let stop = CancellationToken::new();
+    let _stop_guard = stop.clone().drop_guard();
+    let fleet = ModbusFleet::start(
+        ModbusFleetConfig {
+            devices: 3,
+            serial_prefix: "BRK".into(),
+            tick: Duration::from_millis(100),
+            ..ModbusFleetConfig::default()
+        },
+        &catalog,
+        &maps,
+        stop.clone(),
+    )
+    .await?;
+    let mut broker = PersistentBroker::start().await?;
+    let data = tempfile::tempdir()?;
+    let app = App::serve_external(
+        &data.path().join("fleetpulse"),
+        broker.addr,
+        "fleetpulse-bridge-test",
+    )
+    .await?;
+    let config = write_bridge_config(
+        data.path(),
+        &format!("mqtt://{}", broker.addr),
+        BUILT_IN_MAPS,
+        &fleet.bridge_devices_toml(100),
+    )?;
+    let mut bridge = BridgeProc::spawn(&config, &data.path().join("outbox")).await?;
+    eventually(Duration::from_secs(20), "first readings stored", || async {
+        Ok((app.stored_readings().await? >= 6).then_some(()))
+    })
+    .await?;
+
+    // act: the broker goes away; the bridge keeps polling into its outbox
+    broker.stop().await?;
+    eventually(Duration::from_secs(10), "the outbox filling", || async {
+        Ok((bridge.metric("bridge_outbox_readings").await? >= 15.0).then_some(()))
+    })
+    .await?;
+    broker.restart().await?;
+    eventually(Duration::from_secs(30), "the outbox drained", || async {
+        Ok((bridge.metric("bridge_outbox_readings").await? < 3.0).then_some(()))
+    })
+    .await?;
+    let report = bridge.interrupt().await?;
+
+    // assert
+    assert_eq!(report["outbox_readings"], 0, "{report}");
+    let polls = report["polls"].as_u64().unwrap_or(0) as usize;
+    let total = eventually(Duration::from_secs(20), "every poll stored", || async {
+        let n = app.stored_readings().await? as usize;
+        Ok((n >= polls).then_some(n))
+    })
+    .await?;
+    assert_eq!(total, polls, "stored readings = polls of the bridge");
+    assert_eq!(assert_every_seq_once_in_order(&app, &fleet).await?, polls);
     Ok(())
 }
