@@ -6,9 +6,12 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use fleetpulse_api::{AppState, IngestStatus};
+use fleetpulse_domain::Serial;
+use fleetpulse_domain::credentials::DeviceCredentials;
 use fleetpulse_domain::store::Store;
 use fleetpulse_domain::{Catalog, Policy};
-use fleetpulse_ingest::{IngestStats, MqttEndpoint, Pipeline, PipelineHandle};
+use fleetpulse_ingest::credentials::DeviceToken;
+use fleetpulse_ingest::{AuthMode, IngestStats, MqttEndpoint, Pipeline, PipelineHandle};
 use fleetpulse_rules::CatalogRules;
 use fleetpulse_simulator::{SimConfig, SimReport};
 use fleetpulse_store::{Durability, SqliteStore, StoreOptions};
@@ -17,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::{Cli, Command, CommonArgs, FleetArgs};
+use crate::cli::{Cli, Command, CommonArgs, CredentialArgs, DeviceCommand, FleetArgs};
 use crate::config::{Config, DurabilitySetting, LogFormat};
 
 /// Runs the command line's command to its end.
@@ -33,6 +36,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(
                 cfg.broker.is_none(),
                 "demo runs its fleet against the built-in device endpoint; drop --mqtt-url (use `simulate` against a broker)"
+            );
+            anyhow::ensure!(
+                cfg.mqtt.tls.is_none() && cfg.mqtt.auth_mode() != AuthMode::DeviceCredentials,
+                "demo's simulated devices speak plain MQTT with no per-device token: run it without [mqtt.tls] and with mqtt.auth = \"none\" or \"shared_password\""
             );
             let stop = shutdown_on_signal();
             serve(cfg, stop, Some(args.fleet)).await
@@ -63,6 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Device(DeviceCommand::Credential(args)) => device_credential(&args).await,
         Command::CheckConfig(common) => {
             let cfg = load(&common)?;
             cfg.load_catalog()?;
@@ -71,6 +79,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `fleetpulse device credential SERIAL [--revoke]`: issue (or rotate) a device's token
+/// and print it once, or revoke it.
+async fn device_credential(args: &CredentialArgs) -> anyhow::Result<()> {
+    let cfg = Config::load(args.config.as_deref(), &args.overrides())?;
+    init_logging("warn", cfg.log.format);
+    let serial = Serial::parse(&args.serial)
+        .with_context(|| format!("{:?} is not a valid serial", args.serial))?;
+    let catalog = Arc::new(cfg.load_catalog()?);
+    let store = open_store(&cfg, catalog, Arc::new(cfg.load_policy()?)).await?;
+    if args.revoke {
+        let had = store.revoke_token(&serial).await?;
+        eprintln!(
+            "fleetpulse: {}",
+            if had {
+                format!(
+                    "the token of {serial} is revoked; its connections with it are refused from now on"
+                )
+            } else {
+                format!("{serial} had no token")
+            }
+        );
+        return Ok(());
+    }
+    let token = DeviceToken::generate()?;
+    store
+        .set_token_digest(&serial, token.digest(), Utc::now())
+        .await?;
+    if cfg.mqtt.auth_mode() != AuthMode::DeviceCredentials {
+        eprintln!(
+            "fleetpulse: note: mqtt.auth is \"{}\"; the endpoint checks tokens only with mqtt.auth = \"device_credentials\"",
+            cfg.mqtt.auth_mode().as_str()
+        );
+    }
+    eprintln!(
+        "fleetpulse: new token for {serial} (MQTT user name = {serial}, password = the token). \
+         It is shown only now and replaces any earlier token:"
+    );
+    println!("{}", token.expose());
+    Ok(())
 }
 
 fn load(common: &CommonArgs) -> anyhow::Result<Config> {
@@ -146,7 +195,9 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let catalog = Arc::new(cfg.load_catalog()?);
     let policy: Arc<Policy> = Arc::new(cfg.load_policy()?);
-    let store = open_store(&cfg, catalog.clone(), policy).await?;
+    let sqlite = open_store(&cfg, catalog.clone(), policy).await?;
+    let credentials: Arc<dyn DeviceCredentials> = sqlite.clone();
+    let store: Arc<dyn Store> = sqlite;
     let marked = store.mark_all_offline(Utc::now()).await?;
     info!(
         devices = marked,
@@ -159,7 +210,7 @@ async fn serve(
     // Sources stop first; the pipeline drains after them.
     let sources_stop = CancellationToken::new();
     let (source_task, device_addr) =
-        start_source(&cfg, pipeline.clone(), sources_stop.clone()).await?;
+        start_source(&cfg, pipeline.clone(), credentials, sources_stop.clone()).await?;
 
     let api_stop = CancellationToken::new();
     let api_task = start_api(
@@ -221,7 +272,7 @@ async fn open_store(
     cfg: &Config,
     catalog: Arc<Catalog>,
     policy: Arc<Policy>,
-) -> anyhow::Result<Arc<dyn Store>> {
+) -> anyhow::Result<Arc<SqliteStore>> {
     std::fs::create_dir_all(&cfg.data.dir).with_context(|| {
         format!(
             "data.dir = {}: cannot create the directory",
@@ -250,6 +301,7 @@ async fn open_store(
 async fn start_source(
     cfg: &Config,
     pipeline: PipelineHandle,
+    credentials: Arc<dyn DeviceCredentials>,
     stop: CancellationToken,
 ) -> anyhow::Result<(JoinHandle<()>, Option<std::net::SocketAddr>)> {
     if let Some(broker) = &cfg.broker {
@@ -259,9 +311,12 @@ async fn start_source(
         let task = tokio::spawn(async move { source.run(pipeline, stop.cancelled_owned()).await });
         return Ok((task, None));
     }
-    let endpoint = MqttEndpoint::bind(cfg.mqtt.clone()).await?;
+    let endpoint = MqttEndpoint::bind_with_credentials(cfg.mqtt.clone(), Some(credentials)).await?;
     let addr = endpoint.local_addr();
-    announce(&format!("mqtt device endpoint listening on mqtt://{addr}"));
+    announce(&format!(
+        "mqtt device endpoint listening on {}",
+        endpoint.url()
+    ));
     let task = tokio::spawn(async move { endpoint.run(pipeline, stop.cancelled_owned()).await });
     Ok((task, Some(addr)))
 }

@@ -215,9 +215,10 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         if let Some(b) = &self.broker
             && !b.url.starts_with("mqtt://")
+            && !b.url.starts_with("mqtts://")
         {
             bail!(
-                "invalid configuration: broker.url = {:?} must look like mqtt://host:port",
+                "invalid configuration: broker.url = {:?} must look like mqtt://host:port or mqtts://host:port",
                 b.url
             );
         }
@@ -227,6 +228,9 @@ impl Config {
                 "invalid configuration: ingest.batch.max_readings, ingest.batch.max_bytes and ingest.queue_capacity must be > 0"
             );
         }
+        self.mqtt
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         if self.mqtt.max_packet_bytes < 1024 {
             bail!("invalid configuration: mqtt.max_packet_bytes must be at least 1024");
         }

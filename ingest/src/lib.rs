@@ -19,14 +19,19 @@
 
 mod duration;
 
+pub mod credentials;
 pub mod decode;
 pub mod endpoint;
 pub mod external;
 pub mod pipeline;
 pub mod stats;
+pub mod tls;
 
 pub use decode::{Decoded, decode};
-pub use endpoint::{BoundEndpoint, EndpointConfig, EndpointError, MqttEndpoint};
+pub use endpoint::{
+    AuthMode, BoundEndpoint, ClientCertMode, EndpointConfig, EndpointError, EndpointTlsConfig,
+    MqttEndpoint,
+};
 pub use external::{ExternalConfig, ExternalError, ExternalSource};
 pub use fleetpulse_domain::telemetry::TelemetryLimits;
 pub use pipeline::{
