@@ -6,3 +6,4 @@ mod cli;
 mod demo;
 mod e2e;
 mod restart;
+mod security;
