@@ -70,7 +70,8 @@ pub(super) async fn serve<S: DeviceStream>(
     let serial = match authenticate(&connect, certificate.as_ref(), &shared).await {
         Ok(serial) => serial,
         Err(refusal) => {
-            info!(%peer, client_id = ?connect.client_id, reason = refusal.reason, code = ?refusal.code, certificate = ?certificate, "connection refused");
+            let certificate = certificate.as_ref().map(ToString::to_string);
+            info!(%peer, client_id = ?connect.client_id, reason = refusal.reason, code = ?refusal.code, certificate, "connection refused");
             refuse(&mut wr, refusal.code, config.write_timeout).await;
             return;
         }

@@ -104,6 +104,29 @@ impl PeerCertificate {
     }
 }
 
+impl std::fmt::Display for PeerCertificate {
+    /// `CN=a,DNS=b`: what the log shows of a refused certificate.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = self
+            .common_names
+            .iter()
+            .map(|n| format!("CN={n}"))
+            .chain(self.dns_names.iter().map(|n| format!("DNS={n}")));
+        let mut first = true;
+        for name in names {
+            if !first {
+                f.write_str(",")?;
+            }
+            f.write_str(&name)?;
+            first = false;
+        }
+        if first {
+            f.write_str("no names")?;
+        }
+        Ok(())
+    }
+}
+
 /// A device connection's byte stream, split into the halves the reader and the writer
 /// task own. Plain TCP splits without a lock; a TLS stream shares its state between the
 /// halves.
@@ -147,6 +170,7 @@ mod tests {
         assert!(peer.names("OC5-SAN1"));
         assert!(!peer.names("OC5-CN"));
         assert!(!peer.names("oc5-cn1"));
+        assert_eq!(peer.to_string(), "CN=OC5-CN1,DNS=OC5-SAN1");
         assert!(PeerCertificate::from_der(b"not a certificate").is_err());
     }
 }
