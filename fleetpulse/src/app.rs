@@ -75,6 +75,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load(&common)?;
             cfg.load_catalog()?;
             cfg.load_policy()?;
+            // TLS files are read as a start would read them.
+            match &cfg.broker {
+                Some(broker) => drop(fleetpulse_ingest::ExternalSource::new(broker.clone())?),
+                None => MqttEndpoint::check(&cfg.mqtt)?,
+            }
             print!("{}", crate::config::to_redacted_toml(&cfg)?);
             Ok(())
         }

@@ -162,7 +162,7 @@ pub enum ExternalError {
     BadUrl { url: String, problem: &'static str },
     #[error("broker client id {0:?} is empty (setting broker.client_id)")]
     EmptyClientId(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] TlsFileError),
     #[error("invalid configuration: {0}")]
     Config(String),

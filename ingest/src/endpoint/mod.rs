@@ -84,7 +84,7 @@ pub enum EndpointError {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] TlsFileError),
     #[error(
         "mqtt.auth = \"device_credentials\" needs the store's device credentials, and none were given to the endpoint"
@@ -131,6 +131,18 @@ impl MqttEndpoint {
             tls,
             credentials,
         })
+    }
+}
+
+impl MqttEndpoint {
+    /// Checks what [`bind`](Self::bind) would, short of binding: the settings fit
+    /// together and the TLS files are readable and match. For `check-config`.
+    pub fn check(config: &EndpointConfig) -> Result<(), EndpointError> {
+        config.validate().map_err(EndpointError::Config)?;
+        if let Some(tls) = &config.tls {
+            tls::server_config(tls)?;
+        }
+        Ok(())
     }
 }
 

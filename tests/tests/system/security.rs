@@ -514,3 +514,64 @@ async fn secrets_never_reach_logs_or_error_messages() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn check_config_reads_the_tls_files_and_names_the_setting() {
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(fleetpulse_system_tests::fleetpulse_bin());
+        cmd.arg("check-config");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run check-config");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let pki = Pki::new().expect("pki");
+    let (ok, text) = run(&[
+        ("FLEETPULSE_MQTT__TLS__CERT_FILE", path(&pki.server.cert)),
+        ("FLEETPULSE_MQTT__TLS__KEY_FILE", path(&pki.server.key)),
+        ("FLEETPULSE_MQTT__TLS__CLIENT_CA_FILE", path(&pki.ca_file)),
+    ]);
+    assert!(ok && text.contains("[mqtt.tls]"), "{text}");
+
+    let (ok, text) = run(&[
+        ("FLEETPULSE_MQTT__TLS__CERT_FILE", "/nonexistent/server.pem"),
+        ("FLEETPULSE_MQTT__TLS__KEY_FILE", path(&pki.server.key)),
+    ]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("cannot read mqtt.tls.cert_file /nonexistent/server.pem"),
+        "{text}"
+    );
+
+    // a key that does not belong to the certificate
+    let other = pki.device("OC5-K0001").expect("device cert");
+    let (ok, text) = run(&[
+        ("FLEETPULSE_MQTT__TLS__CERT_FILE", path(&pki.server.cert)),
+        ("FLEETPULSE_MQTT__TLS__KEY_FILE", path(&other.key)),
+    ]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("mqtt.tls.key_file"), "{text}");
+    let key = std::fs::read_to_string(&other.key).expect("key");
+    let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(
+        !text.contains(&body[..20]),
+        "key material in an error: {text}"
+    );
+
+    let (ok, text) = run(&[
+        ("FLEETPULSE_MQTT__AUTH", "device_credentials"),
+        ("FLEETPULSE_MQTT__PASSWORD", "pw-Hq2"),
+    ]);
+    assert!(
+        !ok && text.contains("mqtt.password") && !text.contains("pw-Hq2"),
+        "{text}"
+    );
+}
