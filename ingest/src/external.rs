@@ -61,7 +61,7 @@ pub struct ExternalConfig {
     #[serde(default)]
     pub username: Option<String>,
     /// Password for the broker. Never logged.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::secret::deserialize_option")]
     pub password: Option<String>,
     /// MQTT keepalive, in seconds (`keep_alive_s`). Default 30.
     #[serde(

@@ -18,6 +18,7 @@
 //! acked what they handed it; then the pipeline is closed and drained.
 
 mod duration;
+mod secret;
 
 pub mod credentials;
 pub mod decode;

@@ -42,7 +42,7 @@ pub struct EndpointConfig {
     pub auth: Option<AuthMode>,
     /// Shared device password (`password`), for `auth = "shared_password"`: a device
     /// logs in with its serial as user name and this password. Never logged.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::secret::deserialize_option")]
     pub password: Option<String>,
     /// TLS for the device endpoint (`[mqtt.tls]`). Absent (the default): plain MQTT on
     /// `mqtt.listen`. Present: `mqtt.listen` speaks only MQTT over TLS (no plain

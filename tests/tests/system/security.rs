@@ -424,8 +424,9 @@ async fn the_shipped_mosquitto_acl_keeps_devices_on_their_own_topics() -> anyhow
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_logs_or_error_messages() -> anyhow::Result<()> {
-    // built-in endpoint with a shared password; a device tries a wrong one
-    let device_pw = "device-secret-Qx81";
+    // built-in endpoint with a shared password; a device tries a wrong one. The password
+    // looks like a number: it must be taken verbatim (leading zeros included).
+    let device_pw = "00712345678901";
     let wrong_pw = "wrong-secret-Zt55";
     let data = tempfile::tempdir()?;
     let app = LoggedApp::spawn(
