@@ -126,6 +126,7 @@ async fn spawn_app() -> TestApp {
         rules: Arc::new(FilterRule),
         unknown_device: UnknownDevicePolicy::AutoRegister,
         durability: Durability::Full,
+        sink_spool: false,
     };
     let store = Arc::new(
         SqliteStore::open(&dir.path().join("fleetpulse.db"), opts)

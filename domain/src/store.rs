@@ -90,6 +90,10 @@ pub struct CommitReport {
     /// Devices registered by the `auto_register` policy.
     pub registered: usize,
     pub orders: Vec<OrderChange>,
+    /// New readings appended to the sink spool (0 when the store keeps no spool).
+    pub spooled: usize,
+    /// Bytes of line protocol appended to the sink spool.
+    pub spooled_bytes: usize,
 }
 
 /// A device to register.
@@ -228,6 +232,29 @@ pub struct StoreStats {
     pub orders: u64,
 }
 
+/// One committed batch's new readings, waiting for the time-series sink, as line
+/// protocol ([`crate::line_protocol`], millisecond precision).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpoolChunk {
+    /// Position in the spool: chunks are delivered in id order.
+    pub id: i64,
+    /// When the batch carrying these readings committed.
+    pub created_at: DateTime<Utc>,
+    /// Points (lines) in `body`.
+    pub readings: usize,
+    pub body: String,
+}
+
+/// How much the sink spool holds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpoolStats {
+    pub chunks: u64,
+    pub readings: u64,
+    pub bytes: u64,
+    /// Commit time of the oldest chunk still waiting.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
 /// Errors of a store. `retriable` says whether trying the same call again can help.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -298,4 +325,34 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_all_offline(&self, at: DateTime<Utc>) -> Result<u64, StoreError>;
 
     async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// The oldest chunks of the time-series sink spool, in commit order: the first chunk
+    /// whatever its size, then more while the totals stay within `max_readings` and
+    /// `max_bytes`. The spool is a transactional outbox: [`Store::commit_batch`] appends
+    /// a batch's new readings in the same transaction that stores them, so every stored
+    /// reading is spooled exactly once. Stores opened without a spool answer `Invalid`.
+    async fn spool_peek(
+        &self,
+        max_readings: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<SpoolChunk>, StoreError> {
+        let _ = (max_readings, max_bytes);
+        Err(no_spool())
+    }
+
+    /// Removes the spool chunks with id up to `through` (the sink has them). Returns
+    /// how many were removed.
+    async fn spool_remove(&self, through: i64) -> Result<u64, StoreError> {
+        let _ = through;
+        Err(no_spool())
+    }
+
+    /// What the spool holds.
+    async fn spool_stats(&self) -> Result<SpoolStats, StoreError> {
+        Err(no_spool())
+    }
+}
+
+fn no_spool() -> StoreError {
+    StoreError::Invalid("this store keeps no time-series sink spool".into())
 }

@@ -92,6 +92,7 @@ string_enum!(
         UnsupportedTopic => "unsupported_topic",
         UnknownDevice => "unknown_device",
         RetiredDevice => "retired_device",
+        SinkRejected => "sink_rejected",
     }
 );
 

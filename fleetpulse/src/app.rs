@@ -11,7 +11,10 @@ use fleetpulse_domain::credentials::DeviceCredentials;
 use fleetpulse_domain::store::Store;
 use fleetpulse_domain::{Catalog, Policy};
 use fleetpulse_ingest::credentials::DeviceToken;
-use fleetpulse_ingest::{AuthMode, IngestStats, MqttEndpoint, Pipeline, PipelineHandle};
+use fleetpulse_ingest::{
+    AuthMode, InfluxSink, IngestStats, MqttEndpoint, Pipeline, PipelineHandle, SinkStats,
+    SinkWorker,
+};
 use fleetpulse_rules::CatalogRules;
 use fleetpulse_simulator::{SimConfig, SimReport};
 use fleetpulse_store::{Durability, SqliteStore, StoreOptions};
@@ -212,8 +215,36 @@ async fn serve(
         "every device marked offline until it reconnects"
     );
 
-    let (pipeline, pipeline_task) = Pipeline::spawn(store.clone(), cfg.ingest.clone());
+    let (pipeline, pipeline_handle) = Pipeline::new(store.clone(), cfg.ingest.clone());
+    let sink_stop = CancellationToken::new();
+    let (pipeline, sink) = match &cfg.sink {
+        Some(sink_cfg) => {
+            let influx = InfluxSink::new(sink_cfg)?;
+            info!(target = %fleetpulse_ingest::TelemetrySink::target(&influx), "time-series sink configured");
+            let worker = SinkWorker::new(store.clone(), Arc::new(influx), sink_cfg.clone())
+                .await
+                .context("reading the time-series sink spool")?;
+            let pipeline = pipeline.with_spool_gate(worker.gate());
+            let stats = worker.stats();
+            let stop = sink_stop.clone();
+            let task = tokio::spawn(async move { worker.run(stop.cancelled_owned()).await });
+            (pipeline, Some((task, stats)))
+        }
+        None => {
+            let spooled = store.spool_stats().await.map(|s| s.readings).unwrap_or(0);
+            if spooled > 0 {
+                warn!(
+                    readings = spooled,
+                    "the time-series sink spool holds readings but no sink is configured; they wait until [sink] is configured again"
+                );
+            }
+            (pipeline, None)
+        }
+    };
+    let pipeline_task = tokio::spawn(pipeline.run());
+    let pipeline = pipeline_handle;
     let stats = pipeline.stats().clone();
+    let sink_stats = sink.as_ref().map(|(_, s)| s.clone());
 
     // Sources stop first; the pipeline drains after them.
     let sources_stop = CancellationToken::new();
@@ -225,7 +256,10 @@ async fn serve(
         &cfg,
         store.clone(),
         catalog.clone(),
-        stats,
+        PipelineStatus {
+            ingest: stats,
+            sink: sink_stats,
+        },
         api_stop.clone(),
     )
     .await?;
@@ -253,7 +287,7 @@ async fn serve(
     };
 
     stop.cancelled().await;
-    info!("stopping: simulator, sources, pipeline drain, then the API");
+    info!("stopping: simulator, sources, pipeline drain, sink flush, then the API");
     if let Some(task) = sim_task {
         match task.await {
             Ok(Ok(report)) => announce(&format!(
@@ -269,6 +303,10 @@ async fn serve(
     pipeline.close();
     pipeline.drained().await;
     join_logged(pipeline_task, "ingest pipeline").await;
+    if let Some((task, _)) = sink {
+        sink_stop.cancel();
+        join_logged(task, "time-series sink").await;
+    }
     retention_task.abort();
     api_stop.cancel();
     join_logged(api_task, "HTTP API").await;
@@ -292,6 +330,7 @@ async fn open_store(
         catalog,
         rules: Arc::new(CatalogRules::new(policy)),
         unknown_device: cfg.registry.unknown_device,
+        sink_spool: cfg.sink.is_some(),
         durability: match cfg.data.durability {
             DurabilitySetting::Full => Durability::Full,
             DurabilitySetting::Normal => Durability::Normal,
@@ -329,16 +368,29 @@ async fn start_source(
     Ok((task, Some(addr)))
 }
 
-/// `/health` and `/metrics` show the pipeline's counters.
-struct PipelineStatus(IngestStats);
+/// `/health` and `/metrics` show the pipeline's counters, and the sink's when there is one.
+struct PipelineStatus {
+    ingest: IngestStats,
+    sink: Option<SinkStats>,
+}
 
 impl IngestStatus for PipelineStatus {
     fn snapshot(&self) -> serde_json::Value {
-        serde_json::to_value(self.0.snapshot()).unwrap_or(serde_json::Value::Null)
+        let mut v = serde_json::to_value(self.ingest.snapshot()).unwrap_or_default();
+        if let (Some(sink), Some(obj)) = (&self.sink, v.as_object_mut()) {
+            obj.insert(
+                "sink".into(),
+                serde_json::to_value(sink.snapshot()).unwrap_or_default(),
+            );
+        }
+        v
     }
 
     fn write_prometheus(&self, out: &mut String) {
-        self.0.write_prometheus(out);
+        self.ingest.write_prometheus(out);
+        if let Some(sink) = &self.sink {
+            sink.write_prometheus(out);
+        }
     }
 }
 
@@ -346,7 +398,7 @@ async fn start_api(
     cfg: &Config,
     store: Arc<dyn Store>,
     catalog: Arc<Catalog>,
-    stats: IngestStats,
+    status: PipelineStatus,
     stop: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
     let listener = TcpListener::bind(cfg.http.listen).await.with_context(|| {
@@ -359,7 +411,7 @@ async fn start_api(
     let router = fleetpulse_api::router(AppState {
         store,
         catalog,
-        ingest: Arc::new(PipelineStatus(stats)),
+        ingest: Arc::new(status),
     });
     let task = tokio::spawn(async move {
         if let Err(e) = fleetpulse_api::serve(listener, router, stop.cancelled_owned()).await {

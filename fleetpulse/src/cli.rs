@@ -85,6 +85,11 @@ pub struct CommonArgs {
     /// Built-in MQTT device endpoint listen address (mqtt.listen); port 0 picks a free one.
     #[arg(long, value_name = "ADDR")]
     pub mqtt_listen: Option<SocketAddr>,
+    /// Also write every stored reading to a time-series server speaking the InfluxDB v2
+    /// write API (sink.url), e.g. http://127.0.0.1:8086; the other [sink] settings
+    /// complete it.
+    #[arg(long, value_name = "URL")]
+    pub sink_url: Option<String>,
 }
 
 impl CommonArgs {
@@ -94,6 +99,7 @@ impl CommonArgs {
             data: self.data.clone(),
             mqtt_url: self.mqtt_url.clone(),
             mqtt_listen: self.mqtt_listen,
+            sink_url: self.sink_url.clone(),
         }
     }
 }

@@ -11,7 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use fleetpulse_domain::store::UnknownDevicePolicy;
 use fleetpulse_domain::{Catalog, Policy};
-use fleetpulse_ingest::{EndpointConfig, ExternalConfig, PipelineConfig};
+use fleetpulse_ingest::{EndpointConfig, ExternalConfig, PipelineConfig, SinkConfig};
 use serde::{Deserialize, Serialize};
 
 /// The shipped catalog, used when `catalog.path` is not set.
@@ -31,6 +31,9 @@ pub struct Config {
     pub broker: Option<ExternalConfig>,
     /// Batching, retry, queue and telemetry limits of the ingest pipeline.
     pub ingest: PipelineConfig,
+    /// A time-series server (InfluxDB v2 write API) that receives every stored reading,
+    /// through a durable spool. Absent: readings stay in the embedded store only.
+    pub sink: Option<SinkConfig>,
     pub registry: RegistryConfig,
     pub catalog: FileRef,
     pub policy: FileRef,
@@ -48,6 +51,7 @@ impl Default for Config {
             },
             broker: None,
             ingest: PipelineConfig::default(),
+            sink: None,
             registry: RegistryConfig::default(),
             catalog: FileRef::default(),
             policy: FileRef::default(),
@@ -169,6 +173,7 @@ pub struct Overrides {
     pub data: Option<PathBuf>,
     pub mqtt_url: Option<String>,
     pub mqtt_listen: Option<SocketAddr>,
+    pub sink_url: Option<String>,
 }
 
 impl Config {
@@ -214,6 +219,9 @@ impl Config {
         if let Some(u) = &overrides.mqtt_url {
             fig = fig.merge(Serialized::default("broker.url", u));
         }
+        if let Some(u) = &overrides.sink_url {
+            fig = fig.merge(Serialized::default("sink.url", u));
+        }
         let mut cfg: Config = fig.extract().map_err(|e| {
             let msgs: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
             anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
@@ -251,6 +259,18 @@ impl Config {
         self.mqtt
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        if let Some(sink) = &self.sink {
+            fleetpulse_ingest::InfluxSink::new(sink)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            if sink.batch.max_readings == 0
+                || sink.batch.max_bytes == 0
+                || sink.spool_max_bytes == 0
+            {
+                bail!(
+                    "invalid configuration: sink.batch.max_readings, sink.batch.max_bytes and sink.spool_max_bytes must be > 0"
+                );
+            }
+        }
         if self.mqtt.max_packet_bytes < 1024 {
             bail!("invalid configuration: mqtt.max_packet_bytes must be at least 1024");
         }
@@ -296,6 +316,9 @@ pub fn to_redacted_toml(cfg: &Config) -> anyhow::Result<String> {
     redact(&mut c.mqtt.password);
     if let Some(b) = &mut c.broker {
         redact(&mut b.password);
+    }
+    if let Some(s) = &mut c.sink {
+        redact(&mut s.token);
     }
     Ok(toml::to_string_pretty(&c)?)
 }
@@ -404,6 +427,32 @@ mod tests {
             to_redacted_toml(&example).expect("toml"),
             to_redacted_toml(&defaults).expect("toml")
         );
+    }
+
+    #[test]
+    fn the_sink_url_flag_is_completed_by_the_files_sink_settings_and_the_token_is_redacted() {
+        let (path, mut f) = tempfile_in_target();
+        f.write_all(b"[sink]\nbucket = \"b1\"\ntoken = \"tok-very-secret\"\n")
+            .expect("write");
+        let o = Overrides {
+            sink_url: Some("http://127.0.0.1:8428".to_owned()),
+            ..Default::default()
+        };
+        let cfg = Config::load(Some(&path), &o).expect("valid");
+        let sink = cfg.sink.as_ref().expect("sink configured");
+        assert_eq!(
+            (sink.url.as_str(), sink.bucket.as_str(), sink.org.as_str()),
+            ("http://127.0.0.1:8428", "b1", "fleetpulse")
+        );
+        let shown = to_redacted_toml(&cfg).expect("toml");
+        assert!(!shown.contains("tok-very-secret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        let o = Overrides {
+            sink_url: Some("influx.local:8086".to_owned()),
+            ..Default::default()
+        };
+        let err = Config::load(None, &o).expect_err("no scheme").to_string();
+        assert!(err.contains("sink.url"), "{err}");
     }
 
     #[test]

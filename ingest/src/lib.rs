@@ -14,6 +14,10 @@
 //! (serial, seq) dedupe absorbs. Malformed messages are dead-lettered, committed and
 //! acked like any other (redelivering poison would loop).
 //!
+//! With a time-series sink configured ([`sink`]), each commit also appends its new
+//! readings to a spool in the store (same transaction), and a worker sends the spool
+//! to the server; an ack then means stored and spooled.
+//!
 //! Shutdown order: the sources stop reading and wait until the pipeline committed and
 //! acked what they handed it; then the pipeline is closed and drained.
 
@@ -25,6 +29,7 @@ pub mod decode;
 pub mod endpoint;
 pub mod external;
 pub mod pipeline;
+pub mod sink;
 pub mod stats;
 pub mod tls;
 
@@ -38,5 +43,8 @@ pub use fleetpulse_domain::telemetry::TelemetryLimits;
 pub use pipeline::{
     Ack, BatchPolicy, Inbound, Pipeline, PipelineClosed, PipelineConfig, PipelineHandle,
     RetryPolicy,
+};
+pub use sink::{
+    InfluxSink, SinkConfig, SinkError, SinkStats, SinkWorker, SpoolGate, TelemetrySink,
 };
 pub use stats::{IngestStats, IngestStatsSnapshot};

@@ -9,6 +9,10 @@
 //! batch's acks, in arrival order. A failed commit keeps the batch and retries with
 //! exponential backoff, forever: nothing is acked that is not stored, so a crash at any
 //! point means redelivery, which (serial, seq) dedupe makes harmless.
+//!
+//! With a time-series sink the same commit also appends the batch's new readings to the
+//! sink spool ([`crate::sink`]), so an ack means "stored and spooled"; while the spool is
+//! full, no commit starts.
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use crate::decode::Decoded;
+use crate::sink::SpoolGate;
 use crate::stats::IngestStats;
 
 /// Runs once the message it belongs to is durably stored: queues a PUBACK, acks a
@@ -235,6 +240,7 @@ pub struct Pipeline {
     stats: IngestStats,
     close: watch::Receiver<bool>,
     done: watch::Sender<bool>,
+    spool: Option<SpoolGate>,
 }
 
 impl Pipeline {
@@ -258,8 +264,17 @@ impl Pipeline {
             stats,
             close: close_rx,
             done: done_tx,
+            spool: None,
         };
         (pipeline, handle)
+    }
+
+    /// With a time-series sink: every commit reports what it spooled to `gate`, and no
+    /// commit starts while the spool is full (the queue fills and the sources stop
+    /// reading: backpressure instead of a dropped reading).
+    pub fn with_spool_gate(mut self, gate: SpoolGate) -> Self {
+        self.spool = Some(gate);
+        self
     }
 
     /// Builds the pipeline and spawns its task on the current runtime.
@@ -330,12 +345,18 @@ impl Pipeline {
             bytes,
         } = pending;
         if !batch.is_empty() {
+            if let Some(gate) = &self.spool {
+                gate.room().await;
+            }
             let mut backoff = self.retry.initial_backoff;
             let started = Instant::now();
             loop {
                 // The store takes the batch by value; the clone is what a retry needs.
                 match self.store.commit_batch(batch.clone()).await {
                     Ok(report) => {
+                        if let Some(gate) = &self.spool {
+                            gate.added(report.spooled_bytes);
+                        }
                         self.stats.batch_committed(
                             entries,
                             report.stored,

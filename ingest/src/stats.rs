@@ -236,7 +236,7 @@ impl IngestStats {
     }
 }
 
-fn metric_header(out: &mut String, name: &str, help: &str, kind: &str) {
+pub(crate) fn metric_header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP fleetpulse_ingest_{name} {help}");
     let _ = writeln!(out, "# TYPE fleetpulse_ingest_{name} {kind}");
 }

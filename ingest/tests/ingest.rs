@@ -63,6 +63,7 @@ async fn open_store(dir: &Path) -> Arc<SqliteStore> {
         rules: Arc::new(NoRules),
         unknown_device: UnknownDevicePolicy::AutoRegister,
         durability: Durability::Full,
+        sink_spool: false,
     };
     Arc::new(
         SqliteStore::open(&dir.join("fleet.db"), options)

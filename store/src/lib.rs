@@ -13,6 +13,9 @@
 //!   power loss; `Durability::Normal` survives a process crash only).
 //! - Redelivery is harmless: a reading whose `(serial, seq)` is stored is ignored and
 //!   counted as a duplicate; it changes nothing else.
+//! - With `sink_spool`, the same transaction appends the batch's new readings to the
+//!   time-series sink spool (a transactional outbox), so each stored reading reaches
+//!   the spool exactly once.
 //! - Writes are serialised on one connection; reads use a small pool of read-only
 //!   connections that WAL lets run beside the writer. All SQLite work runs on tokio's
 //!   blocking pool, never on the async workers.
@@ -21,6 +24,7 @@ mod convert;
 mod credentials;
 mod read;
 mod schema;
+mod spool;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -34,8 +38,8 @@ use fleetpulse_domain::rules::OrderRules;
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::{
     CommitReport, DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary,
-    IngestBatch, NewDevice, OrderQuery, Page, ReadingQuery, Rollup, Store, StoreError, StoreStats,
-    StoredReading, UnknownDevicePolicy,
+    IngestBatch, NewDevice, OrderQuery, Page, ReadingQuery, Rollup, SpoolChunk, SpoolStats, Store,
+    StoreError, StoreStats, StoredReading, UnknownDevicePolicy,
 };
 use rusqlite::{Connection, OpenFlags};
 
@@ -62,6 +66,9 @@ pub struct StoreOptions {
     /// What happens to readings from unregistered serials.
     pub unknown_device: UnknownDevicePolicy,
     pub durability: Durability,
+    /// Keep the time-series sink spool: every commit appends its new readings to it as
+    /// line protocol, in the same transaction (on when a sink is configured).
+    pub sink_spool: bool,
 }
 
 /// The embedded SQLite store. Cheap to clone.
@@ -256,5 +263,23 @@ impl Store for SqliteStore {
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.read(move |conn, _| read::stats(conn)).await
+    }
+
+    async fn spool_peek(
+        &self,
+        max_readings: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<SpoolChunk>, StoreError> {
+        self.read(move |conn, _| spool::peek(conn, max_readings, max_bytes))
+            .await
+    }
+
+    async fn spool_remove(&self, through: i64) -> Result<u64, StoreError> {
+        self.write(move |conn, _| spool::remove(conn, through))
+            .await
+    }
+
+    async fn spool_stats(&self) -> Result<SpoolStats, StoreError> {
+        self.read(move |conn, _| spool::stats(conn)).await
     }
 }

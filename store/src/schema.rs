@@ -9,6 +9,7 @@ use crate::convert::sql_err;
 /// Every migration, oldest first. Never edit a released one: add the next.
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_sink_spool.sql"),
     include_str!("../migrations/0003_device_credentials.sql"),
 ];
 

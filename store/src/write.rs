@@ -19,6 +19,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::StoreOptions;
 use crate::convert::{hour_of, json_err, ms, sql_err};
 use crate::read;
+use crate::spool::SpoolBuffer;
 
 /// The registry facts a commit needs about a device.
 struct DeviceRow {
@@ -36,6 +37,7 @@ pub(crate) fn commit_batch(
     let tx = conn.transaction().map_err(sql_err)?;
     let mut report = CommitReport::default();
     let mut dead = batch.dead_letters;
+    let mut spool = opts.sink_spool.then(SpoolBuffer::default);
 
     for status in &batch.statuses {
         apply_status(&tx, opts, status, now, &mut report, &mut dead)?;
@@ -68,7 +70,21 @@ pub(crate) fn commit_batch(
             )?;
             continue;
         }
-        apply_readings(&tx, opts, &serial, &device, readings, now, &mut report)?;
+        apply_readings(
+            &tx,
+            opts,
+            &serial,
+            &device,
+            readings,
+            now,
+            &mut report,
+            spool.as_mut(),
+        )?;
+    }
+    if let Some(spool) = &spool {
+        crate::spool::append(&tx, spool, now)?;
+        report.spooled = spool.readings;
+        report.spooled_bytes = spool.body.len();
     }
 
     report.dead_lettered = dead.len();
@@ -168,7 +184,26 @@ fn ensure_device(
             .optional()
         })
         .map_err(sql_err)?;
-    if let Some((model, status, criticality)) = found {
+    if let Some((mut model, status, criticality)) = found {
+        // A device first seen without a model (its birth status message carries none)
+        // learns it from the first reading that names a catalog model.
+        if model.is_none()
+            && let Some(spec) = model_hint.and_then(|m| opts.catalog.model(m))
+        {
+            tx.prepare_cached(
+                "UPDATE devices SET model = ?2, kind = ?3 WHERE serial = ?1 AND model IS NULL",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    serial.as_str(),
+                    spec.id.as_str(),
+                    spec.kind.as_str()
+                ])
+            })
+            .map_err(sql_err)?;
+            tracing::info!(serial = %serial, model = %spec.id, "device model learnt from its telemetry");
+            model = Some(spec.id.to_string());
+        }
         return Ok(Some(DeviceRow {
             model,
             status: crate::convert::parse_col("devices.status", &status)?,
@@ -214,6 +249,7 @@ struct Acc {
     last_seq: u64,
 }
 
+#[allow(clippy::too_many_arguments)] // one commit's context; a struct would only rename it
 fn apply_readings(
     tx: &Transaction<'_>,
     opts: &StoreOptions,
@@ -222,6 +258,7 @@ fn apply_readings(
     readings: Vec<Reading>,
     now: DateTime<Utc>,
     report: &mut CommitReport,
+    mut spool: Option<&mut SpoolBuffer>,
 ) -> Result<(), StoreError> {
     let before = read::latest_state(tx, serial)?;
     let mut after = before.clone().unwrap_or_default();
@@ -267,6 +304,15 @@ fn apply_readings(
             continue;
         }
         new_readings += 1;
+        if let Some(spool) = spool.as_deref_mut() {
+            fleetpulse_domain::line_protocol::write_reading(
+                &mut spool.body,
+                r,
+                device.model.as_deref(),
+                model.map(|m| m.kind.as_str()),
+            );
+            spool.readings += 1;
+        }
         last_seen = last_seen.max(ms(r.received_at));
         let hour = hour_of(ms(r.ts));
         for (field, &v) in &r.values {

@@ -22,6 +22,7 @@ async fn open(path: &Path) -> SqliteStore {
             catalog,
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: UnknownDevicePolicy::AutoRegister,
+            sink_spool: false,
             durability: Durability::Full,
         },
     )

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use fleetpulse_domain::store::{
-    DeviceQuery, IngestBatch, NewDevice, OrderQuery, ReadingQuery, Store, StoreError,
+    DeviceQuery, IngestBatch, NewDevice, OrderQuery, ReadingQuery, SpoolStats, Store, StoreError,
     UnknownDevicePolicy,
 };
 use fleetpulse_domain::telemetry::{RejectReason, TelemetryLimits, parse_telemetry};
@@ -19,6 +19,10 @@ const CATALOG: &str = include_str!("../../config/catalog.toml");
 const POLICY: &str = include_str!("../../config/policy.toml");
 
 async fn open(path: &Path, unknown: UnknownDevicePolicy) -> SqliteStore {
+    open_with_spool(path, unknown, false).await
+}
+
+async fn open_with_spool(path: &Path, unknown: UnknownDevicePolicy, spool: bool) -> SqliteStore {
     let catalog = Arc::new(Catalog::from_toml_str(CATALOG).expect("catalog"));
     let policy = Arc::new(Policy::from_toml_str(POLICY).expect("policy"));
     SqliteStore::open(
@@ -28,6 +32,7 @@ async fn open(path: &Path, unknown: UnknownDevicePolicy) -> SqliteStore {
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: unknown,
             durability: Durability::Full,
+            sink_spool: spool,
         },
     )
     .await
@@ -481,6 +486,7 @@ async fn data_survives_reopening_and_a_newer_schema_is_refused() {
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: UnknownDevicePolicy::AutoRegister,
             durability: Durability::Full,
+            sink_spool: false,
         },
     )
     .await
@@ -579,4 +585,129 @@ async fn a_large_batch_commits_in_one_transaction() {
     );
     assert_eq!(report.stored, 5000);
     assert_eq!(store.stats().await.expect("stats").devices, 100);
+}
+
+#[tokio::test]
+async fn the_sink_spool_gets_each_new_reading_once_in_commit_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_with_spool(
+        &dir.path().join("s.db"),
+        UnknownDevicePolicy::AutoRegister,
+        true,
+    )
+    .await;
+    let ts = Utc
+        .timestamp_millis_opt(1_763_900_000_000)
+        .single()
+        .expect("ts");
+    let first = store
+        .commit_batch(batch(vec![
+            reading("OC1", 1, ts, json!({"filter_life_pct": 80})),
+            reading("OC1", 2, ts + Duration::seconds(1), json!({})),
+        ]))
+        .await
+        .expect("commit");
+    assert_eq!((first.spooled, first.spooled_bytes > 0), (2, true));
+    // A redelivery adds nothing; a batch of only duplicates adds no chunk at all.
+    let again = store
+        .commit_batch(batch(vec![
+            reading("OC1", 2, ts + Duration::seconds(1), json!({})),
+            reading("OC2", 1, ts, json!({"o2_purity_pct": 93.5})),
+        ]))
+        .await
+        .expect("commit");
+    assert_eq!((again.stored, again.spooled), (1, 1));
+    let dup = store
+        .commit_batch(batch(vec![reading("OC2", 1, ts, json!({}))]))
+        .await
+        .expect("commit");
+    assert_eq!(dup.spooled, 0);
+
+    let stats = store.spool_stats().await.expect("stats");
+    assert_eq!((stats.chunks, stats.readings), (2, 3));
+    assert_eq!(
+        stats.bytes as usize,
+        first.spooled_bytes + again.spooled_bytes
+    );
+    assert!(stats.oldest.is_some());
+
+    let all = store.spool_peek(100, 1 << 20).await.expect("peek");
+    assert_eq!(all.len(), 2);
+    assert!(all[0].id < all[1].id);
+    let lines: Vec<&str> = all.iter().flat_map(|c| c.body.lines()).collect();
+    assert_eq!(
+        lines,
+        [
+            "telemetry,serial=OC1,model=OC-5A,kind=oxygen_concentrator seq=1i,filter_life_pct=80.0 1763900000000",
+            "telemetry,serial=OC1,model=OC-5A,kind=oxygen_concentrator seq=2i 1763900001000",
+            "telemetry,serial=OC2,model=OC-5A,kind=oxygen_concentrator seq=1i,o2_purity_pct=93.5 1763900000000",
+        ]
+    );
+    // Limits: the first chunk always, more only while they fit.
+    assert_eq!(store.spool_peek(1, 1).await.expect("peek").len(), 1);
+    assert_eq!(store.spool_peek(2, 1 << 20).await.expect("peek").len(), 1);
+
+    assert_eq!(store.spool_remove(all[0].id).await.expect("remove"), 1);
+    let rest = store.spool_peek(100, 1 << 20).await.expect("peek");
+    assert_eq!(rest, all[1..]);
+    store.spool_remove(all[1].id).await.expect("remove");
+    assert_eq!(
+        store.spool_stats().await.expect("stats"),
+        SpoolStats::default()
+    );
+}
+
+#[tokio::test]
+async fn a_store_without_spool_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("n.db"), UnknownDevicePolicy::AutoRegister).await;
+    let report = store
+        .commit_batch(batch(vec![reading("OC1", 1, t0(), json!({}))]))
+        .await
+        .expect("commit");
+    assert_eq!(report.spooled, 0);
+    assert_eq!(store.spool_stats().await.expect("stats").chunks, 0);
+}
+
+#[tokio::test]
+async fn a_device_first_seen_without_a_model_learns_it_from_its_telemetry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("m.db"), UnknownDevicePolicy::AutoRegister).await;
+    let birth = fleetpulse_domain::telemetry::StatusUpdate {
+        serial: sn("OC7"),
+        state: fleetpulse_domain::ConnectionState::Online,
+        at: Utc::now(),
+        firmware: None,
+        model: None,
+    };
+    store
+        .commit_batch(IngestBatch {
+            statuses: vec![birth],
+            ..Default::default()
+        })
+        .await
+        .expect("commit");
+    let before = store
+        .device(&sn("OC7"))
+        .await
+        .expect("read")
+        .expect("registered");
+    assert_eq!(before.device.model, None);
+    store
+        .commit_batch(batch(vec![reading("OC7", 1, t0(), json!({}))]))
+        .await
+        .expect("commit");
+    let after = store
+        .device(&sn("OC7"))
+        .await
+        .expect("read")
+        .expect("registered");
+    assert_eq!(
+        after.device.model.map(|m| m.to_string()).as_deref(),
+        Some("OC-5A")
+    );
+    assert_eq!(
+        after.device.kind.map(|k| k.as_str()),
+        Some("oxygen_concentrator")
+    );
 }

@@ -10,9 +10,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+mod victoria;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+pub use victoria::{Series, VictoriaMetrics};
 
 pub mod tls;
 

@@ -7,3 +7,4 @@ mod demo;
 mod e2e;
 mod restart;
 mod security;
+mod sink;

@@ -497,8 +497,17 @@ async fn secrets_never_reach_logs_or_error_messages() -> anyhow::Result<()> {
     logs.push_str(&app.stop().await?);
 
     // a configuration error with secrets set: check-config and a refused start
+    let data = tempfile::tempdir()?;
     let out = std::process::Command::new(fleetpulse_system_tests::fleetpulse_bin())
-        .args(["serve", "--mqtt-url", "mqtt://127.0.0.1:1"])
+        .args([
+            "serve",
+            "--mqtt-url",
+            "mqtt://127.0.0.1:1",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .arg("--data")
+        .arg(data.path())
         .env("FLEETPULSE_BROKER__PASSWORD", broker_pw)
         .env("FLEETPULSE_BROKER__TLS__CA_FILE", "/nonexistent/ca.pem")
         .output()?;
