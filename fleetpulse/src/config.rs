@@ -328,9 +328,10 @@ const ENV_PREFIX: &str = "FLEETPULSE_";
 /// The configuration key of a secret's environment variable (`MQTT__PASSWORD`, after the
 /// prefix, in any case), if it is one.
 fn secret_key(env_key: &str) -> Option<&'static str> {
-    const SECRETS: [(&str, &str); 2] = [
+    const SECRETS: [(&str, &str); 3] = [
         ("mqtt__password", "mqtt.password"),
         ("broker__password", "broker.password"),
+        ("sink__token", "sink.token"),
     ];
     SECRETS
         .iter()

@@ -428,11 +428,23 @@ async fn secrets_never_reach_logs_or_error_messages() -> anyhow::Result<()> {
     // looks like a number: it must be taken verbatim (leading zeros included).
     let device_pw = "00712345678901";
     let wrong_pw = "wrong-secret-Zt55";
+    // A time-series sink that is down, with its API token set.
+    let sink_token = "sink-token-Rb93";
+    let dead_sink = format!("http://127.0.0.1:{}", fleetpulse_system_tests::free_port());
     let data = tempfile::tempdir()?;
     let app = LoggedApp::spawn(
         data.path(),
-        &["serve", "--mqtt-listen", "127.0.0.1:0"],
-        &[("FLEETPULSE_MQTT__PASSWORD", device_pw)],
+        &[
+            "serve",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--sink-url",
+            &dead_sink,
+        ],
+        &[
+            ("FLEETPULSE_MQTT__PASSWORD", device_pw),
+            ("FLEETPULSE_SINK__TOKEN", sink_token),
+        ],
     )
     .await?;
     let addr = app.mqtt.expect("endpoint address");
@@ -460,6 +472,7 @@ async fn secrets_never_reach_logs_or_error_messages() -> anyhow::Result<()> {
     )
     .await?;
     wait_for_seqs(&app, "OC5-P0001", &[2]).await?;
+    app.wait_for_output("time-series write failed").await?;
     let mut logs = app.stop().await?;
 
     // external mode: a broker that refuses ingest's (wrong) password
@@ -519,7 +532,7 @@ async fn secrets_never_reach_logs_or_error_messages() -> anyhow::Result<()> {
         "the tls-on-plain-url error names the fix: {logs}"
     );
 
-    for secret in [device_pw, wrong_pw, broker_pw] {
+    for secret in [device_pw, wrong_pw, broker_pw, sink_token] {
         assert!(!logs.contains(secret), "{secret} leaked into the output");
     }
     Ok(())
