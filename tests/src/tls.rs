@@ -251,6 +251,72 @@ impl SecureMosquitto {
         if let Some(acl) = security.acl_file {
             conf.push_str(&format!("acl_file {}\n", acl.display()));
         }
+        Self::run(bin, dir, port, conf).await
+    }
+
+    /// Mosquitto configured by the shipped `config/mosquitto.example.conf` and
+    /// `config/mosquitto.acl.example`, with only paths and the port replaced (each
+    /// replacement must apply: the test breaks when the example changes shape). With
+    /// `mutual_tls`, its commented client-certificate lines are switched on.
+    pub async fn from_example_conf(
+        pki: &Pki,
+        users: &[(&str, &str)],
+        mutual_tls: bool,
+    ) -> anyhow::Result<SecureMosquitto> {
+        let bin = crate::Mosquitto::binary().context(
+            "mosquitto is not installed: scripts/test installs it (apt-get install mosquitto)",
+        )?;
+        let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let mut conf = std::fs::read_to_string(config_dir.join("mosquitto.example.conf"))?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let passwd = dir.path().join("passwd");
+        mosquitto_password_file(&passwd, users)?;
+        let acl = config_dir.join("mosquitto.acl.example");
+        let mut replace = |from: &str, to: String| -> anyhow::Result<()> {
+            anyhow::ensure!(conf.contains(from), "mosquitto.example.conf lacks {from:?}");
+            conf = conf.replace(from, &to);
+            Ok(())
+        };
+        replace("listener 8883", format!("listener {port} 127.0.0.1"))?;
+        replace(
+            "/etc/mosquitto/certs/ca.pem",
+            pki.ca_file.display().to_string(),
+        )?;
+        replace(
+            "/etc/mosquitto/certs/broker.pem",
+            pki.server.cert.display().to_string(),
+        )?;
+        replace(
+            "/etc/mosquitto/certs/broker.key",
+            pki.server.key.display().to_string(),
+        )?;
+        replace("/etc/mosquitto/passwd", passwd.display().to_string())?;
+        replace("/etc/mosquitto/fleetpulse.acl", acl.display().to_string())?;
+        replace("persistence true", "persistence false".to_owned())?;
+        replace(
+            "persistence_location /var/lib/mosquitto/",
+            "log_dest stderr\nlog_type error\nlog_type warning".to_owned(),
+        )?;
+        if mutual_tls {
+            replace(
+                "#require_certificate true",
+                "require_certificate true".to_owned(),
+            )?;
+            replace(
+                "#use_identity_as_username true",
+                "use_identity_as_username true".to_owned(),
+            )?;
+        }
+        Self::run(bin, dir, port, conf).await
+    }
+
+    async fn run(
+        bin: PathBuf,
+        dir: tempfile::TempDir,
+        port: u16,
+        conf: String,
+    ) -> anyhow::Result<SecureMosquitto> {
         let conf_path = dir.path().join("mosquitto.conf");
         std::fs::write(&conf_path, conf)?;
         let child = Command::new(bin)

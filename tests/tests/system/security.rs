@@ -598,3 +598,96 @@ fn check_config_reads_the_tls_files_and_names_the_setting() {
         "{text}"
     );
 }
+
+/// The shipped Mosquitto configuration with client certificates switched on: each
+/// certificate's CN becomes the user name the shipped ACL checks, and fleetpulse logs in
+/// with a client certificate of its own over `mqtts://`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_mosquitto_conf_with_client_certificates() -> anyhow::Result<()> {
+    let pki = Pki::new()?;
+    let broker = SecureMosquitto::from_example_conf(&pki, &[], true).await?;
+    let ingest = pki.device("fleetpulse-ingest")?;
+    let data = tempfile::tempdir()?;
+    let url = format!("mqtts://{}", broker.addr);
+    let app = LoggedApp::spawn(
+        data.path(),
+        &["serve", "--mqtt-url", &url],
+        &[
+            ("FLEETPULSE_BROKER__CLIENT_ID", "fleetpulse-mtls"),
+            ("FLEETPULSE_BROKER__TLS__CA_FILE", path(&pki.ca_file)),
+            ("FLEETPULSE_BROKER__TLS__CERT_FILE", path(&ingest.cert)),
+            ("FLEETPULSE_BROKER__TLS__KEY_FILE", path(&ingest.key)),
+        ],
+    )
+    .await?;
+    eventually(
+        WAIT,
+        "ingest subscribed with its client certificate",
+        || async {
+            let h = app.get_ok("/health").await?;
+            Ok((h["ingest"]["connected"] == json!(true)).then_some(()))
+        },
+    )
+    .await?;
+    let as_device = |cn: &str| -> anyhow::Result<PubOptions> {
+        Ok(PubOptions {
+            cafile: Some(pki.ca_file.clone()),
+            cert: Some(pki.device(cn)?),
+            ..PubOptions::default()
+        })
+    };
+    let c1 = as_device("OC5-C0001")?;
+    // a forgery on another device's topic, then the device's own reading
+    mosquitto_pub_ok(
+        broker.addr,
+        "OC5-C0001",
+        &telemetry_topic("OC5-C0002"),
+        &reading(99, json!({})),
+        &c1,
+    )
+    .await?;
+    mosquitto_pub_ok(
+        broker.addr,
+        "OC5-C0001",
+        &telemetry_topic("OC5-C0001"),
+        &reading(1, json!({})),
+        &c1,
+    )
+    .await?;
+    wait_for_seqs(&app, "OC5-C0001", &[1]).await?;
+    mosquitto_pub_ok(
+        broker.addr,
+        "OC5-C0002",
+        &telemetry_topic("OC5-C0002"),
+        &reading(1, json!({})),
+        &as_device("OC5-C0002")?,
+    )
+    .await?;
+    wait_for_seqs(&app, "OC5-C0002", &[1]).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.seqs("OC5-C0002").await?,
+        [1],
+        "the forgery never reached ingest"
+    );
+
+    // without a certificate the broker refuses the device
+    let no_cert = PubOptions {
+        cafile: Some(pki.ca_file.clone()),
+        ..PubOptions::default()
+    };
+    let out = mosquitto_pub_with(
+        broker.addr,
+        "OC5-C0003",
+        &telemetry_topic("OC5-C0003"),
+        &reading(1, json!({})),
+        &no_cert,
+    )
+    .await?;
+    assert!(
+        !out.status.success(),
+        "a device without a certificate must be refused"
+    );
+    app.stop().await?;
+    Ok(())
+}
