@@ -16,8 +16,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 /// Random bytes in a token.
 pub const TOKEN_BYTES: usize = 32;
 
-/// A freshly generated device token. Its `Debug` does not print it; [`expose`]
-/// (Self::expose) is for printing it once to whoever provisions the device.
+/// A freshly generated device token. Its `Debug` does not print it;
+/// [`expose`](Self::expose) is for printing it once to whoever provisions the device.
 pub struct DeviceToken(String);
 
 /// The operating system's random generator failed.
