@@ -109,14 +109,10 @@ impl MqttEndpoint {
         config: EndpointConfig,
         credentials: Option<Arc<dyn DeviceCredentials>>,
     ) -> Result<BoundEndpoint, EndpointError> {
-        config.validate().map_err(EndpointError::Config)?;
         if config.auth_mode() == AuthMode::DeviceCredentials && credentials.is_none() {
             return Err(EndpointError::NoCredentialStore);
         }
-        let tls = match &config.tls {
-            Some(tls) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(tls)?)),
-            None => None,
-        };
+        let tls = Self::prepare(&config)?;
         let addr = config.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -132,17 +128,22 @@ impl MqttEndpoint {
             credentials,
         })
     }
-}
 
-impl MqttEndpoint {
     /// Checks what [`bind`](Self::bind) would, short of binding: the settings fit
     /// together and the TLS files are readable and match. For `check-config`.
     pub fn check(config: &EndpointConfig) -> Result<(), EndpointError> {
+        Self::prepare(config).map(drop)
+    }
+
+    /// Validates the settings and builds the TLS acceptor, if TLS is configured.
+    fn prepare(
+        config: &EndpointConfig,
+    ) -> Result<Option<tokio_rustls::TlsAcceptor>, EndpointError> {
         config.validate().map_err(EndpointError::Config)?;
-        if let Some(tls) = &config.tls {
-            tls::server_config(tls)?;
-        }
-        Ok(())
+        Ok(match &config.tls {
+            Some(tls) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(tls)?)),
+            None => None,
+        })
     }
 }
 
