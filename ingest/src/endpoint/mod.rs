@@ -186,6 +186,9 @@ impl BoundEndpoint {
             credentials,
         } = self;
         info!(listen = %local_addr, tls = tls.is_some(), auth = config.auth_mode().as_str(), "MQTT device endpoint listening");
+        if tls.is_none() && config.auth_mode() != AuthMode::None && !local_addr.ip().is_loopback() {
+            warn!(listen = %local_addr, auth = config.auth_mode().as_str(), "device passwords and tokens cross the network in clear text: configure [mqtt.tls]");
+        }
         let shared = Arc::new(Shared {
             config,
             registry: Registry::default(),

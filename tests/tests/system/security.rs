@@ -691,3 +691,71 @@ async fn the_example_mosquitto_conf_with_client_certificates() -> anyhow::Result
     app.stop().await?;
     Ok(())
 }
+
+/// `client_cert = "optional"`: a device with a certificate needs nothing else; one
+/// without falls back to `mqtt.auth` (here its own token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_client_certificates_fall_back_to_device_tokens() -> anyhow::Result<()> {
+    let pki = Pki::new()?;
+    let data = tempfile::tempdir()?;
+    let (ok, token, stderr) = device_credential(data.path(), "OC5-O0002", &[]);
+    assert!(ok, "{stderr}");
+    let mut env = endpoint_tls_env(&pki);
+    env.push((
+        "FLEETPULSE_MQTT__TLS__CLIENT_CA_FILE",
+        path(&pki.ca_file).to_owned(),
+    ));
+    env.push(("FLEETPULSE_MQTT__TLS__CLIENT_CERT", "optional".into()));
+    env.push(("FLEETPULSE_MQTT__AUTH", "device_credentials".into()));
+    let app = LoggedApp::spawn(
+        data.path(),
+        &["serve", "--mqtt-listen", "127.0.0.1:0"],
+        &env_refs(&env),
+    )
+    .await?;
+    let addr = app.mqtt.expect("endpoint address");
+
+    let with_cert = PubOptions {
+        cafile: Some(pki.ca_file.clone()),
+        cert: Some(pki.device("OC5-O0001")?),
+        ..PubOptions::default()
+    };
+    mosquitto_pub_ok(
+        addr,
+        "OC5-O0001",
+        &telemetry_topic("OC5-O0001"),
+        &reading(1, json!({})),
+        &with_cert,
+    )
+    .await?;
+    let with_token = |password: &str| PubOptions {
+        cafile: Some(pki.ca_file.clone()),
+        username: Some("OC5-O0002".into()),
+        password: Some(password.into()),
+        ..PubOptions::default()
+    };
+    mosquitto_pub_ok(
+        addr,
+        "OC5-O0002",
+        &telemetry_topic("OC5-O0002"),
+        &reading(1, json!({})),
+        &with_token(token.trim()),
+    )
+    .await?;
+    wait_for_seqs(&app, "OC5-O0001", &[1]).await?;
+    wait_for_seqs(&app, "OC5-O0002", &[1]).await?;
+
+    // no certificate and no valid token: refused
+    let out = mosquitto_pub_with(
+        addr,
+        "OC5-O0002",
+        &telemetry_topic("OC5-O0002"),
+        &reading(2, json!({})),
+        &with_token("not-the-token"),
+    )
+    .await?;
+    assert!(!out.status.success(), "a wrong token must be refused");
+    app.wait_for_output("reason=\"wrong_token\"").await?;
+    app.stop().await?;
+    Ok(())
+}
