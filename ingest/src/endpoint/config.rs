@@ -117,7 +117,10 @@ pub struct EndpointTlsConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientCertMode {
+    /// A device without a certificate that verifies fails the TLS handshake.
     Required,
+    /// A device may connect without a certificate and is then checked by `mqtt.auth`; a
+    /// certificate it does present must still verify.
     Optional,
 }
 
