@@ -7,10 +7,12 @@
 //!
 //! The traits that cross crates live here too: [`store::Store`] (everything durable the
 //! roles share) and [`rules::OrderRules`] (streaming rules that turn committed state changes
-//! into order intents). This crate does no I/O.
+//! into order intents), and [`credentials::DeviceCredentials`] (per-device MQTT tokens,
+//! kept as digests). This crate does no I/O.
 
 pub mod alarm;
 pub mod catalog;
+pub mod credentials;
 pub mod device;
 pub mod line_protocol;
 pub mod order;

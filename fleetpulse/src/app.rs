@@ -6,10 +6,14 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use fleetpulse_api::{AppState, IngestStatus};
+use fleetpulse_domain::Serial;
+use fleetpulse_domain::credentials::DeviceCredentials;
 use fleetpulse_domain::store::Store;
 use fleetpulse_domain::{Catalog, Policy};
+use fleetpulse_ingest::credentials::DeviceToken;
 use fleetpulse_ingest::{
-    InfluxSink, IngestStats, MqttEndpoint, Pipeline, PipelineHandle, SinkStats, SinkWorker,
+    AuthMode, InfluxSink, IngestStats, MqttEndpoint, Pipeline, PipelineHandle, SinkStats,
+    SinkWorker,
 };
 use fleetpulse_rules::CatalogRules;
 use fleetpulse_simulator::{SimConfig, SimReport};
@@ -19,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::{Cli, Command, CommonArgs, FleetArgs};
+use crate::cli::{Cli, Command, CommonArgs, CredentialArgs, DeviceCommand, FleetArgs};
 use crate::config::{Config, DurabilitySetting, LogFormat};
 
 /// Runs the command line's command to its end.
@@ -35,6 +39,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(
                 cfg.broker.is_none(),
                 "demo runs its fleet against the built-in device endpoint; drop --mqtt-url (use `simulate` against a broker)"
+            );
+            anyhow::ensure!(
+                cfg.mqtt.tls.is_none() && cfg.mqtt.auth_mode() != AuthMode::DeviceCredentials,
+                "demo's simulated devices speak plain MQTT with no per-device token: run it without [mqtt.tls] and with mqtt.auth = \"none\" or \"shared_password\""
             );
             let stop = shutdown_on_signal();
             serve(cfg, stop, Some(args.fleet), args.modbus_devices).await
@@ -67,14 +75,61 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Device(DeviceCommand::Credential(args)) => device_credential(&args).await,
         Command::CheckConfig(common) => {
             let cfg = load(&common)?;
             cfg.load_catalog()?;
             cfg.load_policy()?;
+            // TLS files are read as a start would read them.
+            match &cfg.broker {
+                Some(broker) => drop(fleetpulse_ingest::ExternalSource::new(broker.clone())?),
+                None => MqttEndpoint::check(&cfg.mqtt)?,
+            }
             print!("{}", crate::config::to_redacted_toml(&cfg)?);
             Ok(())
         }
     }
+}
+
+/// `fleetpulse device credential SERIAL [--revoke]`: issue (or rotate) a device's token
+/// and print it once, or revoke it.
+async fn device_credential(args: &CredentialArgs) -> anyhow::Result<()> {
+    let cfg = Config::load(args.config.as_deref(), &args.overrides())?;
+    init_logging("warn", cfg.log.format);
+    let serial = Serial::parse(&args.serial)
+        .with_context(|| format!("{:?} is not a valid serial", args.serial))?;
+    let catalog = Arc::new(cfg.load_catalog()?);
+    let store = open_store(&cfg, catalog, Arc::new(cfg.load_policy()?)).await?;
+    if args.revoke {
+        let had = store.revoke_token(&serial).await?;
+        eprintln!(
+            "fleetpulse: {}",
+            if had {
+                format!(
+                    "the token of {serial} is revoked; its connections with it are refused from now on"
+                )
+            } else {
+                format!("{serial} had no token")
+            }
+        );
+        return Ok(());
+    }
+    let token = DeviceToken::generate()?;
+    store
+        .set_token_digest(&serial, token.digest(), Utc::now())
+        .await?;
+    if cfg.mqtt.auth_mode() != AuthMode::DeviceCredentials {
+        eprintln!(
+            "fleetpulse: note: mqtt.auth is \"{}\"; the endpoint checks tokens only with mqtt.auth = \"device_credentials\"",
+            cfg.mqtt.auth_mode().as_str()
+        );
+    }
+    eprintln!(
+        "fleetpulse: new token for {serial} (MQTT user name = {serial}, password = the token). \
+         It is shown only now and replaces any earlier token:"
+    );
+    println!("{}", token.expose());
+    Ok(())
 }
 
 fn load(common: &CommonArgs) -> anyhow::Result<Config> {
@@ -86,8 +141,11 @@ fn load(common: &CommonArgs) -> anyhow::Result<Config> {
 pub(crate) fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    // Colour codes only on a terminal: a file or a log shipper gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
@@ -151,7 +209,9 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let catalog = Arc::new(cfg.load_catalog()?);
     let policy: Arc<Policy> = Arc::new(cfg.load_policy()?);
-    let store = open_store(&cfg, catalog.clone(), policy).await?;
+    let sqlite = open_store(&cfg, catalog.clone(), policy).await?;
+    let credentials: Arc<dyn DeviceCredentials> = sqlite.clone();
+    let store: Arc<dyn Store> = sqlite;
     let marked = store.mark_all_offline(Utc::now()).await?;
     info!(
         devices = marked,
@@ -192,7 +252,7 @@ async fn serve(
     // Sources stop first; the pipeline drains after them.
     let sources_stop = CancellationToken::new();
     let (source_task, device_addr) =
-        start_source(&cfg, pipeline.clone(), sources_stop.clone()).await?;
+        start_source(&cfg, pipeline.clone(), credentials, sources_stop.clone()).await?;
 
     let api_stop = CancellationToken::new();
     let api_task = start_api(
@@ -278,7 +338,7 @@ async fn open_store(
     cfg: &Config,
     catalog: Arc<Catalog>,
     policy: Arc<Policy>,
-) -> anyhow::Result<Arc<dyn Store>> {
+) -> anyhow::Result<Arc<SqliteStore>> {
     std::fs::create_dir_all(&cfg.data.dir).with_context(|| {
         format!(
             "data.dir = {}: cannot create the directory",
@@ -308,6 +368,7 @@ async fn open_store(
 async fn start_source(
     cfg: &Config,
     pipeline: PipelineHandle,
+    credentials: Arc<dyn DeviceCredentials>,
     stop: CancellationToken,
 ) -> anyhow::Result<(JoinHandle<()>, Option<std::net::SocketAddr>)> {
     if let Some(broker) = &cfg.broker {
@@ -317,9 +378,12 @@ async fn start_source(
         let task = tokio::spawn(async move { source.run(pipeline, stop.cancelled_owned()).await });
         return Ok((task, None));
     }
-    let endpoint = MqttEndpoint::bind(cfg.mqtt.clone()).await?;
+    let endpoint = MqttEndpoint::bind_with_credentials(cfg.mqtt.clone(), Some(credentials)).await?;
     let addr = endpoint.local_addr();
-    announce(&format!("mqtt device endpoint listening on mqtt://{addr}"));
+    announce(&format!(
+        "mqtt device endpoint listening on {}",
+        endpoint.url()
+    ));
     let task = tokio::spawn(async move { endpoint.run(pipeline, stop.cancelled_owned()).await });
     Ok((task, Some(addr)))
 }

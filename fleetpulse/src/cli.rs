@@ -1,4 +1,5 @@
-//! Command line: `serve`, `demo`, `simulate`, `bridge`, `simulate-modbus`, `check-config`.
+//! Command line: `serve`, `demo`, `simulate`, `bridge`, `simulate-modbus`, `check-config`,
+//! `device`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -35,6 +36,41 @@ pub enum Command {
     /// Serve simulated devices as Modbus TCP servers (one port each), optionally writing
     /// a bridge configuration that polls them.
     SimulateModbus(SimulateModbusArgs),
+    /// Manage devices in the registry.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Issue a new MQTT token for a device (mqtt.auth = "device_credentials") and print it
+    /// once on stdout; only its SHA-256 digest is stored. Running it again rotates the
+    /// token: the old one stops working at once. Works while `serve` runs.
+    Credential(CredentialArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CredentialArgs {
+    /// The device's serial: its MQTT client id and user name.
+    pub serial: String,
+    /// Remove the device's token instead: it can no longer log in with one.
+    #[arg(long)]
+    pub revoke: bool,
+    /// Configuration file (TOML), for data.dir.
+    #[arg(long, short = 'c', env = "FLEETPULSE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory where state lives (data.dir).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+impl CredentialArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            data: self.data.clone(),
+            ..Overrides::default()
+        }
+    }
 }
 
 /// Options every service command takes.
@@ -260,5 +296,11 @@ mod tests {
             ])
             .is_err()
         );
+        let cli = Cli::try_parse_from(["fleetpulse", "device", "credential", "OC5-1", "--revoke"])
+            .expect("valid");
+        let Command::Device(DeviceCommand::Credential(c)) = cli.command else {
+            panic!("device credential expected")
+        };
+        assert!(c.revoke && c.serial == "OC5-1");
     }
 }

@@ -188,12 +188,32 @@ impl Config {
             fig = fig.merge(Toml::file_exact(path));
         }
         // Only `SECTION__KEY` variables are configuration; FLEETPULSE_CONFIG and the like are
-        // flags' environment forms and must not read as unknown keys.
+        // flags' environment forms and must not read as unknown keys. Secrets are taken
+        // verbatim instead (figment would read `007` as the number 7).
         fig = fig.merge(
             Env::prefixed("FLEETPULSE_")
-                .filter(|k| k.as_str().contains("__"))
+                .filter(|k| k.as_str().contains("__") && secret_key(k.as_str()).is_none())
                 .split("__"),
         );
+        for (name, value) in std::env::vars_os() {
+            let Some(key) = name
+                .to_str()
+                .and_then(|n| {
+                    n.get(..ENV_PREFIX.len())
+                        .filter(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+                        .map(|_| &n[ENV_PREFIX.len()..])
+                })
+                .and_then(secret_key)
+            else {
+                continue;
+            };
+            let value = value.into_string().map_err(|_| {
+                anyhow::anyhow!(
+                    "invalid configuration: {key} (from the environment) is not valid UTF-8"
+                )
+            })?;
+            fig = fig.merge(Serialized::default(key, value));
+        }
         // `--mqtt-url` goes in before extraction, so the other `[broker]` settings (from the
         // file or the environment) complete it rather than needing a url of their own.
         if let Some(u) = &overrides.mqtt_url {
@@ -223,9 +243,10 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         if let Some(b) = &self.broker
             && !b.url.starts_with("mqtt://")
+            && !b.url.starts_with("mqtts://")
         {
             bail!(
-                "invalid configuration: broker.url = {:?} must look like mqtt://host:port",
+                "invalid configuration: broker.url = {:?} must look like mqtt://host:port or mqtts://host:port",
                 b.url
             );
         }
@@ -235,6 +256,9 @@ impl Config {
                 "invalid configuration: ingest.batch.max_readings, ingest.batch.max_bytes and ingest.queue_capacity must be > 0"
             );
         }
+        self.mqtt
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         if let Some(sink) = &self.sink {
             fleetpulse_ingest::InfluxSink::new(sink)
                 .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -297,6 +321,22 @@ pub fn to_redacted_toml(cfg: &Config) -> anyhow::Result<String> {
         redact(&mut s.token);
     }
     Ok(toml::to_string_pretty(&c)?)
+}
+
+const ENV_PREFIX: &str = "FLEETPULSE_";
+
+/// The configuration key of a secret's environment variable (`MQTT__PASSWORD`, after the
+/// prefix, in any case), if it is one.
+fn secret_key(env_key: &str) -> Option<&'static str> {
+    const SECRETS: [(&str, &str); 3] = [
+        ("mqtt__password", "mqtt.password"),
+        ("broker__password", "broker.password"),
+        ("sink__token", "sink.token"),
+    ];
+    SECRETS
+        .iter()
+        .find(|(env, _)| env_key.eq_ignore_ascii_case(env))
+        .map(|(_, key)| *key)
 }
 
 /// A figment error with its key path spelled as in the file (`mqtt.listen`).

@@ -11,6 +11,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // One crypto provider for the process, before anything builds a TLS configuration.
+    // fleetpulse's own configurations name ring explicitly; this covers library code that
+    // asks rustls for the process default (which panics when a second provider, e.g.
+    // aws-lc-rs, is compiled in and none was installed). An error only means one is
+    // installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -12,12 +12,17 @@
 //! a later one (its packet id may name another message by then). Either way the broker
 //! redelivers, and the store's (serial, seq) dedupe makes that harmless.
 //!
+//! TLS: `mqtts://host:port` connects with rustls (ring), verifying the broker's
+//! certificate against `broker.tls.ca_file` (or the system's CA certificates), and
+//! presents a client certificate when `broker.tls.cert_file`/`key_file` are set.
+//!
 //! Backpressure: while the pipeline is full the event loop is not polled, so the socket
 //! is not read and the broker holds its messages. A stall longer than 1.5 × keepalive
 //! makes the broker drop the connection; rumqttc reconnects and the session resumes.
 
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -26,13 +31,17 @@ use chrono::Utc;
 use fleetpulse_domain::telemetry::{STATUS_FILTER, TELEMETRY_FILTER};
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{Packet, Publish, SubscribeFilter, SubscribeReasonCode};
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, TlsConfiguration,
+    Transport,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::decode::{decode, topic_client_id};
 use crate::pipeline::{Ack, Inbound, PipelineHandle};
+use crate::tls::{TlsFileError, load_certs, load_key, load_roots, provider};
 
 /// The client id used when none is configured.
 pub const DEFAULT_CLIENT_ID: &str = "fleetpulse-ingest";
@@ -41,8 +50,8 @@ pub const DEFAULT_CLIENT_ID: &str = "fleetpulse-ingest";
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalConfig {
-    /// Broker address, `mqtt://host:port` (port 1883 when left out). TLS is not
-    /// supported yet.
+    /// Broker address: `mqtt://host:port` (port 1883 when left out), or
+    /// `mqtts://host:port` for MQTT over TLS (port 8883 when left out; see `[broker.tls]`).
     pub url: String,
     /// Client id of the persistent session. Must be fixed: the broker keeps the
     /// subscriptions and the unacked messages under it. Default `fleetpulse-ingest`.
@@ -52,7 +61,7 @@ pub struct ExternalConfig {
     #[serde(default)]
     pub username: Option<String>,
     /// Password for the broker. Never logged.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::secret::deserialize_option")]
     pub password: Option<String>,
     /// MQTT keepalive, in seconds (`keep_alive_s`). Default 30.
     #[serde(
@@ -74,6 +83,26 @@ pub struct ExternalConfig {
         default = "default_max_reconnect_backoff"
     )]
     pub max_reconnect_backoff: Duration,
+    /// TLS towards the broker (`[broker.tls]`), used with an `mqtts://` url.
+    #[serde(default)]
+    pub tls: Option<BrokerTlsConfig>,
+}
+
+/// TLS towards the broker (section `[broker.tls]`); files are PEM, read at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerTlsConfig {
+    /// CA certificates that sign the broker's certificate (`ca_file`). Unset: the
+    /// system's CA certificates. The broker's certificate must name the url's host.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain to present, for brokers that require one (`cert_file`);
+    /// needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Private key of `cert_file` (`key_file`): PKCS#8, PKCS#1 or SEC1. Never logged.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 fn default_client_id() -> String {
@@ -106,6 +135,7 @@ impl ExternalConfig {
             keep_alive: default_keep_alive(),
             max_packet_bytes: default_max_packet_bytes(),
             max_reconnect_backoff: default_max_reconnect_backoff(),
+            tls: None,
         }
     }
 }
@@ -120,6 +150,7 @@ impl fmt::Debug for ExternalConfig {
             .field("keep_alive", &self.keep_alive)
             .field("max_packet_bytes", &self.max_packet_bytes)
             .field("max_reconnect_backoff", &self.max_reconnect_backoff)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -131,6 +162,10 @@ pub enum ExternalError {
     BadUrl { url: String, problem: &'static str },
     #[error("broker client id {0:?} is empty (setting broker.client_id)")]
     EmptyClientId(String),
+    #[error(transparent)]
+    Tls(#[from] TlsFileError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
 }
 
 /// The external broker source, ready to run.
@@ -144,11 +179,24 @@ pub struct ExternalSource {
 impl ExternalSource {
     /// Checks the configuration (URL, client id) without connecting.
     pub fn new(config: ExternalConfig) -> Result<Self, ExternalError> {
-        let (host, port) = parse_broker_url(&config.url)?;
+        let (scheme, host, port) = parse_broker_url(&config.url)?;
         if config.client_id.is_empty() {
             return Err(ExternalError::EmptyClientId(config.client_id));
         }
         let mut options = MqttOptions::new(config.client_id.clone(), host.clone(), port);
+        match (scheme, &config.tls) {
+            (Scheme::Mqtts, tls) => {
+                let tls = client_tls_config(tls.as_ref().unwrap_or(&BrokerTlsConfig::default()))?;
+                options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+            }
+            (Scheme::Mqtt, Some(_)) => {
+                return Err(ExternalError::Config(format!(
+                    "[broker.tls] is set but broker.url {:?} is plain MQTT: use mqtts://",
+                    config.url
+                )));
+            }
+            (Scheme::Mqtt, None) => {}
+        }
         options
             .set_manual_acks(true)
             .set_clean_session(false)
@@ -372,16 +420,79 @@ fn log_connection_error(broker: &str, err: &ConnectionError, retry_in: Duration)
     }
 }
 
-/// `mqtt://host:port` (or `tcp://`) → (host, port).
-fn parse_broker_url(url: &str) -> Result<(String, u16), ExternalError> {
+/// The rustls client configuration for an `mqtts://` broker.
+fn client_tls_config(tls: &BrokerTlsConfig) -> Result<Arc<rustls::ClientConfig>, ExternalError> {
+    let roots = match &tls.ca_file {
+        Some(ca_file) => load_roots("broker.tls.ca_file", ca_file)?,
+        None => system_roots()?,
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ExternalError::Config(format!("TLS towards the broker: {e}")))?
+        .with_root_certificates(roots);
+    let config = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let certs = load_certs("broker.tls.cert_file", cert_file)?;
+            let key = load_key("broker.tls.key_file", key_file)?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                TlsFileError::new(
+                    "broker.tls.key_file",
+                    key_file,
+                    format!("does not fit broker.tls.cert_file: {e}"),
+                )
+            })?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err(ExternalError::Config(
+                "broker.tls.cert_file and broker.tls.key_file go together: set both or neither"
+                    .to_owned(),
+            ));
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// The operating system's CA certificates (when `broker.tls.ca_file` is unset).
+fn system_roots() -> Result<rustls::RootCertStore, ExternalError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(ExternalError::Config(format!(
+            "no system CA certificates found for the mqtts:// broker ({} errors); set broker.tls.ca_file",
+            found.errors.len()
+        )));
+    }
+    Ok(roots)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    Mqtt,
+    Mqtts,
+}
+
+/// `mqtt://host:port` (or `tcp://`), `mqtts://host:port` (or `ssl://`) → (scheme, host,
+/// port).
+fn parse_broker_url(url: &str) -> Result<(Scheme, String, u16), ExternalError> {
     let bad = |problem| ExternalError::BadUrl {
         url: url.to_owned(),
         problem,
     };
-    let rest = url
+    let (scheme, rest) = if let Some(rest) = url
         .strip_prefix("mqtt://")
         .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| bad("must start with mqtt:// (TLS is not supported yet)"))?;
+    {
+        (Scheme::Mqtt, rest)
+    } else if let Some(rest) = url
+        .strip_prefix("mqtts://")
+        .or_else(|| url.strip_prefix("ssl://"))
+    {
+        (Scheme::Mqtts, rest)
+    } else {
+        return Err(bad("must start with mqtt:// or mqtts://"));
+    };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains('@') {
         return Err(bad(
@@ -416,6 +527,7 @@ fn parse_broker_url(url: &str) -> Result<(String, u16), ExternalError> {
         return Err(bad("no host"));
     }
     let port = match port {
+        None if scheme == Scheme::Mqtts => 8883,
         None => 1883,
         Some(p) => p
             .parse::<u16>()
@@ -423,7 +535,7 @@ fn parse_broker_url(url: &str) -> Result<(String, u16), ExternalError> {
             .filter(|p| *p != 0)
             .ok_or_else(|| bad("port must be 1 to 65535"))?,
     };
-    Ok((host.to_owned(), port))
+    Ok((scheme, host.to_owned(), port))
 }
 
 #[cfg(test)]
@@ -432,25 +544,34 @@ mod tests {
 
     #[test]
     fn broker_urls() {
+        use Scheme::{Mqtt, Mqtts};
         assert_eq!(
             parse_broker_url("mqtt://localhost:1884").expect("valid"),
-            ("localhost".into(), 1884)
+            (Mqtt, "localhost".into(), 1884)
         );
         assert_eq!(
             parse_broker_url("mqtt://broker").expect("valid"),
-            ("broker".into(), 1883)
+            (Mqtt, "broker".into(), 1883)
         );
         assert_eq!(
             parse_broker_url("tcp://10.0.0.1:1883/").expect("valid"),
-            ("10.0.0.1".into(), 1883)
+            (Mqtt, "10.0.0.1".into(), 1883)
         );
         assert_eq!(
             parse_broker_url("mqtt://[::1]:1999").expect("valid"),
-            ("::1".into(), 1999)
+            (Mqtt, "::1".into(), 1999)
+        );
+        assert_eq!(
+            parse_broker_url("mqtts://broker").expect("valid"),
+            (Mqtts, "broker".into(), 8883)
+        );
+        assert_eq!(
+            parse_broker_url("mqtts://127.0.0.1:18883").expect("valid"),
+            (Mqtts, "127.0.0.1".into(), 18883)
         );
         for bad in [
             "localhost:1883",
-            "mqtts://x:8883",
+            "https://x:8883",
             "mqtt://u:p@x:1883",
             "mqtt://x:0",
             "mqtt://x:port",
@@ -470,5 +591,41 @@ mod tests {
             serde_json::from_str::<ExternalConfig>(r#"{"url":"mqtt://x","clientid":"a"}"#).is_err()
         );
         assert!(ExternalSource::new(ExternalConfig::new("mqtt://x:1")).is_ok());
+    }
+
+    #[test]
+    fn tls_settings_must_fit_the_url_and_files_are_named() {
+        let mut c = ExternalConfig::new("mqtt://x:1");
+        c.tls = Some(BrokerTlsConfig::default());
+        let err = ExternalSource::new(c)
+            .err()
+            .expect("tls on mqtt://")
+            .to_string();
+        assert!(err.contains("mqtts://"), "{err}");
+
+        let mut c = ExternalConfig::new("mqtts://x:1");
+        c.tls = Some(BrokerTlsConfig {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..BrokerTlsConfig::default()
+        });
+        let err = ExternalSource::new(c)
+            .err()
+            .expect("missing CA")
+            .to_string();
+        assert!(
+            err.contains("broker.tls.ca_file") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
+
+        let mut c = ExternalConfig::new("mqtts://x:1");
+        c.tls = Some(BrokerTlsConfig {
+            cert_file: Some("/c.pem".into()),
+            ..BrokerTlsConfig::default()
+        });
+        let err = ExternalSource::new(c)
+            .err()
+            .expect("cert without key")
+            .to_string();
+        assert!(err.contains("broker.tls.key_file"), "{err}");
     }
 }

@@ -14,6 +14,10 @@
 //! (serial, seq) dedupe absorbs. Malformed messages are dead-lettered, committed and
 //! acked like any other (redelivering poison would loop).
 //!
+//! Security: the endpoint can speak TLS and tie a client certificate to the serial, or
+//! check a shared password or per-device tokens ([`credentials`]); the external source
+//! speaks `mqtts://`. Every TLS configuration uses ring explicitly ([`tls`]).
+//!
 //! With a time-series sink configured ([`sink`]), each commit also appends its new
 //! readings to a spool in the store (same transaction), and a worker sends the spool
 //! to the server; an ack then means stored and spooled.
@@ -22,16 +26,22 @@
 //! acked what they handed it; then the pipeline is closed and drained.
 
 mod duration;
+mod secret;
 
+pub mod credentials;
 pub mod decode;
 pub mod endpoint;
 pub mod external;
 pub mod pipeline;
 pub mod sink;
 pub mod stats;
+pub mod tls;
 
 pub use decode::{Decoded, decode};
-pub use endpoint::{BoundEndpoint, EndpointConfig, EndpointError, MqttEndpoint};
+pub use endpoint::{
+    AuthMode, BoundEndpoint, ClientCertMode, EndpointConfig, EndpointError, EndpointTlsConfig,
+    MqttEndpoint,
+};
 pub use external::{ExternalConfig, ExternalError, ExternalSource};
 pub use fleetpulse_domain::telemetry::TelemetryLimits;
 pub use pipeline::{

@@ -2,7 +2,9 @@
 //!
 //! Data model (see `migrations/0001_init.sql`): the device registry, each device's latest
 //! state, raw readings keyed by `(serial, seq)`, hourly rollups per device and field,
-//! alarm episodes, orders (one active per serial and cause) and dead letters.
+//! alarm episodes, orders (one active per serial and cause) and dead letters; and
+//! (migration 0003) the digests of per-device MQTT tokens, behind
+//! [`fleetpulse_domain::credentials::DeviceCredentials`].
 //!
 //! Guarantees:
 //! - `commit_batch` applies a whole batch — readings, latest state, rollups, episodes,
@@ -19,6 +21,7 @@
 //!   blocking pool, never on the async workers.
 
 mod convert;
+mod credentials;
 mod read;
 mod schema;
 mod spool;

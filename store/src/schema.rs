@@ -10,6 +10,7 @@ use crate::convert::sql_err;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_sink_spool.sql"),
+    include_str!("../migrations/0003_device_credentials.sql"),
 ];
 
 /// The schema version this build writes.

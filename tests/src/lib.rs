@@ -18,6 +18,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 pub use victoria::{Series, VictoriaMetrics};
 
+pub mod tls;
+
 /// Path of the `fleetpulse` binary under test.
 pub fn fleetpulse_bin() -> PathBuf {
     if let Ok(p) = std::env::var("FLEETPULSE_BIN") {
@@ -123,10 +125,9 @@ impl App {
                 bail!("fleetpulse exited before it was ready: {status}");
             };
             eprintln!("[fleetpulse stdout] {line}");
-            if let Some(rest) =
-                line.strip_prefix("fleetpulse: mqtt device endpoint listening on mqtt://")
+            if let Some(rest) = line.strip_prefix("fleetpulse: mqtt device endpoint listening on ")
             {
-                mqtt = Some(rest.trim().parse()?);
+                mqtt = Some(tls::endpoint_addr(rest)?);
             }
             if let Some(rest) = line.strip_prefix("fleetpulse: api listening on ") {
                 api = Some(rest.trim().to_owned());

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -30,11 +31,24 @@ pub struct EndpointConfig {
         default = "default_connect_timeout"
     )]
     pub connect_timeout: Duration,
-    /// Shared device password. When set, a device must log in with its serial as user
-    /// name and this password; when unset, any device with a valid serial as client id
-    /// may connect. Never logged.
+    /// What a device must present to connect (`auth`): `none` (a valid serial as client
+    /// id is enough), `shared_password` (user name = serial, password = `mqtt.password`)
+    /// or `device_credentials` (user name = serial, password = the device's own token
+    /// from `fleetpulse device credential SERIAL`). Unset: `shared_password` when
+    /// `mqtt.password` is set, else `none`. A connection that presented a client
+    /// certificate verified against `mqtt.tls.client_ca_file` is authenticated by it and
+    /// needs no password, whatever this says.
     #[serde(default)]
+    pub auth: Option<AuthMode>,
+    /// Shared device password (`password`), for `auth = "shared_password"`: a device
+    /// logs in with its serial as user name and this password. Never logged.
+    #[serde(default, deserialize_with = "crate::secret::deserialize_option")]
     pub password: Option<String>,
+    /// TLS for the device endpoint (`[mqtt.tls]`). Absent (the default): plain MQTT on
+    /// `mqtt.listen`. Present: `mqtt.listen` speaks only MQTT over TLS (no plain
+    /// listener stays open beside it).
+    #[serde(default)]
+    pub tls: Option<EndpointTlsConfig>,
     /// Most QoS 1 PUBLISHes of one connection waiting for their commit (and so for their
     /// PUBACK). Beyond that the endpoint stops reading that device's socket until a batch
     /// commits: TCP backpressure instead of an unbounded queue. Default 1 024.
@@ -48,6 +62,70 @@ pub struct EndpointConfig {
         default = "default_write_timeout"
     )]
     pub write_timeout: Duration,
+}
+
+/// See [`EndpointConfig::auth`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Any valid serial as client id may connect (a client certificate, when presented,
+    /// must still match it).
+    None,
+    /// User name = serial, password = `mqtt.password`, the same for every device.
+    SharedPassword,
+    /// User name = serial, password = the device's own token; only its digest is stored.
+    DeviceCredentials,
+}
+
+impl AuthMode {
+    /// The value as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::SharedPassword => "shared_password",
+            AuthMode::DeviceCredentials => "device_credentials",
+        }
+    }
+}
+
+/// TLS on the device endpoint (section `[mqtt.tls]`). Certificates and keys are PEM files,
+/// read once at start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointTlsConfig {
+    /// The endpoint's certificate chain, PEM (`cert_file`): the server certificate first,
+    /// then any intermediates. Its names must match the host name devices connect to.
+    pub cert_file: PathBuf,
+    /// The private key of the server certificate, PEM: PKCS#8, PKCS#1 (RSA) or SEC1 (EC)
+    /// (`key_file`). Its contents are never logged.
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) that sign device certificates (`client_ca_file`). Set: the
+    /// endpoint asks each device for a certificate, verifies it against these, and accepts
+    /// it as the device's identity when its subject CN (or a DNS name in its subject
+    /// alternative names) equals the client id; a certificate naming another serial is
+    /// refused. Unset: no client certificates.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: `required` (a device without a valid certificate fails the
+    /// TLS handshake) or `optional` (a device without one falls back to `mqtt.auth`).
+    /// Default `required`.
+    #[serde(default = "default_client_cert")]
+    pub client_cert: ClientCertMode,
+}
+
+/// See [`EndpointTlsConfig::client_cert`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCertMode {
+    /// A device without a certificate that verifies fails the TLS handshake.
+    Required,
+    /// A device may connect without a certificate and is then checked by `mqtt.auth`; a
+    /// certificate it does present must still verify.
+    Optional,
+}
+
+const fn default_client_cert() -> ClientCertMode {
+    ClientCertMode::Required
 }
 
 const fn default_listen() -> SocketAddr {
@@ -72,7 +150,9 @@ impl Default for EndpointConfig {
             listen: default_listen(),
             max_packet_bytes: default_max_packet_bytes(),
             connect_timeout: default_connect_timeout(),
+            auth: None,
             password: None,
+            tls: None,
             max_inflight: default_max_inflight(),
             write_timeout: default_write_timeout(),
         }
@@ -85,10 +165,42 @@ impl fmt::Debug for EndpointConfig {
             .field("listen", &self.listen)
             .field("max_packet_bytes", &self.max_packet_bytes)
             .field("connect_timeout", &self.connect_timeout)
+            .field("auth", &self.auth)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
             .field("max_inflight", &self.max_inflight)
             .field("write_timeout", &self.write_timeout)
             .finish()
+    }
+}
+
+impl EndpointConfig {
+    /// The authentication actually required (see [`auth`](Self::auth)).
+    pub fn auth_mode(&self) -> AuthMode {
+        match (self.auth, &self.password) {
+            (Some(mode), _) => mode,
+            (None, Some(_)) => AuthMode::SharedPassword,
+            (None, None) => AuthMode::None,
+        }
+    }
+
+    /// Checks that the settings fit together (the files are read by
+    /// [`MqttEndpoint::bind`](super::MqttEndpoint::bind)). The message names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        match (self.auth_mode(), &self.password) {
+            (AuthMode::SharedPassword, None) => {
+                Err("mqtt.auth = \"shared_password\" needs mqtt.password to be set".to_owned())
+            }
+            (AuthMode::SharedPassword, Some(p)) if p.is_empty() => {
+                Err("mqtt.password is empty".to_owned())
+            }
+            (mode @ (AuthMode::None | AuthMode::DeviceCredentials), Some(_)) => Err(format!(
+                "mqtt.password is set but mqtt.auth = \"{}\" would ignore it: \
+                 set mqtt.auth = \"shared_password\" or remove mqtt.password",
+                mode.as_str()
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -111,5 +223,44 @@ mod tests {
             ..EndpointConfig::default()
         };
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_auth_mode_follows_the_password_unless_set() {
+        let mut c = EndpointConfig::default();
+        assert_eq!(c.auth_mode(), AuthMode::None);
+        c.password = Some("pw".into());
+        assert_eq!(c.auth_mode(), AuthMode::SharedPassword);
+        assert!(c.validate().is_ok());
+        c.auth = Some(AuthMode::DeviceCredentials);
+        let err = c.validate().expect_err("a password that would be ignored");
+        assert!(
+            err.contains("mqtt.password") && err.contains("mqtt.auth"),
+            "{err}"
+        );
+        c.password = None;
+        assert!(c.validate().is_ok());
+        c.auth = Some(AuthMode::SharedPassword);
+        assert!(
+            c.validate()
+                .expect_err("no password")
+                .contains("mqtt.password")
+        );
+    }
+
+    #[test]
+    fn the_tls_table_is_strict_and_defaults_to_required_client_certs() {
+        let c: EndpointConfig = serde_json::from_str(
+            r#"{"tls":{"cert_file":"/c.pem","key_file":"/k.pem","client_ca_file":"/ca.pem"}}"#,
+        )
+        .expect("valid");
+        let tls = c.tls.expect("tls");
+        assert_eq!(tls.client_cert, ClientCertMode::Required);
+        assert!(
+            serde_json::from_str::<EndpointConfig>(
+                r#"{"tls":{"cert_file":"/c.pem","key_file":"/k.pem","ca_file":"/ca.pem"}}"#
+            )
+            .is_err()
+        );
     }
 }

@@ -11,16 +11,16 @@ use chrono::Utc;
 use fleetpulse_domain::Serial;
 use fleetpulse_domain::telemetry::status_topic;
 use rumqttc::mqttbytes::v4::{
-    ConnAck, Connect, ConnectReturnCode, LastWill, Packet, PubAck, Publish, SubAck,
-    SubscribeReasonCode, UnsubAck,
+    ConnAck, ConnectReturnCode, LastWill, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
+    UnsubAck,
 };
-use rumqttc::mqttbytes::{self, Protocol, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use rumqttc::mqttbytes::{self, QoS};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::auth::authenticate;
+use super::tls::{DeviceStream, PeerCertificate};
 use super::{Kill, KillSender, Shared};
 use crate::decode::decode;
 use crate::pipeline::{Ack, Inbound, PipelineHandle};
@@ -30,19 +30,18 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Outgoing packets gathered into one write.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
-/// Serves one TCP connection from accept to close.
-pub(super) async fn serve(
-    stream: TcpStream,
+/// Serves one connection (plain TCP, or TLS after its handshake) from accept to close.
+/// `certificate`: the names of the client certificate a TLS handshake verified.
+pub(super) async fn serve<S: DeviceStream>(
+    stream: S,
     peer: SocketAddr,
+    certificate: Option<PeerCertificate>,
     shared: Arc<Shared>,
     pipeline: PipelineHandle,
     mut stop: watch::Receiver<bool>,
 ) {
     let config = &shared.config;
-    if let Err(error) = stream.set_nodelay(true) {
-        debug!(%peer, %error, "cannot set TCP_NODELAY");
-    }
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = stream.split();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
 
     let first = tokio::select! {
@@ -68,11 +67,12 @@ pub(super) async fn serve(
             return;
         }
     };
-    let serial = match authenticate(&connect, config.password.as_deref()) {
+    let serial = match authenticate(&connect, certificate.as_ref(), &shared).await {
         Ok(serial) => serial,
-        Err(code) => {
-            info!(%peer, client_id = ?connect.client_id, reason = ?code, "connection refused");
-            refuse(&mut wr, code, config.write_timeout).await;
+        Err(refusal) => {
+            let certificate = certificate.as_ref().map(ToString::to_string);
+            info!(%peer, client_id = ?connect.client_id, reason = refusal.reason, code = ?refusal.code, certificate, "connection refused");
+            refuse(&mut wr, refusal.code, config.write_timeout).await;
             return;
         }
     };
@@ -147,34 +147,6 @@ pub(super) async fn serve(
     }
 }
 
-/// Checks CONNECT: protocol 3.1.1, a serial as client id, and the shared password when
-/// one is configured (user name = client id).
-fn authenticate(connect: &Connect, password: Option<&str>) -> Result<Serial, ConnectReturnCode> {
-    if connect.protocol != Protocol::V4 {
-        return Err(ConnectReturnCode::RefusedProtocolVersion);
-    }
-    let serial = Serial::parse(&connect.client_id).map_err(|_| ConnectReturnCode::BadClientId)?;
-    if let Some(expected) = password {
-        let login = connect
-            .login
-            .as_ref()
-            .ok_or(ConnectReturnCode::BadUserNamePassword)?;
-        if login.username != connect.client_id {
-            return Err(ConnectReturnCode::NotAuthorized);
-        }
-        if !same_secret(&login.password, expected) {
-            return Err(ConnectReturnCode::BadUserNamePassword);
-        }
-    }
-    Ok(serial)
-}
-
-/// Compares secrets in time independent of where they differ.
-fn same_secret(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The device's last will, kept only when it is on the device's own status topic.
 fn own_will(serial: &Serial, will: Option<LastWill>, peer: SocketAddr) -> Option<LastWill> {
     let will = will?;
@@ -186,7 +158,11 @@ fn own_will(serial: &Serial, will: Option<LastWill>, peer: SocketAddr) -> Option
     }
 }
 
-async fn refuse(wr: &mut OwnedWriteHalf, code: ConnectReturnCode, write_timeout: Duration) {
+async fn refuse<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    code: ConnectReturnCode,
+    write_timeout: Duration,
+) {
     let mut buf = BytesMut::new();
     if Packet::ConnAck(ConnAck::new(code, false))
         .write(&mut buf, usize::MAX)
@@ -292,8 +268,8 @@ impl Close {
 }
 
 /// The reading half of a connection and what it needs to hand messages on.
-struct Reader {
-    rd: OwnedReadHalf,
+struct Reader<R> {
+    rd: R,
     buf: BytesMut,
     max_packet_bytes: usize,
     idle_limit: Option<Duration>,
@@ -306,7 +282,7 @@ struct Reader {
     stop: watch::Receiver<bool>,
 }
 
-impl Reader {
+impl<R: AsyncRead + Unpin> Reader<R> {
     async fn read_loop(&mut self) -> Close {
         loop {
             let read = tokio::select! {
@@ -460,8 +436,8 @@ impl From<ReadError> for Close {
 /// Reads one packet, refusing a packet over `max` bytes before reading its body. With
 /// `idle_limit`, fails when no byte arrives for that long. Cancel-safe: bytes read stay
 /// in `buf`.
-async fn read_packet(
-    rd: &mut OwnedReadHalf,
+async fn read_packet<R: AsyncRead + Unpin>(
+    rd: &mut R,
     buf: &mut BytesMut,
     max: usize,
     idle_limit: Option<Duration>,
@@ -506,8 +482,8 @@ impl Outgoing {
 
 /// Writes outgoing packets in queue order until every sender is gone (then closes the
 /// write half) or the connection is killed (then drops it at once).
-async fn write_loop(
-    mut wr: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     kill_tx: KillSender,
     mut kill: watch::Receiver<Option<Kill>>,
@@ -581,41 +557,6 @@ fn packet_name(packet: &Packet) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn connect(client_id: &str, login: Option<(&str, &str)>) -> Connect {
-        let mut c = Connect::new(client_id);
-        if let Some((u, p)) = login {
-            c.set_login(u, p);
-        }
-        c
-    }
-
-    #[test]
-    fn client_id_must_be_a_serial() {
-        assert!(authenticate(&connect("OC5-000001", None), None).is_ok());
-        assert_eq!(
-            authenticate(&connect("not a serial", None), None),
-            Err(ConnectReturnCode::BadClientId)
-        );
-    }
-
-    #[test]
-    fn with_a_password_the_user_is_the_client_id() {
-        let pw = Some("s3cret");
-        assert!(authenticate(&connect("OC5-1", Some(("OC5-1", "s3cret"))), pw).is_ok());
-        assert_eq!(
-            authenticate(&connect("OC5-1", Some(("OC5-1", "wrong"))), pw),
-            Err(ConnectReturnCode::BadUserNamePassword)
-        );
-        assert_eq!(
-            authenticate(&connect("OC5-1", None), pw),
-            Err(ConnectReturnCode::BadUserNamePassword)
-        );
-        assert_eq!(
-            authenticate(&connect("OC5-1", Some(("OC5-2", "s3cret"))), pw),
-            Err(ConnectReturnCode::NotAuthorized)
-        );
-    }
 
     #[test]
     fn only_a_will_on_the_own_status_topic_is_kept() {

@@ -15,9 +15,15 @@
 //! failure code for every filter.
 //!
 //! # A connection
+//! - With `[mqtt.tls]`, the TLS handshake comes first (within `connect_timeout`); a
+//!   client that does not speak TLS, or whose certificate does not verify against
+//!   `mqtt.tls.client_ca_file`, is closed with the reason logged.
 //! - The first packet must be CONNECT, within `connect_timeout`. The client id must be a
-//!   valid serial (else CONNACK "identifier rejected"); with a configured password the
-//!   user name must be the client id and the password must match.
+//!   valid serial (else CONNACK "identifier rejected"). A verified client certificate
+//!   must name that serial (subject CN or a DNS subject alternative name; else "not
+//!   authorised") and then stands for the device's identity. Without one, `mqtt.auth`
+//!   decides: nothing more, the shared `mqtt.password`, or the device's own token (user
+//!   name = client id in both). Refusals are logged with a reason, never with a secret.
 //! - A device may publish only to its own topics (`fleetpulse/v1/devices/{client id}/
 //!   telemetry` and `…/status`). Anything else is dead-lettered (`unsupported_topic`) and
 //!   the device is disconnected; so is QoS 2 and a packet over `max_packet_bytes`.
@@ -34,8 +40,10 @@
 //! shutdown: no connection survives a restart, and the store marks every device offline
 //! at start.
 
+mod auth;
 mod config;
 mod connection;
+mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -45,15 +53,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use fleetpulse_domain::Serial;
-use tokio::net::TcpListener;
+use fleetpulse_domain::credentials::DeviceCredentials;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-pub use config::EndpointConfig;
+pub use config::{AuthMode, ClientCertMode, EndpointConfig, EndpointTlsConfig};
 
 use crate::pipeline::PipelineHandle;
 use crate::stats::IngestStats;
+use crate::tls::TlsFileError;
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,14 +82,37 @@ pub enum EndpointError {
         #[source]
         source: std::io::Error,
     },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Tls(#[from] TlsFileError),
+    #[error(
+        "mqtt.auth = \"device_credentials\" needs the store's device credentials, and none were given to the endpoint"
+    )]
+    NoCredentialStore,
 }
 
 /// The built-in MQTT device endpoint.
 pub struct MqttEndpoint;
 
 impl MqttEndpoint {
-    /// Binds the listening socket. A port in use is an error naming `mqtt.listen`.
+    /// Checks the configuration, reads the TLS files (`[mqtt.tls]`) and binds the
+    /// listening socket. Every error names its setting (a port in use names
+    /// `mqtt.listen`). `mqtt.auth = "device_credentials"` needs
+    /// [`bind_with_credentials`](Self::bind_with_credentials).
     pub async fn bind(config: EndpointConfig) -> Result<BoundEndpoint, EndpointError> {
+        Self::bind_with_credentials(config, None).await
+    }
+
+    /// [`bind`](Self::bind), with the store of per-device tokens.
+    pub async fn bind_with_credentials(
+        config: EndpointConfig,
+        credentials: Option<Arc<dyn DeviceCredentials>>,
+    ) -> Result<BoundEndpoint, EndpointError> {
+        if config.auth_mode() == AuthMode::DeviceCredentials && credentials.is_none() {
+            return Err(EndpointError::NoCredentialStore);
+        }
+        let tls = Self::prepare(&config)?;
         let addr = config.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -91,6 +124,25 @@ impl MqttEndpoint {
             listener,
             local_addr,
             config,
+            tls,
+            credentials,
+        })
+    }
+
+    /// Checks what [`bind`](Self::bind) would, short of binding: the settings fit
+    /// together and the TLS files are readable and match. For `check-config`.
+    pub fn check(config: &EndpointConfig) -> Result<(), EndpointError> {
+        Self::prepare(config).map(drop)
+    }
+
+    /// Validates the settings and builds the TLS acceptor, if TLS is configured.
+    fn prepare(
+        config: &EndpointConfig,
+    ) -> Result<Option<tokio_rustls::TlsAcceptor>, EndpointError> {
+        config.validate().map_err(EndpointError::Config)?;
+        Ok(match &config.tls {
+            Some(tls) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(tls)?)),
+            None => None,
         })
     }
 }
@@ -100,12 +152,25 @@ pub struct BoundEndpoint {
     listener: TcpListener,
     local_addr: SocketAddr,
     config: EndpointConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    credentials: Option<Arc<dyn DeviceCredentials>>,
 }
 
 impl BoundEndpoint {
     /// The address devices connect to (the real port when `mqtt.listen` used port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Whether devices must speak TLS (`[mqtt.tls]` is configured).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// `mqtts://ADDR` with TLS, `mqtt://ADDR` without.
+    pub fn url(&self) -> String {
+        let scheme = if self.is_tls() { "mqtts" } else { "mqtt" };
+        format!("{scheme}://{}", self.local_addr)
     }
 
     /// Serves devices until `shutdown` completes, then stops accepting, stops reading,
@@ -117,11 +182,17 @@ impl BoundEndpoint {
             listener,
             local_addr,
             config,
+            tls,
+            credentials,
         } = self;
-        info!(listen = %local_addr, "MQTT device endpoint listening");
+        info!(listen = %local_addr, tls = tls.is_some(), auth = config.auth_mode().as_str(), "MQTT device endpoint listening");
+        if tls.is_none() && config.auth_mode() != AuthMode::None && !local_addr.ip().is_loopback() {
+            warn!(listen = %local_addr, auth = config.auth_mode().as_str(), "device passwords and tokens cross the network in clear text: configure [mqtt.tls]");
+        }
         let shared = Arc::new(Shared {
             config,
             registry: Registry::default(),
+            credentials,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
@@ -133,9 +204,10 @@ impl BoundEndpoint {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let open = OpenConnection::new(pipeline.stats().clone());
-                        let serve = connection::serve(
+                        let serve = serve_stream(
                             stream,
                             peer,
+                            tls.clone(),
                             Arc::clone(&shared),
                             pipeline.clone(),
                             stop_rx.clone(),
@@ -168,6 +240,49 @@ impl BoundEndpoint {
     }
 }
 
+/// Serves an accepted socket: straight away, or after a TLS handshake (bounded by
+/// `connect_timeout`, abandoned on shutdown) that yields the client certificate's names.
+async fn serve_stream(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    pipeline: PipelineHandle,
+    mut stop: watch::Receiver<bool>,
+) {
+    if let Err(error) = stream.set_nodelay(true) {
+        debug!(%peer, %error, "cannot set TCP_NODELAY");
+    }
+    let Some(acceptor) = tls else {
+        return connection::serve(stream, peer, None, shared, pipeline, stop).await;
+    };
+    let handshake = tokio::select! {
+        biased;
+        _ = stop.wait_for(|stopping| *stopping) => return,
+        handshake = tokio::time::timeout(shared.config.connect_timeout, acceptor.accept(stream)) => handshake,
+    };
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            info!(%peer, reason = "tls_handshake_failed", %error, "connection refused");
+            return;
+        }
+        Err(_) => {
+            info!(%peer, reason = "tls_handshake_timeout", "connection refused");
+            return;
+        }
+    };
+    let certificate = match tls::PeerCertificate::of(&stream) {
+        None => None,
+        Some(Ok(certificate)) => Some(certificate),
+        Some(Err(problem)) => {
+            info!(%peer, reason = "unreadable_client_certificate", %problem, "connection refused");
+            return;
+        }
+    };
+    connection::serve(stream, peer, certificate, shared, pipeline, stop).await;
+}
+
 /// Counts an open device connection for as long as it lives (a panicking task too).
 struct OpenConnection(IngestStats);
 
@@ -196,6 +311,8 @@ fn log_if_panicked(joined: Result<(), tokio::task::JoinError>) {
 struct Shared {
     config: EndpointConfig,
     registry: Registry,
+    /// Per-device tokens, for `mqtt.auth = "device_credentials"`.
+    credentials: Option<Arc<dyn DeviceCredentials>>,
 }
 
 /// Why a connection's writer (and reader) must stop.

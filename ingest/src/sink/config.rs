@@ -22,7 +22,7 @@ pub struct SinkConfig {
     #[serde(default = "default_bucket")]
     pub bucket: String,
     /// API token, sent as `Authorization: Token …`. Never logged.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::secret::deserialize_option")]
     pub token: Option<String>,
     /// How spooled readings are gathered into one write request.
     #[serde(default)]

@@ -7,4 +7,5 @@ mod cli;
 mod demo;
 mod e2e;
 mod restart;
+mod security;
 mod sink;
