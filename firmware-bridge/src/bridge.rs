@@ -163,7 +163,7 @@ impl Bridge {
                 endpoint.clone(),
                 LinkIdentity {
                     serial: d.serial.clone(),
-                    password: cfg.mqtt.password.clone(),
+                    password: d.password.as_ref().map(|p| p.expose().to_owned()),
                     model: Some(d.model.clone()),
                     firmware: d.fw.clone(),
                 },

@@ -55,6 +55,34 @@ fn default_outbox_dir() -> PathBuf {
     PathBuf::from("bridge-data")
 }
 
+/// A password: read from the file, never printed (`Debug` and `Serialize` show `***`).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The password itself, for the CONNECT packet only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
 /// The whole file.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -94,7 +122,7 @@ pub struct MqttConfig {
     /// Password presented with user name = serial (`mqtt.password` of the endpoint).
     /// Never logged.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// MQTT keepalive in seconds.
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u64,
@@ -182,6 +210,10 @@ pub struct DeviceConfig {
     /// Firmware version published with every reading (optional).
     #[serde(default)]
     pub fw: Option<String>,
+    /// This device's own MQTT password (its token under fleetpulse's
+    /// `mqtt.auth = "device_credentials"`); overrides `mqtt.password`. Never logged.
+    #[serde(default)]
+    pub password: Option<Secret>,
     /// Modbus TCP address `host:port` of the device or its gateway (this or `rtu`).
     #[serde(default)]
     pub tcp: Option<String>,
@@ -278,6 +310,8 @@ pub struct Device {
     pub serial: Serial,
     pub model: String,
     pub fw: Option<String>,
+    /// MQTT password of this device (its own, else `mqtt.password`).
+    pub password: Option<Secret>,
     pub transport: Transport,
     pub unit: u8,
     pub interval: Duration,
@@ -501,6 +535,7 @@ impl BridgeConfig {
                 serial,
                 model: d.model.clone(),
                 fw: d.fw.clone(),
+                password: d.password.clone().or_else(|| file.mqtt.password.clone()),
                 transport,
                 unit: d.unit,
                 interval: Duration::from_millis(interval),
@@ -577,6 +612,23 @@ mod tests {
         let cfg = BridgeConfig::load(&path, CATALOG).expect("config/bridge.example.toml is valid");
         assert_eq!(cfg.devices.len(), 2);
         assert_eq!(cfg.devices[1].unit, 3);
+    }
+
+    #[test]
+    fn a_device_password_overrides_the_shared_one_and_is_never_printed() {
+        let dir = dir_with_map();
+        let cfg = parse(
+            &dir,
+            "[mqtt]\nurl = \"mqtt://h:1\"\npassword = \"shared-secret\"\n[[device]]\nserial = \"A\"\nmodel = \"OC-5A\"\ntcp = \"h:1\"\npassword = \"token-of-a\"\n[[device]]\nserial = \"B\"\nmodel = \"OC-5A\"\ntcp = \"h:2\"\n",
+        )
+        .expect("valid");
+        let pw = |i: usize| cfg.devices[i].password.as_ref().map(Secret::expose);
+        assert_eq!((pw(0), pw(1)), (Some("token-of-a"), Some("shared-secret")));
+        let printed = format!("{cfg:?}");
+        assert!(
+            !printed.contains("secret") && !printed.contains("token-of-a"),
+            "{printed}"
+        );
     }
 
     #[test]

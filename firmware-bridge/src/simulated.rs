@@ -221,6 +221,7 @@ impl ModbusFleet {
                 serial: d.serial.clone(),
                 model: d.model.clone(),
                 fw: Some(d.fw.clone()),
+                password: None,
                 transport: Transport::Tcp(d.addr.to_string()),
                 unit: d.unit,
                 interval,

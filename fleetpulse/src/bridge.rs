@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fleetpulse_domain::Catalog;
-use fleetpulse_firmware_bridge::config::{MqttConfig, OutboxConfig};
+use fleetpulse_firmware_bridge::config::{MqttConfig, OutboxConfig, Secret};
 use fleetpulse_firmware_bridge::registers::{BUILT_IN_MAPS, built_in_maps};
 use fleetpulse_firmware_bridge::simulated::{ModbusFleet, ModbusFleetConfig};
 use fleetpulse_firmware_bridge::{Bridge, BridgeConfig};
@@ -27,7 +27,11 @@ pub async fn run_bridge(args: BridgeArgs) -> anyhow::Result<()> {
         cfg.mqtt.url = url;
     }
     if let Some(password) = args.device_password {
-        cfg.mqtt.password = Some(password);
+        let password = Secret::new(password);
+        cfg.mqtt.password = Some(password.clone());
+        for d in &mut cfg.devices {
+            d.password = Some(password.clone());
+        }
     }
     if let Some(dir) = args.outbox {
         cfg.outbox.dir = dir;
@@ -168,8 +172,9 @@ pub async fn start_demo_bridge(
         sim_stop.clone(),
     )
     .await?;
+    let password = cfg.mqtt.password.clone().map(Secret::new);
     let mut mqtt = MqttConfig::new(mqtt_url);
-    mqtt.password = cfg.mqtt.password.clone();
+    mqtt.password = password.clone();
     let bridge_cfg = BridgeConfig {
         mqtt,
         outbox: OutboxConfig {
@@ -177,7 +182,14 @@ pub async fn start_demo_bridge(
             ..OutboxConfig::default()
         },
         metrics_listen: None,
-        devices: sim.bridge_devices(interval, Duration::from_secs(1)),
+        devices: sim
+            .bridge_devices(interval, Duration::from_secs(1))
+            .into_iter()
+            .map(|mut d| {
+                d.password = password.clone();
+                d
+            })
+            .collect(),
         maps,
     };
     let bridge = Bridge::start(bridge_cfg).await?;

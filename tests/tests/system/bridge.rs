@@ -12,6 +12,7 @@ use fleetpulse_firmware_bridge::simulated::{Behaviour, ModbusFleet, ModbusFleetC
 use fleetpulse_system_tests::modbus::{
     BridgeProc, PersistentBroker, PtyPair, PyModbus, write_bridge_config,
 };
+use fleetpulse_system_tests::tls::device_credential;
 use fleetpulse_system_tests::{App, eventually, free_port};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -759,5 +760,89 @@ async fn a_broker_outage_loses_nothing() -> anyhow::Result<()> {
     .await?;
     assert_eq!(total, polls, "stored readings = polls of the bridge");
     assert_eq!(assert_every_seq_once_in_order(&app, &fleet).await?, polls);
+    Ok(())
+}
+
+/// fleetpulse with `mqtt.auth = "device_credentials"`: the bridge logs each device in with
+/// its own token; a device without one is refused and its readings wait in the outbox.
+#[tokio::test]
+async fn each_device_logs_in_with_its_own_token() -> anyhow::Result<()> {
+    let catalog = Catalog::from_toml_str(CATALOG)?;
+    let maps = built_in_maps(&catalog)?;
+    let stop = CancellationToken::new();
+    let _stop_guard = stop.clone().drop_guard();
+    let fleet = ModbusFleet::start(
+        ModbusFleetConfig {
+            devices: 3,
+            serial_prefix: "TOK".into(),
+            tick: Duration::from_millis(200),
+            ..ModbusFleetConfig::default()
+        },
+        &catalog,
+        &maps,
+        stop.clone(),
+    )
+    .await?;
+    let data = tempfile::tempdir()?;
+    let store_dir = data.path().join("fleetpulse");
+    let mut devices = String::new();
+    for (i, d) in fleet.devices().iter().enumerate() {
+        devices += &format!(
+            "[[device]]\nserial = \"{}\"\nmodel = \"{}\"\ntcp = \"{}\"\ninterval_ms = 200\n",
+            d.serial, d.model, d.addr
+        );
+        if i < 2 {
+            let (ok, token, stderr) = device_credential(&store_dir, d.serial.as_str(), &[]);
+            assert!(ok, "{stderr}");
+            devices += &format!("password = \"{}\"\n", token.trim());
+        }
+        devices += "\n";
+    }
+    let app = App::spawn_with_env(
+        &store_dir,
+        &["serve", "--mqtt-listen", "127.0.0.1:0"],
+        &[("FLEETPULSE_MQTT__AUTH", "device_credentials")],
+    )
+    .await?;
+    let mqtt = app.mqtt.expect("built-in endpoint");
+    let config = write_bridge_config(
+        data.path(),
+        &format!("mqtt://{mqtt}"),
+        BUILT_IN_MAPS,
+        &devices,
+    )?;
+    let mut bridge = BridgeProc::spawn(&config, &data.path().join("outbox")).await?;
+
+    for d in &fleet.devices()[..2] {
+        let serial = d.serial.to_string();
+        eventually(Duration::from_secs(20), "readings with a token", || async {
+            let (status, body) = app.get(&format!("/api/v1/devices/{serial}")).await?;
+            Ok((status == 200 && !body["latest"].is_null()).then_some(()))
+        })
+        .await?;
+    }
+    let refused = fleet.devices()[2].serial.to_string();
+    eventually(Duration::from_secs(10), "a refused login", || async {
+        Ok((bridge.metric("bridge_mqtt_connect_failures_total").await? >= 1.0).then_some(()))
+    })
+    .await?;
+    let (status, body) = app.get(&format!("/api/v1/devices/{refused}")).await?;
+    assert!(
+        status == 404 || body["latest"].is_null(),
+        "no reading without a token: {status} {body}"
+    );
+    // it is still polled; its readings wait in the outbox
+    let polled = format!(r#"bridge_polls_total{{serial="{refused}",result="ok"}}"#);
+    eventually(
+        Duration::from_secs(10),
+        "the refused device polled",
+        || async { Ok((bridge.metric(&polled).await? >= 2.0).then_some(())) },
+    )
+    .await?;
+    let report = bridge.interrupt().await?;
+    assert!(
+        report["outbox_readings"].as_u64() > Some(0),
+        "the refused device's readings stay for later: {report}"
+    );
     Ok(())
 }
