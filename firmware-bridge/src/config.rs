@@ -289,7 +289,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
+    /// `message` starts with the line number.
+    #[error("{path}:{message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{path}:{line}: {key}: {reason}")]
     Invalid {
@@ -298,7 +299,7 @@ pub enum ConfigError {
         key: String,
         reason: String,
     },
-    #[error("register map: {0}")]
+    #[error(transparent)]
     Map(#[from] MapError),
     #[error("catalog {path}: {message}")]
     Catalog { path: PathBuf, message: String },
@@ -353,7 +354,10 @@ impl BridgeConfig {
     pub fn parse(text: &str, path: &Path, embedded_catalog: &str) -> Result<Self, ConfigError> {
         let file: BridgeFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            message: match e.span() {
+                Some(span) => format!("{}: {}", line_of(text, span.start), e.message()),
+                None => format!(" {}", e.message()),
+            },
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let invalid = |offset: usize, key: &str, reason: String| ConfigError::Invalid {
@@ -638,7 +642,7 @@ mod tests {
             .expect_err("unknown key")
             .to_string();
         assert!(
-            e.contains("bridge.toml") && e.contains("line 3") && e.contains("keepalive"),
+            e.contains("bridge.toml:3: unknown field `keepalive`"),
             "{e}"
         );
         let e = parse(

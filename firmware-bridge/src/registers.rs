@@ -268,7 +268,8 @@ pub enum MapError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
+    /// `message` starts with the line number.
+    #[error("{path}:{message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{path}:{line}: {reason}")]
     Invalid {
@@ -334,7 +335,10 @@ impl RegisterMap {
     pub fn parse(text: &str, path: &Path, catalog: &Catalog) -> Result<Self, MapError> {
         let file: MapFile = toml::from_str(text).map_err(|e| MapError::Syntax {
             path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            message: match e.span() {
+                Some(span) => format!("{}: {}", line_of(text, span.start), e.message()),
+                None => format!(" {}", e.message()),
+            },
         })?;
         let invalid = |span: std::ops::Range<usize>, reason: String| MapError::Invalid {
             path: path.to_owned(),
@@ -1005,7 +1009,7 @@ bit = 15
         let e = err(
             "model = \"OC-5A\"\n[[field]]\nname = \"a\"\nfunction = \"holding\"\naddress = 0\ntype = \"u24\"\n",
         );
-        assert!(e.contains("OC-5A.toml") && e.contains("line 6"), "{e}");
+        assert!(e.starts_with("OC-5A.toml:6: unknown variant `u24`"), "{e}");
         let e = err(
             "model = \"OC-5A\"\n[[field]]\nname = \"Bad-Name\"\nfunction = \"holding\"\naddress = 0\ntype = \"u16\"\n",
         );
