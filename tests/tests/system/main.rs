@@ -3,6 +3,7 @@
 //! external mode, and assertions through the HTTP API only.
 
 mod cli;
+mod crash;
 mod demo;
 mod e2e;
 mod restart;
