@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -26,6 +27,9 @@ pub struct PersistentMosquitto {
 impl PersistentMosquitto {
     pub async fn start(port: u16) -> anyhow::Result<PersistentMosquitto> {
         let dir = tempfile::tempdir()?;
+        // Mosquitto started as root drops to its own user before writing the
+        // persistence file: that user must be able to write here.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let mut broker = PersistentMosquitto {
             child: None,
@@ -190,4 +194,37 @@ pub fn assert_exactly_once(
         serials.len() as u64 * per_device
     );
     Ok(())
+}
+
+/// Publishes `payloads` in order at QoS 1 over one rumqttc connection with client id
+/// `client_id` (on the built-in endpoint, the serial) and returns once every PUBACK
+/// arrived: on the built-in endpoint, once every message is committed.
+pub async fn publish_acked(
+    addr: SocketAddr,
+    client_id: &str,
+    topic: &str,
+    payloads: &[String],
+) -> anyhow::Result<()> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut opts = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    opts.set_keep_alive(Duration::from_secs(10));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(opts, payloads.len().max(1));
+    for p in payloads {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, p.clone())
+            .await?;
+    }
+    let mut acked = 0;
+    let result = tokio::time::timeout(Duration::from_secs(30), async {
+        while acked < payloads.len() {
+            if let Event::Incoming(Packet::PubAck(_)) = events.poll().await? {
+                acked += 1;
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    let _ = client.disconnect().await;
+    result.map_err(|_| anyhow::anyhow!("only {acked} of {} PUBACKs within 30 s", payloads.len()))?
 }
