@@ -274,6 +274,22 @@ impl Pipeline {
     /// Runs until the pipeline is closed and everything it accepted is committed and
     /// acked.
     pub async fn run(mut self) {
+        // The committer commits batch N (and runs its acks) while this task gathers
+        // batch N + 1: decoding, socket reads and the next batch's linger overlap the
+        // commit instead of waiting for it. Batches are committed and acked in the order
+        // they were cut, so acks stay in arrival order. At most three batches are held:
+        // one committing, one waiting for the committer, one being gathered.
+        let (to_commit, mut committing) = mpsc::channel::<PendingBatch>(1);
+        let committer = Committer {
+            store: self.store.clone(),
+            retry: self.retry.clone(),
+            stats: self.stats.clone(),
+        };
+        let committer = tokio::spawn(async move {
+            while let Some(pending) = committing.recv().await {
+                committer.commit(pending).await;
+            }
+        });
         let mut closing = false;
         loop {
             let first = tokio::select! {
@@ -302,7 +318,16 @@ impl Pipeline {
                     () = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            self.commit(pending).await;
+            if to_commit.send(pending).await.is_err() {
+                error!(
+                    "the ingest committer stopped; the batch is not acked and will be redelivered"
+                );
+                break;
+            }
+        }
+        drop(to_commit);
+        if let Err(err) = committer.await {
+            error!(error = %err, "the ingest committer failed; unacked messages will be redelivered");
         }
         debug!("ingest pipeline drained");
         self.done.send_replace(true);
@@ -319,7 +344,16 @@ impl Pipeline {
         self.stats.message_received();
         pending.push(item);
     }
+}
 
+/// Commits cut batches one at a time, in order, on its own task.
+struct Committer {
+    store: Arc<dyn Store>,
+    retry: RetryPolicy,
+    stats: IngestStats,
+}
+
+impl Committer {
     /// Commits the batch (retrying until it is stored), then runs its acks in arrival
     /// order.
     async fn commit(&self, pending: PendingBatch) {

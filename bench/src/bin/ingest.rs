@@ -363,7 +363,7 @@ async fn external(args: &Args, bin: &Path) -> anyhow::Result<ModeResult> {
     if args.broker_connections > 1 {
         env.push(("FLEETPULSE_BROKER__CONNECTIONS", conns.as_str()));
     }
-    let mut app =
+    let app =
         Fleetpulse::spawn_with_env(bin, data.path(), &["serve", "--mqtt-url", &url], &env).await?;
     let http = reqwest::Client::new();
     let health = format!("{}/health", app.api);
