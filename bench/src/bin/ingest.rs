@@ -554,7 +554,7 @@ impl Broker {
             &conf,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\n"
+                 max_queued_messages 0\nmax_inflight_messages 1000\nlog_dest stderr\nlog_type error\n"
             ),
         )?;
         let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
