@@ -363,12 +363,13 @@ impl Committer {
             entries,
             bytes,
         } = pending;
+        let batch = Arc::new(batch);
         if !batch.is_empty() {
             let mut backoff = self.retry.initial_backoff;
             let started = Instant::now();
             loop {
-                // The store takes the batch by value; the clone is what a retry needs.
-                match self.store.commit_batch(batch.clone()).await {
+                // Shared, not moved: a retry needs the batch again.
+                match self.store.commit_shared(batch.clone()).await {
                     Ok(report) => {
                         self.stats.batch_committed(
                             entries,

@@ -201,11 +201,15 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn commit_batch(&self, batch: IngestBatch) -> Result<CommitReport, StoreError> {
+        self.commit_shared(Arc::new(batch)).await
+    }
+
+    async fn commit_shared(&self, batch: Arc<IngestBatch>) -> Result<CommitReport, StoreError> {
         if batch.is_empty() {
             return Ok(CommitReport::default());
         }
         self.write(move |conn, opts, readings| {
-            let report = write::commit_batch(conn, opts, batch, Utc::now())?;
+            let report = write::commit_batch(conn, opts, &batch, Utc::now())?;
             readings.fetch_add(report.stored as u64, Ordering::Relaxed);
             Ok(report)
         })
