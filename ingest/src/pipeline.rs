@@ -67,7 +67,9 @@ impl Inbound {
 #[serde(deny_unknown_fields)]
 pub struct BatchPolicy {
     /// Commit once the batch holds this many entries (readings, dead letters and status
-    /// updates together). Default 2 000. One message is never split, so a batch can
+    /// updates together). Default 8 000: with thousands of devices each batch rewrites
+    /// the pages of their latest state and rollups, so fewer, larger batches write far
+    /// less (see `docs/benchmarks.md`). One message is never split, so a batch can
     /// exceed this by less than one backlog.
     #[serde(default = "default_max_readings")]
     pub max_readings: usize,
@@ -85,7 +87,7 @@ pub struct BatchPolicy {
 }
 
 const fn default_max_readings() -> usize {
-    2_000
+    8_000
 }
 const fn default_max_bytes() -> usize {
     4 * 1024 * 1024
@@ -153,7 +155,7 @@ pub struct PipelineConfig {
     #[serde(default)]
     pub retry: RetryPolicy,
     /// Messages the queue between sources and pipeline holds before `submit` waits.
-    /// Default 1 024.
+    /// Default 4 096 (enough to gather the next batch while one commits).
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
     /// What a message must satisfy to be stored (telemetry contract v1); both sources
@@ -163,7 +165,7 @@ pub struct PipelineConfig {
 }
 
 const fn default_queue_capacity() -> usize {
-    1_024
+    4_096
 }
 
 impl Default for PipelineConfig {
@@ -725,12 +727,12 @@ mod tests {
         let p = BatchPolicy::default();
         assert_eq!(
             (p.max_readings, p.max_bytes, p.linger),
-            (2_000, 4 << 20, Duration::from_millis(20))
+            (8_000, 4 << 20, Duration::from_millis(20))
         );
         let c: PipelineConfig =
             serde_json::from_str(r#"{"batch":{"linger_ms":5}}"#).expect("valid");
         assert_eq!(c.batch.linger, Duration::from_millis(5));
-        assert_eq!(c.batch.max_readings, 2_000);
+        assert_eq!(c.batch.max_readings, 8_000);
         assert!(serde_json::from_str::<PipelineConfig>(r#"{"batch":{"linger":5}}"#).is_err());
         assert_eq!(
             PipelineConfig::default(),
