@@ -101,6 +101,9 @@ pub struct SwarmCounters {
     pub reconnects: AtomicU64,
     /// PUBACKs for a packet id not in flight (would be a server bug).
     pub unexpected_acks: AtomicU64,
+    /// PUBACKs that overtook the PUBACK of an older reading of the same connection
+    /// (acks must come in arrival order).
+    pub out_of_order_acks: AtomicU64,
     /// Devices with every reading acknowledged.
     pub finished: AtomicU64,
 }
@@ -114,6 +117,7 @@ pub struct SwarmSnapshot {
     pub acked: u64,
     pub reconnects: u64,
     pub unexpected_acks: u64,
+    pub out_of_order_acks: u64,
     pub finished: u64,
 }
 
@@ -126,6 +130,7 @@ impl SwarmCounters {
             acked: self.acked.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
             unexpected_acks: self.unexpected_acks.load(Ordering::Relaxed),
+            out_of_order_acks: self.out_of_order_acks.load(Ordering::Relaxed),
             finished: self.finished.load(Ordering::Relaxed),
         }
     }
@@ -462,8 +467,14 @@ impl Device {
         latencies: &mut Vec<u32>,
     ) {
         if let Packet::PubAck(ack) = packet {
+            let oldest = inflight.values().map(|f| f.seq).min();
             match inflight.remove(&ack.pkid) {
                 Some(f) => {
+                    if Some(f.seq) != oldest {
+                        self.counters
+                            .out_of_order_acks
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     let us = u32::try_from(f.first_sent.elapsed().as_micros()).unwrap_or(u32::MAX);
                     latencies.push(us);
                     self.counters.acked.fetch_add(1, Ordering::Relaxed);

@@ -298,11 +298,12 @@ impl ModeResult {
             )),
         );
         println!(
-            "  publish→PUBACK p50 {:.1} ms, p99 {:.1} ms; resent {}, reconnects {}",
+            "  publish→PUBACK p50 {:.1} ms, p99 {:.1} ms; resent {}, reconnects {}, PUBACKs out of order {}",
             ms(self.swarm.latency_quantile(0.5)),
             ms(self.swarm.latency_quantile(0.99)),
             self.swarm.counters.resent,
             self.swarm.counters.reconnects,
+            self.swarm.counters.out_of_order_acks,
         );
         println!(
             "  fleetpulse peak RSS (VmHWM) {:.1} MiB, CPU {:.2} s per 100 000 readings ({:.1} s total)",

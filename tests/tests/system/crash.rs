@@ -3,6 +3,11 @@
 //! same data directory; afterwards the store holds every published reading exactly once.
 //! Once directly against the built-in endpoint, once through a real Mosquitto.
 //!
+//! This is also guarantee 1 shown end to end: a device forgets a reading once it has its
+//! PUBACK (it never resends it), so a reading acked before it was durable would be
+//! missing after the kills; and on the built-in endpoint every connection's PUBACKs must
+//! arrive in the order of its PUBLISHes.
+//!
 //! The seed is printed; `FLEETPULSE_TEST_SEED=N` replays a run's kill points.
 
 use std::sync::atomic::Ordering;
@@ -85,6 +90,10 @@ async fn builtin_endpoint_survives_repeated_sigkill_under_1000_connections() -> 
     assert_eq!(
         report.counters.unexpected_acks, 0,
         "no PUBACK for an unknown id"
+    );
+    assert_eq!(
+        report.counters.out_of_order_acks, 0,
+        "PUBACKs in arrival order"
     );
     assert!(
         report.counters.resent > 0,
