@@ -285,6 +285,16 @@ pub trait Store: Send + Sync + 'static {
     /// Readings of unknown serials follow the store's [`UnknownDevicePolicy`].
     async fn commit_batch(&self, batch: IngestBatch) -> Result<CommitReport, StoreError>;
 
+    /// [`commit_batch`](Self::commit_batch) for a caller that keeps the batch to retry
+    /// it: the store reads the batch instead of taking it, so a retry does not need a
+    /// copy of every reading. The default copies; stores override it to avoid that.
+    async fn commit_shared(
+        &self,
+        batch: std::sync::Arc<IngestBatch>,
+    ) -> Result<CommitReport, StoreError> {
+        self.commit_batch(IngestBatch::clone(&batch)).await
+    }
+
     /// Registers a device. `Conflict` if the serial exists (unless it is `unassigned`:
     /// then the registration completes it), `Invalid` if the model is not in the catalog.
     async fn register_device(&self, device: NewDevice) -> Result<Device, StoreError>;

@@ -72,7 +72,9 @@ impl Inbound {
 #[serde(deny_unknown_fields)]
 pub struct BatchPolicy {
     /// Commit once the batch holds this many entries (readings, dead letters and status
-    /// updates together). Default 2 000. One message is never split, so a batch can
+    /// updates together). Default 8 000: with thousands of devices each batch rewrites
+    /// the pages of their latest state and rollups, so fewer, larger batches write far
+    /// less (see `docs/benchmarks.md`). One message is never split, so a batch can
     /// exceed this by less than one backlog.
     #[serde(default = "default_max_readings")]
     pub max_readings: usize,
@@ -90,7 +92,7 @@ pub struct BatchPolicy {
 }
 
 const fn default_max_readings() -> usize {
-    2_000
+    8_000
 }
 const fn default_max_bytes() -> usize {
     4 * 1024 * 1024
@@ -158,7 +160,7 @@ pub struct PipelineConfig {
     #[serde(default)]
     pub retry: RetryPolicy,
     /// Messages the queue between sources and pipeline holds before `submit` waits.
-    /// Default 1 024.
+    /// Default 4 096 (enough to gather the next batch while one commits).
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
     /// What a message must satisfy to be stored (telemetry contract v1); both sources
@@ -168,7 +170,7 @@ pub struct PipelineConfig {
 }
 
 const fn default_queue_capacity() -> usize {
-    1_024
+    4_096
 }
 
 impl Default for PipelineConfig {
@@ -289,6 +291,23 @@ impl Pipeline {
     /// Runs until the pipeline is closed and everything it accepted is committed and
     /// acked.
     pub async fn run(mut self) {
+        // The committer commits batch N (and runs its acks) while this task gathers
+        // batch N + 1: decoding, socket reads and the next batch's linger overlap the
+        // commit instead of waiting for it. Batches are committed and acked in the order
+        // they were cut, so acks stay in arrival order. At most three batches are held:
+        // one committing, one waiting for the committer, one being gathered.
+        let (to_commit, mut committing) = mpsc::channel::<PendingBatch>(1);
+        let committer = Committer {
+            store: self.store.clone(),
+            retry: self.retry.clone(),
+            stats: self.stats.clone(),
+            spool: self.spool.clone(),
+        };
+        let committer = tokio::spawn(async move {
+            while let Some(pending) = committing.recv().await {
+                committer.commit(pending).await;
+            }
+        });
         let mut closing = false;
         loop {
             let first = tokio::select! {
@@ -317,7 +336,16 @@ impl Pipeline {
                     () = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            self.commit(pending).await;
+            if to_commit.send(pending).await.is_err() {
+                error!(
+                    "the ingest committer stopped; the batch is not acked and will be redelivered"
+                );
+                break;
+            }
+        }
+        drop(to_commit);
+        if let Err(err) = committer.await {
+            error!(error = %err, "the ingest committer failed; unacked messages will be redelivered");
         }
         debug!("ingest pipeline drained");
         self.done.send_replace(true);
@@ -334,7 +362,17 @@ impl Pipeline {
         self.stats.message_received();
         pending.push(item);
     }
+}
 
+/// Commits cut batches one at a time, in order, on its own task.
+struct Committer {
+    store: Arc<dyn Store>,
+    retry: RetryPolicy,
+    stats: IngestStats,
+    spool: Option<SpoolGate>,
+}
+
+impl Committer {
     /// Commits the batch (retrying until it is stored), then runs its acks in arrival
     /// order.
     async fn commit(&self, pending: PendingBatch) {
@@ -344,6 +382,7 @@ impl Pipeline {
             entries,
             bytes,
         } = pending;
+        let batch = Arc::new(batch);
         if !batch.is_empty() {
             if let Some(gate) = &self.spool {
                 gate.room().await;
@@ -351,8 +390,8 @@ impl Pipeline {
             let mut backoff = self.retry.initial_backoff;
             let started = Instant::now();
             loop {
-                // The store takes the batch by value; the clone is what a retry needs.
-                match self.store.commit_batch(batch.clone()).await {
+                // Shared, not moved: a retry needs the batch again.
+                match self.store.commit_shared(batch.clone()).await {
                     Ok(report) => {
                         if let Some(gate) = &self.spool {
                             gate.added(report.spooled_bytes);
@@ -711,12 +750,12 @@ mod tests {
         let p = BatchPolicy::default();
         assert_eq!(
             (p.max_readings, p.max_bytes, p.linger),
-            (2_000, 4 << 20, Duration::from_millis(20))
+            (8_000, 4 << 20, Duration::from_millis(20))
         );
         let c: PipelineConfig =
             serde_json::from_str(r#"{"batch":{"linger_ms":5}}"#).expect("valid");
         assert_eq!(c.batch.linger, Duration::from_millis(5));
-        assert_eq!(c.batch.max_readings, 2_000);
+        assert_eq!(c.batch.max_readings, 8_000);
         assert!(serde_json::from_str::<PipelineConfig>(r#"{"batch":{"linger":5}}"#).is_err());
         assert_eq!(
             PipelineConfig::default(),

@@ -15,6 +15,8 @@
 //!   reading until its PUBACK and resending after reconnects; [`FirmwarePublisher`] is
 //!   one such link usable alone.
 //! - [`run`]: thousands of links in one process, a central ticker stepping the fleet.
+//! - [`Swarm`]: thousands of lean publishers of synthetic readings, for load and crash
+//!   tests and the ingest benchmark.
 //!
 //! # Time
 //! Device timestamps are the wall clock; the speed factor (simulated seconds per wall
@@ -37,6 +39,7 @@ pub mod fleet;
 pub mod outbox;
 pub mod publisher;
 pub mod runner;
+pub mod swarm;
 pub mod truth;
 
 pub use device::DeviceInfo;
@@ -47,4 +50,5 @@ pub use fleet::{Fleet, FleetConfig, FleetError, Message};
 pub use outbox::OutboxFull;
 pub use publisher::{FirmwarePublisher, LinkError};
 pub use runner::{SimConfig, SimError, SimReport, run, run_with};
+pub use swarm::{Swarm, SwarmConfig, SwarmError, SwarmReport, SwarmSnapshot};
 pub use truth::{PrecursorStart, TruthEvent};

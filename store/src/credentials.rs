@@ -45,7 +45,7 @@ impl DeviceCredentials for SqliteStore {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let serial = serial.clone();
-        self.write(move |conn, _| {
+        self.write(move |conn, _, _| {
             conn.execute(
                 "INSERT INTO device_credentials (serial, token_sha256, issued_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (serial) DO UPDATE SET token_sha256 = excluded.token_sha256, \
@@ -60,7 +60,7 @@ impl DeviceCredentials for SqliteStore {
 
     async fn revoke_token(&self, serial: &Serial) -> Result<bool, StoreError> {
         let serial = serial.clone();
-        self.write(move |conn, _| {
+        self.write(move |conn, _, _| {
             let deleted = conn
                 .execute(
                     "DELETE FROM device_credentials WHERE serial = ?1",

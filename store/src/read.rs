@@ -417,7 +417,8 @@ pub(crate) fn dead_letters(
     Ok(Page { items, next })
 }
 
-pub(crate) fn stats(conn: &Connection) -> Result<StoreStats, StoreError> {
+/// Table counts; `readings` is the writer's running count (see `Inner::readings`).
+pub(crate) fn stats(conn: &Connection, readings: u64) -> Result<StoreStats, StoreError> {
     let count = |sql: &str| -> Result<u64, StoreError> {
         conn.query_row(sql, [], |r| r.get::<_, i64>(0))
             .optional()
@@ -426,7 +427,7 @@ pub(crate) fn stats(conn: &Connection) -> Result<StoreStats, StoreError> {
     };
     Ok(StoreStats {
         devices: count("SELECT COUNT(*) FROM devices")?,
-        readings: count("SELECT COUNT(*) FROM readings")?,
+        readings,
         dead_letters: count("SELECT COUNT(*) FROM dead_letters")?,
         open_alarm_episodes: count("SELECT COUNT(*) FROM alarm_episodes WHERE ended_at IS NULL")?,
         active_orders: count(

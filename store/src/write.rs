@@ -31,27 +31,27 @@ struct DeviceRow {
 pub(crate) fn commit_batch(
     conn: &mut Connection,
     opts: &StoreOptions,
-    batch: IngestBatch,
+    batch: &IngestBatch,
     now: DateTime<Utc>,
 ) -> Result<CommitReport, StoreError> {
     let tx = conn.transaction().map_err(sql_err)?;
     let mut report = CommitReport::default();
-    let mut dead = batch.dead_letters;
+    let mut dead = batch.dead_letters.clone();
     let mut spool = opts.sink_spool.then(SpoolBuffer::default);
 
     for status in &batch.statuses {
         apply_status(&tx, opts, status, now, &mut report, &mut dead)?;
     }
 
-    let mut by_device: BTreeMap<Serial, Vec<Reading>> = BTreeMap::new();
-    for r in batch.readings {
-        by_device.entry(r.serial.clone()).or_default().push(r);
+    let mut by_device: BTreeMap<&Serial, Vec<&Reading>> = BTreeMap::new();
+    for r in &batch.readings {
+        by_device.entry(&r.serial).or_default().push(r);
     }
     for (serial, mut readings) in by_device {
         readings.sort_by_key(|r| r.seq);
         let model_hint = readings.iter().find_map(|r| r.model.clone());
         let Some(device) =
-            ensure_device(&tx, opts, &serial, model_hint.as_deref(), now, &mut report)?
+            ensure_device(&tx, opts, serial, model_hint.as_deref(), now, &mut report)?
         else {
             refuse(
                 &mut dead,
@@ -73,7 +73,7 @@ pub(crate) fn commit_batch(
         apply_readings(
             &tx,
             opts,
-            &serial,
+            serial,
             &device,
             readings,
             now,
@@ -98,7 +98,7 @@ pub(crate) fn commit_batch(
 
 fn refuse(
     dead: &mut Vec<NewDeadLetter>,
-    readings: Vec<Reading>,
+    readings: Vec<&Reading>,
     reason: RejectReason,
     detail: &str,
 ) -> Result<(), StoreError> {
@@ -255,7 +255,7 @@ fn apply_readings(
     opts: &StoreOptions,
     serial: &Serial,
     device: &DeviceRow,
-    readings: Vec<Reading>,
+    readings: Vec<&Reading>,
     now: DateTime<Utc>,
     report: &mut CommitReport,
     mut spool: Option<&mut SpoolBuffer>,
@@ -279,7 +279,7 @@ fn apply_readings(
             "INSERT OR IGNORE INTO readings (serial, seq, ts, received_at, vals, alarms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .map_err(sql_err)?;
-    for r in &readings {
+    for &r in &readings {
         let seq = i64::try_from(r.seq)
             .map_err(|_| StoreError::Invalid(format!("seq {} is too large", r.seq)))?;
         let vals = serde_json::to_string(&r.values).map_err(json_err)?;

@@ -472,6 +472,11 @@ async fn data_survives_reopening_and_a_newer_schema_is_refused() {
     }
     let store = open(&path, UnknownDevicePolicy::AutoRegister).await;
     assert_eq!(seqs(&store, "OC9").await, [1]);
+    assert_eq!(
+        store.stats().await.expect("stats").readings,
+        1,
+        "the running count starts from what the file holds"
+    );
     drop(store);
     let side = rusqlite::Connection::open(&path).expect("connection");
     side.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
@@ -548,6 +553,11 @@ async fn retention_deletes_old_raw_readings_only() {
         1
     );
     assert_eq!(seqs(&store, "R1").await, [2]);
+    assert_eq!(
+        store.stats().await.expect("stats").readings,
+        1,
+        "the running count follows retention"
+    );
     let roll = store
         .rollups(
             &sn("R1"),

@@ -4,6 +4,8 @@
 //! The binary is found next to the test executable's `deps/` folder (the test script
 //! builds it first with `cargo build -p fleetpulse`), or at `$FLEETPULSE_BIN`.
 
+pub mod load;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

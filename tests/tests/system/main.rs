@@ -1,11 +1,15 @@
 //! System tests: the real `fleetpulse` binary on free ports, real MQTT clients
 //! (`mosquitto_pub`, rumqttc, firmware-like publishers), a real Mosquitto broker for
-//! external mode, and assertions through the HTTP API only.
+//! external mode, and assertions through the HTTP API (the exactly-once checks over
+//! 100 000 readings read the SQLite file once the process has stopped).
 
 mod bridge;
 mod cli;
+mod crash;
+mod delivery;
 mod demo;
 mod e2e;
+mod outage;
 mod restart;
 mod security;
 mod sink;
