@@ -89,6 +89,9 @@ string_enum!(
     ConnectionState {
         Online => "online",
         Offline => "offline",
+        /// Connected through a gateway (the firmware bridge) that cannot reach the device
+        /// itself: timeouts, Modbus exception codes or garbage.
+        Unreachable => "unreachable",
         Unknown => "unknown",
     }
 );

@@ -595,7 +595,9 @@ pub struct StatusUpdate {
 }
 
 /// Parses a status payload: `online` / `offline` as bare text, or
-/// `{"state": "online", "fw": "…", "model": "…"}`.
+/// `{"state": "online", "fw": "…", "model": "…"}`. A gateway (the firmware bridge)
+/// reports a device it cannot reach as `{"state": "unreachable", "reason": "…"}`; other
+/// keys are ignored.
 pub fn parse_status(
     topic_serial: &Serial,
     payload: &[u8],
@@ -610,9 +612,10 @@ pub fn parse_status(
     let state_of = |s: &str| match s.trim() {
         "online" => Ok(ConnectionState::Online),
         "offline" => Ok(ConnectionState::Offline),
+        "unreachable" => Ok(ConnectionState::Unreachable),
         other => Err(Rejection::new(
             RejectReason::OutOfRange,
-            format!("status {other:?} is neither \"online\" nor \"offline\""),
+            format!("status {other:?} is not \"online\", \"offline\" or \"unreachable\""),
         )),
     };
     if !text.trim_start().starts_with('{') {
@@ -847,5 +850,12 @@ mod tests {
             (ConnectionState::Online, Some("1.0"))
         );
         assert!(parse_status(&sn(), b"sleepy", now()).is_err());
+        let s = parse_status(
+            &sn(),
+            br#"{"state":"unreachable","kind":"transport","reason":"no answer within 1000 ms"}"#,
+            now(),
+        )
+        .expect("a gateway's report");
+        assert_eq!(s.state, ConnectionState::Unreachable);
     }
 }

@@ -32,7 +32,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let cfg = load(&args.common)?;
             let stop = shutdown_on_signal();
-            serve(cfg, stop, None).await
+            serve(cfg, stop, None, 0).await
         }
         Command::Demo(args) => {
             let cfg = load(&args.common)?;
@@ -45,8 +45,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "demo's simulated devices speak plain MQTT with no per-device token: run it without [mqtt.tls] and with mqtt.auth = \"none\" or \"shared_password\""
             );
             let stop = shutdown_on_signal();
-            serve(cfg, stop, Some(args.fleet)).await
+            serve(cfg, stop, Some(args.fleet), args.modbus_devices).await
         }
+        Command::Bridge(args) => crate::bridge::run_bridge(args).await,
+        Command::SimulateModbus(args) => crate::bridge::simulate_modbus(args).await,
         Command::Simulate(args) => {
             init_logging("info", LogFormat::Text);
             let catalog = match &args.catalog {
@@ -136,7 +138,7 @@ fn load(common: &CommonArgs) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-fn init_logging(filter: &str, format: LogFormat) {
+pub(crate) fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
     // Colour codes only on a terminal: a file or a log shipper gets plain text.
@@ -155,7 +157,7 @@ fn init_logging(filter: &str, format: LogFormat) {
 }
 
 /// A token cancelled on Ctrl-C (SIGINT) or SIGTERM.
-fn shutdown_on_signal() -> CancellationToken {
+pub(crate) fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
@@ -190,7 +192,7 @@ async fn wait_for_signal() {
 }
 
 /// Prints a line scripts and tests wait for, and flushes it.
-fn announce(line: &str) {
+pub(crate) fn announce(line: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "fleetpulse: {line}");
@@ -203,6 +205,7 @@ async fn serve(
     cfg: Config,
     stop: CancellationToken,
     fleet: Option<FleetArgs>,
+    modbus_devices: usize,
 ) -> anyhow::Result<()> {
     let catalog = Arc::new(cfg.load_catalog()?);
     let policy: Arc<Policy> = Arc::new(cfg.load_policy()?);
@@ -265,6 +268,20 @@ async fn serve(
     .await?;
     let retention_task = spawn_retention(store.clone(), cfg.data.retention_days, stop.clone());
 
+    let modbus_task = match (&fleet, device_addr) {
+        (Some(fleet), Some(addr)) if modbus_devices > 0 => Some(
+            crate::bridge::start_demo_bridge(
+                modbus_devices,
+                fleet,
+                format!("mqtt://{addr}"),
+                &cfg,
+                &catalog,
+                stop.clone(),
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     let sim_task = match (fleet, device_addr) {
         (Some(fleet), Some(addr)) => {
             let sim_cfg = sim_config(&fleet, format!("mqtt://{addr}"), cfg.mqtt.password.clone());
@@ -297,6 +314,9 @@ async fn serve(
             Ok(Err(e)) => warn!(error = %e, "simulator ended with an error"),
             Err(e) => warn!(error = %e, "simulator task failed"),
         }
+    }
+    if let Some(task) = modbus_task {
+        join_logged(task, "firmware bridge").await;
     }
     sources_stop.cancel();
     join_logged(source_task, "device source").await;

@@ -1,6 +1,7 @@
-//! Command line: `serve`, `demo`, `simulate`, `check-config`, `device`.
+//! Command line: `serve`, `demo`, `simulate`, `bridge`, `simulate-modbus`, `check-config`,
+//! `device`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -29,6 +30,12 @@ pub enum Command {
     /// Load and validate the configuration, catalog and policy; print the effective
     /// configuration (secrets redacted) and exit.
     CheckConfig(CommonArgs),
+    /// Poll Modbus TCP devices by register map and publish them as v1 telemetry over
+    /// MQTT (the firmware bridge; docs/bridge.md).
+    Bridge(BridgeArgs),
+    /// Serve simulated devices as Modbus TCP servers (one port each), optionally writing
+    /// a bridge configuration that polls them.
+    SimulateModbus(SimulateModbusArgs),
     /// Manage devices in the registry.
     #[command(subcommand)]
     Device(DeviceCommand),
@@ -144,6 +151,69 @@ pub struct DemoArgs {
     pub common: CommonArgs,
     #[command(flatten)]
     pub fleet: FleetArgs,
+    /// Also simulate this many Modbus TCP devices (serials MB-…), polled by a firmware
+    /// bridge in the same process that publishes to the built-in endpoint.
+    #[arg(long, default_value_t = 0)]
+    pub modbus_devices: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BridgeArgs {
+    /// Bridge configuration file (TOML): devices, MQTT side, outbox, polling.
+    #[arg(
+        long,
+        short = 'c',
+        env = "FLEETPULSE_BRIDGE_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: PathBuf,
+    /// Publish to this endpoint or broker instead of mqtt.url, e.g. mqtt://127.0.0.1:1884.
+    #[arg(long, value_name = "URL")]
+    pub mqtt_url: Option<String>,
+    /// Password the devices present (user name = serial), instead of mqtt.password.
+    #[arg(long, env = "FLEETPULSE_DEVICE_PASSWORD", hide_env_values = true)]
+    pub device_password: Option<String>,
+    /// Outbox directory (outbox.dir).
+    #[arg(long, value_name = "DIR")]
+    pub outbox: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (metrics_listen); port 0 picks one.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Validate the configuration and register maps, print a summary and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulateModbusArgs {
+    /// Number of simulated Modbus devices.
+    #[arg(long, default_value_t = 10)]
+    pub devices: usize,
+    /// Seed: the same seed gives the same fleet.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Simulated device seconds per wall-clock second.
+    #[arg(long, default_value_t = 3600.0)]
+    pub speed: f64,
+    /// Serial prefix of the simulated devices.
+    #[arg(long, default_value = "MB")]
+    pub serial_prefix: String,
+    /// Address the devices listen on (one free port each).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen: IpAddr,
+    /// Write a bridge configuration polling these devices to FILE (and the built-in
+    /// register maps to registers/ beside it).
+    #[arg(long, value_name = "FILE")]
+    pub bridge_config: Option<PathBuf>,
+    /// mqtt.url of the written bridge configuration.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1884")]
+    pub mqtt_url: String,
+    /// Poll interval of the written bridge configuration.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -193,6 +263,28 @@ mod tests {
             (d.fleet.devices, d.fleet.seed, d.fleet.speed),
             (10, 7, 60.0)
         );
+        let cli = Cli::try_parse_from([
+            "fleetpulse",
+            "bridge",
+            "-c",
+            "bridge.toml",
+            "--metrics",
+            "127.0.0.1:0",
+            "--outbox",
+            "/tmp/o",
+        ])
+        .expect("valid");
+        let Command::Bridge(b) = cli.command else {
+            panic!("bridge expected")
+        };
+        assert_eq!(b.config, PathBuf::from("bridge.toml"));
+        assert!(b.metrics.is_some() && !b.check);
+        let cli =
+            Cli::try_parse_from(["fleetpulse", "demo", "--modbus-devices", "5"]).expect("valid");
+        let Command::Demo(d) = cli.command else {
+            panic!("demo expected")
+        };
+        assert_eq!(d.modbus_devices, 5);
         assert!(
             Cli::try_parse_from([
                 "fleetpulse",

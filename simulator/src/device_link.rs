@@ -25,6 +25,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -159,6 +160,10 @@ pub struct LinkStatus {
 
 struct Shared {
     outbox: Mutex<Outbox>,
+    /// Status to announce instead of the birth (see [`DeviceLink::set_status`]).
+    status_payload: Mutex<Option<Bytes>>,
+    /// The status changed since it was last sent.
+    status_dirty: AtomicBool,
     /// New readings to send.
     wake: Notify,
     status: watch::Sender<LinkStatus>,
@@ -180,6 +185,16 @@ impl Shared {
             s.stats.queued = outbox.len() as u64;
             s.stats.in_flight = outbox.in_flight() as u64;
         });
+    }
+
+    /// The status payload announced after connecting: the one set by
+    /// [`DeviceLink::set_status`], else the birth.
+    fn current_status(&self, identity: &LinkIdentity) -> Bytes {
+        self.status_payload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| birth_payload(identity))
     }
 
     fn set_state(&self, state: LinkState) {
@@ -217,6 +232,8 @@ impl DeviceLink {
         });
         let shared = Arc::new(Shared {
             outbox: Mutex::new(outbox),
+            status_payload: Mutex::new(None),
+            status_dirty: AtomicBool::new(false),
             wake: Notify::new(),
             status,
         });
@@ -252,6 +269,20 @@ impl DeviceLink {
         }
         self.shared.wake.notify_one();
         Ok(())
+    }
+
+    /// Replaces the status announced on the status topic (QoS 1, retained) after each
+    /// connect, and publishes it now if connected (a gateway reporting a device it polls
+    /// as `unreachable`, for instance). Announced once per change, not resent until
+    /// acknowledged: the next connect announces the latest one again.
+    pub fn set_status(&self, payload: Bytes) {
+        *self
+            .shared
+            .status_payload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(payload);
+        self.shared.status_dirty.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
     }
 
     /// Whether the store can take another reading.
@@ -549,11 +580,10 @@ impl<'a> Session<'a> {
 
     async fn run(mut self, stop: &mut watch::Receiver<Option<Instant>>) -> SessionEnd {
         let first: Vec<Packet> = {
+            self.shared.status_dirty.store(false, Ordering::Release);
+            let status = self.shared.current_status(self.identity);
             let mut outbox = self.shared.outbox();
-            let birth = outbox.status_publish(
-                status_topic(&self.identity.serial),
-                birth_payload(self.identity),
-            );
+            let birth = outbox.status_publish(status_topic(&self.identity.serial), status);
             let resends = outbox.resume();
             self.shared.publish_counters(&outbox);
             std::iter::once(birth)
@@ -568,13 +598,25 @@ impl<'a> Session<'a> {
             let draining = *stop.borrow();
             match draining {
                 None => {
+                    let status = self
+                        .shared
+                        .status_dirty
+                        .swap(false, Ordering::AcqRel)
+                        .then(|| self.shared.current_status(self.identity));
                     let batch: Vec<Packet> = {
                         let mut outbox = self.shared.outbox();
+                        let status = status.map(|payload| {
+                            outbox.status_publish(status_topic(&self.identity.serial), payload)
+                        });
                         let batch = outbox.next_publishes();
                         if !batch.is_empty() {
                             self.shared.publish_counters(&outbox);
                         }
-                        batch.into_iter().map(Packet::Publish).collect()
+                        status
+                            .into_iter()
+                            .chain(batch)
+                            .map(Packet::Publish)
+                            .collect()
                     };
                     if let Err(reason) = self.send(&batch).await {
                         return self.broken(reason);

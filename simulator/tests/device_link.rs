@@ -5,8 +5,12 @@ mod common;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::{Mosquitto, Peer};
-use fleetpulse_simulator::{FirmwarePublisher, LinkError, LinkOptions};
+use fleetpulse_domain::Serial;
+use fleetpulse_simulator::{
+    DeviceLink, Endpoint, FirmwarePublisher, LinkError, LinkIdentity, LinkOptions,
+};
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish};
 use rumqttc::{AsyncClient, Event, MqttOptions};
@@ -376,5 +380,48 @@ async fn the_device_logs_in_as_its_serial_and_a_refusal_is_an_error() -> anyhow:
         FirmwarePublisher::connect(&url, "bad/serial", None).await,
         Err(LinkError::Serial(_))
     ));
+    Ok(())
+}
+
+/// A gateway's status for the device it polls: published at once while connected, and
+/// announced instead of the birth after a reconnect.
+#[tokio::test]
+async fn a_status_set_while_connected_is_published_and_replaces_the_birth() -> anyhow::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = Endpoint::parse(&format!("mqtt://{}", listener.local_addr()?))?;
+    let link = DeviceLink::spawn(
+        endpoint,
+        LinkIdentity {
+            serial: Serial::parse("LINK-000009")?,
+            password: None,
+            model: Some("OC-5A".into()),
+            firmware: None,
+        },
+        quick_options(),
+        Duration::ZERO,
+    );
+    let (mut first, _) = accept(&listener, ConnectReturnCode::Success).await?;
+    let birth = next_publish(&mut first).await?;
+    let birth: Value = serde_json::from_slice(&birth.payload)?;
+    assert_eq!(birth, json!({"state": "online", "model": "OC-5A"}));
+
+    let unreachable = Bytes::from_static(br#"{"state":"unreachable","reason":"timeout"}"#);
+    link.set_status(unreachable.clone());
+    let status = next_publish(&mut first).await?;
+    assert!(status.retain && status.topic.ends_with("/status"));
+    assert_eq!(status.payload, unreachable);
+    first
+        .write(Packet::PubAck(PubAck::new(status.pkid)))
+        .await?;
+    drop(first);
+
+    let (mut second, _) = accept(&listener, ConnectReturnCode::Success).await?;
+    let announced = next_publish(&mut second).await?;
+    assert_eq!(
+        announced.payload, unreachable,
+        "the latest status, not the birth"
+    );
+    drop(second);
+    link.shutdown(Duration::ZERO).await;
     Ok(())
 }

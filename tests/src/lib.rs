@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod modbus;
 mod victoria;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
