@@ -22,13 +22,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{Method, Uri};
-use fleetpulse_domain::Catalog;
+use fleetpulse_domain::dispatch::Dispatch;
 use fleetpulse_domain::store::Store;
+use fleetpulse_domain::{Catalog, Policy};
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod routes;
 
+pub use auth::AuthMode;
 pub use error::ApiError;
 
 /// Ingest counters for `/health` and `/metrics`, without a dependency on the ingest crate.
@@ -39,6 +42,9 @@ pub trait IngestStatus: Send + Sync + 'static {
     fn write_prometheus(&self, out: &mut String);
 }
 
+/// Largest request body accepted (bulk imports included); larger ones answer 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -46,6 +52,11 @@ pub struct AppState {
     /// The catalog the service runs with (validated at start).
     pub catalog: Arc<Catalog>,
     pub ingest: Arc<dyn IngestStatus>,
+    /// Order lifecycle, tokens and the audit log.
+    pub dispatch: Arc<dyn Dispatch>,
+    /// Priorities and SLA deadlines of manual orders.
+    pub policy: Arc<Policy>,
+    pub auth: AuthMode,
 }
 
 /// Every route of the API, with JSON answers for unknown routes (404) and methods (405).
@@ -57,6 +68,9 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::orders::router())
         .merge(routes::dead_letters::router())
         .merge(routes::catalog::router())
+        .merge(routes::device_lifecycle::router())
+        .merge(routes::admin::router())
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

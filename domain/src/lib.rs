@@ -14,6 +14,7 @@ pub mod alarm;
 pub mod catalog;
 pub mod credentials;
 pub mod device;
+pub mod dispatch;
 pub mod line_protocol;
 pub mod order;
 pub mod policy;

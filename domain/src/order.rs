@@ -201,8 +201,32 @@ pub struct Order {
     /// How many times a trigger fired for this order (1 on creation).
     pub trigger_count: u32,
     pub last_triggered_at: DateTime<Utc>,
-    /// Incremented on every change (optimistic concurrency).
+    /// Incremented on every change (optimistic concurrency: the `ETag`).
     pub version: u32,
+    /// `rule` (raised by the rules) or `manual` (created through the API).
+    #[serde(default = "rule_origin")]
+    pub origin: String,
+    /// Engineer id once assigned.
+    #[serde(default)]
+    pub engineer: Option<String>,
+    #[serde(default)]
+    pub planned_visit_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it was completed or cancelled.
+    #[serde(default)]
+    pub closed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub cancel_reason: Option<String>,
+    /// What the engineer reported at completion.
+    #[serde(default)]
+    pub outcome: Option<crate::dispatch::CompletionOutcome>,
+}
+
+fn rule_origin() -> String {
+    "rule".to_owned()
 }
 
 #[cfg(test)]

@@ -23,7 +23,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::{Cli, Command, CommonArgs, CredentialArgs, DeviceCommand, FleetArgs};
+use crate::cli::{
+    Cli, Command, CommonArgs, CredentialArgs, DeviceCommand, FleetArgs, StoreArgs, TokenCommand,
+};
 use crate::config::{Config, DurabilitySetting, LogFormat};
 
 /// Runs the command line's command to its end.
@@ -74,6 +76,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Device(DeviceCommand::Credential(args)) => device_credential(&args).await,
+        Command::Token(cmd) => api_token(cmd).await,
         Command::CheckConfig(common) => {
             let cfg = load(&common)?;
             cfg.load_catalog()?;
@@ -87,6 +90,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `fleetpulse token create|list|revoke`: API tokens, straight in the store.
+async fn api_token(cmd: TokenCommand) -> anyhow::Result<()> {
+    use fleetpulse_domain::dispatch::{Actor, Dispatch, Role};
+    let store_args: &StoreArgs = match &cmd {
+        TokenCommand::Create(a) => &a.store,
+        TokenCommand::List(a) => a,
+        TokenCommand::Revoke(a) => &a.store,
+    };
+    let cfg = Config::load(store_args.config.as_deref(), &store_args.overrides())?;
+    init_logging("warn", cfg.log.format);
+    let catalog = Arc::new(cfg.load_catalog()?);
+    let store = open_store(&cfg, catalog, Arc::new(cfg.load_policy()?)).await?;
+    let actor = Actor("cli".into());
+    match cmd {
+        TokenCommand::Create(a) => {
+            let role: Role = a.role.parse().map_err(|e| anyhow::anyhow!("--role: {e}"))?;
+            let (secret, digest) =
+                fleetpulse_api::auth::new_token().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let t = store.create_api_token(&a.name, role, digest, actor).await?;
+            eprintln!(
+                "fleetpulse: token {} ({}, role {}) created. It is shown only now; send it as \
+                 `Authorization: Bearer <token>`:",
+                t.id, t.name, t.role
+            );
+            println!("{secret}");
+        }
+        TokenCommand::List(_) => {
+            for t in store.list_api_tokens().await? {
+                println!("{}", serde_json::to_string(&t)?);
+            }
+        }
+        TokenCommand::Revoke(a) => {
+            let t = store.revoke_api_token(a.id, actor).await?;
+            eprintln!("fleetpulse: token {} ({}) is revoked", t.id, t.name);
+        }
+    }
+    Ok(())
 }
 
 /// `fleetpulse device credential SERIAL [--revoke]`: issue (or rotate) a device's token
@@ -206,7 +248,9 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let catalog = Arc::new(cfg.load_catalog()?);
     let policy: Arc<Policy> = Arc::new(cfg.load_policy()?);
-    let sqlite = open_store(&cfg, catalog.clone(), policy).await?;
+    let auth = cfg.http.auth_mode(fleet.is_some())?;
+    let sqlite = open_store(&cfg, catalog.clone(), policy.clone()).await?;
+    let dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch> = sqlite.clone();
     let credentials: Arc<dyn DeviceCredentials> = sqlite.clone();
     let store: Arc<dyn Store> = sqlite;
     let marked = store.mark_all_offline(Utc::now()).await?;
@@ -254,7 +298,12 @@ async fn serve(
     let api_stop = CancellationToken::new();
     let api_task = start_api(
         &cfg,
-        store.clone(),
+        ApiParts {
+            store: store.clone(),
+            dispatch,
+            policy,
+            auth,
+        },
         catalog.clone(),
         PipelineStatus {
             ingest: stats,
@@ -394,9 +443,17 @@ impl IngestStatus for PipelineStatus {
     }
 }
 
+/// What the API serves from, besides the catalog and the ingest counters.
+struct ApiParts {
+    store: Arc<dyn Store>,
+    dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch>,
+    policy: Arc<Policy>,
+    auth: fleetpulse_api::AuthMode,
+}
+
 async fn start_api(
     cfg: &Config,
-    store: Arc<dyn Store>,
+    parts: ApiParts,
     catalog: Arc<Catalog>,
     status: PipelineStatus,
     stop: CancellationToken,
@@ -409,9 +466,12 @@ async fn start_api(
     })?;
     let addr = listener.local_addr()?;
     let router = fleetpulse_api::router(AppState {
-        store,
+        store: parts.store,
         catalog,
         ingest: Arc::new(status),
+        dispatch: parts.dispatch,
+        policy: parts.policy,
+        auth: parts.auth,
     });
     let task = tokio::spawn(async move {
         if let Err(e) = fleetpulse_api::serve(listener, router, stop.cancelled_owned()).await {

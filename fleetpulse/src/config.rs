@@ -71,12 +71,49 @@ pub struct HttpConfig {
     /// Address the API listens on (`--http`). Port 0 picks a free port; the chosen
     /// address is printed when the API is ready.
     pub listen: SocketAddr,
+    /// `required`: every API route except `/health` and `/metrics` needs an API token
+    /// (`fleetpulse token create --role …`). `disabled`: no tokens, every caller may do
+    /// everything; accepted only on a loopback `listen`. Unset: `required`, except for
+    /// `demo`, where it is `disabled`.
+    pub auth: Option<HttpAuth>,
+}
+
+/// See [`HttpConfig::auth`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpAuth {
+    Required,
+    Disabled,
+}
+
+impl HttpConfig {
+    /// The authentication mode in effect; `demo_default` when `auth` is unset.
+    pub fn auth_mode(&self, demo: bool) -> anyhow::Result<fleetpulse_api::AuthMode> {
+        let auth = self.auth.unwrap_or(if demo {
+            HttpAuth::Disabled
+        } else {
+            HttpAuth::Required
+        });
+        match auth {
+            HttpAuth::Required => Ok(fleetpulse_api::AuthMode::Required),
+            HttpAuth::Disabled => {
+                anyhow::ensure!(
+                    self.listen.ip().is_loopback(),
+                    "http.auth = \"disabled\" is accepted only on a loopback address, not {}: \
+                     create API tokens (`fleetpulse token create --role admin`) instead",
+                    self.listen
+                );
+                Ok(fleetpulse_api::AuthMode::Disabled)
+            }
+        }
+    }
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            auth: None,
         }
     }
 }

@@ -20,8 +20,11 @@
 //!   connections that WAL lets run beside the writer. All SQLite work runs on tokio's
 //!   blocking pool, never on the async workers.
 
+mod audit;
 mod convert;
 mod credentials;
+mod dispatch;
+mod orders;
 mod read;
 mod schema;
 mod spool;

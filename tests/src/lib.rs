@@ -17,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 pub use victoria::{Series, VictoriaMetrics};
 
+pub mod dispatch;
 pub mod tls;
 
 /// Path of the `fleetpulse` binary under test.
@@ -58,6 +59,9 @@ pub struct App {
     pub data_dir: PathBuf,
     args: Vec<String>,
     http: reqwest::Client,
+    /// An `admin` API token (made with `fleetpulse token create` before the start); every
+    /// request of the helpers below sends it.
+    pub admin_token: String,
 }
 
 impl App {
@@ -97,6 +101,7 @@ impl App {
             full.extend(["--http".into(), "127.0.0.1:0".into()]);
         }
         full.extend(["--data".into(), data_dir.display().to_string()]);
+        let admin_token = dispatch::create_token(data_dir, "admin", "system-tests").await?;
         let mut cmd = Command::new(fleetpulse_bin());
         cmd.args(&full)
             .env(
@@ -144,7 +149,8 @@ impl App {
             mqtt,
             data_dir: data_dir.to_owned(),
             args: full,
-            http: reqwest::Client::new(),
+            http: dispatch::client_with_token(&admin_token)?,
+            admin_token,
         })
     }
 

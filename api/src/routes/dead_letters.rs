@@ -8,6 +8,7 @@ use fleetpulse_domain::store::{DeadLetter, DeadLetterQuery, Page};
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::auth::{Caller, READERS};
 use crate::error::ApiError;
 use crate::extract::{self, LIST_LIMIT, Query};
 
@@ -29,9 +30,11 @@ pub struct ListParams {
 
 /// Lists dead letters in the order they were stored, keyset-paginated: `{"items": [...], "next": cursor|null}`.
 async fn list(
+    caller: Caller,
     State(state): State<AppState>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<Page<DeadLetter>>, ApiError> {
+    caller.require(READERS)?;
     let query = DeadLetterQuery {
         reason: extract::one_of::<RejectReason>("reason", p.reason.as_deref())?,
         after: extract::id_cursor(p.after.as_deref())?,

@@ -15,8 +15,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::AppState;
+use crate::auth::{Caller, DEVICE_ADMINS, READERS};
 use crate::error::ApiError;
 use crate::extract::{self, Json as JsonBody, LIST_LIMIT, Path, Query, READING_LIMIT};
+use fleetpulse_domain::dispatch::NewAudit;
 
 /// The window `rollups` covers when the client names no `from`.
 const DEFAULT_ROLLUP_WINDOW_HOURS: i64 = 24;
@@ -47,9 +49,11 @@ pub struct ListParams {
 /// Lists devices in serial order with their latest state, keyset-paginated:
 /// `{"items": [...], "next": cursor|null}`; pass `next` back as `after`.
 async fn list(
+    caller: Caller,
     State(state): State<AppState>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<Page<DeviceSummary>>, ApiError> {
+    caller.require(READERS)?;
     let query = DeviceQuery {
         after: p.after,
         limit: extract::limit(p.limit.as_deref(), LIST_LIMIT)?,
@@ -64,9 +68,11 @@ async fn list(
 /// model is not in the catalog. A device that announced itself over telemetry
 /// (`unassigned`) is completed by its registration.
 async fn register(
+    caller: Caller,
     State(state): State<AppState>,
     JsonBody(new): JsonBody<NewDevice>,
 ) -> Result<Response, ApiError> {
+    caller.require(DEVICE_ADMINS)?;
     if state.catalog.model(new.model.as_str()).is_none() {
         let known: Vec<&str> = state.catalog.models().map(|m| m.id.as_str()).collect();
         return Err(ApiError::Unprocessable {
@@ -91,6 +97,16 @@ async fn register(
             other => other.into(),
         })?;
     tracing::info!(serial = %device.serial, "device registered");
+    state
+        .dispatch
+        .append_audit(NewAudit {
+            actor: caller.actor,
+            action: "device.register".into(),
+            target: format!("device:{}", device.serial),
+            before: None,
+            after: serde_json::to_value(&device).ok(),
+        })
+        .await?;
     let location = format!("/api/v1/devices/{}", device.serial);
     Ok((
         StatusCode::CREATED,
@@ -102,9 +118,11 @@ async fn register(
 
 /// One device: registry data, latest state, open alarm episodes and active orders.
 async fn detail(
+    caller: Caller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<Json<DeviceDetail>, ApiError> {
+    caller.require(READERS)?;
     let serial = extract::serial(&raw)?;
     state
         .store
@@ -129,10 +147,12 @@ pub struct ReadingParams {
 /// Raw readings of one device in device-time order, as a JSON array; `from` inclusive,
 /// `to` exclusive.
 async fn readings(
+    caller: Caller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
     Query(p): Query<ReadingParams>,
 ) -> Result<Json<Vec<StoredReading>>, ApiError> {
+    caller.require(READERS)?;
     let serial = extract::serial(&raw)?;
     let from = extract::time("from", p.from.as_deref())?;
     let to = extract::time("to", p.to.as_deref())?;
@@ -166,10 +186,12 @@ pub struct RollupParams {
 /// Hourly rollups (count, sum, min, max, last per field) of one device in `[from, to)`,
 /// as a JSON array; the last 24 hours by default.
 async fn rollups(
+    caller: Caller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
     Query(p): Query<RollupParams>,
 ) -> Result<Json<Vec<Rollup>>, ApiError> {
+    caller.require(READERS)?;
     let serial = extract::serial(&raw)?;
     let from = extract::time("from", p.from.as_deref())?;
     let to = extract::time("to", p.to.as_deref())?.unwrap_or_else(Utc::now);
@@ -193,10 +215,12 @@ pub struct AlarmParams {
 /// Alarm episodes of one device, newest first, as a JSON array; an episode still active
 /// has `ended_at: null`.
 async fn alarms(
+    caller: Caller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
     Query(p): Query<AlarmParams>,
 ) -> Result<Json<Vec<AlarmEpisode>>, ApiError> {
+    caller.require(READERS)?;
     let serial = extract::serial(&raw)?;
     let limit = extract::limit(p.limit.as_deref(), LIST_LIMIT)?;
     let rows = state.store.alarm_episodes(&serial, limit).await?;

@@ -1,7 +1,9 @@
 //! Route modules. Each exposes `router()`; [`crate::router`] merges them.
 
+pub mod admin;
 pub mod catalog;
 pub mod dead_letters;
+pub mod device_lifecycle;
 pub mod devices;
 pub mod health;
 pub mod metrics;

@@ -4,6 +4,7 @@
 
 mod cli;
 mod demo;
+mod dispatch;
 mod e2e;
 mod restart;
 mod security;

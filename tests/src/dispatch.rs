@@ -1,0 +1,124 @@
+//! Helpers for the dispatch API: API tokens made with the real `fleetpulse token create`
+//! command, HTTP clients that send them, and requests with `If-Match`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use serde_json::Value;
+
+use crate::{App, fleetpulse_bin};
+
+/// Creates an API token with `fleetpulse token create --role ROLE --name NAME --data DIR`
+/// (the command an operator runs) and returns the secret it printed.
+pub async fn create_token(data_dir: &Path, role: &str, name: &str) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new(fleetpulse_bin())
+        .args(["token", "create", "--role", role, "--name", name, "--data"])
+        .arg(data_dir)
+        .output()
+        .await
+        .context("running fleetpulse token create")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "fleetpulse token create failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout)?.trim().to_owned();
+    anyhow::ensure!(
+        token.starts_with("fpt_"),
+        "unexpected token output {token:?}"
+    );
+    Ok(token)
+}
+
+/// A client that sends `Authorization: Bearer TOKEN` with every request.
+pub fn client_with_token(token: &str) -> anyhow::Result<reqwest::Client> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}"))?,
+    );
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}
+
+/// An answer: status, headers, JSON body (`Null` when not JSON).
+pub struct Answer {
+    pub status: u16,
+    pub etag: Option<String>,
+    pub body: Value,
+}
+
+impl Answer {
+    async fn from(resp: reqwest::Response) -> anyhow::Result<Answer> {
+        let status = resp.status().as_u16();
+        let etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        Ok(Answer { status, etag, body })
+    }
+}
+
+/// Someone calling the API with one token (or none).
+pub struct Client {
+    pub api: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of `app` with `token`, or with no credentials at all.
+    pub fn new(app: &App, token: Option<&str>) -> anyhow::Result<Client> {
+        let http = match token {
+            Some(t) => client_with_token(t)?,
+            None => reqwest::Client::new(),
+        };
+        Ok(Client {
+            api: app.api.clone(),
+            http,
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Answer> {
+        Answer::from(self.http.get(format!("{}{path}", self.api)).send().await?).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Answer> {
+        Answer::from(
+            self.http
+                .post(format!("{}{path}", self.api))
+                .json(body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// POST with `If-Match: "VERSION"` (`None`: without the header).
+    pub async fn post_if_match(
+        &self,
+        path: &str,
+        version: Option<u64>,
+        body: &Value,
+    ) -> anyhow::Result<Answer> {
+        let mut req = self.http.post(format!("{}{path}", self.api)).json(body);
+        if let Some(v) = version {
+            req = req.header(reqwest::header::IF_MATCH, format!("\"{v}\""));
+        }
+        Answer::from(req.send().await?).await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Answer> {
+        Answer::from(
+            self.http
+                .delete(format!("{}{path}", self.api))
+                .send()
+                .await?,
+        )
+        .await
+    }
+}

@@ -1,0 +1,576 @@
+//! The dispatch API against the real binary: every lifecycle transition (legal and
+//! illegal), optimistic concurrency, completion effects on the device, manual orders
+//! with the rules' dedupe, API tokens and roles (401 vs 403), the audit log.
+
+use std::time::Duration;
+
+use fleetpulse_system_tests::dispatch::{Client, create_token};
+use fleetpulse_system_tests::{App, eventually, mosquitto_pub, reading, telemetry_topic};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn serve() -> anyhow::Result<(tempfile::TempDir, App)> {
+    let dir = tempfile::tempdir()?;
+    let app = App::serve_builtin(dir.path()).await?;
+    Ok((dir, app))
+}
+
+async fn register(admin: &Client, serial: &str) -> anyhow::Result<()> {
+    let a = admin
+        .post(
+            "/api/v1/devices",
+            &json!({"serial": serial, "model": "OC-5A", "status": "at_customer", "region": "north", "address": "1 Main St"}),
+        )
+        .await?;
+    anyhow::ensure!(
+        a.status == 201,
+        "register {serial}: {} {}",
+        a.status,
+        a.body
+    );
+    Ok(())
+}
+
+fn version(order: &Value) -> u64 {
+    order["version"].as_u64().expect("order has a version")
+}
+
+#[tokio::test]
+async fn an_order_goes_through_every_transition_and_refuses_illegal_ones() -> anyhow::Result<()> {
+    let (dir, app) = serve().await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let token = create_token(dir.path(), "dispatcher", "alice").await?;
+    let alice = Client::new(&app, Some(&token))?;
+    register(&admin, "OC5-D0001").await?;
+
+    // a dispatcher's own order; the same (serial, cause) again updates it
+    let new = json!({"serial": "OC5-D0001", "cause": "customer_call", "kind": "inspection",
+                     "title": "Patient reports noise", "notes": "called at 9:05"});
+    let created = alice.post("/api/v1/orders", &new).await?;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["id"].as_i64().expect("id");
+    assert_eq!(created.body["origin"], json!("manual"));
+    assert_eq!(
+        created.body["priority"],
+        json!("P3"),
+        "policy's manual priority"
+    );
+    assert_eq!(created.etag.as_deref(), Some("\"1\""));
+    let again = alice.post("/api/v1/orders", &new).await?;
+    assert_eq!(
+        again.status, 200,
+        "dedupe answers the existing order: {}",
+        again.body
+    );
+    assert_eq!(again.body["id"], json!(id));
+    assert_eq!(again.body["trigger_count"], json!(2));
+
+    let path = |step: &str| format!("/api/v1/orders/{id}/{step}");
+    let current = alice.get(&format!("/api/v1/orders/{id}")).await?;
+    let v = version(&current.body);
+    assert_eq!(current.etag, Some(format!("\"{v}\"")));
+
+    // no If-Match: 428; a stale one: 412 with the current version
+    let a = alice
+        .post_if_match(&path("acknowledge"), None, &json!({}))
+        .await?;
+    assert_eq!(a.status, 428, "{}", a.body);
+    assert_eq!(a.body["code"], json!("if_match_required"));
+    let a = alice
+        .post_if_match(&path("acknowledge"), Some(v - 1), &json!({}))
+        .await?;
+    assert_eq!(a.status, 412, "{}", a.body);
+    assert_eq!(a.body["details"]["current_version"], json!(v));
+
+    // illegal from open: start → 409 with the allowed next states
+    let a = alice
+        .post_if_match(&path("start"), Some(v), &json!({}))
+        .await?;
+    assert_eq!(a.status, 409, "{}", a.body);
+    assert_eq!(a.body["code"], json!("illegal_transition"));
+    assert_eq!(a.body["details"]["status"], json!("open"));
+    assert_eq!(
+        a.body["details"]["allowed_next"],
+        json!(["acknowledged", "cancelled"])
+    );
+
+    let a = alice
+        .post_if_match(&path("acknowledge"), Some(v), &json!({}))
+        .await?;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["status"], json!("acknowledged"));
+    assert!(a.body["acknowledged_at"].is_string());
+    let v = version(&a.body);
+    assert_eq!(a.etag, Some(format!("\"{v}\"")));
+
+    // acknowledge twice: 409; complete before assigning: 409
+    let a = alice
+        .post_if_match(&path("acknowledge"), Some(v), &json!({}))
+        .await?;
+    assert_eq!(
+        (a.status, a.body["details"]["allowed_next"].clone()),
+        (409, json!(["assigned", "cancelled"]))
+    );
+    let a = alice
+        .post_if_match(
+            &path("complete"),
+            Some(v),
+            &json!({"failure_confirmed": false}),
+        )
+        .await?;
+    assert_eq!(a.status, 409, "{}", a.body);
+
+    // assign needs an engineer; unknown fields are refused by name
+    let a = alice
+        .post_if_match(
+            &path("assign"),
+            Some(v),
+            &json!({"engineer": "E-7", "colour": "red"}),
+        )
+        .await?;
+    assert_eq!(a.status, 422, "{}", a.body);
+    assert!(
+        a.body["message"].as_str().unwrap_or("").contains("colour"),
+        "{}",
+        a.body
+    );
+    let a = alice
+        .post_if_match(
+            &path("assign"),
+            Some(v),
+            &json!({"engineer": "E-7", "planned_visit_at": "2030-01-02T09:00:00Z"}),
+        )
+        .await?;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["engineer"], json!("E-7"));
+    assert_eq!(a.body["planned_visit_at"], json!("2030-01-02T09:00:00Z"));
+    // re-assignment is a legal step
+    let a = alice
+        .post_if_match(
+            &path("assign"),
+            Some(version(&a.body)),
+            &json!({"engineer": "E-9"}),
+        )
+        .await?;
+    assert_eq!((a.status, a.body["engineer"].clone()), (200, json!("E-9")));
+    let a = alice
+        .post_if_match(&path("start"), Some(version(&a.body)), &json!({}))
+        .await?;
+    assert_eq!(
+        (a.status, a.body["status"].clone()),
+        (200, json!("in_progress"))
+    );
+    let outcome = json!({"failure_confirmed": false, "labour_minutes": 25, "notes": "loose panel fixed",
+                         "signature_ref": "SIG-1", "parts_replaced": [{"number": "SCREW-4", "qty": 2}]});
+    let a = alice
+        .post_if_match(&path("complete"), Some(version(&a.body)), &outcome)
+        .await?;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["status"], json!("completed"));
+    assert_eq!(a.body["outcome"]["parts_replaced"][0]["qty"], json!(2));
+    assert!(a.body["closed_at"].is_string());
+    // closed: nothing is allowed any more
+    let a = alice
+        .post_if_match(
+            &path("cancel"),
+            Some(version(&a.body)),
+            &json!({"reason": "late"}),
+        )
+        .await?;
+    assert_eq!(a.status, 409);
+    assert_eq!(a.body["details"]["allowed_next"], json!([]));
+
+    // the history has every step with its actor, in order
+    let h = alice.get(&path("history")).await?;
+    assert_eq!(h.status, 200, "{}", h.body);
+    let kinds: Vec<&str> = h.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "triggered",
+            "acknowledged",
+            "assigned",
+            "assigned",
+            "started",
+            "completed"
+        ]
+    );
+    let actors: Vec<&str> = h.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["actor"].as_str())
+        .collect();
+    assert!(actors.iter().all(|a| a.ends_with(":alice")), "{actors:?}");
+
+    // a new order for the same cause may exist once the old one is closed; cancel from open
+    let fresh = alice.post("/api/v1/orders", &new).await?;
+    assert_eq!(fresh.status, 201, "{}", fresh.body);
+    assert_ne!(fresh.body["id"], json!(id));
+    let fid = fresh.body["id"].as_i64().expect("id");
+    let a = alice
+        .post_if_match(
+            &format!("/api/v1/orders/{fid}/cancel"),
+            Some(version(&fresh.body)),
+            &json!({"reason": "duplicate of a call"}),
+        )
+        .await?;
+    assert_eq!(
+        (
+            a.status,
+            a.body["status"].clone(),
+            a.body["cancel_reason"].clone()
+        ),
+        (200, json!("cancelled"), json!("duplicate of a call"))
+    );
+
+    // the audit log holds before/after of each change; only the API's readers see it
+    let audit = admin
+        .get(&format!("/api/v1/audit?target=order:{id}"))
+        .await?;
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    let entries = audit.body["items"].as_array().expect("items");
+    let actions: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "order.create",
+            "order.retrigger",
+            "order.acknowledged",
+            "order.assigned",
+            "order.assigned",
+            "order.started",
+            "order.completed"
+        ]
+    );
+    let ack = &entries[2];
+    assert_eq!(
+        (
+            ack["before"]["status"].clone(),
+            ack["after"]["status"].clone()
+        ),
+        (json!("open"), json!("acknowledged"))
+    );
+    // there is no way to change it through the API
+    for method_path in ["/api/v1/audit"] {
+        let a = admin.delete(method_path).await?;
+        assert_eq!(a.status, 405, "{}", a.body);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_dispatchers_cannot_overwrite_each_other() -> anyhow::Result<()> {
+    let (dir, app) = serve().await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let a_tok = create_token(dir.path(), "dispatcher", "ann").await?;
+    let b_tok = create_token(dir.path(), "dispatcher", "bob").await?;
+    let (ann, bob) = (
+        Client::new(&app, Some(&a_tok))?,
+        Client::new(&app, Some(&b_tok))?,
+    );
+    register(&admin, "OC5-D0002").await?;
+    let o = ann
+        .post("/api/v1/orders", &json!({"serial": "OC5-D0002", "cause": "customer_call", "kind": "repair", "title": "No flow"}))
+        .await?;
+    let id = o.body["id"].as_i64().expect("id");
+    let a = ann
+        .post_if_match(
+            &format!("/api/v1/orders/{id}/acknowledge"),
+            Some(version(&o.body)),
+            &json!({}),
+        )
+        .await?;
+    let v = version(&a.body);
+
+    // both read version v and assign different engineers at the same time
+    let path = format!("/api/v1/orders/{id}/assign");
+    let (body_a, body_b) = (json!({"engineer": "E-ANN"}), json!({"engineer": "E-BOB"}));
+    let (ra, rb) = tokio::join!(
+        ann.post_if_match(&path, Some(v), &body_a),
+        bob.post_if_match(&path, Some(v), &body_b),
+    );
+    let (ra, rb) = (ra?, rb?);
+    let mut statuses = [ra.status, rb.status];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 412], "{} / {}", ra.body, rb.body);
+    let winner = if ra.status == 200 { "E-ANN" } else { "E-BOB" };
+    let now = ann.get(&format!("/api/v1/orders/{id}")).await?;
+    assert_eq!(now.body["engineer"], json!(winner));
+    assert_eq!(version(&now.body), v + 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn completing_a_repair_records_the_failure_resets_the_filter_and_moves_the_device()
+-> anyhow::Result<()> {
+    let (dir, app) = serve().await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let disp = Client::new(
+        &app,
+        Some(&create_token(dir.path(), "dispatcher", "d").await?),
+    )?;
+    let serial = "OC5-D0003";
+    register(&admin, serial).await?;
+    let mqtt = app.mqtt.expect("built-in endpoint");
+    mosquitto_pub(
+        mqtt,
+        serial,
+        &telemetry_topic(serial),
+        &reading(
+            1,
+            json!({"runtime_hours": 1234.5, "filter_life_pct": 10.0, "alarms": ["E101"]}),
+        ),
+    )
+    .await?;
+    let orders = eventually(WAIT, "the filter and repair orders", || async {
+        let o = app
+            .orders(&format!("serial={serial}&status=active"))
+            .await?;
+        Ok((o.len() == 2).then_some(o))
+    })
+    .await?;
+    let repair = orders
+        .iter()
+        .find(|o| o["cause"] == json!("critical_alarm:E101"))
+        .expect("repair order");
+    let id = repair["id"].as_i64().expect("id");
+    let h = disp.get(&format!("/api/v1/orders/{id}/history")).await?;
+    assert_eq!(h.body["events"][0]["kind"], json!("created"));
+    assert_eq!(h.body["events"][0]["actor"], json!("rules"));
+
+    let mut v = version(repair);
+    for (step, body) in [
+        ("acknowledge", json!({})),
+        ("assign", json!({"engineer": "E-1"})),
+        ("start", json!({})),
+    ] {
+        let a = disp
+            .post_if_match(&format!("/api/v1/orders/{id}/{step}"), Some(v), &body)
+            .await?;
+        assert_eq!(a.status, 200, "{step}: {}", a.body);
+        v = version(&a.body);
+    }
+    // a consumable the model does not have is refused before anything changes
+    let bad = disp
+        .post_if_match(
+            &format!("/api/v1/orders/{id}/complete"),
+            Some(v),
+            &json!({"failure_confirmed": true, "consumables_replaced": ["sparkplug"]}),
+        )
+        .await?;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(
+        bad.body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("sparkplug")
+    );
+    let done = disp
+        .post_if_match(
+            &format!("/api/v1/orders/{id}/complete"),
+            Some(v),
+            &json!({
+        "failure_confirmed": true, "fault_code": "E101", "consumables_replaced": ["filter"],
+        "parts_replaced": [{"number": "OC5-CMP-01", "qty": 1}], "labour_minutes": 95,
+        "notes": "compressor seized", "device_status": "in_repair"}),
+        )
+        .await?;
+    assert_eq!(done.status, 200, "{}", done.body);
+
+    let failures = disp
+        .get(&format!("/api/v1/devices/{serial}/failures"))
+        .await?;
+    let f = failures.body.as_array().expect("failures");
+    assert_eq!(f.len(), 1, "{}", failures.body);
+    assert_eq!(f[0]["order_id"], json!(id));
+    assert_eq!(f[0]["runtime_hours"], json!(1234.5));
+    assert_eq!(f[0]["fault_code"], json!("E101"));
+    assert_eq!(f[0]["source"], json!("repair_order"));
+
+    let device = disp.get(&format!("/api/v1/devices/{serial}")).await?;
+    assert_eq!(device.body["status"], json!("in_repair"));
+    assert_eq!(
+        device.body["latest"]["values"]["filter_life_pct"],
+        json!(100.0)
+    );
+
+    let history = disp
+        .get(&format!("/api/v1/devices/{serial}/history"))
+        .await?;
+    assert_eq!(history.status, 200, "{}", history.body);
+    assert_eq!(
+        history.body["status_history"][0]["to_status"],
+        json!("in_repair")
+    );
+    assert_eq!(history.body["failures"].as_array().map(Vec::len), Some(1));
+    assert_eq!(history.body["orders"].as_array().map(Vec::len), Some(2));
+    let events = disp.get(&format!("/api/v1/orders/{id}/history")).await?;
+    let last = events.body["events"]
+        .as_array()
+        .and_then(|e| e.last().cloned())
+        .expect("event");
+    assert_eq!(
+        last["data"]["effects"]["consumables_reset"][0]["consumable"],
+        json!("filter")
+    );
+    assert!(
+        last["data"]["effects"]["failure_event_id"].is_i64(),
+        "{last}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn tokens_and_roles_answer_401_and_403_correctly() -> anyhow::Result<()> {
+    let (dir, app) = serve().await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let nobody = Client::new(&app, None)?;
+    let forged = Client::new(
+        &app,
+        Some("fpt_0000000000000000000000000000000000000000000000000000000000000000"),
+    )?;
+    let quality = Client::new(&app, Some(&create_token(dir.path(), "quality", "q").await?))?;
+    let dispatcher = Client::new(
+        &app,
+        Some(&create_token(dir.path(), "dispatcher", "d").await?),
+    )?;
+    let device_admin = Client::new(
+        &app,
+        Some(&create_token(dir.path(), "device-admin", "da").await?),
+    )?;
+
+    // health stays open for load balancers; the API needs a token
+    assert_eq!(nobody.get("/health").await?.status, 200);
+    let a = nobody.get("/api/v1/orders").await?;
+    assert_eq!(
+        (a.status, a.body["code"].clone()),
+        (401, json!("unauthorized"))
+    );
+    assert_eq!(forged.get("/api/v1/orders").await?.status, 401);
+
+    // reading: every role; changing: only its role (403 names the allowed roles)
+    assert_eq!(quality.get("/api/v1/orders").await?.status, 200);
+    let a = quality
+        .post(
+            "/api/v1/devices",
+            &json!({"serial": "OC5-R0001", "model": "OC-5A"}),
+        )
+        .await?;
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert_eq!(
+        a.body["details"]["allowed_roles"],
+        json!(["device-admin", "admin"])
+    );
+    let a = device_admin
+        .post(
+            "/api/v1/devices",
+            &json!({"serial": "OC5-R0001", "model": "OC-5A"}),
+        )
+        .await?;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let a = device_admin
+        .post(
+            "/api/v1/orders",
+            &json!({"serial": "OC5-R0001", "cause": "x", "kind": "repair", "title": "t"}),
+        )
+        .await?;
+    assert_eq!(a.status, 403);
+    let o = dispatcher
+        .post(
+            "/api/v1/orders",
+            &json!({"serial": "OC5-R0001", "cause": "x", "kind": "repair", "title": "t"}),
+        )
+        .await?;
+    assert_eq!(o.status, 201, "{}", o.body);
+    let id = o.body["id"].as_i64().expect("id");
+    let a = quality
+        .post_if_match(
+            &format!("/api/v1/orders/{id}/acknowledge"),
+            Some(1),
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(a.status, 403);
+    assert_eq!(dispatcher.get("/api/v1/audit").await?.status, 403);
+    assert_eq!(quality.get("/api/v1/audit").await?.status, 200);
+    assert_eq!(dispatcher.get("/api/v1/tokens").await?.status, 403);
+    // a device status change is the device admin's
+    let a = device_admin
+        .post(
+            "/api/v1/devices/OC5-R0001/status",
+            &json!({"status": "in_transit", "reason": "to customer"}),
+        )
+        .await?;
+    assert_eq!(
+        (a.status, a.body["status"].clone()),
+        (200, json!("in_transit"))
+    );
+    let a = device_admin
+        .post(
+            "/api/v1/devices/OC5-R0001/status",
+            &json!({"status": "at_customer"}),
+        )
+        .await?;
+    assert_eq!(
+        (a.status, a.body["code"].clone()),
+        (422, json!("address_required"))
+    );
+
+    // tokens through the API: shown once, listed without secrets, revoked at once
+    let t = admin
+        .post("/api/v1/tokens", &json!({"name": "fsm", "role": "planner"}))
+        .await?;
+    assert_eq!(t.status, 201, "{}", t.body);
+    let secret = t.body["token"].as_str().expect("secret").to_owned();
+    let planner = Client::new(&app, Some(&secret))?;
+    assert_eq!(planner.get("/api/v1/orders").await?.status, 200);
+    let list = admin.get("/api/v1/tokens").await?;
+    assert!(
+        !list.body.to_string().contains(&secret),
+        "secrets are never listed"
+    );
+    let tid = t.body["id"].as_i64().expect("id");
+    let r = admin.delete(&format!("/api/v1/tokens/{tid}")).await?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["revoked_at"].is_string());
+    assert_eq!(planner.get("/api/v1/orders").await?.status, 401);
+
+    // every change so far is in the audit log with its actor
+    let audit = admin.get("/api/v1/audit?limit=1000").await?;
+    let actions: Vec<String> = audit.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["action"].as_str().unwrap_or(""),
+                e["actor"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for want in [
+        "token.create cli",
+        "device.register token:",
+        "order.create token:",
+        "device.status token:",
+        "token.revoke token:",
+    ] {
+        assert!(
+            actions.iter().any(|a| a.starts_with(want)),
+            "{want} missing from {actions:?}"
+        );
+    }
+    Ok(())
+}
