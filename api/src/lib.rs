@@ -57,6 +57,32 @@ pub struct AppState {
     /// Priorities and SLA deadlines of manual orders.
     pub policy: Arc<Policy>,
     pub auth: AuthMode,
+    /// Ends long-lived answers (the order stream) when the server shuts down.
+    pub streams: StreamStop,
+}
+
+/// Tells long-lived answers (Server-Sent Events) to end, so a graceful shutdown does not
+/// wait for clients that never hang up. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct StreamStop(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for StreamStop {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl StreamStop {
+    /// Ends every stream (they finish their current event first).
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Completes once [`StreamStop::stop`] was called.
+    pub async fn stopped(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    }
 }
 
 /// Every route of the API, with JSON answers for unknown routes (404) and methods (405).
@@ -66,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::metrics::router())
         .merge(routes::devices::router())
         .merge(routes::orders::router())
+        .merge(routes::order_feed::router())
         .merge(routes::dead_letters::router())
         .merge(routes::catalog::router())
         .merge(routes::device_lifecycle::router())

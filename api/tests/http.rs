@@ -148,6 +148,7 @@ async fn spawn_app() -> TestApp {
         policy: policy(),
         // these tests are about the read API; auth has its own tests (api/tests/dispatch.rs)
         auth: AuthMode::Disabled,
+        streams: Default::default(),
     });
     TestApp {
         router,
@@ -986,6 +987,7 @@ async fn broken_app(fail: fn() -> fleetpulse_domain::store::StoreError) -> TestA
         dispatch: Arc::new(dispatch),
         policy: policy(),
         auth: AuthMode::Disabled,
+        streams: Default::default(),
     });
     TestApp {
         router,

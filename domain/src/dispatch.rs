@@ -282,6 +282,9 @@ pub trait Dispatch: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<OrderEvent>, StoreError>;
 
+    /// Id of the newest order event (0 when there is none): where a new stream starts.
+    async fn last_order_event_id(&self) -> Result<i64, StoreError>;
+
     /// Confirmed failures of one device, oldest first.
     async fn failure_events(&self, serial: &Serial) -> Result<Vec<FailureEvent>, StoreError>;
 

@@ -157,6 +157,20 @@ pub struct Sla {
     pub complete_by: DateTime<Utc>,
 }
 
+string_enum!(
+    /// Where an active order stands against its SLA deadlines. The deadlines that count
+    /// depend on the status: `respond_by` while `open`, `arrive_by` until `in_progress`,
+    /// `complete_by` until closed.
+    SlaState {
+        /// A deadline that still counts has passed.
+        Breached => "breached",
+        /// Not breached, but less than a fifth of a counting deadline's time is left.
+        AtRisk => "at_risk",
+        /// Neither breached nor at risk.
+        OnTrack => "on_track",
+    }
+);
+
 /// What a rule (or a person) asks for: the store turns it into a new order, or updates
 /// the active order with the same (serial, cause).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

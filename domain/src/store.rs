@@ -211,6 +211,14 @@ pub struct OrderQuery {
     /// Return orders with id strictly after this one.
     pub after: Option<i64>,
     pub limit: usize,
+    /// Orders of devices in this region.
+    pub region: Option<String>,
+    /// Orders of devices of this model.
+    pub model: Option<String>,
+    /// Orders changed at or after this time (`updated_at`).
+    pub updated_since: Option<DateTime<Utc>>,
+    /// Orders in this SLA state at `now`.
+    pub sla: Option<(crate::order::SlaState, DateTime<Utc>)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -465,6 +465,7 @@ async fn start_api(
         )
     })?;
     let addr = listener.local_addr()?;
+    let streams = fleetpulse_api::StreamStop::default();
     let router = fleetpulse_api::router(AppState {
         store: parts.store,
         catalog,
@@ -472,9 +473,15 @@ async fn start_api(
         dispatch: parts.dispatch,
         policy: parts.policy,
         auth: parts.auth,
+        streams: streams.clone(),
     });
+    let shutdown = async move {
+        stop.cancelled().await;
+        // open order streams end, so the graceful shutdown does not wait for their clients
+        streams.stop();
+    };
     let task = tokio::spawn(async move {
-        if let Err(e) = fleetpulse_api::serve(listener, router, stop.cancelled_owned()).await {
+        if let Err(e) = fleetpulse_api::serve(listener, router, shutdown).await {
             tracing::error!(error = %e, "HTTP API failed");
         }
     });

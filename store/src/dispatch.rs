@@ -62,6 +62,16 @@ impl Dispatch for SqliteStore {
             .await
     }
 
+    async fn last_order_event_id(&self) -> Result<i64, StoreError> {
+        self.read(move |conn, _| {
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM order_events", [], |r| {
+                r.get(0)
+            })
+            .map_err(crate::convert::sql_err)
+        })
+        .await
+    }
+
     async fn failure_events(&self, serial: &Serial) -> Result<Vec<FailureEvent>, StoreError> {
         let serial = serial.clone();
         self.read(move |conn, _| orders::failure_events(conn, &serial))

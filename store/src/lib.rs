@@ -27,6 +27,7 @@ mod dispatch;
 mod orders;
 mod read;
 mod schema;
+mod sla;
 mod spool;
 mod write;
 

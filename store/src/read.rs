@@ -368,6 +368,22 @@ pub(crate) fn list_orders(conn: &Connection, q: &OrderQuery) -> Result<Page<Orde
     text_filter("cause", q.cause.as_ref().map(|c| c.to_string()));
     text_filter("kind", q.kind.map(|k| k.as_str().to_owned()));
     text_filter("priority", q.priority.map(|p| p.as_str().to_owned()));
+    if let Some(region) = &q.region {
+        sql.push_str(" AND serial IN (SELECT serial FROM devices WHERE region = ?)");
+        args.push(SqlValue::Text(region.clone()));
+    }
+    if let Some(model) = &q.model {
+        sql.push_str(" AND serial IN (SELECT serial FROM devices WHERE model = ?)");
+        args.push(SqlValue::Text(model.clone()));
+    }
+    if let Some(since) = q.updated_since {
+        sql.push_str(" AND updated_at >= ?");
+        args.push(SqlValue::Integer(ms(since)));
+    }
+    if let Some((state, now)) = q.sla {
+        sql.push_str(&format!(" AND {}", crate::sla::condition(state)));
+        args.extend(crate::sla::args(state, ms(now)));
+    }
     sql.push_str(" ORDER BY id LIMIT ?");
     args.push(SqlValue::Integer(limit as i64));
     let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;

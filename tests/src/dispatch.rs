@@ -122,3 +122,70 @@ impl Client {
         .await
     }
 }
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Value,
+}
+
+/// Reads a `text/event-stream` answer event by event.
+pub struct SseReader {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl SseReader {
+    /// GETs `path` with an optional `Last-Event-ID`.
+    pub async fn open(
+        client: &Client,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> anyhow::Result<SseReader> {
+        let mut req = client.http.get(format!("{}{path}", client.api));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let resp = req.send().await?;
+        anyhow::ensure!(
+            resp.status().as_u16() == 200,
+            "stream answered {}",
+            resp.status()
+        );
+        Ok(SseReader {
+            resp,
+            buf: String::new(),
+        })
+    }
+
+    /// The next event (comments are skipped), or an error after `timeout`.
+    pub async fn next(&mut self, timeout: std::time::Duration) -> anyhow::Result<SseEvent> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, None, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if id.is_some() || event.is_some() || !data.is_empty() {
+                    let data = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                    return Ok(SseEvent { id, event, data });
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
+                .await
+                .context("no event within the timeout")??
+                .context("the stream ended")?;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}

@@ -7,4 +7,5 @@ pub mod device_lifecycle;
 pub mod devices;
 pub mod health;
 pub mod metrics;
+pub mod order_feed;
 pub mod orders;

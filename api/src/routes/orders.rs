@@ -16,11 +16,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use fleetpulse_domain::dispatch::{CompletionOutcome, OrderAction, OrderEvent, TransitionError};
+use fleetpulse_domain::order::SlaState;
 use fleetpulse_domain::order::{
     Cause, Order, OrderIntent, OrderKind, OrderStatus, PartRef, Priority,
 };
 use fleetpulse_domain::store::{OrderQuery, Page};
-use fleetpulse_domain::{Serial, device::UnknownValue};
+use fleetpulse_domain::{ModelId, Serial, device::UnknownValue};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -55,6 +56,18 @@ pub struct ListParams {
     kind: Option<String>,
     /// `P1` (most urgent) to `P4`.
     priority: Option<String>,
+    /// Devices' region.
+    region: Option<String>,
+    /// Devices' model id, e.g. `OC-5A`.
+    model: Option<String>,
+    /// `breached`, `at_risk` or `on_track` (active orders against their SLA deadlines, now).
+    sla: Option<String>,
+    /// Evaluate `sla` at this time instead of now (RFC 3339), e.g. "what will have
+    /// breached by tomorrow 08:00".
+    sla_at: Option<String>,
+    /// Only orders changed at or after this time (RFC 3339): poll with the newest
+    /// `updated_at` you saw.
+    updated_since: Option<String>,
     /// The `next` cursor of the previous page.
     after: Option<String>,
     /// Page size, 1 to 1000 (default 100).
@@ -107,8 +120,28 @@ async fn list(
         )?,
         after: extract::id_cursor(p.after.as_deref())?,
         limit: extract::limit(p.limit.as_deref(), LIST_LIMIT)?,
+        region: extract::optional("region", p.region.as_deref(), short_text)?,
+        model: extract::optional("model", p.model.as_deref(), ModelId::parse)?.map(String::from),
+        updated_since: extract::time("updated_since", p.updated_since.as_deref())?,
+        sla: match extract::one_of::<SlaState>("sla", p.sla.as_deref())? {
+            Some(s) => Some((
+                s,
+                extract::time("sla_at", p.sla_at.as_deref())?.unwrap_or_else(Utc::now),
+            )),
+            None if p.sla_at.is_some() => {
+                return Err(ApiError::parameter("sla_at", "sla_at needs sla="));
+            }
+            None => None,
+        },
     };
     Ok(Json(state.store.list_orders(query).await?))
+}
+
+fn short_text(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.chars().count() > 100 {
+        return Err("must be 1 to 100 characters".into());
+    }
+    Ok(s.to_owned())
 }
 
 fn order_id(raw: &str) -> Result<i64, ApiError> {

@@ -574,3 +574,165 @@ async fn tokens_and_roles_answer_401_and_403_correctly() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn orders_are_filtered_by_region_model_sla_and_updated_since() -> anyhow::Result<()> {
+    let (_dir, app) = serve().await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    register(&admin, "OC5-F0001").await?; // region north
+    let a = admin
+        .post(
+            "/api/v1/devices",
+            &json!({"serial": "OC5-F0002", "model": "OC-5A", "region": "south"}),
+        )
+        .await?;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let mk = |serial: &str| json!({"serial": serial, "cause": "customer_call", "kind": "repair", "title": "t", "priority": "P3"});
+    let north = admin.post("/api/v1/orders", &mk("OC5-F0001")).await?;
+    let south = admin.post("/api/v1/orders", &mk("OC5-F0002")).await?;
+    let (n_id, s_id) = (north.body["id"].clone(), south.body["id"].clone());
+    let ids = |a: &fleetpulse_system_tests::dispatch::Answer| -> Vec<Value> {
+        a.body["items"]
+            .as_array()
+            .map(|i| i.iter().map(|o| o["id"].clone()).collect())
+            .unwrap_or_default()
+    };
+
+    assert_eq!(
+        ids(&admin.get("/api/v1/orders?region=north").await?),
+        vec![n_id.clone()]
+    );
+    assert_eq!(
+        ids(&admin.get("/api/v1/orders?region=south&model=OC-5A").await?),
+        vec![s_id.clone()]
+    );
+    assert!(ids(&admin.get("/api/v1/orders?model=VX-1").await?).is_empty());
+
+    // SLA states at a chosen time (P3: respond within 4 h): a controllable clock
+    let created: chrono::DateTime<chrono::Utc> =
+        north.body["created_at"].as_str().expect("time").parse()?;
+    let at = |h: f64| {
+        (created + chrono::Duration::milliseconds((h * 3_600_000.0) as i64))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let q = |state: &str, h: f64| format!("/api/v1/orders?sla={state}&sla_at={}", at(h));
+    assert_eq!(ids(&admin.get(&q("on_track", 1.0)).await?).len(), 2);
+    assert_eq!(ids(&admin.get(&q("at_risk", 3.5)).await?).len(), 2);
+    assert_eq!(ids(&admin.get(&q("breached", 5.0)).await?).len(), 2);
+    // acknowledging meets the respond deadline: the north order is on track again at +5 h
+    let ack = admin
+        .post_if_match(
+            &format!("/api/v1/orders/{n_id}/acknowledge"),
+            Some(version(&north.body)),
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(ack.status, 200);
+    assert_eq!(
+        ids(&admin.get(&q("breached", 5.0)).await?),
+        vec![s_id.clone()]
+    );
+    assert_eq!(
+        ids(&admin.get(&q("on_track", 5.0)).await?),
+        vec![n_id.clone()]
+    );
+    // and everything is breached after the 5-day completion deadline
+    assert_eq!(ids(&admin.get(&q("breached", 24.0 * 6.0)).await?).len(), 2);
+    let bad = admin.get("/api/v1/orders?sla=late").await?;
+    assert_eq!(
+        (bad.status, bad.body["details"]["parameter"].clone()),
+        (400, json!("sla"))
+    );
+
+    // updated_since: only what changed since then
+    let since = ack.body["updated_at"].as_str().expect("time").to_owned();
+    let changed = admin
+        .get(&format!("/api/v1/orders?updated_since={since}"))
+        .await?;
+    assert_eq!(ids(&changed), vec![n_id.clone()]);
+
+    // stable pages: limit 1 walks both orders in id order
+    let p1 = admin.get("/api/v1/orders?limit=1").await?;
+    let next = p1.body["next"].as_str().expect("next").to_owned();
+    let p2 = admin
+        .get(&format!("/api/v1/orders?limit=1&after={next}"))
+        .await?;
+    assert_eq!([ids(&p1), ids(&p2)].concat(), vec![n_id, s_id]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_order_stream_resumes_after_the_last_event_id() -> anyhow::Result<()> {
+    use fleetpulse_system_tests::dispatch::SseReader;
+    let (dir, app) = serve().await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let reader = Client::new(
+        &app,
+        Some(&create_token(dir.path(), "planner", "screen").await?),
+    )?;
+    assert_eq!(
+        Client::new(&app, None)?
+            .get("/api/v1/orders/stream")
+            .await?
+            .status,
+        401
+    );
+    register(&admin, "OC5-S0001").await?;
+
+    // a fresh stream starts with the next change
+    let mut live = SseReader::open(&reader, "/api/v1/orders/stream", None).await?;
+    let o = admin
+        .post("/api/v1/orders", &json!({"serial": "OC5-S0001", "cause": "customer_call", "kind": "repair", "title": "t"}))
+        .await?;
+    let id = o.body["id"].as_i64().expect("id");
+    let first = live.next(WAIT).await?;
+    assert_eq!(first.event.as_deref(), Some("order.created"));
+    assert_eq!(first.data["order"]["id"], json!(id));
+    let last_seen = first.id.clone().expect("events have ids");
+    drop(live);
+
+    // changes while the client is away…
+    let mut v = version(&o.body);
+    for (step, body) in [
+        ("acknowledge", json!({})),
+        ("assign", json!({"engineer": "E-1"})),
+        ("start", json!({})),
+    ] {
+        let a = admin
+            .post_if_match(&format!("/api/v1/orders/{id}/{step}"), Some(v), &body)
+            .await?;
+        v = version(&a.body);
+    }
+    // …arrive in order after a reconnect with Last-Event-ID, and nothing before it
+    let mut resumed = SseReader::open(&reader, "/api/v1/orders/stream", Some(&last_seen)).await?;
+    let mut kinds = Vec::new();
+    let mut prev: i64 = last_seen.parse()?;
+    for _ in 0..3 {
+        let e = resumed.next(WAIT).await?;
+        let eid: i64 = e.id.as_deref().unwrap_or("0").parse()?;
+        assert!(eid > prev, "ids increase: {eid} after {prev}");
+        prev = eid;
+        kinds.push(e.event.unwrap_or_default());
+    }
+    assert_eq!(
+        kinds,
+        ["order.acknowledged", "order.assigned", "order.started"]
+    );
+    // the same sequence can be paged
+    let page = reader
+        .get(&format!("/api/v1/orders/events?after={last_seen}"))
+        .await?;
+    assert_eq!(
+        page.body["items"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        page.body
+    );
+
+    // an open stream does not hold up an orderly shutdown
+    let mut app = app;
+    let status = app.interrupt().await?;
+    assert!(status.success(), "{status}");
+    drop(resumed);
+    Ok(())
+}
