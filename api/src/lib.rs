@@ -29,6 +29,7 @@ use fleetpulse_domain::{Catalog, Policy};
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod push;
 pub mod routes;
 
 pub use auth::AuthMode;
@@ -57,6 +58,8 @@ pub struct AppState {
     /// Priorities and SLA deadlines of manual orders.
     pub policy: Arc<Policy>,
     pub auth: AuthMode,
+    /// Webhook subscriptions and their delivery log.
+    pub webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks>,
     /// Ends long-lived answers (the order stream) when the server shuts down.
     pub streams: StreamStop,
 }
@@ -97,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::catalog::router())
         .merge(routes::device_lifecycle::router())
         .merge(routes::admin::router())
+        .merge(routes::webhooks::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

@@ -145,6 +145,7 @@ async fn spawn_app() -> TestApp {
         catalog,
         ingest: Arc::new(FakeIngest),
         dispatch: store.clone(),
+        webhooks: store.clone(),
         policy: policy(),
         // these tests are about the read API; auth has its own tests (api/tests/dispatch.rs)
         auth: AuthMode::Disabled,
@@ -984,6 +985,7 @@ async fn broken_app(fail: fn() -> fleetpulse_domain::store::StoreError) -> TestA
         store,
         catalog,
         ingest: Arc::new(FakeIngest),
+        webhooks: Arc::new(dispatch.clone()),
         dispatch: Arc::new(dispatch),
         policy: policy(),
         auth: AuthMode::Disabled,

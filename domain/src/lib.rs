@@ -22,6 +22,7 @@ pub mod rules;
 pub mod serial;
 pub mod store;
 pub mod telemetry;
+pub mod webhook;
 
 pub use alarm::{AlarmCode, AlarmEpisode, Category, Severity};
 pub use catalog::{Catalog, ModelId, ModelSpec};

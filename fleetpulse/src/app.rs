@@ -249,8 +249,10 @@ async fn serve(
     let catalog = Arc::new(cfg.load_catalog()?);
     let policy: Arc<Policy> = Arc::new(cfg.load_policy()?);
     let auth = cfg.http.auth_mode(fleet.is_some())?;
+    let push_settings = cfg.webhooks.settings()?;
     let sqlite = open_store(&cfg, catalog.clone(), policy.clone()).await?;
     let dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch> = sqlite.clone();
+    let webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks> = sqlite.clone();
     let credentials: Arc<dyn DeviceCredentials> = sqlite.clone();
     let store: Arc<dyn Store> = sqlite;
     let marked = store.mark_all_offline(Utc::now()).await?;
@@ -301,6 +303,7 @@ async fn serve(
         ApiParts {
             store: store.clone(),
             dispatch,
+            webhooks: webhooks.clone(),
             policy,
             auth,
         },
@@ -313,6 +316,10 @@ async fn serve(
     )
     .await?;
     let retention_task = spawn_retention(store.clone(), cfg.data.retention_days, stop.clone());
+    let push_stop = CancellationToken::new();
+    let push_worker = fleetpulse_api::push::PushWorker::new(webhooks, store.clone(), push_settings)
+        .map_err(|e| anyhow::anyhow!("webhook HTTP client: {e}"))?;
+    let push_task = tokio::spawn(push_worker.run(push_stop.clone().cancelled_owned()));
 
     let sim_task = match (fleet, device_addr) {
         (Some(fleet), Some(addr)) => {
@@ -357,6 +364,10 @@ async fn serve(
         join_logged(task, "time-series sink").await;
     }
     retention_task.abort();
+    // the pipeline has committed its last orders; deliveries in flight finish, the rest
+    // wait in the outbox for the next start
+    push_stop.cancel();
+    join_logged(push_task, "webhook delivery").await;
     api_stop.cancel();
     join_logged(api_task, "HTTP API").await;
     announce("stopped cleanly");
@@ -447,6 +458,7 @@ impl IngestStatus for PipelineStatus {
 struct ApiParts {
     store: Arc<dyn Store>,
     dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch>,
+    webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks>,
     policy: Arc<Policy>,
     auth: fleetpulse_api::AuthMode,
 }
@@ -471,6 +483,7 @@ async fn start_api(
         catalog,
         ingest: Arc::new(status),
         dispatch: parts.dispatch,
+        webhooks: parts.webhooks,
         policy: parts.policy,
         auth: parts.auth,
         streams: streams.clone(),

@@ -35,6 +35,8 @@ pub struct Config {
     /// through a durable spool. Absent: readings stay in the embedded store only.
     pub sink: Option<SinkConfig>,
     pub registry: RegistryConfig,
+    /// Delivery of order events to registered webhooks.
+    pub webhooks: WebhooksConfig,
     pub catalog: FileRef,
     pub policy: FileRef,
     pub log: LogConfig,
@@ -53,6 +55,7 @@ impl Default for Config {
             ingest: PipelineConfig::default(),
             sink: None,
             registry: RegistryConfig::default(),
+            webhooks: WebhooksConfig::default(),
             catalog: FileRef::default(),
             policy: FileRef::default(),
             log: LogConfig::default(),
@@ -164,6 +167,67 @@ impl Default for RegistryConfig {
         Self {
             unknown_device: UnknownDevicePolicy::AutoRegister,
         }
+    }
+}
+
+/// Webhook delivery (receivers are registered through `POST /api/v1/webhooks`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Attempts of one delivery before it is `dead` (kept in the delivery log).
+    pub max_attempts: u32,
+    /// Pause after the first failed attempt; it doubles after each further failure…
+    pub initial_backoff_ms: u64,
+    /// …up to this.
+    pub max_backoff_ms: u64,
+    /// Time one POST may take, connecting included; longer counts as a failed attempt.
+    pub timeout_ms: u64,
+    /// How often an idle worker looks for new order events.
+    pub poll_ms: u64,
+    /// Requests in flight at once (different orders; one order's events go one by one).
+    pub concurrency: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 12,
+            initial_backoff_ms: 1000,
+            max_backoff_ms: 600_000,
+            timeout_ms: 10_000,
+            poll_ms: 250,
+            concurrency: 8,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    pub fn settings(&self) -> anyhow::Result<fleetpulse_api::push::PushSettings> {
+        anyhow::ensure!(
+            self.max_attempts >= 1,
+            "webhooks.max_attempts must be at least 1"
+        );
+        anyhow::ensure!(
+            self.initial_backoff_ms >= 1 && self.initial_backoff_ms <= self.max_backoff_ms,
+            "webhooks.initial_backoff_ms must be from 1 to webhooks.max_backoff_ms"
+        );
+        anyhow::ensure!(
+            self.timeout_ms >= 1,
+            "webhooks.timeout_ms must be at least 1"
+        );
+        anyhow::ensure!(self.poll_ms >= 1, "webhooks.poll_ms must be at least 1");
+        anyhow::ensure!(
+            (1..=256).contains(&self.concurrency),
+            "webhooks.concurrency must be from 1 to 256"
+        );
+        Ok(fleetpulse_api::push::PushSettings {
+            max_attempts: self.max_attempts,
+            initial_backoff: std::time::Duration::from_millis(self.initial_backoff_ms),
+            max_backoff: std::time::Duration::from_millis(self.max_backoff_ms),
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            poll: std::time::Duration::from_millis(self.poll_ms),
+            concurrency: self.concurrency,
+        })
     }
 }
 

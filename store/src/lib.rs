@@ -29,6 +29,7 @@ mod read;
 mod schema;
 mod sla;
 mod spool;
+mod webhooks;
 mod write;
 
 use std::path::{Path, PathBuf};

@@ -485,10 +485,10 @@ pub(crate) fn create_manual_order(
     Ok((after, change.created))
 }
 
-const EVENT_COLS: &str =
+pub(crate) const EVENT_COLS: &str =
     "id, order_id, serial, at, actor, kind, from_status, to_status, version, data";
 
-fn event_from(row: &Row<'_>) -> Result<OrderEvent, StoreError> {
+pub(crate) fn event_from(row: &Row<'_>) -> Result<OrderEvent, StoreError> {
     let serial: String = row.get(2).map_err(sql_err)?;
     let from: Option<String> = row.get(6).map_err(sql_err)?;
     let to: String = row.get(7).map_err(sql_err)?;

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_sink_spool.sql"),
     include_str!("../migrations/0003_device_credentials.sql"),
     include_str!("../migrations/0004_dispatch.sql"),
+    include_str!("../migrations/0005_webhooks.sql"),
 ];
 
 /// The schema version this build writes.

@@ -18,6 +18,7 @@ use tokio::process::{Child, Command};
 pub use victoria::{Series, VictoriaMetrics};
 
 pub mod dispatch;
+pub mod receiver;
 pub mod tls;
 
 /// Path of the `fleetpulse` binary under test.

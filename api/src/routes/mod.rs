@@ -9,3 +9,4 @@ pub mod health;
 pub mod metrics;
 pub mod order_feed;
 pub mod orders;
+pub mod webhooks;

@@ -736,3 +736,225 @@ async fn the_order_stream_resumes_after_the_last_event_id() -> anyhow::Result<()
     drop(resumed);
     Ok(())
 }
+
+/// Fast retries for the webhook tests.
+const WEBHOOK_ENV: [(&str, &str); 5] = [
+    ("FLEETPULSE_WEBHOOKS__TIMEOUT_MS", "400"),
+    ("FLEETPULSE_WEBHOOKS__INITIAL_BACKOFF_MS", "100"),
+    ("FLEETPULSE_WEBHOOKS__MAX_BACKOFF_MS", "400"),
+    ("FLEETPULSE_WEBHOOKS__POLL_MS", "50"),
+    ("FLEETPULSE_WEBHOOKS__MAX_ATTEMPTS", "1000"),
+];
+
+async fn deliveries(admin: &Client, hook: i64) -> anyhow::Result<Vec<Value>> {
+    let a = admin
+        .get(&format!("/api/v1/webhooks/{hook}/deliveries?limit=1000"))
+        .await?;
+    anyhow::ensure!(a.status == 200, "deliveries: {} {}", a.status, a.body);
+    Ok(a.body.as_array().cloned().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn webhooks_survive_a_receiver_that_fails_times_out_and_comes_back() -> anyhow::Result<()> {
+    use fleetpulse_system_tests::receiver::{Mode, Receiver};
+    let dir = tempfile::tempdir()?;
+    let app = App::spawn_with_env(
+        dir.path(),
+        &["serve", "--mqtt-listen", "127.0.0.1:0"],
+        &WEBHOOK_ENV,
+    )
+    .await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let secret = "a-shared-secret-of-the-receiver";
+    let mut receiver = Receiver::start(Mode::Fail, secret).await?;
+    let hook = admin
+        .post(
+            "/api/v1/webhooks",
+            &json!({"name": "fsm", "url": receiver.url(), "secret": secret}),
+        )
+        .await?;
+    assert_eq!(hook.status, 201, "{}", hook.body);
+    assert_eq!(
+        hook.body["secret"],
+        json!(secret),
+        "the secret is shown at creation"
+    );
+    let hook_id = hook.body["id"].as_i64().expect("id");
+    assert!(
+        !admin
+            .get("/api/v1/webhooks")
+            .await?
+            .body
+            .to_string()
+            .contains(secret)
+    );
+
+    // two orders, each through four steps, while the receiver answers 500
+    let mut order_ids = Vec::new();
+    for serial in ["OC5-W0001", "OC5-W0002"] {
+        register(&admin, serial).await?;
+        let o = admin
+            .post("/api/v1/orders", &json!({"serial": serial, "cause": "customer_call", "kind": "repair", "title": "t"}))
+            .await?;
+        let id = o.body["id"].as_i64().expect("id");
+        let mut v = version(&o.body);
+        for (step, body) in [
+            ("acknowledge", json!({})),
+            ("assign", json!({"engineer": "E-1"})),
+            ("start", json!({})),
+        ] {
+            let a = admin
+                .post_if_match(&format!("/api/v1/orders/{id}/{step}"), Some(v), &body)
+                .await?;
+            v = version(&a.body);
+        }
+        order_ids.push(id);
+    }
+    eventually(WAIT, "failed attempts answered 500", || async {
+        let d = deliveries(&admin, hook_id).await?;
+        Ok(d.iter()
+            .any(|x| x["last_status"] == json!(500) && x["attempts"].as_u64() >= Some(2))
+            .then_some(()))
+    })
+    .await?;
+
+    // then it hangs past the sender's timeout…
+    receiver.set_mode(Mode::Hang);
+    eventually(WAIT, "an attempt that timed out", || async {
+        let d = deliveries(&admin, hook_id).await?;
+        Ok(d.iter()
+            .any(|x| x["last_error"] == json!("timed out"))
+            .then_some(()))
+    })
+    .await?;
+    // …then it is down altogether…
+    receiver.stop().await;
+    eventually(WAIT, "an attempt that could not connect", || async {
+        let d = deliveries(&admin, hook_id).await?;
+        Ok(d.iter()
+            .any(|x| {
+                x["last_error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("could not send")
+            })
+            .then_some(()))
+    })
+    .await?;
+    assert!(receiver.received().is_empty());
+
+    // …and comes back: every event arrives, signed, once, in order per order
+    receiver.set_mode(Mode::Accept);
+    receiver.resume().await?;
+    let received = eventually(
+        Duration::from_secs(30),
+        "all 8 events delivered",
+        || async {
+            let r = receiver.received();
+            Ok((r.len() >= 8).then_some(r))
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = if receiver.received().len() > received.len() {
+        receiver.received()
+    } else {
+        received
+    };
+    assert_eq!(
+        received.len(),
+        8,
+        "no duplicates once accepted: {received:?}"
+    );
+    assert!(
+        received.iter().all(|r| r.signature_ok && r.timestamp_fresh),
+        "{received:?}"
+    );
+    // the first event of each order was retried through the outage; the later ones waited
+    // behind it (never sent ahead of it), so they went through at their first attempt
+    for r in &received {
+        let first = r.kind == "order.created";
+        assert_eq!(r.attempt > 1, first, "{r:?}");
+    }
+    for id in &order_ids {
+        let kinds: Vec<&str> = received
+            .iter()
+            .filter(|r| r.order_id == *id)
+            .map(|r| r.kind.as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "order.created",
+                "order.acknowledged",
+                "order.assigned",
+                "order.started"
+            ],
+            "order {id}"
+        );
+        let ids: Vec<i64> = received
+            .iter()
+            .filter(|r| r.order_id == *id)
+            .map(|r| r.event_id)
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order: {ids:?}");
+    }
+    let log = deliveries(&admin, hook_id).await?;
+    assert_eq!(log.len(), 8);
+    assert!(
+        log.iter().all(|d| d["state"] == json!("delivered")),
+        "{log:?}"
+    );
+    let listed = admin.get("/api/v1/webhooks").await?;
+    assert_eq!(
+        (
+            listed.body[0]["pending"].clone(),
+            listed.body[0]["dead"].clone()
+        ),
+        (json!(0), json!(0))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_delivery_that_keeps_failing_ends_dead_in_the_log() -> anyhow::Result<()> {
+    use fleetpulse_system_tests::receiver::{Mode, Receiver};
+    let dir = tempfile::tempdir()?;
+    let mut env = WEBHOOK_ENV.to_vec();
+    env.retain(|(k, _)| !k.ends_with("MAX_ATTEMPTS"));
+    env.push(("FLEETPULSE_WEBHOOKS__MAX_ATTEMPTS", "3"));
+    let app =
+        App::spawn_with_env(dir.path(), &["serve", "--mqtt-listen", "127.0.0.1:0"], &env).await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let receiver = Receiver::start(Mode::Fail, "0123456789abcdef").await?;
+    let hook = admin
+        .post(
+            "/api/v1/webhooks",
+            &json!({"name": "x", "url": receiver.url()}),
+        )
+        .await?;
+    assert!(
+        hook.body["secret"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("whsec_"),
+        "{}",
+        hook.body
+    );
+    let hook_id = hook.body["id"].as_i64().expect("id");
+    register(&admin, "OC5-W0003").await?;
+    admin
+        .post("/api/v1/orders", &json!({"serial": "OC5-W0003", "cause": "customer_call", "kind": "repair", "title": "t"}))
+        .await?;
+    let dead = eventually(WAIT, "a dead delivery", || async {
+        let d = deliveries(&admin, hook_id).await?;
+        Ok(d.into_iter().find(|x| x["state"] == json!("dead")))
+    })
+    .await?;
+    assert_eq!(dead["attempts"], json!(3));
+    assert_eq!(dead["last_status"], json!(500));
+    assert_eq!(receiver.requests(), 3);
+    let listed = admin.get("/api/v1/webhooks").await?;
+    assert_eq!(listed.body[0]["dead"], json!(1));
+    Ok(())
+}
