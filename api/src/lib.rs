@@ -101,6 +101,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::device_lifecycle::router())
         .merge(routes::admin::router())
         .merge(routes::webhooks::router())
+        .merge(routes::sla::router())
+        .merge(routes::device_import::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

@@ -285,6 +285,20 @@ pub trait Dispatch: Send + Sync + 'static {
     /// Id of the newest order event (0 when there is none): where a new stream starts.
     async fn last_order_event_id(&self) -> Result<i64, StoreError>;
 
+    /// Records an `sla_breached` order event (actor `sla`) for each deadline that passed
+    /// before `now` and was not escalated yet. Returns how many.
+    async fn escalate_sla_breaches(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
+
+    /// SLA attainment per priority of the orders created in `[from, to)`, at `now`:
+    /// for respond, arrive (work started on site) and complete, how many deadlines were
+    /// met and missed, and the share met.
+    async fn sla_attainment(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<serde_json::Value, StoreError>;
+
     /// Confirmed failures of one device, oldest first.
     async fn failure_events(&self, serial: &Serial) -> Result<Vec<FailureEvent>, StoreError>;
 

@@ -302,7 +302,7 @@ async fn serve(
         &cfg,
         ApiParts {
             store: store.clone(),
-            dispatch,
+            dispatch: dispatch.clone(),
             webhooks: webhooks.clone(),
             policy,
             auth,
@@ -315,7 +315,9 @@ async fn serve(
         api_stop.clone(),
     )
     .await?;
+    let dispatch_for_sla = dispatch;
     let retention_task = spawn_retention(store.clone(), cfg.data.retention_days, stop.clone());
+    let sla_task = spawn_sla_escalation(dispatch_for_sla, stop.clone());
     let push_stop = CancellationToken::new();
     let push_worker = fleetpulse_api::push::PushWorker::new(webhooks, store.clone(), push_settings)
         .map_err(|e| anyhow::anyhow!("webhook HTTP client: {e}"))?;
@@ -364,6 +366,7 @@ async fn serve(
         join_logged(task, "time-series sink").await;
     }
     retention_task.abort();
+    sla_task.abort();
     // the pipeline has committed its last orders; deliveries in flight finish, the rest
     // wait in the outbox for the next start
     push_stop.cancel();
@@ -500,6 +503,27 @@ async fn start_api(
     });
     announce(&format!("api listening on http://{addr}"));
     Ok(task)
+}
+
+/// How often breached SLA deadlines are looked for (each escalates once, as an
+/// `order.sla_breached` event on the stream and to webhooks).
+const SLA_CHECK: Duration = Duration::from_secs(5);
+
+fn spawn_sla_escalation(
+    dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = dispatch.escalate_sla_breaches(Utc::now()).await {
+                warn!(error = %e, "SLA escalation failed; retrying");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(SLA_CHECK) => {}
+            }
+        }
+    })
 }
 
 /// Deletes raw readings past the retention once an hour.

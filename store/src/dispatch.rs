@@ -72,6 +72,21 @@ impl Dispatch for SqliteStore {
         .await
     }
 
+    async fn escalate_sla_breaches(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.write(move |conn, _| crate::sla::escalate(conn, now).map(|v| v.len()))
+            .await
+    }
+
+    async fn sla_attainment(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<serde_json::Value, StoreError> {
+        self.read(move |conn, _| crate::sla::attainment(conn, from, to, now))
+            .await
+    }
+
     async fn failure_events(&self, serial: &Serial) -> Result<Vec<FailureEvent>, StoreError> {
         let serial = serial.clone();
         self.read(move |conn, _| orders::failure_events(conn, &serial))

@@ -958,3 +958,99 @@ async fn a_delivery_that_keeps_failing_ends_dead_in_the_log() -> anyhow::Result<
     assert_eq!(listed.body[0]["dead"], json!(1));
     Ok(())
 }
+
+#[tokio::test]
+async fn devices_are_imported_in_bulk_and_their_history_and_sla_attainment_are_served()
+-> anyhow::Result<()> {
+    let (dir, app) = serve().await?;
+    let da = Client::new(
+        &app,
+        Some(&create_token(dir.path(), "device-admin", "stock").await?),
+    )?;
+    let csv = "serial,model,status,region,address\n\
+               OC5-I0001,OC-5A,at_customer,north,\"1 Main St, Apt \"\"B\"\"\"\n\
+               OC5-I0002,OC-5A,in_stock,,\n\
+               OC5-I0003,NOPE,in_stock,,\n\
+               not a serial,OC-5A,,,\n\
+               OC5-I0001,OC-5A,,,\n";
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/devices/import", app.api))
+        .bearer_auth(&app.admin_token)
+        .header("Content-Type", "text/csv")
+        .body(csv)
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.json().await?;
+    assert_eq!(
+        (body["registered"].clone(), body["failed"].clone()),
+        (json!(2), json!(3)),
+        "{body}"
+    );
+    let rows: Vec<u64> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["row"].as_u64())
+        .collect();
+    assert_eq!(rows, [4, 5, 6], "{body}");
+    let d = da.get("/api/v1/devices/OC5-I0001").await?;
+    assert_eq!(d.body["address"], json!("1 Main St, Apt \"B\""));
+
+    let json_import = da
+        .post("/api/v1/devices/import", &json!([{"serial": "OC5-I0004", "model": "OC-5A"}, {"serial": "OC5-I0005", "model": "OC-5A", "colour": "red"}]))
+        .await?;
+    assert_eq!(json_import.status, 200, "{}", json_import.body);
+    assert_eq!(json_import.body["registered"], json!(1));
+    assert!(
+        json_import.body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("colour")
+    );
+
+    // lifecycle: in_stock → in_transit → at_customer (address, criticality) → history
+    for body in [
+        json!({"status": "in_transit"}),
+        json!({"status": "at_customer", "address": "2 High St", "criticality": "life_supporting", "region": "south"}),
+    ] {
+        let a = da.post("/api/v1/devices/OC5-I0002/status", &body).await?;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let h = da.get("/api/v1/devices/OC5-I0002/history").await?;
+    let steps: Vec<String> = h.body["status_history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|s| {
+            format!(
+                "{}>{}",
+                s["from_status"].as_str().unwrap_or(""),
+                s["to_status"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(steps, ["in_stock>in_transit", "in_transit>at_customer"]);
+    assert_eq!(h.body["device"]["criticality"], json!("life_supporting"));
+
+    // SLA attainment of the period: a fresh order is not due yet, so undecided
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let o = admin.post("/api/v1/orders", &json!({"serial": "OC5-I0002", "cause": "customer_call", "kind": "repair", "title": "t"})).await?;
+    assert_eq!(
+        o.body["priority"],
+        json!("P2"),
+        "manual P3, one step up for life-supporting"
+    );
+    let a = da.get("/api/v1/sla/attainment").await?;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["by_priority"][0]["orders"], json!(1));
+    assert_eq!(
+        a.body["by_priority"][0]["respond"]["attainment_pct"],
+        json!(null)
+    );
+    let bad = da
+        .get("/api/v1/sla/attainment?from=2030-01-02T00:00:00Z&to=2030-01-01T00:00:00Z")
+        .await?;
+    assert_eq!(bad.status, 400);
+    Ok(())
+}
