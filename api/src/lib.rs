@@ -31,6 +31,7 @@ pub mod error;
 pub mod extract;
 pub mod push;
 pub mod routes;
+pub mod tls;
 
 pub use auth::AuthMode;
 pub use error::ApiError;

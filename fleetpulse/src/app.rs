@@ -249,6 +249,8 @@ async fn serve(
     let catalog = Arc::new(cfg.load_catalog()?);
     let policy: Arc<Policy> = Arc::new(cfg.load_policy()?);
     let auth = cfg.http.auth_mode(fleet.is_some())?;
+    cfg.http.check_transport()?;
+    let api_tls = api_tls_config(&cfg)?;
     let push_settings = cfg.webhooks.settings()?;
     let sqlite = open_store(&cfg, catalog.clone(), policy.clone()).await?;
     let dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch> = sqlite.clone();
@@ -306,6 +308,7 @@ async fn serve(
             webhooks: webhooks.clone(),
             policy,
             auth,
+            tls: api_tls,
         },
         catalog.clone(),
         PipelineStatus {
@@ -464,6 +467,26 @@ struct ApiParts {
     webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks>,
     policy: Arc<Policy>,
     auth: fleetpulse_api::AuthMode,
+    /// HTTPS when set.
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// The API's rustls server configuration from `[http.tls]` (ring provider).
+fn api_tls_config(cfg: &Config) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    let Some(tls) = &cfg.http.tls else {
+        return Ok(None);
+    };
+    let certs = fleetpulse_ingest::tls::load_certs("http.tls.cert_file", &tls.cert_file)?;
+    let key = fleetpulse_ingest::tls::load_key("http.tls.key_file", &tls.key_file)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("http.tls: the certificate and key do not form a usable pair")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(config)))
 }
 
 async fn start_api(
@@ -496,12 +519,17 @@ async fn start_api(
         // open order streams end, so the graceful shutdown does not wait for their clients
         streams.stop();
     };
+    let scheme = if parts.tls.is_some() { "https" } else { "http" };
     let task = tokio::spawn(async move {
-        if let Err(e) = fleetpulse_api::serve(listener, router, shutdown).await {
+        let served = match parts.tls {
+            Some(tls) => fleetpulse_api::tls::serve_tls(listener, tls, router, shutdown).await,
+            None => fleetpulse_api::serve(listener, router, shutdown).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "HTTP API failed");
         }
     });
-    announce(&format!("api listening on http://{addr}"));
+    announce(&format!("api listening on {scheme}://{addr}"));
     Ok(task)
 }
 

@@ -79,6 +79,19 @@ pub struct HttpConfig {
     /// everything; accepted only on a loopback `listen`. Unset: `required`, except for
     /// `demo`, where it is `disabled`.
     pub auth: Option<HttpAuth>,
+    /// PEM certificate chain and key: the API speaks only HTTPS (rustls, ring).
+    pub tls: Option<HttpTlsConfig>,
+    /// Plain HTTP on a non-loopback `listen` is refused unless this is true (e.g. behind
+    /// a TLS-terminating proxy on the same network segment).
+    pub allow_plain_http: bool,
+}
+
+/// `[http.tls]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// See [`HttpConfig::auth`].
@@ -90,6 +103,17 @@ pub enum HttpAuth {
 }
 
 impl HttpConfig {
+    /// Refuses plain HTTP on a non-loopback address unless explicitly allowed.
+    pub fn check_transport(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.tls.is_some() || self.listen.ip().is_loopback() || self.allow_plain_http,
+            "http.listen = {} is not a loopback address: configure [http.tls] (cert_file, key_file) \
+             for HTTPS, or set http.allow_plain_http = true if a TLS proxy fronts it",
+            self.listen
+        );
+        Ok(())
+    }
+
     /// The authentication mode in effect; `demo_default` when `auth` is unset.
     pub fn auth_mode(&self, demo: bool) -> anyhow::Result<fleetpulse_api::AuthMode> {
         let auth = self.auth.unwrap_or(if demo {
@@ -117,6 +141,8 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             auth: None,
+            tls: None,
+            allow_plain_http: false,
         }
     }
 }

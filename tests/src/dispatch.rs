@@ -39,9 +39,7 @@ pub fn client_with_token(token: &str) -> anyhow::Result<reqwest::Client> {
         AUTHORIZATION,
         HeaderValue::from_str(&format!("Bearer {token}"))?,
     );
-    Ok(reqwest::Client::builder()
-        .default_headers(headers)
-        .build()?)
+    Ok(crate::http_client().default_headers(headers).build()?)
 }
 
 /// An answer: status, headers, JSON body (`Null` when not JSON).
@@ -75,7 +73,7 @@ impl Client {
     pub fn new(app: &App, token: Option<&str>) -> anyhow::Result<Client> {
         let http = match token {
             Some(t) => client_with_token(t)?,
-            None => reqwest::Client::new(),
+            None => crate::http_client().build()?,
         };
         Ok(Client {
             api: app.api.clone(),

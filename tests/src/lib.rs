@@ -21,6 +21,16 @@ pub mod dispatch;
 pub mod receiver;
 pub mod tls;
 
+/// An HTTP client. reqwest is built with rustls and no crypto provider of its own (the
+/// workspace uses ring only); the process default is installed first, as `main` does.
+pub fn http_client() -> reqwest::ClientBuilder {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+}
+
 /// Path of the `fleetpulse` binary under test.
 pub fn fleetpulse_bin() -> PathBuf {
     if let Ok(p) = std::env::var("FLEETPULSE_BIN") {

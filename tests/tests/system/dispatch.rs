@@ -973,7 +973,8 @@ async fn devices_are_imported_in_bulk_and_their_history_and_sla_attainment_are_s
                OC5-I0003,NOPE,in_stock,,\n\
                not a serial,OC-5A,,,\n\
                OC5-I0001,OC-5A,,,\n";
-    let resp = reqwest::Client::new()
+    let resp = fleetpulse_system_tests::http_client()
+        .build()?
         .post(format!("{}/api/v1/devices/import", app.api))
         .bearer_auth(&app.admin_token)
         .header("Content-Type", "text/csv")
@@ -1052,5 +1053,115 @@ async fn devices_are_imported_in_bulk_and_their_history_and_sla_attainment_are_s
         .get("/api/v1/sla/attainment?from=2030-01-02T00:00:00Z&to=2030-01-01T00:00:00Z")
         .await?;
     assert_eq!(bad.status, 400);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_api_speaks_https_when_a_certificate_is_configured() -> anyhow::Result<()> {
+    use fleetpulse_system_tests::tls::Pki;
+    let pki = Pki::new()?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("fleetpulse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            pki.server.cert.display().to_string(),
+            pki.server.key.display().to_string()
+        ),
+    )?;
+    let config_arg = config.display().to_string();
+    let app = App::spawn(
+        dir.path(),
+        &[
+            "serve",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--config",
+            &config_arg,
+        ],
+    )
+    .await?;
+    assert!(app.api.starts_with("https://"), "{}", app.api);
+
+    // a client that trusts the test CA (rustls with ring, as fleetpulse itself)
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_pem = std::fs::read(&pki.ca_file)?;
+    for cert in
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+            &ca_pem,
+        )
+    {
+        roots.add(cert?)?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = fleetpulse_system_tests::http_client()
+        .tls_backend_preconfigured(tls)
+        .build()?;
+    let port = app.api.rsplit(':').next().expect("port");
+    let url = format!("https://localhost:{port}");
+    let health = https.get(format!("{url}/health")).send().await?;
+    assert_eq!(health.status().as_u16(), 200);
+    let orders = https
+        .get(format!("{url}/api/v1/orders"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await?;
+    assert_eq!(orders.status().as_u16(), 200);
+    // plain HTTP on the same port gets no API answer
+    let plain = fleetpulse_system_tests::http_client()
+        .build()?
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await;
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+    Ok(())
+}
+
+#[tokio::test]
+async fn plain_http_off_loopback_is_refused_unless_allowed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = tokio::process::Command::new(fleetpulse_system_tests::fleetpulse_bin())
+        .args([
+            "serve",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--http",
+            "0.0.0.0:0",
+            "--data",
+        ])
+        .arg(dir.path())
+        .output()
+        .await?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http.allow_plain_http") && err.contains("[http.tls]"),
+        "{err}"
+    );
+    let out = tokio::process::Command::new(fleetpulse_system_tests::fleetpulse_bin())
+        .args([
+            "serve",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--http",
+            "0.0.0.0:0",
+            "--data",
+        ])
+        .arg(dir.path())
+        .env("FLEETPULSE_HTTP__AUTH", "disabled")
+        .env("FLEETPULSE_HTTP__ALLOW_PLAIN_HTTP", "true")
+        .output()
+        .await?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("loopback"),
+        "auth disabled off loopback is refused too: {err}"
+    );
     Ok(())
 }
