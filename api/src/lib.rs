@@ -16,6 +16,13 @@
 //!   reversed range is a 400 that names the parameter, never a silently ignored filter.
 //! - Every error is `{"code", "message", "details"}` with the matching status (see
 //!   [`ApiError`]); a 5xx says only `"internal error"` and the detail goes to the log.
+//! - Every route but `/health` and `/metrics` needs an API token ([`auth`]): 401 without
+//!   a valid one, 403 when its role may not. Order changes carry `If-Match` (the order's
+//!   version); each change is recorded in the order's history and the audit log in the
+//!   store transaction that makes it ([`fleetpulse_domain::dispatch::Dispatch`]).
+//! - Order changes reach the dispatch side by pull (`/api/v1/orders`, `/orders/events`),
+//!   stream (SSE, `/orders/stream`) and push ([`push`]: signed webhooks from the outbox).
+//! - Bodies are at most [`MAX_BODY_BYTES`]; HTTPS via rustls when configured ([`tls`]).
 
 use std::future::Future;
 use std::sync::Arc;

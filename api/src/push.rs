@@ -179,7 +179,9 @@ impl PushWorker {
             .send()
             .await;
         let outcome = match result {
-            Ok(resp) if resp.status().is_success() => AttemptResult::Delivered,
+            Ok(resp) if resp.status().is_success() => AttemptResult::Delivered {
+                status: resp.status().as_u16(),
+            },
             Ok(resp) => self.failed(
                 attempt,
                 Some(resp.status().as_u16()),
@@ -189,7 +191,7 @@ impl PushWorker {
             Err(e) => self.failed(attempt, None, format!("could not send: {e}")),
         };
         match &outcome {
-            AttemptResult::Delivered => tracing::debug!(
+            AttemptResult::Delivered { .. } => tracing::debug!(
                 delivery = d.delivery.id,
                 event = d.event.id,
                 "webhook delivered"

@@ -59,7 +59,8 @@ pub struct DueDelivery {
 /// The result of one attempt.
 #[derive(Clone, Debug)]
 pub enum AttemptResult {
-    Delivered,
+    /// The receiver answered 2xx (this status).
+    Delivered { status: u16 },
     /// Failed; retry at `retry_at`, or give up (`dead`) when attempts are exhausted.
     Failed {
         status: Option<u16>,

@@ -81,6 +81,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load(&common)?;
             cfg.load_catalog()?;
             cfg.load_policy()?;
+            cfg.http.check_transport()?;
+            cfg.http.auth_mode(false)?;
+            cfg.webhooks.settings()?;
+            api_tls_config(&cfg)?;
             // TLS files are read as a start would read them.
             match &cfg.broker {
                 Some(broker) => drop(fleetpulse_ingest::ExternalSource::new(broker.clone())?),

@@ -292,10 +292,10 @@ impl Webhooks for SqliteStore {
         self.write(move |conn, _| {
             let t = ms(now);
             match result {
-                AttemptResult::Delivered => conn.execute(
+                AttemptResult::Delivered { status } => conn.execute(
                     "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1, \
-                     last_attempt_at = ?2, delivered_at = ?2, last_status = 200, last_error = NULL WHERE id = ?1",
-                    params![delivery_id, t],
+                     last_attempt_at = ?2, delivered_at = ?2, last_status = ?3, last_error = NULL WHERE id = ?1",
+                    params![delivery_id, t, status],
                 ),
                 AttemptResult::Failed { status, error, retry_at } => conn.execute(
                     "UPDATE webhook_deliveries SET state = ?3, attempts = attempts + 1, last_attempt_at = ?2, \

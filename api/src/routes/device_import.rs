@@ -6,6 +6,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, header};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -115,9 +116,17 @@ async fn import(
     caller: Caller,
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(DEVICE_ADMINS)?;
+    let body = body.map_err(|r| ApiError::InvalidBody {
+        status: r.status(),
+        message: format!(
+            "request body: {} (at most {} bytes)",
+            r.body_text(),
+            crate::MAX_BODY_BYTES
+        ),
+    })?;
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

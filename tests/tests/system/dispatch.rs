@@ -1165,3 +1165,26 @@ async fn plain_http_off_loopback_is_refused_unless_allowed() -> anyhow::Result<(
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn oversized_bodies_answer_413_in_the_error_shape() -> anyhow::Result<()> {
+    let (_dir, app) = serve().await?;
+    let big = "x".repeat(2 * 1024 * 1024);
+    for (path, ctype) in [
+        ("/api/v1/devices/import", "text/csv"),
+        ("/api/v1/orders", "application/json"),
+    ] {
+        let resp = fleetpulse_system_tests::http_client()
+            .build()?
+            .post(format!("{}{path}", app.api))
+            .bearer_auth(&app.admin_token)
+            .header("Content-Type", ctype)
+            .body(big.clone())
+            .send()
+            .await?;
+        assert_eq!(resp.status().as_u16(), 413, "{path}");
+        let body: Value = resp.json().await?;
+        assert_eq!(body["code"], json!("payload_too_large"), "{path}: {body}");
+    }
+    Ok(())
+}
