@@ -6,7 +6,10 @@
 use fleetpulse_domain::order::SlaState;
 use rusqlite::types::Value as SqlValue;
 
-/// Each counting deadline as (status list, deadline column).
+/// Each counting deadline as (status list, deadline column). The conditions write
+/// `+status` so SQLite walks the primary key (the page order) and stops at the page's
+/// end, instead of merging three status-index searches and sorting every match
+/// (measured in docs/benchmarks.md: 1.07 s → 20 ms p50 at 100 000 orders).
 const COUNTING: [(&str, &str); 3] = [
     ("('open')", "respond_by"),
     ("('open', 'acknowledged', 'assigned')", "arrive_by"),
@@ -19,7 +22,7 @@ const COUNTING: [(&str, &str); 3] = [
 fn breached() -> String {
     let parts: Vec<String> = COUNTING
         .iter()
-        .map(|(st, col)| format!("(status IN {st} AND {col} < ?)"))
+        .map(|(st, col)| format!("(+status IN {st} AND {col} < ?)"))
         .collect();
     format!("({})", parts.join(" OR "))
 }
@@ -28,7 +31,7 @@ fn at_risk() -> String {
     // 5 * (deadline - now) < deadline - created_at  ⇔  less than 20 % of the time left
     let parts: Vec<String> = COUNTING
         .iter()
-        .map(|(st, col)| format!("(status IN {st} AND 5 * ({col} - ?) < {col} - created_at)"))
+        .map(|(st, col)| format!("(+status IN {st} AND 5 * ({col} - ?) < {col} - created_at)"))
         .collect();
     format!("({})", parts.join(" OR "))
 }
