@@ -1188,3 +1188,58 @@ async fn oversized_bodies_answer_413_in_the_error_shape() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn webhook_events_wait_in_the_outbox_across_a_sigkill_of_fleetpulse() -> anyhow::Result<()> {
+    use fleetpulse_system_tests::receiver::{Mode, Receiver};
+    let dir = tempfile::tempdir()?;
+    let args = ["serve", "--mqtt-listen", "127.0.0.1:0"];
+    let mut app = App::spawn_with_env(dir.path(), &args, &WEBHOOK_ENV).await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let secret = "outbox-survives-restarts";
+    let receiver = Receiver::start(Mode::Fail, secret).await?;
+    let hook = admin
+        .post(
+            "/api/v1/webhooks",
+            &json!({"name": "fsm", "url": receiver.url(), "secret": secret}),
+        )
+        .await?;
+    let hook_id = hook.body["id"].as_i64().expect("id");
+    register(&admin, "OC5-K0001").await?;
+    let o = admin
+        .post("/api/v1/orders", &json!({"serial": "OC5-K0001", "cause": "customer_call", "kind": "repair", "title": "t"}))
+        .await?;
+    let id = o.body["id"].as_i64().expect("id");
+    let a = admin
+        .post_if_match(
+            &format!("/api/v1/orders/{id}/acknowledge"),
+            Some(version(&o.body)),
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(a.status, 200);
+    eventually(WAIT, "failed attempts", || async {
+        Ok((receiver.requests() >= 2).then_some(()))
+    })
+    .await?;
+
+    // no chance to flush anything: the events must still be in the store
+    app.kill().await;
+    receiver.set_mode(Mode::Accept);
+    let app = App::spawn_with_env(dir.path(), &args, &WEBHOOK_ENV).await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let received = eventually(WAIT, "both events after the restart", || async {
+        let r = receiver.received();
+        Ok((r.len() >= 2).then_some(r))
+    })
+    .await?;
+    let kinds: Vec<&str> = received.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(kinds, ["order.created", "order.acknowledged"]);
+    assert!(received.iter().all(|r| r.signature_ok));
+    let log = deliveries(&admin, hook_id).await?;
+    assert!(
+        log.iter().all(|d| d["state"] == json!("delivered")),
+        "{log:?}"
+    );
+    Ok(())
+}
