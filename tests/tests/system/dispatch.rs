@@ -956,6 +956,13 @@ async fn a_delivery_that_keeps_failing_ends_dead_in_the_log() -> anyhow::Result<
     assert_eq!(receiver.requests(), 3);
     let listed = admin.get("/api/v1/webhooks").await?;
     assert_eq!(listed.body[0]["dead"], json!(1));
+    let metrics = app.get_text("/metrics").await?;
+    assert!(
+        metrics.contains(&format!(
+            "fleetpulse_webhook_deliveries{{webhook=\"{hook_id}\",state=\"dead\"}} 1"
+        )),
+        "{metrics}"
+    );
     Ok(())
 }
 
