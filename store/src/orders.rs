@@ -29,29 +29,66 @@ pub const MAX_TEXT: usize = 4000;
 /// Longest identifier accepted (engineer id, part number, signature reference).
 pub const MAX_ID: usize = 128;
 
-/// [`crate::write::upsert_order`], then the history event of what it did.
+/// What a repeat trigger may change that the dispatch side must hear about.
+type Urgency = (String, i64, i64, i64);
+
+fn urgency(
+    tx: &Transaction<'_>,
+    serial: &str,
+    cause: &str,
+) -> Result<Option<(i64, Urgency)>, StoreError> {
+    tx.prepare_cached(
+        "SELECT id, priority, respond_by, arrive_by, complete_by FROM orders WHERE serial = ?1 AND cause = ?2 \
+         AND status IN ('open', 'acknowledged', 'assigned', 'in_progress')",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![serial, cause], |r| {
+            Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        })
+        .optional()
+    })
+    .map_err(sql_err)
+}
+
+/// [`crate::write::upsert_order`], then the history event of what it did: `created` for
+/// a new order; `escalated` when a repeat trigger made an active order more urgent
+/// (priority or deadlines). A repeat trigger that only counts (trigger count, evidence)
+/// records no event, so a device reporting a low filter every few seconds does not flood
+/// the stream and the webhooks.
 pub(crate) fn upsert_recorded(
     tx: &Transaction<'_>,
     intent: &OrderIntent,
     now: DateTime<Utc>,
     actor: &str,
 ) -> Result<OrderChange, StoreError> {
+    let before = urgency(tx, intent.serial.as_str(), intent.cause.as_str())?;
     let change = crate::write::upsert_order(tx, intent, now)?;
+    let (kind, data) = if change.created {
+        let data = json!({
+            "cause": intent.cause,
+            "priority": intent.priority,
+            "evidence": intent.evidence,
+        });
+        ("created", data)
+    } else {
+        let after = urgency(tx, intent.serial.as_str(), intent.cause.as_str())?;
+        match (before, after) {
+            (Some((_, b)), Some((_, a))) if a != b => (
+                "escalated",
+                json!({
+                    "priority": {"before": b.0, "after": a.0},
+                    "evidence": intent.evidence,
+                }),
+            ),
+            _ => return Ok(change),
+        }
+    };
     let (status, version): (String, u32) = tx
         .prepare_cached("SELECT status, version FROM orders WHERE id = ?1")
         .and_then(|mut s| s.query_row([change.order_id], |r| Ok((r.get(0)?, r.get(1)?))))
         .map_err(sql_err)?;
     let status: OrderStatus = parse_col("orders.status", &status)?;
-    let (kind, from) = if change.created {
-        ("created", None)
-    } else {
-        ("triggered", Some(status))
-    };
-    let data = json!({
-        "cause": intent.cause,
-        "priority": intent.priority,
-        "evidence": intent.evidence,
-    });
+    let from = (!change.created).then_some(status);
     insert_event(
         tx,
         change.order_id,

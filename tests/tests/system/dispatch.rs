@@ -57,6 +57,7 @@ async fn an_order_goes_through_every_transition_and_refuses_illegal_ones() -> an
         "policy's manual priority"
     );
     assert_eq!(created.etag.as_deref(), Some("\"1\""));
+    // a repeat that only counts is no event; one that raises the priority is
     let again = alice.post("/api/v1/orders", &new).await?;
     assert_eq!(
         again.status, 200,
@@ -65,6 +66,17 @@ async fn an_order_goes_through_every_transition_and_refuses_illegal_ones() -> an
     );
     assert_eq!(again.body["id"], json!(id));
     assert_eq!(again.body["trigger_count"], json!(2));
+    let mut urgent = new.clone();
+    urgent["priority"] = json!("P1");
+    let escalated = alice.post("/api/v1/orders", &urgent).await?;
+    assert_eq!(escalated.status, 200);
+    assert_eq!(
+        (
+            escalated.body["trigger_count"].clone(),
+            escalated.body["priority"].clone()
+        ),
+        (json!(3), json!("P1"))
+    );
 
     let path = |step: &str| format!("/api/v1/orders/{id}/{step}");
     let current = alice.get(&format!("/api/v1/orders/{id}")).await?;
@@ -194,7 +206,7 @@ async fn an_order_goes_through_every_transition_and_refuses_illegal_ones() -> an
         kinds,
         [
             "created",
-            "triggered",
+            "escalated",
             "acknowledged",
             "assigned",
             "assigned",
@@ -246,6 +258,7 @@ async fn an_order_goes_through_every_transition_and_refuses_illegal_ones() -> an
         [
             "order.create",
             "order.retrigger",
+            "order.retrigger",
             "order.acknowledged",
             "order.assigned",
             "order.assigned",
@@ -253,7 +266,7 @@ async fn an_order_goes_through_every_transition_and_refuses_illegal_ones() -> an
             "order.completed"
         ]
     );
-    let ack = &entries[2];
+    let ack = &entries[3];
     assert_eq!(
         (
             ack["before"]["status"].clone(),
