@@ -76,11 +76,14 @@ pub enum ApiError {
 }
 
 /// The JSON body of every error answer.
-#[derive(Debug, Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: String,
-    details: Option<Value>,
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// Stable machine-readable code, e.g. `invalid_parameter`, `illegal_transition`.
+    pub code: &'a str,
+    /// A sentence for a person: what is wrong and how to fix it.
+    pub message: String,
+    /// Structured detail (the parameter, the allowed next states, …) or null.
+    pub details: Option<Value>,
 }
 
 impl ApiError {

@@ -36,6 +36,7 @@ use fleetpulse_domain::{Catalog, Policy};
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod push;
 pub mod routes;
 pub mod tls;
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::webhooks::router())
         .merge(routes::sla::router())
         .merge(routes::device_import::router())
+        .merge(openapi::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

@@ -30,7 +30,7 @@ impl OrderStatus {
 }
 
 /// A part used on site.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsedPart {
     /// Part number as the spare-parts system knows it (1 to 64 characters).
@@ -40,7 +40,7 @@ pub struct UsedPart {
 }
 
 /// What the engineer reports when the work is done.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompletionOutcome {
     /// The device had failed: creates a failure event at the device's current runtime hours.
@@ -67,7 +67,7 @@ pub struct CompletionOutcome {
 }
 
 /// One step of the lifecycle, with what it carries.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum OrderAction {
     Acknowledge,
@@ -107,7 +107,7 @@ impl OrderAction {
 }
 
 /// Who made a change: `rules`, `cli`, or `token:<id>:<name>`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Actor(pub String);
 
 impl Actor {
@@ -144,7 +144,7 @@ pub enum TransitionError {
 }
 
 /// One entry of an order's history (and of the order event stream).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderEvent {
     /// Position in the global order event sequence (SSE id, webhook order).
     pub id: i64,
@@ -163,7 +163,7 @@ pub struct OrderEvent {
 }
 
 /// A confirmed failure of a device.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FailureEvent {
     pub id: i64,
     pub serial: Serial,
@@ -189,7 +189,7 @@ string_enum!(
 );
 
 /// A stored API token (never the secret: only its digest is kept).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiToken {
     pub id: i64,
     pub name: String,
@@ -199,7 +199,7 @@ pub struct ApiToken {
 }
 
 /// One audit log entry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -239,7 +239,7 @@ pub struct StatusChange {
 }
 
 /// A device status history entry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusHistoryEntry {
     pub at: DateTime<Utc>,
     pub actor: String,

@@ -63,7 +63,9 @@ impl OrderStatus {
 
 /// Why an order exists, e.g. `filter_depletion`, `service_interval`,
 /// `critical_alarm:E101`, `failure_risk:compressor`. With the serial, the dedupe key.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct Cause(String);
 
@@ -133,7 +135,7 @@ impl fmt::Display for Cause {
 }
 
 /// A part suggested for (or used in) an order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartRef {
     /// Part number as the spare-parts system knows it.
@@ -150,7 +152,7 @@ const fn one() -> u32 {
 }
 
 /// Deadlines an order must meet, from the SLA policy for its priority.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Sla {
     pub respond_by: DateTime<Utc>,
     pub arrive_by: DateTime<Utc>,
@@ -173,7 +175,7 @@ string_enum!(
 
 /// What a rule (or a person) asks for: the store turns it into a new order, or updates
 /// the active order with the same (serial, cause).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderIntent {
     pub serial: Serial,
     pub cause: Cause,
@@ -195,7 +197,7 @@ pub struct OrderIntent {
 }
 
 /// A stored order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Order {
     pub id: i64,
     pub serial: Serial,

@@ -8,7 +8,7 @@ use crate::dispatch::{Actor, OrderEvent};
 use crate::store::StoreError;
 
 /// A registered receiver. The secret is shown once, at creation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Webhook {
     pub id: i64,
     pub name: String,
@@ -22,7 +22,7 @@ pub struct Webhook {
 }
 
 /// Where a delivery stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     Pending,
@@ -31,7 +31,7 @@ pub enum DeliveryState {
 }
 
 /// One event for one webhook: the delivery log.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: i64,
     pub webhook_id: i64,

@@ -24,7 +24,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Body of `POST /api/v1/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTokenBody {
     /// Who or what uses it, e.g. `fsm-integration` (1 to 128 characters).
@@ -35,6 +35,7 @@ pub struct NewTokenBody {
 
 /// Creates a token and answers 201 with its secret, shown this once (only the digest is
 /// kept).
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "admin", request_body = NewTokenBody, responses((status = 201, description = "201: the token, with its secret shown once", body = serde_json::Value)))]
 async fn create_token(
     caller: Caller,
     State(state): State<AppState>,
@@ -57,6 +58,7 @@ async fn create_token(
 }
 
 /// Every token (never a secret), revoked ones included.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "admin", responses((status = 200, description = "Every token (never a secret)", body = Vec<ApiToken>)))]
 async fn list_tokens(
     caller: Caller,
     State(state): State<AppState>,
@@ -66,6 +68,7 @@ async fn list_tokens(
 }
 
 /// Revokes a token: it stops working at once. Idempotent.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "admin", params(("id" = i64, Path, description = "id")), responses((status = 200, description = "The revoked token", body = ApiToken)))]
 async fn revoke_token(
     caller: Caller,
     State(state): State<AppState>,
@@ -81,7 +84,8 @@ async fn revoke_token(
 }
 
 /// Query of `GET /api/v1/audit`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     /// e.g. `order:17`, `device:OC5-1`, `token:3`.
@@ -93,6 +97,7 @@ pub struct AuditParams {
 }
 
 /// The audit log, oldest first, keyset-paginated.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "admin", params(AuditParams), responses((status = 200, description = "The audit log, oldest first", body = Page<AuditEntry>)))]
 async fn audit(
     caller: Caller,
     State(state): State<AppState>,

@@ -17,6 +17,7 @@ pub fn router() -> Router<AppState> {
 /// default criticality, service interval, consumables and alarm codes with their severity,
 /// solution text, labour, skill and parts. A JSON array ordered by model id; each model
 /// has the keys of `catalog.toml` (`consumable`, `alarm`), so one reader serves both.
+#[utoipa::path(get, path = "/api/v1/catalog/models", tag = "catalog", responses((status = 200, description = "The loaded catalog", body = Vec<serde_json::Value>)))]
 async fn models(caller: Caller, State(state): State<AppState>) -> Result<Response, ApiError> {
     caller.require(READERS)?;
     let models: Vec<_> = state.catalog.models().collect();

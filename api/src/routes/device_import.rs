@@ -112,6 +112,7 @@ fn csv_rows(text: &str) -> Result<Vec<Row>, ApiError> {
 }
 
 /// Registers every good row; answers 200 with `{"registered": n, "failed": n, "errors": [...]}`.
+#[utoipa::path(post, path = "/api/v1/devices/import", tag = "devices", request_body(content((String = "text/csv"), (Vec<NewDevice> = "application/json"))), responses((status = 200, description = "Registered and failed rows", body = serde_json::Value)))]
 async fn import(
     caller: Caller,
     State(state): State<AppState>,

@@ -23,7 +23,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Body of `POST /api/v1/devices/{serial}/status`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusBody {
     /// `in_stock`, `in_transit`, `at_customer`, `in_repair` or `retired`.
@@ -53,6 +53,7 @@ fn too_long(field: &'static str, v: &Option<String>, max: usize) -> Result<(), A
 
 /// Changes a device's lifecycle status; `at_customer` needs an address (given here or
 /// already known). Recorded in the status history and the audit log.
+#[utoipa::path(post, path = "/api/v1/devices/{serial}/status", tag = "devices", params(("serial" = String, Path, description = "device serial")), request_body = StatusBody, responses((status = 200, description = "The device after the change", body = Device)))]
 async fn change_status(
     caller: Caller,
     State(state): State<AppState>,
@@ -95,6 +96,7 @@ async fn change_status(
 }
 
 /// Confirmed failures of the device, oldest first.
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/failures", tag = "devices", params(("serial" = String, Path, description = "device serial")), responses((status = 200, description = "Confirmed failures, oldest first", body = Vec<FailureEvent>)))]
 async fn failures(
     caller: Caller,
     State(state): State<AppState>,
@@ -112,6 +114,7 @@ async fn failures(
 
 /// Everything about one serial: registry data and latest state, status history,
 /// alarm episodes (newest 1000), orders (first 1000) and confirmed failures.
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/history", tag = "devices", params(("serial" = String, Path, description = "device serial")), responses((status = 200, description = "Everything about the serial", body = serde_json::Value)))]
 async fn history(
     caller: Caller,
     State(state): State<AppState>,

@@ -7,8 +7,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{Duration, Utc};
 use fleetpulse_domain::store::{
-    DeviceDetail, DeviceQuery, DeviceSummary, NewDevice, Page, ReadingQuery, Rollup, StoreError,
-    StoredReading,
+    Device, DeviceDetail, DeviceQuery, DeviceSummary, NewDevice, Page, ReadingQuery, Rollup,
+    StoreError, StoredReading,
 };
 use fleetpulse_domain::{AlarmEpisode, LifecycleStatus, ModelId, Serial};
 use serde::Deserialize;
@@ -33,7 +33,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Query of `GET /api/v1/devices`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Page size, 1 to 1000 (default 100).
@@ -48,6 +49,7 @@ pub struct ListParams {
 
 /// Lists devices in serial order with their latest state, keyset-paginated:
 /// `{"items": [...], "next": cursor|null}`; pass `next` back as `after`.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(ListParams), responses((status = 200, description = "Devices with latest state, keyset-paginated", body = Page<DeviceSummary>)))]
 async fn list(
     caller: Caller,
     State(state): State<AppState>,
@@ -67,6 +69,7 @@ async fn list(
 /// the device and its `Location`, 409 if the serial is registered already, 422 if the
 /// model is not in the catalog. A device that announced itself over telemetry
 /// (`unassigned`) is completed by its registration.
+#[utoipa::path(post, path = "/api/v1/devices", tag = "devices", request_body = NewDevice, responses((status = 201, description = "201: registered; Location names it", body = Device), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
 async fn register(
     caller: Caller,
     State(state): State<AppState>,
@@ -117,6 +120,7 @@ async fn register(
 }
 
 /// One device: registry data, latest state, open alarm episodes and active orders.
+#[utoipa::path(get, path = "/api/v1/devices/{serial}", tag = "devices", params(("serial" = String, Path, description = "device serial")), responses((status = 200, description = "Latest state, open alarms, active orders", body = DeviceDetail)))]
 async fn detail(
     caller: Caller,
     State(state): State<AppState>,
@@ -133,7 +137,8 @@ async fn detail(
 }
 
 /// Query of `GET /api/v1/devices/{serial}/readings`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReadingParams {
     /// Inclusive start (device time, RFC 3339).
@@ -146,6 +151,7 @@ pub struct ReadingParams {
 
 /// Raw readings of one device in device-time order, as a JSON array; `from` inclusive,
 /// `to` exclusive.
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/readings", tag = "devices", params(("serial" = String, Path, description = "device serial"), ReadingParams), responses((status = 200, description = "Raw readings in device-time order", body = Vec<StoredReading>)))]
 async fn readings(
     caller: Caller,
     State(state): State<AppState>,
@@ -174,7 +180,8 @@ async fn readings(
 }
 
 /// Query of `GET /api/v1/devices/{serial}/rollups`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RollupParams {
     /// Inclusive start hour (RFC 3339); default 24 h before `to`.
@@ -185,6 +192,7 @@ pub struct RollupParams {
 
 /// Hourly rollups (count, sum, min, max, last per field) of one device in `[from, to)`,
 /// as a JSON array; the last 24 hours by default.
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/rollups", tag = "devices", params(("serial" = String, Path, description = "device serial"), RollupParams), responses((status = 200, description = "Hourly rollups", body = Vec<Rollup>)))]
 async fn rollups(
     caller: Caller,
     State(state): State<AppState>,
@@ -205,7 +213,8 @@ async fn rollups(
 }
 
 /// Query of `GET /api/v1/devices/{serial}/alarms`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlarmParams {
     /// At most this many episodes, 1 to 1000 (default 100).
@@ -214,6 +223,7 @@ pub struct AlarmParams {
 
 /// Alarm episodes of one device, newest first, as a JSON array; an episode still active
 /// has `ended_at: null`.
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/alarms", tag = "devices", params(("serial" = String, Path, description = "device serial"), AlarmParams), responses((status = 200, description = "Alarm episodes, newest first", body = Vec<AlarmEpisode>)))]
 async fn alarms(
     caller: Caller,
     State(state): State<AppState>,

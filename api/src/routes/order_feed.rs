@@ -41,7 +41,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Query of the feed endpoints.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FeedParams {
     /// Events after this event id (the `next` of the previous page, or the last `id` seen).
@@ -51,6 +52,7 @@ pub struct FeedParams {
 }
 
 /// Order events after `after`, oldest first: `{"items": [...], "next": id|null}`.
+#[utoipa::path(get, path = "/api/v1/orders/events", tag = "orders", params(FeedParams), responses((status = 200, description = "Order events after `after`, oldest first", body = Page<OrderEvent>)))]
 async fn events(
     caller: Caller,
     State(state): State<AppState>,
@@ -127,6 +129,7 @@ async fn next_event(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)
 }
 
 /// Server-Sent Events of order changes, resumable with `Last-Event-ID`.
+#[utoipa::path(get, path = "/api/v1/orders/stream", tag = "orders", params(FeedParams, ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")), responses((status = 200, description = "Server-Sent Events of order changes", content_type = "text/event-stream", body = String)))]
 async fn stream(
     caller: Caller,
     State(state): State<AppState>,

@@ -43,7 +43,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Query of `GET /api/v1/orders`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// One status (`open`, `acknowledged`, `assigned`, `in_progress`, `completed`,
@@ -97,6 +98,7 @@ fn parse_status(s: &str) -> Result<StatusFilter, String> {
 
 /// Lists orders in id order, keyset-paginated: `{"items": [...], "next": cursor|null}`.
 /// Filters combine: `?status=active&serial=OC5-000123&cause=filter_depletion`.
+#[utoipa::path(get, path = "/api/v1/orders", tag = "orders", params(ListParams), responses((status = 200, description = "Orders in id order, keyset-paginated", body = Page<Order>)))]
 async fn list(
     caller: Caller,
     State(state): State<AppState>,
@@ -160,6 +162,7 @@ fn with_etag(status: StatusCode, order: &Order) -> Response {
 
 /// One order with its SLA deadlines, evidence, parts, trigger count and lifecycle
 /// fields; its `version` is the `ETag`. 404 if no order has this id.
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders", params(("id" = i64, Path, description = "id")), responses((status = 200, description = "The order; ETag = its version", body = Order)))]
 async fn one(
     caller: Caller,
     State(state): State<AppState>,
@@ -177,6 +180,7 @@ async fn one(
 
 /// Every change of the order, oldest first: who, when, from which state to which, and
 /// what it carried.
+#[utoipa::path(get, path = "/api/v1/orders/{id}/history", tag = "orders", params(("id" = i64, Path, description = "id")), responses((status = 200, description = "Every change, oldest first", body = serde_json::Value)))]
 async fn history(
     caller: Caller,
     State(state): State<AppState>,
@@ -289,6 +293,7 @@ async fn apply(
 }
 
 /// `open → acknowledged`: the dispatch side has seen the order (meets the respond SLA).
+#[utoipa::path(post, path = "/api/v1/orders/{id}/acknowledge", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\"")), responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
 async fn acknowledge(
     caller: Caller,
     State(state): State<AppState>,
@@ -299,7 +304,7 @@ async fn acknowledge(
 }
 
 /// Body of `POST /api/v1/orders/{id}/assign`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
     /// Engineer id in the field-service system (1 to 128 characters).
@@ -310,6 +315,7 @@ pub struct AssignBody {
 }
 
 /// `acknowledged → assigned`, or a re-assignment of an assigned order.
+#[utoipa::path(post, path = "/api/v1/orders/{id}/assign", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\"")), request_body = AssignBody, responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
 async fn assign(
     caller: Caller,
     State(state): State<AppState>,
@@ -325,6 +331,7 @@ async fn assign(
 }
 
 /// `assigned → in_progress`: the engineer is on site.
+#[utoipa::path(post, path = "/api/v1/orders/{id}/start", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\"")), responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
 async fn start(
     caller: Caller,
     State(state): State<AppState>,
@@ -337,6 +344,7 @@ async fn start(
 /// `in_progress → completed` with the outcome: a confirmed failure creates a failure
 /// event, replaced consumables reset their life baseline, `device_status` changes the
 /// device's lifecycle status.
+#[utoipa::path(post, path = "/api/v1/orders/{id}/complete", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\"")), request_body = CompletionOutcome, responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
 async fn complete(
     caller: Caller,
     State(state): State<AppState>,
@@ -355,7 +363,7 @@ async fn complete(
 }
 
 /// Body of `POST /api/v1/orders/{id}/cancel`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
     /// Why (1 to 4000 characters).
@@ -363,6 +371,7 @@ pub struct CancelBody {
 }
 
 /// Any active state `→ cancelled`, with the reason.
+#[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\"")), request_body = CancelBody, responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
 async fn cancel(
     caller: Caller,
     State(state): State<AppState>,
@@ -377,7 +386,7 @@ async fn cancel(
 }
 
 /// Body of `POST /api/v1/orders`: a dispatcher's or planner's own order.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrderBody {
     serial: Serial,
@@ -442,6 +451,7 @@ fn validate_new_order(b: &NewOrderBody) -> Result<(), ApiError> {
 /// Creates an order by hand. The dedupe rule is the rules' own: while an order for the
 /// same (serial, cause) is active, the request updates it (trigger count, evidence) and
 /// answers 200 with it; otherwise 201 with the new order and its `Location`.
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = NewOrderBody, responses((status = 201, description = "201: created; 200: the active order for the same (serial, cause), updated", body = Order), (status = 200, description = "the active order for the same (serial, cause), updated", body = Order)))]
 async fn create(
     caller: Caller,
     State(state): State<AppState>,

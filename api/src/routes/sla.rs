@@ -18,7 +18,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Query of `GET /api/v1/sla/attainment`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AttainmentParams {
     /// Orders created at or after this time (RFC 3339); default 30 days before `to`.
@@ -30,6 +31,7 @@ pub struct AttainmentParams {
 /// For the orders created in `[from, to)`, per priority: respond, arrive (work started on
 /// site) and complete deadlines met and missed, and the share met (`attainment_pct`,
 /// `null` when none is decided yet). Deadlines not yet due count as neither.
+#[utoipa::path(get, path = "/api/v1/sla/attainment", tag = "sla", params(AttainmentParams), responses((status = 200, description = "Attainment per priority", body = serde_json::Value)))]
 async fn attainment(
     caller: Caller,
     State(state): State<AppState>,

@@ -23,7 +23,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Body of `POST /api/v1/webhooks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhookBody {
     /// 1 to 128 characters.
@@ -53,6 +53,7 @@ fn parse_url(raw: &str) -> Result<(), ApiError> {
 
 /// Registers a receiver; it gets every order event committed from now on. Answers 201
 /// with the signing secret, shown this once.
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", request_body = NewWebhookBody, responses((status = 201, description = "201: the webhook, with its secret shown once", body = serde_json::Value)))]
 async fn create(
     caller: Caller,
     State(state): State<AppState>,
@@ -90,6 +91,7 @@ async fn create(
 }
 
 /// Every webhook with its pending and dead delivery counts (never a secret).
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", responses((status = 200, description = "Every webhook with pending and dead counts", body = Vec<Webhook>)))]
 async fn list(
     caller: Caller,
     State(state): State<AppState>,
@@ -104,6 +106,7 @@ fn webhook_id(raw: &str) -> Result<i64, ApiError> {
 }
 
 /// Stops deliveries to the receiver; its log stays.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/disable", tag = "webhooks", params(("id" = i64, Path, description = "id")), responses((status = 200, description = "The disabled webhook", body = Webhook)))]
 async fn disable(
     caller: Caller,
     State(state): State<AppState>,
@@ -117,7 +120,8 @@ async fn disable(
 }
 
 /// Query of the delivery log.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryParams {
     /// `pending`, `delivered` or `dead`.
@@ -126,6 +130,7 @@ pub struct DeliveryParams {
 }
 
 /// The delivery log, newest first: attempts, last status or error, next attempt.
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = i64, Path, description = "id"), DeliveryParams), responses((status = 200, description = "The delivery log, newest first", body = Vec<Delivery>)))]
 async fn deliveries(
     caller: Caller,
     State(state): State<AppState>,
