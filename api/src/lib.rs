@@ -74,17 +74,34 @@ pub struct AppState {
 }
 
 /// Tells long-lived answers (Server-Sent Events) to end, so a graceful shutdown does not
-/// wait for clients that never hang up. Cheap to clone.
+/// wait for clients that never hang up; and wakes them when this process changed an
+/// order, so they need not wait for their next poll. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct StreamStop(Arc<tokio::sync::watch::Sender<bool>>);
+pub struct StreamStop(
+    Arc<tokio::sync::watch::Sender<bool>>,
+    Arc<tokio::sync::Notify>,
+);
 
 impl Default for StreamStop {
     fn default() -> Self {
-        Self(Arc::new(tokio::sync::watch::channel(false).0))
+        Self(
+            Arc::new(tokio::sync::watch::channel(false).0),
+            Arc::new(tokio::sync::Notify::new()),
+        )
     }
 }
 
 impl StreamStop {
+    /// An order changed through this API: streams waiting for events look now.
+    pub fn order_changed(&self) {
+        self.1.notify_waiters();
+    }
+
+    /// Completes at the next [`StreamStop::order_changed`].
+    pub async fn next_change(&self) {
+        self.1.notified().await;
+    }
+
     /// Ends every stream (they finish their current event first).
     pub fn stop(&self) {
         self.0.send_replace(true);

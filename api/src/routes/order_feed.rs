@@ -30,8 +30,9 @@ use crate::auth::{Caller, READERS};
 use crate::error::ApiError;
 use crate::extract::{self, LIST_LIMIT, Query};
 
-/// How often an idle stream looks for new events (orders raised by ingest arrive through
-/// the store, not through this process's API, so the stream polls the sequence).
+/// How often an idle stream looks for new events. Changes made through this API wake the
+/// streams at once; orders raised by ingest are committed by the pipeline, so for those
+/// this poll bounds the delay.
 const POLL: Duration = Duration::from_millis(200);
 
 pub fn router() -> Router<AppState> {
@@ -122,6 +123,7 @@ async fn next_event(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)
         if c.pending.is_empty() {
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
+                _ = c.state.streams.next_change() => {}
                 _ = c.state.streams.stopped() => return None,
             }
         }

@@ -289,6 +289,7 @@ async fn apply(
         .dispatch
         .transition(id, version, action, caller.actor, Utc::now())
         .await?;
+    state.streams.order_changed();
     Ok(with_etag(StatusCode::OK, &order))
 }
 
@@ -493,6 +494,7 @@ async fn create(
         .dispatch
         .create_manual_order(intent, caller.actor)
         .await?;
+    state.streams.order_changed();
     let mut response = with_etag(
         if created {
             StatusCode::CREATED
