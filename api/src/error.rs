@@ -52,6 +52,21 @@ pub enum ApiError {
     /// The resource exists already (409).
     #[error("{0}")]
     Conflict(String),
+    /// No credentials, or credentials that are not valid (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials whose role may not do this (403).
+    #[error("{message}")]
+    Forbidden { message: String, details: Value },
+    /// A refusal with its own status and code, e.g. an illegal transition (409), a stale
+    /// `If-Match` (412) or a missing one (428).
+    #[error("{message}")]
+    Refused {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        details: Option<Value>,
+    },
     /// The store cannot answer right now; retrying later may help (503). Logged, not shown.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -61,11 +76,14 @@ pub enum ApiError {
 }
 
 /// The JSON body of every error answer.
-#[derive(Debug, Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: String,
-    details: Option<Value>,
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// Stable machine-readable code, e.g. `invalid_parameter`, `illegal_transition`.
+    pub code: &'a str,
+    /// A sentence for a person: what is wrong and how to fix it.
+    pub message: String,
+    /// Structured detail (the parameter, the allowed next states, …) or null.
+    pub details: Option<Value>,
 }
 
 impl ApiError {
@@ -88,6 +106,9 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Refused { status, .. } => *status,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -109,6 +130,9 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoRoute { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::Refused { code, .. } => code,
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -117,7 +141,10 @@ impl ApiError {
     fn details(&self) -> Option<Value> {
         match self {
             ApiError::InvalidParameter { parameter, .. } => Some(json!({ "parameter": parameter })),
-            ApiError::Unprocessable { details, .. } => details.clone(),
+            ApiError::Unprocessable { details, .. } | ApiError::Refused { details, .. } => {
+                details.clone()
+            }
+            ApiError::Forbidden { details, .. } => Some(details.clone()),
             _ => None,
         }
     }
@@ -148,7 +175,14 @@ impl IntoResponse for ApiError {
             message: self.public_message(),
             details: self.details(),
         };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, ApiError::Unauthorized(_)) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"fleetpulse\""),
+            );
+        }
+        response
     }
 }
 

@@ -16,19 +16,32 @@
 //!   reversed range is a 400 that names the parameter, never a silently ignored filter.
 //! - Every error is `{"code", "message", "details"}` with the matching status (see
 //!   [`ApiError`]); a 5xx says only `"internal error"` and the detail goes to the log.
+//! - Every route but `/health` and `/metrics` needs an API token ([`auth`]): 401 without
+//!   a valid one, 403 when its role may not. Order changes carry `If-Match` (the order's
+//!   version); each change is recorded in the order's history and the audit log in the
+//!   store transaction that makes it ([`fleetpulse_domain::dispatch::Dispatch`]).
+//! - Order changes reach the dispatch side by pull (`/api/v1/orders`, `/orders/events`),
+//!   stream (SSE, `/orders/stream`) and push ([`push`]: signed webhooks from the outbox).
+//! - Bodies are at most [`MAX_BODY_BYTES`]; HTTPS via rustls when configured ([`tls`]).
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{Method, Uri};
-use fleetpulse_domain::Catalog;
+use fleetpulse_domain::dispatch::Dispatch;
 use fleetpulse_domain::store::Store;
+use fleetpulse_domain::{Catalog, Policy};
 
+pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod openapi;
+pub mod push;
 pub mod routes;
+pub mod tls;
 
+pub use auth::AuthMode;
 pub use error::ApiError;
 
 /// Ingest counters for `/health` and `/metrics`, without a dependency on the ingest crate.
@@ -39,6 +52,9 @@ pub trait IngestStatus: Send + Sync + 'static {
     fn write_prometheus(&self, out: &mut String);
 }
 
+/// Largest request body accepted (bulk imports included); larger ones answer 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -46,6 +62,56 @@ pub struct AppState {
     /// The catalog the service runs with (validated at start).
     pub catalog: Arc<Catalog>,
     pub ingest: Arc<dyn IngestStatus>,
+    /// Order lifecycle, tokens and the audit log.
+    pub dispatch: Arc<dyn Dispatch>,
+    /// Priorities and SLA deadlines of manual orders.
+    pub policy: Arc<Policy>,
+    pub auth: AuthMode,
+    /// Webhook subscriptions and their delivery log.
+    pub webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks>,
+    /// Ends long-lived answers (the order stream) when the server shuts down.
+    pub streams: StreamStop,
+}
+
+/// Tells long-lived answers (Server-Sent Events) to end, so a graceful shutdown does not
+/// wait for clients that never hang up; and wakes them when this process changed an
+/// order, so they need not wait for their next poll. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct StreamStop(
+    Arc<tokio::sync::watch::Sender<bool>>,
+    Arc<tokio::sync::Notify>,
+);
+
+impl Default for StreamStop {
+    fn default() -> Self {
+        Self(
+            Arc::new(tokio::sync::watch::channel(false).0),
+            Arc::new(tokio::sync::Notify::new()),
+        )
+    }
+}
+
+impl StreamStop {
+    /// An order changed through this API: streams waiting for events look now.
+    pub fn order_changed(&self) {
+        self.1.notify_waiters();
+    }
+
+    /// Completes at the next [`StreamStop::order_changed`].
+    pub async fn next_change(&self) {
+        self.1.notified().await;
+    }
+
+    /// Ends every stream (they finish their current event first).
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Completes once [`StreamStop::stop`] was called.
+    pub async fn stopped(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    }
 }
 
 /// Every route of the API, with JSON answers for unknown routes (404) and methods (405).
@@ -55,8 +121,16 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::metrics::router())
         .merge(routes::devices::router())
         .merge(routes::orders::router())
+        .merge(routes::order_feed::router())
         .merge(routes::dead_letters::router())
         .merge(routes::catalog::router())
+        .merge(routes::device_lifecycle::router())
+        .merge(routes::admin::router())
+        .merge(routes::webhooks::router())
+        .merge(routes::sla::router())
+        .merge(routes::device_import::router())
+        .merge(openapi::router())
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use fleetpulse_api::{AppState, IngestStatus};
+use fleetpulse_api::{AppState, AuthMode, IngestStatus};
 use fleetpulse_domain::order::{Cause, OrderIntent, OrderKind, Priority, Sla};
 use fleetpulse_domain::rules::{DeviceContext, OrderRules, StateChange};
 use fleetpulse_domain::store::{IngestBatch, NewDeadLetter, Store, UnknownDevicePolicy};
@@ -103,6 +103,13 @@ impl IngestStatus for FakeIngest {
     }
 }
 
+fn policy() -> Arc<fleetpulse_domain::Policy> {
+    Arc::new(
+        fleetpulse_domain::Policy::from_toml_str(include_str!("../../config/policy.toml"))
+            .expect("shipped policy is valid"),
+    )
+}
+
 /// One app over its own database.
 struct TestApp {
     router: Router,
@@ -137,6 +144,12 @@ async fn spawn_app() -> TestApp {
         store: store.clone(),
         catalog,
         ingest: Arc::new(FakeIngest),
+        dispatch: store.clone(),
+        webhooks: store.clone(),
+        policy: policy(),
+        // these tests are about the read API; auth has its own tests (api/tests/dispatch.rs)
+        auth: AuthMode::Disabled,
+        streams: Default::default(),
     });
     TestApp {
         router,
@@ -816,7 +829,7 @@ async fn metrics_are_prometheus_text_with_ingest_counters_and_store_gauges() {
 #[tokio::test]
 async fn metrics_still_answer_when_the_store_fails() {
     use fleetpulse_domain::store::StoreError;
-    let app = broken_app(|| StoreError::Unavailable("database is locked".into()));
+    let app = broken_app(|| StoreError::Unavailable("database is locked".into())).await;
 
     let (status, _, text) = app.get_text("/metrics").await;
 
@@ -952,14 +965,31 @@ mod broken {
     }
 }
 
-fn broken_app(fail: fn() -> fleetpulse_domain::store::StoreError) -> TestApp {
+async fn broken_app(fail: fn() -> fleetpulse_domain::store::StoreError) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let catalog = Arc::new(Catalog::from_toml_str(CATALOG).expect("test catalog is valid"));
     let store: Arc<dyn Store> = Arc::new(broken::BrokenStore(fail));
+    let dispatch = SqliteStore::open(
+        &dir.path().join("fleetpulse.db"),
+        StoreOptions {
+            catalog: catalog.clone(),
+            rules: Arc::new(FilterRule),
+            unknown_device: UnknownDevicePolicy::AutoRegister,
+            durability: Durability::Full,
+            sink_spool: false,
+        },
+    )
+    .await
+    .expect("store opens");
     let router = fleetpulse_api::router(AppState {
         store,
         catalog,
         ingest: Arc::new(FakeIngest),
+        webhooks: Arc::new(dispatch.clone()),
+        dispatch: Arc::new(dispatch),
+        policy: policy(),
+        auth: AuthMode::Disabled,
+        streams: Default::default(),
     });
     TestApp {
         router,
@@ -971,7 +1001,7 @@ fn broken_app(fail: fn() -> fleetpulse_domain::store::StoreError) -> TestApp {
 #[tokio::test]
 async fn health_is_503_degraded_with_the_same_shape_when_the_store_fails() {
     use fleetpulse_domain::store::StoreError;
-    let app = broken_app(|| StoreError::Unavailable("database is locked".into()));
+    let app = broken_app(|| StoreError::Unavailable("database is locked".into())).await;
 
     let h = app.get("/health").await;
 
@@ -984,7 +1014,7 @@ async fn health_is_503_degraded_with_the_same_shape_when_the_store_fails() {
 #[tokio::test]
 async fn server_faults_answer_a_vague_message() {
     use fleetpulse_domain::store::StoreError;
-    let app = broken_app(|| StoreError::Internal("page 7 of readings is corrupt".into()));
+    let app = broken_app(|| StoreError::Internal("page 7 of readings is corrupt".into())).await;
 
     let a = app.get("/api/v1/devices").await;
 

@@ -10,7 +10,9 @@ use crate::serial::Serial;
 
 /// An alarm or fault code as the device reports it, e.g. `E101`: 1 to 32 characters of
 /// `A-Z 0-9 - _ .` (upper case; parsing upper-cases the input).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct AlarmCode(String);
 
@@ -79,7 +81,7 @@ string_enum!(
 
 /// An alarm code raised and later cleared by a device. `ended_at` is `None` while the
 /// alarm is still active. Times are the device's timestamps.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlarmEpisode {
     pub id: i64,
     pub serial: Serial,

@@ -13,7 +13,9 @@ use crate::order::PartRef;
 use crate::telemetry::known_field;
 
 /// A device model identifier, e.g. `OC-5A`: 1 to 64 characters of `A-Z a-z 0-9 - _ .`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct ModelId(String);
 

@@ -14,6 +14,7 @@ pub mod alarm;
 pub mod catalog;
 pub mod credentials;
 pub mod device;
+pub mod dispatch;
 pub mod line_protocol;
 pub mod order;
 pub mod policy;
@@ -21,6 +22,7 @@ pub mod rules;
 pub mod serial;
 pub mod store;
 pub mod telemetry;
+pub mod webhook;
 
 pub use alarm::{AlarmCode, AlarmEpisode, Category, Severity};
 pub use catalog::{Catalog, ModelId, ModelSpec};

@@ -63,7 +63,9 @@ impl OrderStatus {
 
 /// Why an order exists, e.g. `filter_depletion`, `service_interval`,
 /// `critical_alarm:E101`, `failure_risk:compressor`. With the serial, the dedupe key.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct Cause(String);
 
@@ -133,7 +135,7 @@ impl fmt::Display for Cause {
 }
 
 /// A part suggested for (or used in) an order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartRef {
     /// Part number as the spare-parts system knows it.
@@ -150,16 +152,30 @@ const fn one() -> u32 {
 }
 
 /// Deadlines an order must meet, from the SLA policy for its priority.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Sla {
     pub respond_by: DateTime<Utc>,
     pub arrive_by: DateTime<Utc>,
     pub complete_by: DateTime<Utc>,
 }
 
+string_enum!(
+    /// Where an active order stands against its SLA deadlines. The deadlines that count
+    /// depend on the status: `respond_by` while `open`, `arrive_by` until `in_progress`,
+    /// `complete_by` until closed.
+    SlaState {
+        /// A deadline that still counts has passed.
+        Breached => "breached",
+        /// Not breached, but less than a fifth of a counting deadline's time is left.
+        AtRisk => "at_risk",
+        /// Neither breached nor at risk.
+        OnTrack => "on_track",
+    }
+);
+
 /// What a rule (or a person) asks for: the store turns it into a new order, or updates
 /// the active order with the same (serial, cause).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderIntent {
     pub serial: Serial,
     pub cause: Cause,
@@ -181,7 +197,7 @@ pub struct OrderIntent {
 }
 
 /// A stored order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Order {
     pub id: i64,
     pub serial: Serial,
@@ -201,8 +217,32 @@ pub struct Order {
     /// How many times a trigger fired for this order (1 on creation).
     pub trigger_count: u32,
     pub last_triggered_at: DateTime<Utc>,
-    /// Incremented on every change (optimistic concurrency).
+    /// Incremented on every change (optimistic concurrency: the `ETag`).
     pub version: u32,
+    /// `rule` (raised by the rules) or `manual` (created through the API).
+    #[serde(default = "rule_origin")]
+    pub origin: String,
+    /// Engineer id once assigned.
+    #[serde(default)]
+    pub engineer: Option<String>,
+    #[serde(default)]
+    pub planned_visit_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it was completed or cancelled.
+    #[serde(default)]
+    pub closed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub cancel_reason: Option<String>,
+    /// What the engineer reported at completion.
+    #[serde(default)]
+    pub outcome: Option<crate::dispatch::CompletionOutcome>,
+}
+
+fn rule_origin() -> String {
+    "rule".to_owned()
 }
 
 #[cfg(test)]

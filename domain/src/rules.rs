@@ -19,7 +19,7 @@ use crate::serial::Serial;
 use crate::telemetry::Reading;
 
 /// The newest known state of a device (from the reading with the highest `seq`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LatestState {
     pub seq: u64,
     pub ts: Option<DateTime<Utc>>,

@@ -9,7 +9,9 @@ pub const MAX_SERIAL_LEN: usize = 64;
 
 /// A device serial number (SN): 1 to 64 characters of `A-Z a-z 0-9 - _ .`,
 /// starting with a letter or digit. Safe to embed in MQTT topics and URL paths.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct Serial(String);
 

@@ -16,7 +16,7 @@ use crate::serial::Serial;
 use crate::telemetry::{Reading, RejectReason, StatusUpdate};
 
 /// What to do with a reading from a serial nobody registered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownDevicePolicy {
     /// Register it with status `unassigned` (model from the payload when the catalog
@@ -27,7 +27,7 @@ pub enum UnknownDevicePolicy {
 }
 
 /// A message (or one reading of a backlog) that was refused, to be kept with its reason.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewDeadLetter {
     pub received_at: DateTime<Utc>,
     pub topic: String,
@@ -40,7 +40,7 @@ pub struct NewDeadLetter {
 }
 
 /// A stored dead letter.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub id: i64,
     pub received_at: DateTime<Utc>,
@@ -67,7 +67,7 @@ impl IngestBatch {
 }
 
 /// An order the commit created or updated.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderChange {
     pub order_id: i64,
     pub serial: Serial,
@@ -77,7 +77,7 @@ pub struct OrderChange {
 }
 
 /// What a commit did.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CommitReport {
     /// New readings stored.
     pub stored: usize,
@@ -97,7 +97,7 @@ pub struct CommitReport {
 }
 
 /// A device to register.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
     pub serial: Serial,
@@ -114,7 +114,7 @@ pub struct NewDevice {
 }
 
 /// A device in the registry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Device {
     pub serial: Serial,
     pub model: Option<ModelId>,
@@ -130,7 +130,7 @@ pub struct Device {
 }
 
 /// A device with its latest state (list view).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceSummary {
     #[serde(flatten)]
     pub device: Device,
@@ -138,7 +138,7 @@ pub struct DeviceSummary {
 }
 
 /// A device with everything a dispatcher looks at first.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceDetail {
     #[serde(flatten)]
     pub device: Device,
@@ -148,7 +148,7 @@ pub struct DeviceDetail {
 }
 
 /// A stored reading.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredReading {
     pub serial: Serial,
     pub seq: u64,
@@ -159,7 +159,7 @@ pub struct StoredReading {
 }
 
 /// Hourly aggregate of one field of one device.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rollup {
     pub serial: Serial,
     /// Start of the hour (device time).
@@ -174,7 +174,7 @@ pub struct Rollup {
 }
 
 /// Keyset pagination: pass `next` back as `after` for the next page.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Cursor of the next page; `None` on the last page.
@@ -211,6 +211,14 @@ pub struct OrderQuery {
     /// Return orders with id strictly after this one.
     pub after: Option<i64>,
     pub limit: usize,
+    /// Orders of devices in this region.
+    pub region: Option<String>,
+    /// Orders of devices of this model.
+    pub model: Option<String>,
+    /// Orders changed at or after this time (`updated_at`).
+    pub updated_since: Option<DateTime<Utc>>,
+    /// Orders in this SLA state at `now`.
+    pub sla: Option<(crate::order::SlaState, DateTime<Utc>)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -222,7 +230,7 @@ pub struct DeadLetterQuery {
 }
 
 /// Counts for health checks, tests and metrics.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoreStats {
     pub devices: u64,
     pub readings: u64,
@@ -246,7 +254,7 @@ pub struct SpoolChunk {
 }
 
 /// How much the sink spool holds.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SpoolStats {
     pub chunks: u64,
     pub readings: u64,

@@ -97,7 +97,7 @@ string_enum!(
 );
 
 /// A rejected message or reading, with a reason code and a sentence a person can act on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rejection {
     pub reason: RejectReason,
     pub detail: String,
@@ -121,7 +121,7 @@ impl fmt::Display for Rejection {
 impl std::error::Error for Rejection {}
 
 /// Limits applied while parsing. Defaults are documented in `docs/telemetry.md`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryLimits {
     /// Largest accepted payload in bytes.
@@ -284,7 +284,7 @@ pub fn known_field(name: &str) -> Option<&'static KnownField> {
 const RESERVED_KEYS: &[&str] = &["seq", "ts", "serial", "model", "fw", "alarms"];
 
 /// One validated telemetry reading.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reading {
     pub serial: Serial,
     /// Per-device sequence number; with `serial` the dedupe key.
@@ -585,7 +585,7 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 /// A device's status message (birth or last will) on `…/{serial}/status`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusUpdate {
     pub serial: Serial,
     pub state: ConnectionState,

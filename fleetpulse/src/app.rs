@@ -23,7 +23,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::{Cli, Command, CommonArgs, CredentialArgs, DeviceCommand, FleetArgs};
+use crate::cli::{
+    Cli, Command, CommonArgs, CredentialArgs, DeviceCommand, FleetArgs, StoreArgs, TokenCommand,
+};
 use crate::config::{Config, DurabilitySetting, LogFormat};
 
 /// Runs the command line's command to its end.
@@ -76,10 +78,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Device(DeviceCommand::Credential(args)) => device_credential(&args).await,
+        Command::Token(cmd) => api_token(cmd).await,
         Command::CheckConfig(common) => {
             let cfg = load(&common)?;
             cfg.load_catalog()?;
             cfg.load_policy()?;
+            cfg.http.check_transport()?;
+            cfg.http.auth_mode(false)?;
+            cfg.webhooks.settings()?;
+            api_tls_config(&cfg)?;
             // TLS files are read as a start would read them.
             match &cfg.broker {
                 Some(broker) => drop(fleetpulse_ingest::ExternalSource::new(broker.clone())?),
@@ -89,6 +96,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `fleetpulse token create|list|revoke`: API tokens, straight in the store.
+async fn api_token(cmd: TokenCommand) -> anyhow::Result<()> {
+    use fleetpulse_domain::dispatch::{Actor, Dispatch, Role};
+    let store_args: &StoreArgs = match &cmd {
+        TokenCommand::Create(a) => &a.store,
+        TokenCommand::List(a) => a,
+        TokenCommand::Revoke(a) => &a.store,
+    };
+    let cfg = Config::load(store_args.config.as_deref(), &store_args.overrides())?;
+    init_logging("warn", cfg.log.format);
+    let catalog = Arc::new(cfg.load_catalog()?);
+    let store = open_store(&cfg, catalog, Arc::new(cfg.load_policy()?)).await?;
+    let actor = Actor("cli".into());
+    match cmd {
+        TokenCommand::Create(a) => {
+            let role: Role = a.role.parse().map_err(|e| anyhow::anyhow!("--role: {e}"))?;
+            let (secret, digest) =
+                fleetpulse_api::auth::new_token().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let t = store.create_api_token(&a.name, role, digest, actor).await?;
+            eprintln!(
+                "fleetpulse: token {} ({}, role {}) created. It is shown only now; send it as \
+                 `Authorization: Bearer <token>`:",
+                t.id, t.name, t.role
+            );
+            println!("{secret}");
+        }
+        TokenCommand::List(_) => {
+            for t in store.list_api_tokens().await? {
+                println!("{}", serde_json::to_string(&t)?);
+            }
+        }
+        TokenCommand::Revoke(a) => {
+            let t = store.revoke_api_token(a.id, actor).await?;
+            eprintln!("fleetpulse: token {} ({}) is revoked", t.id, t.name);
+        }
+    }
+    Ok(())
 }
 
 /// `fleetpulse device credential SERIAL [--revoke]`: issue (or rotate) a device's token
@@ -209,7 +255,13 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let catalog = Arc::new(cfg.load_catalog()?);
     let policy: Arc<Policy> = Arc::new(cfg.load_policy()?);
-    let sqlite = open_store(&cfg, catalog.clone(), policy).await?;
+    let auth = cfg.http.auth_mode(fleet.is_some())?;
+    cfg.http.check_transport()?;
+    let api_tls = api_tls_config(&cfg)?;
+    let push_settings = cfg.webhooks.settings()?;
+    let sqlite = open_store(&cfg, catalog.clone(), policy.clone()).await?;
+    let dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch> = sqlite.clone();
+    let webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks> = sqlite.clone();
     let credentials: Arc<dyn DeviceCredentials> = sqlite.clone();
     let store: Arc<dyn Store> = sqlite;
     let marked = store.mark_all_offline(Utc::now()).await?;
@@ -257,7 +309,14 @@ async fn serve(
     let api_stop = CancellationToken::new();
     let api_task = start_api(
         &cfg,
-        store.clone(),
+        ApiParts {
+            store: store.clone(),
+            dispatch: dispatch.clone(),
+            webhooks: webhooks.clone(),
+            policy,
+            auth,
+            tls: api_tls,
+        },
         catalog.clone(),
         PipelineStatus {
             ingest: stats,
@@ -266,7 +325,13 @@ async fn serve(
         api_stop.clone(),
     )
     .await?;
+    let dispatch_for_sla = dispatch;
     let retention_task = spawn_retention(store.clone(), cfg.data.retention_days, stop.clone());
+    let sla_task = spawn_sla_escalation(dispatch_for_sla, stop.clone());
+    let push_stop = CancellationToken::new();
+    let push_worker = fleetpulse_api::push::PushWorker::new(webhooks, store.clone(), push_settings)
+        .map_err(|e| anyhow::anyhow!("webhook HTTP client: {e}"))?;
+    let push_task = tokio::spawn(push_worker.run(push_stop.clone().cancelled_owned()));
 
     let modbus_task = match (&fleet, device_addr) {
         (Some(fleet), Some(addr)) if modbus_devices > 0 => Some(
@@ -328,6 +393,11 @@ async fn serve(
         join_logged(task, "time-series sink").await;
     }
     retention_task.abort();
+    sla_task.abort();
+    // the pipeline has committed its last orders; deliveries in flight finish, the rest
+    // wait in the outbox for the next start
+    push_stop.cancel();
+    join_logged(push_task, "webhook delivery").await;
     api_stop.cancel();
     join_logged(api_task, "HTTP API").await;
     announce("stopped cleanly");
@@ -414,9 +484,38 @@ impl IngestStatus for PipelineStatus {
     }
 }
 
+/// What the API serves from, besides the catalog and the ingest counters.
+struct ApiParts {
+    store: Arc<dyn Store>,
+    dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch>,
+    webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks>,
+    policy: Arc<Policy>,
+    auth: fleetpulse_api::AuthMode,
+    /// HTTPS when set.
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// The API's rustls server configuration from `[http.tls]` (ring provider).
+fn api_tls_config(cfg: &Config) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    let Some(tls) = &cfg.http.tls else {
+        return Ok(None);
+    };
+    let certs = fleetpulse_ingest::tls::load_certs("http.tls.cert_file", &tls.cert_file)?;
+    let key = fleetpulse_ingest::tls::load_key("http.tls.key_file", &tls.key_file)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("http.tls: the certificate and key do not form a usable pair")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
 async fn start_api(
     cfg: &Config,
-    store: Arc<dyn Store>,
+    parts: ApiParts,
     catalog: Arc<Catalog>,
     status: PipelineStatus,
     stop: CancellationToken,
@@ -428,18 +527,55 @@ async fn start_api(
         )
     })?;
     let addr = listener.local_addr()?;
+    let streams = fleetpulse_api::StreamStop::default();
     let router = fleetpulse_api::router(AppState {
-        store,
+        store: parts.store,
         catalog,
         ingest: Arc::new(status),
+        dispatch: parts.dispatch,
+        webhooks: parts.webhooks,
+        policy: parts.policy,
+        auth: parts.auth,
+        streams: streams.clone(),
     });
+    let shutdown = async move {
+        stop.cancelled().await;
+        // open order streams end, so the graceful shutdown does not wait for their clients
+        streams.stop();
+    };
+    let scheme = if parts.tls.is_some() { "https" } else { "http" };
     let task = tokio::spawn(async move {
-        if let Err(e) = fleetpulse_api::serve(listener, router, stop.cancelled_owned()).await {
+        let served = match parts.tls {
+            Some(tls) => fleetpulse_api::tls::serve_tls(listener, tls, router, shutdown).await,
+            None => fleetpulse_api::serve(listener, router, shutdown).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "HTTP API failed");
         }
     });
-    announce(&format!("api listening on http://{addr}"));
+    announce(&format!("api listening on {scheme}://{addr}"));
     Ok(task)
+}
+
+/// How often breached SLA deadlines are looked for (each escalates once, as an
+/// `order.sla_breached` event on the stream and to webhooks).
+const SLA_CHECK: Duration = Duration::from_secs(5);
+
+fn spawn_sla_escalation(
+    dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = dispatch.escalate_sla_breaches(Utc::now()).await {
+                warn!(error = %e, "SLA escalation failed; retrying");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(SLA_CHECK) => {}
+            }
+        }
+    })
 }
 
 /// Deletes raw readings past the retention once an hour.

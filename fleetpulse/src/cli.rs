@@ -39,6 +39,59 @@ pub enum Command {
     /// Manage devices in the registry.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Manage API tokens (works while `serve` runs).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token and print it once on stdout; only its SHA-256 digest is stored.
+    Create(TokenCreateArgs),
+    /// List tokens (id, name, role, created, revoked); never a secret.
+    List(StoreArgs),
+    /// Revoke a token by id: it stops working at once.
+    Revoke(TokenRevokeArgs),
+}
+
+/// Where the store is, for commands that only touch the store.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Configuration file (TOML), for data.dir.
+    #[arg(long, short = 'c', env = "FLEETPULSE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory where state lives (data.dir).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            data: self.data.clone(),
+            ..Overrides::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenCreateArgs {
+    /// dispatcher, planner, quality, admin or device-admin.
+    #[arg(long)]
+    pub role: String,
+    /// Who or what uses the token (shown in the audit log).
+    #[arg(long, default_value = "cli")]
+    pub name: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id (from `token list`).
+    pub id: i64,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -35,6 +35,8 @@ pub struct Config {
     /// through a durable spool. Absent: readings stay in the embedded store only.
     pub sink: Option<SinkConfig>,
     pub registry: RegistryConfig,
+    /// Delivery of order events to registered webhooks.
+    pub webhooks: WebhooksConfig,
     pub catalog: FileRef,
     pub policy: FileRef,
     pub log: LogConfig,
@@ -53,6 +55,7 @@ impl Default for Config {
             ingest: PipelineConfig::default(),
             sink: None,
             registry: RegistryConfig::default(),
+            webhooks: WebhooksConfig::default(),
             catalog: FileRef::default(),
             policy: FileRef::default(),
             log: LogConfig::default(),
@@ -71,12 +74,75 @@ pub struct HttpConfig {
     /// Address the API listens on (`--http`). Port 0 picks a free port; the chosen
     /// address is printed when the API is ready.
     pub listen: SocketAddr,
+    /// `required`: every API route except `/health` and `/metrics` needs an API token
+    /// (`fleetpulse token create --role …`). `disabled`: no tokens, every caller may do
+    /// everything; accepted only on a loopback `listen`. Unset: `required`, except for
+    /// `demo`, where it is `disabled`.
+    pub auth: Option<HttpAuth>,
+    /// PEM certificate chain and key: the API speaks only HTTPS (rustls, ring).
+    pub tls: Option<HttpTlsConfig>,
+    /// Plain HTTP on a non-loopback `listen` is refused unless this is true (e.g. behind
+    /// a TLS-terminating proxy on the same network segment).
+    pub allow_plain_http: bool,
+}
+
+/// `[http.tls]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// See [`HttpConfig::auth`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpAuth {
+    Required,
+    Disabled,
+}
+
+impl HttpConfig {
+    /// Refuses plain HTTP on a non-loopback address unless explicitly allowed.
+    pub fn check_transport(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.tls.is_some() || self.listen.ip().is_loopback() || self.allow_plain_http,
+            "http.listen = {} is not a loopback address: configure [http.tls] (cert_file, key_file) \
+             for HTTPS, or set http.allow_plain_http = true if a TLS proxy fronts it",
+            self.listen
+        );
+        Ok(())
+    }
+
+    /// The authentication mode in effect; `demo_default` when `auth` is unset.
+    pub fn auth_mode(&self, demo: bool) -> anyhow::Result<fleetpulse_api::AuthMode> {
+        let auth = self.auth.unwrap_or(if demo {
+            HttpAuth::Disabled
+        } else {
+            HttpAuth::Required
+        });
+        match auth {
+            HttpAuth::Required => Ok(fleetpulse_api::AuthMode::Required),
+            HttpAuth::Disabled => {
+                anyhow::ensure!(
+                    self.listen.ip().is_loopback(),
+                    "http.auth = \"disabled\" is accepted only on a loopback address, not {}: \
+                     create API tokens (`fleetpulse token create --role admin`) instead",
+                    self.listen
+                );
+                Ok(fleetpulse_api::AuthMode::Disabled)
+            }
+        }
+    }
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            auth: None,
+            tls: None,
+            allow_plain_http: false,
         }
     }
 }
@@ -127,6 +193,67 @@ impl Default for RegistryConfig {
         Self {
             unknown_device: UnknownDevicePolicy::AutoRegister,
         }
+    }
+}
+
+/// Webhook delivery (receivers are registered through `POST /api/v1/webhooks`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Attempts of one delivery before it is `dead` (kept in the delivery log).
+    pub max_attempts: u32,
+    /// Pause after the first failed attempt; it doubles after each further failure…
+    pub initial_backoff_ms: u64,
+    /// …up to this.
+    pub max_backoff_ms: u64,
+    /// Time one POST may take, connecting included; longer counts as a failed attempt.
+    pub timeout_ms: u64,
+    /// How often an idle worker looks for new order events.
+    pub poll_ms: u64,
+    /// Requests in flight at once (different orders; one order's events go one by one).
+    pub concurrency: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 12,
+            initial_backoff_ms: 1000,
+            max_backoff_ms: 600_000,
+            timeout_ms: 10_000,
+            poll_ms: 250,
+            concurrency: 8,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    pub fn settings(&self) -> anyhow::Result<fleetpulse_api::push::PushSettings> {
+        anyhow::ensure!(
+            self.max_attempts >= 1,
+            "webhooks.max_attempts must be at least 1"
+        );
+        anyhow::ensure!(
+            self.initial_backoff_ms >= 1 && self.initial_backoff_ms <= self.max_backoff_ms,
+            "webhooks.initial_backoff_ms must be from 1 to webhooks.max_backoff_ms"
+        );
+        anyhow::ensure!(
+            self.timeout_ms >= 1,
+            "webhooks.timeout_ms must be at least 1"
+        );
+        anyhow::ensure!(self.poll_ms >= 1, "webhooks.poll_ms must be at least 1");
+        anyhow::ensure!(
+            (1..=256).contains(&self.concurrency),
+            "webhooks.concurrency must be from 1 to 256"
+        );
+        Ok(fleetpulse_api::push::PushSettings {
+            max_attempts: self.max_attempts,
+            initial_backoff: std::time::Duration::from_millis(self.initial_backoff_ms),
+            max_backoff: std::time::Duration::from_millis(self.max_backoff_ms),
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            poll: std::time::Duration::from_millis(self.poll_ms),
+            concurrency: self.concurrency,
+        })
     }
 }
 

@@ -20,11 +20,16 @@
 //!   connections that WAL lets run beside the writer. All SQLite work runs on tokio's
 //!   blocking pool, never on the async workers.
 
+mod audit;
 mod convert;
 mod credentials;
+mod dispatch;
+mod orders;
 mod read;
 mod schema;
+mod sla;
 mod spool;
+mod webhooks;
 mod write;
 
 use std::path::{Path, PathBuf};

@@ -299,10 +299,11 @@ pub(crate) fn alarm_episodes(
     collect(rows, episode_from)
 }
 
-const ORDER_COLS: &str = "id, serial, cause, kind, priority, status, title, solution, skills, parts, labour_minutes, \
-     evidence, respond_by, arrive_by, complete_by, created_at, updated_at, trigger_count, last_triggered_at, version";
+pub(crate) const ORDER_COLS: &str = "id, serial, cause, kind, priority, status, title, solution, skills, parts, labour_minutes, \
+     evidence, respond_by, arrive_by, complete_by, created_at, updated_at, trigger_count, last_triggered_at, version, \
+     origin, engineer, planned_visit_at, acknowledged_at, started_at, closed_at, cancel_reason, outcome";
 
-fn order_from(row: &Row<'_>) -> Result<Order, StoreError> {
+pub(crate) fn order_from(row: &Row<'_>) -> Result<Order, StoreError> {
     let text = |i: usize| row.get::<_, String>(i).map_err(sql_err);
     let serial = text(1)?;
     let cause = text(2)?;
@@ -331,6 +332,19 @@ fn order_from(row: &Row<'_>) -> Result<Order, StoreError> {
         trigger_count: row.get(17).map_err(sql_err)?,
         last_triggered_at: from_ms(row.get(18).map_err(sql_err)?),
         version: row.get(19).map_err(sql_err)?,
+        origin: text(20)?,
+        engineer: row.get(21).map_err(sql_err)?,
+        planned_visit_at: row.get::<_, Option<i64>>(22).map_err(sql_err)?.map(from_ms),
+        acknowledged_at: row.get::<_, Option<i64>>(23).map_err(sql_err)?.map(from_ms),
+        started_at: row.get::<_, Option<i64>>(24).map_err(sql_err)?.map(from_ms),
+        closed_at: row.get::<_, Option<i64>>(25).map_err(sql_err)?.map(from_ms),
+        cancel_reason: row.get(26).map_err(sql_err)?,
+        outcome: row
+            .get::<_, Option<String>>(27)
+            .map_err(sql_err)?
+            .map(|t| serde_json::from_str(&t))
+            .transpose()
+            .map_err(json_err)?,
     })
 }
 
@@ -354,6 +368,22 @@ pub(crate) fn list_orders(conn: &Connection, q: &OrderQuery) -> Result<Page<Orde
     text_filter("cause", q.cause.as_ref().map(|c| c.to_string()));
     text_filter("kind", q.kind.map(|k| k.as_str().to_owned()));
     text_filter("priority", q.priority.map(|p| p.as_str().to_owned()));
+    if let Some(region) = &q.region {
+        sql.push_str(" AND serial IN (SELECT serial FROM devices WHERE region = ?)");
+        args.push(SqlValue::Text(region.clone()));
+    }
+    if let Some(model) = &q.model {
+        sql.push_str(" AND serial IN (SELECT serial FROM devices WHERE model = ?)");
+        args.push(SqlValue::Text(model.clone()));
+    }
+    if let Some(since) = q.updated_since {
+        sql.push_str(" AND updated_at >= ?");
+        args.push(SqlValue::Integer(ms(since)));
+    }
+    if let Some((state, now)) = q.sla {
+        sql.push_str(&format!(" AND {}", crate::sla::condition(state)));
+        args.extend(crate::sla::args(state, ms(now)));
+    }
     sql.push_str(" ORDER BY id LIMIT ?");
     args.push(SqlValue::Integer(limit as i64));
     let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;

@@ -352,7 +352,9 @@ fn apply_readings(
                 opened_alarms: &opened,
             };
             for intent in opts.rules.evaluate(&ctx, &change, now) {
-                report.orders.push(upsert_order(tx, &intent, now)?);
+                report
+                    .orders
+                    .push(crate::orders::upsert_recorded(tx, &intent, now, "rules")?);
             }
         }
     }

@@ -20,7 +20,19 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 pub use victoria::{Series, VictoriaMetrics};
 
+pub mod dispatch;
+pub mod receiver;
 pub mod tls;
+
+/// An HTTP client. reqwest is built with rustls and no crypto provider of its own (the
+/// workspace uses ring only); the process default is installed first, as `main` does.
+pub fn http_client() -> reqwest::ClientBuilder {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+}
 
 /// Path of the `fleetpulse` binary under test.
 pub fn fleetpulse_bin() -> PathBuf {
@@ -61,6 +73,9 @@ pub struct App {
     pub data_dir: PathBuf,
     args: Vec<String>,
     http: reqwest::Client,
+    /// An `admin` API token (made with `fleetpulse token create` before the start); every
+    /// request of the helpers below sends it.
+    pub admin_token: String,
 }
 
 impl App {
@@ -100,6 +115,7 @@ impl App {
             full.extend(["--http".into(), "127.0.0.1:0".into()]);
         }
         full.extend(["--data".into(), data_dir.display().to_string()]);
+        let admin_token = dispatch::create_token(data_dir, "admin", "system-tests").await?;
         let mut cmd = Command::new(fleetpulse_bin());
         cmd.args(&full)
             .env(
@@ -147,7 +163,8 @@ impl App {
             mqtt,
             data_dir: data_dir.to_owned(),
             args: full,
-            http: reqwest::Client::new(),
+            http: dispatch::client_with_token(&admin_token)?,
+            admin_token,
         })
     }
 

@@ -282,7 +282,7 @@ impl BridgeProc {
             child,
             metrics_url: metrics_url.context("metrics address")?,
             lines,
-            http: reqwest::Client::new(),
+            http: crate::http_client().build()?,
         })
     }
 

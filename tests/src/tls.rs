@@ -364,6 +364,7 @@ impl LoggedApp {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<LoggedApp> {
+        let admin_token = crate::dispatch::create_token(data_dir, "admin", "system-tests").await?;
         let mut cmd = Command::new(fleetpulse_bin());
         cmd.args(args)
             .args(["--http", "127.0.0.1:0", "--data"])
@@ -395,7 +396,7 @@ impl LoggedApp {
                     api,
                     mqtt,
                     output,
-                    http: reqwest::Client::new(),
+                    http: crate::dispatch::client_with_token(&admin_token)?,
                 });
             }
             if let Some(status) = child.try_wait()? {

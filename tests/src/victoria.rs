@@ -46,7 +46,7 @@ impl VictoriaMetrics {
             child: None,
             addr: format!("127.0.0.1:{}", free_port()).parse()?,
             dir: tempfile::tempdir()?,
-            http: reqwest::Client::new(),
+            http: crate::http_client().build()?,
         };
         vm.resume().await?;
         Ok(vm)

@@ -6,6 +6,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::AppState;
+use crate::auth::{Caller, READERS};
+use crate::error::ApiError;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/catalog/models", get(models))
@@ -15,7 +17,9 @@ pub fn router() -> Router<AppState> {
 /// default criticality, service interval, consumables and alarm codes with their severity,
 /// solution text, labour, skill and parts. A JSON array ordered by model id; each model
 /// has the keys of `catalog.toml` (`consumable`, `alarm`), so one reader serves both.
-async fn models(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/api/v1/catalog/models", tag = "catalog", responses((status = 200, description = "The loaded catalog", body = Vec<serde_json::Value>)))]
+async fn models(caller: Caller, State(state): State<AppState>) -> Result<Response, ApiError> {
+    caller.require(READERS)?;
     let models: Vec<_> = state.catalog.models().collect();
-    Json(models).into_response()
+    Ok(Json(models).into_response())
 }

@@ -8,6 +8,7 @@ use fleetpulse_domain::store::{DeadLetter, DeadLetterQuery, Page};
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::auth::{Caller, READERS};
 use crate::error::ApiError;
 use crate::extract::{self, LIST_LIMIT, Query};
 
@@ -16,7 +17,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Query of `GET /api/v1/dead-letters`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Only this reason (`malformed_json`, `out_of_range`, …).
@@ -28,10 +30,13 @@ pub struct ListParams {
 }
 
 /// Lists dead letters in the order they were stored, keyset-paginated: `{"items": [...], "next": cursor|null}`.
+#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "ingest", params(ListParams), responses((status = 200, description = "Rejected messages with their reason", body = Page<DeadLetter>)))]
 async fn list(
+    caller: Caller,
     State(state): State<AppState>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<Page<DeadLetter>>, ApiError> {
+    caller.require(READERS)?;
     let query = DeadLetterQuery {
         reason: extract::one_of::<RejectReason>("reason", p.reason.as_deref())?,
         after: extract::id_cursor(p.after.as_deref())?,

@@ -7,16 +7,18 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{Duration, Utc};
 use fleetpulse_domain::store::{
-    DeviceDetail, DeviceQuery, DeviceSummary, NewDevice, Page, ReadingQuery, Rollup, StoreError,
-    StoredReading,
+    Device, DeviceDetail, DeviceQuery, DeviceSummary, NewDevice, Page, ReadingQuery, Rollup,
+    StoreError, StoredReading,
 };
 use fleetpulse_domain::{AlarmEpisode, LifecycleStatus, ModelId, Serial};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::AppState;
+use crate::auth::{Caller, DEVICE_ADMINS, READERS};
 use crate::error::ApiError;
 use crate::extract::{self, Json as JsonBody, LIST_LIMIT, Path, Query, READING_LIMIT};
+use fleetpulse_domain::dispatch::NewAudit;
 
 /// The window `rollups` covers when the client names no `from`.
 const DEFAULT_ROLLUP_WINDOW_HOURS: i64 = 24;
@@ -31,7 +33,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Query of `GET /api/v1/devices`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Page size, 1 to 1000 (default 100).
@@ -46,10 +49,13 @@ pub struct ListParams {
 
 /// Lists devices in serial order with their latest state, keyset-paginated:
 /// `{"items": [...], "next": cursor|null}`; pass `next` back as `after`.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(ListParams), responses((status = 200, description = "Devices with latest state, keyset-paginated", body = Page<DeviceSummary>)))]
 async fn list(
+    caller: Caller,
     State(state): State<AppState>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<Page<DeviceSummary>>, ApiError> {
+    caller.require(READERS)?;
     let query = DeviceQuery {
         after: p.after,
         limit: extract::limit(p.limit.as_deref(), LIST_LIMIT)?,
@@ -63,10 +69,13 @@ async fn list(
 /// the device and its `Location`, 409 if the serial is registered already, 422 if the
 /// model is not in the catalog. A device that announced itself over telemetry
 /// (`unassigned`) is completed by its registration.
+#[utoipa::path(post, path = "/api/v1/devices", tag = "devices", request_body = NewDevice, responses((status = 201, description = "201: registered; Location names it", body = Device), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
 async fn register(
+    caller: Caller,
     State(state): State<AppState>,
     JsonBody(new): JsonBody<NewDevice>,
 ) -> Result<Response, ApiError> {
+    caller.require(DEVICE_ADMINS)?;
     if state.catalog.model(new.model.as_str()).is_none() {
         let known: Vec<&str> = state.catalog.models().map(|m| m.id.as_str()).collect();
         return Err(ApiError::Unprocessable {
@@ -91,6 +100,16 @@ async fn register(
             other => other.into(),
         })?;
     tracing::info!(serial = %device.serial, "device registered");
+    state
+        .dispatch
+        .append_audit(NewAudit {
+            actor: caller.actor,
+            action: "device.register".into(),
+            target: format!("device:{}", device.serial),
+            before: None,
+            after: serde_json::to_value(&device).ok(),
+        })
+        .await?;
     let location = format!("/api/v1/devices/{}", device.serial);
     Ok((
         StatusCode::CREATED,
@@ -101,10 +120,13 @@ async fn register(
 }
 
 /// One device: registry data, latest state, open alarm episodes and active orders.
+#[utoipa::path(get, path = "/api/v1/devices/{serial}", tag = "devices", params(("serial" = String, Path, description = "device serial")), responses((status = 200, description = "Latest state, open alarms, active orders", body = DeviceDetail)))]
 async fn detail(
+    caller: Caller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<Json<DeviceDetail>, ApiError> {
+    caller.require(READERS)?;
     let serial = extract::serial(&raw)?;
     state
         .store
@@ -115,7 +137,8 @@ async fn detail(
 }
 
 /// Query of `GET /api/v1/devices/{serial}/readings`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReadingParams {
     /// Inclusive start (device time, RFC 3339).
@@ -128,11 +151,14 @@ pub struct ReadingParams {
 
 /// Raw readings of one device in device-time order, as a JSON array; `from` inclusive,
 /// `to` exclusive.
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/readings", tag = "devices", params(("serial" = String, Path, description = "device serial"), ReadingParams), responses((status = 200, description = "Raw readings in device-time order", body = Vec<StoredReading>)))]
 async fn readings(
+    caller: Caller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
     Query(p): Query<ReadingParams>,
 ) -> Result<Json<Vec<StoredReading>>, ApiError> {
+    caller.require(READERS)?;
     let serial = extract::serial(&raw)?;
     let from = extract::time("from", p.from.as_deref())?;
     let to = extract::time("to", p.to.as_deref())?;
@@ -154,7 +180,8 @@ async fn readings(
 }
 
 /// Query of `GET /api/v1/devices/{serial}/rollups`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RollupParams {
     /// Inclusive start hour (RFC 3339); default 24 h before `to`.
@@ -165,11 +192,14 @@ pub struct RollupParams {
 
 /// Hourly rollups (count, sum, min, max, last per field) of one device in `[from, to)`,
 /// as a JSON array; the last 24 hours by default.
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/rollups", tag = "devices", params(("serial" = String, Path, description = "device serial"), RollupParams), responses((status = 200, description = "Hourly rollups", body = Vec<Rollup>)))]
 async fn rollups(
+    caller: Caller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
     Query(p): Query<RollupParams>,
 ) -> Result<Json<Vec<Rollup>>, ApiError> {
+    caller.require(READERS)?;
     let serial = extract::serial(&raw)?;
     let from = extract::time("from", p.from.as_deref())?;
     let to = extract::time("to", p.to.as_deref())?.unwrap_or_else(Utc::now);
@@ -183,7 +213,8 @@ async fn rollups(
 }
 
 /// Query of `GET /api/v1/devices/{serial}/alarms`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlarmParams {
     /// At most this many episodes, 1 to 1000 (default 100).
@@ -192,11 +223,14 @@ pub struct AlarmParams {
 
 /// Alarm episodes of one device, newest first, as a JSON array; an episode still active
 /// has `ended_at: null`.
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/alarms", tag = "devices", params(("serial" = String, Path, description = "device serial"), AlarmParams), responses((status = 200, description = "Alarm episodes, newest first", body = Vec<AlarmEpisode>)))]
 async fn alarms(
+    caller: Caller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
     Query(p): Query<AlarmParams>,
 ) -> Result<Json<Vec<AlarmEpisode>>, ApiError> {
+    caller.require(READERS)?;
     let serial = extract::serial(&raw)?;
     let limit = extract::limit(p.limit.as_deref(), LIST_LIMIT)?;
     let rows = state.store.alarm_episodes(&serial, limit).await?;

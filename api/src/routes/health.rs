@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
 /// Reports `{"status": "ok", "store": {counts}, "ingest": {counters}}` (200) while the
 /// store answers, and the same shape with `"status": "degraded"` and
 /// `"store": {"error": "..."}` (503) when it does not.
+#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, description = "Status, store counts, ingest counters (503 when degraded, same shape)", body = serde_json::Value)), security(()))]
 async fn health(State(state): State<AppState>) -> Response {
     let ingest = state.ingest.snapshot();
     let stats = tokio::time::timeout(STORE_TIMEOUT, state.store.stats()).await;

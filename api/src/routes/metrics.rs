@@ -1,5 +1,5 @@
 //! `GET /metrics`: Prometheus text exposition (format 0.0.4) of the ingest counters and
-//! the store's counts.
+//! the store's counts, and per webhook its pending and dead deliveries.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -19,6 +19,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)), security(()))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::with_capacity(8 * 1024);
     state.ingest.write_prometheus(&mut out);
@@ -64,6 +65,27 @@ async fn metrics(State(state): State<AppState>) -> Response {
             0
         }
     };
+    if let Ok(Ok(hooks)) = tokio::time::timeout(STORE_TIMEOUT, state.webhooks.list_webhooks()).await
+        && !hooks.is_empty()
+    {
+        let _ = writeln!(
+            out,
+            "# HELP fleetpulse_webhook_deliveries Webhook deliveries waiting (pending, incl. backing off) or given up (dead)."
+        );
+        let _ = writeln!(out, "# TYPE fleetpulse_webhook_deliveries gauge");
+        for h in hooks {
+            let _ = writeln!(
+                out,
+                "fleetpulse_webhook_deliveries{{webhook=\"{}\",state=\"pending\"}} {}",
+                h.id, h.pending
+            );
+            let _ = writeln!(
+                out,
+                "fleetpulse_webhook_deliveries{{webhook=\"{}\",state=\"dead\"}} {}",
+                h.id, h.dead
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP fleetpulse_store_up 1 when the store answered this scrape."

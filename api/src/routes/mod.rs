@@ -1,8 +1,14 @@
 //! Route modules. Each exposes `router()`; [`crate::router`] merges them.
 
+pub mod admin;
 pub mod catalog;
 pub mod dead_letters;
+pub mod device_import;
+pub mod device_lifecycle;
 pub mod devices;
 pub mod health;
 pub mod metrics;
+pub mod order_feed;
 pub mod orders;
+pub mod sla;
+pub mod webhooks;

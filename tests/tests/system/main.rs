@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod delivery;
 mod demo;
+mod dispatch;
 mod e2e;
 mod outage;
 mod restart;

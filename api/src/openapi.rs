@@ -1,0 +1,146 @@
+//! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]` annotations
+//! and the domain types' `ToSchema` derives, served at `/api/openapi.json`, with an
+//! interactive page at `/api/docs` whose assets are compiled in (no CDN).
+
+use axum::Router;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Response, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+
+use crate::AppState;
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "fleetpulse API",
+        description = "Devices, telemetry and the work orders fleetpulse raises; the dispatch side's integration surface (docs/dispatch-api.md)."
+    ),
+    paths(
+        routes::health::health,
+        routes::metrics::metrics,
+        routes::devices::list,
+        routes::devices::register,
+        routes::devices::detail,
+        routes::devices::readings,
+        routes::devices::rollups,
+        routes::devices::alarms,
+        routes::device_lifecycle::change_status,
+        routes::device_lifecycle::failures,
+        routes::device_lifecycle::history,
+        routes::device_import::import,
+        routes::dead_letters::list,
+        routes::catalog::models,
+        routes::orders::list,
+        routes::orders::create,
+        routes::orders::one,
+        routes::orders::history,
+        routes::orders::acknowledge,
+        routes::orders::assign,
+        routes::orders::start,
+        routes::orders::complete,
+        routes::orders::cancel,
+        routes::order_feed::events,
+        routes::order_feed::stream,
+        routes::sla::attainment,
+        routes::admin::create_token,
+        routes::admin::list_tokens,
+        routes::admin::revoke_token,
+        routes::admin::audit,
+        routes::webhooks::create,
+        routes::webhooks::list,
+        routes::webhooks::disable,
+        routes::webhooks::deliveries
+    ),
+    components(schemas(crate::error::ErrorBody)),
+    modifiers(&Conventions)
+)]
+pub struct ApiDoc;
+
+/// Bearer tokens on every operation but the public ones, and the error answers every
+/// operation can give, all in the one `ErrorBody` shape.
+struct Conventions;
+
+/// Errors any route may answer (besides its own): bad parameters, authentication,
+/// roles, missing resources, bodies, server faults.
+const COMMON_ERRORS: [(&str, &str); 9] = [
+    (
+        "400",
+        "a parameter or the body is malformed (the parameter is named)",
+    ),
+    ("401", "no valid API token"),
+    ("403", "the token's role may not do this"),
+    ("404", "no such resource"),
+    ("405", "method not allowed"),
+    ("413", "body too large"),
+    ("415", "unsupported content type"),
+    ("422", "well-formed but invalid body"),
+    ("500", "internal error (details are logged, not shown)"),
+];
+
+fn error_response(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+impl Modify for Conventions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "API token `fpt_…` (`fleetpulse token create --role …`)",
+                    ))
+                    .build(),
+            ),
+        );
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for (status, description) in COMMON_ERRORS {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error_response(description));
+                }
+                op.responses
+                    .responses
+                    .entry("503".to_owned())
+                    .or_insert_with(|| error_response("the store is unavailable; retry later"));
+            }
+        }
+    }
+}
+
+/// `/api/openapi.json` and the interactive page at `/api/docs` (public: the contract is
+/// not a secret; every operation in it still needs its token). The page's assets are
+/// compiled into the binary (utoipa-swagger-ui's `vendored` feature): it works offline.
+pub fn router() -> Router<AppState> {
+    utoipa_swagger_ui::SwaggerUi::new("/api/docs")
+        .url("/api/openapi.json", ApiDoc::openapi())
+        .into()
+}
