@@ -268,6 +268,26 @@ pub struct Mosquitto {
     _dir: tempfile::TempDir,
 }
 
+/// Starts `mosquitto -c conf` and waits until it accepts connections on `addr`.
+pub async fn spawn_mosquitto(bin: &Path, conf: &Path, addr: SocketAddr) -> anyhow::Result<Child> {
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting mosquitto")?;
+    eventually(
+        Duration::from_secs(10),
+        "mosquitto to listen",
+        || async move { Ok(tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())) },
+    )
+    .await?;
+    Ok(child)
+}
+
 impl Mosquitto {
     pub fn binary() -> Option<PathBuf> {
         ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
@@ -294,22 +314,8 @@ impl Mosquitto {
                  max_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n"
             ),
         )?;
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting mosquitto")?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        eventually(
-            Duration::from_secs(10),
-            "mosquitto to listen",
-            || async move { Ok(tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())) },
-        )
-        .await?;
+        let child = spawn_mosquitto(&bin, &conf, addr).await?;
         Ok(Mosquitto {
             child,
             addr,

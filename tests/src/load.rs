@@ -6,14 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
 use rusqlite::{Connection, OpenFlags};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::{Mosquitto, eventually};
+use crate::Mosquitto;
 
 /// A Mosquitto broker with `persistence true`: a graceful stop (SIGTERM) writes its
 /// sessions and queued QoS 1 messages to disk, and a restart on the same port and
@@ -58,23 +57,8 @@ impl PersistentMosquitto {
                 dir = self.dir.path().display(),
             ),
         )?;
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting mosquitto")?;
-        self.child = Some(child);
-        let addr = self.addr;
-        eventually(
-            Duration::from_secs(10),
-            "mosquitto to listen",
-            || async move { Ok(tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())) },
-        )
-        .await
+        self.child = Some(crate::spawn_mosquitto(&bin, &conf, self.addr).await?);
+        Ok(())
     }
 
     /// SIGTERM and wait: Mosquitto saves its persistence file on the way out.

@@ -319,22 +319,8 @@ impl SecureMosquitto {
     ) -> anyhow::Result<SecureMosquitto> {
         let conf_path = dir.path().join("mosquitto.conf");
         std::fs::write(&conf_path, conf)?;
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting mosquitto")?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        eventually(
-            Duration::from_secs(10),
-            "mosquitto to listen",
-            || async move { Ok(tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())) },
-        )
-        .await?;
+        let child = crate::spawn_mosquitto(&bin, &conf_path, addr).await?;
         Ok(SecureMosquitto {
             child,
             addr,

@@ -9,9 +9,7 @@ use std::time::Duration;
 use fleetpulse_domain::Catalog;
 use fleetpulse_firmware_bridge::registers::{BUILT_IN_MAPS, built_in_maps};
 use fleetpulse_firmware_bridge::simulated::{Behaviour, ModbusFleet, ModbusFleetConfig};
-use fleetpulse_system_tests::modbus::{
-    BridgeProc, PersistentBroker, PtyPair, PyModbus, write_bridge_config,
-};
+use fleetpulse_system_tests::modbus::{BridgeProc, PtyPair, PyModbus, write_bridge_config};
 use fleetpulse_system_tests::tls::device_credential;
 use fleetpulse_system_tests::{App, eventually, free_port};
 use serde_json::{Value, json};
@@ -717,7 +715,10 @@ async fn a_broker_outage_loses_nothing() -> anyhow::Result<()> {
         stop.clone(),
     )
     .await?;
-    let mut broker = PersistentBroker::start().await?;
+    let mut broker = fleetpulse_system_tests::load::PersistentMosquitto::start(
+        fleetpulse_system_tests::free_port(),
+    )
+    .await?;
     let data = tempfile::tempdir()?;
     let app = App::serve_external(
         &data.path().join("fleetpulse"),
@@ -738,7 +739,7 @@ async fn a_broker_outage_loses_nothing() -> anyhow::Result<()> {
     .await?;
 
     // act: the broker goes away; the bridge keeps polling into its outbox
-    broker.stop().await?;
+    broker.stop_gracefully().await?;
     eventually(Duration::from_secs(10), "the outbox filling", || async {
         Ok((bridge.metric("bridge_outbox_readings").await? >= 15.0).then_some(()))
     })
