@@ -67,6 +67,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a crypto provider of its own (the workspace uses ring
+    // only, and feature unification reaches this binary): install it as `fleetpulse` does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let fleetpulse = args
         .fleetpulse
