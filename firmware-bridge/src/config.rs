@@ -13,7 +13,7 @@ use fleetpulse_domain::{Catalog, Serial};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::registers::{MapError, RegisterMap};
+use crate::registers::{MapError, RegisterMap, line_of, syntax_message};
 
 const fn default_keep_alive_s() -> u64 {
     30
@@ -332,14 +332,6 @@ pub struct BridgeConfig {
     pub maps: BTreeMap<String, Arc<RegisterMap>>,
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
-}
-
 impl BridgeConfig {
     /// Reads and validates `path`; `embedded_catalog` is used unless the file names one.
     pub fn load(path: &Path, embedded_catalog: &str) -> Result<Self, ConfigError> {
@@ -354,10 +346,7 @@ impl BridgeConfig {
     pub fn parse(text: &str, path: &Path, embedded_catalog: &str) -> Result<Self, ConfigError> {
         let file: BridgeFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
-            message: match e.span() {
-                Some(span) => format!("{}: {}", line_of(text, span.start), e.message()),
-                None => format!(" {}", e.message()),
-            },
+            message: syntax_message(text, &e),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let invalid = |offset: usize, key: &str, reason: String| ConfigError::Invalid {

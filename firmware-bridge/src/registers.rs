@@ -312,12 +312,22 @@ pub struct EncodeError {
     pub data_type: DataType,
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+/// 1-based line of byte `offset` in `text` (for "file:line: reason" errors).
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
         .iter()
         .filter(|b| **b == b'\n')
         .count()
         + 1
+}
+
+/// A TOML syntax error as `"LINE: message"` (or `" message"` when it has no position),
+/// the form both the bridge configuration and the register maps print after the path.
+pub(crate) fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => format!("{}: {}", line_of(text, span.start), e.message()),
+        None => format!(" {}", e.message()),
+    }
 }
 
 impl RegisterMap {
@@ -335,10 +345,7 @@ impl RegisterMap {
     pub fn parse(text: &str, path: &Path, catalog: &Catalog) -> Result<Self, MapError> {
         let file: MapFile = toml::from_str(text).map_err(|e| MapError::Syntax {
             path: path.to_owned(),
-            message: match e.span() {
-                Some(span) => format!("{}: {}", line_of(text, span.start), e.message()),
-                None => format!(" {}", e.message()),
-            },
+            message: syntax_message(text, &e),
         })?;
         let invalid = |span: std::ops::Range<usize>, reason: String| MapError::Invalid {
             path: path.to_owned(),
