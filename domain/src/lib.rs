@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod line_protocol;
 pub mod order;
 pub mod policy;
+pub mod reliability;
 pub mod rules;
 pub mod serial;
 pub mod store;

@@ -1,0 +1,147 @@
+//! Reliability data as the store hands it to the analytics crate: the population
+//! (devices and their meter ages), operating hours per device and month (exposure, from
+//! the runtime-hour meters), confirmed failure events, repair orders (for MTTR and
+//! first-time fix) and alarm episodes (for the alarm Pareto). Plain rows, no I/O, no
+//! statistics: `fleetpulse-store` produces a [`ReliabilityData`], `fleetpulse-analytics`
+//! computes from it.
+//!
+//! Operating time is the device's runtime-hour meter, never calendar time. One incident
+//! is one [`FailureRecord`]: an alarm episode that counts as a failure and the repair
+//! order raised for it are linked (`alarm_episode_id`, `order_id`), not counted twice.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::serial::Serial;
+use crate::store::StoreError;
+
+/// A half-open calendar period `[from, to)` in UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Period {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// One device of the population, with its registry facts at the time of the query.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PopulationDevice {
+    pub serial: Serial,
+    /// Catalog model id; `None` for a device registered before its model was known.
+    pub model: Option<String>,
+    /// `oxygen_concentrator`, `ventilator`, …
+    pub kind: Option<String>,
+    pub region: Option<String>,
+    /// Runtime-hour meter at the start of the period (`None`: no reading before it).
+    pub age_at_start: Option<f64>,
+    /// Runtime-hour meter at the end of the period, or the last value known before it:
+    /// the device's age for suspensions.
+    pub age_at_end: Option<f64>,
+}
+
+/// Operating hours one device accumulated in one calendar month (UTC), from its
+/// runtime-hour meter: the sum of non-negative increments between consecutive hourly
+/// values. A decrease is a meter reset (counted, its hours not lost: the increment after
+/// a reset starts from the new value); a silence longer than the store's gap threshold is
+/// a gap (its hours are still counted from the meter, and reported).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExposureRow {
+    pub serial: Serial,
+    /// First instant of the month, UTC.
+    pub month: DateTime<Utc>,
+    /// Operating hours in the month.
+    pub hours: f64,
+    /// Meter resets seen in the month.
+    pub resets: u32,
+    /// Hours of the month in silences longer than the gap threshold.
+    pub gap_hours: f64,
+}
+
+/// Where a failure event comes from, strongest evidence first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureSource {
+    /// A completed repair order whose outcome confirmed a failure.
+    RepairOrder,
+    /// Imported history (`fleetpulse import`).
+    Import,
+    /// An alarm episode whose catalog entry counts as a failure, not (yet) confirmed
+    /// by a repair order.
+    Alarm,
+}
+
+/// One confirmed failure incident.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FailureRecord {
+    pub id: i64,
+    pub serial: Serial,
+    pub at: DateTime<Utc>,
+    /// Runtime-hour meter at the failure (the device's age), when known.
+    pub age_hours: Option<f64>,
+    /// Fault or alarm code.
+    pub code: Option<String>,
+    /// Failure mode from the catalog (`compressor`, `sieve_bed`, …), when known.
+    pub failure_mode: Option<String>,
+    pub source: FailureSource,
+    pub order_id: Option<i64>,
+    pub alarm_episode_id: Option<i64>,
+}
+
+/// A repair order of the period (any outcome), for MTTR and first-time fix.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RepairRecord {
+    pub order_id: i64,
+    pub serial: Serial,
+    pub cause: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    /// Completion or cancellation time; `None` while active.
+    pub closed_at: Option<DateTime<Utc>>,
+    /// `true` completed, `false` cancelled, `None` active.
+    pub completed: Option<bool>,
+    /// The completion outcome's `failure_confirmed`.
+    pub failure_confirmed: Option<bool>,
+    pub fault_code: Option<String>,
+    pub labour_minutes: Option<u32>,
+}
+
+/// One alarm episode that started in the period.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AlarmRecord {
+    pub serial: Serial,
+    pub code: String,
+    pub severity: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub duration_s: Option<f64>,
+}
+
+/// A data-quality finding the statistics must report rather than silently absorb.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DataQualityIssue {
+    pub serial: Serial,
+    /// `meter_reset`, `gap`, `no_meter` (a device with no runtime-hour reading in the
+    /// period), `failure_without_age`.
+    pub kind: String,
+    pub at: Option<DateTime<Utc>>,
+    pub detail: String,
+}
+
+/// Everything the reliability statistics of one period read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReliabilityData {
+    pub period: Option<Period>,
+    pub devices: Vec<PopulationDevice>,
+    pub exposure: Vec<ExposureRow>,
+    pub failures: Vec<FailureRecord>,
+    pub repairs: Vec<RepairRecord>,
+    pub alarms: Vec<AlarmRecord>,
+    pub quality: Vec<DataQualityIssue>,
+}
+
+/// Reads the reliability data of a period.
+#[async_trait::async_trait]
+pub trait ReliabilitySource: Send + Sync + 'static {
+    /// Devices, exposure, failures, repairs and alarm episodes of `period`, with the
+    /// data-quality findings. Exposure is read from the consolidated device-month table,
+    /// which the store keeps current from the hourly rollups.
+    async fn reliability_data(&self, period: Period) -> Result<ReliabilityData, StoreError>;
+}
