@@ -52,12 +52,18 @@ pub struct DeadLetter {
     pub payload: String,
 }
 
-/// Everything one ingest batch commits, in one transaction.
-#[derive(Clone, Debug, Default)]
+/// Everything one ingest batch commits, in one transaction. Serializable: the ingest
+/// journal keeps accepted batches on disk until they are applied.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct IngestBatch {
     pub readings: Vec<Reading>,
     pub dead_letters: Vec<NewDeadLetter>,
     pub statuses: Vec<StatusUpdate>,
+    /// The ingest journal record this batch completes: the store records it in the
+    /// same transaction, so after a crash the journal is replayed from the record after
+    /// it (see [`Store::journal_applied`]). `None` without a journal.
+    #[serde(skip)]
+    pub journal_through: Option<u64>,
 }
 
 impl IngestBatch {
@@ -363,6 +369,11 @@ pub trait Store: Send + Sync + 'static {
     async fn spool_remove(&self, through: i64) -> Result<u64, StoreError> {
         let _ = through;
         Err(no_spool())
+    }
+
+    /// The last ingest journal record whose batch is committed (`None`: none yet).
+    async fn journal_applied(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
     }
 
     /// What the spool holds.

@@ -32,6 +32,7 @@ pub mod credentials;
 pub mod decode;
 pub mod endpoint;
 pub mod external;
+pub mod journal;
 pub mod pipeline;
 pub mod sink;
 pub mod stats;

@@ -27,6 +27,9 @@ use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use crate::decode::Decoded;
+use crate::journal::{
+    Journal, JournalConfig, JournalReader, JournalWriter, Shared as JournalShared,
+};
 use crate::sink::SpoolGate;
 use crate::stats::IngestStats;
 
@@ -167,6 +170,10 @@ pub struct PipelineConfig {
     /// decode with these.
     #[serde(default)]
     pub limits: TelemetryLimits,
+    /// The ingest journal (`[ingest.journal]`): acks once a batch is synced there, the
+    /// store takes it in large transactions.
+    #[serde(default)]
+    pub journal: JournalConfig,
 }
 
 const fn default_queue_capacity() -> usize {
@@ -180,6 +187,7 @@ impl Default for PipelineConfig {
             retry: RetryPolicy::default(),
             queue_capacity: default_queue_capacity(),
             limits: TelemetryLimits::default(),
+            journal: JournalConfig::default(),
         }
     }
 }
@@ -198,6 +206,10 @@ pub struct PipelineHandle {
     done: watch::Receiver<bool>,
     stats: IngestStats,
     limits: Arc<TelemetryLimits>,
+    /// The last journal record the store committed (0 without a journal).
+    applied: watch::Receiver<u64>,
+    /// The last record on disk when the journal was opened: applied before sources start.
+    recovered_through: u64,
 }
 
 impl PipelineHandle {
@@ -226,6 +238,15 @@ impl PipelineHandle {
         &self.stats
     }
 
+    /// Waits until every record the journal held when it was opened is in the store
+    /// (at once without a journal): a restarted process applies what it acked before
+    /// the crash before its sources take anything new.
+    pub async fn recovered(&self) {
+        let through = self.recovered_through;
+        let mut applied = self.applied.clone();
+        let _ = applied.wait_for(|a| *a >= through).await;
+    }
+
     /// The limits both sources decode with.
     pub fn limits(&self) -> &TelemetryLimits {
         &self.limits
@@ -243,6 +264,8 @@ pub struct Pipeline {
     close: watch::Receiver<bool>,
     done: watch::Sender<bool>,
     spool: Option<SpoolGate>,
+    journal: Option<Journal>,
+    applied: watch::Sender<u64>,
 }
 
 impl Pipeline {
@@ -251,12 +274,15 @@ impl Pipeline {
         let (close_tx, close_rx) = watch::channel(false);
         let (done_tx, done_rx) = watch::channel(false);
         let stats = IngestStats::default();
+        let (applied_tx, applied_rx) = watch::channel(0);
         let handle = PipelineHandle {
             tx,
             close: Arc::new(close_tx),
             done: done_rx,
             stats: stats.clone(),
             limits: Arc::new(config.limits),
+            applied: applied_rx,
+            recovered_through: 0,
         };
         let pipeline = Pipeline {
             rx,
@@ -267,8 +293,23 @@ impl Pipeline {
             close: close_rx,
             done: done_tx,
             spool: None,
+            journal: None,
+            applied: applied_tx,
         };
         (pipeline, handle)
+    }
+
+    /// With the ingest journal: a batch is acked once its record is synced to the
+    /// journal, and an applier moves records into the store in large transactions
+    /// (see [`crate::journal`]). Records left from before a restart are applied first;
+    /// `handle` learns to wait for that ([`PipelineHandle::recovered`]).
+    pub fn with_journal(mut self, journal: Journal, handle: &mut PipelineHandle) -> Self {
+        let on_disk = journal.shared.durable_through();
+        let applied = journal.reader.position().saturating_sub(1);
+        self.applied.send_replace(applied);
+        handle.recovered_through = on_disk;
+        self.journal = Some(journal);
+        self
     }
 
     /// With a time-series sink: every commit reports what it spooled to `gate`, and no
@@ -297,15 +338,46 @@ impl Pipeline {
         // they were cut, so acks stay in arrival order. At most three batches are held:
         // one committing, one waiting for the committer, one being gathered.
         let (to_commit, mut committing) = mpsc::channel::<PendingBatch>(1);
-        let committer = Committer {
+        let (journal_parts, applier) = match self.journal.take() {
+            Some(journal) => {
+                let (finished_tx, finished_rx) = watch::channel(false);
+                let applier = Applier {
+                    store: self.store.clone(),
+                    retry: self.retry.clone(),
+                    stats: self.stats.clone(),
+                    spool: self.spool.clone(),
+                    shared: journal.shared.clone(),
+                    max_entries: journal.config.apply_max_entries.max(1),
+                    applied: self.applied.clone(),
+                };
+                let task = tokio::spawn(applier.run(journal.reader, finished_rx));
+                (
+                    Some((journal.writer, journal.shared, finished_tx)),
+                    Some(task),
+                )
+            }
+            None => (None, None),
+        };
+        let (writer, journal, finished) = match journal_parts {
+            Some((writer, shared, finished)) => (Some(writer), Some(shared), Some(finished)),
+            None => (None, None, None),
+        };
+        let mut committer = Committer {
             store: self.store.clone(),
             retry: self.retry.clone(),
             stats: self.stats.clone(),
             spool: self.spool.clone(),
+            journal,
+            writer,
         };
         let committer = tokio::spawn(async move {
             while let Some(pending) = committing.recv().await {
                 committer.commit(pending).await;
+            }
+            // Everything accepted is in the journal: the applier may finish once it
+            // applied the last record.
+            if let Some(finished) = finished {
+                finished.send_replace(true);
             }
         });
         let mut closing = false;
@@ -347,6 +419,11 @@ impl Pipeline {
         if let Err(err) = committer.await {
             error!(error = %err, "the ingest committer failed; unacked messages will be redelivered");
         }
+        if let Some(applier) = applier
+            && let Err(err) = applier.await
+        {
+            error!(error = %err, "the ingest journal applier failed; the journal is applied at the next start");
+        }
         debug!("ingest pipeline drained");
         self.done.send_replace(true);
     }
@@ -364,18 +441,24 @@ impl Pipeline {
     }
 }
 
-/// Commits cut batches one at a time, in order, on its own task.
+/// Commits cut batches one at a time, in order, on its own task: to the journal when
+/// there is one, else to the store.
 struct Committer {
     store: Arc<dyn Store>,
     retry: RetryPolicy,
     stats: IngestStats,
     spool: Option<SpoolGate>,
+    journal: Option<Arc<JournalShared>>,
+    writer: Option<JournalWriter>,
 }
 
 impl Committer {
-    /// Commits the batch (retrying until it is stored), then runs its acks in arrival
+    /// Makes the batch durable (retrying until it is), then runs its acks in arrival
     /// order.
-    async fn commit(&self, pending: PendingBatch) {
+    async fn commit(&mut self, pending: PendingBatch) {
+        if self.journal.is_some() {
+            return self.journal_and_ack(pending).await;
+        }
         let PendingBatch {
             batch,
             acks,
@@ -434,11 +517,198 @@ impl Committer {
                 }
             }
         }
+        self.run_acks(acks);
+    }
+
+    fn run_acks(&self, acks: Vec<Ack>) {
         let acked = acks.len();
         for ack in acks {
             ack.run();
         }
         self.stats.acked(acked);
+    }
+
+    /// Appends the batch to the journal and syncs it (retrying until that works), then
+    /// acks. Waits first while the journal holds its limit of unapplied records.
+    async fn journal_and_ack(&mut self, pending: PendingBatch) {
+        let PendingBatch {
+            batch,
+            acks,
+            entries,
+            ..
+        } = pending;
+        let Some(shared) = self.journal.clone() else {
+            return;
+        };
+        if !batch.is_empty() {
+            shared.wait_for_room().await;
+            let batch = Arc::new(batch);
+            let mut backoff = self.retry.initial_backoff;
+            loop {
+                let Some(mut writer) = self.writer.take() else {
+                    error!("the ingest journal writer is gone; nothing more is acked");
+                    return;
+                };
+                let shared_batch = batch.clone();
+                let joined = tokio::task::spawn_blocking(move || {
+                    let result = writer.append(&shared_batch);
+                    (writer, result)
+                })
+                .await;
+                let (writer, result) = match joined {
+                    Ok(done) => done,
+                    Err(err) => {
+                        error!(error = %err, "the ingest journal append task failed; nothing more is acked");
+                        return;
+                    }
+                };
+                self.writer = Some(writer);
+                match result {
+                    Ok((number, record_bytes)) => {
+                        shared.written(number, record_bytes);
+                        self.stats.journal_state(
+                            1,
+                            number.saturating_sub(self.stats_applied(&shared)),
+                            shared.unapplied_bytes(),
+                        );
+                        break;
+                    }
+                    Err(err) => {
+                        self.stats.commit_failed();
+                        let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+                        error!(error = %err, entries, retry_in_ms,
+                            "ingest journal append failed; the batch is held and nothing is acked until it is written");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(self.retry.max_backoff);
+                    }
+                }
+            }
+        }
+        self.run_acks(acks);
+    }
+
+    /// The applied position, for the lag gauge (the applier keeps the exact one).
+    fn stats_applied(&self, shared: &JournalShared) -> u64 {
+        shared.applied_through()
+    }
+}
+
+/// Moves journal records into the store in large transactions, in order, recording the
+/// last applied record in the same transaction.
+struct Applier {
+    store: Arc<dyn Store>,
+    retry: RetryPolicy,
+    stats: IngestStats,
+    spool: Option<SpoolGate>,
+    shared: Arc<JournalShared>,
+    max_entries: usize,
+    applied: watch::Sender<u64>,
+}
+
+impl Applier {
+    /// Runs until `finished` says no more records come and every record is applied.
+    async fn run(self, mut reader: JournalReader, mut finished: watch::Receiver<bool>) {
+        let mut durable = self.shared.subscribe_durable();
+        loop {
+            let through = *durable.borrow_and_update();
+            if reader.position() > through {
+                if *finished.borrow() && self.shared.durable_through() < reader.position() {
+                    break;
+                }
+                tokio::select! {
+                    changed = durable.changed() => if changed.is_err() { break },
+                    _ = finished.changed() => {}
+                }
+                continue;
+            }
+            let max = self.max_entries;
+            let read = tokio::task::spawn_blocking(move || {
+                let batch = reader.read_batch(through, max);
+                (reader, batch)
+            })
+            .await;
+            let (back, batch) = match read {
+                Ok(done) => done,
+                Err(err) => {
+                    error!(error = %err, "the ingest journal reader task failed; the journal is applied at the next start");
+                    return;
+                }
+            };
+            reader = back;
+            let (batch, last, bytes) = match batch {
+                Ok(Some(read)) => read,
+                Ok(None) => continue,
+                Err(err) => {
+                    error!(error = %err, "cannot read the ingest journal; applying stops until the next start");
+                    return;
+                }
+            };
+            self.apply(batch).await;
+            self.shared.applied(bytes);
+            self.shared.set_applied_through(last);
+            self.applied.send_replace(last);
+            reader.forget_applied(last);
+            self.stats.journal_state(
+                0,
+                self.shared.durable_through().saturating_sub(last),
+                self.shared.unapplied_bytes(),
+            );
+        }
+        debug!("ingest journal applied");
+    }
+
+    /// Commits one batch of records, retrying until it is stored.
+    async fn apply(&self, batch: IngestBatch) {
+        let entries = batch.readings.len() + batch.dead_letters.len() + batch.statuses.len();
+        let batch = Arc::new(batch);
+        if let Some(gate) = &self.spool {
+            gate.room().await;
+        }
+        let mut backoff = self.retry.initial_backoff;
+        let started = Instant::now();
+        loop {
+            match self.store.commit_shared(batch.clone()).await {
+                Ok(report) => {
+                    if let Some(gate) = &self.spool {
+                        gate.added(report.spooled_bytes);
+                    }
+                    self.stats.batch_committed(
+                        entries,
+                        report.stored,
+                        report.duplicates,
+                        &report.dead_letter_reasons,
+                        started.elapsed(),
+                    );
+                    debug!(
+                        entries,
+                        stored = report.stored,
+                        duplicates = report.duplicates,
+                        dead_lettered = report.dead_lettered,
+                        orders = report.orders.len(),
+                        through = ?batch.journal_through,
+                        "journal records applied"
+                    );
+                    return;
+                }
+                Err(err) => {
+                    self.stats.commit_failed();
+                    let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+                    if err.retriable() {
+                        warn!(error = %err, entries, retry_in_ms, "applying journal records failed; retrying");
+                    } else {
+                        error!(
+                            error = %err,
+                            entries,
+                            retry_in_ms,
+                            "applying journal records failed and retrying is unlikely to help; \
+                             the journal holds them and ingest stops once it is full"
+                        );
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                }
+            }
+        }
     }
 }
 

@@ -28,6 +28,9 @@ struct Counters {
     connected: AtomicBool,
     connections: AtomicU64,
     reconnects: AtomicU64,
+    journal_records: AtomicU64,
+    journal_unapplied_bytes: AtomicU64,
+    journal_unapplied_records: AtomicU64,
     /// Indexed like `RejectReason::ALL`.
     rejected: RejectCounters,
     batch_entries: Histogram<BATCH_BUCKETS>,
@@ -58,6 +61,11 @@ pub struct IngestStatsSnapshot {
     pub device_connections: u64,
     /// Times the external source lost its broker connection.
     pub broker_reconnects: u64,
+    /// Records written (and synced) to the ingest journal.
+    pub journal_records: u64,
+    /// Journal records written but not yet applied to the store, and their bytes.
+    pub journal_unapplied_records: u64,
+    pub journal_unapplied_bytes: u64,
 }
 
 impl IngestStats {
@@ -75,6 +83,9 @@ impl IngestStats {
             connected: c.connected.load(Ordering::Relaxed),
             device_connections: get(&c.connections),
             broker_reconnects: get(&c.reconnects),
+            journal_records: get(&c.journal_records),
+            journal_unapplied_records: get(&c.journal_unapplied_records),
+            journal_unapplied_bytes: get(&c.journal_unapplied_bytes),
         }
     }
 
@@ -87,7 +98,7 @@ impl IngestStats {
     /// every metric prefixed `fleetpulse_ingest_`.
     pub fn write_prometheus(&self, out: &mut String) {
         let s = self.snapshot();
-        let counters: [(&str, &str, u64); 8] = [
+        let counters: [(&str, &str, u64); 9] = [
             (
                 "received_messages_total",
                 "MQTT messages accepted by the pipeline.",
@@ -123,6 +134,11 @@ impl IngestStats {
                 "dead_lettered_total",
                 "Dead letters committed, any reason.",
                 s.dead_lettered,
+            ),
+            (
+                "journal_records_total",
+                "Records written and synced to the ingest journal (each acks its messages).",
+                s.journal_records,
             ),
         ];
         for (name, help, value) in counters {
@@ -161,6 +177,21 @@ impl IngestStats {
             "fleetpulse_ingest_device_connections {}",
             s.device_connections
         );
+        for (name, help, value) in [
+            (
+                "journal_unapplied_records",
+                "Ingest journal records not yet applied to the store.",
+                s.journal_unapplied_records,
+            ),
+            (
+                "journal_unapplied_bytes",
+                "Bytes of ingest journal records not yet applied to the store.",
+                s.journal_unapplied_bytes,
+            ),
+        ] {
+            metric_header(out, name, help, "gauge");
+            let _ = writeln!(out, "fleetpulse_ingest_{name} {value}");
+        }
         self.counters.batch_entries.write(
             out,
             "batch_entries",
@@ -175,6 +206,21 @@ impl IngestStats {
             &LATENCY_BOUNDS_US,
             MICROS_PER_SECOND,
         );
+    }
+
+    /// The journal's state after an append or an apply.
+    pub(crate) fn journal_state(
+        &self,
+        appended: u64,
+        unapplied_records: u64,
+        unapplied_bytes: u64,
+    ) {
+        let c = &self.counters;
+        c.journal_records.fetch_add(appended, Ordering::Relaxed);
+        c.journal_unapplied_records
+            .store(unapplied_records, Ordering::Relaxed);
+        c.journal_unapplied_bytes
+            .store(unapplied_bytes, Ordering::Relaxed);
     }
 
     pub(crate) fn message_received(&self) {

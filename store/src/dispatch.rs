@@ -73,7 +73,7 @@ impl Dispatch for SqliteStore {
     }
 
     async fn escalate_sla_breaches(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.write(move |conn, _, _| crate::sla::escalate(conn, now).map(|v| v.len()))
+        self.write_keeping_cache(move |conn, _, _| crate::sla::escalate(conn, now).map(|v| v.len()))
             .await
     }
 
@@ -144,7 +144,7 @@ impl Dispatch for SqliteStore {
     }
 
     async fn append_audit(&self, entry: NewAudit) -> Result<(), StoreError> {
-        self.write(move |conn, _, _| audit::append(conn, &entry, Utc::now()))
+        self.write_keeping_cache(move |conn, _, _| audit::append(conn, &entry, Utc::now()))
             .await
     }
 

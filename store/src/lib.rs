@@ -21,6 +21,7 @@
 //!   blocking pool, never on the async workers.
 
 mod audit;
+mod cache;
 mod convert;
 mod credentials;
 mod dispatch;
@@ -85,13 +86,19 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
     opts: StoreOptions,
     /// Rows in `readings`, kept by the writer (counted once at open, then adjusted by
     /// every commit and retention delete) so that `stats` does not scan the table:
     /// `COUNT(*)` over millions of readings costs tens of milliseconds per call.
     readings: AtomicU64,
+}
+
+/// The write connection and the cache of what it committed per device.
+struct Writer {
+    conn: Connection,
+    cache: cache::DeviceCache,
 }
 
 /// WAL pages written before a commit checkpoints them into the database file (SQLite's
@@ -142,7 +149,10 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(conn),
+                writer: Mutex::new(Writer {
+                    conn,
+                    cache: cache::DeviceCache::default(),
+                }),
                 readers: Mutex::new(Vec::new()),
                 opts,
                 readings: AtomicU64::new(u64::try_from(readings).unwrap_or(0)),
@@ -155,7 +165,8 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Runs `f` with the write connection on the blocking pool.
+    /// Runs `f` with the write connection on the blocking pool. `f` may change devices
+    /// or latest state, so the writer's device cache is cleared after it.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -163,12 +174,38 @@ impl SqliteStore {
             + Send
             + 'static,
     {
+        self.with_writer(move |w, opts, readings| {
+            let result = f(&mut w.conn, opts, readings);
+            w.cache.clear();
+            result
+        })
+        .await
+    }
+
+    /// Like [`Self::write`] for work that touches neither `devices` nor `latest_state`
+    /// (spool, retention, webhook deliveries, audit, SLA events): the cache stays.
+    async fn write_keeping_cache<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &StoreOptions, &AtomicU64) -> Result<T, StoreError>
+            + Send
+            + 'static,
+    {
+        self.with_writer(move |w, opts, readings| f(&mut w.conn, opts, readings))
+            .await
+    }
+
+    async fn with_writer<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Writer, &StoreOptions, &AtomicU64) -> Result<T, StoreError> + Send + 'static,
+    {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().map_err(|_| {
+            let mut writer = inner.writer.lock().map_err(|_| {
                 StoreError::Internal("write connection poisoned by an earlier panic".into())
             })?;
-            f(&mut conn, &inner.opts, &inner.readings)
+            f(&mut writer, &inner.opts, &inner.readings)
         })
         .await
         .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
@@ -223,8 +260,8 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(CommitReport::default());
         }
-        self.write(move |conn, opts, readings| {
-            let report = write::commit_batch(conn, opts, &batch, Utc::now())?;
+        self.with_writer(move |w, opts, readings| {
+            let report = write::commit_batch(&mut w.conn, &mut w.cache, opts, &batch, Utc::now())?;
             readings.fetch_add(report.stored as u64, Ordering::Relaxed);
             Ok(report)
         })
@@ -287,7 +324,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_readings_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.write(move |conn, _, readings| {
+        self.write_keeping_cache(move |conn, _, readings| {
             let deleted = write::delete_readings_before(conn, before)?;
             readings.fetch_sub(
                 deleted.min(readings.load(Ordering::Relaxed)),
@@ -319,11 +356,27 @@ impl Store for SqliteStore {
     }
 
     async fn spool_remove(&self, through: i64) -> Result<u64, StoreError> {
-        self.write(move |conn, _, _| spool::remove(conn, through))
+        self.write_keeping_cache(move |conn, _, _| spool::remove(conn, through))
             .await
     }
 
     async fn spool_stats(&self) -> Result<SpoolStats, StoreError> {
         self.read(move |conn, _| spool::stats(conn)).await
+    }
+
+    async fn journal_applied(&self) -> Result<Option<u64>, StoreError> {
+        self.write_keeping_cache(move |conn, _, _| {
+            use rusqlite::OptionalExtension;
+            let through: Option<i64> = conn
+                .query_row(
+                    "SELECT applied_through FROM ingest_journal WHERE id = 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(convert::sql_err)?;
+            Ok(through.and_then(|t| u64::try_from(t).ok()))
+        })
+        .await
     }
 }

@@ -198,7 +198,7 @@ impl Webhooks for SqliteStore {
     }
 
     async fn fan_out(&self, limit: usize, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.write(move |conn, _, _| {
+        self.write_keeping_cache(move |conn, _, _| {
             let tx = conn.transaction().map_err(sql_err)?;
             let hooks: Vec<(i64, i64)> = {
                 let mut stmt = tx
@@ -289,7 +289,7 @@ impl Webhooks for SqliteStore {
         result: AttemptResult,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.write(move |conn, _, _| {
+        self.write_keeping_cache(move |conn, _, _| {
             let t = ms(now);
             match result {
                 AttemptResult::Delivered { status } => conn.execute(

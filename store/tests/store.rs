@@ -721,3 +721,108 @@ async fn a_device_first_seen_without_a_model_learns_it_from_its_telemetry() {
         Some("oxygen_concentrator")
     );
 }
+
+#[tokio::test]
+async fn a_change_committed_by_another_connection_is_seen_by_the_next_batch() {
+    // The writer caches device rows and latest states between batches; a write by
+    // another process (e.g. `fleetpulse device …` beside `serve`) must not be missed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fleet.db");
+    let store = open(&path, UnknownDevicePolicy::AutoRegister).await;
+    let first = store
+        .commit_batch(batch(vec![reading(
+            "EXT1",
+            1,
+            t0(),
+            json!({"runtime_hours": 10.0}),
+        )]))
+        .await
+        .expect("commit");
+    assert_eq!(first.stored, 1);
+
+    let other = rusqlite::Connection::open(&path).expect("second connection");
+    other
+        .execute(
+            "UPDATE devices SET status = 'retired' WHERE serial = 'EXT1'",
+            [],
+        )
+        .expect("retire from outside");
+    drop(other);
+
+    let second = store
+        .commit_batch(batch(vec![reading(
+            "EXT1",
+            2,
+            t0(),
+            json!({"runtime_hours": 11.0}),
+        )]))
+        .await
+        .expect("commit");
+    assert_eq!(
+        (second.stored, second.dead_lettered),
+        (0, 1),
+        "the retirement committed elsewhere applies to the next batch"
+    );
+    let dl = store
+        .dead_letters(Default::default())
+        .await
+        .expect("dead letters");
+    assert_eq!(dl.items[0].reason, RejectReason::RetiredDevice);
+}
+
+#[tokio::test]
+async fn latest_state_follows_every_batch_and_last_seen_moves_in_steps_of_a_minute() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(
+        &dir.path().join("fleet.db"),
+        UnknownDevicePolicy::AutoRegister,
+    )
+    .await;
+    // whole milliseconds: what the store keeps
+    let base =
+        DateTime::from_timestamp_millis((Utc::now() - Duration::minutes(10)).timestamp_millis())
+            .expect("a valid time");
+    let at = |seq: u64, secs: i64, hours: f64| {
+        let mut r = reading(
+            "SEEN1",
+            seq,
+            base + Duration::seconds(secs),
+            json!({"runtime_hours": hours}),
+        );
+        r.received_at = base + Duration::seconds(secs);
+        r
+    };
+    for (seq, secs) in [(1, 0), (2, 20), (3, 40)] {
+        store
+            .commit_batch(batch(vec![at(seq, secs, seq as f64)]))
+            .await
+            .expect("commit");
+    }
+    let d = store
+        .device(&sn("SEEN1"))
+        .await
+        .expect("device")
+        .expect("known");
+    let latest = d.latest.expect("latest state");
+    assert_eq!(
+        latest.seq, 3,
+        "the cached latest state advanced with every batch"
+    );
+    assert_eq!(latest.values.get("runtime_hours"), Some(&3.0));
+    assert_eq!(
+        d.device.last_seen_at,
+        Some(base),
+        "within a minute the devices row is not rewritten"
+    );
+    store
+        .commit_batch(batch(vec![at(4, 61, 4.0)]))
+        .await
+        .expect("commit");
+    let d = store
+        .device(&sn("SEEN1"))
+        .await
+        .expect("device")
+        .expect("known");
+    assert_eq!(d.device.last_seen_at, Some(base + Duration::seconds(61)));
+    assert_eq!(d.latest.expect("latest").seq, 4);
+}

@@ -76,12 +76,26 @@ fn wal_bytes(path: &std::path::Path) -> u64 {
     std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len())
 }
 
+/// Bytes this process caused to be written to storage (`/proc/self/io`).
+fn written_bytes() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of stat; index 11 and 12 after the ')'.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -136,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let wal_before = wal_bytes(&path);
     let cpu_before = cpu_seconds();
+    let written_before = written_bytes();
     let started = Instant::now();
     let mut latencies = Vec::new();
     let mut stored = 0usize;
@@ -154,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;
+    let written = written_bytes().saturating_sub(written_before);
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
     println!(
@@ -164,12 +180,13 @@ async fn main() -> anyhow::Result<()> {
         if args.normal { "normal" } else { "full" }
     );
     println!(
-        "  {:.0} readings/s, {} commits, commit p50 {:.1} ms p99 {:.1} ms, {:.2} CPU s per 100k, WAL file {} MiB",
+        "  {:.0} readings/s, {} commits, commit p50 {:.1} ms p99 {:.1} ms, {:.2} CPU s per 100k, {:.0} bytes written per reading, WAL file {} MiB",
         stored as f64 / elapsed,
         latencies.len(),
         pct(0.5),
         pct(0.99),
         cpu * 100_000.0 / stored.max(1) as f64,
+        written as f64 / stored.max(1) as f64,
         wal_bytes(&path).max(wal_before) / (1 << 20)
     );
     anyhow::ensure!(stored == total, "stored {stored} of {total} readings");

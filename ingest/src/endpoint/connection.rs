@@ -356,10 +356,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             let pkid = publish.pkid;
             Some(Ack::new(move || {
                 // A closed connection cannot take its PUBACK: the device resends.
-                let _ = out.send(Outgoing {
-                    packet: Packet::PubAck(PubAck::new(pkid)),
-                    permit: Some(permit),
-                });
+                let _ = out.send(Outgoing::PubAck { pkid, permit });
             }))
         } else {
             None
@@ -468,17 +465,22 @@ async fn read_packet<R: AsyncRead + Unpin>(
 }
 
 /// A packet for the writer; a PUBACK carries the in-flight permit of its PUBLISH.
-struct Outgoing {
-    packet: Packet,
-    permit: Option<OwnedSemaphorePermit>,
+enum Outgoing {
+    /// The PUBACK of a committed PUBLISH, with the in-flight permit it releases once
+    /// written. The common case is kept small: each connection's channel allocates its
+    /// slots in blocks, and at 10 000 connections a slot of a whole `Packet` (a few
+    /// hundred bytes, for CONNECT's sake) costs tens of MiB.
+    PubAck {
+        pkid: u16,
+        permit: OwnedSemaphorePermit,
+    },
+    /// Anything else (CONNACK, SUBACK, PINGRESP …): rare, boxed.
+    Packet(Box<Packet>),
 }
 
 impl Outgoing {
     fn packet(packet: Packet) -> Self {
-        Self {
-            packet,
-            permit: None,
-        }
+        Self::Packet(Box::new(packet))
     }
 }
 
@@ -491,7 +493,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut kill: watch::Receiver<Option<Kill>>,
     write_timeout: Duration,
 ) {
-    let mut buf = BytesMut::with_capacity(1024);
+    let mut buf = BytesMut::with_capacity(256);
     let mut written_permits = Vec::new();
     loop {
         let first = tokio::select! {
@@ -531,10 +533,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 }
 
 fn encode(out: Outgoing, buf: &mut BytesMut, permits: &mut Vec<OwnedSemaphorePermit>) {
-    if let Err(error) = out.packet.write(buf, usize::MAX) {
-        warn!(%error, packet = packet_name(&out.packet), "cannot encode an outgoing packet");
+    let (packet, permit) = match out {
+        Outgoing::PubAck { pkid, permit } => (Packet::PubAck(PubAck::new(pkid)), Some(permit)),
+        Outgoing::Packet(packet) => (*packet, None),
+    };
+    if let Err(error) = packet.write(buf, usize::MAX) {
+        warn!(%error, packet = packet_name(&packet), "cannot encode an outgoing packet");
     }
-    permits.extend(out.permit);
+    permits.extend(permit);
 }
 
 fn packet_name(packet: &Packet) -> &'static str {
