@@ -12,7 +12,7 @@ use fleetpulse_domain::store::Store;
 use fleetpulse_domain::{Catalog, Policy};
 use fleetpulse_ingest::credentials::DeviceToken;
 use fleetpulse_ingest::{
-    AuthMode, InfluxSink, IngestStats, MqttEndpoint, Pipeline, PipelineHandle, SinkStats,
+    AuthMode, InfluxSink, IngestStats, Journal, MqttEndpoint, Pipeline, PipelineHandle, SinkStats,
     SinkWorker,
 };
 use fleetpulse_rules::CatalogRules;
@@ -270,7 +270,8 @@ async fn serve(
         "every device marked offline until it reconnects"
     );
 
-    let (pipeline, pipeline_handle) = Pipeline::new(store.clone(), cfg.ingest.clone());
+    let (pipeline, mut pipeline_handle) = Pipeline::new(store.clone(), cfg.ingest.clone());
+    let pipeline = attach_journal(&cfg, &store, pipeline, &mut pipeline_handle).await?;
     let sink_stop = CancellationToken::new();
     let (pipeline, sink) = match &cfg.sink {
         Some(sink_cfg) => {
@@ -300,6 +301,9 @@ async fn serve(
     let pipeline = pipeline_handle;
     let stats = pipeline.stats().clone();
     let sink_stats = sink.as_ref().map(|(_, s)| s.clone());
+
+    // What the journal acknowledged before a restart is in the store before anything new.
+    pipeline.recovered().await;
 
     // Sources stop first; the pipeline drains after them.
     let sources_stop = CancellationToken::new();
@@ -402,6 +406,46 @@ async fn serve(
     join_logged(api_task, "HTTP API").await;
     announce("stopped cleanly");
     Ok(())
+}
+
+/// Opens the ingest journal in `<data.dir>/journal` (unless `ingest.journal.enabled` is
+/// false) and gives it to the pipeline. With the journal off, a journal still holding
+/// records the store has not applied stops the start: they were acknowledged, so
+/// ignoring them would lose them.
+async fn attach_journal(
+    cfg: &Config,
+    store: &Arc<dyn Store>,
+    pipeline: Pipeline,
+    handle: &mut PipelineHandle,
+) -> anyhow::Result<Pipeline> {
+    let dir = cfg.data.dir.join("journal");
+    let applied = store
+        .journal_applied()
+        .await
+        .context("reading the ingest journal position from the store")?;
+    let journal_cfg = cfg.ingest.journal.clone();
+    let enabled = journal_cfg.enabled;
+    if !enabled && !dir.exists() {
+        return Ok(pipeline);
+    }
+    let open_dir = dir.clone();
+    let journal =
+        tokio::task::spawn_blocking(move || Journal::open(&open_dir, applied, journal_cfg))
+            .await
+            .context("ingest journal open task")?
+            .with_context(|| format!("opening the ingest journal in {}", dir.display()))?;
+    if !enabled {
+        let pending = journal.unapplied_bytes();
+        anyhow::ensure!(
+            pending == 0,
+            "ingest.journal.enabled = false, but {} holds {pending} bytes of acknowledged readings \
+             the store has not applied yet: start once with the journal enabled to apply them",
+            dir.display()
+        );
+        return Ok(pipeline);
+    }
+    info!(dir = %dir.display(), "ingest journal open");
+    Ok(pipeline.with_journal(journal, handle))
 }
 
 async fn open_store(

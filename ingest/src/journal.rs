@@ -106,8 +106,6 @@ pub(crate) struct Shared {
     /// Woken when the store took records (room for appends).
     room: Notify,
     max_unapplied_bytes: u64,
-    /// The last record the store committed.
-    applied_through: AtomicU64,
 }
 
 impl Shared {
@@ -133,14 +131,6 @@ impl Shared {
             // A timeout as well: the bound is a soft limit, re-checked now and then.
             let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
         }
-    }
-
-    pub(crate) fn applied_through(&self) -> u64 {
-        self.applied_through.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_applied_through(&self, number: u64) {
-        self.applied_through.store(number, Ordering::Relaxed);
     }
 
     pub(crate) fn applied(&self, bytes: u64) {
@@ -251,7 +241,6 @@ impl Journal {
             unapplied_bytes: AtomicU64::new(unapplied_bytes),
             room: Notify::new(),
             max_unapplied_bytes: config.max_unapplied_mib.max(1) << 20,
-            applied_through: AtomicU64::new(applied),
         });
         Ok(Journal {
             writer,
@@ -264,6 +253,14 @@ impl Journal {
     /// Bytes of records the store has not taken yet.
     pub fn unapplied_bytes(&self) -> u64 {
         self.shared.unapplied_bytes()
+    }
+
+    /// Appends and syncs one record outside a pipeline (tools and tests; a running
+    /// pipeline owns its journal). Returns the record's number.
+    pub fn append(&mut self, batch: &IngestBatch) -> io::Result<u64> {
+        let (number, bytes) = self.writer.append(batch)?;
+        self.shared.written(number, bytes);
+        Ok(number)
     }
 }
 

@@ -45,6 +45,7 @@ pub use endpoint::{
 };
 pub use external::{ExternalConfig, ExternalError, ExternalSource};
 pub use fleetpulse_domain::telemetry::TelemetryLimits;
+pub use journal::{Journal, JournalConfig};
 pub use pipeline::{
     Ack, BatchPolicy, Inbound, Pipeline, PipelineClosed, PipelineConfig, PipelineHandle,
     RetryPolicy,

@@ -307,6 +307,8 @@ impl Pipeline {
         let on_disk = journal.shared.durable_through();
         let applied = journal.reader.position().saturating_sub(1);
         self.applied.send_replace(applied);
+        self.stats
+            .journal_opened(on_disk, applied, journal.shared.unapplied_bytes());
         handle.recovered_through = on_disk;
         self.journal = Some(journal);
         self
@@ -566,11 +568,7 @@ impl Committer {
                 match result {
                     Ok((number, record_bytes)) => {
                         shared.written(number, record_bytes);
-                        self.stats.journal_state(
-                            1,
-                            number.saturating_sub(self.stats_applied(&shared)),
-                            shared.unapplied_bytes(),
-                        );
+                        self.stats.journal_written(number, record_bytes);
                         break;
                     }
                     Err(err) => {
@@ -585,11 +583,6 @@ impl Committer {
             }
         }
         self.run_acks(acks);
-    }
-
-    /// The applied position, for the lag gauge (the applier keeps the exact one).
-    fn stats_applied(&self, shared: &JournalShared) -> u64 {
-        shared.applied_through()
     }
 }
 
@@ -607,52 +600,25 @@ struct Applier {
 
 impl Applier {
     /// Runs until `finished` says no more records come and every record is applied.
-    async fn run(self, mut reader: JournalReader, mut finished: watch::Receiver<bool>) {
-        let mut durable = self.shared.subscribe_durable();
-        loop {
-            let through = *durable.borrow_and_update();
-            if reader.position() > through {
-                if *finished.borrow() && self.shared.durable_through() < reader.position() {
-                    break;
-                }
-                tokio::select! {
-                    changed = durable.changed() => if changed.is_err() { break },
-                    _ = finished.changed() => {}
-                }
-                continue;
-            }
-            let max = self.max_entries;
-            let read = tokio::task::spawn_blocking(move || {
-                let batch = reader.read_batch(through, max);
-                (reader, batch)
-            })
-            .await;
-            let (back, batch) = match read {
-                Ok(done) => done,
-                Err(err) => {
-                    error!(error = %err, "the ingest journal reader task failed; the journal is applied at the next start");
-                    return;
-                }
-            };
-            reader = back;
-            let (batch, last, bytes) = match batch {
-                Ok(Some(read)) => read,
-                Ok(None) => continue,
-                Err(err) => {
-                    error!(error = %err, "cannot read the ingest journal; applying stops until the next start");
-                    return;
-                }
-            };
+    /// Reading and decoding the next records overlaps the commit of the previous ones.
+    async fn run(self, reader: JournalReader, finished: watch::Receiver<bool>) {
+        let (to_apply, mut applying) = mpsc::channel::<(IngestBatch, u64, u64)>(1);
+        let read_task = tokio::spawn(read_records(
+            reader,
+            self.shared.clone(),
+            self.max_entries,
+            finished,
+            self.applied.subscribe(),
+            to_apply,
+        ));
+        while let Some((batch, last, bytes)) = applying.recv().await {
             self.apply(batch).await;
             self.shared.applied(bytes);
-            self.shared.set_applied_through(last);
             self.applied.send_replace(last);
-            reader.forget_applied(last);
-            self.stats.journal_state(
-                0,
-                self.shared.durable_through().saturating_sub(last),
-                self.shared.unapplied_bytes(),
-            );
+            self.stats.journal_applied(last, bytes);
+        }
+        if let Err(err) = read_task.await {
+            error!(error = %err, "the ingest journal reader task failed; the journal is applied at the next start");
         }
         debug!("ingest journal applied");
     }
@@ -707,6 +673,66 @@ impl Applier {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.retry.max_backoff);
                 }
+            }
+        }
+    }
+}
+
+/// Reads durable journal records in order and hands them on in batches of at most
+/// `max_entries`, until `finished` says no more records come and all are read. Deletes
+/// segments once the store applied them.
+async fn read_records(
+    mut reader: JournalReader,
+    shared: Arc<JournalShared>,
+    max_entries: usize,
+    mut finished: watch::Receiver<bool>,
+    applied: watch::Receiver<u64>,
+    to_apply: mpsc::Sender<(IngestBatch, u64, u64)>,
+) {
+    let mut durable = shared.subscribe_durable();
+    loop {
+        let through = *durable.borrow_and_update();
+        if reader.position() > through {
+            if *finished.borrow() && shared.durable_through() < reader.position() {
+                break;
+            }
+            tokio::select! {
+                changed = durable.changed() => if changed.is_err() { break },
+                changed = finished.changed() => {
+                    // The committer is gone without saying it finished (it failed):
+                    // nothing more will be written.
+                    if changed.is_err() && !*finished.borrow() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        let applied_through = *applied.borrow();
+        let read = tokio::task::spawn_blocking(move || {
+            reader.forget_applied(applied_through);
+            let batch = reader.read_batch(through, max_entries);
+            (reader, batch)
+        })
+        .await;
+        let (back, batch) = match read {
+            Ok(done) => done,
+            Err(err) => {
+                error!(error = %err, "the ingest journal reader task failed; the journal is applied at the next start");
+                return;
+            }
+        };
+        reader = back;
+        match batch {
+            Ok(Some(read)) => {
+                if to_apply.send(read).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(err) => {
+                error!(error = %err, "cannot read the ingest journal; applying stops until the next start");
+                return;
             }
         }
     }

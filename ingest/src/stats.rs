@@ -30,7 +30,9 @@ struct Counters {
     reconnects: AtomicU64,
     journal_records: AtomicU64,
     journal_unapplied_bytes: AtomicU64,
-    journal_unapplied_records: AtomicU64,
+    /// The last journal record written and synced, and the last one applied.
+    journal_durable: AtomicU64,
+    journal_applied: AtomicU64,
     /// Indexed like `RejectReason::ALL`.
     rejected: RejectCounters,
     batch_entries: Histogram<BATCH_BUCKETS>,
@@ -84,7 +86,8 @@ impl IngestStats {
             device_connections: get(&c.connections),
             broker_reconnects: get(&c.reconnects),
             journal_records: get(&c.journal_records),
-            journal_unapplied_records: get(&c.journal_unapplied_records),
+            journal_unapplied_records: get(&c.journal_durable)
+                .saturating_sub(get(&c.journal_applied)),
             journal_unapplied_bytes: get(&c.journal_unapplied_bytes),
         }
     }
@@ -208,19 +211,33 @@ impl IngestStats {
         );
     }
 
-    /// The journal's state after an append or an apply.
-    pub(crate) fn journal_state(
-        &self,
-        appended: u64,
-        unapplied_records: u64,
-        unapplied_bytes: u64,
-    ) {
+    /// What the journal held when it was opened: records through `durable` on disk,
+    /// through `applied` in the store, `bytes` of them not applied.
+    pub(crate) fn journal_opened(&self, durable: u64, applied: u64, bytes: u64) {
         let c = &self.counters;
-        c.journal_records.fetch_add(appended, Ordering::Relaxed);
-        c.journal_unapplied_records
-            .store(unapplied_records, Ordering::Relaxed);
+        c.journal_durable.store(durable, Ordering::Relaxed);
+        c.journal_applied.store(applied, Ordering::Relaxed);
+        c.journal_unapplied_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Record `number` (`bytes` long) was written and synced.
+    pub(crate) fn journal_written(&self, number: u64, bytes: u64) {
+        let c = &self.counters;
+        c.journal_records.fetch_add(1, Ordering::Relaxed);
         c.journal_unapplied_bytes
-            .store(unapplied_bytes, Ordering::Relaxed);
+            .fetch_add(bytes, Ordering::Relaxed);
+        c.journal_durable.fetch_max(number, Ordering::Relaxed);
+    }
+
+    /// Records through `number` (`bytes` of them in this step) are in the store.
+    pub(crate) fn journal_applied(&self, number: u64, bytes: u64) {
+        let c = &self.counters;
+        let _ = c
+            .journal_unapplied_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(bytes))
+            });
+        c.journal_applied.fetch_max(number, Ordering::Relaxed);
     }
 
     pub(crate) fn message_received(&self) {

@@ -231,6 +231,24 @@ impl App {
         Ok(body["items"].as_array().cloned().unwrap_or_default())
     }
 
+    /// Waits until the store applied everything the ingest journal acknowledged: a
+    /// PUBACK means durable, and API reads follow once the applier took the record
+    /// (`ingest.journal_unapplied_records` reaches 0 in `/health`).
+    pub async fn applied(&self) -> anyhow::Result<()> {
+        eventually(
+            Duration::from_secs(30),
+            "the journal to be applied",
+            || async {
+                let body = self.get_ok("/health").await?;
+                let pending = body["ingest"]["journal_unapplied_records"]
+                    .as_u64()
+                    .context("health has ingest.journal_unapplied_records")?;
+                Ok((pending == 0).then_some(()))
+            },
+        )
+        .await
+    }
+
     /// Number of stored readings, from `/health`.
     pub async fn stored_readings(&self) -> anyhow::Result<u64> {
         let body = self.get_ok("/health").await?;

@@ -275,7 +275,11 @@ async fn count_messages(
 struct ModeResult {
     mode: &'static str,
     total: u64,
+    /// Start signal → every reading durable and acked (built-in: the last PUBACK;
+    /// external: fleetpulse acked every delivery to the broker).
     elapsed: Duration,
+    /// Start signal → every reading applied to the store (queryable through the API).
+    applied: Duration,
     swarm: SwarmReport,
     vm_hwm_mib: f64,
     cpu_s: f64,
@@ -301,6 +305,11 @@ impl ModeResult {
             )),
         );
         println!(
+            "  every reading applied to the store (queryable) after {:.2} s = {:.0} readings/s",
+            self.applied.as_secs_f64(),
+            self.total as f64 / self.applied.as_secs_f64()
+        );
+        println!(
             "  publish→PUBACK p50 {:.1} ms, p99 {:.1} ms; resent {}, reconnects {}, PUBACKs out of order {}",
             ms(self.swarm.latency_quantile(0.5)),
             ms(self.swarm.latency_quantile(0.99)),
@@ -319,9 +328,10 @@ impl ModeResult {
 
     fn print_line(&self, ceiling: Option<f64>) {
         println!(
-            "{:8} {:>8.0} readings/s  ratio {:>5}  p50 {:>6.1} ms  p99 {:>7.1} ms  VmHWM {:>6.1} MiB  CPU {:.2} s/100k  lost {} dup {}",
+            "{:8} {:>8.0} readings/s  applied {:>8.0}/s  ratio {:>5}  p50 {:>6.1} ms  p99 {:>7.1} ms  VmHWM {:>6.1} MiB  CPU {:.2} s/100k  lost {} dup {}",
             self.mode,
             self.rate(),
+            self.total as f64 / self.applied.as_secs_f64(),
             ceiling.map_or("-".into(), |c| format!("{:.2}", self.rate() / c)),
             ms(self.swarm.latency_quantile(0.5)),
             ms(self.swarm.latency_quantile(0.99)),
@@ -340,15 +350,18 @@ async fn builtin(args: &Args, bin: &Path) -> anyhow::Result<ModeResult> {
         Fleetpulse::spawn(bin, data.path(), &["serve", "--mqtt-listen", "127.0.0.1:0"]).await?;
     let addr = app.mqtt.context("no endpoint address printed")?;
     let cpu0 = cpu_seconds(app.pid)?;
+    let total = args.devices as u64 * args.per_device;
     let (swarm, go) = run_swarm(swarm_config(args, addr, "BB")).await?;
     let report = swarm.finish(Duration::from_secs(1800)).await?;
     let elapsed = go.elapsed();
+    wait_for_health(&app.api, "readings_stored", total).await?;
+    let applied = go.elapsed();
     finish_mode(
         "builtin",
         args,
         app.stop().await?,
         cpu0,
-        elapsed,
+        (elapsed, applied),
         report,
         data.path(),
     )
@@ -389,28 +402,38 @@ async fn external(args: &Args, bin: &Path) -> anyhow::Result<ModeResult> {
     let cpu0 = cpu_seconds(app.pid)?;
     let total = args.devices as u64 * args.per_device;
     let (swarm, go) = run_swarm(swarm_config(args, broker.addr, "BX")).await?;
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
-        if stored().await?.1 >= total {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "fleetpulse did not store everything"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_health(&app.api, "acked", total).await?;
     let elapsed = go.elapsed();
+    wait_for_health(&app.api, "readings_stored", total).await?;
+    let applied = go.elapsed();
     let report = swarm.finish(Duration::from_secs(60)).await?;
     finish_mode(
         "external",
         args,
         app.stop().await?,
         cpu0,
-        elapsed,
+        (elapsed, applied),
         report,
         data.path(),
     )
+}
+
+/// Polls `/health` until `ingest.<counter>` reaches `total` (30 minutes at most).
+async fn wait_for_health(api: &str, counter: &str, total: u64) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let health = format!("{api}/health");
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let body: serde_json::Value = http.get(&health).send().await?.json().await?;
+        if body["ingest"][counter].as_u64().unwrap_or(0) >= total {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "fleetpulse never reported {counter} = {total}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn finish_mode(
@@ -418,7 +441,7 @@ fn finish_mode(
     args: &Args,
     (vm_hwm_mib, cpu_end): (f64, f64),
     cpu0: f64,
-    elapsed: Duration,
+    (elapsed, applied): (Duration, Duration),
     swarm: SwarmReport,
     data: &Path,
 ) -> anyhow::Result<ModeResult> {
@@ -427,6 +450,7 @@ fn finish_mode(
         mode,
         total: args.devices as u64 * args.per_device,
         elapsed,
+        applied,
         swarm,
         vm_hwm_mib,
         cpu_s: cpu_end - cpu0,

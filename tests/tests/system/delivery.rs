@@ -61,6 +61,7 @@ async fn a_device_back_from_six_hours_offline_keeps_its_whole_backlog_in_order()
     publish_acked(addr, serial, &topic, &backlog).await?;
     let live = reading(364, Utc::now(), json!({ "o2_purity_pct": 94.0 })).to_string();
     publish_acked(addr, serial, &topic, &[live]).await?;
+    app.applied().await?;
 
     // Every reading kept, in device-time order, which is seq order.
     let from = hour0 - TimeDelta::hours(2);
@@ -144,6 +145,7 @@ async fn out_of_order_and_duplicate_delivery_is_harmless() -> anyhow::Result<()>
         Value::Array(vec![r(7), r(5)]).to_string(),
     ];
     publish_acked(addr, serial, &topic, &second).await?;
+    app.applied().await?;
 
     let rows = app
         .get_ok(&format!("/api/v1/devices/{serial}/readings?limit=100"))

@@ -121,13 +121,21 @@ fn hold_write_lock(db: std::path::PathBuf) -> anyhow::Result<std_mpsc::Sender<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_storage_bounds_memory_stops_reading_and_recovers() -> anyhow::Result<()> {
     // Few connections with a deep window: unbounded buffering in fleetpulse would show as
-    // tens of thousands of messages received while nothing commits.
+    // tens of thousands of messages received while nothing commits. The ingest journal
+    // goes on acknowledging while the store is stalled, up to its bound (1 MiB here,
+    // about 6 000 readings of these devices), and then the same backpressure applies.
     const DEVICES: usize = 100;
     const PER_DEVICE: u64 = 1_000;
     const TOTAL: u64 = DEVICES as u64 * PER_DEVICE;
     const RSS_LIMIT_MIB: f64 = 200.0;
+    const JOURNAL_MIB: u64 = 1;
     let data = tempfile::tempdir()?;
-    let mut app = App::serve_builtin(data.path()).await?;
+    let mut app = App::spawn_with_env(
+        data.path(),
+        &["serve", "--mqtt-listen", "127.0.0.1:0"],
+        &[("FLEETPULSE_INGEST__JOURNAL__MAX_UNAPPLIED_MIB", "1")],
+    )
+    .await?;
     let addr = app.mqtt.expect("built-in endpoint");
 
     let mut config = SwarmConfig::new(addr, "ST", DEVICES, PER_DEVICE);
@@ -171,13 +179,20 @@ async fn stalled_storage_bounds_memory_stops_reading_and_recovers() -> anyhow::R
         "stalled: {published} published, {plateau} received, {stored_at_stall} stored, \
          {acked} acked, peak RSS {peak_rss:.1} MiB"
     );
-    // Bounded: the pipeline holds at most three batches (one committing, one waiting,
-    // one gathering; `ingest.batch.max_readings` = 8 000 each) besides its queue, far
+    // Bounded: the pipeline holds at most three batches (one being journaled, one
+    // waiting, one gathering; `ingest.batch.max_readings` = 8 000 each) besides its
+    // queue, and the journal its bound (one record of up to 8 000 past it, since the
+    // bound is checked before an append; a reading here is over 100 bytes of JSON) — far
     // below what the devices have put on the wire.
     let held = plateau - stored_at_stall;
+    let journal_bound = JOURNAL_MIB * (1 << 20) / 100 + 8_000;
     assert!(
-        held <= 3 * 8_000 + DEVICES as u64,
-        "{held} messages held in memory"
+        held <= 3 * 8_000 + DEVICES as u64 + journal_bound,
+        "{held} messages held in memory and journal"
+    );
+    assert!(
+        acked < published,
+        "acknowledgements stopped once the journal was full ({acked} of {published})"
     );
     assert!(
         published > plateau + 5_000,
@@ -210,6 +225,7 @@ async fn stalled_storage_bounds_memory_stops_reading_and_recovers() -> anyhow::R
         took.as_secs_f64(),
         (TOTAL - stored_at_stall) as f64 / took.as_secs_f64()
     );
+    app.applied().await?;
     assert_eq!(ingest_counter(&app, "readings_stored").await?, TOTAL);
     app.interrupt().await?;
     assert_exactly_once(&db_path(data.path()), "ST-", &serials, PER_DEVICE)
