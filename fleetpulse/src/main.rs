@@ -10,6 +10,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Ingest builds large batches on one thread and frees them on another; glibc's
+/// per-thread arenas kept hundreds of MiB of such memory at 10 000 connections
+/// (`docs/benchmarks.md`), mimalloc returns it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // One crypto provider for the process, before anything builds a TLS configuration.
     // fleetpulse's own configurations name ring explicitly; this covers library code that

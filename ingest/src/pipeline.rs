@@ -708,6 +708,11 @@ async fn read_records(
             }
             continue;
         }
+        // Room in the hand-over first: at most one batch waits while one is applied
+        // (each is `apply_max_entries` readings in memory).
+        let Ok(permit) = to_apply.reserve().await else {
+            return;
+        };
         let applied_through = *applied.borrow();
         let read = tokio::task::spawn_blocking(move || {
             reader.forget_applied(applied_through);
@@ -724,12 +729,8 @@ async fn read_records(
         };
         reader = back;
         match batch {
-            Ok(Some(read)) => {
-                if to_apply.send(read).await.is_err() {
-                    return;
-                }
-            }
-            Ok(None) => {}
+            Ok(Some(read)) => permit.send(read),
+            Ok(None) => drop(permit),
             Err(err) => {
                 error!(error = %err, "cannot read the ingest journal; applying stops until the next start");
                 return;
