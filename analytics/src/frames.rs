@@ -80,7 +80,7 @@ fn finding_meaning(kind: &str) -> &'static str {
             "records for serials outside the population: counted, with no model, kind or region"
         }
         "invalid_exposure_hours" => {
-            "exposure rows with negative, NaN or infinite hours: excluded from operating hours"
+            "exposure rows with negative, NaN or infinite hours, or more than the 744 hours of a month: excluded from operating hours"
         }
         "invalid_device_age" => {
             "device meter ages that are negative, NaN or infinite: treated as unknown"
@@ -109,6 +109,9 @@ fn finding_meaning(kind: &str) -> &'static str {
         _ => "",
     }
 }
+
+/// A calendar month has at most 31 × 24 hours: a meter that ran longer is broken.
+const MAX_MONTH_HOURS: f64 = 744.0;
 
 fn invalid_hours(x: f64) -> bool {
     !(x.is_finite() && x >= 0.0)
@@ -524,7 +527,7 @@ fn prepare(data: &ReliabilityData, query: &ReportQuery) -> Result<Prepared, Anal
     let mut e_month = Vec::with_capacity(data.exposure.len());
     let mut e_hours = Vec::with_capacity(data.exposure.len());
     for row in &data.exposure {
-        if invalid_hours(row.hours) {
+        if invalid_hours(row.hours) || row.hours > MAX_MONTH_HOURS {
             e.findings.add("invalid_exposure_hours", || {
                 format!("{} {}: {}", row.serial.as_str(), row.month, row.hours)
             });
@@ -821,8 +824,7 @@ fn populations(
         for &(ek, pi) in event_groups {
             let pop = &mut pops[pi];
             let mut last = 0.0;
-            for (_, fek, age) in own.iter().filter(|(_, fek, _)| fek == ek) {
-                let _ = fek;
+            for (_, _, age) in own.iter().filter(|(_, fek, _)| fek == ek) {
                 let life = age - last;
                 if life > 0.0 {
                     pop.failures.push(life);

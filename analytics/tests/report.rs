@@ -446,6 +446,165 @@ fn bad_numbers_are_excluded_and_reported_never_emitted() {
     assert_eq!(fleet.mtbf[0].failures, 7);
     assert_all_numbers_finite(&serde_json::to_value(&r).expect("json"));
     assert_all_numbers_finite(&serde_json::to_value(&fleet).expect("json"));
+    assert_no_non_finite_field(&r);
+    assert_no_non_finite_field(&fleet);
+}
+
+#[test]
+fn random_messy_data_never_errors_or_emits_non_finite_numbers() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    let weird = [f64::NAN, -1.0, 0.0, f64::INFINITY, 1e-300, 1e300];
+    let num = |rng: &mut rand_chacha::ChaCha8Rng, scale: f64| {
+        if rng.random::<f64>() < 0.1 {
+            weird[rng.random_range(0..weird.len())]
+        } else {
+            rng.random::<f64>() * scale
+        }
+    };
+    for round in 0..40 {
+        let n = rng.random_range(0..8);
+        let models = ["OC-5A", "HV-200"];
+        let mut d = ReliabilityData::default();
+        for i in 0..n {
+            let mut dev = device(&format!("D{i}"), models[i % 2], Some(num(&mut rng, 5000.0)));
+            if rng.random::<f64>() < 0.2 {
+                dev.age_at_end = None;
+                dev.model = None;
+            }
+            d.devices.push(dev);
+            for m in 1..=rng.random_range(0..4u32) {
+                d.exposure
+                    .push(exposure(&format!("D{i}"), m, num(&mut rng, 700.0)));
+            }
+            for k in 0..rng.random_range(0..4) {
+                let age = if rng.random::<f64>() < 0.2 {
+                    None
+                } else {
+                    Some(num(&mut rng, 5000.0))
+                };
+                let code = ["E1", "E2"][k % 2];
+                d.failures.push(failure(
+                    i as i64 * 10 + k as i64,
+                    &format!("D{i}"),
+                    rng.random_range(1..4),
+                    age,
+                    code,
+                    "compressor",
+                ));
+            }
+            if rng.random::<f64>() < 0.5 {
+                d.repairs.push(repair(
+                    i as i64,
+                    &format!("D{i}"),
+                    at(2026, 1, 2),
+                    rng.random_range(-5..50),
+                    Some(1),
+                ));
+            }
+        }
+        let keys = [
+            GroupKey::Fleet,
+            GroupKey::Model,
+            GroupKey::FailureMode,
+            GroupKey::Code,
+            GroupKey::Region,
+        ];
+        let group_by: Vec<GroupKey> = keys
+            .iter()
+            .copied()
+            .filter(|_| rng.random::<f64>() < 0.4)
+            .collect();
+        let q = ReportQuery {
+            group_by,
+            confidence: rng.random_range(0.01..0.99),
+            reliability_at_hours: vec![rng.random::<f64>() * 1e4],
+            conditional: Some(ConditionalQuery {
+                age_hours: rng.random::<f64>() * 1e4,
+                horizon_hours: 1.0 + rng.random::<f64>() * 1e4,
+            }),
+            ..ReportQuery::default()
+        };
+        let r = compute(&d, &q).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_all_numbers_finite(&serde_json::to_value(&r).expect("json"));
+        assert_no_non_finite_field(&r);
+        let _ = r.tables_csv();
+    }
+}
+
+/// serde_json writes a NaN as `null`, which the JSON check above cannot tell from `None`:
+/// so check the fields themselves — required numbers finite, optional ones `None` or
+/// finite.
+fn assert_no_non_finite_field(r: &ReliabilityReport) {
+    let ok = |x: f64| assert!(x.is_finite(), "non-finite {x}");
+    let ok_opt = |x: Option<f64>| assert!(x.is_none_or(f64::is_finite), "non-finite {x:?}");
+    for m in &r.mtbf {
+        [m.operating_hours, m.confidence].into_iter().for_each(ok);
+        [
+            m.mtbf_hours,
+            m.mtbf_lower,
+            m.mtbf_upper,
+            m.rate_per_1000h,
+            m.rate_lower,
+            m.rate_upper,
+        ]
+        .into_iter()
+        .for_each(ok_opt);
+    }
+    for w in &r.weibull {
+        ok(w.confidence);
+        [
+            w.beta,
+            w.beta_se,
+            w.beta_lower,
+            w.beta_upper,
+            w.eta,
+            w.eta_se,
+            w.eta_lower,
+            w.eta_upper,
+            w.cov_eta_beta,
+            w.log_likelihood,
+            w.aic,
+            w.bic,
+            w.b10_hours,
+            w.b10_lower,
+            w.b10_upper,
+            w.b50_hours,
+            w.b50_lower,
+            w.b50_upper,
+        ]
+        .into_iter()
+        .for_each(ok_opt);
+        for at in &w.reliability {
+            [at.t_hours, at.reliability].into_iter().for_each(ok);
+            [at.lower, at.upper].into_iter().for_each(ok_opt);
+        }
+        if let Some(c) = &w.conditional {
+            [c.age_hours, c.horizon_hours, c.probability]
+                .into_iter()
+                .for_each(ok);
+        }
+    }
+    for p in r.pareto_failures.iter().chain(&r.pareto_alarms) {
+        [p.share, p.cumulative_share].into_iter().for_each(ok);
+    }
+    for t in &r.trend {
+        [t.operating_hours, t.confidence].into_iter().for_each(ok);
+        [t.rate_per_1000h, t.rate_lower, t.rate_upper]
+            .into_iter()
+            .for_each(ok_opt);
+    }
+    for m in &r.mttr {
+        [
+            m.mttr_mean_hours,
+            m.mttr_median_hours,
+            m.hands_on_mean_hours,
+            m.hands_on_median_hours,
+            m.ftf_rate,
+        ]
+        .into_iter()
+        .for_each(ok_opt);
+    }
 }
 
 fn assert_all_numbers_finite(v: &serde_json::Value) {
