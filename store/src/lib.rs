@@ -24,8 +24,11 @@ mod audit;
 mod convert;
 mod credentials;
 mod dispatch;
+mod exposure;
+mod import;
 mod orders;
 mod read;
+mod reliability;
 mod schema;
 mod sla;
 mod spool;
@@ -40,6 +43,9 @@ use chrono::{DateTime, Utc};
 use fleetpulse_domain::alarm::AlarmEpisode;
 use fleetpulse_domain::catalog::Catalog;
 use fleetpulse_domain::order::Order;
+use fleetpulse_domain::reliability::{
+    ConsolidationReport, ImportKind, ImportReport, Period, ReliabilityData, ReliabilitySource,
+};
 use fleetpulse_domain::rules::OrderRules;
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::{
@@ -49,6 +55,7 @@ use fleetpulse_domain::store::{
 };
 use rusqlite::{Connection, OpenFlags};
 
+pub use exposure::GAP_THRESHOLD_HOURS;
 pub use schema::SCHEMA_VERSION;
 
 /// How hard a commit works to survive a crash.
@@ -325,5 +332,49 @@ impl Store for SqliteStore {
 
     async fn spool_stats(&self) -> Result<SpoolStats, StoreError> {
         self.read(move |conn, _| spool::stats(conn)).await
+    }
+}
+
+/// Most (month, serial) pairs one read refolds before it answers; the rest wait for the
+/// consolidation loop (the read's findings say so).
+const READ_FOLD_BOUND: usize = 1_000_000;
+
+#[async_trait::async_trait]
+impl ReliabilitySource for SqliteStore {
+    async fn reliability_data(&self, period: Period) -> Result<ReliabilityData, StoreError> {
+        if period.from >= period.to {
+            return Err(StoreError::Invalid(format!(
+                "the period's start {} is not before its end {}",
+                period.from, period.to
+            )));
+        }
+        let folded = self.consolidate_exposure(READ_FOLD_BOUND).await?;
+        let data = self
+            .read(move |conn, _| reliability::reliability_data(conn, period, Utc::now()))
+            .await?;
+        if folded.remaining > 0 {
+            tracing::warn!(
+                remaining = folded.remaining,
+                "reliability read: device-months still wait for their fold"
+            );
+        }
+        Ok(data)
+    }
+
+    async fn consolidate_exposure(
+        &self,
+        max_pairs: usize,
+    ) -> Result<ConsolidationReport, StoreError> {
+        self.write(move |conn, _, _| exposure::fold_dirty(conn, max_pairs, convert::ms(Utc::now())))
+            .await
+    }
+
+    async fn import_history(
+        &self,
+        kind: ImportKind,
+        csv: String,
+    ) -> Result<ImportReport, StoreError> {
+        self.write(move |conn, opts, _| import::import(conn, &opts.catalog, kind, &csv, Utc::now()))
+            .await
     }
 }
