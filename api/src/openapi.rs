@@ -50,7 +50,9 @@ use crate::routes;
         routes::webhooks::create,
         routes::webhooks::list,
         routes::webhooks::disable,
-        routes::webhooks::deliveries
+        routes::webhooks::deliveries,
+        routes::reliability::import_failures,
+        routes::reliability::import_maintenance
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&Conventions)

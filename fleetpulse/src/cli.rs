@@ -1,5 +1,5 @@
 //! Command line: `serve`, `demo`, `simulate`, `bridge`, `simulate-modbus`, `check-config`,
-//! `device`.
+//! `device`, `token`, `import`, `report`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -42,6 +42,27 @@ pub enum Command {
     /// Manage API tokens (works while `serve` runs).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Load past failures or maintenance records from CSV (columns in
+    /// docs/reliability-data.md); bad rows are reported by line, the good ones load.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Past failures: serial, at, runtime_hours, fault_code, failure_mode, notes.
+    Failures(ImportArgs),
+    /// Past services and consumable replacements: serial, at, runtime_hours, kind
+    /// (service or consumable), consumable, notes.
+    Maintenance(ImportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The CSV file (header row first; UTF-8).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -35,7 +35,7 @@ pub const GAP_THRESHOLD_HOURS: f64 = 24.0;
 
 /// Pairs refolded per transaction: the write connection is shared with ingest, so a long
 /// pass yields between chunks.
-const CHUNK: usize = 256;
+const CHUNK: usize = 64;
 
 const HOUR_MS: f64 = 3_600_000.0;
 

@@ -578,7 +578,7 @@ pub(crate) fn failure_events(
     let mut stmt = conn
         .prepare_cached(
             "SELECT id, serial, at, runtime_hours, source, order_id, fault_code, notes \
-             FROM failure_events WHERE serial = ?1 ORDER BY id",
+             FROM failure_events WHERE serial = ?1 AND retracted_at IS NULL ORDER BY id",
         )
         .map_err(sql_err)?;
     collect(stmt.query([serial.as_str()]).map_err(sql_err)?, |row| {
