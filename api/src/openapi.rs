@@ -51,6 +51,11 @@ use crate::routes;
         routes::webhooks::list,
         routes::webhooks::disable,
         routes::webhooks::deliveries,
+        routes::reliability::mtbf,
+        routes::reliability::weibull,
+        routes::reliability::pareto,
+        routes::reliability::trend,
+        routes::reliability::mttr,
         routes::reliability::import_failures,
         routes::reliability::import_maintenance
     ),

@@ -81,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Device(DeviceCommand::Credential(args)) => device_credential(&args).await,
         Command::Token(cmd) => api_token(cmd).await,
         Command::Import(cmd) => crate::report::import(cmd).await,
+        Command::Report(cmd) => crate::report::report(cmd).await,
         Command::CheckConfig(common) => {
             let cfg = load(&common)?;
             cfg.load_catalog()?;

@@ -121,7 +121,146 @@ async fn a_confirmed_repair_of_a_failure_alarm_is_one_failure_event() -> anyhow:
     assert_eq!(f[0]["source"], json!("repair_order"));
     assert_eq!(f[0]["order_id"], order["id"]);
     assert_eq!(f[0]["runtime_hours"], json!(2004.0), "age at the alarm");
+
+    // the statistics see 4.0 operating hours (the meter's increments) and one failure
+    let from = (Utc::now() - chrono::Duration::days(30)).format("%Y-%m-%dT%H:%M:%SZ");
+    let to = (Utc::now() + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ");
+    let period = format!("from={from}&to={to}");
+    let quality = Client::new(&app, Some(&create_token(dir.path(), "quality", "q").await?))?;
+    let mtbf = quality
+        .get(&format!("/api/v1/reliability/mtbf?{period}"))
+        .await?;
+    assert_eq!(mtbf.status, 200, "{}", mtbf.body);
+    let row = &mtbf.body["rows"][0];
+    assert_eq!(row["group_label"], json!("fleet"), "{}", mtbf.body);
+    assert_eq!(row["failures"], json!(1), "{}", mtbf.body);
+    let hours = row["operating_hours"].as_f64().expect("hours");
+    assert!((hours - 4.0).abs() < 1e-6, "{}", mtbf.body);
+    assert!((row["mtbf_hours"].as_f64().expect("mtbf") - 4.0).abs() < 1e-6);
+    assert_eq!(mtbf.body["query"]["confidence"], json!(0.9));
+    assert!(row["method"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(mtbf.body["sample"]["failures"], json!(1));
+    assert!(mtbf.body["warnings"].is_array());
+
+    // the same table as CSV, by parameter and by Accept
+    let http = fleetpulse_system_tests::dispatch::client_with_token(&app.admin_token)?;
+    for req in [
+        http.get(app.url(&format!("/api/v1/reliability/mtbf?{period}&format=csv"))),
+        http.get(app.url(&format!("/api/v1/reliability/mtbf?{period}")))
+            .header("accept", "text/csv"),
+    ] {
+        let resp = req.send().await?;
+        assert_eq!(resp.status().as_u16(), 200);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()?
+                .starts_with("text/csv")
+        );
+        let text = resp.text().await?;
+        let table = parse_csv(&text);
+        assert_eq!(table.len(), 2, "{text}");
+        let col = |name: &str| table[0].iter().position(|h| h == name).expect(name);
+        assert_eq!(table[1][col("failures")], "1", "{text}");
+        let h: f64 = table[1][col("operating_hours")].parse()?;
+        assert!((h - 4.0).abs() < 1e-6, "{text}");
+    }
+    // every statistic answers, bad parameters are 400 in the error shape, roles hold
+    for stat in ["weibull", "pareto", "trend", "mttr"] {
+        let a = quality
+            .get(&format!(
+                "/api/v1/reliability/{stat}?{period}&group_by=model,code"
+            ))
+            .await?;
+        assert_eq!(a.status, 200, "{stat}: {}", a.body);
+    }
+    let mttr = quality
+        .get(&format!("/api/v1/reliability/mttr?{period}"))
+        .await?;
+    assert_eq!(mttr.body["rows"][0]["completed"], json!(1), "{}", mttr.body);
+    for bad in [
+        "confidence=1.5",
+        "group_by=colour",
+        "sides=both",
+        "from=yesterday",
+        "age_hours=10",
+    ] {
+        let a = quality
+            .get(&format!("/api/v1/reliability/mtbf?{bad}"))
+            .await?;
+        assert_eq!(a.status, 400, "{bad}: {}", a.body);
+        assert_eq!(
+            a.body["code"],
+            json!("invalid_parameter"),
+            "{bad}: {}",
+            a.body
+        );
+    }
+    let denied = disp
+        .get(&format!("/api/v1/reliability/mtbf?{period}"))
+        .await?;
+    assert_eq!(denied.status, 403);
+    let planner = Client::new(&app, Some(&create_token(dir.path(), "planner", "p").await?))?;
+    assert_eq!(planner.get("/api/v1/reliability/trend").await?.status, 200);
+
+    // the report command writes the same tables
+    let out = dir.path().join("report");
+    let run = tokio::process::Command::new(fleetpulse_bin())
+        .args([
+            "report",
+            "reliability",
+            "--from",
+            &from.to_string(),
+            "--to",
+            &to.to_string(),
+        ])
+        .arg("--out")
+        .arg(&out)
+        .arg("--data")
+        .arg(dir.path())
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("mtbf.csv"), "{stdout}");
+    let table = parse_csv(&std::fs::read_to_string(out.join("mtbf.csv"))?);
+    let col = table[0]
+        .iter()
+        .position(|h| h == "failures")
+        .expect("failures column");
+    assert_eq!(table[1][col], "1");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("reliability.json"))?)?;
+    assert_eq!(json["mtbf"][0]["failures"], json!(1));
     Ok(())
+}
+
+/// A small RFC 4180 reader for the answers (quotes, doubled quotes; no line breaks in fields).
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let (mut out, mut field, mut quoted) = (Vec::new(), String::new(), false);
+            let mut chars = line.chars().peekable();
+            while let Some(c) = chars.next() {
+                match (quoted, c) {
+                    (true, '"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    (true, '"') => quoted = false,
+                    (false, '"') => quoted = true,
+                    (false, ',') => out.push(std::mem::take(&mut field)),
+                    (_, c) => field.push(c),
+                }
+            }
+            out.push(field);
+            out
+        })
+        .collect()
 }
 
 #[tokio::test]
