@@ -333,7 +333,8 @@ pub(crate) fn reliability_data(
     };
 
     // exposure: the months the period touches, month-major (the primary key's order)
-    let mut meters: HashMap<String, Meter> = HashMap::new();
+    // per serial: its parsed serial (parsed once, cloned into each row) and its meter
+    let mut meters: HashMap<String, (Serial, Meter)> = HashMap::new();
     {
         let mut stmt = conn
             .prepare_cached(
@@ -342,20 +343,34 @@ pub(crate) fn reliability_data(
             )
             .map_err(sql_err)?;
         let mut rows = stmt.query(params![first_month, to]).map_err(sql_err)?;
+        let mut month = (i64::MIN, DateTime::<Utc>::UNIX_EPOCH);
         while let Some(r) = rows.next().map_err(sql_err)? {
-            let serial: String = r.get(1).map_err(sql_err)?;
+            let serial = r
+                .get_ref(1)
+                .and_then(|v| v.as_str().map_err(rusqlite::Error::from))
+                .map_err(sql_err)?;
+            if !meters.contains_key(serial) {
+                let parsed = parse_serial("exposure_months.serial", serial)?;
+                meters.insert(serial.to_owned(), (parsed, Meter::default()));
+            }
+            let Some((parsed, m)) = meters.get_mut(serial) else {
+                continue; // inserted just above
+            };
+            let month_ms: i64 = r.get(0).map_err(sql_err)?;
+            if month.0 != month_ms {
+                month = (month_ms, from_ms(month_ms));
+            }
             let baseline: Option<f64> = r.get(5).map_err(sql_err)?;
             let first_value: f64 = r.get(6).map_err(sql_err)?;
             let last_hour: i64 = r.get(7).map_err(sql_err)?;
             let last_value: f64 = r.get(8).map_err(sql_err)?;
             data.exposure.push(ExposureRow {
-                serial: parse_serial("exposure_months.serial", &serial)?,
-                month: from_ms(r.get(0).map_err(sql_err)?),
+                serial: parsed.clone(),
+                month: month.1,
                 hours: r.get(2).map_err(sql_err)?,
                 resets: r.get(3).map_err(sql_err)?,
                 gap_hours: r.get(4).map_err(sql_err)?,
             });
-            let m = meters.entry(serial).or_default();
             if m.age_at_start.is_none() {
                 m.age_at_start = Some(baseline.unwrap_or(first_value));
             }
@@ -443,7 +458,7 @@ pub(crate) fn reliability_data(
         while let Some(r) = rows.next().map_err(sql_err)? {
             let serial_text: String = r.get(0).map_err(sql_err)?;
             let registered_at: i64 = r.get(4).map_err(sql_err)?;
-            let meter = meters.remove(&serial_text);
+            let meter = meters.remove(&serial_text).map(|(_, m)| m);
             if registered_at >= to && meter.is_none() && !failing.contains(&serial_text) {
                 continue;
             }
