@@ -448,7 +448,9 @@ fn aggregate(
         ],
     )?
     .lazy();
-    let fail_dev = join_devices(fail, &dev).cache();
+    // joined once and materialised: every later group-by reuses it instead of joining
+    // (and hashing the device table) again
+    let fail_dev = join_devices(fail, &dev).collect()?.lazy();
     let mut by = dk_names.clone();
     by.extend(&ek_names);
     by.push("month");
@@ -526,6 +528,7 @@ fn prepare(data: &ReliabilityData, query: &ReportQuery) -> Result<Prepared, Anal
     let mut e_idx = Vec::with_capacity(data.exposure.len());
     let mut e_month = Vec::with_capacity(data.exposure.len());
     let mut e_hours = Vec::with_capacity(data.exposure.len());
+    let mut last: Option<(&str, u32)> = None;
     for row in &data.exposure {
         if invalid_hours(row.hours) || row.hours > MAX_MONTH_HOURS {
             e.findings.add("invalid_exposure_hours", || {
@@ -533,7 +536,13 @@ fn prepare(data: &ReliabilityData, query: &ReportQuery) -> Result<Prepared, Anal
             });
             continue;
         }
-        e_idx.push(e.device(row.serial.as_str()));
+        // the store sends a device's months together: skip the hash lookup for repeats
+        let idx = match last {
+            Some((serial, idx)) if serial == row.serial.as_str() => idx,
+            _ => e.device(row.serial.as_str()),
+        };
+        last = Some((row.serial.as_str(), idx));
+        e_idx.push(idx);
         e_month.push(month_index(&row.month));
         e_hours.push(row.hours);
     }
@@ -1004,7 +1013,12 @@ fn mttr_table(
         .iter()
         .filter_map(|f| f.order_id.map(|o| (o, f.failure_mode.as_deref())))
         .collect();
-    let ftf = first_time_fix(&data.repairs, data.period, query.ftf_window_days);
+    let ftf = first_time_fix(
+        &data.repairs,
+        repair_idx,
+        data.period,
+        query.ftf_window_days,
+    );
     let mut groups: HashMap<(Codes, Codes), RepairGroup> = HashMap::new();
     if e.event_keys.is_empty() {
         for dk in agg.devices.keys() {

@@ -5,8 +5,6 @@
 //! elapsed by the end of the period (or of the data, without a period) and that has no
 //! repeat yet is *pending*: counted neither way.
 
-use std::collections::HashMap;
-
 use chrono::{Duration, Utc};
 use fleetpulse_domain::reliability::{Period, RepairRecord};
 
@@ -29,9 +27,11 @@ fn completed(r: &RepairRecord) -> bool {
     r.completed == Some(true) && r.closed_at.is_some()
 }
 
-/// The verdict for each repair in `repairs`, in the same order.
+/// The verdict for each repair in `repairs`, in the same order. `device[i]` identifies the
+/// serial of `repairs[i]` (any dense id: equal ids are the same serial).
 pub fn first_time_fix(
     repairs: &[RepairRecord],
+    device: &[u32],
     period: Option<Period>,
     window_days: u32,
 ) -> Vec<Ftf> {
@@ -46,36 +46,39 @@ pub fn first_time_fix(
                 .max()
         })
         .unwrap_or_else(Utc::now);
-    let mut by_serial: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, r) in repairs.iter().enumerate() {
-        by_serial.entry(r.serial.as_str()).or_default().push(i);
-    }
-    for list in by_serial.values_mut() {
-        list.sort_by_key(|&i| repairs[i].created_at);
-    }
-    repairs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
+    // orders by serial, then creation time
+    let mut order: Vec<usize> = (0..repairs.len()).collect();
+    order.sort_by_key(|&i| (device[i], repairs[i].created_at));
+    let mut verdict = vec![Ftf::NotApplicable; repairs.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start;
+        while end < order.len() && device[order[end]] == device[order[start]] {
+            end += 1;
+        }
+        let same_serial = &order[start..end];
+        for &i in same_serial {
+            let r = &repairs[i];
             let Some(closed) = r.closed_at.filter(|_| completed(r)) else {
-                return Ftf::NotApplicable;
+                continue;
             };
-            let end = closed + window;
-            let list = &by_serial[r.serial.as_str()];
-            // first order of the serial created after the close
-            let from = list.partition_point(|&j| repairs[j].created_at <= closed);
-            let repeat = list[from..]
+            let until = closed + window;
+            // the serial's first order created after the close
+            let from = same_serial.partition_point(|&j| repairs[j].created_at <= closed);
+            let repeat = same_serial[from..]
                 .iter()
-                .any(|&j| j != i && repairs[j].created_at <= end);
-            if repeat {
+                .any(|&j| j != i && repairs[j].created_at <= until);
+            verdict[i] = if repeat {
                 Ftf::Repeat
-            } else if end > horizon {
+            } else if until > horizon {
                 Ftf::Pending
             } else {
                 Ftf::Fixed
-            }
-        })
-        .collect()
+            };
+        }
+        start = end;
+    }
+    verdict
 }
 
 /// Accumulates the repair orders of one group.
