@@ -589,7 +589,7 @@ fn spawn_sla_escalation(
 
 /// How often the operating hours of device-months whose meter rollups changed are
 /// refolded (every reliability read refolds first too, so this only keeps reads quick).
-const EXPOSURE_FOLD: Duration = Duration::from_secs(300);
+const EXPOSURE_FOLD: Duration = Duration::from_secs(900);
 
 /// Device-months refolded per pass at most; the rest wait for the next pass.
 const EXPOSURE_FOLD_PAIRS: usize = 200_000;
