@@ -5,7 +5,7 @@
 //! that month changed ([`mark_dirty`]: `INSERT OR IGNORE` on a key that starts with the
 //! month, so the current month's markers are contiguous and a repeat costs one lookup).
 //! [`fold_dirty`] refolds the marked pairs off the ingest path: the consolidation loop of
-//! `serve` runs it every few minutes and every reliability read runs it first, so a
+//! `serve` runs it every 15 minutes and every reliability read runs it first, so a
 //! backlog that lands in past hours is folded again before anyone reads the month.
 //!
 //! How a month is folded ([`fold_samples`]): the hourly `last` values of `runtime_hours`
