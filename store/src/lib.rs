@@ -349,8 +349,23 @@ impl ReliabilitySource for SqliteStore {
             )));
         }
         let folded = self.consolidate_exposure(READ_FOLD_BOUND).await?;
+        // the exposure scan dominates: two readers take a half of the months each
+        let (from, to) = (convert::ms(period.from), convert::ms(period.to));
+        let exposure = match reliability::split_months(from, to) {
+            Some(mid) => {
+                let (early, late) = tokio::try_join!(
+                    self.read(move |conn, _| reliability::exposure_part(conn, from, mid)),
+                    self.read(move |conn, _| reliability::exposure_part(conn, mid, to)),
+                )?;
+                early.then(late)
+            }
+            None => {
+                self.read(move |conn, _| reliability::exposure_part(conn, from, to))
+                    .await?
+            }
+        };
         let data = self
-            .read(move |conn, _| reliability::reliability_data(conn, period, Utc::now()))
+            .read(move |conn, _| reliability::reliability_data(conn, period, Utc::now(), exposure))
             .await?;
         if folded.remaining > 0 {
             tracing::warn!(

@@ -319,22 +319,53 @@ struct Meter {
     last_hour: Option<i64>,
 }
 
-/// The reliability data of `period` (consolidated exposure must be folded first).
-pub(crate) fn reliability_data(
-    conn: &Connection,
-    period: Period,
-    now: DateTime<Utc>,
-) -> Result<ReliabilityData, StoreError> {
-    let (from, to) = (ms(period.from), ms(period.to));
-    let first_month = month_of(from);
-    let mut data = ReliabilityData {
-        period: Some(period),
-        ..Default::default()
-    };
+/// The exposure rows of months `[from_month, to)` in month-major order, with each
+/// serial's meter ages over them.
+#[derive(Default)]
+pub(crate) struct ExposurePart {
+    rows: Vec<ExposureRow>,
+    meters: HashMap<String, (Serial, Meter)>,
+}
 
-    // exposure: the months the period touches, month-major (the primary key's order)
-    // per serial: its parsed serial (parsed once, cloned into each row) and its meter
-    let mut meters: HashMap<String, (Serial, Meter)> = HashMap::new();
+impl ExposurePart {
+    /// `self` then `later` (the months after `self`'s): ages at the start from the first
+    /// part that has the device, at the end from the last.
+    pub(crate) fn then(mut self, later: ExposurePart) -> ExposurePart {
+        self.rows.extend(later.rows);
+        for (serial, (parsed, m)) in later.meters {
+            let e = self
+                .meters
+                .entry(serial)
+                .or_insert((parsed, Meter::default()));
+            if e.1.age_at_start.is_none() {
+                e.1.age_at_start = m.age_at_start;
+            }
+            e.1.age_at_end = m.age_at_end;
+            e.1.last_hour = m.last_hour;
+        }
+        self
+    }
+}
+
+/// A month boundary splitting the months of `[from, to)` in two halves (two readers
+/// scan them at once), or `None` for a period of one month.
+pub(crate) fn split_months(from: i64, to: i64) -> Option<i64> {
+    let first = month_of(from);
+    let mid = month_of(first + (to - first) / 2);
+    (mid > first && mid < to).then_some(mid)
+}
+
+/// Reads the exposure rows of the months from `month_of(from)` up to `to`.
+pub(crate) fn exposure_part(
+    conn: &Connection,
+    from: i64,
+    to: i64,
+) -> Result<ExposurePart, StoreError> {
+    let first_month = month_of(from);
+    let mut part = ExposurePart::default();
+    let meters = &mut part.meters;
+    // month-major (the primary key's order); per serial: its parsed serial (parsed once,
+    // cloned into each row) and its meter
     {
         let mut stmt = conn
             .prepare_cached(
@@ -364,7 +395,7 @@ pub(crate) fn reliability_data(
             let first_value: f64 = r.get(6).map_err(sql_err)?;
             let last_hour: i64 = r.get(7).map_err(sql_err)?;
             let last_value: f64 = r.get(8).map_err(sql_err)?;
-            data.exposure.push(ExposureRow {
+            part.rows.push(ExposureRow {
                 serial: parsed.clone(),
                 month: month.1,
                 hours: r.get(2).map_err(sql_err)?,
@@ -378,6 +409,29 @@ pub(crate) fn reliability_data(
             m.last_hour = Some(last_hour);
         }
     }
+
+    Ok(part)
+}
+
+/// The reliability data of `period` (consolidated exposure must be folded first).
+pub(crate) fn reliability_data(
+    conn: &Connection,
+    period: Period,
+    now: DateTime<Utc>,
+    exposure: ExposurePart,
+) -> Result<ReliabilityData, StoreError> {
+    let (from, to) = (ms(period.from), ms(period.to));
+    let first_month = month_of(from);
+    let mut data = ReliabilityData {
+        period: Some(period),
+        ..Default::default()
+    };
+
+    let ExposurePart {
+        rows: exposure,
+        mut meters,
+    } = exposure;
+    data.exposure = exposure;
 
     // findings of the folds in the period
     {

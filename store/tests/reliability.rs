@@ -355,8 +355,18 @@ async fn exposure_follows_the_meter_through_backlogs_resets_gaps_and_months() {
     assert_eq!(dev.age_at_start, Some(meter(-2)));
     assert!((dev.age_at_end.expect("age") - meter(4)).abs() < 1e-9);
     let dec_and_jan = whole(at(-24), at(31 * 24));
-    let total = hours_of(&store.reliability_data(dec_and_jan).await.expect("data"), s);
+    let both = store.reliability_data(dec_and_jan).await.expect("data");
+    let total = hours_of(&both, s);
     assert!((total - 7.2).abs() < 1e-9, "{total}");
+    // two months are read by two readers: the ages come from the first and the last
+    let dev = both
+        .devices
+        .iter()
+        .find(|d| d.serial.as_str() == s)
+        .expect("device");
+    assert_eq!(dev.age_at_start, Some(meter(-5)));
+    assert!((dev.age_at_end.expect("age") - meter(4)).abs() < 1e-9);
+    assert_eq!(both.exposure.first().map(|e| e.month), Some(at(-24 * 31)));
 
     // the backlog of hour -1 lands: December is refolded, and January with it (its
     // baseline moved); the total stays
