@@ -694,3 +694,21 @@ fn query_deserialises_with_defaults() {
     assert_eq!(q.sides, Sides::Lower);
     assert!(serde_json::from_str::<ReportQuery>(r#"{"confidenc":0.9}"#).is_err());
 }
+
+#[test]
+fn weibull_samples_are_the_populations_of_the_weibull_table() {
+    let q = by(&[GroupKey::Model, GroupKey::FailureMode]);
+    let r = report(&q);
+    let samples = fleetpulse_analytics::weibull_samples(&data(), &q).expect("samples");
+    assert_eq!(samples.len(), r.weibull.len());
+    for (s, w) in samples.iter().zip(&r.weibull) {
+        assert_eq!(s.group_label, w.group_label);
+        assert_eq!(s.failures.len() as u64, w.n_failures);
+        assert_eq!(s.suspensions.len() as u64, w.n_suspensions);
+    }
+    let comp = &samples[0];
+    assert_eq!(comp.group_label, "model=OC-5A, failure_mode=compressor");
+    let mut f = comp.failures.clone();
+    f.sort_by(f64::total_cmp);
+    assert_eq!(f, [1000.0, 1200.0, 1800.0]);
+}
