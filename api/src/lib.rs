@@ -69,6 +69,8 @@ pub struct AppState {
     pub auth: AuthMode,
     /// Webhook subscriptions and their delivery log.
     pub webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks>,
+    /// Reliability data (failures, exposure, repairs) and history import.
+    pub reliability: Arc<dyn fleetpulse_domain::reliability::ReliabilitySource>,
     /// Ends long-lived answers (the order stream) when the server shuts down.
     pub streams: StreamStop,
 }
@@ -129,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::webhooks::router())
         .merge(routes::sla::router())
         .merge(routes::device_import::router())
+        .merge(routes::reliability::router())
         .merge(openapi::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(no_route)

@@ -50,7 +50,14 @@ use crate::routes;
         routes::webhooks::create,
         routes::webhooks::list,
         routes::webhooks::disable,
-        routes::webhooks::deliveries
+        routes::webhooks::deliveries,
+        routes::reliability::mtbf,
+        routes::reliability::weibull,
+        routes::reliability::pareto,
+        routes::reliability::trend,
+        routes::reliability::mttr,
+        routes::reliability::import_failures,
+        routes::reliability::import_maintenance
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&Conventions)

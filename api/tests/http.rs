@@ -146,6 +146,7 @@ async fn spawn_app() -> TestApp {
         ingest: Arc::new(FakeIngest),
         dispatch: store.clone(),
         webhooks: store.clone(),
+        reliability: store.clone(),
         policy: policy(),
         // these tests are about the read API; auth has its own tests (api/tests/dispatch.rs)
         auth: AuthMode::Disabled,
@@ -986,6 +987,7 @@ async fn broken_app(fail: fn() -> fleetpulse_domain::store::StoreError) -> TestA
         catalog,
         ingest: Arc::new(FakeIngest),
         webhooks: Arc::new(dispatch.clone()),
+        reliability: Arc::new(dispatch.clone()),
         dispatch: Arc::new(dispatch),
         policy: policy(),
         auth: AuthMode::Disabled,

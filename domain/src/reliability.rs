@@ -40,9 +40,11 @@ pub struct PopulationDevice {
 
 /// Operating hours one device accumulated in one calendar month (UTC), from its
 /// runtime-hour meter: the sum of non-negative increments between consecutive hourly
-/// values. A decrease is a meter reset (counted, its hours not lost: the increment after
-/// a reset starts from the new value); a silence longer than the store's gap threshold is
-/// a gap (its hours are still counted from the meter, and reported).
+/// values (the first increment of a month starts from the meter's last value before
+/// it). A decrease is a meter reset (counted; the step contributes the new value, at most
+/// the hours elapsed, and later increments start from the new value); a silence longer
+/// than the store's gap threshold is a gap (the meter's hours over it are still counted,
+/// in the month where the meter speaks again, and reported). See docs/reliability-data.md.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExposureRow {
     pub serial: Serial,
@@ -52,7 +54,8 @@ pub struct ExposureRow {
     pub hours: f64,
     /// Meter resets seen in the month.
     pub resets: u32,
-    /// Hours of the month in silences longer than the gap threshold.
+    /// Length in hours of the silences longer than the gap threshold that ended in the
+    /// month (a silence is counted in the month where the meter speaks again).
     pub gap_hours: f64,
 }
 
@@ -118,8 +121,10 @@ pub struct AlarmRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DataQualityIssue {
     pub serial: Serial,
-    /// `meter_reset`, `gap`, `no_meter` (a device with no runtime-hour reading in the
-    /// period), `failure_without_age`.
+    /// `meter_reset`, `gap` (also a device silent at the end of the period),
+    /// `meter_jump` (an increment larger than the hours elapsed: capped at them),
+    /// `no_meter` (a device with no runtime-hour reading in the period),
+    /// `failure_without_age`.
     pub kind: String,
     pub at: Option<DateTime<Utc>>,
     pub detail: String,
@@ -137,11 +142,85 @@ pub struct ReliabilityData {
     pub quality: Vec<DataQualityIssue>,
 }
 
+/// What one consolidation pass did: the (month, serial) pairs whose operating hours were
+/// refolded from the hourly rollups, and how many rollup rows it read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsolidationReport {
+    /// (month, serial) pairs refolded.
+    pub pairs: usize,
+    /// Hourly `runtime_hours` rollup rows read.
+    pub rollup_rows: usize,
+    /// Pairs still marked dirty when the pass stopped (its bound was reached).
+    pub remaining: usize,
+}
+
+/// What a history import loads (`fleetpulse import failures|maintenance`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportKind {
+    /// Past failures: `serial, at, runtime_hours, fault_code, failure_mode, notes`.
+    Failures,
+    /// Past services and consumable replacements:
+    /// `serial, at, runtime_hours, kind, consumable, notes`.
+    Maintenance,
+}
+
+/// One row of an import that was not loaded, by its line in the file (the header is
+/// line 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ImportRowIssue {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// What an import did. Bad rows do not stop the good ones; a row already imported
+/// (same import key) is counted as a duplicate, not loaded twice.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ImportReport {
+    /// Data rows read (blank lines excluded).
+    pub rows: usize,
+    /// Rows loaded by this import.
+    pub imported: usize,
+    /// Rows an earlier import of the same records already loaded.
+    pub duplicates: usize,
+    /// Failure rows left out because a recorded event (alarm or repair order) is the same
+    /// incident: same device and code within 24 hours.
+    pub same_incident: Vec<ImportRowIssue>,
+    /// Rows refused, with the reason.
+    pub errors: Vec<ImportRowIssue>,
+}
+
 /// Reads the reliability data of a period.
 #[async_trait::async_trait]
 pub trait ReliabilitySource: Send + Sync + 'static {
     /// Devices, exposure, failures, repairs and alarm episodes of `period`, with the
     /// data-quality findings. Exposure is read from the consolidated device-month table,
-    /// which the store keeps current from the hourly rollups.
+    /// which the store keeps current from the hourly rollups (it refolds what changed
+    /// before it reads).
     async fn reliability_data(&self, period: Period) -> Result<ReliabilityData, StoreError>;
+
+    /// Refolds the operating hours of every (month, serial) whose rollups changed since
+    /// the last pass, at most `max_pairs` of them. A source without a consolidated
+    /// table has nothing to do.
+    async fn consolidate_exposure(
+        &self,
+        max_pairs: usize,
+    ) -> Result<ConsolidationReport, StoreError> {
+        let _ = max_pairs;
+        Ok(ConsolidationReport::default())
+    }
+
+    /// Loads history from CSV text (columns in docs/reliability-data.md). `Err` only for
+    /// a file that cannot be read at all (no header, unknown or missing columns) or a
+    /// store fault; bad rows are in the report.
+    async fn import_history(
+        &self,
+        kind: ImportKind,
+        csv: String,
+    ) -> Result<ImportReport, StoreError> {
+        let _ = (kind, csv);
+        Err(StoreError::Invalid(
+            "this store does not import history".into(),
+        ))
+    }
 }

@@ -8,6 +8,7 @@ use chrono::Utc;
 use fleetpulse_api::{AppState, IngestStatus};
 use fleetpulse_domain::Serial;
 use fleetpulse_domain::credentials::DeviceCredentials;
+use fleetpulse_domain::reliability::ReliabilitySource;
 use fleetpulse_domain::store::Store;
 use fleetpulse_domain::{Catalog, Policy};
 use fleetpulse_ingest::credentials::DeviceToken;
@@ -79,6 +80,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Device(DeviceCommand::Credential(args)) => device_credential(&args).await,
         Command::Token(cmd) => api_token(cmd).await,
+        Command::Import(cmd) => crate::report::import(cmd).await,
+        Command::Report(cmd) => crate::report::report(cmd).await,
         Command::CheckConfig(common) => {
             let cfg = load(&common)?;
             cfg.load_catalog()?;
@@ -263,6 +266,7 @@ async fn serve(
     let dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch> = sqlite.clone();
     let webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks> = sqlite.clone();
     let credentials: Arc<dyn DeviceCredentials> = sqlite.clone();
+    let reliability: Arc<dyn ReliabilitySource> = sqlite.clone();
     let store: Arc<dyn Store> = sqlite;
     let marked = store.mark_all_offline(Utc::now()).await?;
     info!(
@@ -317,6 +321,7 @@ async fn serve(
             store: store.clone(),
             dispatch: dispatch.clone(),
             webhooks: webhooks.clone(),
+            reliability: reliability.clone(),
             policy,
             auth,
             tls: api_tls,
@@ -332,6 +337,7 @@ async fn serve(
     let dispatch_for_sla = dispatch;
     let retention_task = spawn_retention(store.clone(), cfg.data.retention_days, stop.clone());
     let sla_task = spawn_sla_escalation(dispatch_for_sla, stop.clone());
+    let exposure_task = spawn_exposure_consolidation(reliability, stop.clone());
     let push_stop = CancellationToken::new();
     let push_worker = fleetpulse_api::push::PushWorker::new(webhooks, store.clone(), push_settings)
         .map_err(|e| anyhow::anyhow!("webhook HTTP client: {e}"))?;
@@ -398,6 +404,7 @@ async fn serve(
     }
     retention_task.abort();
     sla_task.abort();
+    exposure_task.abort();
     // the pipeline has committed its last orders; deliveries in flight finish, the rest
     // wait in the outbox for the next start
     push_stop.cancel();
@@ -448,7 +455,7 @@ async fn attach_journal(
     Ok(pipeline.with_journal(journal, handle))
 }
 
-async fn open_store(
+pub(crate) async fn open_store(
     cfg: &Config,
     catalog: Arc<Catalog>,
     policy: Arc<Policy>,
@@ -533,6 +540,7 @@ struct ApiParts {
     store: Arc<dyn Store>,
     dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch>,
     webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks>,
+    reliability: Arc<dyn ReliabilitySource>,
     policy: Arc<Policy>,
     auth: fleetpulse_api::AuthMode,
     /// HTTPS when set.
@@ -578,6 +586,7 @@ async fn start_api(
         ingest: Arc::new(status),
         dispatch: parts.dispatch,
         webhooks: parts.webhooks,
+        reliability: parts.reliability,
         policy: parts.policy,
         auth: parts.auth,
         streams: streams.clone(),
@@ -617,6 +626,38 @@ fn spawn_sla_escalation(
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(SLA_CHECK) => {}
+            }
+        }
+    })
+}
+
+/// How often the operating hours of device-months whose meter rollups changed are
+/// refolded (every reliability read refolds first too, so this only keeps reads quick).
+const EXPOSURE_FOLD: Duration = Duration::from_secs(900);
+
+/// Device-months refolded per pass at most; the rest wait for the next pass.
+const EXPOSURE_FOLD_PAIRS: usize = 200_000;
+
+fn spawn_exposure_consolidation(
+    reliability: Arc<dyn ReliabilitySource>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EXPOSURE_FOLD);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match reliability.consolidate_exposure(EXPOSURE_FOLD_PAIRS).await {
+                Ok(r) if r.pairs > 0 => tracing::debug!(
+                    pairs = r.pairs,
+                    rollup_rows = r.rollup_rows,
+                    remaining = r.remaining,
+                    "operating hours refolded"
+                ),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "exposure consolidation failed; will retry"),
             }
         }
     })

@@ -1,5 +1,5 @@
 //! Command line: `serve`, `demo`, `simulate`, `bridge`, `simulate-modbus`, `check-config`,
-//! `device`.
+//! `device`, `token`, `import`, `report`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -42,6 +42,58 @@ pub enum Command {
     /// Manage API tokens (works while `serve` runs).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Load past failures or maintenance records from CSV (columns in
+    /// docs/reliability-data.md); bad rows are reported by line, the good ones load.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Write reliability reports as CSV and JSON files.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Past failures: serial, at, runtime_hours, fault_code, failure_mode, notes.
+    Failures(ImportArgs),
+    /// Past services and consumable replacements: serial, at, runtime_hours, kind
+    /// (service or consumable), consumable, notes.
+    Maintenance(ImportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The CSV file (header row first; UTF-8).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// MTBF, Weibull, Pareto, trend and MTTR tables of a period, one CSV file each, and
+    /// the whole report as JSON.
+    Reliability(ReliabilityReportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReliabilityReportArgs {
+    /// Start of the period (RFC 3339, inclusive); default: 12 months before --to.
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// End of the period (RFC 3339, exclusive); default: now.
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Directory the files are written to (created when missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Groupings, comma-separated: fleet, model, kind, region, failure_mode, code.
+    #[arg(long, value_name = "LIST", default_value = "fleet")]
+    pub group_by: String,
+    /// Confidence level of the bounds, 0 < c < 1.
+    #[arg(long, default_value_t = 0.9)]
+    pub confidence: f64,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -25,8 +25,11 @@ mod cache;
 mod convert;
 mod credentials;
 mod dispatch;
+mod exposure;
+mod import;
 mod orders;
 mod read;
+mod reliability;
 mod schema;
 mod sla;
 mod spool;
@@ -41,6 +44,9 @@ use chrono::{DateTime, Utc};
 use fleetpulse_domain::alarm::AlarmEpisode;
 use fleetpulse_domain::catalog::Catalog;
 use fleetpulse_domain::order::Order;
+use fleetpulse_domain::reliability::{
+    ConsolidationReport, ImportKind, ImportReport, Period, ReliabilityData, ReliabilitySource,
+};
 use fleetpulse_domain::rules::OrderRules;
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::{
@@ -50,6 +56,7 @@ use fleetpulse_domain::store::{
 };
 use rusqlite::{Connection, OpenFlags};
 
+pub use exposure::GAP_THRESHOLD_HOURS;
 pub use schema::SCHEMA_VERSION;
 
 /// How hard a commit works to survive a crash.
@@ -378,5 +385,64 @@ impl Store for SqliteStore {
             Ok(through.and_then(|t| u64::try_from(t).ok()))
         })
         .await
+    }
+}
+
+/// Most (month, serial) pairs one read refolds before it answers; the rest wait for the
+/// consolidation loop (the read's findings say so).
+const READ_FOLD_BOUND: usize = 1_000_000;
+
+#[async_trait::async_trait]
+impl ReliabilitySource for SqliteStore {
+    async fn reliability_data(&self, period: Period) -> Result<ReliabilityData, StoreError> {
+        if period.from >= period.to {
+            return Err(StoreError::Invalid(format!(
+                "the period's start {} is not before its end {}",
+                period.from, period.to
+            )));
+        }
+        let folded = self.consolidate_exposure(READ_FOLD_BOUND).await?;
+        // the exposure scan dominates: two readers take a half of the months each
+        let (from, to) = (convert::ms(period.from), convert::ms(period.to));
+        let exposure = match reliability::split_months(from, to) {
+            Some(mid) => {
+                let (early, late) = tokio::try_join!(
+                    self.read(move |conn, _| reliability::exposure_part(conn, from, mid)),
+                    self.read(move |conn, _| reliability::exposure_part(conn, mid, to)),
+                )?;
+                early.then(late)
+            }
+            None => {
+                self.read(move |conn, _| reliability::exposure_part(conn, from, to))
+                    .await?
+            }
+        };
+        let data = self
+            .read(move |conn, _| reliability::reliability_data(conn, period, Utc::now(), exposure))
+            .await?;
+        if folded.remaining > 0 {
+            tracing::warn!(
+                remaining = folded.remaining,
+                "reliability read: device-months still wait for their fold"
+            );
+        }
+        Ok(data)
+    }
+
+    async fn consolidate_exposure(
+        &self,
+        max_pairs: usize,
+    ) -> Result<ConsolidationReport, StoreError> {
+        self.write(move |conn, _, _| exposure::fold_dirty(conn, max_pairs, convert::ms(Utc::now())))
+            .await
+    }
+
+    async fn import_history(
+        &self,
+        kind: ImportKind,
+        csv: String,
+    ) -> Result<ImportReport, StoreError> {
+        self.write(move |conn, opts, _| import::import(conn, &opts.catalog, kind, &csv, Utc::now()))
+            .await
     }
 }

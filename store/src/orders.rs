@@ -63,6 +63,9 @@ pub(crate) fn upsert_recorded(
 ) -> Result<OrderChange, StoreError> {
     let before = urgency(tx, intent.serial.as_str(), intent.cause.as_str())?;
     let change = crate::write::upsert_order(tx, intent, now)?;
+    if change.created {
+        crate::reliability::link_order_to_episode(tx, &change, now)?;
+    }
     let (kind, data) = if change.created {
         let data = json!({
             "cause": intent.cause,
@@ -348,24 +351,8 @@ fn apply_outcome(
         .optional()
         .map_err(sql_err)?
         .flatten();
-    let mut effects = serde_json::Map::new();
-    if outcome.failure_confirmed {
-        let notes = outcome.notes.clone();
-        tx.execute(
-            "INSERT INTO failure_events (serial, at, runtime_hours, source, order_id, fault_code, notes) \
-             VALUES (?1, ?2, ?3, 'repair_order', ?4, ?5, ?6)",
-            params![
-                serial,
-                ms(now),
-                runtime_hours,
-                order.id,
-                outcome.fault_code.as_ref().map(|c| c.to_string()),
-                notes
-            ],
-        )
-        .map_err(sql_err)?;
-        effects.insert("failure_event_id".into(), json!(tx.last_insert_rowid()));
-    }
+    let mut effects =
+        crate::reliability::record_repair_outcome(tx, order, model, outcome, runtime_hours, now)?;
     let mut reset = Vec::new();
     for c in &outcome.consumables_replaced {
         let Some(spec) = model.and_then(|m| m.consumables.iter().find(|s| &s.id == c)) else {
@@ -591,7 +578,7 @@ pub(crate) fn failure_events(
     let mut stmt = conn
         .prepare_cached(
             "SELECT id, serial, at, runtime_hours, source, order_id, fault_code, notes \
-             FROM failure_events WHERE serial = ?1 ORDER BY id",
+             FROM failure_events WHERE serial = ?1 AND retracted_at IS NULL ORDER BY id",
         )
         .map_err(sql_err)?;
     collect(stmt.query([serial.as_str()]).map_err(sql_err)?, |row| {

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_dispatch.sql"),
     include_str!("../migrations/0005_webhooks.sql"),
     include_str!("../migrations/0006_dispatch_indexes.sql"),
+    include_str!("../migrations/0007_reliability.sql"),
     include_str!("../migrations/0008_ingest_journal.sql"),
 ];
 

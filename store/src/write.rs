@@ -422,6 +422,7 @@ fn apply_readings(
     if new_readings == 0 {
         return Ok(device);
     }
+    crate::exposure::mark_dirty(tx, serial, rollups.keys())?;
     write_rollups(tx, serial, rollups)?;
     if advanced && let Some(latest) = &device.latest {
         write_latest(tx, serial, latest)?;
@@ -484,6 +485,11 @@ fn advance_state(
             s.execute(params![serial.as_str(), code.as_str(), severity, ms(r.ts), seq, state.values.get("runtime_hours")])
         })
         .map_err(sql_err)?;
+        let (id, age) = (
+            tx.last_insert_rowid(),
+            state.values.get("runtime_hours").copied(),
+        );
+        crate::reliability::episode_opened(tx, serial, model, code, id, ms(r.ts), age)?;
         opened.push(code.clone());
     }
     for code in state.alarms.iter().filter(|c| !active.contains(c)) {

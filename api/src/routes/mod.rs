@@ -10,5 +10,6 @@ pub mod health;
 pub mod metrics;
 pub mod order_feed;
 pub mod orders;
+pub mod reliability;
 pub mod sla;
 pub mod webhooks;

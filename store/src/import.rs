@@ -1,0 +1,501 @@
+//! History import from CSV: past failures (`failure_events`, source `import`) and
+//! maintenance records (`maintenance_records`), so a company can start with years of
+//! history. Columns and rules: docs/reliability-data.md.
+//!
+//! - The header names the columns (any order); an unknown column or a missing required
+//!   one refuses the whole file, naming it (a typo is not a silently empty column).
+//! - Each data row is checked on its own; a bad row is reported with its line number
+//!   (the header is line 1) and the reason, and the good rows are loaded. The whole file
+//!   is one transaction: it lands entirely (its good rows) or not at all.
+//! - Unknown serials are reported, not registered: history for a device nobody
+//!   registered would have no model, and statistics by model would silently miss it.
+//! - Re-importing is harmless: each row has an import key (failures: serial, time and
+//!   fault code; maintenance: serial, time, kind and consumable) and a row whose key was
+//!   loaded before counts as a duplicate.
+//! - A failure row whose device already has a recorded (alarm or repair order) event of
+//!   the same code within 24 hours is the same incident: reported, not loaded.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use fleetpulse_domain::alarm::AlarmCode;
+use fleetpulse_domain::catalog::Catalog;
+use fleetpulse_domain::reliability::{ImportKind, ImportReport, ImportRowIssue};
+use fleetpulse_domain::serial::Serial;
+use fleetpulse_domain::store::StoreError;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::convert::{ms, sql_err};
+use crate::reliability::SAME_INCIDENT_HOURS;
+
+/// Longest notes accepted.
+const MAX_NOTES: usize = 4000;
+/// Longest failure mode or consumable id accepted.
+const MAX_ID: usize = 64;
+
+const FAILURE_COLUMNS: &[&str] = &[
+    "serial",
+    "at",
+    "runtime_hours",
+    "fault_code",
+    "failure_mode",
+    "notes",
+];
+const MAINTENANCE_COLUMNS: &[&str] = &[
+    "serial",
+    "at",
+    "runtime_hours",
+    "kind",
+    "consumable",
+    "notes",
+];
+const REQUIRED: &[&str] = &["serial", "at"];
+
+/// Splits one CSV line into fields (RFC 4180 quotes; `""` is a quote inside quotes).
+fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (false, '"') if field.is_empty() => quoted = true,
+            (false, ',') => out.push(std::mem::take(&mut field)),
+            (_, c) => field.push(c),
+        }
+    }
+    if quoted {
+        return Err("a quoted field is not closed (fields cannot span lines)".into());
+    }
+    out.push(field);
+    Ok(out)
+}
+
+/// A data row by column name (empty cells left out), with its line number.
+struct Row {
+    line: usize,
+    cells: HashMap<String, String>,
+}
+
+impl Row {
+    fn get(&self, column: &str) -> Option<&str> {
+        self.cells.get(column).map(String::as_str)
+    }
+}
+
+type Rows = Vec<Result<Row, ImportRowIssue>>;
+
+fn rows(text: &str, allowed: &[&str]) -> Result<Rows, StoreError> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
+        return Err(StoreError::Invalid(
+            "the file is empty: expected a header row naming the columns".into(),
+        ));
+    };
+    let names: Vec<String> = csv_fields(header.trim_start_matches('\u{feff}'))
+        .map_err(|e| StoreError::Invalid(format!("header (line 1): {e}")))?
+        .into_iter()
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    for n in &names {
+        if !allowed.contains(&n.as_str()) {
+            return Err(StoreError::Invalid(format!(
+                "header: unknown column {n:?} (columns: {})",
+                allowed.join(", ")
+            )));
+        }
+        if names.iter().filter(|m| *m == n).count() > 1 {
+            return Err(StoreError::Invalid(format!(
+                "header: column {n:?} appears twice"
+            )));
+        }
+    }
+    for r in REQUIRED {
+        if !names.iter().any(|n| n == r) {
+            return Err(StoreError::Invalid(format!(
+                "header: the required column {r:?} is missing (columns: {})",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(lines
+        .map(|(line, text)| {
+            let cells = csv_fields(text).map_err(|reason| ImportRowIssue { line, reason })?;
+            if cells.len() != names.len() {
+                return Err(ImportRowIssue {
+                    line,
+                    reason: format!(
+                        "{} fields, but the header names {} columns",
+                        cells.len(),
+                        names.len()
+                    ),
+                });
+            }
+            let cells = names
+                .iter()
+                .cloned()
+                .zip(cells.into_iter().map(|c| c.trim().to_owned()))
+                .filter(|(_, v)| !v.is_empty())
+                .collect();
+            Ok(Row { line, cells })
+        })
+        .collect())
+}
+
+/// The device an imported row names.
+struct DeviceFacts {
+    model: Option<String>,
+    kind: Option<String>,
+}
+
+fn device(tx: &Transaction<'_>, serial: &Serial) -> Result<Option<DeviceFacts>, StoreError> {
+    tx.prepare_cached("SELECT model, kind FROM devices WHERE serial = ?1")
+        .and_then(|mut s| {
+            s.query_row([serial.as_str()], |r| {
+                Ok(DeviceFacts {
+                    model: r.get(0)?,
+                    kind: r.get(1)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(sql_err)
+}
+
+/// The checks every kind of row shares: serial (registered), time, meter, notes.
+struct Common {
+    serial: Serial,
+    at: DateTime<Utc>,
+    runtime_hours: Option<f64>,
+    notes: Option<String>,
+    device: DeviceFacts,
+}
+
+fn common(
+    tx: &Transaction<'_>,
+    row: &Row,
+    now: DateTime<Utc>,
+) -> Result<Result<Common, String>, StoreError> {
+    let serial_text = row.get("serial").unwrap_or_default();
+    if serial_text.is_empty() {
+        return Ok(Err("serial is empty".into()));
+    }
+    let serial = match Serial::parse(serial_text) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(format!("serial: {e}"))),
+    };
+    let Some(at_text) = row.get("at") else {
+        return Ok(Err(
+            "at is empty (an RFC 3339 time, e.g. 2025-03-01T10:00:00Z)".into(),
+        ));
+    };
+    let at = match DateTime::parse_from_rfc3339(at_text) {
+        Ok(t) => t.with_timezone(&Utc),
+        Err(e) => {
+            return Ok(Err(format!(
+                "at {at_text:?} is not an RFC 3339 time with an offset (e.g. 2025-03-01T10:00:00Z): {e}"
+            )));
+        }
+    };
+    if at > now {
+        return Ok(Err(format!("at {at_text} is in the future")));
+    }
+    let runtime_hours = match row.get("runtime_hours") {
+        None => None,
+        Some(t) => match t.parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Some(v),
+            _ => {
+                return Ok(Err(format!(
+                    "runtime_hours {t:?} is not a non-negative number"
+                )));
+            }
+        },
+    };
+    let notes = row.get("notes").map(str::to_owned);
+    if notes
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTES)
+    {
+        return Ok(Err(format!("notes are longer than {MAX_NOTES} characters")));
+    }
+    let Some(device) = device(tx, &serial)? else {
+        return Ok(Err(format!(
+            "serial {serial} is not registered: register it first (POST /api/v1/devices or /api/v1/devices/import), then import again"
+        )));
+    };
+    Ok(Ok(Common {
+        serial,
+        at,
+        runtime_hours,
+        notes,
+        device,
+    }))
+}
+
+fn identifier(row: &Row, column: &str) -> Result<Option<String>, String> {
+    match row.get(column) {
+        None => Ok(None),
+        Some(v)
+            if v.len() <= MAX_ID
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) =>
+        {
+            Ok(Some(v.to_owned()))
+        }
+        Some(v) => Err(format!(
+            "{column} {v:?} must be 1 to {MAX_ID} characters of letters, digits, '_', '-' or '.'"
+        )),
+    }
+}
+
+/// Imports `text` in one transaction; see the module doc.
+pub(crate) fn import(
+    conn: &mut Connection,
+    catalog: &Catalog,
+    kind: ImportKind,
+    text: &str,
+    now: DateTime<Utc>,
+) -> Result<ImportReport, StoreError> {
+    let allowed = match kind {
+        ImportKind::Failures => FAILURE_COLUMNS,
+        ImportKind::Maintenance => MAINTENANCE_COLUMNS,
+    };
+    let rows = rows(text, allowed)?;
+    let tx = conn.transaction().map_err(sql_err)?;
+    let mut report = ImportReport {
+        rows: rows.len(),
+        ..Default::default()
+    };
+    for row in rows {
+        let row = match row {
+            Ok(r) => r,
+            Err(issue) => {
+                report.errors.push(issue);
+                continue;
+            }
+        };
+        let line = row.line;
+        let done = match kind {
+            ImportKind::Failures => import_failure(&tx, catalog, &row, now)?,
+            ImportKind::Maintenance => import_maintenance(&tx, catalog, &row, now)?,
+        };
+        match done {
+            Ok(Loaded::Imported) => report.imported += 1,
+            Ok(Loaded::Duplicate) => report.duplicates += 1,
+            Ok(Loaded::SameIncident(reason)) => {
+                report.same_incident.push(ImportRowIssue { line, reason });
+            }
+            Err(reason) => report.errors.push(ImportRowIssue { line, reason }),
+        }
+    }
+    tx.commit().map_err(sql_err)?;
+    tracing::info!(kind = ?kind, rows = report.rows, imported = report.imported, duplicates = report.duplicates, errors = report.errors.len(), "history imported");
+    Ok(report)
+}
+
+enum Loaded {
+    Imported,
+    Duplicate,
+    SameIncident(String),
+}
+
+fn import_failure(
+    tx: &Transaction<'_>,
+    catalog: &Catalog,
+    row: &Row,
+    now: DateTime<Utc>,
+) -> Result<Result<Loaded, String>, StoreError> {
+    let c = match common(tx, row, now)? {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    let code = match row.get("fault_code").map(AlarmCode::parse).transpose() {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(format!("fault_code: {e}"))),
+    };
+    let mut mode = match identifier(row, "failure_mode") {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(e)),
+    };
+    let spec = c.device.model.as_deref().and_then(|m| catalog.model(m));
+    if mode.is_none() {
+        mode = code
+            .as_ref()
+            .and_then(|code| spec.and_then(|m| m.alarm(code)))
+            .and_then(|a| a.failure_mode.clone());
+    }
+    let code_text = code.as_ref().map(|c| c.to_string());
+    let key = format!(
+        "failure|{}|{}|{}",
+        c.serial,
+        ms(c.at),
+        code_text.as_deref().unwrap_or("")
+    );
+    let exists: bool = tx
+        .prepare_cached("SELECT 1 FROM failure_events WHERE import_key = ?1")
+        .and_then(|mut s| s.exists([&key]))
+        .map_err(sql_err)?;
+    if exists {
+        return Ok(Ok(Loaded::Duplicate));
+    }
+    if let Some(code) = &code_text {
+        let window = SAME_INCIDENT_HOURS * 3_600_000;
+        let live: Option<(i64, String)> = tx
+            .prepare_cached(
+                "SELECT id, source FROM failure_events WHERE serial = ?1 AND fault_code = ?2 AND source <> 'import' \
+                 AND retracted_at IS NULL AND at BETWEEN ?3 AND ?4 LIMIT 1",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![c.serial.as_str(), code, ms(c.at) - window, ms(c.at) + window],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+            })
+            .map_err(sql_err)?;
+        if let Some((id, source)) = live {
+            return Ok(Ok(Loaded::SameIncident(format!(
+                "failure event {id} (source {source}) of {} with code {code} is within 24 h: the same incident, not loaded",
+                c.serial
+            ))));
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO failure_events (serial, at, runtime_hours, source, fault_code, failure_mode, notes, model, kind, \
+         import_key, updated_at) VALUES (?1, ?2, ?3, 'import', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            c.serial.as_str(),
+            ms(c.at),
+            c.runtime_hours,
+            code_text,
+            mode,
+            c.notes,
+            c.device.model,
+            c.device.kind,
+            key,
+            ms(now)
+        ])
+    })
+    .map_err(sql_err)?;
+    Ok(Ok(Loaded::Imported))
+}
+
+fn import_maintenance(
+    tx: &Transaction<'_>,
+    catalog: &Catalog,
+    row: &Row,
+    now: DateTime<Utc>,
+) -> Result<Result<Loaded, String>, StoreError> {
+    let c = match common(tx, row, now)? {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    let kind = match row.get("kind") {
+        Some(k @ ("service" | "consumable")) => k,
+        Some(k) => return Ok(Err(format!("kind {k:?} must be service or consumable"))),
+        None => return Ok(Err("kind is empty (service or consumable)".into())),
+    };
+    let consumable = match identifier(row, "consumable") {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    match (kind, &consumable) {
+        ("consumable", None) => {
+            return Ok(Err(
+                "kind consumable needs the consumable column (e.g. filter)".into(),
+            ));
+        }
+        ("service", Some(_)) => {
+            return Ok(Err(
+                "consumable is only meaningful with kind consumable".into()
+            ));
+        }
+        _ => {}
+    }
+    if let (Some(id), Some(spec)) = (
+        &consumable,
+        c.device.model.as_deref().and_then(|m| catalog.model(m)),
+    ) && !spec.consumables.iter().any(|s| &s.id == id)
+    {
+        let known: Vec<&str> = spec.consumables.iter().map(|s| s.id.as_str()).collect();
+        return Ok(Err(format!(
+            "consumable {id:?} is not a consumable of model {} (known: {})",
+            spec.id,
+            known.join(", ")
+        )));
+    }
+    let key = format!(
+        "maintenance|{}|{}|{kind}|{}",
+        c.serial,
+        ms(c.at),
+        consumable.as_deref().unwrap_or("")
+    );
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO maintenance_records (serial, at, runtime_hours, kind, consumable, notes, source, import_key) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'import', ?7)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                c.serial.as_str(),
+                ms(c.at),
+                c.runtime_hours,
+                kind,
+                consumable,
+                c.notes,
+                key
+            ])
+        })
+        .map_err(sql_err)?;
+    Ok(Ok(if inserted == 1 {
+        Loaded::Imported
+    } else {
+        Loaded::Duplicate
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_fields_keep_commas_and_quotes() {
+        assert_eq!(
+            csv_fields("a,\"b, c\",\"say \"\"hi\"\"\",\"\"").expect("fields"),
+            vec!["a", "b, c", r#"say "hi""#, ""]
+        );
+        assert!(csv_fields(r#"a,"open"#).is_err());
+    }
+
+    #[test]
+    fn a_header_with_an_unknown_or_missing_column_refuses_the_file() {
+        let e = rows("serial,at,fualt_code\n", FAILURE_COLUMNS)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("fualt_code"), "{e}");
+        let e = rows("serial,runtime_hours\n", FAILURE_COLUMNS)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("\"at\""), "{e}");
+        assert!(rows("\n\n", FAILURE_COLUMNS).is_err());
+    }
+
+    #[test]
+    fn rows_keep_their_physical_line_numbers() {
+        let rows = rows("serial,at\n\nA,2025-01-01T00:00:00Z\nB\n", FAILURE_COLUMNS).expect("rows");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].as_ref().map(|r| r.line).ok(), Some(3));
+        assert_eq!(rows[1].as_ref().err().map(|e| e.line), Some(4));
+    }
+}
