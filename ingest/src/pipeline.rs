@@ -465,59 +465,19 @@ impl Committer {
             batch,
             acks,
             entries,
-            bytes,
+            ..
         } = pending;
-        let batch = Arc::new(batch);
         if !batch.is_empty() {
-            if let Some(gate) = &self.spool {
-                gate.room().await;
-            }
-            let mut backoff = self.retry.initial_backoff;
-            let started = Instant::now();
-            loop {
-                // Shared, not moved: a retry needs the batch again.
-                match self.store.commit_shared(batch.clone()).await {
-                    Ok(report) => {
-                        if let Some(gate) = &self.spool {
-                            gate.added(report.spooled_bytes);
-                        }
-                        self.stats.batch_committed(
-                            entries,
-                            report.stored,
-                            report.duplicates,
-                            &report.dead_letter_reasons,
-                            started.elapsed(),
-                        );
-                        debug!(
-                            entries,
-                            bytes,
-                            stored = report.stored,
-                            duplicates = report.duplicates,
-                            dead_lettered = report.dead_lettered,
-                            orders = report.orders.len(),
-                            "batch committed"
-                        );
-                        break;
-                    }
-                    Err(err) => {
-                        self.stats.commit_failed();
-                        let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
-                        if err.retriable() {
-                            warn!(error = %err, entries, retry_in_ms, "batch commit failed; retrying");
-                        } else {
-                            error!(
-                                error = %err,
-                                entries,
-                                retry_in_ms,
-                                "batch commit failed and retrying is unlikely to help; \
-                                 the batch is held and nothing is acked until it is stored"
-                            );
-                        }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(self.retry.max_backoff);
-                    }
-                }
-            }
+            commit_until_stored(
+                self.store.as_ref(),
+                &self.retry,
+                &self.stats,
+                self.spool.as_ref(),
+                Arc::new(batch),
+                entries,
+                "the batch is held and nothing is acked until it is stored",
+            )
+            .await;
         }
         self.run_acks(acks);
     }
@@ -626,53 +586,76 @@ impl Applier {
     /// Commits one batch of records, retrying until it is stored.
     async fn apply(&self, batch: IngestBatch) {
         let entries = batch.readings.len() + batch.dead_letters.len() + batch.statuses.len();
-        let batch = Arc::new(batch);
-        if let Some(gate) = &self.spool {
-            gate.room().await;
-        }
-        let mut backoff = self.retry.initial_backoff;
-        let started = Instant::now();
-        loop {
-            match self.store.commit_shared(batch.clone()).await {
-                Ok(report) => {
-                    if let Some(gate) = &self.spool {
-                        gate.added(report.spooled_bytes);
-                    }
-                    self.stats.batch_committed(
-                        entries,
-                        report.stored,
-                        report.duplicates,
-                        &report.dead_letter_reasons,
-                        started.elapsed(),
-                    );
-                    debug!(
-                        entries,
-                        stored = report.stored,
-                        duplicates = report.duplicates,
-                        dead_lettered = report.dead_lettered,
-                        orders = report.orders.len(),
-                        through = ?batch.journal_through,
-                        "journal records applied"
-                    );
-                    return;
+        commit_until_stored(
+            self.store.as_ref(),
+            &self.retry,
+            &self.stats,
+            self.spool.as_ref(),
+            Arc::new(batch),
+            entries,
+            "the journal holds the records and ingest stops once it is full",
+        )
+        .await;
+    }
+}
+
+/// Commits `batch` to the store, retrying with exponential backoff for as long as it
+/// takes (waiting for room in the sink spool first), and counts it. `held` tells the
+/// operator, in the error log, what waits meanwhile.
+async fn commit_until_stored(
+    store: &dyn Store,
+    retry: &RetryPolicy,
+    stats: &IngestStats,
+    spool: Option<&SpoolGate>,
+    batch: Arc<IngestBatch>,
+    entries: usize,
+    held: &'static str,
+) {
+    if let Some(gate) = spool {
+        gate.room().await;
+    }
+    let mut backoff = retry.initial_backoff;
+    let started = Instant::now();
+    loop {
+        // Shared, not moved: a retry needs the batch again.
+        match store.commit_shared(batch.clone()).await {
+            Ok(report) => {
+                if let Some(gate) = spool {
+                    gate.added(report.spooled_bytes);
                 }
-                Err(err) => {
-                    self.stats.commit_failed();
-                    let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
-                    if err.retriable() {
-                        warn!(error = %err, entries, retry_in_ms, "applying journal records failed; retrying");
-                    } else {
-                        error!(
-                            error = %err,
-                            entries,
-                            retry_in_ms,
-                            "applying journal records failed and retrying is unlikely to help; \
-                             the journal holds them and ingest stops once it is full"
-                        );
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                stats.batch_committed(
+                    entries,
+                    report.stored,
+                    report.duplicates,
+                    &report.dead_letter_reasons,
+                    started.elapsed(),
+                );
+                debug!(
+                    entries,
+                    stored = report.stored,
+                    duplicates = report.duplicates,
+                    dead_lettered = report.dead_lettered,
+                    orders = report.orders.len(),
+                    journal_through = ?batch.journal_through,
+                    "batch committed"
+                );
+                return;
+            }
+            Err(err) => {
+                stats.commit_failed();
+                let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+                if err.retriable() {
+                    warn!(error = %err, entries, retry_in_ms, "batch commit failed; retrying");
+                } else {
+                    error!(
+                        error = %err,
+                        entries,
+                        retry_in_ms,
+                        "batch commit failed and retrying is unlikely to help; {held}"
+                    );
                 }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(retry.max_backoff);
             }
         }
     }

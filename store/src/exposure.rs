@@ -62,17 +62,17 @@ pub(crate) fn next_month(month: i64) -> i64 {
 
 /// Commit hook: marks the months of the `runtime_hours` rollups a commit wrote for
 /// `serial` as needing a refold. O(1) per rollup key, one `INSERT OR IGNORE` per month.
-pub(crate) fn mark_dirty<'a, I>(
+pub(crate) fn mark_dirty<'k, 'f: 'k, I>(
     tx: &Transaction<'_>,
     serial: &Serial,
     keys: I,
 ) -> Result<(), StoreError>
 where
-    I: IntoIterator<Item = &'a (i64, String)>,
+    I: IntoIterator<Item = &'k (i64, &'f str)>,
 {
     let mut months: Vec<i64> = Vec::new();
     for (hour, field) in keys {
-        if field == RUNTIME_FIELD {
+        if *field == RUNTIME_FIELD {
             let m = month_of(*hour);
             if !months.contains(&m) {
                 months.push(m);
