@@ -1106,7 +1106,12 @@ fn store_meaning(kind: &str) -> &'static str {
         "meter_reset" => {
             "runtime-hour meter resets: hours after each reset counted from the new value"
         }
-        "gap" => "silences longer than the gap threshold: hours still counted from the meter",
+        "gap" => {
+            "silences longer than the gap threshold: the meter's hours over a silence it ended are counted; a silence still going on at the end of the period adds none"
+        }
+        "meter_jump" => {
+            "runtime-hour meter rose faster than the clock allows: the step is capped at the elapsed hours"
+        }
         "no_meter" => "devices with no runtime-hour reading in the period: no exposure",
         "failure_without_age" => "failures without a runtime-hour age: excluded from Weibull",
         _ => "data-quality finding of the store",

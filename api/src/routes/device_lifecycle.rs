@@ -95,8 +95,10 @@ async fn change_status(
     ))
 }
 
-/// Confirmed failures of the device, oldest first.
-#[utoipa::path(get, path = "/api/v1/devices/{serial}/failures", tag = "devices", params(("serial" = String, Path, description = "device serial")), responses((status = 200, description = "Confirmed failures, oldest first", body = Vec<FailureEvent>)))]
+/// Failure events of the device, oldest first: confirmed by a repair order or imported,
+/// and alarm-sourced ones not (yet) confirmed (`source` says which); retracted ones (no
+/// fault found) are left out.
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/failures", tag = "devices", params(("serial" = String, Path, description = "device serial")), responses((status = 200, description = "Failure events (source repair_order, import or alarm; retracted ones left out), oldest first", body = Vec<FailureEvent>)))]
 async fn failures(
     caller: Caller,
     State(state): State<AppState>,
