@@ -13,6 +13,7 @@
 pub mod alarm;
 pub mod catalog;
 pub mod credentials;
+pub mod csv;
 pub mod device;
 pub mod dispatch;
 pub mod line_protocol;

@@ -103,6 +103,8 @@ pub(crate) struct Shared {
     durable: watch::Sender<u64>,
     /// Bytes of records written but not yet applied.
     unapplied_bytes: AtomicU64,
+    /// The last record the store committed.
+    applied: watch::Sender<u64>,
     /// Woken when the store took records (room for appends).
     room: Notify,
     max_unapplied_bytes: u64,
@@ -133,12 +135,22 @@ impl Shared {
         }
     }
 
-    pub(crate) fn applied(&self, bytes: u64) {
+    pub(crate) fn applied_through(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    pub(crate) fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// The store committed the records through `through`, `bytes` of them new.
+    pub(crate) fn applied(&self, through: u64, bytes: u64) {
         let _ = self
             .unapplied_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
                 Some(b.saturating_sub(bytes))
             });
+        self.applied.send_replace(through);
         self.room.notify_waiters();
     }
 }
@@ -236,8 +248,10 @@ impl Journal {
             segment_bytes: config.segment_mib.max(1) << 20,
         };
         let (durable, _) = watch::channel(last_good.max(applied));
+        let (applied_tx, _) = watch::channel(applied);
         let shared = Arc::new(Shared {
             durable,
+            applied: applied_tx,
             unapplied_bytes: AtomicU64::new(unapplied_bytes),
             room: Notify::new(),
             max_unapplied_bytes: config.max_unapplied_mib.max(1) << 20,

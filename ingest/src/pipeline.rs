@@ -206,8 +206,8 @@ pub struct PipelineHandle {
     done: watch::Receiver<bool>,
     stats: IngestStats,
     limits: Arc<TelemetryLimits>,
-    /// The last journal record the store committed (0 without a journal).
-    applied: watch::Receiver<u64>,
+    /// The last journal record the store committed (`None` without a journal).
+    applied: Option<watch::Receiver<u64>>,
     /// The last record on disk when the journal was opened: applied before sources start.
     recovered_through: u64,
 }
@@ -243,8 +243,9 @@ impl PipelineHandle {
     /// the crash before its sources take anything new.
     pub async fn recovered(&self) {
         let through = self.recovered_through;
-        let mut applied = self.applied.clone();
-        let _ = applied.wait_for(|a| *a >= through).await;
+        if let Some(mut applied) = self.applied.clone() {
+            let _ = applied.wait_for(|a| *a >= through).await;
+        }
     }
 
     /// The limits both sources decode with.
@@ -265,7 +266,6 @@ pub struct Pipeline {
     done: watch::Sender<bool>,
     spool: Option<SpoolGate>,
     journal: Option<Journal>,
-    applied: watch::Sender<u64>,
 }
 
 impl Pipeline {
@@ -274,14 +274,13 @@ impl Pipeline {
         let (close_tx, close_rx) = watch::channel(false);
         let (done_tx, done_rx) = watch::channel(false);
         let stats = IngestStats::default();
-        let (applied_tx, applied_rx) = watch::channel(0);
         let handle = PipelineHandle {
             tx,
             close: Arc::new(close_tx),
             done: done_rx,
             stats: stats.clone(),
             limits: Arc::new(config.limits),
-            applied: applied_rx,
+            applied: None,
             recovered_through: 0,
         };
         let pipeline = Pipeline {
@@ -294,7 +293,6 @@ impl Pipeline {
             done: done_tx,
             spool: None,
             journal: None,
-            applied: applied_tx,
         };
         (pipeline, handle)
     }
@@ -304,12 +302,9 @@ impl Pipeline {
     /// (see [`crate::journal`]). Records left from before a restart are applied first;
     /// `handle` learns to wait for that ([`PipelineHandle::recovered`]).
     pub fn with_journal(mut self, journal: Journal, handle: &mut PipelineHandle) -> Self {
-        let on_disk = journal.shared.durable_through();
-        let applied = journal.reader.position().saturating_sub(1);
-        self.applied.send_replace(applied);
-        self.stats
-            .journal_opened(on_disk, applied, journal.shared.unapplied_bytes());
-        handle.recovered_through = on_disk;
+        handle.recovered_through = journal.shared.durable_through();
+        handle.applied = Some(journal.shared.subscribe_applied());
+        self.stats.journal_attached(journal.shared.clone());
         self.journal = Some(journal);
         self
     }
@@ -350,7 +345,6 @@ impl Pipeline {
                     spool: self.spool.clone(),
                     shared: journal.shared.clone(),
                     max_entries: journal.config.apply_max_entries.max(1),
-                    applied: self.applied.clone(),
                 };
                 let task = tokio::spawn(applier.run(journal.reader, finished_rx));
                 (
@@ -528,7 +522,7 @@ impl Committer {
                 match result {
                     Ok((number, record_bytes)) => {
                         shared.written(number, record_bytes);
-                        self.stats.journal_written(number, record_bytes);
+                        self.stats.journal_written();
                         break;
                     }
                     Err(err) => {
@@ -555,7 +549,6 @@ struct Applier {
     spool: Option<SpoolGate>,
     shared: Arc<JournalShared>,
     max_entries: usize,
-    applied: watch::Sender<u64>,
 }
 
 impl Applier {
@@ -568,14 +561,11 @@ impl Applier {
             self.shared.clone(),
             self.max_entries,
             finished,
-            self.applied.subscribe(),
             to_apply,
         ));
         while let Some((batch, last, bytes)) = applying.recv().await {
             self.apply(batch).await;
-            self.shared.applied(bytes);
-            self.applied.send_replace(last);
-            self.stats.journal_applied(last, bytes);
+            self.shared.applied(last, bytes);
         }
         if let Err(err) = read_task.await {
             error!(error = %err, "the ingest journal reader task failed; the journal is applied at the next start");
@@ -669,7 +659,6 @@ async fn read_records(
     shared: Arc<JournalShared>,
     max_entries: usize,
     mut finished: watch::Receiver<bool>,
-    applied: watch::Receiver<u64>,
     to_apply: mpsc::Sender<(IngestBatch, u64, u64)>,
 ) {
     let mut durable = shared.subscribe_durable();
@@ -696,7 +685,7 @@ async fn read_records(
         let Ok(permit) = to_apply.reserve().await else {
             return;
         };
-        let applied_through = *applied.borrow();
+        let applied_through = shared.applied_through();
         let read = tokio::task::spawn_blocking(move || {
             reader.forget_applied(applied_through);
             let batch = reader.read_batch(through, max_entries);

@@ -29,10 +29,8 @@ struct Counters {
     connections: AtomicU64,
     reconnects: AtomicU64,
     journal_records: AtomicU64,
-    journal_unapplied_bytes: AtomicU64,
-    /// The last journal record written and synced, and the last one applied.
-    journal_durable: AtomicU64,
-    journal_applied: AtomicU64,
+    /// The journal's positions and unapplied bytes, read at each snapshot.
+    journal: std::sync::OnceLock<Arc<crate::journal::Shared>>,
     /// Indexed like `RejectReason::ALL`.
     rejected: RejectCounters,
     batch_entries: Histogram<BATCH_BUCKETS>,
@@ -86,9 +84,10 @@ impl IngestStats {
             device_connections: get(&c.connections),
             broker_reconnects: get(&c.reconnects),
             journal_records: get(&c.journal_records),
-            journal_unapplied_records: get(&c.journal_durable)
-                .saturating_sub(get(&c.journal_applied)),
-            journal_unapplied_bytes: get(&c.journal_unapplied_bytes),
+            journal_unapplied_records: c.journal.get().map_or(0, |j| {
+                j.durable_through().saturating_sub(j.applied_through())
+            }),
+            journal_unapplied_bytes: c.journal.get().map_or(0, |j| j.unapplied_bytes()),
         }
     }
 
@@ -211,33 +210,16 @@ impl IngestStats {
         );
     }
 
-    /// What the journal held when it was opened: records through `durable` on disk,
-    /// through `applied` in the store, `bytes` of them not applied.
-    pub(crate) fn journal_opened(&self, durable: u64, applied: u64, bytes: u64) {
-        let c = &self.counters;
-        c.journal_durable.store(durable, Ordering::Relaxed);
-        c.journal_applied.store(applied, Ordering::Relaxed);
-        c.journal_unapplied_bytes.store(bytes, Ordering::Relaxed);
+    /// The journal whose positions the snapshots report.
+    pub(crate) fn journal_attached(&self, journal: Arc<crate::journal::Shared>) {
+        let _ = self.counters.journal.set(journal);
     }
 
-    /// Record `number` (`bytes` long) was written and synced.
-    pub(crate) fn journal_written(&self, number: u64, bytes: u64) {
-        let c = &self.counters;
-        c.journal_records.fetch_add(1, Ordering::Relaxed);
-        c.journal_unapplied_bytes
-            .fetch_add(bytes, Ordering::Relaxed);
-        c.journal_durable.fetch_max(number, Ordering::Relaxed);
-    }
-
-    /// Records through `number` (`bytes` of them in this step) are in the store.
-    pub(crate) fn journal_applied(&self, number: u64, bytes: u64) {
-        let c = &self.counters;
-        let _ = c
-            .journal_unapplied_bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                Some(b.saturating_sub(bytes))
-            });
-        c.journal_applied.fetch_max(number, Ordering::Relaxed);
+    /// A journal record was written and synced.
+    pub(crate) fn journal_written(&self) {
+        self.counters
+            .journal_records
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn message_received(&self) {

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use fleetpulse_domain::alarm::AlarmCode;
 use fleetpulse_domain::catalog::Catalog;
+use fleetpulse_domain::csv::split_line;
 use fleetpulse_domain::reliability::{ImportKind, ImportReport, ImportRowIssue};
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::StoreError;
@@ -51,31 +52,6 @@ const MAINTENANCE_COLUMNS: &[&str] = &[
 ];
 const REQUIRED: &[&str] = &["serial", "at"];
 
-/// Splits one CSV line into fields (RFC 4180 quotes; `""` is a quote inside quotes).
-fn csv_fields(line: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut field = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (false, '"') if field.is_empty() => quoted = true,
-            (false, ',') => out.push(std::mem::take(&mut field)),
-            (_, c) => field.push(c),
-        }
-    }
-    if quoted {
-        return Err("a quoted field is not closed (fields cannot span lines)".into());
-    }
-    out.push(field);
-    Ok(out)
-}
-
 /// A data row by column name (empty cells left out), with its line number.
 struct Row {
     line: usize,
@@ -101,7 +77,7 @@ fn rows(text: &str, allowed: &[&str]) -> Result<Rows, StoreError> {
             "the file is empty: expected a header row naming the columns".into(),
         ));
     };
-    let names: Vec<String> = csv_fields(header.trim_start_matches('\u{feff}'))
+    let names: Vec<String> = split_line(header.trim_start_matches('\u{feff}'))
         .map_err(|e| StoreError::Invalid(format!("header (line 1): {e}")))?
         .into_iter()
         .map(|n| n.trim().to_ascii_lowercase())
@@ -129,7 +105,7 @@ fn rows(text: &str, allowed: &[&str]) -> Result<Rows, StoreError> {
     }
     Ok(lines
         .map(|(line, text)| {
-            let cells = csv_fields(text).map_err(|reason| ImportRowIssue { line, reason })?;
+            let cells = split_line(text).map_err(|reason| ImportRowIssue { line, reason })?;
             if cells.len() != names.len() {
                 return Err(ImportRowIssue {
                     line,
@@ -468,15 +444,6 @@ fn import_maintenance(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoted_fields_keep_commas_and_quotes() {
-        assert_eq!(
-            csv_fields("a,\"b, c\",\"say \"\"hi\"\"\",\"\"").expect("fields"),
-            vec!["a", "b, c", r#"say "hi""#, ""]
-        );
-        assert!(csv_fields(r#"a,"open"#).is_err());
-    }
 
     #[test]
     fn a_header_with_an_unknown_or_missing_column_refuses_the_file() {

@@ -10,6 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, header};
 use axum::routing::post;
 use axum::{Json, Router};
+use fleetpulse_domain::csv::split_line;
 use fleetpulse_domain::dispatch::NewAudit;
 use fleetpulse_domain::store::NewDevice;
 use serde_json::{Value, json};
@@ -23,31 +24,6 @@ pub const MAX_ROWS: usize = 10_000;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/devices/import", post(import))
-}
-
-/// Splits one CSV line into fields (RFC 4180 quotes; `""` is a quote inside quotes).
-fn csv_fields(line: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut field = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (false, '"') if field.is_empty() => quoted = true,
-            (false, ',') => out.push(std::mem::take(&mut field)),
-            (_, c) => field.push(c),
-        }
-    }
-    if quoted {
-        return Err("a quoted field is not closed".into());
-    }
-    out.push(field);
-    Ok(out)
 }
 
 /// One import row: its row number and the device as JSON, or why it cannot be read.
@@ -64,7 +40,7 @@ fn csv_rows(text: &str) -> Result<Vec<Row>, ApiError> {
         message: "the CSV has no header row".into(),
         details: None,
     })?;
-    let names: Vec<String> = csv_fields(header.trim_start_matches('\u{feff}'))
+    let names: Vec<String> = split_line(header.trim_start_matches('\u{feff}'))
         .map_err(|e| ApiError::Unprocessable {
             code: "invalid_csv",
             message: format!("header: {e}"),
@@ -90,7 +66,7 @@ fn csv_rows(text: &str) -> Result<Vec<Row>, ApiError> {
     }
     Ok(lines
         .map(|(i, line)| {
-            let row = csv_fields(line).and_then(|cells| {
+            let row = split_line(line).and_then(|cells| {
                 if cells.len() != names.len() {
                     return Err(format!(
                         "{} cells, the header has {}",
@@ -202,18 +178,4 @@ async fn import(
         "serials": registered,
         "errors": errors,
     })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_quotes_and_commas() {
-        assert_eq!(
-            csv_fields(r#"OC5-1,"1 Main St, Apt ""B""",north"#).expect("valid"),
-            ["OC5-1", r#"1 Main St, Apt "B""#, "north"]
-        );
-        assert!(csv_fields(r#"a,"open"#).is_err());
-    }
 }
