@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod line_protocol;
 pub mod order;
 pub mod policy;
+pub mod prediction;
 pub mod reliability;
 pub mod rules;
 pub mod serial;

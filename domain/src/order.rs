@@ -110,6 +110,17 @@ impl Cause {
         Self("service_interval".to_owned())
     }
 
+    /// A failure mode predicted to fail within the model's horizon:
+    /// `failure_risk:<mode>`.
+    pub fn failure_risk(failure_mode: &str) -> Self {
+        Self(format!("failure_risk:{failure_mode}"))
+    }
+
+    /// A device at a customer that stopped reporting: inspection.
+    pub fn silent_device() -> Self {
+        Self("silent_device".to_owned())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
