@@ -81,27 +81,30 @@ pub struct AppState {
 #[derive(Clone, Debug)]
 pub struct StreamStop(
     Arc<tokio::sync::watch::Sender<bool>>,
-    Arc<tokio::sync::Notify>,
+    Arc<tokio::sync::watch::Sender<u64>>,
 );
 
 impl Default for StreamStop {
     fn default() -> Self {
         Self(
             Arc::new(tokio::sync::watch::channel(false).0),
-            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(tokio::sync::watch::channel(0).0),
         )
     }
 }
 
 impl StreamStop {
-    /// An order changed through this API: streams waiting for events look now.
+    /// An order changed (through this API, or in a commit of this process's ingest):
+    /// streams waiting for events look now.
     pub fn order_changed(&self) {
-        self.1.notify_waiters();
+        self.1.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Completes at the next [`StreamStop::order_changed`].
-    pub async fn next_change(&self) {
-        self.1.notified().await;
+    /// Order changes from now on: mark the receiver seen before looking for events,
+    /// then `changed()` completes at the next [`StreamStop::order_changed`] even if it
+    /// came while looking (no wake-up is lost).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.1.subscribe()
     }
 
     /// Ends every stream (they finish their current event first).

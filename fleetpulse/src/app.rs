@@ -580,6 +580,14 @@ async fn start_api(
     })?;
     let addr = listener.local_addr()?;
     let streams = fleetpulse_api::StreamStop::default();
+    // orders the pipeline's commits raise wake the order streams at once
+    let mut order_changes = status.ingest.order_changes();
+    let woken = streams.clone();
+    tokio::spawn(async move {
+        while order_changes.changed().await.is_ok() {
+            woken.order_changed();
+        }
+    });
     let router = fleetpulse_api::router(AppState {
         store: parts.store,
         catalog,

@@ -620,6 +620,7 @@ async fn commit_until_stored(
                     &report.dead_letter_reasons,
                     started.elapsed(),
                 );
+                stats.orders_changed(report.orders.len());
                 debug!(
                     entries,
                     stored = report.stored,

@@ -29,6 +29,8 @@ struct Counters {
     connections: AtomicU64,
     reconnects: AtomicU64,
     journal_records: AtomicU64,
+    /// Orders created or updated by commits so far: the order stream waits on it.
+    order_changes: tokio::sync::watch::Sender<u64>,
     /// The journal's positions and unapplied bytes, read at each snapshot.
     journal: std::sync::OnceLock<Arc<crate::journal::Shared>>,
     /// Indexed like `RejectReason::ALL`.
@@ -250,6 +252,21 @@ impl IngestStats {
         c.batch_entries.observe(as_u64(entries), &BATCH_BOUNDS);
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         c.commit_seconds.observe(micros, &LATENCY_BOUNDS_US);
+    }
+
+    /// Commits created or updated `n` orders: wakes whoever waits for order changes.
+    pub(crate) fn orders_changed(&self, n: usize) {
+        if n > 0 {
+            self.counters
+                .order_changes
+                .send_modify(|total| *total += as_u64(n));
+        }
+    }
+
+    /// Changes whenever a commit created or updated orders (the value counts them), so an
+    /// order stream can look at once instead of at its next poll.
+    pub fn order_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.counters.order_changes.subscribe()
     }
 
     pub(crate) fn acked(&self, n: usize) {

@@ -30,9 +30,9 @@ use crate::auth::{Caller, READERS};
 use crate::error::ApiError;
 use crate::extract::{self, LIST_LIMIT, Query};
 
-/// How often an idle stream looks for new events. Changes made through this API wake the
-/// streams at once; orders raised by ingest are committed by the pipeline, so for those
-/// this poll bounds the delay.
+/// How often an idle stream looks for new events. Changes made through this API and
+/// orders raised by this process's ingest wake the streams at once; this poll bounds the
+/// delay for changes another process made in the same store.
 const POLL: Duration = Duration::from_millis(200);
 
 pub fn router() -> Router<AppState> {
@@ -94,6 +94,7 @@ struct Cursor {
     state: AppState,
     after: i64,
     pending: VecDeque<OrderEvent>,
+    changes: tokio::sync::watch::Receiver<u64>,
 }
 
 /// The next event to send, waiting for one if needed; `None` once the server stops.
@@ -115,6 +116,8 @@ async fn next_event(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)
                 .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
             return Some((Ok(event), c));
         }
+        // seen before looking: a change made while we look wakes the wait below
+        c.changes.borrow_and_update();
         match c.state.dispatch.order_events_after(c.after, 100).await {
             Ok(batch) if !batch.is_empty() => c.pending.extend(batch),
             Ok(_) => {}
@@ -123,7 +126,7 @@ async fn next_event(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)
         if c.pending.is_empty() {
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
-                _ = c.state.streams.next_change() => {}
+                _ = c.changes.changed() => {}
                 _ = c.state.streams.stopped() => return None,
             }
         }
@@ -147,6 +150,7 @@ async fn stream(
     }
     let after = start_after(&state, &headers, p.after.as_deref()).await?;
     let cursor = Cursor {
+        changes: state.streams.changes(),
         state,
         after,
         pending: VecDeque::new(),
