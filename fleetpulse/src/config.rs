@@ -236,7 +236,9 @@ impl AnalyticsConfig {
             "analytics.predict_interval_s and analytics.train_interval_s must be at least 1"
         );
         anyhow::ensure!(
-            self.history_days >= 1 && self.recent_days >= 1 && self.recent_days <= self.history_days,
+            self.history_days >= 1
+                && self.recent_days >= 1
+                && self.recent_days <= self.history_days,
             "analytics.history_days and analytics.recent_days must be at least 1, recent_days at most history_days"
         );
         Ok(())

@@ -148,8 +148,10 @@ impl AnalyticsWorker {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let predict_every = Duration::from_secs(self.cfg.predict_interval_s.max(1));
         let train_every = Duration::from_secs(self.cfg.train_interval_s.max(1));
-        let mut predict = tokio::time::interval_at(tokio::time::Instant::now() + predict_every, predict_every);
-        let mut train = tokio::time::interval_at(tokio::time::Instant::now() + train_every, train_every);
+        let mut predict =
+            tokio::time::interval_at(tokio::time::Instant::now() + predict_every, predict_every);
+        let mut train =
+            tokio::time::interval_at(tokio::time::Instant::now() + train_every, train_every);
         for t in [&mut predict, &mut train] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }

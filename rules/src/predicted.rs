@@ -75,10 +75,19 @@ impl PredictionOrders {
                     Cause::consumable_depletion(&c.id),
                     OrderKind::Maintenance,
                     prio.consumable_depletion,
-                    format!("Replace {} (forecast to reach its order level {})", c.name, day(p.due_at?)),
+                    format!(
+                        "Replace {} (forecast to reach its order level {})",
+                        c.name,
+                        day(p.due_at?)
+                    ),
                     format!(
                         "Replace the {} of this {}: its {} is forecast to reach the order level of {} % on {} (model {}).",
-                        c.name, spec.name, c.field, c.order_at_pct, day(p.due_at?), p.model_version
+                        c.name,
+                        spec.name,
+                        c.field,
+                        c.order_at_pct,
+                        day(p.due_at?),
+                        p.model_version
                     ),
                     c.skill.clone(),
                     c.parts.clone(),
@@ -96,7 +105,9 @@ impl PredictionOrders {
                     format!("Preventive service (due {})", day(p.due_at?)),
                     format!(
                         "Preventive service of this {}: runtime hours are forecast to reach the {} h interval on {}.",
-                        spec.name, spec.service_interval_hours, day(p.due_at?)
+                        spec.name,
+                        spec.service_interval_hours,
+                        day(p.due_at?)
                     ),
                     spec.service_skill.clone(),
                     spec.service_parts.clone(),
@@ -116,9 +127,16 @@ impl PredictionOrders {
                     .alarms
                     .iter()
                     .find(|a| a.failure_mode.as_deref() == Some(p.target.as_str()));
-                let horizon = p.horizon_days.map_or(String::new(), |h| format!(" within {h:.0} days"));
+                let horizon = p
+                    .horizon_days
+                    .map_or(String::new(), |h| format!(" within {h:.0} days"));
                 let (skill, parts, labour, solution) = match alarm {
-                    Some(a) => (a.skill.clone(), a.parts.clone(), a.labour_minutes, a.solution.clone()),
+                    Some(a) => (
+                        a.skill.clone(),
+                        a.parts.clone(),
+                        a.labour_minutes,
+                        a.solution.clone(),
+                    ),
                     None => (
                         spec.service_skill.clone(),
                         Vec::new(),
@@ -146,7 +164,9 @@ impl PredictionOrders {
                 if device.status != LifecycleStatus::AtCustomer {
                     return None;
                 }
-                let since = p.due_at.map_or_else(|| "an unknown time".to_owned(), |t| t.to_rfc3339());
+                let since = p
+                    .due_at
+                    .map_or_else(|| "an unknown time".to_owned(), |t| t.to_rfc3339());
                 (
                     Cause::silent_device(),
                     OrderKind::Inspection,
@@ -373,11 +393,16 @@ impl PredictionPlanner for PredictionOrders {
         // New orders in urgency order (the order they were first planned in).
         let mut news: Vec<Pending> = pending.into_values().flatten().collect();
         news.sort_by(|a, b| {
-            (a.order.intent.priority, a.order.due_at, &a.order.intent.serial).cmp(&(
-                b.order.intent.priority,
-                b.order.due_at,
-                &b.order.intent.serial,
-            ))
+            (
+                a.order.intent.priority,
+                a.order.due_at,
+                &a.order.intent.serial,
+            )
+                .cmp(&(
+                    b.order.intent.priority,
+                    b.order.due_at,
+                    &b.order.intent.serial,
+                ))
         });
         for n in news {
             let device = input.devices.get(&n.order.intent.serial);
@@ -437,7 +462,9 @@ mod tests {
     fn model_with_consumable(c: &Catalog) -> (String, String) {
         let m = c
             .models()
-            .find(|m| !m.consumables.is_empty() && m.alarms.iter().any(|a| a.failure_mode.is_some()))
+            .find(|m| {
+                !m.consumables.is_empty() && m.alarms.iter().any(|a| a.failure_mode.is_some())
+            })
             .expect("a model with a consumable and a failure mode");
         (m.id.to_string(), m.consumables[0].id.clone())
     }
@@ -513,11 +540,20 @@ mod tests {
         let (model, filter) = model_with_consumable(&c);
         let d = device("OC5-1", &model, "north");
         let soon = depletion("OC5-1", &filter, 5);
-        let o = pl.order_for(&soon, &d, now()).expect("due within the horizon");
-        assert_eq!(o.due_at, Some(now() + Duration::days(2)), "5 d minus the 3 d lead");
+        let o = pl
+            .order_for(&soon, &d, now())
+            .expect("due within the horizon");
+        assert_eq!(
+            o.due_at,
+            Some(now() + Duration::days(2)),
+            "5 d minus the 3 d lead"
+        );
         assert_eq!(o.intent.cause, Cause::consumable_depletion(&filter));
         assert_eq!(o.intent.evidence["model_version"], json!("depletion-v1"));
-        assert!(pl.order_for(&depletion("OC5-1", &filter, 40), &d, now()).is_none());
+        assert!(
+            pl.order_for(&depletion("OC5-1", &filter, 40), &d, now())
+                .is_none()
+        );
     }
 
     #[test]
@@ -532,12 +568,17 @@ mod tests {
             .find(|a| a.failure_mode.as_deref() == Some(mode.as_str()))
             .expect("alarm");
         let d = device("OC5-1", &model, "north");
-        let o = pl.order_for(&risk("OC5-1", &mode, 0.8), &d, now()).expect("over threshold");
+        let o = pl
+            .order_for(&risk("OC5-1", &mode, 0.8), &d, now())
+            .expect("over threshold");
         assert_eq!(o.intent.cause.as_str(), format!("failure_risk:{mode}"));
         assert_eq!(o.intent.parts, alarm.parts);
         assert_eq!(o.intent.skills, vec![alarm.skill.clone()]);
         assert_eq!(o.intent.kind, OrderKind::Inspection);
-        assert!(pl.order_for(&risk("OC5-1", &mode, 0.1), &d, now()).is_none());
+        assert!(
+            pl.order_for(&risk("OC5-1", &mode, 0.1), &d, now())
+                .is_none()
+        );
     }
 
     #[test]
@@ -546,9 +587,18 @@ mod tests {
         let (model, filter) = model_with_consumable(&c);
         let mode = failure_mode(&c, &model);
         let preds = [depletion("OC5-1", &filter, 5), risk("OC5-1", &mode, 0.9)];
-        let actions = plan(&pl, &preds, vec![device("OC5-1", &model, "n")], StormCounts::default(), &[]);
+        let actions = plan(
+            &pl,
+            &preds,
+            vec![device("OC5-1", &model, "n")],
+            StormCounts::default(),
+            &[],
+        );
         assert_eq!(actions.len(), 1, "{actions:?}");
-        let PlanAction::Raise { order, predictions, .. } = &actions[0] else {
+        let PlanAction::Raise {
+            order, predictions, ..
+        } = &actions[0]
+        else {
             panic!("{actions:?}")
         };
         assert_eq!(order.tasks.len(), 1);
@@ -564,7 +614,10 @@ mod tests {
             task_causes: Vec::new(),
         });
         let actions = plan(&pl, &preds[..1], vec![d], StormCounts::default(), &[]);
-        assert!(matches!(actions[..], [PlanAction::Bundle { order_id: 7, .. }]), "{actions:?}");
+        assert!(
+            matches!(actions[..], [PlanAction::Bundle { order_id: 7, .. }]),
+            "{actions:?}"
+        );
     }
 
     #[test]
@@ -579,28 +632,51 @@ mod tests {
             due_at: None,
             task_causes: Vec::new(),
         });
-        let actions = plan(&pl, &[depletion("OC5-1", &filter, 1)], vec![d], StormCounts::default(), &[]);
-        assert!(matches!(actions[..], [PlanAction::Raise { released: None, .. }]), "{actions:?}");
+        let actions = plan(
+            &pl,
+            &[depletion("OC5-1", &filter, 1)],
+            vec![d],
+            StormCounts::default(),
+            &[],
+        );
+        assert!(
+            matches!(actions[..], [PlanAction::Raise { released: None, .. }]),
+            "{actions:?}"
+        );
     }
 
     #[test]
     fn storm_control_holds_beyond_the_limits_and_releases_most_urgent_first() {
         let (pl, c) = planner(2, 100);
         let (model, filter) = model_with_consumable(&c);
-        let preds: Vec<Prediction> = (1..=4).map(|i| depletion(&format!("OC5-{i}"), &filter, 4)).collect();
-        let devices = (1..=4).map(|i| device(&format!("OC5-{i}"), &model, "n")).collect();
+        let preds: Vec<Prediction> = (1..=4)
+            .map(|i| depletion(&format!("OC5-{i}"), &filter, 4))
+            .collect();
+        let devices = (1..=4)
+            .map(|i| device(&format!("OC5-{i}"), &model, "n"))
+            .collect();
         let counts = StormCounts {
             fleet: 1,
             ..Default::default()
         };
         let actions = plan(&pl, &preds, devices, counts, &[]);
-        let raised = actions.iter().filter(|a| matches!(a, PlanAction::Raise { .. })).count();
-        let held = actions.iter().filter(|a| matches!(a, PlanAction::Hold { .. })).count();
+        let raised = actions
+            .iter()
+            .filter(|a| matches!(a, PlanAction::Raise { .. }))
+            .count();
+        let held = actions
+            .iter()
+            .filter(|a| matches!(a, PlanAction::Hold { .. }))
+            .count();
         assert_eq!((raised, held), (1, 3), "{actions:?}");
 
         // region limit
         let (pl, _) = planner(100, 1);
-        let devices = vec![device("OC5-1", &model, "n"), device("OC5-2", &model, "n"), device("OC5-3", &model, "s")];
+        let devices = vec![
+            device("OC5-1", &model, "n"),
+            device("OC5-2", &model, "n"),
+            device("OC5-3", &model, "s"),
+        ];
         let actions = plan(&pl, &preds[..3], devices, StormCounts::default(), &[]);
         let held: Vec<_> = actions
             .iter()
@@ -633,8 +709,20 @@ mod tests {
             tasks: Vec::new(),
         };
         // the store lists the queue in release order
-        let queue = [entry(2, "OC5-2", Priority::P2), entry(1, "OC5-1", Priority::P3)];
+        let queue = [
+            entry(2, "OC5-2", Priority::P2),
+            entry(1, "OC5-1", Priority::P3),
+        ];
         let actions = plan(&pl, &[], Vec::new(), StormCounts::default(), &queue);
-        assert!(matches!(actions[..], [PlanAction::Raise { released: Some(2), .. }]), "{actions:?}");
+        assert!(
+            matches!(
+                actions[..],
+                [PlanAction::Raise {
+                    released: Some(2),
+                    ..
+                }]
+            ),
+            "{actions:?}"
+        );
     }
 }

@@ -126,7 +126,9 @@ mod tests {
     use fleetpulse_domain::{Criticality, Serial};
 
     fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
     }
 
     fn device(last_seen: &str, end: Option<(&str, bool)>) -> DeviceHistory {
@@ -140,7 +142,10 @@ mod tests {
             registered_at: t("2030-01-01T00:00:00Z"),
             connection: ConnectionState::Offline,
             last_seen_at: Some(t(last_seen)),
-            last_disconnect: end.map(|(at, graceful)| Disconnect { at: t(at), graceful }),
+            last_disconnect: end.map(|(at, graceful)| Disconnect {
+                at: t(at),
+                graceful,
+            }),
             daily: Default::default(),
             recent_hourly: Default::default(),
             alarms: Vec::new(),
@@ -163,8 +168,14 @@ mod tests {
 
     #[test]
     fn a_lost_connection_silent_past_the_delay_is_silent() {
-        let d = device("2030-03-01T10:00:00Z", Some(("2030-03-01T10:01:00Z", false)));
-        assert!(run(d.clone(), "2030-03-02T09:00:00Z").is_empty(), "23 h: not yet");
+        let d = device(
+            "2030-03-01T10:00:00Z",
+            Some(("2030-03-01T10:01:00Z", false)),
+        );
+        assert!(
+            run(d.clone(), "2030-03-02T09:00:00Z").is_empty(),
+            "23 h: not yet"
+        );
         let p = run(d, "2030-03-02T11:00:00Z");
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].due_at, Some(t("2030-03-01T10:00:00Z")));

@@ -469,8 +469,10 @@ impl fleetpulse_domain::store::PredictionStore for SqliteStore {
     ) -> Result<fleetpulse_domain::store::RunReport, StoreError> {
         // orders change, and with a graceful end or a status the device rows: the
         // write path clears the writer's device cache
-        self.write(move |conn, _, _| predictions::apply_predictions(conn, &run, &planner, Utc::now()))
-            .await
+        self.write(move |conn, _, _| {
+            predictions::apply_predictions(conn, &run, &planner, Utc::now())
+        })
+        .await
     }
 
     async fn predictions(

@@ -125,20 +125,21 @@ fn read_all(
         }
     }
 
-    let mut by_serial = |sql: &str,
-                         args: &[&dyn rusqlite::ToSql],
-                         f: &mut dyn FnMut(&mut DeviceHistory, &rusqlite::Row<'_>) -> Result<(), StoreError>|
-     -> Result<(), StoreError> {
-        let mut stmt = conn.prepare_cached(sql).map_err(sql_err)?;
-        let mut rows = stmt.query(args).map_err(sql_err)?;
-        while let Some(r) = rows.next().map_err(sql_err)? {
-            let serial: String = r.get(0).map_err(sql_err)?;
-            if let Some(&i) = index.get(&serial) {
-                f(&mut devices[i], r)?;
+    let mut by_serial =
+        |sql: &str,
+         args: &[&dyn rusqlite::ToSql],
+         f: &mut dyn FnMut(&mut DeviceHistory, &rusqlite::Row<'_>) -> Result<(), StoreError>|
+         -> Result<(), StoreError> {
+            let mut stmt = conn.prepare_cached(sql).map_err(sql_err)?;
+            let mut rows = stmt.query(args).map_err(sql_err)?;
+            while let Some(r) = rows.next().map_err(sql_err)? {
+                let serial: String = r.get(0).map_err(sql_err)?;
+                if let Some(&i) = index.get(&serial) {
+                    f(&mut devices[i], r)?;
+                }
             }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
 
     by_serial(
         "SELECT serial, code, started_at, ended_at, runtime_hours_at_start FROM alarm_episodes \
@@ -218,7 +219,8 @@ fn read_all(
          ORDER BY serial, id",
         &[&end],
         &mut |d, r| {
-            let status: OrderStatus = parse_col("orders.status", &r.get::<_, String>(8).map_err(sql_err)?)?;
+            let status: OrderStatus =
+                parse_col("orders.status", &r.get::<_, String>(8).map_err(sql_err)?)?;
             let confirmed: Option<i64> = r.get(5).map_err(sql_err)?;
             d.outcomes.push(PredictionOutcome {
                 order_id: r.get(1).map_err(sql_err)?,
@@ -318,7 +320,8 @@ fn plan_device(tx: &Transaction<'_>, serial: &Serial) -> Result<Option<PlanDevic
         let tasks: Vec<String> = serde_json::from_str(&tasks).map_err(json_err)?;
         active.push(ActiveOrder {
             id: r.get(0).map_err(sql_err)?,
-            cause: Cause::parse(&cause).map_err(|e| StoreError::Internal(format!("orders.cause: {e}")))?,
+            cause: Cause::parse(&cause)
+                .map_err(|e| StoreError::Internal(format!("orders.cause: {e}")))?,
             created_at: from_ms(r.get(2).map_err(sql_err)?),
             due_at: r.get::<_, Option<i64>>(3).map_err(sql_err)?.map(from_ms),
             task_causes: tasks.iter().filter_map(|c| Cause::parse(c).ok()).collect(),
@@ -360,10 +363,16 @@ fn held_from(r: &rusqlite::Row<'_>) -> Result<HeldOrder, StoreError> {
     let stored: StoredHeld = serde_json::from_str(&intent).map_err(json_err)?;
     Ok(HeldOrder {
         id: r.get(0).map_err(sql_err)?,
-        serial: serial_of(&r.get::<_, String>(1).map_err(sql_err)?, "order_queue.serial")?,
+        serial: serial_of(
+            &r.get::<_, String>(1).map_err(sql_err)?,
+            "order_queue.serial",
+        )?,
         cause: Cause::parse(&r.get::<_, String>(2).map_err(sql_err)?)
             .map_err(|e| StoreError::Internal(format!("order_queue.cause: {e}")))?,
-        priority: parse_col("order_queue.priority", &r.get::<_, String>(3).map_err(sql_err)?)?,
+        priority: parse_col(
+            "order_queue.priority",
+            &r.get::<_, String>(3).map_err(sql_err)?,
+        )?,
         region: r.get(4).map_err(sql_err)?,
         due_at: r.get::<_, Option<i64>>(5).map_err(sql_err)?.map(from_ms),
         held_at: from_ms(r.get(6).map_err(sql_err)?),
@@ -616,7 +625,9 @@ pub(crate) fn apply_predictions(
         }
     }
     report.queued = tx
-        .query_row("SELECT COUNT(*) FROM order_queue", [], |r| r.get::<_, i64>(0))
+        .query_row("SELECT COUNT(*) FROM order_queue", [], |r| {
+            r.get::<_, i64>(0)
+        })
         .map_err(sql_err)? as usize;
     let mut summary = serde_json::to_value(&report).map_err(json_err)?;
     if let Some(o) = summary.as_object_mut() {
@@ -629,7 +640,11 @@ pub(crate) fn apply_predictions(
     .map_err(sql_err)?;
     tx.commit().map_err(sql_err)?;
     if report.held > 0 {
-        tracing::warn!(held = report.held, queued = report.queued, "storm control held predicted orders");
+        tracing::warn!(
+            held = report.held,
+            queued = report.queued,
+            "storm control held predicted orders"
+        );
     }
     Ok(report)
 }
@@ -676,7 +691,8 @@ pub(crate) fn predictions(
     q: &PredictionQuery,
 ) -> Result<Page<StoredPrediction>, StoreError> {
     let limit = q.limit.clamp(1, crate::read::MAX_PAGE);
-    let mut sql = "SELECT serial, kind, target, body, order_id FROM predictions WHERE 1 = 1".to_owned();
+    let mut sql =
+        "SELECT serial, kind, target, body, order_id FROM predictions WHERE 1 = 1".to_owned();
     let mut args: Vec<SqlValue> = Vec::new();
     if let Some((s, k, t)) = &q.after {
         sql.push_str(" AND (serial, kind, target) > (?, ?, ?)");
@@ -718,7 +734,10 @@ pub(crate) fn predictions(
     Ok(Page { items, next })
 }
 
-pub(crate) fn save_models(conn: &mut Connection, models: &[TrainedModel]) -> Result<usize, StoreError> {
+pub(crate) fn save_models(
+    conn: &mut Connection,
+    models: &[TrainedModel],
+) -> Result<usize, StoreError> {
     let tx = conn.transaction().map_err(sql_err)?;
     for m in models {
         if m.report.deployed {
@@ -769,7 +788,9 @@ pub(crate) fn models(
              WHERE (?1 IS NULL OR version = ?1) AND (?2 = 0 OR deployed = 1) ORDER BY trained_at DESC, version",
         )
         .map_err(sql_err)?;
-    let mut rows = stmt.query(params![version, deployed_only]).map_err(sql_err)?;
+    let mut rows = stmt
+        .query(params![version, deployed_only])
+        .map_err(sql_err)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(sql_err)? {
         out.push(model_from(r)?);

@@ -355,9 +355,9 @@ pub(crate) fn attach_tasks(conn: &Connection, orders: &mut [Order]) -> Result<()
     if orders.is_empty() {
         return Ok(());
     }
-    let (lo, hi) = orders
-        .iter()
-        .fold((i64::MAX, i64::MIN), |(lo, hi), o| (lo.min(o.id), hi.max(o.id)));
+    let (lo, hi) = orders.iter().fold((i64::MAX, i64::MIN), |(lo, hi), o| {
+        (lo.min(o.id), hi.max(o.id))
+    });
     let mut stmt = conn
         .prepare_cached(
             "SELECT order_id, cause, title, skills, parts, labour_minutes, due_at, evidence, added_at \

@@ -161,9 +161,13 @@ impl Fixture {
 }
 
 fn hour(day: u32, h: u32) -> DateTime<Utc> {
-    Utc::now().date_naive().and_hms_opt(0, 0, 0).map_or_else(Utc::now, |d| {
-        Utc.from_utc_datetime(&d) - Duration::days(i64::from(day)) + Duration::hours(i64::from(h))
-    })
+    Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or_else(Utc::now, |d| {
+            Utc.from_utc_datetime(&d) - Duration::days(i64::from(day))
+                + Duration::hours(i64::from(h))
+        })
 }
 
 fn path_of(f: &Fixture) -> &Path {
@@ -176,10 +180,30 @@ async fn prediction_data_folds_days_and_recent_hours_from_committed_rollups() {
     register(&f.store, "OC5-D1", "north").await;
     // two days ago: 3 readings over two hours; yesterday: 1; with an alarm episode
     let readings = vec![
-        reading("OC5-D1", 1, hour(2, 8), json!({"runtime_hours": 100.0, "filter_life_pct": 80.0})),
-        reading("OC5-D1", 2, hour(2, 8) + Duration::minutes(30), json!({"runtime_hours": 100.5, "filter_life_pct": 79.0})),
-        reading("OC5-D1", 3, hour(2, 9), json!({"runtime_hours": 101.0, "filter_life_pct": 78.0, "alarms": ["W201"]})),
-        reading("OC5-D1", 4, hour(1, 10), json!({"runtime_hours": 110.0, "filter_life_pct": 70.0, "alarms": []})),
+        reading(
+            "OC5-D1",
+            1,
+            hour(2, 8),
+            json!({"runtime_hours": 100.0, "filter_life_pct": 80.0}),
+        ),
+        reading(
+            "OC5-D1",
+            2,
+            hour(2, 8) + Duration::minutes(30),
+            json!({"runtime_hours": 100.5, "filter_life_pct": 79.0}),
+        ),
+        reading(
+            "OC5-D1",
+            3,
+            hour(2, 9),
+            json!({"runtime_hours": 101.0, "filter_life_pct": 78.0, "alarms": ["W201"]}),
+        ),
+        reading(
+            "OC5-D1",
+            4,
+            hour(1, 10),
+            json!({"runtime_hours": 110.0, "filter_life_pct": 70.0, "alarms": []}),
+        ),
     ];
     f.store
         .commit_batch(IngestBatch {
@@ -203,7 +227,10 @@ async fn prediction_data_folds_days_and_recent_hours_from_committed_rollups() {
     assert_eq!(filter[0].day, hour(2, 0));
     assert_eq!(filter[0].count, 3);
     assert!((filter[0].mean - 79.0).abs() < 1e-9);
-    assert_eq!((filter[0].min, filter[0].max, filter[0].last), (78.0, 80.0, 78.0));
+    assert_eq!(
+        (filter[0].min, filter[0].max, filter[0].last),
+        (78.0, 80.0, 78.0)
+    );
     assert_eq!((filter[1].count, filter[1].last), (1, 70.0));
     // recent hourly points: only the last 48 hours' (from 22:00 two days ago at the latest)
     let recent = &d.recent_hourly["runtime_hours"];
@@ -230,7 +257,12 @@ async fn a_predicted_depletion_is_the_threshold_rules_order_with_a_due_date() {
     // the streaming rule raised filter_depletion already
     f.store
         .commit_batch(IngestBatch {
-            readings: vec![reading("OC5-F1", 1, Utc::now(), json!({"filter_life_pct": 10.0}))],
+            readings: vec![reading(
+                "OC5-F1",
+                1,
+                Utc::now(),
+                json!({"filter_life_pct": 10.0}),
+            )],
             ..Default::default()
         })
         .await
@@ -239,7 +271,12 @@ async fn a_predicted_depletion_is_the_threshold_rules_order_with_a_due_date() {
     assert_eq!(before.len(), 1);
     assert_eq!(before[0].due_at, None);
     let report = f
-        .run(vec![prediction("OC5-F1", PredictionKind::ConsumableDepletion, "filter", Duration::days(5))])
+        .run(vec![prediction(
+            "OC5-F1",
+            PredictionKind::ConsumableDepletion,
+            "filter",
+            Duration::days(5),
+        )])
         .await;
     assert_eq!((report.raised, report.updated), (0, 1), "{report:?}");
     let after = f.active("OC5-F1").await;
@@ -247,7 +284,10 @@ async fn a_predicted_depletion_is_the_threshold_rules_order_with_a_due_date() {
     assert_eq!(after[0].id, before[0].id);
     let due = after[0].due_at.expect("due date");
     let expected = Utc::now() + Duration::days(5) - f.policy.prediction.lead_depletion.0;
-    assert!((due - expected).num_seconds().abs() < 60, "{due} vs {expected}");
+    assert!(
+        (due - expected).num_seconds().abs() < 60,
+        "{due} vs {expected}"
+    );
     // the stored prediction names its order
     let page = f
         .store
@@ -268,7 +308,12 @@ async fn work_due_close_together_on_one_device_is_one_visit_with_tasks() {
     register(&f.store, "OC5-B1", "north").await;
     let report = f
         .run(vec![
-            prediction("OC5-B1", PredictionKind::ConsumableDepletion, "filter", Duration::days(6)),
+            prediction(
+                "OC5-B1",
+                PredictionKind::ConsumableDepletion,
+                "filter",
+                Duration::days(6),
+            ),
             risk("OC5-B1", "compressor", 0.7),
         ])
         .await;
@@ -291,7 +336,12 @@ async fn work_due_close_together_on_one_device_is_one_visit_with_tasks() {
     // a later run: the same forecasts update, nothing new
     let again = f
         .run(vec![
-            prediction("OC5-B1", PredictionKind::ConsumableDepletion, "filter", Duration::days(6)),
+            prediction(
+                "OC5-B1",
+                PredictionKind::ConsumableDepletion,
+                "filter",
+                Duration::days(6),
+            ),
             risk("OC5-B1", "compressor", 0.8),
         ])
         .await;
@@ -300,7 +350,12 @@ async fn work_due_close_together_on_one_device_is_one_visit_with_tasks() {
 
     // far-off work is not bundled: a second visit
     let far = f
-        .run(vec![prediction("OC5-B1", PredictionKind::ServiceInterval, "service", Duration::days(20))])
+        .run(vec![prediction(
+            "OC5-B1",
+            PredictionKind::ServiceInterval,
+            "service",
+            Duration::days(20),
+        )])
         .await;
     assert_eq!((far.raised, far.bundled), (1, 0), "{far:?}");
     assert_eq!(f.active("OC5-B1").await.len(), 2);
@@ -316,13 +371,21 @@ async fn storm_control_holds_orders_over_the_limit_and_releases_them_as_the_hour
         .map(|i| risk(&format!("OC5-S{i}"), "compressor", 0.9))
         .collect();
     let report = f.run(preds.clone()).await;
-    assert_eq!((report.raised, report.held, report.queued), (2, 2, 2), "{report:?}");
+    assert_eq!(
+        (report.raised, report.held, report.queued),
+        (2, 2, 2),
+        "{report:?}"
+    );
     let queue = f.store.held_orders(None, 100).await.expect("queue");
     assert_eq!(queue.items.len(), 2);
     assert!(queue.items.iter().all(|h| h.reason == "fleet_limit"));
     // the next run within the hour: still held, not duplicated
     let report = f.run(preds.clone()).await;
-    assert_eq!((report.raised, report.held, report.queued), (0, 2, 2), "{report:?}");
+    assert_eq!(
+        (report.raised, report.held, report.queued),
+        (0, 2, 2),
+        "{report:?}"
+    );
     // an hour later the queue drains first, in order
     f.age_orders();
     let report = f.run(Vec::new()).await;
@@ -339,13 +402,21 @@ async fn critical_alarms_are_raised_at_commit_even_when_the_storm_limit_is_full(
     register(&f.store, "OC5-C1", "north").await;
     register(&f.store, "OC5-C2", "north").await;
     let report = f
-        .run(vec![risk("OC5-C1", "compressor", 0.9), risk("OC5-C2", "compressor", 0.9)])
+        .run(vec![
+            risk("OC5-C1", "compressor", 0.9),
+            risk("OC5-C2", "compressor", 0.9),
+        ])
         .await;
     assert_eq!((report.raised, report.held), (1, 1), "{report:?}");
     let commit = f
         .store
         .commit_batch(IngestBatch {
-            readings: vec![reading("OC5-C2", 1, Utc::now(), json!({"alarms": ["E101"]}))],
+            readings: vec![reading(
+                "OC5-C2",
+                1,
+                Utc::now(),
+                json!({"alarms": ["E101"]}),
+            )],
             ..Default::default()
         })
         .await
@@ -358,7 +429,11 @@ async fn critical_alarms_are_raised_at_commit_even_when_the_storm_limit_is_full(
         "{commit:?}"
     );
     let active = f.active("OC5-C2").await;
-    assert!(active.iter().any(|o| o.cause.as_str() == "critical_alarm:E101"));
+    assert!(
+        active
+            .iter()
+            .any(|o| o.cause.as_str() == "critical_alarm:E101")
+    );
 }
 
 #[tokio::test]
@@ -398,9 +473,21 @@ async fn a_lost_connection_goes_silent_and_a_graceful_goodbye_does_not() {
         })
         .await
         .expect("commit");
-    let data = f.store.prediction_data(Utc::now(), 7, 1).await.expect("data");
-    let by = |s: &str| data.devices.iter().find(|d| d.serial.as_str() == s).expect("device");
-    assert_eq!(by("OC5-L1").last_disconnect.map(|d| d.graceful), Some(false));
+    let data = f
+        .store
+        .prediction_data(Utc::now(), 7, 1)
+        .await
+        .expect("data");
+    let by = |s: &str| {
+        data.devices
+            .iter()
+            .find(|d| d.serial.as_str() == s)
+            .expect("device")
+    };
+    assert_eq!(
+        by("OC5-L1").last_disconnect.map(|d| d.graceful),
+        Some(false)
+    );
     assert_eq!(by("OC5-G1").last_disconnect.map(|d| d.graceful), Some(true));
     assert_eq!(by("OC5-G1").connection, ConnectionState::Offline);
 
@@ -448,7 +535,10 @@ async fn one_model_is_deployed_per_failure_mode_and_outcomes_feed_back() {
         },
         parameters: json!({"w": [1.0]}),
     };
-    f.store.save_models(vec![model("risk-a", true)]).await.expect("save");
+    f.store
+        .save_models(vec![model("risk-a", true)])
+        .await
+        .expect("save");
     f.store
         .save_models(vec![model("risk-b", true), model("risk-c", false)])
         .await
@@ -456,7 +546,12 @@ async fn one_model_is_deployed_per_failure_mode_and_outcomes_feed_back() {
     let deployed = f.store.deployed_models().await.expect("deployed");
     assert_eq!(deployed.len(), 1);
     assert_eq!(deployed[0].report.version, "risk-b");
-    let a = f.store.model("risk-a").await.expect("read").expect("stored");
+    let a = f
+        .store
+        .model("risk-a")
+        .await
+        .expect("read")
+        .expect("stored");
     assert!(!a.report.deployed, "replaced");
     assert_eq!(f.store.model_reports().await.expect("reports").len(), 3);
 
@@ -473,16 +568,32 @@ async fn one_model_is_deployed_per_failure_mode_and_outcomes_feed_back() {
             planned_visit_at: None,
         },
         fleetpulse_domain::dispatch::OrderAction::Start,
-        fleetpulse_domain::dispatch::OrderAction::Complete(serde_json::from_value(json!({"failure_confirmed": false})).expect("outcome")),
+        fleetpulse_domain::dispatch::OrderAction::Complete(
+            serde_json::from_value(json!({"failure_confirmed": false})).expect("outcome"),
+        ),
     ] {
         version = dispatch
-            .transition(order.id, version, action, fleetpulse_domain::dispatch::Actor("test".into()), Utc::now())
+            .transition(
+                order.id,
+                version,
+                action,
+                fleetpulse_domain::dispatch::Actor("test".into()),
+                Utc::now(),
+            )
             .await
             .expect("step")
             .version;
     }
-    let data = f.store.prediction_data(Utc::now(), 7, 1).await.expect("data");
-    let d = data.devices.iter().find(|d| d.serial.as_str() == "OC5-O1").expect("device");
+    let data = f
+        .store
+        .prediction_data(Utc::now(), 7, 1)
+        .await
+        .expect("data");
+    let d = data
+        .devices
+        .iter()
+        .find(|d| d.serial.as_str() == "OC5-O1")
+        .expect("device");
     assert_eq!(d.outcomes.len(), 1);
     assert_eq!(d.outcomes[0].failure_confirmed, Some(false));
     assert_eq!(d.outcomes[0].model_version.as_deref(), Some("test-v1"));

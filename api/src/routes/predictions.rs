@@ -100,7 +100,11 @@ async fn list(
 ) -> Result<Json<Page<StoredPrediction>>, ApiError> {
     caller.require(READERS)?;
     let query = PredictionQuery {
-        serial: extract::optional("serial", p.serial.as_deref(), fleetpulse_domain::Serial::parse)?,
+        serial: extract::optional(
+            "serial",
+            p.serial.as_deref(),
+            fleetpulse_domain::Serial::parse,
+        )?,
         kind: extract::one_of::<PredictionKind>("kind", p.kind.as_deref())?,
         target: target(p.target.as_deref())?,
         after: cursor(p.after.as_deref())?,
@@ -127,7 +131,9 @@ async fn of_device(
     };
     let page = state.predictions.predictions(query).await?;
     if page.items.is_empty() && state.store.device(&serial).await?.is_none() {
-        return Err(ApiError::NotFound(format!("device {serial} is not registered")));
+        return Err(ApiError::NotFound(format!(
+            "device {serial} is not registered"
+        )));
     }
     Ok(Json(page))
 }

@@ -23,8 +23,8 @@ use super::auth::authenticate;
 use super::tls::{DeviceStream, PeerCertificate};
 use super::{Kill, KillSender, Shared};
 use crate::decode::{Decoded, decode};
-use fleetpulse_domain::store::ConnectionEnd;
 use crate::pipeline::{Ack, Inbound, PipelineHandle};
+use fleetpulse_domain::store::ConnectionEnd;
 
 /// Bytes asked of the socket at least per read. Also each connection's initial read
 /// buffer: at 10 000 connections every KiB here is 10 MiB of RSS, and a reading is a
