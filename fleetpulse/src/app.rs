@@ -82,6 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(cmd) => api_token(cmd).await,
         Command::Import(cmd) => crate::report::import(cmd).await,
         Command::Report(cmd) => crate::report::report(cmd).await,
+        Command::Predict(args) => predict_once(&args).await,
         Command::CheckConfig(common) => {
             let cfg = load(&common)?;
             cfg.load_catalog()?;
@@ -99,6 +100,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `fleetpulse predict`: one prediction run, straight on the store.
+async fn predict_once(args: &StoreArgs) -> anyhow::Result<()> {
+    let cfg = Config::load(args.config.as_deref(), &args.overrides())?;
+    init_logging("warn", cfg.log.format);
+    cfg.analytics.check()?;
+    let catalog = Arc::new(cfg.load_catalog()?);
+    let policy = Arc::new(cfg.load_policy()?);
+    let store = open_store(&cfg, catalog.clone(), policy.clone()).await?;
+    let worker = crate::predict::AnalyticsWorker::new(
+        store,
+        crate::predict::forecasters(&catalog, &policy),
+        Arc::new(fleetpulse_rules::predicted::PredictionOrders::new(
+            catalog, policy,
+        )),
+        cfg.analytics.clone(),
+    );
+    let report = worker.predict("cli").await?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
 
 /// `fleetpulse token create|list|revoke`: API tokens, straight in the store.

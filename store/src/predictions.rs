@@ -83,7 +83,11 @@ fn read_all(
             .map_err(sql_err)?;
         while let Some(r) = rows.next().map_err(sql_err)? {
             let hour: i64 = r.get(0).map_err(sql_err)?;
-            let field: String = r.get(1).map_err(sql_err)?;
+            // the field name is borrowed from the row; a String only for a new series
+            let field = r
+                .get_ref(1)
+                .and_then(|v| v.as_str().map_err(Into::into))
+                .map_err(sql_err)?;
             let count: i64 = r.get(2).map_err(sql_err)?;
             let (sum, min, max, last): (f64, f64, f64, f64) = (
                 r.get(3).map_err(sql_err)?,
@@ -92,7 +96,10 @@ fn read_all(
                 r.get(6).map_err(sql_err)?,
             );
             let day = hour.div_euclid(DAY_MS) * DAY_MS;
-            let series = d.daily.entry(field.clone()).or_default();
+            if !d.daily.contains_key(field) {
+                d.daily.insert(field.to_owned(), Vec::new());
+            }
+            let series = d.daily.get_mut(field).expect("inserted above");
             match series.last_mut() {
                 Some(f) if crate::convert::ms(f.day) == day => {
                     // mean carried as a sum until the day is complete (fixed below)
@@ -112,7 +119,11 @@ fn read_all(
                 }),
             }
             if hour >= recent_from {
-                d.recent_hourly.entry(field).or_default().push(HourPoint {
+                if !d.recent_hourly.contains_key(field) {
+                    d.recent_hourly.insert(field.to_owned(), Vec::new());
+                }
+                let points = d.recent_hourly.get_mut(field).expect("inserted above");
+                points.push(HourPoint {
                     hour: from_ms(hour),
                     last,
                 });

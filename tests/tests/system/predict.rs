@@ -247,6 +247,25 @@ async fn predict_storm_control_holds_orders_beyond_the_hourly_limit_in_the_queue
         queued.body
     );
 
+    // the CLI runs the same, beside the running service
+    let out = tokio::process::Command::new(fleetpulse_system_tests::fleetpulse_bin())
+        .args(["predict", "--data"])
+        .arg(dir.path())
+        .env("FLEETPULSE_POLICY__PATH", dir.path().join("policy.toml"))
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(
+        (cli["raised"].clone(), cli["queued"].clone()),
+        (json!(0), json!(2)),
+        "{cli}"
+    );
+
     let models = admin.get("/api/v1/models").await?;
     assert_eq!((models.status, models.body.clone()), (200, json!([])));
     let missing = admin.get("/api/v1/models/risk-nope").await?;
