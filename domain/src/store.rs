@@ -502,6 +502,9 @@ pub enum PlanAction {
         task: OrderTask,
         prediction: usize,
     },
+    /// Remove a held order no prediction of this run calls for any more (the device
+    /// reported again, the forecast moved out of the horizon).
+    Drop { queue_id: i64 },
     /// Hold the order in the storm queue (or update the held entry of its cause).
     Hold {
         order: PlannedOrder,
@@ -544,6 +547,9 @@ pub struct RunReport {
     pub held: usize,
     /// Held orders released in this run.
     pub released: usize,
+    /// Held orders dropped: no prediction of this run calls for them any more.
+    #[serde(default)]
+    pub dropped: usize,
     /// Orders still waiting in the queue after the run.
     pub queued: usize,
     /// Order changes for the stream and the webhooks.

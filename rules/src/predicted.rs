@@ -293,25 +293,6 @@ impl PredictionPlanner for PredictionOrders {
         };
         let mut actions = Vec::new();
 
-        // Held orders first: they waited longest (the queue is in release order).
-        let mut still_held = std::collections::BTreeSet::new();
-        for h in input.held {
-            if budget.full(h.region.as_deref()).is_some() {
-                still_held.insert((h.serial.clone(), h.cause.clone()));
-                continue;
-            }
-            budget.take(h.region.as_deref());
-            actions.push(PlanAction::Raise {
-                order: PlannedOrder {
-                    intent: h.intent.clone(),
-                    due_at: h.due_at,
-                    tasks: h.tasks.clone(),
-                },
-                predictions: Vec::new(),
-                released: Some(h.id),
-            });
-        }
-
         // The orders the predictions call for, most urgent and soonest due first.
         let mut wanted: Vec<(usize, PlannedOrder)> = input
             .predictions
@@ -331,6 +312,40 @@ impl PredictionPlanner for PredictionOrders {
             ))
         });
 
+        // Held orders first: they waited longest (the queue is in release order). One no
+        // prediction of this run calls for any more is dropped.
+        let wanted_keys: std::collections::BTreeSet<(fleetpulse_domain::Serial, Cause)> = wanted
+            .iter()
+            .map(|(_, o)| (o.intent.serial.clone(), o.intent.cause.clone()))
+            .collect();
+        let mut still_held = std::collections::BTreeSet::new();
+        let mut released = std::collections::BTreeSet::new();
+        for h in input.held {
+            let key = (h.serial.clone(), h.cause.clone());
+            if !wanted_keys.contains(&key) {
+                actions.push(PlanAction::Drop { queue_id: h.id });
+                continue;
+            }
+            if budget.full(h.region.as_deref()).is_some() {
+                still_held.insert(key);
+                continue;
+            }
+            budget.take(h.region.as_deref());
+            // the released order carries its tasks: this run's forecasts of them wait
+            // for the next run, which finds the order active
+            released.insert(key);
+            released.extend(h.tasks.iter().map(|t| (h.serial.clone(), t.cause.clone())));
+            actions.push(PlanAction::Raise {
+                order: PlannedOrder {
+                    intent: h.intent.clone(),
+                    due_at: h.due_at,
+                    tasks: h.tasks.clone(),
+                },
+                predictions: Vec::new(),
+                released: Some(h.id),
+            });
+        }
+
         // New orders of this run per device, to bundle later work of the same run into.
         let mut pending: BTreeMap<fleetpulse_domain::Serial, Vec<Pending>> = BTreeMap::new();
         let within = |a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>| -> Option<Duration> {
@@ -342,6 +357,9 @@ impl PredictionPlanner for PredictionOrders {
                 continue;
             };
             let cause = &order.intent.cause;
+            if released.contains(&(device.serial.clone(), cause.clone())) {
+                continue;
+            }
             // 1. the same cause is an active order: a repeat trigger
             if device.active.iter().any(|a| &a.cause == cause) {
                 actions.push(PlanAction::Raise {
@@ -713,14 +731,39 @@ mod tests {
             entry(2, "OC5-2", Priority::P2),
             entry(1, "OC5-1", Priority::P3),
         ];
-        let actions = plan(&pl, &[], Vec::new(), StormCounts::default(), &queue);
+        let devices = vec![device("OC5-1", &model, "n"), device("OC5-2", &model, "n")];
+        let actions = plan(
+            &pl,
+            &preds[..2],
+            devices.clone(),
+            StormCounts::default(),
+            &queue,
+        );
         assert!(
             matches!(
                 actions[..],
-                [PlanAction::Raise {
-                    released: Some(2),
-                    ..
-                }]
+                [
+                    PlanAction::Raise {
+                        released: Some(2),
+                        ..
+                    },
+                    PlanAction::Hold { .. }
+                ]
+            ),
+            "{actions:?}"
+        );
+        // a held order no prediction calls for any more is dropped
+        let actions = plan(&pl, &preds[1..2], devices, StormCounts::default(), &queue);
+        assert!(
+            matches!(
+                actions[..],
+                [
+                    PlanAction::Raise {
+                        released: Some(2),
+                        ..
+                    },
+                    PlanAction::Drop { queue_id: 1 }
+                ]
             ),
             "{actions:?}"
         );

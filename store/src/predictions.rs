@@ -624,6 +624,11 @@ pub(crate) fn apply_predictions(
                 report.bundled += 1;
                 link(&tx, &[prediction], order_id)?;
             }
+            PlanAction::Drop { queue_id } => {
+                tx.execute("DELETE FROM order_queue WHERE id = ?1", [queue_id])
+                    .map_err(sql_err)?;
+                report.dropped += 1;
+            }
             PlanAction::Hold {
                 order,
                 region,

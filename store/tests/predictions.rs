@@ -388,11 +388,23 @@ async fn storm_control_holds_orders_over_the_limit_and_releases_them_as_the_hour
     );
     // an hour later the queue drains first, in order
     f.age_orders();
-    let report = f.run(Vec::new()).await;
+    let report = f.run(preds.clone()).await;
     assert_eq!((report.released, report.queued), (2, 0), "{report:?}");
     for i in 1..=4 {
         assert_eq!(f.active(&format!("OC5-S{i}")).await.len(), 1, "OC5-S{i}");
     }
+    // a held order no forecast calls for any more is dropped, not raised later
+    register(&f.store, "OC5-S5", "north").await;
+    register(&f.store, "OC5-S6", "north").await;
+    let report = f
+        .run(vec![
+            risk("OC5-S5", "compressor", 0.9),
+            risk("OC5-S6", "compressor", 0.9),
+        ])
+        .await;
+    assert_eq!((report.raised, report.held), (0, 2), "{report:?}");
+    let report = f.run(vec![risk("OC5-S5", "compressor", 0.9)]).await;
+    assert_eq!((report.dropped, report.queued), (1, 1), "{report:?}");
     let _ = path_of(&f);
 }
 
