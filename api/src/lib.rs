@@ -71,8 +71,23 @@ pub struct AppState {
     pub webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks>,
     /// Reliability data (failures, exposure, repairs) and history import.
     pub reliability: Arc<dyn fleetpulse_domain::reliability::ReliabilitySource>,
+    /// Predictions, trained models and the storm-control queue.
+    pub predictions: Arc<dyn fleetpulse_domain::store::PredictionStore>,
+    /// Runs the predictors on demand (`POST /api/v1/predictions/run`).
+    pub predictor: Arc<dyn PredictionRunner>,
     /// Ends long-lived answers (the order stream) when the server shuts down.
     pub streams: StreamStop,
+}
+
+/// Runs the predictors now, as their schedule does: read the data, forecast, store the
+/// run and raise its orders. Implemented by the binary's analytics worker.
+#[async_trait::async_trait]
+pub trait PredictionRunner: Send + Sync + 'static {
+    /// `trigger` says who asked (`api`, `cli`, `schedule`); recorded with the run.
+    async fn run_now(
+        &self,
+        trigger: &str,
+    ) -> Result<fleetpulse_domain::store::RunReport, fleetpulse_domain::store::StoreError>;
 }
 
 /// Tells long-lived answers (Server-Sent Events) to end, so a graceful shutdown does not
@@ -135,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::sla::router())
         .merge(routes::device_import::router())
         .merge(routes::reliability::router())
+        .merge(routes::predictions::router())
         .merge(openapi::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(no_route)

@@ -57,7 +57,13 @@ use crate::routes;
         routes::reliability::trend,
         routes::reliability::mttr,
         routes::reliability::import_failures,
-        routes::reliability::import_maintenance
+        routes::reliability::import_maintenance,
+        routes::predictions::list,
+        routes::predictions::of_device,
+        routes::predictions::models,
+        routes::predictions::model,
+        routes::predictions::queue,
+        routes::predictions::run
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&Conventions)

@@ -103,6 +103,43 @@ impl IngestStatus for FakeIngest {
     }
 }
 
+/// Runs of a store's prediction data with no predictors: stores the run, releases what
+/// the storm queue may release (nothing here), raises nothing.
+struct EmptyRuns(Arc<SqliteStore>);
+
+struct PlansNothing;
+
+impl fleetpulse_domain::store::PredictionPlanner for PlansNothing {
+    fn plan(
+        &self,
+        _: &fleetpulse_domain::store::PlanInput<'_>,
+    ) -> Vec<fleetpulse_domain::store::PlanAction> {
+        Vec::new()
+    }
+}
+
+#[async_trait::async_trait]
+impl fleetpulse_api::PredictionRunner for EmptyRuns {
+    async fn run_now(
+        &self,
+        trigger: &str,
+    ) -> Result<fleetpulse_domain::store::RunReport, fleetpulse_domain::store::StoreError> {
+        use fleetpulse_domain::store::PredictionStore;
+        let data = self.0.prediction_data(Utc::now(), 30, 7).await?;
+        self.0
+            .apply_predictions(
+                fleetpulse_domain::store::PredictionRun {
+                    as_of: Utc::now(),
+                    trigger: trigger.to_owned(),
+                    devices: data.devices.len(),
+                    predictions: Vec::new(),
+                },
+                Arc::new(PlansNothing),
+            )
+            .await
+    }
+}
+
 fn policy() -> Arc<fleetpulse_domain::Policy> {
     Arc::new(
         fleetpulse_domain::Policy::from_toml_str(include_str!("../../config/policy.toml"))
@@ -147,6 +184,8 @@ async fn spawn_app() -> TestApp {
         dispatch: store.clone(),
         webhooks: store.clone(),
         reliability: store.clone(),
+        predictions: store.clone(),
+        predictor: Arc::new(EmptyRuns(store.clone())),
         policy: policy(),
         // these tests are about the read API; auth has its own tests (api/tests/dispatch.rs)
         auth: AuthMode::Disabled,
@@ -982,13 +1021,16 @@ async fn broken_app(fail: fn() -> fleetpulse_domain::store::StoreError) -> TestA
     )
     .await
     .expect("store opens");
+    let dispatch = Arc::new(dispatch);
     let router = fleetpulse_api::router(AppState {
         store,
         catalog,
         ingest: Arc::new(FakeIngest),
-        webhooks: Arc::new(dispatch.clone()),
-        reliability: Arc::new(dispatch.clone()),
-        dispatch: Arc::new(dispatch),
+        predictions: dispatch.clone(),
+        predictor: Arc::new(EmptyRuns(dispatch.clone())),
+        webhooks: dispatch.clone(),
+        reliability: dispatch.clone(),
+        dispatch,
         policy: policy(),
         auth: AuthMode::Disabled,
         streams: Default::default(),

@@ -250,6 +250,31 @@ pub struct Order {
     /// What the engineer reported at completion.
     #[serde(default)]
     pub outcome: Option<crate::dispatch::CompletionOutcome>,
+    /// When the work is due: the predicted date minus the policy's lead time (orders a
+    /// prediction raised); `None` for orders without a forecast (alarms, manual orders).
+    #[serde(default)]
+    pub due_at: Option<DateTime<Utc>>,
+    /// Further work bundled into the same visit (predicted work on this device due
+    /// within the policy's `bundle_window`); the order's own cause is not repeated here.
+    #[serde(default)]
+    pub tasks: Vec<OrderTask>,
+}
+
+/// Work bundled into an order's visit: one more thing to do on the same device, so the
+/// engineer makes one trip instead of several.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderTask {
+    /// The cause the task would have had as an order of its own (`filter_depletion`,
+    /// `failure_risk:compressor`, …); one task per cause on an order.
+    pub cause: Cause,
+    pub title: String,
+    pub skills: Vec<String>,
+    pub parts: Vec<PartRef>,
+    pub labour_minutes: u32,
+    pub due_at: Option<DateTime<Utc>>,
+    /// The prediction behind it.
+    pub evidence: serde_json::Value,
+    pub added_at: DateTime<Utc>,
 }
 
 fn rule_origin() -> String {

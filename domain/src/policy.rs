@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::device::Criticality;
-use crate::order::{Priority, Sla};
+use crate::order::{OrderKind, Priority, Sla};
 
 /// Time allowed per priority.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,6 +29,9 @@ pub struct PriorityRules {
     pub service_interval: Priority,
     pub failure_risk: Priority,
     pub manual: Priority,
+    /// A device at a customer that went silent (inspection order).
+    #[serde(default = "silent_priority")]
+    pub silent_device: Priority,
     /// Steps more urgent for devices whose criticality is `life_supporting`.
     #[serde(default = "one")]
     pub life_supporting_bump: u8,
@@ -38,12 +41,85 @@ const fn one() -> u8 {
     1
 }
 
+const fn silent_priority() -> Priority {
+    Priority::P3
+}
+
+/// How predictions become orders (`[prediction]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictionPolicy {
+    /// A consumable's order is due this long before its predicted depletion date.
+    pub lead_depletion: HumanDuration,
+    /// A service order is due this long before the predicted service date.
+    pub lead_service: HumanDuration,
+    /// A failure-risk order (probability at or above the model's threshold) is due this
+    /// long after the prediction.
+    pub risk_due_after: HumanDuration,
+    /// Only work due within this horizon from now is raised; later work waits for a
+    /// later run (the prediction is kept and served all the same).
+    pub raise_horizon: HumanDuration,
+    /// Work due on the same device within this window of an active order's due date
+    /// (or of now, for an order without one) becomes a task of that order: one visit.
+    pub bundle_window: HumanDuration,
+    /// Kind of a failure-risk order: `inspection` (look before it fails) or `repair`.
+    pub risk_order_kind: OrderKind,
+    /// Threshold used when a risk prediction carries none.
+    pub default_risk_threshold: f64,
+    /// A device at a customer that lost its connection (no goodbye) and has not
+    /// reported for this long gets an inspection order.
+    pub silent_after: HumanDuration,
+}
+
+impl Default for PredictionPolicy {
+    fn default() -> Self {
+        Self {
+            lead_depletion: HumanDuration(Duration::days(3)),
+            lead_service: HumanDuration(Duration::days(7)),
+            risk_due_after: HumanDuration(Duration::days(3)),
+            raise_horizon: HumanDuration(Duration::days(14)),
+            bundle_window: HumanDuration(Duration::days(7)),
+            risk_order_kind: OrderKind::Inspection,
+            default_risk_threshold: 0.5,
+            silent_after: HumanDuration(Duration::hours(24)),
+        }
+    }
+}
+
+/// Storm control (`[storm]`): how many orders predictions may raise per hour, so a bad
+/// model or a firmware bug cannot flood dispatch. Orders over the limit wait in the
+/// queue (`GET /api/v1/orders/queue`) and are released, most urgent first and then in
+/// arrival order, as the hour's count falls. Orders of the streaming rules (critical
+/// alarms, consumables at threshold) are neither counted nor held.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StormPolicy {
+    /// Most predicted orders created in any 60 minutes, fleet-wide.
+    pub max_per_hour: u32,
+    /// Most predicted orders created in any 60 minutes for the devices of one region
+    /// (devices without a region count as one region).
+    pub max_per_region_per_hour: u32,
+}
+
+impl Default for StormPolicy {
+    fn default() -> Self {
+        Self {
+            max_per_hour: 60,
+            max_per_region_per_hour: 20,
+        }
+    }
+}
+
 /// The order policy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     pub priority: PriorityRules,
     pub sla: BTreeMap<Priority, SlaSpec>,
+    #[serde(default)]
+    pub prediction: PredictionPolicy,
+    #[serde(default)]
+    pub storm: StormPolicy,
 }
 
 /// Why a policy was refused.
@@ -67,6 +143,31 @@ impl Policy {
                     "[sla.{pr}] must satisfy respond <= arrive <= complete"
                 )));
             }
+        }
+        let pr = &p.prediction;
+        for (key, d) in [
+            ("lead_depletion", pr.lead_depletion),
+            ("lead_service", pr.lead_service),
+            ("risk_due_after", pr.risk_due_after),
+            ("raise_horizon", pr.raise_horizon),
+            ("bundle_window", pr.bundle_window),
+            ("silent_after", pr.silent_after),
+        ] {
+            if d.0 < Duration::zero() {
+                return Err(PolicyError::Invalid(format!(
+                    "[prediction] {key} must not be negative"
+                )));
+            }
+        }
+        if !(pr.default_risk_threshold > 0.0 && pr.default_risk_threshold <= 1.0) {
+            return Err(PolicyError::Invalid(
+                "[prediction] default_risk_threshold must be in (0, 1]".into(),
+            ));
+        }
+        if pr.risk_order_kind == OrderKind::Maintenance {
+            return Err(PolicyError::Invalid(
+                "[prediction] risk_order_kind must be inspection or repair".into(),
+            ));
         }
         Ok(p)
     }

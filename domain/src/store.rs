@@ -59,6 +59,9 @@ pub struct IngestBatch {
     pub readings: Vec<Reading>,
     pub dead_letters: Vec<NewDeadLetter>,
     pub statuses: Vec<StatusUpdate>,
+    /// Connections that ended, and how (applied after `statuses`).
+    #[serde(default)]
+    pub connection_ends: Vec<ConnectionEnd>,
     /// The ingest journal record this batch completes: the store records it in the
     /// same transaction, so after a crash the journal is replayed from the record after
     /// it (see [`Store::journal_applied`]). `None` without a journal.
@@ -68,8 +71,23 @@ pub struct IngestBatch {
 
 impl IngestBatch {
     pub fn is_empty(&self) -> bool {
-        self.readings.is_empty() && self.dead_letters.is_empty() && self.statuses.is_empty()
+        self.readings.is_empty()
+            && self.dead_letters.is_empty()
+            && self.statuses.is_empty()
+            && self.connection_ends.is_empty()
     }
+}
+
+/// A device connection that ended. The built-in endpoint knows how: `graceful` for an
+/// MQTT DISCONNECT or an `offline` status the device published itself, not graceful when
+/// it publishes the device's last will (socket closed, keepalive timeout, network loss).
+/// A bare `offline` status without this note (an external broker's will and a device's
+/// own goodbye look alike there) is recorded as lost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConnectionEnd {
+    pub serial: Serial,
+    pub at: DateTime<Utc>,
+    pub graceful: bool,
 }
 
 /// An order the commit created or updated.
@@ -384,4 +402,225 @@ pub trait Store: Send + Sync + 'static {
 
 fn no_spool() -> StoreError {
     StoreError::Invalid("this store keeps no time-series sink spool".into())
+}
+
+// ---------------------------------------------------------------------------------------
+// Predictions: what the analytics worker reads and writes, and how predictions become
+// orders (planned by a pure [`PredictionPlanner`], applied by the store in one
+// transaction).
+
+use crate::order::{OrderIntent, OrderTask};
+use crate::prediction::{ModelReport, Prediction, PredictionData, PredictionKind, TrainedModel};
+
+/// An active order of a device, as the planner sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActiveOrder {
+    pub id: i64,
+    pub cause: Cause,
+    pub created_at: DateTime<Utc>,
+    pub due_at: Option<DateTime<Utc>>,
+    /// Causes of the tasks bundled into it.
+    pub task_causes: Vec<Cause>,
+}
+
+/// A device that has predictions in a run, as the planner sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanDevice {
+    pub serial: Serial,
+    pub model: Option<String>,
+    pub criticality: Criticality,
+    pub status: LifecycleStatus,
+    pub region: Option<String>,
+    pub active: Vec<ActiveOrder>,
+}
+
+/// A predicted order held back by storm control.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HeldOrder {
+    /// Position in the queue (release order within a priority).
+    pub id: i64,
+    pub serial: Serial,
+    pub cause: Cause,
+    pub priority: Priority,
+    pub region: Option<String>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub held_at: DateTime<Utc>,
+    /// `fleet_limit` or `region_limit`: which hourly limit was full.
+    pub reason: String,
+    /// The order it becomes when released.
+    pub intent: OrderIntent,
+    /// Work bundled into it.
+    #[serde(default)]
+    pub tasks: Vec<OrderTask>,
+}
+
+/// Predicted orders created in the last 60 minutes (the storm-control window).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StormCounts {
+    pub fleet: u32,
+    /// Per region; devices without a region under `""`.
+    pub by_region: BTreeMap<String, u32>,
+}
+
+/// What the planner is given: the run's predictions, the devices they are about, the
+/// storm-control state and the clock.
+#[derive(Clone, Debug)]
+pub struct PlanInput<'a> {
+    pub predictions: &'a [Prediction],
+    pub devices: &'a BTreeMap<Serial, PlanDevice>,
+    pub counts: &'a StormCounts,
+    /// The queue, in release order (priority, then arrival).
+    pub held: &'a [HeldOrder],
+    pub now: DateTime<Utc>,
+}
+
+/// A predicted order with its due date.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedOrder {
+    pub intent: OrderIntent,
+    pub due_at: Option<DateTime<Utc>>,
+    /// Further work of the same device due within the bundle window: one visit.
+    pub tasks: Vec<OrderTask>,
+}
+
+/// One thing the store does with a run's result.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PlanAction {
+    /// Create the order, or update the active one for the same (serial, cause) like a
+    /// repeat trigger (its due date becomes the latest forecast's). `predictions` are
+    /// the indexes in the run of the predictions it carries (empty: a held order
+    /// released).
+    Raise {
+        order: PlannedOrder,
+        predictions: Vec<usize>,
+        /// The queue entry this releases.
+        released: Option<i64>,
+    },
+    /// Add (or update) a task on an active order of the same device.
+    Bundle {
+        order_id: i64,
+        task: OrderTask,
+        prediction: usize,
+    },
+    /// Remove a held order no prediction of this run calls for any more (the device
+    /// reported again, the forecast moved out of the horizon).
+    Drop { queue_id: i64 },
+    /// Hold the order in the storm queue (or update the held entry of its cause).
+    Hold {
+        order: PlannedOrder,
+        region: Option<String>,
+        reason: String,
+        predictions: Vec<usize>,
+    },
+}
+
+/// Turns predictions into order actions. Pure and deterministic.
+pub trait PredictionPlanner: Send + Sync + 'static {
+    fn plan(&self, input: &PlanInput<'_>) -> Vec<PlanAction>;
+}
+
+/// One run of the predictors, to be stored and turned into orders.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PredictionRun {
+    pub as_of: DateTime<Utc>,
+    /// `schedule`, `api` or `cli`.
+    pub trigger: String,
+    /// Devices the data covered.
+    pub devices: usize,
+    pub predictions: Vec<Prediction>,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunReport {
+    pub run_id: i64,
+    pub as_of: Option<DateTime<Utc>>,
+    pub devices: usize,
+    pub predictions: usize,
+    /// New orders.
+    pub raised: usize,
+    /// Active orders a prediction triggered again.
+    pub updated: usize,
+    /// Tasks added to (or updated on) an active order's visit.
+    pub bundled: usize,
+    /// Orders held by storm control in this run.
+    pub held: usize,
+    /// Held orders released in this run.
+    pub released: usize,
+    /// Held orders dropped: no prediction of this run calls for them any more.
+    #[serde(default)]
+    pub dropped: usize,
+    /// Orders still waiting in the queue after the run.
+    pub queued: usize,
+    /// Order changes for the stream and the webhooks.
+    pub orders: Vec<OrderChange>,
+}
+
+/// A stored prediction with the order it raised (or whose visit carries it as a task).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StoredPrediction {
+    #[serde(flatten)]
+    pub prediction: Prediction,
+    pub order_id: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PredictionQuery {
+    pub serial: Option<Serial>,
+    pub kind: Option<PredictionKind>,
+    pub target: Option<String>,
+    /// Keyset cursor: the `next` of the previous page.
+    pub after: Option<(String, String, String)>,
+    pub limit: usize,
+}
+
+/// Predictions, their runs, trained models and the storm queue.
+#[async_trait::async_trait]
+pub trait PredictionStore: Send + Sync + 'static {
+    /// What the predictors read as of `as_of`: every device not retired, with
+    /// `history_days` of daily summaries folded from the hourly rollups, `recent_days`
+    /// of hourly last values, alarm episodes, failure events, replacements,
+    /// connectivity and the outcomes of orders raised by predictions. Nothing after
+    /// `as_of`.
+    async fn prediction_data(
+        &self,
+        as_of: DateTime<Utc>,
+        history_days: u32,
+        recent_days: u32,
+    ) -> Result<PredictionData, StoreError>;
+
+    /// Stores a run (latest prediction per serial, kind and target; the run's history
+    /// row) and applies what `planner` makes of it, in one transaction. A run with no
+    /// predictions still releases held orders the hourly limits now allow.
+    async fn apply_predictions(
+        &self,
+        run: PredictionRun,
+        planner: std::sync::Arc<dyn PredictionPlanner>,
+    ) -> Result<RunReport, StoreError>;
+
+    /// Stored predictions, keyset-paginated by (serial, kind, target).
+    async fn predictions(
+        &self,
+        query: PredictionQuery,
+    ) -> Result<Page<StoredPrediction>, StoreError>;
+
+    /// Stores trained models; each with `report.deployed` replaces the deployed model of
+    /// its failure mode (one deployed per mode).
+    async fn save_models(&self, models: Vec<TrainedModel>) -> Result<usize, StoreError>;
+
+    /// Reports of every stored model, newest first.
+    async fn model_reports(&self) -> Result<Vec<ModelReport>, StoreError>;
+
+    async fn model(&self, version: &str) -> Result<Option<TrainedModel>, StoreError>;
+
+    /// The deployed model of each failure mode.
+    async fn deployed_models(&self) -> Result<Vec<TrainedModel>, StoreError>;
+
+    /// The storm-control queue in release order (priority, then arrival), paginated by
+    /// position.
+    async fn held_orders(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Page<HeldOrder>, StoreError>;
 }

@@ -82,6 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(cmd) => api_token(cmd).await,
         Command::Import(cmd) => crate::report::import(cmd).await,
         Command::Report(cmd) => crate::report::report(cmd).await,
+        Command::Predict(args) => predict_once(&args).await,
         Command::CheckConfig(common) => {
             let cfg = load(&common)?;
             cfg.load_catalog()?;
@@ -99,6 +100,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `fleetpulse predict`: one prediction run, straight on the store.
+async fn predict_once(args: &StoreArgs) -> anyhow::Result<()> {
+    let cfg = Config::load(args.config.as_deref(), &args.overrides())?;
+    init_logging("warn", cfg.log.format);
+    cfg.analytics.check()?;
+    let catalog = Arc::new(cfg.load_catalog()?);
+    let policy = Arc::new(cfg.load_policy()?);
+    let store = open_store(&cfg, catalog.clone(), policy.clone()).await?;
+    let worker = crate::predict::AnalyticsWorker::new(
+        store,
+        crate::predict::forecasters(&catalog, &policy),
+        Arc::new(fleetpulse_rules::predicted::PredictionOrders::new(
+            catalog, policy,
+        )),
+        cfg.analytics.clone(),
+    );
+    let report = worker.predict("cli").await?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
 
 /// `fleetpulse token create|list|revoke`: API tokens, straight in the store.
@@ -267,7 +289,18 @@ async fn serve(
     let webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks> = sqlite.clone();
     let credentials: Arc<dyn DeviceCredentials> = sqlite.clone();
     let reliability: Arc<dyn ReliabilitySource> = sqlite.clone();
+    let predictions: Arc<dyn fleetpulse_domain::store::PredictionStore> = sqlite.clone();
     let store: Arc<dyn Store> = sqlite;
+    cfg.analytics.check()?;
+    let analytics = Arc::new(crate::predict::AnalyticsWorker::new(
+        predictions.clone(),
+        crate::predict::forecasters(&catalog, &policy),
+        Arc::new(fleetpulse_rules::predicted::PredictionOrders::new(
+            catalog.clone(),
+            policy.clone(),
+        )),
+        cfg.analytics.clone(),
+    ));
     let marked = store.mark_all_offline(Utc::now()).await?;
     info!(
         devices = marked,
@@ -322,6 +355,8 @@ async fn serve(
             dispatch: dispatch.clone(),
             webhooks: webhooks.clone(),
             reliability: reliability.clone(),
+            predictions,
+            predictor: analytics.clone(),
             policy,
             auth,
             tls: api_tls,
@@ -338,6 +373,10 @@ async fn serve(
     let retention_task = spawn_retention(store.clone(), cfg.data.retention_days, stop.clone());
     let sla_task = spawn_sla_escalation(dispatch_for_sla, stop.clone());
     let exposure_task = spawn_exposure_consolidation(reliability, stop.clone());
+    let analytics_task = cfg
+        .analytics
+        .enabled
+        .then(|| tokio::spawn(analytics.run(stop.clone())));
     let push_stop = CancellationToken::new();
     let push_worker = fleetpulse_api::push::PushWorker::new(webhooks, store.clone(), push_settings)
         .map_err(|e| anyhow::anyhow!("webhook HTTP client: {e}"))?;
@@ -405,6 +444,10 @@ async fn serve(
     retention_task.abort();
     sla_task.abort();
     exposure_task.abort();
+    if let Some(task) = analytics_task {
+        // a run in progress commits or rolls back as a whole; stopping mid-run loses nothing
+        task.abort();
+    }
     // the pipeline has committed its last orders; deliveries in flight finish, the rest
     // wait in the outbox for the next start
     push_stop.cancel();
@@ -541,6 +584,8 @@ struct ApiParts {
     dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch>,
     webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks>,
     reliability: Arc<dyn ReliabilitySource>,
+    predictions: Arc<dyn fleetpulse_domain::store::PredictionStore>,
+    predictor: Arc<dyn fleetpulse_api::PredictionRunner>,
     policy: Arc<Policy>,
     auth: fleetpulse_api::AuthMode,
     /// HTTPS when set.
@@ -595,6 +640,8 @@ async fn start_api(
         dispatch: parts.dispatch,
         webhooks: parts.webhooks,
         reliability: parts.reliability,
+        predictions: parts.predictions,
+        predictor: parts.predictor,
         policy: parts.policy,
         auth: parts.auth,
         streams: streams.clone(),

@@ -49,6 +49,10 @@ pub enum Command {
     /// Write reliability reports as CSV and JSON files.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Run the predictors once over the store and raise their orders (due dates,
+    /// bundling, storm control), as the analytics worker's schedule does; prints the run
+    /// report as JSON. Works while `serve` runs.
+    Predict(StoreArgs),
 }
 
 #[derive(Debug, Subcommand)]

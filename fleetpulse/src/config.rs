@@ -37,6 +37,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Delivery of order events to registered webhooks.
     pub webhooks: WebhooksConfig,
+    /// The analytics worker: predictions and their orders, model training.
+    pub analytics: AnalyticsConfig,
     pub catalog: FileRef,
     pub policy: FileRef,
     pub log: LogConfig,
@@ -56,6 +58,7 @@ impl Default for Config {
             sink: None,
             registry: RegistryConfig::default(),
             webhooks: WebhooksConfig::default(),
+            analytics: AnalyticsConfig::default(),
             catalog: FileRef::default(),
             policy: FileRef::default(),
             log: LogConfig::default(),
@@ -193,6 +196,52 @@ impl Default for RegistryConfig {
         Self {
             unknown_device: UnknownDevicePolicy::AutoRegister,
         }
+    }
+}
+
+/// The analytics worker (`[analytics]`): runs the predictors on a schedule (and on
+/// demand, `POST /api/v1/predictions/run`), raises their orders, trains the failure-risk
+/// models on its own schedule.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// Run the worker in `serve` and `demo` (on-demand runs answer either way).
+    pub enabled: bool,
+    /// Seconds between prediction runs (the first runs this long after start).
+    pub predict_interval_s: u64,
+    /// Seconds between training runs (the first runs one interval after start).
+    pub train_interval_s: u64,
+    /// Days of daily history the predictors read.
+    pub history_days: u32,
+    /// Days of hourly points the predictors read (consumable and meter slopes).
+    pub recent_days: u32,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            predict_interval_s: 900,
+            train_interval_s: 86_400,
+            history_days: 365,
+            recent_days: 14,
+        }
+    }
+}
+
+impl AnalyticsConfig {
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.predict_interval_s >= 1 && self.train_interval_s >= 1,
+            "analytics.predict_interval_s and analytics.train_interval_s must be at least 1"
+        );
+        anyhow::ensure!(
+            self.history_days >= 1
+                && self.recent_days >= 1
+                && self.recent_days <= self.history_days,
+            "analytics.history_days and analytics.recent_days must be at least 1, recent_days at most history_days"
+        );
+        Ok(())
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Decoded {
     pub dead_letters: Vec<NewDeadLetter>,
     /// A valid status message (status channel, or a last will).
     pub status: Option<StatusUpdate>,
+    /// How a connection ended, when the source knows (the built-in endpoint: a
+    /// DISCONNECT or the device's own `offline` is graceful, its last will is not).
+    pub connection_end: Option<fleetpulse_domain::store::ConnectionEnd>,
     /// `true` when the topic is not one of the sender's own contract topics: the whole
     /// message became one `unsupported_topic` dead letter. The built-in endpoint
     /// disconnects such a client.
@@ -35,7 +38,10 @@ impl Decoded {
     /// Readings, dead letters and status updates together: what a batch's count limit
     /// counts.
     pub fn entries(&self) -> usize {
-        self.readings.len() + self.dead_letters.len() + usize::from(self.status.is_some())
+        self.readings.len()
+            + self.dead_letters.len()
+            + usize::from(self.status.is_some())
+            + usize::from(self.connection_end.is_some())
     }
 }
 

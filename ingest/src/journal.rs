@@ -467,6 +467,7 @@ impl JournalReader {
             batch.readings.extend(record.readings);
             batch.dead_letters.extend(record.dead_letters);
             batch.statuses.extend(record.statuses);
+            batch.connection_ends.extend(record.connection_ends);
             bytes += size;
             last = Some(self.next - 1);
             let total = batch.readings.len() + batch.dead_letters.len() + batch.statuses.len();

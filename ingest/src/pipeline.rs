@@ -729,6 +729,7 @@ impl PendingBatch {
         self.batch.readings.extend(decoded.readings);
         self.batch.dead_letters.extend(decoded.dead_letters);
         self.batch.statuses.extend(decoded.status);
+        self.batch.connection_ends.extend(decoded.connection_end);
         self.acks.extend(ack);
     }
 

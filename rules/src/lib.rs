@@ -13,9 +13,15 @@
 //!   this reading → repair order, cause `critical_alarm:<code>`, with the catalog's skill,
 //!   parts, labour and solution.
 //!
+//! Orders from predictions (due dates, bundling, storm control) are planned in
+//! [`predicted`]; silent devices are detected in [`silent`].
+//!
 //! Priority comes from the policy per cause, one step more urgent (by default) for
 //! life-supporting devices; SLA deadlines from the policy per priority. Devices that are
 //! `retired` or `in_repair` raise nothing (they are not at a patient's home).
+
+pub mod predicted;
+pub mod silent;
 
 use std::sync::Arc;
 

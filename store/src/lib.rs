@@ -28,6 +28,7 @@ mod dispatch;
 mod exposure;
 mod import;
 mod orders;
+mod predictions;
 mod read;
 mod reliability;
 mod schema;
@@ -443,6 +444,91 @@ impl ReliabilitySource for SqliteStore {
         csv: String,
     ) -> Result<ImportReport, StoreError> {
         self.write(move |conn, opts, _| import::import(conn, &opts.catalog, kind, &csv, Utc::now()))
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl fleetpulse_domain::store::PredictionStore for SqliteStore {
+    async fn prediction_data(
+        &self,
+        as_of: DateTime<Utc>,
+        history_days: u32,
+        recent_days: u32,
+    ) -> Result<fleetpulse_domain::prediction::PredictionData, StoreError> {
+        self.read(move |conn, opts| {
+            predictions::prediction_data(conn, &opts.catalog, as_of, history_days, recent_days)
+        })
+        .await
+    }
+
+    async fn apply_predictions(
+        &self,
+        run: fleetpulse_domain::store::PredictionRun,
+        planner: Arc<dyn fleetpulse_domain::store::PredictionPlanner>,
+    ) -> Result<fleetpulse_domain::store::RunReport, StoreError> {
+        // orders change, and with a graceful end or a status the device rows: the
+        // write path clears the writer's device cache
+        self.write(move |conn, _, _| {
+            predictions::apply_predictions(conn, &run, &planner, Utc::now())
+        })
+        .await
+    }
+
+    async fn predictions(
+        &self,
+        query: fleetpulse_domain::store::PredictionQuery,
+    ) -> Result<Page<fleetpulse_domain::store::StoredPrediction>, StoreError> {
+        self.read(move |conn, _| predictions::predictions(conn, &query))
+            .await
+    }
+
+    async fn save_models(
+        &self,
+        models: Vec<fleetpulse_domain::prediction::TrainedModel>,
+    ) -> Result<usize, StoreError> {
+        self.write_keeping_cache(move |conn, _, _| predictions::save_models(conn, &models))
+            .await
+    }
+
+    async fn model_reports(
+        &self,
+    ) -> Result<Vec<fleetpulse_domain::prediction::ModelReport>, StoreError> {
+        self.read(move |conn, _| {
+            Ok(predictions::models(conn, None, false)?
+                .into_iter()
+                .map(|m| m.report)
+                .collect())
+        })
+        .await
+    }
+
+    async fn model(
+        &self,
+        version: &str,
+    ) -> Result<Option<fleetpulse_domain::prediction::TrainedModel>, StoreError> {
+        let version = version.to_owned();
+        self.read(move |conn, _| {
+            Ok(predictions::models(conn, Some(&version), false)?
+                .into_iter()
+                .next())
+        })
+        .await
+    }
+
+    async fn deployed_models(
+        &self,
+    ) -> Result<Vec<fleetpulse_domain::prediction::TrainedModel>, StoreError> {
+        self.read(move |conn, _| predictions::models(conn, None, true))
+            .await
+    }
+
+    async fn held_orders(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Page<fleetpulse_domain::store::HeldOrder>, StoreError> {
+        self.read(move |conn, _| predictions::held_page(conn, after, limit))
             .await
     }
 }

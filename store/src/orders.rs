@@ -108,7 +108,7 @@ pub(crate) fn upsert_recorded(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn insert_event(
+pub(crate) fn insert_event(
     tx: &Transaction<'_>,
     order_id: i64,
     serial: &Serial,

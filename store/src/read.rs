@@ -301,7 +301,7 @@ pub(crate) fn alarm_episodes(
 
 pub(crate) const ORDER_COLS: &str = "id, serial, cause, kind, priority, status, title, solution, skills, parts, labour_minutes, \
      evidence, respond_by, arrive_by, complete_by, created_at, updated_at, trigger_count, last_triggered_at, version, \
-     origin, engineer, planned_visit_at, acknowledged_at, started_at, closed_at, cancel_reason, outcome";
+     origin, engineer, planned_visit_at, acknowledged_at, started_at, closed_at, cancel_reason, outcome, due_at";
 
 pub(crate) fn order_from(row: &Row<'_>) -> Result<Order, StoreError> {
     let text = |i: usize| row.get::<_, String>(i).map_err(sql_err);
@@ -345,7 +345,47 @@ pub(crate) fn order_from(row: &Row<'_>) -> Result<Order, StoreError> {
             .map(|t| serde_json::from_str(&t))
             .transpose()
             .map_err(json_err)?,
+        due_at: row.get::<_, Option<i64>>(28).map_err(sql_err)?.map(from_ms),
+        tasks: Vec::new(),
     })
+}
+
+/// Fills in the tasks bundled into each order (one query for the page).
+pub(crate) fn attach_tasks(conn: &Connection, orders: &mut [Order]) -> Result<(), StoreError> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let (lo, hi) = orders.iter().fold((i64::MAX, i64::MIN), |(lo, hi), o| {
+        (lo.min(o.id), hi.max(o.id))
+    });
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT order_id, cause, title, skills, parts, labour_minutes, due_at, evidence, added_at \
+             FROM order_tasks WHERE order_id BETWEEN ?1 AND ?2 ORDER BY order_id, id",
+        )
+        .map_err(sql_err)?;
+    let mut rows = stmt.query(params![lo, hi]).map_err(sql_err)?;
+    let index: std::collections::HashMap<i64, usize> =
+        orders.iter().enumerate().map(|(i, o)| (o.id, i)).collect();
+    while let Some(row) = rows.next().map_err(sql_err)? {
+        let order_id: i64 = row.get(0).map_err(sql_err)?;
+        let Some(&i) = index.get(&order_id) else {
+            continue;
+        };
+        let text = |i: usize| row.get::<_, String>(i).map_err(sql_err);
+        orders[i].tasks.push(fleetpulse_domain::order::OrderTask {
+            cause: Cause::parse(&text(1)?)
+                .map_err(|e| StoreError::Internal(format!("order_tasks.cause: {e}")))?,
+            title: text(2)?,
+            skills: serde_json::from_str(&text(3)?).map_err(json_err)?,
+            parts: serde_json::from_str(&text(4)?).map_err(json_err)?,
+            labour_minutes: row.get(5).map_err(sql_err)?,
+            due_at: row.get::<_, Option<i64>>(6).map_err(sql_err)?.map(from_ms),
+            evidence: serde_json::from_str(&text(7)?).map_err(json_err)?,
+            added_at: from_ms(row.get(8).map_err(sql_err)?),
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn list_orders(conn: &Connection, q: &OrderQuery) -> Result<Page<Order>, StoreError> {
@@ -387,10 +427,11 @@ pub(crate) fn list_orders(conn: &Connection, q: &OrderQuery) -> Result<Page<Orde
     sql.push_str(" ORDER BY id LIMIT ?");
     args.push(SqlValue::Integer(limit as i64));
     let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-    let items = collect(
+    let mut items = collect(
         stmt.query(params_from_iter(args)).map_err(sql_err)?,
         order_from,
     )?;
+    attach_tasks(conn, &mut items)?;
     let next = (items.len() == limit)
         .then(|| items.last().map(|o| o.id.to_string()))
         .flatten();
@@ -402,10 +443,13 @@ pub(crate) fn order(conn: &Connection, id: i64) -> Result<Option<Order>, StoreEr
         .prepare_cached(&format!("SELECT {ORDER_COLS} FROM orders WHERE id = ?1"))
         .map_err(sql_err)?;
     let mut rows = stmt.query([id]).map_err(sql_err)?;
-    match rows.next().map_err(sql_err)? {
-        Some(row) => order_from(row).map(Some),
-        None => Ok(None),
-    }
+    let Some(row) = rows.next().map_err(sql_err)? else {
+        return Ok(None);
+    };
+    let mut order = [order_from(row)?];
+    attach_tasks(conn, &mut order)?;
+    let [order] = order;
+    Ok(Some(order))
 }
 
 pub(crate) fn dead_letters(

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_dispatch_indexes.sql"),
     include_str!("../migrations/0007_reliability.sql"),
     include_str!("../migrations/0008_ingest_journal.sql"),
+    include_str!("../migrations/0009_predictions.sql"),
 ];
 
 /// The schema version this build writes.

@@ -35,12 +35,14 @@ pub(crate) fn commit_batch(
     cache.check_external_writes(conn)?;
     // A status message changes the row behind the cache: those devices are read again.
     let mut updates: CacheUpdates = Vec::new();
-    if !batch.statuses.is_empty() {
+    if !batch.statuses.is_empty() || !batch.connection_ends.is_empty() {
         cache.apply(
             batch
                 .statuses
                 .iter()
-                .map(|s| (s.serial.clone(), None))
+                .map(|s| s.serial.clone())
+                .chain(batch.connection_ends.iter().map(|e| e.serial.clone()))
+                .map(|serial| (serial, None))
                 .collect(),
         );
     }
@@ -99,6 +101,17 @@ pub(crate) fn commit_batch(
             spool.as_mut(),
         )?;
         updates.push((serial.clone(), Some(entry)));
+    }
+    // after the readings: a device's last readings and its goodbye in one batch leave it
+    // offline; the cache forgets these devices (their row changed behind it)
+    for end in &batch.connection_ends {
+        tx.prepare_cached(
+            "UPDATE devices SET connection = 'offline', disconnected_at = ?2, disconnect_graceful = ?3 \
+             WHERE serial = ?1",
+        )
+        .and_then(|mut s| s.execute(params![end.serial.as_str(), ms(end.at), end.graceful]))
+        .map_err(sql_err)?;
+        updates.push((end.serial.clone(), None));
     }
     if let Some(spool) = &spool {
         crate::spool::append(&tx, spool, now)?;
@@ -176,16 +189,22 @@ fn apply_status(
         });
         return Ok(());
     }
+    // A bare `offline` is recorded as a lost connection (a will and a goodbye look alike
+    // here); a graceful connection end in the same batch, applied later, corrects it.
+    let offline = status.state == ConnectionState::Offline;
     tx.prepare_cached(
         "UPDATE devices SET connection = ?2, firmware = COALESCE(?3, firmware), \
-         last_seen_at = MAX(COALESCE(last_seen_at, 0), ?4) WHERE serial = ?1",
+         last_seen_at = MAX(COALESCE(last_seen_at, 0), ?4), \
+         disconnected_at = CASE WHEN ?5 THEN ?4 ELSE disconnected_at END, \
+         disconnect_graceful = CASE WHEN ?5 THEN 0 ELSE disconnect_graceful END WHERE serial = ?1",
     )
     .and_then(|mut s| {
         s.execute(params![
             status.serial.as_str(),
             status.state.as_str(),
             status.firmware,
-            ms(status.at)
+            ms(status.at),
+            offline
         ])
     })
     .map_err(sql_err)?;

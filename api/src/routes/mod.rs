@@ -10,6 +10,7 @@ pub mod health;
 pub mod metrics;
 pub mod order_feed;
 pub mod orders;
+pub mod predictions;
 pub mod reliability;
 pub mod sla;
 pub mod webhooks;

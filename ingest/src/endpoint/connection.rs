@@ -22,8 +22,9 @@ use tracing::{debug, info, warn};
 use super::auth::authenticate;
 use super::tls::{DeviceStream, PeerCertificate};
 use super::{Kill, KillSender, Shared};
-use crate::decode::decode;
+use crate::decode::{Decoded, decode};
 use crate::pipeline::{Ack, Inbound, PipelineHandle};
+use fleetpulse_domain::store::ConnectionEnd;
 
 /// Bytes asked of the socket at least per read. Also each connection's initial read
 /// buffer: at 10 000 connections every KiB here is 10 MiB of RSS, and a reading is a
@@ -131,18 +132,38 @@ pub(super) async fn serve<S: DeviceStream>(
         && still_current
         && let Some(will) = will
     {
-        let decoded = decode(
+        let mut decoded = decode(
             &will.topic,
             serial.as_str(),
             &will.message,
             Utc::now(),
             pipeline.limits(),
         );
+        // the will speaks for a device that could not say goodbye: the connection was lost
+        decoded.connection_end = Some(ConnectionEnd {
+            serial: serial.clone(),
+            at: Utc::now(),
+            graceful: false,
+        });
         tokio::select! {
             _ = pipeline.submit(Inbound::new(decoded, None)) => {}
             _ = stop.wait_for(|stopping| *stopping) => {}
         }
         debug!(serial = %serial, %peer, "last will submitted");
+    } else if close == Close::Disconnected && still_current {
+        // a DISCONNECT is a goodbye: the device was switched off (or closed) normally
+        let decoded = Decoded {
+            connection_end: Some(ConnectionEnd {
+                serial: serial.clone(),
+                at: Utc::now(),
+                graceful: true,
+            }),
+            ..Decoded::default()
+        };
+        tokio::select! {
+            _ = pipeline.submit(Inbound::new(decoded, None)) => {}
+            _ = stop.wait_for(|stopping| *stopping) => {}
+        }
     }
     if let Err(error) = writer.await {
         warn!(serial = %serial, %peer, %error, "connection writer task failed");
@@ -329,13 +350,23 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         if publish.qos == QoS::ExactlyOnce {
             return Some(Close::Qos2);
         }
-        let decoded = decode(
+        let mut decoded = decode(
             &publish.topic,
             self.serial.as_str(),
             &publish.payload,
             Utc::now(),
             self.pipeline.limits(),
         );
+        // `offline` published by the device itself, on a live connection: a goodbye
+        if let Some(status) = &decoded.status
+            && status.state == fleetpulse_domain::ConnectionState::Offline
+        {
+            decoded.connection_end = Some(ConnectionEnd {
+                serial: self.serial.clone(),
+                at: status.at,
+                graceful: true,
+            });
+        }
         if decoded.topic_refused {
             // Kept so an operator sees what the device tried; not acked, since the
             // device is disconnected anyway.

@@ -11,6 +11,7 @@ mod demo;
 mod dispatch;
 mod e2e;
 mod outage;
+mod predict;
 mod reliability;
 mod restart;
 mod security;

@@ -1,0 +1,190 @@
+//! Predictions, trained models and the storm-control queue.
+//!
+//! - `GET /api/v1/predictions?serial=&kind=&target=&after=&limit=`: the latest run's
+//!   predictions, keyset-paginated by (serial, kind, target), each with the order it
+//!   raised (or whose visit carries it as a task).
+//! - `GET /api/v1/devices/{serial}/predictions`: one device's.
+//! - `GET /api/v1/models`, `GET /api/v1/models/{version}`: trained failure-risk models
+//!   with their validation, baselines and deployment decision.
+//! - `GET /api/v1/orders/queue`: predicted orders held back by storm control, in release
+//!   order.
+//! - `POST /api/v1/predictions/run`: run the predictors now (roles `planner`, `admin`).
+//!
+//! Reading: every role.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fleetpulse_domain::dispatch::Role;
+use fleetpulse_domain::prediction::{ModelReport, PredictionKind};
+use fleetpulse_domain::store::{HeldOrder, Page, PredictionQuery, RunReport, StoredPrediction};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::auth::{Caller, READERS};
+use crate::error::ApiError;
+use crate::extract::{self, LIST_LIMIT, Path, Query};
+
+/// Roles that may start a prediction run.
+pub const PLANNERS: &[Role] = &[Role::Planner];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/predictions", get(list))
+        .route("/api/v1/predictions/run", post(run))
+        .route("/api/v1/devices/{serial}/predictions", get(of_device))
+        .route("/api/v1/models", get(models))
+        .route("/api/v1/models/{version}", get(model))
+        .route("/api/v1/orders/queue", get(queue))
+}
+
+/// Query of `GET /api/v1/predictions`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    serial: Option<String>,
+    /// `consumable_depletion`, `service_interval`, `failure_risk` or `silent`.
+    kind: Option<String>,
+    /// Consumable id, `service`, failure mode or `connectivity`.
+    target: Option<String>,
+    /// The `next` cursor of the previous page.
+    after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<String>,
+}
+
+/// Query of `GET /api/v1/devices/{serial}/predictions` and `/orders/queue`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    /// The `next` cursor of the previous page.
+    after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<String>,
+}
+
+fn cursor(raw: Option<&str>) -> Result<Option<(String, String, String)>, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let mut parts = raw.splitn(3, '|');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(s), Some(k), Some(t)) if !s.is_empty() && !k.is_empty() => {
+            Ok(Some((s.to_owned(), k.to_owned(), t.to_owned())))
+        }
+        _ => Err(ApiError::parameter(
+            "after",
+            "after must be the `next` cursor of a previous page (serial|kind|target)",
+        )),
+    }
+}
+
+fn target(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    extract::optional("target", raw, |t: &str| {
+        if t.is_empty() || t.len() > 80 {
+            Err("target must be 1 to 80 characters")
+        } else {
+            Ok(t.to_owned())
+        }
+    })
+}
+
+/// The latest run's predictions, keyset-paginated by (serial, kind, target).
+#[utoipa::path(get, path = "/api/v1/predictions", tag = "predictions", params(ListParams), responses((status = 200, description = "Predictions with their evidence and the order each raised", body = Page<StoredPrediction>)))]
+async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<Page<StoredPrediction>>, ApiError> {
+    caller.require(READERS)?;
+    let query = PredictionQuery {
+        serial: extract::optional(
+            "serial",
+            p.serial.as_deref(),
+            fleetpulse_domain::Serial::parse,
+        )?,
+        kind: extract::one_of::<PredictionKind>("kind", p.kind.as_deref())?,
+        target: target(p.target.as_deref())?,
+        after: cursor(p.after.as_deref())?,
+        limit: extract::limit(p.limit.as_deref(), LIST_LIMIT)?,
+    };
+    Ok(Json(state.predictions.predictions(query).await?))
+}
+
+/// One device's predictions (404 for an unknown serial).
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/predictions", tag = "predictions", params(("serial" = String, Path, description = "device serial"), PageParams), responses((status = 200, description = "The device's predictions", body = Page<StoredPrediction>)))]
+async fn of_device(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    Query(p): Query<PageParams>,
+) -> Result<Json<Page<StoredPrediction>>, ApiError> {
+    caller.require(READERS)?;
+    let serial = extract::serial(&raw)?;
+    let query = PredictionQuery {
+        serial: Some(serial.clone()),
+        after: cursor(p.after.as_deref())?,
+        limit: extract::limit(p.limit.as_deref(), LIST_LIMIT)?,
+        ..Default::default()
+    };
+    let page = state.predictions.predictions(query).await?;
+    if page.items.is_empty() && state.store.device(&serial).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "device {serial} is not registered"
+        )));
+    }
+    Ok(Json(page))
+}
+
+/// Every trained model's report, newest first.
+#[utoipa::path(get, path = "/api/v1/models", tag = "predictions", responses((status = 200, description = "Model reports: validation metrics, baselines, deployment decision", body = Vec<ModelReport>)))]
+async fn models(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ModelReport>>, ApiError> {
+    caller.require(READERS)?;
+    Ok(Json(state.predictions.model_reports().await?))
+}
+
+/// One model's report.
+#[utoipa::path(get, path = "/api/v1/models/{version}", tag = "predictions", params(("version" = String, Path, description = "model version")), responses((status = 200, description = "The model's report incl. baselines and the deployment decision", body = ModelReport)))]
+async fn model(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(version): Path<String>,
+) -> Result<Json<ModelReport>, ApiError> {
+    caller.require(READERS)?;
+    state
+        .predictions
+        .model(&version)
+        .await?
+        .map(|m| Json(m.report))
+        .ok_or_else(|| ApiError::NotFound(format!("model {version:?} does not exist")))
+}
+
+/// Predicted orders held by storm control, in release order (most urgent first, then
+/// in arrival order), paginated by queue position.
+#[utoipa::path(get, path = "/api/v1/orders/queue", tag = "orders", params(PageParams), responses((status = 200, description = "Held orders in release order", body = Page<HeldOrder>)))]
+async fn queue(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(p): Query<PageParams>,
+) -> Result<Json<Page<HeldOrder>>, ApiError> {
+    caller.require(READERS)?;
+    let after = extract::id_cursor(p.after.as_deref())?;
+    let limit = extract::limit(p.limit.as_deref(), LIST_LIMIT)?;
+    Ok(Json(state.predictions.held_orders(after, limit).await?))
+}
+
+/// Runs the predictors now (as the schedule does) and answers what the run did.
+#[utoipa::path(post, path = "/api/v1/predictions/run", tag = "predictions", responses((status = 200, description = "What the run did: predictions, orders raised, updated, bundled, held, released", body = RunReport)))]
+async fn run(caller: Caller, State(state): State<AppState>) -> Result<Json<RunReport>, ApiError> {
+    caller.require(PLANNERS)?;
+    let report = state.predictor.run_now("api").await?;
+    if !report.orders.is_empty() {
+        state.streams.order_changed();
+    }
+    Ok(Json(report))
+}

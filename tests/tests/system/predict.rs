@@ -1,0 +1,274 @@
+//! The analytics worker against the real binary: a device at a customer that goes
+//! silent without saying goodbye gets an inspection order after the policy's delay, one
+//! that disconnects gracefully does not; storm control holds predicted orders beyond its
+//! hourly limit in `/api/v1/orders/queue`; predictions, models and the on-demand run
+//! through the API.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use fleetpulse_system_tests::dispatch::Client;
+use fleetpulse_system_tests::{App, eventually, reading, telemetry_topic};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+const POLICY: &str = include_str!("../../../config/policy.toml");
+
+/// `serve` with a policy whose silence delay and storm limit the test chooses, and a
+/// prediction run every second.
+async fn serve(dir: &Path, silent_after: &str, max_per_hour: u32) -> anyhow::Result<App> {
+    let policy = POLICY
+        .replace(
+            "silent_after = \"24h\"",
+            &format!("silent_after = \"{silent_after}\""),
+        )
+        .replace(
+            "max_per_hour = 60",
+            &format!("max_per_hour = {max_per_hour}"),
+        );
+    anyhow::ensure!(policy.contains(silent_after), "policy template changed");
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, policy)?;
+    let path = path.display().to_string();
+    App::spawn_with_env(
+        dir,
+        &["serve", "--mqtt-listen", "127.0.0.1:0"],
+        &[
+            ("FLEETPULSE_POLICY__PATH", path.as_str()),
+            ("FLEETPULSE_ANALYTICS__PREDICT_INTERVAL_S", "1"),
+        ],
+    )
+    .await
+}
+
+async fn register(admin: &Client, serial: &str, region: &str) -> anyhow::Result<()> {
+    let a = admin
+        .post(
+            "/api/v1/devices",
+            &json!({"serial": serial, "model": "OC-5A", "status": "at_customer", "region": region, "address": "1 Main St"}),
+        )
+        .await?;
+    anyhow::ensure!(
+        a.status == 201,
+        "register {serial}: {} {}",
+        a.status,
+        a.body
+    );
+    Ok(())
+}
+
+/// A firmware-like client: connects with its last will on its status topic, publishes a
+/// reading and waits for its PUBACK.
+async fn connect_and_report(
+    addr: SocketAddr,
+    serial: &str,
+) -> anyhow::Result<(AsyncClient, EventLoop)> {
+    let mut opts = MqttOptions::new(serial, addr.ip().to_string(), addr.port());
+    opts.set_keep_alive(Duration::from_secs(5));
+    opts.set_last_will(LastWill::new(
+        format!("fleetpulse/v1/devices/{serial}/status"),
+        "offline",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (client, mut events) = AsyncClient::new(opts, 16);
+    client
+        .publish(
+            telemetry_topic(serial),
+            QoS::AtLeastOnce,
+            false,
+            reading(1, json!({"runtime_hours": 12.0, "filter_life_pct": 90.0})),
+        )
+        .await?;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::PubAck(_)) = events.poll().await? {
+                return anyhow::Ok(());
+            }
+        }
+    })
+    .await??;
+    Ok((client, events))
+}
+
+/// The connection drops without DISCONNECT (power cut, network gone): the socket closes.
+async fn lose_connection(addr: SocketAddr, serial: &str) -> anyhow::Result<()> {
+    let (client, events) = connect_and_report(addr, serial).await?;
+    drop(events);
+    drop(client);
+    Ok(())
+}
+
+/// Switched off normally: MQTT DISCONNECT.
+async fn say_goodbye(addr: SocketAddr, serial: &str) -> anyhow::Result<()> {
+    let (client, mut events) = connect_and_report(addr, serial).await?;
+    client.disconnect().await?;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+async fn orders_of(admin: &Client, query: &str) -> anyhow::Result<Vec<Value>> {
+    let a = admin.get(&format!("/api/v1/orders?{query}")).await?;
+    anyhow::ensure!(a.status == 200, "{}", a.body);
+    Ok(a.body["items"].as_array().cloned().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn predict_a_silent_device_gets_an_inspection_and_a_graceful_one_does_not()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = serve(dir.path(), "3s", 60).await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let addr = app.mqtt.expect("built-in endpoint");
+    register(&admin, "OC5-LOST1", "north").await?;
+    register(&admin, "OC5-BYE1", "north").await?;
+
+    lose_connection(addr, "OC5-LOST1").await?;
+    say_goodbye(addr, "OC5-BYE1").await?;
+
+    let orders = eventually(
+        WAIT,
+        "an inspection order for the silent device",
+        || async {
+            let o = orders_of(&admin, "cause=silent_device&serial=OC5-LOST1").await?;
+            Ok((!o.is_empty()).then_some(o))
+        },
+    )
+    .await?;
+    let order = &orders[0];
+    assert_eq!(order["kind"], json!("inspection"));
+    assert_eq!(order["origin"], json!("prediction"));
+    assert!(order["due_at"].is_string(), "{order}");
+    assert_eq!(order["evidence"]["model_version"], json!("silent-v1"));
+    assert_eq!(
+        order["evidence"]["evidence"]["last_disconnect"]["graceful"],
+        json!(false),
+        "{order}"
+    );
+
+    // the device that said goodbye was silent as long: a few more runs raise nothing
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        orders_of(&admin, "cause=silent_device&serial=OC5-BYE1")
+            .await?
+            .is_empty()
+    );
+    let preds = admin.get("/api/v1/predictions?kind=silent").await?;
+    assert_eq!(preds.status, 200, "{}", preds.body);
+    let serials: Vec<&str> = preds.body["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["serial"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(serials, vec!["OC5-LOST1"]);
+    let mine = admin.get("/api/v1/devices/OC5-LOST1/predictions").await?;
+    assert_eq!(
+        mine.body["items"][0]["order_id"], order["id"],
+        "{}",
+        mine.body
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn predict_storm_control_holds_orders_beyond_the_hourly_limit_in_the_queue()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = serve(dir.path(), "2s", 1).await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let addr = app.mqtt.expect("built-in endpoint");
+    for s in ["OC5-STORM1", "OC5-STORM2", "OC5-STORM3"] {
+        register(&admin, s, "south").await?;
+        lose_connection(addr, s).await?;
+    }
+
+    let queue = eventually(WAIT, "two orders held by storm control", || async {
+        let q = admin.get("/api/v1/orders/queue").await?;
+        anyhow::ensure!(q.status == 200, "{}", q.body);
+        let items = q.body["items"].as_array().cloned().unwrap_or_default();
+        Ok((items.len() == 2).then_some(items))
+    })
+    .await?;
+    assert!(
+        queue.iter().all(|h| h["reason"] == json!("fleet_limit")),
+        "{queue:?}"
+    );
+    assert!(queue.iter().all(|h| h["cause"] == json!("silent_device")));
+    let raised = orders_of(&admin, "cause=silent_device").await?;
+    assert_eq!(raised.len(), 1, "one order within the hour: {raised:?}");
+
+    // an on-demand run says the same: nothing raised, two still held
+    let run = admin.post("/api/v1/predictions/run", &json!({})).await?;
+    assert_eq!(run.status, 200, "{}", run.body);
+    assert_eq!(run.body["raised"], json!(0), "{}", run.body);
+    assert_eq!(run.body["queued"], json!(2), "{}", run.body);
+
+    // a critical alarm is not held back: raised at commit
+    let (client, mut events) = connect_and_report(addr, "OC5-STORM1").await?;
+    client
+        .publish(
+            telemetry_topic("OC5-STORM1"),
+            QoS::AtLeastOnce,
+            false,
+            reading(2, json!({"alarms": ["E101"]})),
+        )
+        .await?;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::PubAck(_)) = events.poll().await? {
+                return anyhow::Ok(());
+            }
+        }
+    })
+    .await??;
+    // acked once in the journal; the store applies it within moments
+    let alarm = eventually(WAIT, "the critical alarm's repair order", || async {
+        let o = orders_of(&admin, "cause=critical_alarm:E101&serial=OC5-STORM1").await?;
+        Ok((!o.is_empty()).then_some(o))
+    })
+    .await?;
+    assert_eq!(alarm.len(), 1, "{alarm:?}");
+    assert_eq!(alarm[0]["kind"], json!("repair"));
+    let queued = admin.get("/api/v1/orders/queue").await?;
+    assert!(
+        queued.body["items"]
+            .as_array()
+            .is_some_and(|q| q.iter().all(|h| h["cause"] == json!("silent_device"))),
+        "{}",
+        queued.body
+    );
+
+    // the CLI runs the same, beside the running service
+    let out = tokio::process::Command::new(fleetpulse_system_tests::fleetpulse_bin())
+        .args(["predict", "--data"])
+        .arg(dir.path())
+        .env("FLEETPULSE_POLICY__PATH", dir.path().join("policy.toml"))
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(
+        (cli["raised"].clone(), cli["queued"].clone()),
+        (json!(0), json!(2)),
+        "{cli}"
+    );
+
+    let models = admin.get("/api/v1/models").await?;
+    assert_eq!((models.status, models.body.clone()), (200, json!([])));
+    let missing = admin.get("/api/v1/models/risk-nope").await?;
+    assert_eq!(missing.status, 404);
+    Ok(())
+}
