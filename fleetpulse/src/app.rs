@@ -292,15 +292,20 @@ async fn serve(
     let predictions: Arc<dyn fleetpulse_domain::store::PredictionStore> = sqlite.clone();
     let store: Arc<dyn Store> = sqlite;
     cfg.analytics.check()?;
-    let analytics = Arc::new(crate::predict::AnalyticsWorker::new(
-        predictions.clone(),
-        crate::predict::forecasters(&catalog, &policy),
-        Arc::new(fleetpulse_rules::predicted::PredictionOrders::new(
-            catalog.clone(),
-            policy.clone(),
-        )),
-        cfg.analytics.clone(),
-    ));
+    // order streams, woken by the API, the pipeline's commits and the prediction runs
+    let streams = fleetpulse_api::StreamStop::default();
+    let analytics = Arc::new(
+        crate::predict::AnalyticsWorker::new(
+            predictions.clone(),
+            crate::predict::forecasters(&catalog, &policy),
+            Arc::new(fleetpulse_rules::predicted::PredictionOrders::new(
+                catalog.clone(),
+                policy.clone(),
+            )),
+            cfg.analytics.clone(),
+        )
+        .with_stream_wake(streams.clone()),
+    );
     let marked = store.mark_all_offline(Utc::now()).await?;
     info!(
         devices = marked,
@@ -351,6 +356,7 @@ async fn serve(
     let api_task = start_api(
         &cfg,
         ApiParts {
+            streams,
             store: store.clone(),
             dispatch: dispatch.clone(),
             webhooks: webhooks.clone(),
@@ -580,6 +586,8 @@ impl IngestStatus for PipelineStatus {
 
 /// What the API serves from, besides the catalog and the ingest counters.
 struct ApiParts {
+    /// Order streams (created before the API so other roles can wake them).
+    streams: fleetpulse_api::StreamStop,
     store: Arc<dyn Store>,
     dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch>,
     webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks>,
@@ -624,7 +632,7 @@ async fn start_api(
         )
     })?;
     let addr = listener.local_addr()?;
-    let streams = fleetpulse_api::StreamStop::default();
+    let streams = parts.streams;
     // orders the pipeline's commits raise wake the order streams at once
     let mut order_changes = status.ingest.order_changes();
     let woken = streams.clone();

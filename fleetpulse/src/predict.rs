@@ -57,6 +57,8 @@ pub struct AnalyticsWorker {
     planner: Arc<dyn PredictionPlanner>,
     cfg: AnalyticsConfig,
     one_at_a_time: tokio::sync::Mutex<()>,
+    /// Woken when a run created or updated orders.
+    streams: Option<fleetpulse_api::StreamStop>,
 }
 
 impl AnalyticsWorker {
@@ -72,7 +74,14 @@ impl AnalyticsWorker {
             planner,
             cfg,
             one_at_a_time: tokio::sync::Mutex::new(()),
+            streams: None,
         }
+    }
+
+    /// Order streams to wake after a run that created or updated orders.
+    pub fn with_stream_wake(mut self, streams: fleetpulse_api::StreamStop) -> Self {
+        self.streams = Some(streams);
+        self
     }
 
     /// One prediction run: data as of now, forecasts with the deployed models, the run
@@ -104,6 +113,11 @@ impl AnalyticsWorker {
                 self.planner.clone(),
             )
             .await?;
+        if !report.orders.is_empty()
+            && let Some(streams) = &self.streams
+        {
+            streams.order_changed();
+        }
         info!(
             trigger,
             devices,
