@@ -42,7 +42,7 @@ pub mod runner;
 pub mod swarm;
 pub mod truth;
 
-pub use device::DeviceInfo;
+pub use device::{DeviceInfo, DeviceSample};
 pub use device_link::{DeviceLink, LinkIdentity, LinkOptions, LinkState, LinkStats};
 pub use endpoint::{Endpoint, EndpointError};
 pub use failure::{FAILURE_MODES, FailureModeSpec, Weibull, failure_mode_spec};

@@ -190,11 +190,11 @@ mod tests {
     #[test]
     fn average_precision_by_hand() {
         // descending: + − + + − − + −; precision at each positive: 1/1, 2/3, 3/4, 4/7
-        // AP = (1 + 2/3 + 3/4 + 4/7) / 4 = 0.7470238095238095
-        // (scikit-learn 1.x: average_precision_score(LABELS, SCORES) gives the same,
-        // see the test below for its value)
+        // AP = (1 + 2/3 + 3/4 + 4/7) / 4; scikit-learn 1.9.1
+        // `average_precision_score([1,0,1,1,0,0,1,0], SCORES)` = 0.7470238095238095
         let ap = average_precision(&SCORES, &LABELS);
         assert!((ap - (1.0 + 2.0 / 3.0 + 0.75 + 4.0 / 7.0) / 4.0).abs() < 1e-12);
+        assert!((ap - 0.7470238095238095).abs() < 1e-12);
     }
 
     #[test]
@@ -203,7 +203,8 @@ mod tests {
         let ap = average_precision(&[0.5; 4], &[true, false, true, false]);
         assert!((ap - 0.5).abs() < 1e-12);
         // tie of a positive and a negative at the top: step to recall 1/2 at 1/2,
-        // then the positive alone: recall 1 at 2/3 → 0.25 + 1/3
+        // then the positive alone: recall 1 at 2/3 → 0.25 + 1/3 (scikit-learn 1.9.1:
+        // average_precision_score([1,0,1,0], [0.9,0.9,0.5,0.1]) = 0.5833333333333333)
         let ap = average_precision(&[0.9, 0.9, 0.5, 0.1], &[true, false, true, false]);
         assert!((ap - (0.25 + 1.0 / 3.0)).abs() < 1e-12, "{ap}");
         assert_eq!(average_precision(&[0.3, 0.2], &[false, false]), 0.0);
@@ -222,6 +223,7 @@ mod tests {
     fn brier_and_calibration_by_hand() {
         // (0.9−1)² + (0.8−0)² + (0.7−1)² + (0.6−1)² + (0.55−0)² + (0.4−0)² + (0.3−1)² + (0.1−0)²
         // = 0.01 + 0.64 + 0.09 + 0.16 + 0.3025 + 0.16 + 0.49 + 0.01 = 1.8625; / 8
+        // scikit-learn 1.9.1 brier_score_loss(LABELS, SCORES) = 0.23281250000000003
         let b = brier(&SCORES, &LABELS).expect("samples");
         assert!((b - 1.8625 / 8.0).abs() < 1e-12, "{b}");
         let bins = calibration(&SCORES, &LABELS);
