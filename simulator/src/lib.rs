@@ -36,6 +36,7 @@ pub mod device_link;
 pub mod endpoint;
 pub mod failure;
 pub mod fleet;
+pub mod history;
 pub mod outbox;
 pub mod publisher;
 pub mod runner;
@@ -47,6 +48,7 @@ pub use device_link::{DeviceLink, LinkIdentity, LinkOptions, LinkState, LinkStat
 pub use endpoint::{Endpoint, EndpointError};
 pub use failure::{FAILURE_MODES, FailureModeSpec, Weibull, failure_mode_spec};
 pub use fleet::{Fleet, FleetConfig, FleetError, Message};
+pub use history::{HistoryRecorder, simulate};
 pub use outbox::OutboxFull;
 pub use publisher::{FirmwarePublisher, LinkError};
 pub use runner::{SimConfig, SimError, SimReport, run, run_with};
