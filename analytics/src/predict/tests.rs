@@ -187,3 +187,152 @@ fn service_due_from_the_last_service_or_the_next_meter_multiple() {
     assert_eq!(s.dates.expect("dates").due, as_of);
     assert!(forecast_service(&d, 0.0, Some(&u), as_of, 1.28).is_none());
 }
+
+mod on_simulated_data {
+    use std::sync::{Arc, OnceLock};
+
+    use chrono::{DateTime, Duration, TimeZone, Utc};
+    use fleetpulse_domain::Catalog;
+    use fleetpulse_domain::prediction::{DeviceHistory, Forecaster, PredictionData};
+
+    use crate::predict::train_mode;
+    use fleetpulse_simulator::{Fleet, FleetConfig, simulate};
+
+    use crate::predict::risk::feature_spec;
+    use crate::predict::{CatalogForecaster, PredictOptions};
+
+    /// The shipped catalog's OC-5A alone: 200 concentrators for 330 simulated days.
+    fn data() -> &'static (Arc<Catalog>, PredictionData) {
+        static DATA: OnceLock<(Arc<Catalog>, PredictionData)> = OnceLock::new();
+        DATA.get_or_init(|| {
+            let full = Catalog::from_toml_str(include_str!("../../../config/catalog.toml"))
+                .expect("shipped catalog");
+            let oc: Vec<_> = full
+                .models()
+                .filter(|m| m.id.as_str() == "OC-5A")
+                .cloned()
+                .collect();
+            let catalog = Arc::new(Catalog::from_models(oc).expect("one model"));
+            let mut fleet = Fleet::new(
+                &FleetConfig {
+                    devices: 200,
+                    seed: 5,
+                    serial_prefix: "T".into(),
+                },
+                &catalog,
+            )
+            .expect("fleet");
+            let start = Utc
+                .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+                .single()
+                .expect("start");
+            let (rec, _) = simulate(&mut fleet, &catalog, start, 330);
+            let data = rec.snapshot(start + Duration::days(330));
+            (catalog, data)
+        })
+    }
+
+    /// The history as it was known at `as_of`.
+    fn truncate(d: &DeviceHistory, as_of: DateTime<Utc>) -> DeviceHistory {
+        let mut t = d.clone();
+        for s in t.daily.values_mut() {
+            s.retain(|x| x.day < as_of);
+        }
+        t.alarms.retain(|a| a.started_at < as_of);
+        for a in &mut t.alarms {
+            a.ended_at = a.ended_at.filter(|e| *e <= as_of);
+        }
+        t.failures.retain(|f| f.at < as_of);
+        t.replacements.retain(|r| r.at < as_of);
+        t
+    }
+
+    fn same(a: &[f64], b: &[f64]) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()))
+    }
+
+    #[test]
+    fn truncating_the_history_after_as_of_changes_no_feature_nor_forecast() {
+        let (catalog, data) = data();
+        let as_of = data.as_of.expect("as_of") - Duration::days(60) + Duration::hours(13);
+        let forecaster = CatalogForecaster::new(catalog.clone(), PredictOptions::default());
+        let mut changed_later = 0;
+        for mode in ["compressor", "sieve_bed", "cooling"] {
+            let spec = feature_spec(catalog, data, mode);
+            for d in &data.devices {
+                let full = spec.compute(d, as_of);
+                let cut = spec.compute(&truncate(d, as_of), as_of);
+                assert!(
+                    same(&full, &cut),
+                    "{} {mode}: features read the future",
+                    d.serial
+                );
+                let later = spec.compute(d, as_of + Duration::days(7));
+                changed_later += usize::from(!same(&full, &later));
+            }
+        }
+        // the check has teeth: a week later the same features do change
+        assert!(changed_later > 100, "{changed_later}");
+        for d in &data.devices {
+            assert_eq!(
+                forecaster.due_dates(d, as_of),
+                forecaster.due_dates(&truncate(d, as_of), as_of),
+                "{}",
+                d.serial
+            );
+        }
+    }
+
+    #[test]
+    fn the_trained_model_beats_both_baselines_on_simulated_failures() {
+        let (catalog, data) = data();
+        let options = PredictOptions {
+            sample_every_days: 6,
+            ..PredictOptions::default()
+        };
+        let forecaster = CatalogForecaster::new(catalog.clone(), options.clone());
+        let sieve =
+            train_mode(catalog, data, "sieve_bed", &options, None).expect("a sieve bed model");
+        let models = vec![sieve.clone()];
+        let sieve = &models[0];
+        let r = &sieve.report;
+        assert!(r.metrics.positives > 0, "{}", r.decision);
+        for (name, b) in &r.baselines {
+            assert!(
+                r.metrics.pr_auc > b.pr_auc,
+                "{name}: {} vs {}; {}",
+                r.metrics.pr_auc,
+                b.pr_auc,
+                r.decision
+            );
+        }
+        assert_eq!(r.baselines.len(), 2, "{}", r.decision);
+        assert!(r.deployed, "{}", r.decision);
+        assert!(r.validate_from >= r.train_to && r.train_from < r.train_to);
+        // a deployed model scores the fleet, with its evidence
+        let predictions = forecaster.forecast(data, &models);
+        let risk: Vec<_> = predictions
+            .iter()
+            .filter(|p| p.target == "sieve_bed")
+            .collect();
+        assert!(!risk.is_empty());
+        assert!(
+            risk.iter()
+                .all(|p| p.probability.is_some_and(|x| (0.0..=1.0).contains(&x))
+                    && p.top_features.len() == 5
+                    && p.model_version == r.version)
+        );
+        // a retrained model is compared with the current one and loses to itself
+        let again = train_mode(catalog, data, "sieve_bed", &options, Some(sieve))
+            .expect("a sieve bed model");
+        assert!(!again.report.deployed, "{}", again.report.decision);
+        assert!(
+            again.report.decision.contains("current model"),
+            "{}",
+            again.report.decision
+        );
+    }
+}
