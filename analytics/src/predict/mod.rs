@@ -311,7 +311,7 @@ impl CatalogForecaster {
     }
 
     /// The deployed model of each failure mode among `models` (the latest trained).
-    pub fn deployed<'a>(models: &'a [TrainedModel]) -> Vec<(&'a TrainedModel, RiskParameters)> {
+    pub fn deployed(models: &[TrainedModel]) -> Vec<(&TrainedModel, RiskParameters)> {
         let mut best: std::collections::BTreeMap<&str, &TrainedModel> = Default::default();
         for m in models.iter().filter(|m| m.report.deployed) {
             let e = best.entry(m.report.failure_mode.as_str()).or_insert(m);

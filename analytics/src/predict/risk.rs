@@ -228,7 +228,7 @@ pub fn warning_count(device: &DeviceHistory, codes: &[String], as_of: DateTime<U
         .alarms
         .iter()
         .filter(|a| a.started_at >= from && a.started_at < as_of)
-        .filter(|a| codes.iter().any(|c| *c == a.code))
+        .filter(|a| codes.contains(&a.code))
         .count()
 }
 
