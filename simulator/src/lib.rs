@@ -23,6 +23,14 @@
 //! second) accelerates only the devices' physics: runtime hours, wear, failures. The
 //! service therefore validates timestamps exactly as it does for real devices.
 //!
+//! For in-process consumers (the prediction benchmark), [`Fleet::step_samples`] returns
+//! the readings as numbers and [`history::simulate`] stamps them with simulated time
+//! (start + simulated hours) and folds them into the predictors' [`PredictionData`]
+//! (daily summaries as the store folds its hourly rollups, alarm episodes, failures,
+//! replacements). Usage varies by weekday, season and day (`device.rs`).
+//!
+//! [`PredictionData`]: fleetpulse_domain::prediction::PredictionData
+//!
 //! # Guarantees
 //! - Determinism: the same seed, catalog and number of ticks give the same readings
 //!   (apart from wall-clock `ts`) and the same ground truth; device `i` does not depend on
