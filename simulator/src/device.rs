@@ -5,6 +5,12 @@
 //! `physics` stream draws usage, lifetimes, delays and alarm episodes; the `noise` stream
 //! draws reading noise. A device that produces no reading in a step (its queue is full)
 //! still lives exactly the same life.
+//!
+//! Realism for the predictors: a day's use is the device's base use × its weekday factor
+//! (day 0 of the simulation is a Monday) × a seasonal factor (peak near day 0 of the
+//! year) × a daily log-normal variation; consumable readings carry noise and rare stray
+//! values; failures come with full, weak or no precursors, false precursors come and go,
+//! and precursors raise warning alarms (constants below).
 
 use std::f64::consts::TAU;
 
