@@ -29,6 +29,7 @@ mod frames;
 pub mod mtbf;
 pub mod mttr;
 pub mod pareto;
+pub mod predict;
 pub mod report;
 pub mod trend;
 pub mod weibull;

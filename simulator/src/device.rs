@@ -5,6 +5,12 @@
 //! `physics` stream draws usage, lifetimes, delays and alarm episodes; the `noise` stream
 //! draws reading noise. A device that produces no reading in a step (its queue is full)
 //! still lives exactly the same life.
+//!
+//! Realism for the predictors: a day's use is the device's base use × its weekday factor
+//! (day 0 of the simulation is a Monday) × a seasonal factor (peak near day 0 of the
+//! year) × a daily log-normal variation; consumable readings carry noise and rare stray
+//! values; failures come with full, weak or no precursors, false precursors come and go,
+//! and precursors raise warning alarms (constants below).
 
 use std::f64::consts::TAU;
 
@@ -44,6 +50,29 @@ const INFO_MEAN_INTERVAL_H: f64 = 60.0 * 24.0;
 const EPISODE_DURATION_H: (f64, f64) = (0.5, 12.0);
 /// Standard deviation of the reading noise on consumable levels (%).
 const CONSUMABLE_NOISE_PCT: f64 = 0.15;
+/// Chance that one consumable reading is a stray value (a sensor glitch) 5 to 30 points low.
+const CONSUMABLE_GLITCH_P: f64 = 0.001;
+/// Weekday usage factor of a device, uniform in this range per weekday.
+const WEEKDAY_FACTOR: (f64, f64) = (0.75, 1.25);
+/// Seasonal usage amplitude (share of the mean) of a device; peak in winter (day 0 ± the
+/// device's phase).
+const SEASONAL_AMPLITUDE: (f64, f64) = (0.0, 0.3);
+/// Day-to-day usage variation: standard deviation of a day's log usage factor.
+const DAILY_USAGE_SD: f64 = 0.15;
+/// Share of failures without a precursor, and with a weak one (a third of the shift).
+const NO_PRECURSOR_SHARE: f64 = 0.15;
+const WEAK_PRECURSOR_SHARE: f64 = 0.15;
+/// A precursor's lead relative to the table's, uniform in this range.
+const LEAD_FACTOR: (f64, f64) = (0.6, 1.4);
+/// Mean runtime hours between two false precursors (transient excursions of a
+/// component's precursor fields that end without a failure).
+const EXCURSION_MEAN_INTERVAL_H: f64 = 2500.0;
+/// A false precursor's duration in simulated hours and its peak share of the shift.
+const EXCURSION_DURATION_H: (f64, f64) = (24.0, 96.0);
+const EXCURSION_PEAK: (f64, f64) = (0.3, 0.8);
+/// Mean simulated hours between the warning episodes a strong precursor (or a false
+/// one at its peak) raises.
+const PRECURSOR_WARNING_INTERVAL_H: f64 = 36.0;
 
 /// A measured field: its baseline, noise and whether it drops to 0 while a failure
 /// keeps the device out of therapy.
@@ -86,8 +115,14 @@ struct Component {
     fitted_in_sim: bool,
     /// Runtime hours before the failure at which the precursor starts (0: none).
     lead_hours: f64,
+    /// Strength of this life's precursor: 1 full, below 1 weak, 0 none.
+    strength: f64,
     precursor_fields: Vec<String>,
     precursor_started: Option<PrecursorStart>,
+    /// A false precursor under way: (start, duration in simulated hours, peak share).
+    excursion: Option<(f64, f64, f64)>,
+    /// The random (warning) alarm this component's precursors raise, if any.
+    warning: Option<usize>,
 }
 
 impl Component {
@@ -101,6 +136,37 @@ impl Component {
 
     fn in_precursor(&self) -> bool {
         self.lead_hours > 0.0 && self.age_hours >= self.lifetime_hours - self.lead_hours
+    }
+
+    /// Draws the next life: lifetime from `age`, precursor strength and lead.
+    fn draw_life(&mut self, age: f64, usage_fraction: f64, rng: &mut ChaCha8Rng) {
+        self.lifetime_hours = self
+            .spec
+            .weibull()
+            .lifetime_given_age(age, 1.0 - rng.random::<f64>());
+        let u = rng.random::<f64>();
+        self.strength = if self.precursor_fields.is_empty() || u < NO_PRECURSOR_SHARE {
+            0.0
+        } else if u < NO_PRECURSOR_SHARE + WEAK_PRECURSOR_SHARE {
+            1.0 / 3.0
+        } else {
+            1.0
+        };
+        self.lead_hours = if self.strength > 0.0 {
+            self.spec.precursor_days * 24.0 * usage_fraction * uniform(rng, LEAD_FACTOR)
+        } else {
+            0.0
+        };
+    }
+
+    /// Progress of a false precursor at `sim` (0..1..0 over its duration), times its peak.
+    fn excursion_level(&self, sim: f64) -> f64 {
+        match self.excursion {
+            Some((start, dur, peak)) if sim >= start && sim < start + dur => {
+                peak * (std::f64::consts::PI * (sim - start) / dur).sin()
+            }
+            _ => 0.0,
+        }
     }
 }
 
@@ -116,6 +182,16 @@ struct Failed {
     component: usize,
     since_sim: f64,
     repair_due_sim: f64,
+}
+
+/// One reading as numbers: what a payload carries, without the JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceSample {
+    pub seq: u64,
+    /// Values in the order of [`Fleet::field_names`](crate::Fleet::field_names).
+    pub values: Vec<f64>,
+    /// Active alarm codes, sorted.
+    pub alarms: Vec<AlarmCode>,
 }
 
 /// Static facts about a simulated device.
@@ -145,6 +221,13 @@ pub(crate) struct SimDevice {
     random_alarms: Vec<RandomAlarm>,
     consumable_alarm: Option<AlarmCode>,
     failed: Option<Failed>,
+    /// Usage factor per weekday (day 0 of the simulation is a Monday).
+    weekday: [f64; 7],
+    seasonal_amplitude: f64,
+    seasonal_phase_days: f64,
+    /// (simulated day, that day's usage factor).
+    today: (i64, f64),
+    sim_now: f64,
 }
 
 fn uniform(rng: &mut ChaCha8Rng, (lo, hi): (f64, f64)) -> f64 {
@@ -261,31 +344,28 @@ impl SimDevice {
             } else {
                 runtime_hours * rng.random::<f64>()
             };
-            let lifetime_hours = spec
-                .weibull()
-                .lifetime_given_age(age_hours, 1.0 - rng.random::<f64>());
             let precursor_fields: Vec<String> = spec
                 .precursor
                 .iter()
                 .filter(|d| reports(d.field))
                 .map(|d| d.field.to_owned())
                 .collect();
-            let lead_hours = if precursor_fields.is_empty() {
-                0.0
-            } else {
-                spec.precursor_days * 24.0 * usage_fraction
-            };
-            components.push(Component {
+            let mut c = Component {
                 mode: mode.to_owned(),
                 spec,
                 alarm: alarm.code.clone(),
                 age_hours,
-                lifetime_hours,
+                lifetime_hours: 0.0,
                 fitted_in_sim: false,
-                lead_hours,
+                lead_hours: 0.0,
+                strength: 0.0,
                 precursor_fields,
                 precursor_started: None,
-            });
+                excursion: None,
+                warning: None,
+            };
+            c.draw_life(age_hours, usage_fraction, rng);
+            components.push(c);
         }
 
         let counters = counter_fields(model.kind)
@@ -307,7 +387,7 @@ impl SimDevice {
             .iter()
             .find(|a| !a.counts_as_failure && a.category == Category::Consumable)
             .map(|a| a.code.clone());
-        let random_alarms = model
+        let random_alarms: Vec<RandomAlarm> = model
             .alarms
             .iter()
             .filter(|a| !a.counts_as_failure && Some(&a.code) != consumable_alarm.as_ref())
@@ -326,6 +406,29 @@ impl SimDevice {
             })
             .collect();
 
+        // precursors raise the model's warning alarms: component k the (k mod n)-th one
+        let warnings: Vec<usize> = random_alarms
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.mean_interval_h == WARNING_MEAN_INTERVAL_H)
+            .map(|(i, _)| i)
+            .collect();
+        for (k, c) in components.iter_mut().enumerate() {
+            if !warnings.is_empty() && !c.precursor_fields.is_empty() {
+                c.warning = Some(warnings[k % warnings.len()]);
+            }
+        }
+        let mut weekday = [1.0; 7];
+        for w in &mut weekday {
+            *w = uniform(rng, WEEKDAY_FACTOR);
+        }
+        let mean_w = weekday.iter().sum::<f64>() / 7.0;
+        for w in &mut weekday {
+            *w /= mean_w;
+        }
+        let seasonal_amplitude = uniform(rng, SEASONAL_AMPLITUDE);
+        let seasonal_phase_days = uniform(rng, (-30.0, 30.0));
+
         SimDevice {
             serial,
             model: model.id.to_string(),
@@ -343,7 +446,27 @@ impl SimDevice {
             random_alarms,
             consumable_alarm,
             failed: None,
+            weekday,
+            seasonal_amplitude,
+            seasonal_phase_days,
+            today: (-1, 1.0),
+            sim_now: 0.0,
         }
+    }
+
+    /// The usage factor of the simulated day containing `sim` (weekday × season × that
+    /// day's own variation); drawn once per day from the physics stream.
+    fn day_factor(&mut self, sim: f64) -> f64 {
+        let day = (sim / 24.0).floor() as i64;
+        if self.today.0 != day {
+            let noise = (DAILY_USAGE_SD * normal(&mut self.physics)).exp();
+            let doy = day.rem_euclid(365) as f64;
+            let season = 1.0
+                + self.seasonal_amplitude * (TAU * (doy - self.seasonal_phase_days) / 365.0).cos();
+            let f = self.weekday[day.rem_euclid(7) as usize] * season * noise;
+            self.today = (day, f);
+        }
+        self.today.1
     }
 
     /// The device's runtime meter now.
@@ -369,12 +492,16 @@ impl SimDevice {
         ts: DateTime<Utc>,
         truth: &mut Vec<TruthEvent>,
     ) {
+        self.sim_now = sim_end;
         self.repair_if_due(sim_end, ts, truth);
         self.replace_consumables_if_due(sim_end, ts, truth);
         let jitter = uniform(&mut self.physics, (0.85, 1.15));
+        let day = self.day_factor(sim_end - dt.min(24.0) / 2.0);
         if self.failed.is_none() {
-            self.operate(dt * self.usage_fraction * jitter, sim_end, ts, truth);
+            let fraction = (self.usage_fraction * jitter * day).min(1.0);
+            self.operate(dt * fraction, sim_end, ts, truth);
         }
+        self.false_precursors(dt, sim_end);
         self.random_alarm_episodes(dt, sim_end);
     }
 
@@ -384,10 +511,10 @@ impl SimDevice {
             return;
         }
         self.failed = None;
-        let u = 1.0 - self.physics.random::<f64>();
+        let usage_fraction = self.usage_fraction;
         let c = &mut self.components[failed.component];
         c.age_hours = 0.0;
-        c.lifetime_hours = c.spec.weibull().lifetime_given_age(0.0, u);
+        c.draw_life(0.0, usage_fraction, &mut self.physics);
         c.fitted_in_sim = true;
         c.precursor_started = None;
         truth.push(TruthEvent::Repair {
@@ -507,16 +634,61 @@ impl SimDevice {
             component_hours: c.lifetime_hours,
             component_fitted_in_sim: c.fitted_in_sim,
             precursor_start: c.precursor_started.take(),
+            precursor_strength: c.strength,
         });
+    }
+
+    /// Starts false precursors (transient excursions) on the components that show
+    /// precursors; they end by themselves.
+    fn false_precursors(&mut self, dt: f64, sim_end: f64) {
+        if self.failed.is_some() {
+            return;
+        }
+        let run = dt * self.usage_fraction;
+        for c in &mut self.components {
+            if c.excursion.is_some_and(|(s, d, _)| sim_end >= s + d) {
+                c.excursion = None;
+            }
+            if c.precursor_fields.is_empty() || c.excursion.is_some() || c.in_precursor() {
+                continue;
+            }
+            if self.physics.random::<f64>() < 1.0 - (-run / EXCURSION_MEAN_INTERVAL_H).exp() {
+                c.excursion = Some((
+                    sim_end,
+                    uniform(&mut self.physics, EXCURSION_DURATION_H),
+                    uniform(&mut self.physics, EXCURSION_PEAK),
+                ));
+            }
+        }
+    }
+
+    /// Extra warning rate per random alarm from precursors and false precursors.
+    fn precursor_warning_rate(&self, alarm: usize, sim: f64) -> f64 {
+        self.components
+            .iter()
+            .filter(|c| c.warning == Some(alarm))
+            .map(|c| {
+                let s = c.precursor_progress() * c.strength + c.excursion_level(sim);
+                if s > 0.3 {
+                    s / PRECURSOR_WARNING_INTERVAL_H
+                } else {
+                    0.0
+                }
+            })
+            .sum()
     }
 
     fn random_alarm_episodes(&mut self, dt: f64, sim_end: f64) {
         let down = self.failed.is_some();
-        for a in &mut self.random_alarms {
+        let extra: Vec<f64> = (0..self.random_alarms.len())
+            .map(|i| self.precursor_warning_rate(i, sim_end))
+            .collect();
+        for (i, a) in self.random_alarms.iter_mut().enumerate() {
             if a.active_until_sim.is_some_and(|until| sim_end >= until) {
                 a.active_until_sim = None;
             }
-            let raise = self.physics.random::<f64>() < 1.0 - (-dt / a.mean_interval_h).exp();
+            let rate = 1.0 / a.mean_interval_h + extra[i];
+            let raise = self.physics.random::<f64>() < 1.0 - (-dt * rate).exp();
             if raise && !down && a.active_until_sim.is_none() {
                 a.active_until_sim = Some(sim_end + uniform(&mut self.physics, EPISODE_DURATION_H));
             }
@@ -560,37 +732,47 @@ impl SimDevice {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let s = if self.failed.is_some_and(|f| f.component == i) {
-                    1.0
-                } else {
-                    c.precursor_progress()
-                };
-                c.spec.shift(g.field, s)
+                if self.failed.is_some_and(|f| f.component == i) {
+                    // the failure itself shows the full shift
+                    return c.spec.shift(g.field, 1.0);
+                }
+                // a precursor grows as s^1.5 times its strength; a false one rises and
+                // falls as a sine of its duration, peaking at a share of the shift
+                let precursor = c.strength * c.spec.shift(g.field, c.precursor_progress());
+                let excursion = c.excursion_level(self.sim_now) * c.spec.shift(g.field, 1.0);
+                precursor + excursion
             })
             .sum();
         g.baseline + drift
     }
 
-    /// The next reading (v1 payload), with the next `seq`.
-    pub(crate) fn reading(&mut self, ts: DateTime<Utc>) -> (u64, Bytes) {
+    /// The names of the values of [`SimDevice::sample`], in order.
+    pub(crate) fn field_names(&self) -> Vec<String> {
+        let mut v = vec!["runtime_hours".to_owned()];
+        v.extend(self.consumables.iter().map(|c| c.field.clone()));
+        v.extend(self.gauges.iter().map(|g| g.field.to_owned()));
+        v.extend(self.counters.iter().map(|k| k.field.to_owned()));
+        v
+    }
+
+    /// The next reading as values (in [`SimDevice::field_names`] order) and the active
+    /// alarms, with the next `seq`: what [`SimDevice::reading`] serialises.
+    pub(crate) fn sample(&mut self) -> DeviceSample {
         self.seq += 1;
-        let mut m = Map::new();
-        m.insert("seq".into(), json!(self.seq));
-        m.insert(
-            "ts".into(),
-            json!(ts.to_rfc3339_opts(SecondsFormat::Millis, true)),
-        );
-        m.insert("model".into(), json!(self.model));
-        m.insert("fw".into(), json!(self.firmware));
-        m.insert(
-            "runtime_hours".into(),
-            json!(round_to(self.runtime_hours, 2)),
-        );
+        let mut values = Vec::with_capacity(1 + self.consumables.len() + self.gauges.len() + 2);
+        values.push(round_to(self.runtime_hours, 2));
         for i in 0..self.consumables.len() {
             let noise = CONSUMABLE_NOISE_PCT * normal(&mut self.noise);
+            let glitch = if self.noise.random::<f64>() < CONSUMABLE_GLITCH_P {
+                uniform(&mut self.noise, (5.0, 30.0))
+            } else {
+                0.0
+            };
             let c = &self.consumables[i];
-            let level = round_to((c.level_pct + noise).clamp(0.0, 100.0), 1);
-            m.insert(c.field.clone(), json!(level));
+            values.push(round_to(
+                (c.level_pct + noise - glitch).clamp(0.0, 100.0),
+                1,
+            ));
         }
         for i in 0..self.gauges.len() {
             let noise = normal(&mut self.noise);
@@ -600,23 +782,37 @@ impl SimDevice {
             } else {
                 self.gauge_value(g) + g.noise_sd * noise
             };
-            let value = round_to(clamp_to_contract(g.field, value), g.decimals);
-            m.insert(g.field.into(), json!(value));
+            values.push(round_to(clamp_to_contract(g.field, value), g.decimals));
         }
         for k in &self.counters {
-            m.insert(
-                k.field.into(),
-                json!(round_to(clamp_to_contract(k.field, k.hours), 1)),
-            );
+            values.push(round_to(clamp_to_contract(k.field, k.hours), 1));
         }
-        let alarms: Vec<&str> = self
-            .active_alarms()
-            .into_iter()
-            .map(AlarmCode::as_str)
-            .collect();
+        DeviceSample {
+            seq: self.seq,
+            values,
+            alarms: self.active_alarms().into_iter().cloned().collect(),
+        }
+    }
+
+    /// The next reading (v1 payload), with the next `seq`.
+    pub(crate) fn reading(&mut self, ts: DateTime<Utc>) -> (u64, Bytes) {
+        let names = self.field_names();
+        let sample = self.sample();
+        let mut m = Map::new();
+        m.insert("seq".into(), json!(sample.seq));
+        m.insert(
+            "ts".into(),
+            json!(ts.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        );
+        m.insert("model".into(), json!(self.model));
+        m.insert("fw".into(), json!(self.firmware));
+        for (name, value) in names.into_iter().zip(&sample.values) {
+            m.insert(name, json!(value));
+        }
+        let alarms: Vec<&str> = sample.alarms.iter().map(AlarmCode::as_str).collect();
         m.insert("alarms".into(), json!(alarms));
         let payload = serde_json::to_vec(&Value::Object(m))
             .expect("a reading holds only finite numbers and strings: it always serializes");
-        (self.seq, Bytes::from(payload))
+        (sample.seq, Bytes::from(payload))
     }
 }

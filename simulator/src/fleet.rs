@@ -21,7 +21,7 @@ use fleetpulse_domain::telemetry::telemetry_topic;
 use fleetpulse_domain::{Catalog, Serial};
 use serde::{Deserialize, Serialize};
 
-use crate::device::{DeviceInfo, SimDevice};
+use crate::device::{DeviceInfo, DeviceSample, SimDevice};
 use crate::truth::TruthEvent;
 
 /// The shape of a simulated fleet.
@@ -165,6 +165,30 @@ impl Fleet {
                     payload,
                 });
             }
+        }
+        out
+    }
+
+    /// The names of device `index`'s sample values, in order (`runtime_hours` first).
+    pub fn field_names(&self, index: usize) -> Option<Vec<String>> {
+        self.devices.get(index).map(SimDevice::field_names)
+    }
+
+    /// Like [`Fleet::step`], but each device's reading comes as numbers (the values and
+    /// alarms its payload would carry, without JSON): for in-process consumers such as
+    /// the prediction benchmark. `wall_ts` stamps the ground truth.
+    pub fn step_samples(&mut self, sim_dt_hours: f64, wall_ts: DateTime<Utc>) -> Vec<DeviceSample> {
+        let dt = if sim_dt_hours.is_finite() {
+            sim_dt_hours.max(0.0)
+        } else {
+            0.0
+        };
+        let wall_ts = wall_ts.trunc_subsecs(3);
+        self.sim_hours += dt;
+        let mut out = Vec::with_capacity(self.devices.len());
+        for d in &mut self.devices {
+            d.advance(dt, self.sim_hours, wall_ts, &mut self.truth);
+            out.push(d.sample());
         }
         out
     }
@@ -743,6 +767,7 @@ skill = "basic_maintenance"
                 failure_mode,
                 ts,
                 precursor_start,
+                precursor_strength,
                 ..
             } = e
             else {
@@ -751,11 +776,14 @@ skill = "basic_maintenance"
             let spec = failure_mode_spec(failure_mode);
             let Some(start) = precursor_start else {
                 assert!(
-                    spec.precursor.is_empty(),
-                    "{failure_mode} has a precursor but none was recorded"
+                    spec.precursor.is_empty() || *precursor_strength == 0.0,
+                    "{failure_mode} has a precursor of strength {precursor_strength} but none was recorded"
                 );
                 continue;
             };
+            if *precursor_strength < 1.0 {
+                continue; // a weak precursor may hide in the noise
+            }
             let readings = &run.by_serial[serial.as_str()];
             let baseline: Vec<&Kept> = readings
                 .iter()

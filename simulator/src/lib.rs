@@ -23,6 +23,14 @@
 //! second) accelerates only the devices' physics: runtime hours, wear, failures. The
 //! service therefore validates timestamps exactly as it does for real devices.
 //!
+//! For in-process consumers (the prediction benchmark), [`Fleet::step_samples`] returns
+//! the readings as numbers and [`history::simulate`] stamps them with simulated time
+//! (start + simulated hours) and folds them into the predictors' [`PredictionData`]
+//! (daily summaries as the store folds its hourly rollups, alarm episodes, failures,
+//! replacements). Usage varies by weekday, season and day (`device.rs`).
+//!
+//! [`PredictionData`]: fleetpulse_domain::prediction::PredictionData
+//!
 //! # Guarantees
 //! - Determinism: the same seed, catalog and number of ticks give the same readings
 //!   (apart from wall-clock `ts`) and the same ground truth; device `i` does not depend on
@@ -36,17 +44,19 @@ pub mod device_link;
 pub mod endpoint;
 pub mod failure;
 pub mod fleet;
+pub mod history;
 pub mod outbox;
 pub mod publisher;
 pub mod runner;
 pub mod swarm;
 pub mod truth;
 
-pub use device::DeviceInfo;
+pub use device::{DeviceInfo, DeviceSample};
 pub use device_link::{DeviceLink, LinkIdentity, LinkOptions, LinkState, LinkStats};
 pub use endpoint::{Endpoint, EndpointError};
 pub use failure::{FAILURE_MODES, FailureModeSpec, Weibull, failure_mode_spec};
 pub use fleet::{Fleet, FleetConfig, FleetError, Message};
+pub use history::{HistoryRecorder, simulate};
 pub use outbox::OutboxFull;
 pub use publisher::{FirmwarePublisher, LinkError};
 pub use runner::{SimConfig, SimError, SimReport, run, run_with};

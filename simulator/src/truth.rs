@@ -40,8 +40,12 @@ pub enum TruthEvent {
         /// its lifetime is an unconditional Weibull draw; `false` for an original part of
         /// a device that entered the simulation used (a draw conditional on its age).
         component_fitted_in_sim: bool,
-        /// `None` when the mode has no precursor the device reports.
+        /// `None` when the mode has no precursor the device reports, or this failure
+        /// came without one.
         precursor_start: Option<PrecursorStart>,
+        /// Strength of the precursor: 1 full shift, 1/3 weak, 0 none.
+        #[serde(default)]
+        precursor_strength: f64,
     },
     /// The failed component was replaced: the alarm clears, the component's age resets.
     Repair {

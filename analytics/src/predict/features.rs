@@ -1,0 +1,258 @@
+//! Failure-risk features of one device at one instant, derived generically: every numeric
+//! field of the device's daily summaries, the alarm codes of its catalog models, and the
+//! part named by the failure mode. No field name is special (the runtime meter only gives
+//! the part ages).
+//!
+//! Only data known at `as_of` is read: days and hours that started before it, alarm
+//! episodes started before it (an end after `as_of` is ignored), failures and replacements
+//! before it. Truncating the history after `as_of` changes no feature (tested).
+//!
+//! Per field `f` (days `[as_of − w, as_of)`):
+//! - `f:mean_1d`, `f:mean_7d`, `f:mean_30d` — mean of the daily means;
+//! - `f:min_7d`, `f:max_7d` — extremes of the daily min/max;
+//! - `f:spread_7d` — mean within-day range (max − min);
+//! - `f:sd_7d` — standard deviation of the daily means;
+//! - `f:trend_7d` — least-squares slope of the daily means per day;
+//! - `f:dev_1d`, `f:dev_7d` — deviation of the 1- and 7-day means from the device's own
+//!   baseline (median of the daily means in `[as_of − 90 d, as_of − 30 d)`), in robust
+//!   standard deviations (1.4826 · MAD, at least 1 % of the baseline's magnitude).
+//!
+//! Per alarm code `c`: `alarm:c:7d`, `alarm:c:30d` — episodes started in the window.
+//! Part and device: `part:runtime_since_replacement` and `part:days_since_replacement`
+//! (since the last replacement of the part named by the failure mode or its last
+//! confirmed failure; since the device's start otherwise), `device:runtime_hours`,
+//! `device:age_days`. A missing value is NaN (imputed as the training mean).
+
+use chrono::{DateTime, Duration, Utc};
+use fleetpulse_domain::prediction::{DeviceHistory, FieldDay};
+
+use super::depletion::{RUNTIME_FIELD, runtime_now};
+use super::usage::known_days;
+
+/// Days of the device's own baseline: `[as_of − BASELINE_FROM, as_of − BASELINE_TO)`.
+pub const BASELINE_FROM: i64 = 90;
+pub const BASELINE_TO: i64 = 30;
+/// Daily history a feature may read (days before `as_of`).
+pub const LOOKBACK_DAYS: i64 = BASELINE_FROM;
+
+/// The per-field feature suffixes, in order.
+pub const FIELD_FEATURES: &[&str] = &[
+    "mean_1d",
+    "mean_7d",
+    "mean_30d",
+    "min_7d",
+    "max_7d",
+    "spread_7d",
+    "sd_7d",
+    "trend_7d",
+    "dev_1d",
+    "dev_7d",
+];
+
+/// What a model's features are made of.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FeatureSpec {
+    /// Failure mode (= the part whose age counts).
+    pub mode: String,
+    pub fields: Vec<String>,
+    pub codes: Vec<String>,
+}
+
+impl FeatureSpec {
+    /// Feature names, in vector order.
+    pub fn names(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for f in &self.fields {
+            for s in FIELD_FEATURES {
+                v.push(format!("{f}:{s}"));
+            }
+        }
+        for c in &self.codes {
+            v.push(format!("alarm:{c}:7d"));
+            v.push(format!("alarm:{c}:30d"));
+        }
+        v.extend(
+            [
+                "part:runtime_since_replacement",
+                "part:days_since_replacement",
+                "device:runtime_hours",
+                "device:age_days",
+            ]
+            .map(String::from),
+        );
+        v
+    }
+
+    /// The feature vector of `device` at `as_of` (see the module documentation).
+    pub fn compute(&self, device: &DeviceHistory, as_of: DateTime<Utc>) -> Vec<f64> {
+        let mut v = Vec::with_capacity(self.fields.len() * FIELD_FEATURES.len() + 40);
+        for f in &self.fields {
+            let days = device
+                .daily
+                .get(f)
+                .map(|d| known_days(d, as_of))
+                .unwrap_or(&[]);
+            field_features(days, as_of, &mut v);
+        }
+        for c in &self.codes {
+            let count = |w: i64| {
+                let from = as_of - Duration::days(w);
+                device
+                    .alarms
+                    .iter()
+                    .filter(|a| a.code == *c && a.started_at >= from && a.started_at < as_of)
+                    .count() as f64
+            };
+            v.push(count(7));
+            v.push(count(30));
+        }
+        let part = part_age(device, &self.mode, as_of);
+        v.push(part.runtime_since);
+        v.push(part.days_since);
+        v.push(runtime_now(device, as_of).unwrap_or(f64::NAN));
+        v.push((as_of - device.registered_at).num_seconds() as f64 / 86_400.0);
+        v
+    }
+}
+
+/// The age of the part a failure mode names.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PartAge {
+    pub runtime_since: f64,
+    pub days_since: f64,
+    /// Whether a replacement or failure of the part is known (else: since the start).
+    pub known: bool,
+}
+
+/// Runtime hours and days since the part of `mode` was last replaced (or last failed:
+/// a confirmed failure is repaired by replacing it), at `as_of`.
+pub fn part_age(device: &DeviceHistory, mode: &str, as_of: DateTime<Utc>) -> PartAge {
+    let meter = runtime_now(device, as_of).unwrap_or(f64::NAN);
+    let replaced = device
+        .replacements
+        .iter()
+        .filter(|r| r.part == mode && r.at < as_of)
+        .map(|r| (r.at, r.runtime_hours));
+    let failed = device
+        .failures
+        .iter()
+        .filter(|f| !f.retracted && f.failure_mode.as_deref() == Some(mode) && f.at < as_of)
+        .map(|f| (f.at, f.runtime_hours));
+    match replaced.chain(failed).max_by_key(|x| x.0) {
+        Some((at, rt)) => {
+            let rt = rt.or_else(|| meter_before(device, at));
+            PartAge {
+                runtime_since: rt.map_or(f64::NAN, |r| (meter - r).max(0.0)),
+                days_since: (as_of - at).num_seconds() as f64 / 86_400.0,
+                known: true,
+            }
+        }
+        None => PartAge {
+            runtime_since: meter,
+            days_since: (as_of - device.registered_at).num_seconds() as f64 / 86_400.0,
+            known: false,
+        },
+    }
+}
+
+fn meter_before(device: &DeviceHistory, at: DateTime<Utc>) -> Option<f64> {
+    let days = device.daily.get(RUNTIME_FIELD)?;
+    let i = days.partition_point(|d| d.day < at);
+    (i > 0).then(|| days[i - 1].last)
+}
+
+fn window(days: &[FieldDay], as_of: DateTime<Utc>, from: i64, to: i64) -> &[FieldDay] {
+    let lo = days.partition_point(|d| d.day < as_of - Duration::days(from));
+    let hi = days.partition_point(|d| d.day < as_of - Duration::days(to));
+    &days[lo..hi.max(lo)]
+}
+
+fn mean(x: impl Iterator<Item = f64>) -> f64 {
+    let (mut s, mut n) = (0.0, 0usize);
+    for v in x {
+        s += v;
+        n += 1;
+    }
+    if n == 0 { f64::NAN } else { s / n as f64 }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn field_features(days: &[FieldDay], as_of: DateTime<Utc>, out: &mut Vec<f64>) {
+    let d1 = window(days, as_of, 1, 0);
+    let d7 = window(days, as_of, 7, 0);
+    let d30 = window(days, as_of, 30, 0);
+    let m1 = mean(d1.iter().map(|d| d.mean));
+    let m7 = mean(d7.iter().map(|d| d.mean));
+    out.push(m1);
+    out.push(m7);
+    out.push(mean(d30.iter().map(|d| d.mean)));
+    out.push(
+        d7.iter()
+            .map(|d| d.min)
+            .reduce(f64::min)
+            .unwrap_or(f64::NAN),
+    );
+    out.push(
+        d7.iter()
+            .map(|d| d.max)
+            .reduce(f64::max)
+            .unwrap_or(f64::NAN),
+    );
+    out.push(mean(d7.iter().map(|d| d.max - d.min)));
+    let sd = if d7.len() >= 2 {
+        let v = d7.iter().map(|d| (d.mean - m7).powi(2)).sum::<f64>() / (d7.len() - 1) as f64;
+        v.sqrt()
+    } else {
+        f64::NAN
+    };
+    out.push(sd);
+    out.push(trend(d7));
+    let mut base: Vec<f64> = window(days, as_of, BASELINE_FROM, BASELINE_TO)
+        .iter()
+        .map(|d| d.mean)
+        .collect();
+    if base.len() >= 7 {
+        let b = median(&mut base);
+        let mut dev: Vec<f64> = base.iter().map(|x| (x - b).abs()).collect();
+        let scale = (1.4826 * median(&mut dev)).max(0.01 * b.abs()).max(1e-6);
+        out.push((m1 - b) / scale);
+        out.push((m7 - b) / scale);
+    } else {
+        out.push(f64::NAN);
+        out.push(f64::NAN);
+    }
+}
+
+/// Least-squares slope of the daily means per day; NaN with fewer than 3 days.
+fn trend(days: &[FieldDay]) -> f64 {
+    if days.len() < 3 {
+        return f64::NAN;
+    }
+    let t0 = days[0].day;
+    let xs: Vec<f64> = days
+        .iter()
+        .map(|d| (d.day - t0).num_seconds() as f64 / 86_400.0)
+        .collect();
+    let n = xs.len() as f64;
+    let mx = xs.iter().sum::<f64>() / n;
+    let my = days.iter().map(|d| d.mean).sum::<f64>() / n;
+    let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    let sxy: f64 = xs
+        .iter()
+        .zip(days)
+        .map(|(x, d)| (x - mx) * (d.mean - my))
+        .sum();
+    if sxx > 0.0 { sxy / sxx } else { f64::NAN }
+}

@@ -1,0 +1,253 @@
+//! Validation metrics of a binary scorer: area under the precision-recall curve (average
+//! precision), precision and recall at an operating threshold, a calibration table and the
+//! Brier score.
+//!
+//! Definitions (the same as scikit-learn's `average_precision_score`,
+//! `precision_score`, `recall_score`, `brier_score_loss`):
+//! - **PR-AUC** = average precision `AP = Σₙ (Rₙ − Rₙ₋₁) Pₙ` over the distinct scores in
+//!   descending order (tied scores form one step), `Pₙ`, `Rₙ` the precision and recall when
+//!   every sample scoring ≥ the n-th score is called positive. 0 with no positive.
+//! - **precision** = TP / (TP + FP) at `score ≥ threshold` (0 when nothing is called),
+//!   **recall** = TP / (TP + FN) (0 with no positive).
+//! - **Brier** = mean of `(p − y)²`; `None` when the scores are not probabilities.
+//! - **calibration**: ten equal-width bins of the predicted probability `[0, 0.1)`, …,
+//!   `[0.9, 1]`; each non-empty bin gives its mean prediction and observed positive rate.
+
+use fleetpulse_domain::prediction::{CalibrationBin, ValidationMetrics};
+
+/// Average precision (area under the precision-recall step curve); 0 without positives.
+pub fn average_precision(scores: &[f64], labels: &[bool]) -> f64 {
+    let positives = labels.iter().filter(|&&y| y).count();
+    if positives == 0 {
+        return 0.0;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut ap = 0.0;
+    let mut prev_recall = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let s = scores[order[i]];
+        while i < order.len() && scores[order[i]] == s {
+            if labels[order[i]] {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            i += 1;
+        }
+        let recall = tp as f64 / positives as f64;
+        let precision = tp as f64 / (tp + fp) as f64;
+        ap += (recall - prev_recall) * precision;
+        prev_recall = recall;
+    }
+    ap
+}
+
+/// Precision and recall when `score ≥ threshold` is called positive.
+pub fn precision_recall_at(scores: &[f64], labels: &[bool], threshold: f64) -> (f64, f64) {
+    let (mut tp, mut fp, mut fn_) = (0u64, 0u64, 0u64);
+    for (&s, &y) in scores.iter().zip(labels) {
+        match (s >= threshold, y) {
+            (true, true) => tp += 1,
+            (true, false) => fp += 1,
+            (false, true) => fn_ += 1,
+            (false, false) => {}
+        }
+    }
+    let precision = if tp + fp == 0 {
+        0.0
+    } else {
+        tp as f64 / (tp + fp) as f64
+    };
+    let recall = if tp + fn_ == 0 {
+        0.0
+    } else {
+        tp as f64 / (tp + fn_) as f64
+    };
+    (precision, recall)
+}
+
+/// Mean squared error of probabilities against the 0/1 labels; `None` without samples.
+pub fn brier(probabilities: &[f64], labels: &[bool]) -> Option<f64> {
+    if probabilities.is_empty() {
+        return None;
+    }
+    let sum: f64 = probabilities
+        .iter()
+        .zip(labels)
+        .map(|(&p, &y)| {
+            let d = p - if y { 1.0 } else { 0.0 };
+            d * d
+        })
+        .sum();
+    Some(sum / probabilities.len() as f64)
+}
+
+/// Ten equal-width bins of predicted probability; empty bins are left out.
+pub fn calibration(probabilities: &[f64], labels: &[bool]) -> Vec<CalibrationBin> {
+    const BINS: usize = 10;
+    let mut sum_p = [0.0; BINS];
+    let mut pos = [0u64; BINS];
+    let mut n = [0u64; BINS];
+    for (&p, &y) in probabilities.iter().zip(labels) {
+        let b = ((p.clamp(0.0, 1.0) * BINS as f64) as usize).min(BINS - 1);
+        sum_p[b] += p;
+        n[b] += 1;
+        pos[b] += u64::from(y);
+    }
+    (0..BINS)
+        .filter(|&b| n[b] > 0)
+        .map(|b| CalibrationBin {
+            predicted_low: b as f64 / BINS as f64,
+            predicted_high: (b + 1) as f64 / BINS as f64,
+            mean_predicted: sum_p[b] / n[b] as f64,
+            observed_rate: pos[b] as f64 / n[b] as f64,
+            count: n[b],
+        })
+        .collect()
+}
+
+/// The threshold with the highest recall whose precision is at least `min_precision`
+/// on these samples; when none reaches it, the one with the best F1. `None` without a
+/// positive.
+pub fn choose_threshold(scores: &[f64], labels: &[bool], min_precision: f64) -> Option<f64> {
+    let positives = labels.iter().filter(|&&y| y).count();
+    if positives == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut best_recall: Option<(f64, f64)> = None; // (recall, threshold)
+    let mut best_f1: Option<(f64, f64)> = None;
+    let mut i = 0;
+    while i < order.len() {
+        let s = scores[order[i]];
+        while i < order.len() && scores[order[i]] == s {
+            if labels[order[i]] {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            i += 1;
+        }
+        let precision = tp as f64 / (tp + fp) as f64;
+        let recall = tp as f64 / positives as f64;
+        if precision >= min_precision && best_recall.is_none_or(|(r, _)| recall > r) {
+            best_recall = Some((recall, s));
+        }
+        let f1 = if tp == 0 {
+            0.0
+        } else {
+            2.0 * precision * recall / (precision + recall)
+        };
+        if best_f1.is_none_or(|(f, _)| f1 > f) {
+            best_f1 = Some((f1, s));
+        }
+    }
+    best_recall.or(best_f1).map(|(_, t)| t)
+}
+
+/// Every metric of a scorer on held-out samples. `probabilities`: whether the scores are
+/// probabilities (Brier and calibration only then).
+pub fn validation_metrics(
+    scores: &[f64],
+    labels: &[bool],
+    threshold: f64,
+    probabilities: bool,
+) -> ValidationMetrics {
+    let (precision, recall) = precision_recall_at(scores, labels, threshold);
+    let positives = labels.iter().filter(|&&y| y).count() as u64;
+    ValidationMetrics {
+        pr_auc: average_precision(scores, labels),
+        threshold,
+        precision,
+        recall,
+        positives,
+        negatives: labels.len() as u64 - positives,
+        calibration: if probabilities {
+            calibration(scores, labels)
+        } else {
+            Vec::new()
+        },
+        brier: if probabilities {
+            brier(scores, labels)
+        } else {
+            None
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCORES: [f64; 8] = [0.9, 0.8, 0.7, 0.6, 0.55, 0.4, 0.3, 0.1];
+    const LABELS: [bool; 8] = [true, false, true, true, false, false, true, false];
+
+    #[test]
+    fn average_precision_by_hand() {
+        // descending: + − + + − − + −; precision at each positive: 1/1, 2/3, 3/4, 4/7
+        // AP = (1 + 2/3 + 3/4 + 4/7) / 4; scikit-learn 1.9.1
+        // `average_precision_score([1,0,1,1,0,0,1,0], SCORES)` = 0.7470238095238095
+        let ap = average_precision(&SCORES, &LABELS);
+        assert!((ap - (1.0 + 2.0 / 3.0 + 0.75 + 4.0 / 7.0) / 4.0).abs() < 1e-12);
+        assert!((ap - 0.7470238095238095).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ties_form_one_step() {
+        // all tied: one step to recall 1 at precision 2/4
+        let ap = average_precision(&[0.5; 4], &[true, false, true, false]);
+        assert!((ap - 0.5).abs() < 1e-12);
+        // tie of a positive and a negative at the top: step to recall 1/2 at 1/2,
+        // then the positive alone: recall 1 at 2/3 → 0.25 + 1/3 (scikit-learn 1.9.1:
+        // average_precision_score([1,0,1,0], [0.9,0.9,0.5,0.1]) = 0.5833333333333333)
+        let ap = average_precision(&[0.9, 0.9, 0.5, 0.1], &[true, false, true, false]);
+        assert!((ap - (0.25 + 1.0 / 3.0)).abs() < 1e-12, "{ap}");
+        assert_eq!(average_precision(&[0.3, 0.2], &[false, false]), 0.0);
+    }
+
+    #[test]
+    fn precision_recall_at_a_threshold_by_hand() {
+        // ≥ 0.6: 0.9+ 0.8− 0.7+ 0.6+ → precision 3/4; recall 3 of 4 positives
+        let (p, r) = precision_recall_at(&SCORES, &LABELS, 0.6);
+        assert!((p - 0.75).abs() < 1e-12 && (r - 0.75).abs() < 1e-12);
+        let (p, r) = precision_recall_at(&SCORES, &LABELS, 0.95);
+        assert_eq!((p, r), (0.0, 0.0));
+    }
+
+    #[test]
+    fn brier_and_calibration_by_hand() {
+        // (0.9−1)² + (0.8−0)² + (0.7−1)² + (0.6−1)² + (0.55−0)² + (0.4−0)² + (0.3−1)² + (0.1−0)²
+        // = 0.01 + 0.64 + 0.09 + 0.16 + 0.3025 + 0.16 + 0.49 + 0.01 = 1.8625; / 8
+        // scikit-learn 1.9.1 brier_score_loss(LABELS, SCORES) = 0.23281250000000003
+        let b = brier(&SCORES, &LABELS).expect("samples");
+        assert!((b - 1.8625 / 8.0).abs() < 1e-12, "{b}");
+        let bins = calibration(&SCORES, &LABELS);
+        // bins: [0.1,0.2):0.1− ; [0.3,0.4):0.3+ ; [0.4,0.5):0.4− ; [0.5,0.6):0.55− ;
+        // [0.6,0.7):0.6+ ; [0.7,0.8):0.7+ ; [0.8,0.9):0.8− ; [0.9,1]:0.9+
+        assert_eq!(bins.len(), 8);
+        assert_eq!(bins[0].count, 1);
+        assert_eq!(bins[0].observed_rate, 0.0);
+        assert!((bins[0].predicted_low - 0.1).abs() < 1e-12);
+        let last = bins.last().expect("a bin");
+        assert_eq!((last.count, last.observed_rate), (1, 1.0));
+        let pooled = calibration(&[0.12, 0.18, 0.15], &[true, false, false]);
+        assert_eq!(pooled.len(), 1);
+        assert!((pooled[0].mean_predicted - 0.15).abs() < 1e-12);
+        assert!((pooled[0].observed_rate - 1.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn threshold_is_the_highest_recall_at_the_precision_asked() {
+        // cut at 0.7: precision 2/3, recall 1/2; at 0.6: 3/4, 3/4; at 0.3: 4/7, 1
+        assert_eq!(choose_threshold(&SCORES, &LABELS, 0.7), Some(0.6));
+        assert_eq!(choose_threshold(&SCORES, &LABELS, 0.5), Some(0.3));
+        // nothing reaches precision 0.99 below the top: the top still does (1/1)
+        assert_eq!(choose_threshold(&SCORES, &LABELS, 0.99), Some(0.9));
+        assert_eq!(choose_threshold(&SCORES, &[false; 8], 0.5), None);
+    }
+}

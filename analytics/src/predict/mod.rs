@@ -1,0 +1,356 @@
+//! Predictions from the catalog: consumable depletion dates, runtime-hour service due
+//! dates and failure risk per failure mode (issue 7), as the
+//! [`Forecaster`](fleetpulse_domain::prediction::Forecaster) the analytics worker calls.
+//!
+//! - [`depletion`]: wear per runtime hour of each catalog consumable from the device's own
+//!   readings (robust to resets and noise) × its usage rate ([`usage`]) → the date its
+//!   field reaches `order_at_pct`, with an interval; the service due date from
+//!   `service_interval_hours`.
+//! - [`features`], [`risk`]: generic features from every numeric field, alarm code and
+//!   part age; a logistic regression per failure mode (linfa), trained with a time split
+//!   and deployed only when it beats the `weibull_age` and `alarm_count` baselines (and
+//!   the current model) on validation; [`metrics`] defines PR-AUC, precision, recall,
+//!   calibration and Brier.
+//!
+//! Everything is pure: no I/O, no clock (the data's `as_of` is "now"), and a forecast at
+//! `as_of` reads nothing after it. Methods and definitions: `docs/predictions.md`.
+
+pub mod depletion;
+pub mod features;
+pub mod metrics;
+pub mod risk;
+pub mod usage;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use fleetpulse_domain::catalog::Catalog;
+use fleetpulse_domain::prediction::{
+    DeviceHistory, Forecaster, Prediction, PredictionData, PredictionKind, TrainedModel,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use statrs::distribution::{ContinuousCDF, Normal};
+
+pub use depletion::{Depletion, ServiceDue, forecast_depletion, forecast_service};
+pub use risk::{RiskParameters, Scorer, failure_modes, train_mode};
+pub use usage::UsageProfile;
+
+/// Version of the depletion forecasts.
+pub const DEPLETION_VERSION: &str = "depletion-v1";
+/// Version of the service forecasts.
+pub const SERVICE_VERSION: &str = "service-v1";
+
+const fn default_horizon_days() -> f64 {
+    14.0
+}
+const fn default_sample_every_days() -> u32 {
+    3
+}
+const fn default_validation_share() -> f64 {
+    0.3
+}
+const fn default_target_precision() -> f64 {
+    0.6
+}
+const fn default_interval_confidence() -> f64 {
+    0.8
+}
+const fn default_l2_penalty() -> f64 {
+    1.0
+}
+const fn default_max_iterations() -> u64 {
+    200
+}
+const fn default_min_positives() -> usize {
+    10
+}
+const fn default_top_features() -> usize {
+    5
+}
+
+/// How the predictors forecast and train.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictOptions {
+    /// Failure-risk horizon: a failure within this many days after `as_of` is a positive.
+    #[serde(default = "default_horizon_days")]
+    pub horizon_days: f64,
+    /// Days between two training samples of one device.
+    #[serde(default = "default_sample_every_days")]
+    pub sample_every_days: u32,
+    /// Share of the sampled time span held out (the latest part) for validation.
+    #[serde(default = "default_validation_share")]
+    pub validation_share: f64,
+    /// Precision the operating threshold aims at on the training samples (the highest
+    /// recall reaching it).
+    #[serde(default = "default_target_precision")]
+    pub target_precision: f64,
+    /// Coverage of the due-date intervals (two-sided, normal approximation).
+    #[serde(default = "default_interval_confidence")]
+    pub interval_confidence: f64,
+    /// L2 penalty of the logistic regression.
+    #[serde(default = "default_l2_penalty")]
+    pub l2_penalty: f64,
+    /// L-BFGS iterations of the logistic regression.
+    #[serde(default = "default_max_iterations")]
+    pub max_iterations: u64,
+    /// Failures a mode needs in the training window to be trained.
+    #[serde(default = "default_min_positives")]
+    pub min_positives: usize,
+    /// Feature contributions reported per risk prediction.
+    #[serde(default = "default_top_features")]
+    pub top_features: usize,
+}
+
+impl Default for PredictOptions {
+    fn default() -> Self {
+        PredictOptions {
+            horizon_days: default_horizon_days(),
+            sample_every_days: default_sample_every_days(),
+            validation_share: default_validation_share(),
+            target_precision: default_target_precision(),
+            interval_confidence: default_interval_confidence(),
+            l2_penalty: default_l2_penalty(),
+            max_iterations: default_max_iterations(),
+            min_positives: default_min_positives(),
+            top_features: default_top_features(),
+        }
+    }
+}
+
+impl PredictOptions {
+    /// The normal quantile of the due-date intervals.
+    pub fn z(&self) -> f64 {
+        let c = self.interval_confidence.clamp(0.01, 0.999);
+        Normal::standard().inverse_cdf(0.5 + c / 2.0)
+    }
+}
+
+/// The catalog-driven [`Forecaster`].
+#[derive(Clone, Debug)]
+pub struct CatalogForecaster {
+    catalog: Arc<Catalog>,
+    options: PredictOptions,
+}
+
+fn data_as_of(data: &PredictionData) -> DateTime<Utc> {
+    data.as_of.unwrap_or_else(|| {
+        data.devices
+            .iter()
+            .flat_map(|d| d.daily.values())
+            .filter_map(|s| s.last().map(|x| x.day + Duration::days(1)))
+            .max()
+            .unwrap_or_default()
+    })
+}
+
+impl CatalogForecaster {
+    pub fn new(catalog: Arc<Catalog>, options: PredictOptions) -> Self {
+        CatalogForecaster { catalog, options }
+    }
+
+    pub fn options(&self) -> &PredictOptions {
+        &self.options
+    }
+
+    /// Depletion and service forecasts of one device at `as_of`.
+    pub fn due_dates(&self, device: &DeviceHistory, as_of: DateTime<Utc>) -> Vec<Prediction> {
+        let Some(model) = device.model.as_deref().and_then(|m| self.catalog.model(m)) else {
+            return Vec::new();
+        };
+        let z = self.options.z();
+        let usage = device
+            .daily
+            .get(depletion::RUNTIME_FIELD)
+            .and_then(|m| UsageProfile::from_meter(m, as_of));
+        let usage_json = usage.as_ref().map(|u| {
+            json!({
+                "runtime_hours_per_day": u.rate_per_day,
+                "rate_se": u.rate_se,
+                "daily_sd": u.daily_sd,
+                "weekday_factors": u.weekday,
+                "days": u.days,
+            })
+        });
+        let mut out = Vec::new();
+        for c in &model.consumables {
+            let Some(d) = forecast_depletion(device, c, usage.as_ref(), as_of, z) else {
+                continue;
+            };
+            out.push(Prediction {
+                serial: device.serial.clone(),
+                kind: PredictionKind::ConsumableDepletion,
+                target: c.id.clone(),
+                as_of,
+                due_at: d.dates.map(|x| x.due),
+                due_low: d.dates.map(|x| x.low),
+                due_high: d.dates.and_then(|x| x.high),
+                probability: None,
+                horizon_days: None,
+                threshold: None,
+                model_version: DEPLETION_VERSION.to_owned(),
+                top_features: Vec::new(),
+                evidence: json!({
+                    "field": c.field,
+                    "order_at_pct": c.order_at_pct,
+                    "level_now_pct": d.level_now,
+                    "runtime_hours": d.runtime_now,
+                    "wear_pct_per_runtime_hour": d.wear_per_hour,
+                    "wear_se": d.wear_se,
+                    "wear_source": d.source.as_str(),
+                    "runtime_hours_left": d.hours_left,
+                    "points": d.points,
+                    "outliers_dropped": d.dropped,
+                    "life_started_at": d.life_started_at,
+                    "usage": usage_json,
+                    "interval_confidence": self.options.interval_confidence,
+                }),
+            });
+        }
+        if let Some(s) = forecast_service(
+            device,
+            model.service_interval_hours,
+            usage.as_ref(),
+            as_of,
+            z,
+        ) {
+            out.push(Prediction {
+                serial: device.serial.clone(),
+                kind: PredictionKind::ServiceInterval,
+                target: "service".to_owned(),
+                as_of,
+                due_at: s.dates.map(|x| x.due),
+                due_low: s.dates.map(|x| x.low),
+                due_high: s.dates.and_then(|x| x.high),
+                probability: None,
+                horizon_days: None,
+                threshold: None,
+                model_version: SERVICE_VERSION.to_owned(),
+                top_features: Vec::new(),
+                evidence: json!({
+                    "service_interval_hours": s.interval_hours,
+                    "runtime_hours": s.runtime_now,
+                    "due_at_runtime_hours": s.due_meter,
+                    "basis": s.basis,
+                    "last_service_at": s.last_service_at,
+                    "runtime_hours_left": s.hours_left,
+                    "usage": usage_json,
+                    "interval_confidence": self.options.interval_confidence,
+                }),
+            });
+        }
+        out
+    }
+
+    /// Failure-risk predictions of one device at `as_of` with the deployed models.
+    pub fn risks(
+        &self,
+        device: &DeviceHistory,
+        as_of: DateTime<Utc>,
+        models: &[(&TrainedModel, RiskParameters)],
+    ) -> Vec<Prediction> {
+        let mut out = Vec::new();
+        for (trained, p) in models {
+            if !p.covers(device.model.as_deref()) || risk::is_down(device, &p.spec.mode, as_of) {
+                continue;
+            }
+            let x = p.spec.compute(device, as_of);
+            let (prob, contributions) = p.score_features(&x);
+            let top = p.top_features(&x, &contributions, self.options.top_features);
+            let since = as_of - Duration::days(7);
+            let alarms: Vec<_> = device
+                .alarms
+                .iter()
+                .filter(|a| a.started_at >= since && a.started_at < as_of)
+                .map(|a| json!({"code": a.code, "started_at": a.started_at}))
+                .collect();
+            // the latest daily values of the fields behind the top features
+            let mut values = serde_json::Map::new();
+            for f in &top {
+                if let Some((field, _)) = f.feature.split_once(':')
+                    && let Some(day) = device
+                        .daily
+                        .get(field)
+                        .and_then(|d| usage::known_days(d, as_of).last())
+                {
+                    values.insert(
+                        field.to_owned(),
+                        json!({"day": day.day, "mean": day.mean, "min": day.min, "max": day.max, "last": day.last}),
+                    );
+                }
+            }
+            let part = features::part_age(device, &p.spec.mode, as_of);
+            let weibull = p.score(Scorer::WeibullAge, device, as_of).map(|x| x.0);
+            out.push(Prediction {
+                serial: device.serial.clone(),
+                kind: PredictionKind::FailureRisk,
+                target: p.spec.mode.clone(),
+                as_of,
+                due_at: None,
+                due_low: None,
+                due_high: None,
+                probability: Some(prob),
+                horizon_days: Some(p.horizon_days),
+                threshold: Some(p.threshold),
+                model_version: trained.report.version.clone(),
+                top_features: top,
+                evidence: json!({
+                    "telemetry": values,
+                    "alarms_7d": alarms,
+                    "part_runtime_hours_since_replacement": finite(part.runtime_since),
+                    "part_replacement_known": part.known,
+                    "weibull_age_probability": weibull,
+                }),
+            });
+        }
+        out
+    }
+
+    /// The deployed model of each failure mode among `models` (the latest trained).
+    pub fn deployed(models: &[TrainedModel]) -> Vec<(&TrainedModel, RiskParameters)> {
+        let mut best: std::collections::BTreeMap<&str, &TrainedModel> = Default::default();
+        for m in models.iter().filter(|m| m.report.deployed) {
+            let e = best.entry(m.report.failure_mode.as_str()).or_insert(m);
+            if m.report.trained_at > e.report.trained_at {
+                *e = m;
+            }
+        }
+        best.into_values()
+            .filter_map(|m| RiskParameters::from_trained(m).map(|p| (m, p)))
+            .collect()
+    }
+}
+
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+impl Forecaster for CatalogForecaster {
+    fn forecast(&self, data: &PredictionData, models: &[TrainedModel]) -> Vec<Prediction> {
+        let as_of = data_as_of(data);
+        let deployed = Self::deployed(models);
+        let mut out = Vec::new();
+        for d in &data.devices {
+            out.extend(self.due_dates(d, as_of));
+            out.extend(self.risks(d, as_of, &deployed));
+        }
+        out
+    }
+
+    fn train(&self, data: &PredictionData, current: &[TrainedModel]) -> Vec<TrainedModel> {
+        failure_modes(&self.catalog)
+            .iter()
+            .filter_map(|mode| {
+                let cur = current
+                    .iter()
+                    .filter(|m| m.report.deployed && m.report.failure_mode == *mode)
+                    .max_by_key(|m| m.report.trained_at);
+                train_mode(&self.catalog, data, mode, &self.options, cur)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,794 @@
+//! Failure risk per failure mode: a logistic regression (linfa) on generic features
+//! ([`super::features`]), trained on the fleet's own history with a time-based split and
+//! validated against two baselines and the current model.
+//!
+//! **Samples.** For every device of a catalog model that has the failure mode, and every
+//! `sample_every_days`-th midnight of the data (after [`WARM_UP_DAYS`] of the device's
+//! history): features at that instant; label = a confirmed (not retracted) failure of the
+//! mode within `(as_of, as_of + horizon]`. A device whose part of the mode has failed and
+//! not been replaced within the last [`DOWN_DAYS`] days is skipped (it is down, not at
+//! risk).
+//!
+//! **Split.** The sample instants span `[train_from, validate_to]`; the last
+//! `validation_share` of that span is validation. Training samples whose horizon reaches
+//! into the validation window are dropped (purged), so no training label is a validation
+//! event.
+//!
+//! **Model.** Features standardised with the training mean and standard deviation
+//! (missing = the mean, clipped to ±8 sd), L2-regularised logistic regression (linfa-logistic,
+//! L-BFGS). The operating threshold is chosen on the training samples: the highest recall
+//! with precision ≥ `target_precision` (else the best F1).
+//!
+//! **Baselines**, fitted on the training window only and scored on the same validation
+//! samples:
+//! - `weibull_age`: a Weibull MLE ([`crate::weibull::fit`]) of the part's lifetimes
+//!   (runtime hours between its replacements/failures; a part never replaced counts from
+//!   the meter's 0) with suspensions (the current parts at the end of the training
+//!   window); probability = conditional failure within the runtime hours the device's
+//!   usage rate gives the horizon, at the part's current age.
+//! - `alarm_count`: episodes of the model's warning alarms in the last 7 days (0, 1, 2,
+//!   3+), probability = the training share of failures within the horizon per count.
+//!
+//! **Deployment.** Deployed when its validation PR-AUC beats both baselines and the
+//! current model's on the same samples; `decision` says which comparison failed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Timelike, Utc};
+use fleetpulse_domain::catalog::Catalog;
+use fleetpulse_domain::prediction::{
+    DeviceHistory, FeatureContribution, ModelReport, PredictionData, TrainedModel,
+    ValidationMetrics,
+};
+use fleetpulse_domain::{Severity, catalog::ModelSpec};
+use linfa::prelude::*;
+use linfa_logistic::LogisticRegression;
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+
+use super::PredictOptions;
+use super::depletion::RUNTIME_FIELD;
+use super::features::{FeatureSpec, part_age};
+use super::metrics::{choose_threshold, validation_metrics};
+use super::usage::UsageProfile;
+use crate::weibull::{WeibullFit, fit};
+
+/// Days of a device's history before its first sample (the features' baseline).
+pub const WARM_UP_DAYS: i64 = 30;
+/// A failed part not replaced for this long no longer marks the device as down.
+pub const DOWN_DAYS: i64 = 30;
+/// The algorithm name in reports.
+pub const ALGORITHM: &str = "logistic_regression";
+/// Standardised values are clipped to this many standard deviations.
+const CLIP: f64 = 8.0;
+
+/// The `weibull_age` baseline's fit and threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WeibullBaseline {
+    pub beta: f64,
+    pub eta: f64,
+    pub failures: usize,
+    pub suspensions: usize,
+    pub threshold: f64,
+}
+
+/// The `alarm_count` baseline's table and threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlarmBaseline {
+    /// Warning codes counted.
+    pub codes: Vec<String>,
+    /// Training failure share per 7-day episode count 0, 1, 2, 3+.
+    pub rates: [f64; 4],
+    pub threshold: f64,
+}
+
+/// Everything needed to score with a trained model again: `TrainedModel::parameters`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RiskParameters {
+    pub spec: FeatureSpec,
+    /// Catalog models the model scores.
+    pub models: Vec<String>,
+    pub horizon_days: f64,
+    pub mean: Vec<f64>,
+    pub scale: Vec<f64>,
+    /// Coefficients on the standardised features (log-odds of a failure).
+    pub weights: Vec<f64>,
+    pub intercept: f64,
+    pub threshold: f64,
+    pub weibull: Option<WeibullBaseline>,
+    pub alarm_count: AlarmBaseline,
+}
+
+/// Which scorer of a trained model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scorer {
+    Model,
+    WeibullAge,
+    AlarmCount,
+}
+
+impl Scorer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scorer::Model => "model",
+            Scorer::WeibullAge => "weibull_age",
+            Scorer::AlarmCount => "alarm_count",
+        }
+    }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl RiskParameters {
+    /// The parameters of a trained model; `None` when they are not this crate's.
+    pub fn from_trained(model: &TrainedModel) -> Option<Self> {
+        serde_json::from_value(model.parameters.clone()).ok()
+    }
+
+    fn standardise(&self, x: &[f64]) -> Vec<f64> {
+        x.iter()
+            .zip(self.mean.iter().zip(&self.scale))
+            .map(|(&v, (&m, &s))| {
+                if v.is_finite() {
+                    ((v - m) / s).clamp(-CLIP, CLIP)
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    /// Probability and per-feature contributions from a raw feature vector.
+    pub fn score_features(&self, x: &[f64]) -> (f64, Vec<f64>) {
+        let z = self.standardise(x);
+        let contributions: Vec<f64> = z.iter().zip(&self.weights).map(|(a, b)| a * b).collect();
+        let logit = self.intercept + contributions.iter().sum::<f64>();
+        (sigmoid(logit), contributions)
+    }
+
+    /// Whether this model scores devices of `model`.
+    pub fn covers(&self, model: Option<&str>) -> bool {
+        model.is_some_and(|m| self.models.iter().any(|x| x == m))
+    }
+
+    /// A scorer's probability for `device` at `as_of` and its threshold; `None` when it
+    /// does not apply (other model, device down, baseline not fitted).
+    pub fn score(
+        &self,
+        scorer: Scorer,
+        device: &DeviceHistory,
+        as_of: DateTime<Utc>,
+    ) -> Option<(f64, f64)> {
+        if !self.covers(device.model.as_deref()) || is_down(device, &self.spec.mode, as_of) {
+            return None;
+        }
+        match scorer {
+            Scorer::Model => {
+                let x = self.spec.compute(device, as_of);
+                Some((self.score_features(&x).0, self.threshold))
+            }
+            Scorer::WeibullAge => {
+                let w = self.weibull.as_ref()?;
+                let p = weibull_probability(w, device, &self.spec.mode, as_of, self.horizon_days);
+                Some((p, w.threshold))
+            }
+            Scorer::AlarmCount => {
+                let k = warning_count(device, &self.alarm_count.codes, as_of);
+                Some((self.alarm_count.rates[k.min(3)], self.alarm_count.threshold))
+            }
+        }
+    }
+
+    /// The largest contributions (by magnitude), at most `n`.
+    pub fn top_features(
+        &self,
+        x: &[f64],
+        contributions: &[f64],
+        n: usize,
+    ) -> Vec<FeatureContribution> {
+        let names = self.spec.names();
+        let mut idx: Vec<usize> = (0..contributions.len()).collect();
+        idx.sort_by(|&a, &b| contributions[b].abs().total_cmp(&contributions[a].abs()));
+        idx.into_iter()
+            .take(n)
+            .map(|i| FeatureContribution {
+                feature: names[i].clone(),
+                value: if x[i].is_finite() { x[i] } else { self.mean[i] },
+                contribution: contributions[i],
+            })
+            .collect()
+    }
+}
+
+/// Whether the part of `mode` failed within [`DOWN_DAYS`] before `as_of` and has not been
+/// replaced since.
+pub fn is_down(device: &DeviceHistory, mode: &str, as_of: DateTime<Utc>) -> bool {
+    let last_failure = device
+        .failures
+        .iter()
+        .filter(|f| !f.retracted && f.failure_mode.as_deref() == Some(mode) && f.at < as_of)
+        .map(|f| f.at)
+        .max();
+    let Some(failed_at) = last_failure else {
+        return false;
+    };
+    let replaced = device
+        .replacements
+        .iter()
+        .any(|r| r.part == mode && r.at >= failed_at && r.at < as_of);
+    !replaced && as_of - failed_at < Duration::days(DOWN_DAYS)
+}
+
+/// Episodes of `codes` started in the 7 days before `as_of`.
+pub fn warning_count(device: &DeviceHistory, codes: &[String], as_of: DateTime<Utc>) -> usize {
+    let from = as_of - Duration::days(7);
+    device
+        .alarms
+        .iter()
+        .filter(|a| a.started_at >= from && a.started_at < as_of)
+        .filter(|a| codes.contains(&a.code))
+        .count()
+}
+
+fn horizon_hours(device: &DeviceHistory, as_of: DateTime<Utc>, horizon_days: f64) -> Option<f64> {
+    let meter = device.daily.get(RUNTIME_FIELD)?;
+    let u = UsageProfile::from_meter(meter, as_of)?;
+    Some(u.rate_per_day * horizon_days)
+}
+
+fn weibull_probability(
+    w: &WeibullBaseline,
+    device: &DeviceHistory,
+    mode: &str,
+    as_of: DateTime<Utc>,
+    horizon_days: f64,
+) -> f64 {
+    let age = part_age(device, mode, as_of).runtime_since;
+    let Some(dt) = horizon_hours(device, as_of, horizon_days) else {
+        return 0.0;
+    };
+    if !age.is_finite() {
+        return 0.0;
+    }
+    let f = WeibullFit {
+        beta: w.beta,
+        eta: w.eta,
+        log_likelihood: 0.0,
+        n_failures: w.failures,
+        n_suspensions: w.suspensions,
+        covariance: None,
+        iterations: 0,
+    };
+    f.conditional_failure(age, dt)
+}
+
+/// Catalog models with `mode` as a failure mode.
+pub fn models_with_mode<'a>(catalog: &'a Catalog, mode: &str) -> Vec<&'a ModelSpec> {
+    catalog
+        .models()
+        .filter(|m| {
+            m.alarms
+                .iter()
+                .any(|a| a.counts_as_failure && a.failure_mode.as_deref() == Some(mode))
+        })
+        .collect()
+}
+
+/// Every failure mode the catalog names, sorted.
+pub fn failure_modes(catalog: &Catalog) -> Vec<String> {
+    let mut v: Vec<String> = catalog
+        .models()
+        .flat_map(|m| m.alarms.iter())
+        .filter(|a| a.counts_as_failure)
+        .filter_map(|a| a.failure_mode.clone())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The feature spec of a mode on these data: every numeric field the devices of its
+/// models report, and every alarm code of those models.
+pub fn feature_spec(catalog: &Catalog, data: &PredictionData, mode: &str) -> FeatureSpec {
+    let models = models_with_mode(catalog, mode);
+    let ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
+    let mut fields: Vec<String> = data
+        .devices
+        .iter()
+        .filter(|d| d.model.as_deref().is_some_and(|m| ids.contains(&m)))
+        .flat_map(|d| d.daily.keys().cloned())
+        .collect();
+    fields.sort();
+    fields.dedup();
+    let mut codes: Vec<String> = models
+        .iter()
+        .flat_map(|m| m.alarms.iter().map(|a| a.code.to_string()))
+        .collect();
+    codes.sort();
+    codes.dedup();
+    FeatureSpec {
+        mode: mode.to_owned(),
+        fields,
+        codes,
+    }
+}
+
+/// One training or validation sample.
+#[derive(Clone, Debug)]
+struct Sample {
+    device: usize,
+    as_of: DateTime<Utc>,
+    label: bool,
+    x: Vec<f64>,
+    warnings: usize,
+}
+
+fn midnight(t: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = t.timestamp().div_euclid(86_400) * 86_400;
+    DateTime::from_timestamp(secs, 0).unwrap_or(t)
+}
+
+fn ceil_midnight(t: DateTime<Utc>) -> DateTime<Utc> {
+    let m = midnight(t);
+    if m == t && t.num_seconds_from_midnight() == 0 {
+        m
+    } else {
+        m + Duration::days(1)
+    }
+}
+
+fn label(device: &DeviceHistory, mode: &str, as_of: DateTime<Utc>, horizon: Duration) -> bool {
+    device.failures.iter().any(|f| {
+        !f.retracted
+            && f.failure_mode.as_deref() == Some(mode)
+            && f.at > as_of
+            && f.at <= as_of + horizon
+    })
+}
+
+fn data_end(data: &PredictionData) -> Option<DateTime<Utc>> {
+    data.as_of.or_else(|| {
+        data.devices
+            .iter()
+            .filter_map(|d| {
+                d.daily
+                    .get(RUNTIME_FIELD)?
+                    .last()
+                    .map(|x| x.day + Duration::days(1))
+            })
+            .max()
+    })
+}
+
+fn first_day(device: &DeviceHistory) -> Option<DateTime<Utc>> {
+    device.daily.get(RUNTIME_FIELD)?.first().map(|d| d.day)
+}
+
+/// Maps `f` over `items` on the available cores, keeping the order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads <= 1 || items.len() < 64 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| {
+                let f = &f;
+                s.spawn(move || c.iter().map(f).collect::<Vec<R>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a feature worker does not panic"))
+            .collect()
+    })
+}
+
+fn build_samples(
+    data: &PredictionData,
+    spec: &FeatureSpec,
+    model_ids: &[&str],
+    warning_codes: &[String],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    options: &PredictOptions,
+) -> Vec<Sample> {
+    let horizon = Duration::seconds((options.horizon_days * 86_400.0) as i64);
+    let step = Duration::days(options.sample_every_days.max(1) as i64);
+    let devices: Vec<usize> = (0..data.devices.len())
+        .filter(|&i| {
+            data.devices[i]
+                .model
+                .as_deref()
+                .is_some_and(|m| model_ids.contains(&m))
+        })
+        .collect();
+    let per_device = par_map(&devices, |&i| {
+        let d = &data.devices[i];
+        let mut out = Vec::new();
+        let Some(start) = first_day(d) else {
+            return out;
+        };
+        let mut t = ceil_midnight(start + Duration::days(WARM_UP_DAYS)).max(from);
+        // align every device on the same instants
+        let offset = (t - from).num_days().rem_euclid(step.num_days());
+        if offset != 0 {
+            t += Duration::days(step.num_days() - offset);
+        }
+        while t <= to {
+            if !is_down(d, &spec.mode, t) {
+                out.push(Sample {
+                    device: i,
+                    as_of: t,
+                    label: label(d, &spec.mode, t, horizon),
+                    x: spec.compute(d, t),
+                    warnings: warning_count(d, warning_codes, t),
+                });
+            }
+            t += step;
+        }
+        out
+    });
+    per_device.into_iter().flatten().collect()
+}
+
+/// Mean and standard deviation per column over finite values (sd 1 when constant).
+fn scaling(rows: &[&Sample], n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut mean = vec![0.0; n];
+    let mut scale = vec![1.0; n];
+    for j in 0..n {
+        let vals: Vec<f64> = rows
+            .iter()
+            .map(|s| s.x[j])
+            .filter(|v| v.is_finite())
+            .collect();
+        if vals.is_empty() {
+            continue;
+        }
+        let m = vals.iter().sum::<f64>() / vals.len() as f64;
+        let var = vals.iter().map(|v| (v - m).powi(2)).sum::<f64>() / vals.len() as f64;
+        mean[j] = m;
+        scale[j] = if var.sqrt() > 1e-12 { var.sqrt() } else { 1.0 };
+    }
+    (mean, scale)
+}
+
+/// Lifetimes and suspensions of the part of `mode` up to `to`, from the meter readings at
+/// replacements and failures.
+fn weibull_sample(
+    data: &PredictionData,
+    model_ids: &[&str],
+    mode: &str,
+    to: DateTime<Utc>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut failures, mut suspensions) = (Vec::new(), Vec::new());
+    for d in &data.devices {
+        if !d.model.as_deref().is_some_and(|m| model_ids.contains(&m)) {
+            continue;
+        }
+        let mut events: Vec<(DateTime<Utc>, Option<f64>, bool)> = d
+            .failures
+            .iter()
+            .filter(|f| !f.retracted && f.failure_mode.as_deref() == Some(mode) && f.at < to)
+            .map(|f| (f.at, f.runtime_hours, true))
+            .chain(
+                d.replacements
+                    .iter()
+                    .filter(|r| r.part == mode && r.at < to)
+                    .map(|r| (r.at, r.runtime_hours, false)),
+            )
+            .collect();
+        events.sort_by_key(|e| e.0);
+        let mut reset = 0.0;
+        for (_, rt, is_failure) in events {
+            let Some(rt) = rt else { continue };
+            if is_failure {
+                if rt - reset > 0.0 {
+                    failures.push(rt - reset);
+                }
+                reset = rt; // repaired by replacing the part
+            } else {
+                reset = rt;
+            }
+        }
+        if let Some(now) = super::depletion::runtime_now(d, to)
+            && now - reset > 0.0
+        {
+            suspensions.push(now - reset);
+        }
+    }
+    (failures, suspensions)
+}
+
+fn empty_metrics() -> ValidationMetrics {
+    validation_metrics(&[], &[], 1.0, true)
+}
+
+/// Trains, validates and decides on one failure mode; `None` when no device has it.
+pub fn train_mode(
+    catalog: &Catalog,
+    data: &PredictionData,
+    mode: &str,
+    options: &PredictOptions,
+    current: Option<&TrainedModel>,
+) -> Option<TrainedModel> {
+    let models = models_with_mode(catalog, mode);
+    let model_ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
+    let end = data_end(data)?;
+    let start = data
+        .devices
+        .iter()
+        .filter(|d| d.model.as_deref().is_some_and(|m| model_ids.contains(&m)))
+        .filter_map(first_day)
+        .min()?;
+    let spec = feature_spec(catalog, data, mode);
+    let names = spec.names();
+    let mut warning_codes: Vec<String> = models
+        .iter()
+        .flat_map(|m| m.alarms.iter())
+        .filter(|a| !a.counts_as_failure && a.severity == Severity::Warning)
+        .map(|a| a.code.to_string())
+        .collect();
+    warning_codes.sort();
+    warning_codes.dedup();
+
+    let horizon = Duration::seconds((options.horizon_days * 86_400.0) as i64);
+    let first = ceil_midnight(start + Duration::days(WARM_UP_DAYS));
+    let last = end - horizon;
+    if last <= first {
+        return None;
+    }
+    let samples = build_samples(
+        data,
+        &spec,
+        &model_ids,
+        &warning_codes,
+        first,
+        last,
+        options,
+    );
+    let span = last - first;
+    let validate_from = midnight(
+        first
+            + Duration::seconds(
+                ((1.0 - options.validation_share) * span.num_seconds() as f64) as i64,
+            ),
+    );
+    let train: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.as_of + horizon <= validate_from)
+        .collect();
+    let valid: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.as_of >= validate_from)
+        .collect();
+    let train_pos = train.iter().filter(|s| s.label).count();
+    let valid_pos = valid.iter().filter(|s| s.label).count();
+    let version = format!("risk-{mode}-{}", end.format("%Y%m%dT%H%M%SZ"));
+    let report =
+        |metrics, baselines, deployed, decision: String, threshold_info: &str| ModelReport {
+            version: version.clone(),
+            failure_mode: mode.to_owned(),
+            algorithm: ALGORITHM.to_owned(),
+            trained_at: end,
+            horizon_days: options.horizon_days,
+            train_from: first,
+            train_to: validate_from,
+            validate_from,
+            validate_to: last,
+            features: names.clone(),
+            metrics,
+            baselines,
+            deployed,
+            decision: format!("{decision}{threshold_info}"),
+        };
+    if train_pos < options.min_positives || valid_pos == 0 || train.len() == train_pos {
+        return Some(TrainedModel {
+            report: report(
+                empty_metrics(),
+                BTreeMap::new(),
+                false,
+                format!(
+                    "not trained: {train_pos} failures in the training window (at least {} needed) and {valid_pos} in validation (at least 1)",
+                    options.min_positives
+                ),
+                "",
+            ),
+            parameters: serde_json::Value::Null,
+        });
+    }
+
+    // the model
+    let (mean, scale) = scaling(&train, names.len());
+    let mut params = RiskParameters {
+        spec: spec.clone(),
+        models: model_ids.iter().map(|s| s.to_string()).collect(),
+        horizon_days: options.horizon_days,
+        mean,
+        scale,
+        weights: vec![0.0; names.len()],
+        intercept: 0.0,
+        threshold: 0.5,
+        weibull: None,
+        alarm_count: AlarmBaseline {
+            codes: warning_codes.clone(),
+            rates: [0.0; 4],
+            threshold: 1.0,
+        },
+    };
+    let matrix = |rows: &[&Sample]| {
+        let mut m = Array2::<f64>::zeros((rows.len(), names.len()));
+        for (i, s) in rows.iter().enumerate() {
+            for (j, v) in params.standardise(&s.x).into_iter().enumerate() {
+                m[[i, j]] = v;
+            }
+        }
+        m
+    };
+    let x_train = matrix(&train);
+    let y_train: Array1<bool> = train.iter().map(|s| s.label).collect();
+    let fitted = LogisticRegression::default()
+        .alpha(options.l2_penalty)
+        .max_iterations(options.max_iterations)
+        .fit(&Dataset::new(x_train.clone(), y_train));
+    let fitted = match fitted {
+        Ok(f) => f,
+        Err(e) => {
+            return Some(TrainedModel {
+                report: report(
+                    empty_metrics(),
+                    BTreeMap::new(),
+                    false,
+                    format!("not trained: logistic regression failed: {e}"),
+                    "",
+                ),
+                parameters: serde_json::Value::Null,
+            });
+        }
+    };
+    // linfa's probabilities are those of its "positive" class: make ours P(failure)
+    let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+    params.weights = fitted.params().iter().map(|w| sign * w).collect();
+    params.intercept = sign * fitted.intercept();
+    let train_labels: Vec<bool> = train.iter().map(|s| s.label).collect();
+    let valid_labels: Vec<bool> = valid.iter().map(|s| s.label).collect();
+    let train_scores: Vec<f64> = train
+        .iter()
+        .map(|s| params.score_features(&s.x).0)
+        .collect();
+    params.threshold =
+        choose_threshold(&train_scores, &train_labels, options.target_precision).unwrap_or(0.5);
+    let valid_scores: Vec<f64> = valid
+        .iter()
+        .map(|s| params.score_features(&s.x).0)
+        .collect();
+    let metrics = validation_metrics(&valid_scores, &valid_labels, params.threshold, true);
+
+    // baselines, on the training window only
+    let mut baselines = BTreeMap::new();
+    let (wf, ws) = weibull_sample(data, &model_ids, mode, validate_from);
+    if let Ok(w) = fit(&wf, &ws) {
+        let mut wb = WeibullBaseline {
+            beta: w.beta,
+            eta: w.eta,
+            failures: w.n_failures,
+            suspensions: w.n_suspensions,
+            threshold: 1.0,
+        };
+        let score = |s: &Sample| {
+            weibull_probability(
+                &wb,
+                &data.devices[s.device],
+                mode,
+                s.as_of,
+                options.horizon_days,
+            )
+        };
+        let tr: Vec<f64> = train.iter().map(|s| score(s)).collect();
+        let threshold =
+            choose_threshold(&tr, &train_labels, options.target_precision).unwrap_or(1.0);
+        let va: Vec<f64> = valid.iter().map(|s| score(s)).collect();
+        wb.threshold = threshold;
+        baselines.insert(
+            Scorer::WeibullAge.as_str().to_owned(),
+            validation_metrics(&va, &valid_labels, threshold, true),
+        );
+        params.weibull = Some(wb);
+    }
+    let mut counts = [(0u64, 0u64); 4];
+    for s in &train {
+        let c = &mut counts[s.warnings.min(3)];
+        c.0 += u64::from(s.label);
+        c.1 += 1;
+    }
+    let overall = train_pos as f64 / train.len() as f64;
+    for (k, (pos, n)) in counts.iter().enumerate() {
+        // a count never seen in training gets the overall rate
+        params.alarm_count.rates[k] = if *n > 0 {
+            *pos as f64 / *n as f64
+        } else {
+            overall
+        };
+    }
+    let alarm_score = |s: &Sample| params.alarm_count.rates[s.warnings.min(3)];
+    let tr: Vec<f64> = train.iter().map(|s| alarm_score(s)).collect();
+    params.alarm_count.threshold =
+        choose_threshold(&tr, &train_labels, options.target_precision).unwrap_or(1.0);
+    let va: Vec<f64> = valid.iter().map(|s| alarm_score(s)).collect();
+    baselines.insert(
+        Scorer::AlarmCount.as_str().to_owned(),
+        validation_metrics(&va, &valid_labels, params.alarm_count.threshold, true),
+    );
+
+    // the decision
+    let mut reasons = Vec::new();
+    for (name, b) in &baselines {
+        if metrics.pr_auc <= b.pr_auc {
+            reasons.push(format!(
+                "PR-AUC {:.3} does not beat the {name} baseline's {:.3}",
+                metrics.pr_auc, b.pr_auc
+            ));
+        }
+    }
+    if !baselines.contains_key(Scorer::WeibullAge.as_str()) {
+        reasons.push("the weibull_age baseline could not be fitted (fewer than 2 lifetimes in the training window), so the model was not compared with it".to_owned());
+    }
+    let current_params = current
+        .filter(|c| c.report.failure_mode == mode)
+        .and_then(RiskParameters::from_trained);
+    let mut compared_current = String::new();
+    if let Some(cur) = &current_params {
+        let cur_scores: Vec<f64> = valid
+            .iter()
+            .map(|s| {
+                if cur.spec == params.spec {
+                    cur.score_features(&s.x).0
+                } else {
+                    cur.score_features(&cur.spec.compute(&data.devices[s.device], s.as_of))
+                        .0
+                }
+            })
+            .collect();
+        let cur_metrics = validation_metrics(&cur_scores, &valid_labels, cur.threshold, true);
+        let cur_version = current.map_or("", |c| c.report.version.as_str());
+        if metrics.pr_auc <= cur_metrics.pr_auc {
+            reasons.push(format!(
+                "PR-AUC {:.3} does not beat the current model {cur_version}'s {:.3} on the same validation samples",
+                metrics.pr_auc, cur_metrics.pr_auc
+            ));
+        } else {
+            compared_current = format!(
+                ", and the current model {cur_version}'s {:.3}",
+                cur_metrics.pr_auc
+            );
+        }
+    }
+    let deployed = reasons.is_empty();
+    let decision = if deployed {
+        let vs: Vec<String> = baselines
+            .iter()
+            .map(|(n, b)| format!("{n} {:.3}", b.pr_auc))
+            .collect();
+        format!(
+            "deployed: validation PR-AUC {:.3} beats {}{compared_current}",
+            metrics.pr_auc,
+            vs.join(" and ")
+        )
+    } else {
+        format!("not deployed: {}", reasons.join("; "))
+    };
+    let info = format!(
+        " ({} training samples with {train_pos} positives, {} validation samples with {valid_pos})",
+        train.len(),
+        valid.len()
+    );
+    Some(TrainedModel {
+        report: report(metrics, baselines, deployed, decision, &info),
+        parameters: serde_json::to_value(&params)
+            .expect("risk parameters are numbers and strings: they always serialize"),
+    })
+}

@@ -1,0 +1,338 @@
+//! Known-answer tests of the depletion and service forecasts.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use fleetpulse_domain::Serial;
+use fleetpulse_domain::catalog::ConsumableSpec;
+use fleetpulse_domain::device::{ConnectionState, Criticality, LifecycleStatus};
+use fleetpulse_domain::prediction::{DeviceHistory, FieldDay, Replacement};
+
+use super::depletion::{WearSource, forecast_depletion, forecast_service};
+use super::usage::UsageProfile;
+use super::usage::tests::{meter, t};
+
+pub(crate) fn device(daily: BTreeMap<String, Vec<FieldDay>>) -> DeviceHistory {
+    DeviceHistory {
+        serial: Serial::parse("SN-1").expect("serial"),
+        model: Some("OC-5A".into()),
+        kind: Some("oxygen_concentrator".into()),
+        region: None,
+        status: LifecycleStatus::AtCustomer,
+        criticality: Criticality::High,
+        registered_at: t(2025, 1, 1),
+        connection: ConnectionState::Online,
+        last_seen_at: None,
+        last_disconnect: None,
+        daily,
+        recent_hourly: BTreeMap::new(),
+        alarms: Vec::new(),
+        failures: Vec::new(),
+        replacements: Vec::new(),
+        outcomes: Vec::new(),
+    }
+}
+
+fn filter() -> ConsumableSpec {
+    ConsumableSpec {
+        id: "filter".into(),
+        name: "filter".into(),
+        field: "filter_life_pct".into(),
+        order_at_pct: 15.0,
+        rated_life_hours: 2000.0,
+        skill: "basic_maintenance".into(),
+        labour_minutes: 10,
+        parts: Vec::new(),
+    }
+}
+
+fn day(at: DateTime<Utc>, v: f64) -> FieldDay {
+    FieldDay {
+        day: at,
+        count: 24,
+        mean: v,
+        min: v,
+        max: v,
+        last: v,
+    }
+}
+
+/// 10 h/day; a filter that wears 0.05 %/h (2000 h life), replaced (reset to 100) on day
+/// 40; deterministic ±0.3 % noise and one stray reading of 3 %.
+fn filter_device() -> (DeviceHistory, DateTime<Utc>) {
+    let start = t(2026, 1, 1);
+    let days = 60;
+    let runtime = meter(start, days, |_| 10.0);
+    let mut level = 70.0;
+    let mut lvl = Vec::new();
+    for i in 0..days {
+        if i == 40 {
+            level = 100.0;
+        } else {
+            level -= 0.05 * 10.0;
+        }
+        let noise = [0.3, -0.3, 0.1, -0.1, 0.0][i % 5];
+        let v = if i == 50 { 3.0 } else { level + noise };
+        lvl.push(day(start + Duration::days(i as i64), v));
+    }
+    let mut daily = BTreeMap::new();
+    daily.insert("runtime_hours".to_owned(), runtime);
+    daily.insert("filter_life_pct".to_owned(), lvl);
+    (device(daily), start + Duration::days(days as i64))
+}
+
+#[test]
+fn depletion_after_a_reset_with_noise_and_a_stray_reading() {
+    let (d, as_of) = filter_device();
+    let u = UsageProfile::from_meter(&d.daily["runtime_hours"], as_of).expect("usage");
+    let f = forecast_depletion(&d, &filter(), Some(&u), as_of, 1.2816).expect("forecast");
+    assert_eq!(f.source, WearSource::CurrentLife);
+    // life since day 40: level 100 − 0.5 × (days after 40); day 59 → 90.5
+    assert!(
+        (f.wear_per_hour - 0.05).abs() < 0.002,
+        "{}",
+        f.wear_per_hour
+    );
+    assert!((f.level_now - 90.5).abs() < 0.3, "{}", f.level_now);
+    assert_eq!(f.dropped, 1, "the stray 3 % reading is dropped");
+    // (90.5 − 15) / 0.05 = 1510 h at 10 h/day = 151 days after the last reading (end of
+    // day 59 = as_of)
+    let dates = f.dates.expect("dates");
+    let days = (dates.due - as_of).num_minutes() as f64 / 1440.0;
+    assert!((days - 151.0).abs() < 1.5, "{days}");
+    assert!(dates.low <= dates.due && dates.high.is_some_and(|h| h >= dates.due));
+}
+
+#[test]
+fn a_replacement_record_starts_a_new_life_even_without_a_visible_rise() {
+    // the level only rises 5 points (below the rise threshold) but a replacement says so
+    let (mut d, as_of) = filter_device();
+    let lvl = d.daily.get_mut("filter_life_pct").expect("series");
+    for (i, x) in lvl.iter_mut().enumerate() {
+        if i >= 40 && i != 50 {
+            let v = 35.0 - 0.5 * (i as f64 - 40.0);
+            *x = day(x.day, v);
+        }
+    }
+    let u = UsageProfile::from_meter(&d.daily["runtime_hours"], as_of).expect("usage");
+    let without = forecast_depletion(&d, &filter(), Some(&u), as_of, 1.28).expect("forecast");
+    d.replacements.push(Replacement {
+        part: "filter".into(),
+        at: t(2026, 1, 1) + Duration::days(40) - Duration::hours(1),
+        runtime_hours: None,
+    });
+    let with = forecast_depletion(&d, &filter(), Some(&u), as_of, 1.28).expect("forecast");
+    assert!(
+        (with.wear_per_hour - 0.05).abs() < 0.003,
+        "{}",
+        with.wear_per_hour
+    );
+    assert!(with.life_started_at.is_some());
+    assert_ne!(with.points, without.points);
+}
+
+#[test]
+fn a_fresh_life_falls_back_to_the_previous_one_then_to_the_rated_life() {
+    let (mut d, as_of) = filter_device();
+    // cut the history two days after the reset: the current life is too short
+    let cut = t(2026, 1, 1) + Duration::days(42);
+    for s in d.daily.values_mut() {
+        s.retain(|x| x.day < cut);
+    }
+    let u = UsageProfile::from_meter(&d.daily["runtime_hours"], cut).expect("usage");
+    let f = forecast_depletion(&d, &filter(), Some(&u), cut, 1.28).expect("forecast");
+    assert_eq!(f.source, WearSource::PreviousLife);
+    assert!((f.wear_per_hour - 0.05).abs() < 0.003);
+    // with only three readings in all: the catalog's rated life, 100 / 2000 h
+    for s in d.daily.values_mut() {
+        s.truncate(3);
+    }
+    let f = forecast_depletion(&d, &filter(), None, as_of, 1.28).expect("forecast");
+    assert_eq!(f.source, WearSource::RatedLife);
+    assert!((f.wear_per_hour - 0.05).abs() < 1e-12);
+    assert!(f.dates.is_none(), "no usage profile, no date");
+}
+
+#[test]
+fn service_due_from_the_last_service_or_the_next_meter_multiple() {
+    let start = t(2026, 1, 1);
+    // meter from 1010 to 1600 at 10 h/day over 60 days
+    let mut daily = BTreeMap::new();
+    daily.insert("runtime_hours".to_owned(), meter(start, 60, |_| 10.0));
+    let mut d = device(daily);
+    let as_of = start + Duration::days(60);
+    let u = UsageProfile::from_meter(&d.daily["runtime_hours"], as_of).expect("usage");
+    // no service recorded: the next multiple of 500 above 1600 is 2000 → 400 h → 40 days
+    let s = forecast_service(&d, 500.0, Some(&u), as_of, 1.28).expect("due");
+    assert_eq!(
+        (s.basis, s.due_meter, s.hours_left),
+        ("meter_multiple", 2000.0, 400.0)
+    );
+    assert_eq!(s.dates.expect("dates").due, as_of + Duration::days(40));
+    // a service at meter 1250 (day 24): due at 1750 → 150 h → 15 days
+    d.replacements.push(Replacement {
+        part: "service".into(),
+        at: start + Duration::days(25),
+        runtime_hours: Some(1250.0),
+    });
+    let s = forecast_service(&d, 500.0, Some(&u), as_of, 1.28).expect("due");
+    assert_eq!((s.basis, s.due_meter), ("service_replacement", 1750.0));
+    assert_eq!(s.dates.expect("dates").due, as_of + Duration::days(15));
+    // without its meter reading, the meter of the day before is used: day 24's last = 1250
+    d.replacements[0].runtime_hours = None;
+    let s = forecast_service(&d, 500.0, Some(&u), as_of, 1.28).expect("due");
+    assert_eq!(s.due_meter, 1750.0);
+    // overdue: due now
+    let s = forecast_service(&d, 100.0, Some(&u), as_of, 1.28).expect("due");
+    assert_eq!(s.dates.expect("dates").due, as_of);
+    assert!(forecast_service(&d, 0.0, Some(&u), as_of, 1.28).is_none());
+}
+
+mod on_simulated_data {
+    use std::sync::{Arc, OnceLock};
+
+    use chrono::{DateTime, Duration, TimeZone, Utc};
+    use fleetpulse_domain::Catalog;
+    use fleetpulse_domain::prediction::{DeviceHistory, Forecaster, PredictionData};
+
+    use crate::predict::train_mode;
+    use fleetpulse_simulator::{Fleet, FleetConfig, simulate};
+
+    use crate::predict::risk::feature_spec;
+    use crate::predict::{CatalogForecaster, PredictOptions};
+
+    /// The shipped catalog's OC-5A alone: 200 concentrators for 330 simulated days.
+    fn data() -> &'static (Arc<Catalog>, PredictionData) {
+        static DATA: OnceLock<(Arc<Catalog>, PredictionData)> = OnceLock::new();
+        DATA.get_or_init(|| {
+            let full = Catalog::from_toml_str(include_str!("../../../config/catalog.toml"))
+                .expect("shipped catalog");
+            let oc: Vec<_> = full
+                .models()
+                .filter(|m| m.id.as_str() == "OC-5A")
+                .cloned()
+                .collect();
+            let catalog = Arc::new(Catalog::from_models(oc).expect("one model"));
+            let mut fleet = Fleet::new(
+                &FleetConfig {
+                    devices: 200,
+                    seed: 5,
+                    serial_prefix: "T".into(),
+                },
+                &catalog,
+            )
+            .expect("fleet");
+            let start = Utc
+                .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+                .single()
+                .expect("start");
+            let (rec, _) = simulate(&mut fleet, &catalog, start, 330);
+            let data = rec.snapshot(start + Duration::days(330));
+            (catalog, data)
+        })
+    }
+
+    /// The history as it was known at `as_of`.
+    fn truncate(d: &DeviceHistory, as_of: DateTime<Utc>) -> DeviceHistory {
+        let mut t = d.clone();
+        for s in t.daily.values_mut() {
+            s.retain(|x| x.day < as_of);
+        }
+        t.alarms.retain(|a| a.started_at < as_of);
+        for a in &mut t.alarms {
+            a.ended_at = a.ended_at.filter(|e| *e <= as_of);
+        }
+        t.failures.retain(|f| f.at < as_of);
+        t.replacements.retain(|r| r.at < as_of);
+        t
+    }
+
+    fn same(a: &[f64], b: &[f64]) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()))
+    }
+
+    #[test]
+    fn truncating_the_history_after_as_of_changes_no_feature_nor_forecast() {
+        let (catalog, data) = data();
+        let as_of = data.as_of.expect("as_of") - Duration::days(60) + Duration::hours(13);
+        let forecaster = CatalogForecaster::new(catalog.clone(), PredictOptions::default());
+        let mut changed_later = 0;
+        for mode in ["compressor", "sieve_bed", "cooling"] {
+            let spec = feature_spec(catalog, data, mode);
+            for d in &data.devices {
+                let full = spec.compute(d, as_of);
+                let cut = spec.compute(&truncate(d, as_of), as_of);
+                assert!(
+                    same(&full, &cut),
+                    "{} {mode}: features read the future",
+                    d.serial
+                );
+                let later = spec.compute(d, as_of + Duration::days(7));
+                changed_later += usize::from(!same(&full, &later));
+            }
+        }
+        // the check has teeth: a week later the same features do change
+        assert!(changed_later > 100, "{changed_later}");
+        for d in &data.devices {
+            assert_eq!(
+                forecaster.due_dates(d, as_of),
+                forecaster.due_dates(&truncate(d, as_of), as_of),
+                "{}",
+                d.serial
+            );
+        }
+    }
+
+    #[test]
+    fn the_trained_model_beats_both_baselines_on_simulated_failures() {
+        let (catalog, data) = data();
+        let options = PredictOptions {
+            sample_every_days: 6,
+            ..PredictOptions::default()
+        };
+        let forecaster = CatalogForecaster::new(catalog.clone(), options.clone());
+        let sieve =
+            train_mode(catalog, data, "sieve_bed", &options, None).expect("a sieve bed model");
+        let models = vec![sieve.clone()];
+        let sieve = &models[0];
+        let r = &sieve.report;
+        assert!(r.metrics.positives > 0, "{}", r.decision);
+        for (name, b) in &r.baselines {
+            assert!(
+                r.metrics.pr_auc > b.pr_auc,
+                "{name}: {} vs {}; {}",
+                r.metrics.pr_auc,
+                b.pr_auc,
+                r.decision
+            );
+        }
+        assert_eq!(r.baselines.len(), 2, "{}", r.decision);
+        assert!(r.deployed, "{}", r.decision);
+        assert!(r.validate_from >= r.train_to && r.train_from < r.train_to);
+        // a deployed model scores the fleet, with its evidence
+        let predictions = forecaster.forecast(data, &models);
+        let risk: Vec<_> = predictions
+            .iter()
+            .filter(|p| p.target == "sieve_bed")
+            .collect();
+        assert!(!risk.is_empty());
+        assert!(
+            risk.iter()
+                .all(|p| p.probability.is_some_and(|x| (0.0..=1.0).contains(&x))
+                    && p.top_features.len() == 5
+                    && p.model_version == r.version)
+        );
+        // a retrained model is compared with the current one and loses to itself
+        let again = train_mode(catalog, data, "sieve_bed", &options, Some(sieve))
+            .expect("a sieve bed model");
+        assert!(!again.report.deployed, "{}", again.report.decision);
+        assert!(
+            again.report.decision.contains("current model"),
+            "{}",
+            again.report.decision
+        );
+    }
+}

@@ -1,0 +1,373 @@
+//! Prediction benchmark (issue 7): a simulated fleet over two years, in process (no MQTT,
+//! no database). The fleet's readings are folded into daily summaries as the store folds
+//! its hourly rollups (`fleetpulse_simulator::history`), with alarm episodes, failures and
+//! replacements. The failure-risk models are trained on the first `--train-days` only
+//! (a truncated copy of the history), then every device is forecast at every midnight of
+//! the rest with the model and both baselines, and the forecasts are scored against the
+//! ground truth.
+//!
+//! ```sh
+//! CARGO_TARGET_DIR=/var/tmp/target-predict-rel cargo run --release -p fleetpulse-bench --bin predict
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use clap::Parser;
+use fleetpulse_analytics::predict::{
+    CatalogForecaster, PredictOptions, RiskParameters, Scorer, failure_modes,
+};
+use fleetpulse_domain::Catalog;
+use fleetpulse_domain::prediction::{Forecaster, PredictionKind};
+use fleetpulse_simulator::{Fleet, FleetConfig, TruthEvent, simulate};
+
+#[derive(Parser, Debug)]
+#[command(about = "Prediction benchmark: simulated fleet, train then rolling daily forecasts")]
+struct Args {
+    /// Simulated devices.
+    #[arg(long, default_value_t = 2000)]
+    devices: usize,
+    /// Simulated days in all.
+    #[arg(long, default_value_t = 730)]
+    days: u32,
+    /// Days of history the models are trained on (the rest is scored).
+    #[arg(long, default_value_t = 400)]
+    train_days: u32,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+/// The warning state of one (device, mode, scorer).
+#[derive(Default)]
+struct Tally {
+    warnings: u64,
+    true_warnings: u64,
+    no_fault_found: u64,
+    failures: u64,
+    warned_3d: u64,
+    leads: Vec<f64>,
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let wall = Instant::now();
+    let catalog = Arc::new(
+        Catalog::from_toml_str(include_str!("../../../config/catalog.toml"))
+            .context("built-in catalog")?,
+    );
+    let start = Utc
+        .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+        .single()
+        .context("start")?; // a Monday, as the simulator's day 0
+    let mut fleet = Fleet::new(
+        &FleetConfig {
+            devices: args.devices,
+            seed: args.seed,
+            serial_prefix: "PB".into(),
+        },
+        &catalog,
+    )?;
+    let t = Instant::now();
+    let (rec, truth) = simulate(&mut fleet, &catalog, start, args.days);
+    println!(
+        "simulated {} devices x {} days in {:.1} s ({} truth events)",
+        args.devices,
+        args.days,
+        t.elapsed().as_secs_f64(),
+        truth.len()
+    );
+    let train_end = start + Duration::days(i64::from(args.train_days));
+    let end = start + Duration::days(i64::from(args.days));
+    let options = PredictOptions::default();
+    let horizon = Duration::days(options.horizon_days as i64);
+    let forecaster = CatalogForecaster::new(catalog.clone(), options.clone());
+
+    // train on the first part only
+    let t = Instant::now();
+    let train_data = rec.snapshot(train_end);
+    let models = forecaster.train(&train_data, &[]);
+    drop(train_data);
+    println!(
+        "trained {} failure-mode models on days 0..{} in {:.1} s",
+        models.len(),
+        args.train_days,
+        t.elapsed().as_secs_f64()
+    );
+    println!("\nvalidation inside the training window (ModelReport):");
+    println!(
+        "{:<16} {:>6} {:>6} | {:>8} {:>8} {:>8} | {:>7} {:>7} {:>7} | deployed",
+        "mode", "pos", "neg", "PR-AUC", "weibull", "alarms", "prec", "recall", "brier"
+    );
+    for m in &models {
+        let r = &m.report;
+        let b = |k: &str| r.baselines.get(k).map_or(f64::NAN, |x| x.pr_auc);
+        println!(
+            "{:<16} {:>6} {:>6} | {:>8.3} {:>8.3} {:>8.3} | {:>7.3} {:>7.3} {:>7.4} | {}",
+            r.failure_mode,
+            r.metrics.positives,
+            r.metrics.negatives,
+            r.metrics.pr_auc,
+            b("weibull_age"),
+            b("alarm_count"),
+            r.metrics.precision,
+            r.metrics.recall,
+            r.metrics.brier.unwrap_or(f64::NAN),
+            r.deployed
+        );
+        println!("    {}", r.decision);
+    }
+
+    // rolling daily forecasts over the rest, on the full history (a forecast at as_of
+    // reads nothing after it: the leakage test in fleetpulse-analytics)
+    let t = Instant::now();
+    let data = rec.snapshot(end);
+    let params: Vec<(String, bool, RiskParameters)> = models
+        .iter()
+        .filter_map(|m| {
+            RiskParameters::from_trained(m)
+                .map(|p| (m.report.failure_mode.clone(), m.report.deployed, p))
+        })
+        .collect();
+    let scorers = [Scorer::Model, Scorer::WeibullAge, Scorer::AlarmCount];
+    // (device, mode, scorer) → warning issued at
+    let mut active: BTreeMap<(usize, usize, usize), DateTime<Utc>> = BTreeMap::new();
+    let mut tallies: BTreeMap<(usize, usize), Tally> = BTreeMap::new();
+    // failures per device, for closing warnings
+    let mut failures: BTreeMap<usize, Vec<(DateTime<Utc>, String)>> = BTreeMap::new();
+    let index: BTreeMap<String, usize> = data
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.serial.to_string(), i))
+        .collect();
+    for e in &truth {
+        if let TruthEvent::Failure {
+            serial,
+            failure_mode,
+            ts,
+            ..
+        } = e
+            && let Some(&i) = index.get(serial.as_str())
+        {
+            failures
+                .entry(i)
+                .or_default()
+                .push((*ts, failure_mode.clone()));
+        }
+    }
+    // depletion forecasts: (device, consumable, as_of day) → due
+    let mut depletion: BTreeMap<(usize, String, i64), DateTime<Utc>> = BTreeMap::new();
+    let mut service_orders = 0u64;
+    let score_from = train_end;
+    let score_to = end - horizon;
+    let mut day = score_from;
+    while day < end {
+        for (i, d) in data.devices.iter().enumerate() {
+            for p in forecaster.due_dates(d, day) {
+                if let (PredictionKind::ConsumableDepletion, Some(due)) = (p.kind, p.due_at) {
+                    depletion.insert((i, p.target.clone(), day.timestamp() / 86_400), due);
+                }
+                if p.kind == PredictionKind::ServiceInterval
+                    && let Some(due) = p.due_at
+                    && due >= day
+                    && due < day + Duration::days(1)
+                    && day < score_to
+                {
+                    service_orders += 1;
+                }
+            }
+            if day >= score_to {
+                continue;
+            }
+            for (k, (_, _, p)) in params.iter().enumerate() {
+                for (s, scorer) in scorers.iter().enumerate() {
+                    let key = (i, k, s);
+                    // close an expired warning
+                    if let Some(&w) = active.get(&key)
+                        && day >= w + horizon
+                    {
+                        active.remove(&key);
+                        tallies.entry((k, s)).or_default().no_fault_found += 1;
+                    }
+                    if active.contains_key(&key) {
+                        continue;
+                    }
+                    if let Some((prob, threshold)) = p.score(*scorer, d, day)
+                        && prob >= threshold
+                    {
+                        active.insert(key, day);
+                        tallies.entry((k, s)).or_default().warnings += 1;
+                    }
+                }
+            }
+        }
+        // failures of this day close the warnings that announced them
+        let next = day + Duration::days(1);
+        if day < score_to {
+            for (i, fs) in &failures {
+                for (at, mode) in fs.iter().filter(|(at, _)| *at >= day && *at < next) {
+                    for (k, (m, _, _)) in params.iter().enumerate() {
+                        if m != mode {
+                            continue;
+                        }
+                        for s in 0..scorers.len() {
+                            let tally = tallies.entry((k, s)).or_default();
+                            tally.failures += 1;
+                            if let Some(w) = active.remove(&(*i, k, s)) {
+                                tally.true_warnings += 1;
+                                let lead = (*at - w).num_minutes() as f64 / 1440.0;
+                                tally.leads.push(lead);
+                                if lead >= 3.0 {
+                                    tally.warned_3d += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        day = next;
+    }
+    // warnings still open at the end are neither confirmed nor closed: left out
+    println!(
+        "\nrolling daily forecasts over days {}..{} ({} devices) in {:.1} s",
+        args.train_days,
+        args.days,
+        args.devices,
+        t.elapsed().as_secs_f64()
+    );
+    let months = (score_to - score_from).num_days() as f64 / 30.44;
+    let per_k = |n: u64| n as f64 / (args.devices as f64 / 1000.0) / months;
+    println!(
+        "\nfailure warnings, scored on days {}..{} (horizon {} d; recall = failures warned >= 3 d ahead):",
+        args.train_days,
+        args.days - options.horizon_days as u32,
+        options.horizon_days
+    );
+    println!(
+        "{:<16} {:<12} {:>8} {:>9} {:>7} {:>7} {:>8} {:>12} {:>9}",
+        "mode",
+        "scorer",
+        "failures",
+        "warnings",
+        "prec",
+        "recall",
+        "lead_d",
+        "orders/1k/mo",
+        "NFF share"
+    );
+    let mut risk_orders = 0u64;
+    for (k, (mode, deployed, _)) in params.iter().enumerate() {
+        for (s, scorer) in scorers.iter().enumerate() {
+            let Some(t) = tallies.get_mut(&(k, s)) else {
+                continue;
+            };
+            let closed = t.true_warnings + t.no_fault_found;
+            let precision = if closed > 0 {
+                t.true_warnings as f64 / closed as f64
+            } else {
+                f64::NAN
+            };
+            let recall = if t.failures > 0 {
+                t.warned_3d as f64 / t.failures as f64
+            } else {
+                f64::NAN
+            };
+            let nff = if closed > 0 {
+                t.no_fault_found as f64 / closed as f64
+            } else {
+                f64::NAN
+            };
+            if *scorer == Scorer::Model && *deployed {
+                risk_orders += t.warnings;
+            }
+            let name = if *scorer == Scorer::Model && !deployed {
+                "model (not deployed)".to_owned()
+            } else {
+                scorer.as_str().to_owned()
+            };
+            println!(
+                "{:<16} {:<12} {:>8} {:>9} {:>7.3} {:>7.3} {:>8.1} {:>12.2} {:>9.3}",
+                mode,
+                name,
+                t.failures,
+                t.warnings,
+                precision,
+                recall,
+                median(&mut t.leads).unwrap_or(f64::NAN),
+                per_k(t.warnings),
+                nff
+            );
+        }
+    }
+    // depletion MAE at 7 and 30 days ahead of the true threshold crossing
+    let mut errors: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    let mut consumable_orders = 0u64;
+    for e in &truth {
+        let TruthEvent::ConsumableReplaced {
+            serial,
+            consumable,
+            crossed_threshold_ts,
+            ..
+        } = e
+        else {
+            continue;
+        };
+        let Some(&i) = index.get(serial.as_str()) else {
+            continue;
+        };
+        if *crossed_threshold_ts >= score_from && *crossed_threshold_ts < score_to {
+            consumable_orders += 1;
+        }
+        for ahead in [7i64, 30] {
+            let as_of = *crossed_threshold_ts - Duration::days(ahead);
+            if as_of < score_from {
+                continue;
+            }
+            let day = as_of.timestamp().div_euclid(86_400);
+            if let Some(due) = depletion.get(&(i, consumable.clone(), day)) {
+                let err = (*due - *crossed_threshold_ts).num_minutes() as f64 / 1440.0;
+                errors.entry(ahead).or_default().push(err.abs());
+            }
+        }
+    }
+    println!("\nconsumable depletion (the field reaching order_at_pct), forecast at midnight:");
+    for (ahead, errs) in &mut errors {
+        let mae = errs.iter().sum::<f64>() / errs.len().max(1) as f64;
+        let med = median(errs).unwrap_or(f64::NAN);
+        let p90 = errs[(errs.len() * 9 / 10).min(errs.len().saturating_sub(1))];
+        println!(
+            "  {ahead:>2} days ahead: MAE {mae:.2} days, median {med:.2}, p90 {p90:.2} (n = {})",
+            errs.len()
+        );
+    }
+    println!(
+        "\norders per 1000 devices per month: failure risk (deployed models) {:.2}, consumables {:.2}, service {:.2}; total {:.2}",
+        per_k(risk_orders),
+        per_k(consumable_orders),
+        per_k(service_orders),
+        per_k(risk_orders + consumable_orders + service_orders)
+    );
+    let modes = failure_modes(&catalog);
+    println!("failure modes in the catalog: {}", modes.join(", "));
+    println!(
+        "\nwall time {:.1} s; command: CARGO_TARGET_DIR=/var/tmp/target-predict-rel cargo run --release -p fleetpulse-bench --bin predict -- --devices {} --days {} --train-days {} --seed {}",
+        wall.elapsed().as_secs_f64(),
+        args.devices,
+        args.days,
+        args.train_days,
+        args.seed
+    );
+    Ok(())
+}
