@@ -22,16 +22,17 @@ use tracing::{info, warn};
 
 use crate::config::AnalyticsConfig;
 
-/// Every predictor the worker runs, in one [`Forecaster`].
-///
-/// The integrator's plug: once the analytics crate's implementation is merged, add it to
-/// the list below (one line), e.g.
-/// `Arc::new(fleetpulse_analytics::predict::CatalogForecaster::new(catalog.clone())),`.
+/// Every predictor the worker runs, in one [`Forecaster`]: consumable depletion, service
+/// due dates and failure risk (the analytics crate, from the catalog), and silent
+/// devices (the rules crate, from the policy).
 pub fn forecasters(catalog: &Arc<Catalog>, policy: &Arc<Policy>) -> Arc<dyn Forecaster> {
-    let _ = catalog; // the analytics forecaster is built from the catalog
-    Arc::new(Forecasters(vec![Arc::new(
-        fleetpulse_rules::silent::SilentDevices::new(policy.clone()),
-    )]))
+    Arc::new(Forecasters(vec![
+        Arc::new(fleetpulse_analytics::predict::CatalogForecaster::new(
+            catalog.clone(),
+            fleetpulse_analytics::predict::PredictOptions::default(),
+        )),
+        Arc::new(fleetpulse_rules::silent::SilentDevices::new(policy.clone())),
+    ]))
 }
 
 /// Several forecasters as one: their predictions together, their models together.

@@ -171,11 +171,12 @@ async fn predict_a_silent_device_gets_an_inspection_and_a_graceful_one_does_not(
         .unwrap_or_default();
     assert_eq!(serials, vec!["OC5-LOST1"]);
     let mine = admin.get("/api/v1/devices/OC5-LOST1/predictions").await?;
-    assert_eq!(
-        mine.body["items"][0]["order_id"], order["id"],
-        "{}",
-        mine.body
-    );
+    let silent = mine.body["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["kind"] == json!("silent")))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(silent["order_id"], order["id"], "{}", mine.body);
     Ok(())
 }
 
@@ -270,5 +271,117 @@ async fn predict_storm_control_holds_orders_beyond_the_hourly_limit_in_the_queue
     assert_eq!((models.status, models.body.clone()), (200, json!([])));
     let missing = admin.get("/api/v1/models/risk-nope").await?;
     assert_eq!(missing.status, 404);
+    Ok(())
+}
+
+/// Publishes `readings` (payloads) from `serial` and waits for each PUBACK.
+async fn publish_all(addr: SocketAddr, serial: &str, readings: &[Value]) -> anyhow::Result<()> {
+    let mut opts = MqttOptions::new(serial, addr.ip().to_string(), addr.port());
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(opts, readings.len() + 4);
+    for r in readings {
+        client
+            .publish(
+                telemetry_topic(serial),
+                QoS::AtLeastOnce,
+                false,
+                r.to_string(),
+            )
+            .await?;
+    }
+    let mut acked = 0;
+    tokio::time::timeout(WAIT, async {
+        while acked < readings.len() {
+            if let Event::Incoming(Packet::PubAck(_)) = events.poll().await? {
+                acked += 1;
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await??;
+    client.disconnect().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn predict_a_wearing_filter_gets_a_dated_maintenance_order_before_it_reaches_its_order_level()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = serve(dir.path(), "24h", 60).await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let addr = app.mqtt.expect("built-in endpoint");
+    register(&admin, "OC5-WEAR1", "north").await?;
+
+    // ten days of history, a reading every 6 hours: 12 runtime hours a day, the filter
+    // losing 0.05 % per runtime hour (0.6 % a day), from 30 % to 24 %
+    let now = chrono::Utc::now();
+    let readings: Vec<Value> = (0..=40u32)
+        .map(|i| {
+            let hours_ago = f64::from(240 - i * 6);
+            let runtime = 1000.0 + f64::from(i) * 3.0;
+            json!({
+                "seq": i + 1,
+                "ts": (now - chrono::Duration::minutes((hours_ago * 60.0) as i64)).to_rfc3339(),
+                "runtime_hours": runtime,
+                "filter_life_pct": 30.0 - 0.05 * (runtime - 1000.0),
+                "o2_purity_pct": 93.5,
+            })
+        })
+        .collect();
+    publish_all(addr, "OC5-WEAR1", &readings).await?;
+    app.applied().await?;
+
+    let run = admin.post("/api/v1/predictions/run", &json!({})).await?;
+    assert_eq!(run.status, 200, "{}", run.body);
+    let preds = admin.get("/api/v1/devices/OC5-WEAR1/predictions").await?;
+    assert_eq!(preds.status, 200, "{}", preds.body);
+    let items = preds.body["items"].as_array().cloned().unwrap_or_default();
+    let filter = items
+        .iter()
+        .find(|p| p["kind"] == json!("consumable_depletion") && p["target"] == json!("filter"))
+        .unwrap_or_else(|| panic!("a filter depletion forecast: {}", preds.body));
+    // 24 % now, order level 15 %, 0.6 % a day: the level is reached in 15 days
+    let due: chrono::DateTime<chrono::Utc> = serde_json::from_value(filter["due_at"].clone())?;
+    let days = (due - now).num_minutes() as f64 / 1440.0;
+    assert!(
+        (13.0..17.0).contains(&days),
+        "depletion in {days:.1} days: {filter}"
+    );
+    let low: chrono::DateTime<chrono::Utc> = serde_json::from_value(filter["due_low"].clone())?;
+    let high: chrono::DateTime<chrono::Utc> = serde_json::from_value(filter["due_high"].clone())?;
+    assert!(low <= due && due <= high, "{filter}");
+    assert_eq!(filter["model_version"], json!("depletion-v1"));
+
+    // due 3 days (the policy's lead) before that, within the 14-day raise horizon
+    let orders = orders_of(&admin, "serial=OC5-WEAR1&cause=filter_depletion").await?;
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    let order = &orders[0];
+    assert_eq!(order["kind"], json!("maintenance"));
+    assert_eq!(order["origin"], json!("prediction"));
+    assert_eq!(order["parts"][0]["number"], json!("OC5-FLT-01"));
+    let order_due: chrono::DateTime<chrono::Utc> = serde_json::from_value(order["due_at"].clone())?;
+    let lead_h = (due - order_due).num_minutes() as f64 / 60.0;
+    assert!(
+        (71.0..73.0).contains(&lead_h),
+        "lead {lead_h:.1} h: {order}"
+    );
+
+    // the service interval (5 000 h) is 330 days away: forecast, no order
+    let service = items
+        .iter()
+        .find(|p| p["kind"] == json!("service_interval"))
+        .unwrap_or_else(|| panic!("a service forecast: {}", preds.body));
+    let service_due: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(service["due_at"].clone())?;
+    let service_days = (service_due - now).num_days();
+    assert!(
+        (250..420).contains(&service_days),
+        "service in {service_days} days: {service}"
+    );
+    assert!(
+        orders_of(&admin, "serial=OC5-WEAR1&cause=service_interval")
+            .await?
+            .is_empty()
+    );
     Ok(())
 }
