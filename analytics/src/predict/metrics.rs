@@ -15,17 +15,27 @@
 
 use fleetpulse_domain::prediction::{CalibrationBin, ValidationMetrics};
 
-/// Average precision (area under the precision-recall step curve); 0 without positives.
-pub fn average_precision(scores: &[f64], labels: &[bool]) -> f64 {
+/// One step of the precision-recall curve: everything scoring ≥ `threshold` is called
+/// positive (tied scores form one step).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct PrStep {
+    threshold: f64,
+    precision: f64,
+    recall: f64,
+    true_positives: usize,
+}
+
+/// The precision-recall curve over the distinct scores, highest first; empty without a
+/// positive.
+fn pr_curve(scores: &[f64], labels: &[bool]) -> Vec<PrStep> {
     let positives = labels.iter().filter(|&&y| y).count();
     if positives == 0 {
-        return 0.0;
+        return Vec::new();
     }
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let (mut tp, mut fp) = (0usize, 0usize);
-    let mut ap = 0.0;
-    let mut prev_recall = 0.0;
+    let mut steps = Vec::new();
     let mut i = 0;
     while i < order.len() {
         let s = scores[order[i]];
@@ -37,10 +47,23 @@ pub fn average_precision(scores: &[f64], labels: &[bool]) -> f64 {
             }
             i += 1;
         }
-        let recall = tp as f64 / positives as f64;
-        let precision = tp as f64 / (tp + fp) as f64;
-        ap += (recall - prev_recall) * precision;
-        prev_recall = recall;
+        steps.push(PrStep {
+            threshold: s,
+            precision: tp as f64 / (tp + fp) as f64,
+            recall: tp as f64 / positives as f64,
+            true_positives: tp,
+        });
+    }
+    steps
+}
+
+/// Average precision (area under the precision-recall step curve); 0 without positives.
+pub fn average_precision(scores: &[f64], labels: &[bool]) -> f64 {
+    let mut ap = 0.0;
+    let mut prev_recall = 0.0;
+    for step in pr_curve(scores, labels) {
+        ap += (step.recall - prev_recall) * step.precision;
+        prev_recall = step.recall;
     }
     ap
 }
@@ -113,38 +136,20 @@ pub fn calibration(probabilities: &[f64], labels: &[bool]) -> Vec<CalibrationBin
 /// on these samples; when none reaches it, the one with the best F1. `None` without a
 /// positive.
 pub fn choose_threshold(scores: &[f64], labels: &[bool], min_precision: f64) -> Option<f64> {
-    let positives = labels.iter().filter(|&&y| y).count();
-    if positives == 0 {
-        return None;
-    }
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let (mut tp, mut fp) = (0usize, 0usize);
     let mut best_recall: Option<(f64, f64)> = None; // (recall, threshold)
     let mut best_f1: Option<(f64, f64)> = None;
-    let mut i = 0;
-    while i < order.len() {
-        let s = scores[order[i]];
-        while i < order.len() && scores[order[i]] == s {
-            if labels[order[i]] {
-                tp += 1;
-            } else {
-                fp += 1;
-            }
-            i += 1;
-        }
-        let precision = tp as f64 / (tp + fp) as f64;
-        let recall = tp as f64 / positives as f64;
+    for step in pr_curve(scores, labels) {
+        let (precision, recall) = (step.precision, step.recall);
         if precision >= min_precision && best_recall.is_none_or(|(r, _)| recall > r) {
-            best_recall = Some((recall, s));
+            best_recall = Some((recall, step.threshold));
         }
-        let f1 = if tp == 0 {
+        let f1 = if step.true_positives == 0 {
             0.0
         } else {
             2.0 * precision * recall / (precision + recall)
         };
         if best_f1.is_none_or(|(f, _)| f1 > f) {
-            best_f1 = Some((f1, s));
+            best_f1 = Some((f1, step.threshold));
         }
     }
     best_recall.or(best_f1).map(|(_, t)| t)
