@@ -181,20 +181,14 @@ impl CatalogForecaster {
             let Some(d) = forecast_depletion(device, c, usage.as_ref(), as_of, z) else {
                 continue;
             };
-            out.push(Prediction {
-                serial: device.serial.clone(),
-                kind: PredictionKind::ConsumableDepletion,
-                target: c.id.clone(),
+            out.push(due_prediction(
+                device,
+                PredictionKind::ConsumableDepletion,
+                &c.id,
                 as_of,
-                due_at: d.dates.map(|x| x.due),
-                due_low: d.dates.map(|x| x.low),
-                due_high: d.dates.and_then(|x| x.high),
-                probability: None,
-                horizon_days: None,
-                threshold: None,
-                model_version: DEPLETION_VERSION.to_owned(),
-                top_features: Vec::new(),
-                evidence: json!({
+                d.dates,
+                DEPLETION_VERSION,
+                json!({
                     "field": c.field,
                     "order_at_pct": c.order_at_pct,
                     "level_now_pct": d.level_now,
@@ -209,7 +203,7 @@ impl CatalogForecaster {
                     "usage": usage_json,
                     "interval_confidence": self.options.interval_confidence,
                 }),
-            });
+            ));
         }
         if let Some(s) = forecast_service(
             device,
@@ -218,20 +212,14 @@ impl CatalogForecaster {
             as_of,
             z,
         ) {
-            out.push(Prediction {
-                serial: device.serial.clone(),
-                kind: PredictionKind::ServiceInterval,
-                target: "service".to_owned(),
+            out.push(due_prediction(
+                device,
+                PredictionKind::ServiceInterval,
+                "service",
                 as_of,
-                due_at: s.dates.map(|x| x.due),
-                due_low: s.dates.map(|x| x.low),
-                due_high: s.dates.and_then(|x| x.high),
-                probability: None,
-                horizon_days: None,
-                threshold: None,
-                model_version: SERVICE_VERSION.to_owned(),
-                top_features: Vec::new(),
-                evidence: json!({
+                s.dates,
+                SERVICE_VERSION,
+                json!({
                     "service_interval_hours": s.interval_hours,
                     "runtime_hours": s.runtime_now,
                     "due_at_runtime_hours": s.due_meter,
@@ -241,7 +229,7 @@ impl CatalogForecaster {
                     "usage": usage_json,
                     "interval_confidence": self.options.interval_confidence,
                 }),
-            });
+            ));
         }
         out
     }
@@ -327,6 +315,34 @@ impl CatalogForecaster {
 
 fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
+}
+
+/// A dated forecast (depletion, service) of `device`: due date and interval from `dates`
+/// (`None` while the usage rate is unknown), no probability.
+fn due_prediction(
+    device: &DeviceHistory,
+    kind: PredictionKind,
+    target: &str,
+    as_of: DateTime<Utc>,
+    dates: Option<usage::DueDates>,
+    model_version: &str,
+    evidence: serde_json::Value,
+) -> Prediction {
+    Prediction {
+        serial: device.serial.clone(),
+        kind,
+        target: target.to_owned(),
+        as_of,
+        due_at: dates.map(|x| x.due),
+        due_low: dates.map(|x| x.low),
+        due_high: dates.and_then(|x| x.high),
+        probability: None,
+        horizon_days: None,
+        threshold: None,
+        model_version: model_version.to_owned(),
+        top_features: Vec::new(),
+        evidence,
+    }
 }
 
 impl Forecaster for CatalogForecaster {

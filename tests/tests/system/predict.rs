@@ -82,15 +82,22 @@ async fn connect_and_report(
             reading(1, json!({"runtime_hours": 12.0, "filter_life_pct": 90.0})),
         )
         .await?;
+    pubacks(&mut events, 1).await?;
+    Ok((client, events))
+}
+
+/// Polls the connection until `n` PUBACKs arrived (within [`WAIT`]).
+async fn pubacks(events: &mut EventLoop, n: usize) -> anyhow::Result<()> {
     tokio::time::timeout(WAIT, async {
-        loop {
+        let mut acked = 0;
+        while acked < n {
             if let Event::Incoming(Packet::PubAck(_)) = events.poll().await? {
-                return anyhow::Ok(());
+                acked += 1;
             }
         }
+        anyhow::Ok(())
     })
-    .await??;
-    Ok((client, events))
+    .await?
 }
 
 /// The connection drops without DISCONNECT (power cut, network gone): the socket closes.
@@ -223,14 +230,7 @@ async fn predict_storm_control_holds_orders_beyond_the_hourly_limit_in_the_queue
             reading(2, json!({"alarms": ["E101"]})),
         )
         .await?;
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Event::Incoming(Packet::PubAck(_)) = events.poll().await? {
-                return anyhow::Ok(());
-            }
-        }
-    })
-    .await??;
+    pubacks(&mut events, 1).await?;
     // acked once in the journal; the store applies it within moments
     let alarm = eventually(WAIT, "the critical alarm's repair order", || async {
         let o = orders_of(&admin, "cause=critical_alarm:E101&serial=OC5-STORM1").await?;
@@ -289,16 +289,7 @@ async fn publish_all(addr: SocketAddr, serial: &str, readings: &[Value]) -> anyh
             )
             .await?;
     }
-    let mut acked = 0;
-    tokio::time::timeout(WAIT, async {
-        while acked < readings.len() {
-            if let Event::Incoming(Packet::PubAck(_)) = events.poll().await? {
-                acked += 1;
-            }
-        }
-        anyhow::Ok(())
-    })
-    .await??;
+    pubacks(&mut events, readings.len()).await?;
     client.disconnect().await?;
     Ok(())
 }
