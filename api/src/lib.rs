@@ -109,8 +109,8 @@ impl Default for StreamStop {
 }
 
 impl StreamStop {
-    /// An order changed (through this API, or in a commit of this process's ingest):
-    /// streams waiting for events look now.
+    /// An order changed (through this API, in a commit of this process's ingest, or in
+    /// a prediction run): streams waiting for events look now.
     pub fn order_changed(&self) {
         self.1.send_modify(|n| *n = n.wrapping_add(1));
     }
