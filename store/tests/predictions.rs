@@ -212,9 +212,11 @@ async fn prediction_data_folds_days_and_recent_hours_from_committed_rollups() {
         })
         .await
         .expect("commit");
+    // as of noon today (not the wall clock, so the 48-hour window below does not depend
+    // on the time of day the test runs at)
     let data = f
         .store
-        .prediction_data(Utc::now(), 30, 2)
+        .prediction_data(hour(0, 12), 30, 2)
         .await
         .expect("data");
     let d = data
@@ -232,7 +234,7 @@ async fn prediction_data_folds_days_and_recent_hours_from_committed_rollups() {
         (78.0, 80.0, 78.0)
     );
     assert_eq!((filter[1].count, filter[1].last), (1, 70.0));
-    // recent hourly points: only the last 48 hours' (from 22:00 two days ago at the latest)
+    // recent hourly points: only the 48 hours before as_of (from noon two days ago)
     let recent = &d.recent_hourly["runtime_hours"];
     assert_eq!(recent.len(), 1, "{recent:?}");
     assert_eq!((recent[0].hour, recent[0].last), (hour(1, 10), 110.0));
