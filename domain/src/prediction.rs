@@ -214,6 +214,34 @@ pub struct ValidationMetrics {
     pub calibration: Vec<CalibrationBin>,
     /// Brier score (mean squared error of the probabilities).
     pub brier: Option<f64>,
+    /// The same scorer as the order policy uses it: warnings replayed over the held-out
+    /// time, one open warning per device at a time (absent in reports from before).
+    #[serde(default)]
+    pub warnings: Option<WarningMetrics>,
+}
+
+/// A scorer's warnings replayed in time order per device: a warning is raised when the
+/// score reaches the threshold and no warning is open on that device; it is confirmed by
+/// a failure of the mode within the horizon, or expires there (no fault found). Warnings
+/// still open at the end of the period are neither.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WarningMetrics {
+    pub warnings: u64,
+    /// Warnings followed by a failure of the mode within the horizon.
+    pub confirmed: u64,
+    /// Warnings that expired at the horizon without a failure (no fault found).
+    pub expired: u64,
+    /// Failures of the mode in the period.
+    pub failures: u64,
+    /// Failures warned at least `min_lead_days` ahead.
+    pub warned_ahead: u64,
+    pub min_lead_days: f64,
+    /// `confirmed / (confirmed + expired)` (0 when none closed).
+    pub precision: f64,
+    /// `warned_ahead / failures` (0 without failures).
+    pub recall: f64,
+    /// Median days from a confirmed warning to its failure.
+    pub median_lead_days: Option<f64>,
 }
 
 /// A trained failure-risk model, as stored and served.

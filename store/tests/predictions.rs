@@ -529,6 +529,7 @@ async fn one_model_is_deployed_per_failure_mode_and_outcomes_feed_back() {
         negatives: 30,
         calibration: Vec::new(),
         brier: Some(0.1),
+        warnings: None,
     };
     let model = |version: &str, deployed: bool| TrainedModel {
         report: ModelReport {

@@ -13,9 +13,25 @@
 //! - `f:spread_7d` — mean within-day range (max − min);
 //! - `f:sd_7d` — standard deviation of the daily means;
 //! - `f:trend_7d` — least-squares slope of the daily means per day;
-//! - `f:dev_1d`, `f:dev_7d` — deviation of the 1- and 7-day means from the device's own
-//!   baseline (median of the daily means in `[as_of − 90 d, as_of − 30 d)`), in robust
-//!   standard deviations (1.4826 · MAD, at least 1 % of the baseline's magnitude).
+//! - `f:dev_1d`, `f:dev_3d`, `f:dev_7d` — deviation of the 1-, 3- and 7-day means from
+//!   the device's own baseline (median of the daily means in `[as_of − 90 d, as_of − 30 d)`),
+//!   in robust standard deviations (1.4826 · MAD, at least 1 % of the baseline's magnitude);
+//! - `f:devmin_3d`, `f:devmax_3d` — the smallest and largest deviation of the last three
+//!   daily means: a shift that has lasted three days, not a spike;
+//! - `f:rise_3d` — the last daily mean minus the one three days before, in robust sd per
+//!   day;
+//! - `f:run_up`, `f:run_down` — how many consecutive daily means up to the last one rose
+//!   (fell) by more than one robust sd each: a degradation keeps going one way, a transient
+//!   excursion turns after a day or two.
+//!
+//! The deviation features are compressed as `sign(x) · ln(1 + |x|)`: a shift of 50 robust
+//! sd and one of 500 are both "far off", and the linear model should not be dominated by
+//! the size of a few.
+//!
+//! **After a repair.** A confirmed failure repaired by replacing its part leaves the days
+//! before the repair behind: the windows above (not the baseline) and the alarm counts
+//! start at the midnight after the repair, so the failure's own readings do not look like
+//! a new precursor.
 //!
 //! Per alarm code `c`: `alarm:c:7d`, `alarm:c:30d` — episodes started in the window.
 //! Part and device: `part:runtime_since_replacement` and `part:days_since_replacement`
@@ -46,7 +62,13 @@ pub const FIELD_FEATURES: &[&str] = &[
     "sd_7d",
     "trend_7d",
     "dev_1d",
+    "dev_3d",
     "dev_7d",
+    "devmin_3d",
+    "devmax_3d",
+    "rise_3d",
+    "run_up",
+    "run_down",
 ];
 
 /// What a model's features are made of.
@@ -86,17 +108,19 @@ impl FeatureSpec {
     /// The feature vector of `device` at `as_of` (see the module documentation).
     pub fn compute(&self, device: &DeviceHistory, as_of: DateTime<Utc>) -> Vec<f64> {
         let mut v = Vec::with_capacity(self.fields.len() * FIELD_FEATURES.len() + 40);
+        let repaired = last_repair(device, as_of);
         for f in &self.fields {
             let days = device
                 .daily
                 .get(f)
                 .map(|d| known_days(d, as_of))
                 .unwrap_or(&[]);
-            field_features(days, as_of, &mut v);
+            field_features(days, as_of, repaired, &mut v);
         }
         for c in &self.codes {
             let count = |w: i64| {
-                let from = as_of - Duration::days(w);
+                let from =
+                    (as_of - Duration::days(w)).max(repaired.unwrap_or(DateTime::<Utc>::MIN_UTC));
                 device
                     .alarms
                     .iter()
@@ -155,6 +179,22 @@ pub fn part_age(device: &DeviceHistory, mode: &str, as_of: DateTime<Utc>) -> Par
     }
 }
 
+/// When the device was last repaired before `as_of`: the latest replacement of a part
+/// whose confirmed failure came before it.
+pub fn last_repair(device: &DeviceHistory, as_of: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    device
+        .replacements
+        .iter()
+        .filter(|r| r.at < as_of)
+        .filter(|r| {
+            device.failures.iter().any(|f| {
+                !f.retracted && f.at <= r.at && f.failure_mode.as_deref() == Some(r.part.as_str())
+            })
+        })
+        .map(|r| r.at)
+        .max()
+}
+
 fn meter_before(device: &DeviceHistory, at: DateTime<Utc>) -> Option<f64> {
     let days = device.daily.get(RUNTIME_FIELD)?;
     let i = days.partition_point(|d| d.day < at);
@@ -189,11 +229,53 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-fn field_features(days: &[FieldDay], as_of: DateTime<Utc>, out: &mut Vec<f64>) {
+/// `sign(x) · ln(1 + |x|)`.
+fn compress(x: f64) -> f64 {
+    x.signum() * x.abs().ln_1p()
+}
+
+/// Consecutive steps of the daily means up to the last one in one direction (`sign` +1
+/// up, −1 down), each by more than `scale`.
+fn run(days: &[FieldDay], scale: f64, sign: f64) -> f64 {
+    let mut n = 0usize;
+    for w in days.windows(2).rev() {
+        if sign * (w[1].mean - w[0].mean) > scale {
+            n += 1;
+        } else {
+            break;
+        }
+    }
+    n as f64
+}
+
+fn field_features(
+    days: &[FieldDay],
+    as_of: DateTime<Utc>,
+    repaired: Option<DateTime<Utc>>,
+    out: &mut Vec<f64>,
+) {
+    // the device's own baseline reads through a repair; the recent windows do not
+    let mut base: Vec<f64> = window(days, as_of, BASELINE_FROM, BASELINE_TO)
+        .iter()
+        .map(|d| d.mean)
+        .collect();
+    let baseline = (base.len() >= 7).then(|| {
+        let b = median(&mut base);
+        let mut dev: Vec<f64> = base.iter().map(|x| (x - b).abs()).collect();
+        let scale = (1.4826 * median(&mut dev)).max(0.01 * b.abs()).max(1e-6);
+        (b, scale)
+    });
+    let days = match repaired {
+        // the day of the repair holds readings from before it
+        Some(at) => &days[days.partition_point(|d| d.day <= at)..],
+        None => days,
+    };
     let d1 = window(days, as_of, 1, 0);
+    let d3 = window(days, as_of, 3, 0);
     let d7 = window(days, as_of, 7, 0);
     let d30 = window(days, as_of, 30, 0);
     let m1 = mean(d1.iter().map(|d| d.mean));
+    let m3 = mean(d3.iter().map(|d| d.mean));
     let m7 = mean(d7.iter().map(|d| d.mean));
     out.push(m1);
     out.push(m7);
@@ -219,20 +301,25 @@ fn field_features(days: &[FieldDay], as_of: DateTime<Utc>, out: &mut Vec<f64>) {
     };
     out.push(sd);
     out.push(trend(d7));
-    let mut base: Vec<f64> = window(days, as_of, BASELINE_FROM, BASELINE_TO)
-        .iter()
-        .map(|d| d.mean)
-        .collect();
-    if base.len() >= 7 {
-        let b = median(&mut base);
-        let mut dev: Vec<f64> = base.iter().map(|x| (x - b).abs()).collect();
-        let scale = (1.4826 * median(&mut dev)).max(0.01 * b.abs()).max(1e-6);
-        out.push((m1 - b) / scale);
-        out.push((m7 - b) / scale);
-    } else {
-        out.push(f64::NAN);
-        out.push(f64::NAN);
-    }
+    let Some((b, scale)) = baseline else {
+        out.extend([f64::NAN; 9]);
+        return;
+    };
+    let dev = |m: f64| compress((m - b) / scale);
+    out.push(dev(m1));
+    out.push(dev(m3));
+    out.push(dev(m7));
+    let devs = d3.iter().map(|d| (d.mean - b) / scale);
+    let (lo, hi) = devs.fold((f64::NAN, f64::NAN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    out.push(compress(lo));
+    out.push(compress(hi));
+    let rise = match d7.len() {
+        n if n >= 4 => (d7[n - 1].mean - d7[n - 4].mean) / (3.0 * scale),
+        _ => f64::NAN,
+    };
+    out.push(compress(rise));
+    out.push(run(d7, scale, 1.0));
+    out.push(run(d7, scale, -1.0));
 }
 
 /// Least-squares slope of the daily means per day; NaN with fewer than 3 days.

@@ -12,8 +12,16 @@
 //! - **Brier** = mean of `(p − y)²`; `None` when the scores are not probabilities.
 //! - **calibration**: ten equal-width bins of the predicted probability `[0, 0.1)`, …,
 //!   `[0.9, 1]`; each non-empty bin gives its mean prediction and observed positive rate.
+//!
+//! **Warnings** ([`warning_metrics`]) score the scorer the way the order policy uses it,
+//! not per sample: per device in time order, a warning opens when the score reaches the
+//! threshold and none is open; a failure of the mode confirms the open warning (a lead of
+//! at least `min_lead` counts towards recall), or the warning expires after the horizon
+//! (no fault found). A degrading device sampled every day is one warning, not ten
+//! positives; a transient excursion that crosses the threshold is one false warning.
 
-use fleetpulse_domain::prediction::{CalibrationBin, ValidationMetrics};
+use chrono::{DateTime, Duration, Utc};
+use fleetpulse_domain::prediction::{CalibrationBin, ValidationMetrics, WarningMetrics};
 
 /// One step of the precision-recall curve: everything scoring ≥ `threshold` is called
 /// positive (tied scores form one step).
@@ -155,6 +163,130 @@ pub fn choose_threshold(scores: &[f64], labels: &[bool], min_precision: f64) -> 
     best_recall.or(best_f1).map(|(_, t)| t)
 }
 
+/// One device's scores in time order and its failures of the mode in the same period.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScoredSeries {
+    pub times: Vec<DateTime<Utc>>,
+    pub scores: Vec<f64>,
+    /// Sorted.
+    pub failures: Vec<DateTime<Utc>>,
+}
+
+/// Warnings replayed over `series` at `threshold` (see the module documentation).
+pub fn warning_metrics(
+    series: &[ScoredSeries],
+    threshold: f64,
+    horizon: Duration,
+    min_lead: Duration,
+) -> WarningMetrics {
+    let mut m = WarningMetrics {
+        min_lead_days: min_lead.num_seconds() as f64 / 86_400.0,
+        ..WarningMetrics::default()
+    };
+    let mut leads = Vec::new();
+    for s in series {
+        let mut open: Option<DateTime<Utc>> = None;
+        let mut next_failure = 0;
+        let expire =
+            |open: &mut Option<DateTime<Utc>>, now: DateTime<Utc>, m: &mut WarningMetrics| {
+                if open.is_some_and(|w| now >= w + horizon) {
+                    *open = None;
+                    m.expired += 1;
+                }
+            };
+        let mut fail =
+            |open: &mut Option<DateTime<Utc>>, at: DateTime<Utc>, m: &mut WarningMetrics| {
+                m.failures += 1;
+                if let Some(w) = open.take() {
+                    m.confirmed += 1;
+                    let lead = at - w;
+                    leads.push(lead.num_seconds() as f64 / 86_400.0);
+                    if lead >= min_lead {
+                        m.warned_ahead += 1;
+                    }
+                }
+            };
+        for (&t, &score) in s.times.iter().zip(&s.scores) {
+            while next_failure < s.failures.len() && s.failures[next_failure] <= t {
+                let at = s.failures[next_failure];
+                expire(&mut open, at, &mut m);
+                fail(&mut open, at, &mut m);
+                next_failure += 1;
+            }
+            expire(&mut open, t, &mut m);
+            if open.is_none() && score >= threshold {
+                open = Some(t);
+                m.warnings += 1;
+            }
+        }
+        for &at in &s.failures[next_failure..] {
+            expire(&mut open, at, &mut m);
+            fail(&mut open, at, &mut m);
+        }
+    }
+    let closed = m.confirmed + m.expired;
+    m.precision = if closed > 0 {
+        m.confirmed as f64 / closed as f64
+    } else {
+        0.0
+    };
+    m.recall = if m.failures > 0 {
+        m.warned_ahead as f64 / m.failures as f64
+    } else {
+        0.0
+    };
+    leads.sort_by(f64::total_cmp);
+    m.median_lead_days = (!leads.is_empty()).then(|| leads[leads.len() / 2]);
+    m
+}
+
+/// Thresholds tried by [`choose_warning_threshold`].
+const WARNING_CANDIDATES: usize = 300;
+
+/// The threshold whose replayed warnings reach `min_precision` with the highest recall
+/// (above 0; the higher threshold on a tie); when none reaches it, the one with the best F1 of
+/// warning precision and recall. Candidates: up to 300 scores spread over the highest
+/// 10 % (at least 2 000) of the scores. `None` without a failure.
+pub fn choose_warning_threshold(
+    series: &[ScoredSeries],
+    min_precision: f64,
+    horizon: Duration,
+    min_lead: Duration,
+) -> Option<f64> {
+    if series.iter().all(|s| s.failures.is_empty()) {
+        return None;
+    }
+    let mut all: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.scores.iter().copied())
+        .filter(|x| x.is_finite())
+        .collect();
+    all.sort_by(|a, b| b.total_cmp(a));
+    all.dedup();
+    let top = all.len().min((all.len() / 10).max(2000));
+    let step = (top / WARNING_CANDIDATES).max(1);
+    let mut best: Option<(f64, f64)> = None; // (recall, threshold)
+    let mut best_f1: Option<(f64, f64)> = None;
+    for &t in all[..top].iter().step_by(step) {
+        let m = warning_metrics(series, t, horizon, min_lead);
+        if m.warned_ahead > 0
+            && m.precision >= min_precision
+            && best.is_none_or(|(r, _)| m.recall > r)
+        {
+            best = Some((m.recall, t));
+        }
+        let f1 = if m.precision + m.recall > 0.0 {
+            2.0 * m.precision * m.recall / (m.precision + m.recall)
+        } else {
+            0.0
+        };
+        if best_f1.is_none_or(|(f, _)| f1 > f) {
+            best_f1 = Some((f1, t));
+        }
+    }
+    best.or(best_f1).map(|(_, t)| t)
+}
+
 /// Every metric of a scorer on held-out samples. `probabilities`: whether the scores are
 /// probabilities (Brier and calibration only then).
 pub fn validation_metrics(
@@ -182,6 +314,7 @@ pub fn validation_metrics(
         } else {
             None
         },
+        warnings: None,
     }
 }
 
@@ -254,5 +387,119 @@ mod tests {
         // nothing reaches precision 0.99 below the top: the top still does (1/1)
         assert_eq!(choose_threshold(&SCORES, &LABELS, 0.99), Some(0.9));
         assert_eq!(choose_threshold(&SCORES, &[false; 8], 0.5), None);
+    }
+
+    fn at(day: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 - 1_700_000_000 % 86_400 + day * 86_400, 0)
+            .expect("a time")
+    }
+
+    /// Device A: scores rise from day 3 and it fails on day 10 (one warning, on day 4,
+    /// confirmed 6 days ahead). Device B: a transient on days 2–3 and another on day 20
+    /// (two warnings: the first expires on day 16 at a 14-day horizon, the second is still
+    /// open at the end). Device C: fails on day 5 with a warning from day 4 (1 day ahead).
+    fn three_devices() -> Vec<ScoredSeries> {
+        let days = |n: i64| (0..n).map(at).collect::<Vec<_>>();
+        let a = vec![0.1, 0.1, 0.1, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 0.1, 0.1];
+        let mut b = vec![0.1; 25];
+        b[2] = 0.7;
+        b[3] = 0.6;
+        b[20] = 0.9;
+        let mut c = vec![0.1; 8];
+        c[4] = 0.8;
+        vec![
+            ScoredSeries {
+                times: days(12),
+                scores: a,
+                failures: vec![at(10) + Duration::hours(5)],
+            },
+            ScoredSeries {
+                times: days(25),
+                scores: b,
+                failures: Vec::new(),
+            },
+            ScoredSeries {
+                times: days(8),
+                scores: c,
+                failures: vec![at(5)],
+            },
+        ]
+    }
+
+    #[test]
+    fn warnings_replayed_by_hand() {
+        let (h, lead) = (Duration::days(14), Duration::days(3));
+        // at 0.6: A warns on day 4 → confirmed at day 10 + 5 h (6.2 days
+        // ahead); B warns on day 2, expires on day 16, warns again on day 20 (open);
+        // C warns on day 4, its failure on day 5 confirms it 1 day ahead (not ≥ 3).
+        let m = warning_metrics(&three_devices(), 0.6, h, lead);
+        assert_eq!(
+            (
+                m.warnings,
+                m.confirmed,
+                m.expired,
+                m.failures,
+                m.warned_ahead
+            ),
+            (4, 2, 1, 2, 1)
+        );
+        assert!((m.precision - 2.0 / 3.0).abs() < 1e-12);
+        assert!((m.recall - 0.5).abs() < 1e-12);
+        assert_eq!(m.median_lead_days, Some(6.0 + 5.0 / 24.0));
+        // at 0.95: A alone, on day 8, 2.2 days ahead: precise but too late
+        let m = warning_metrics(&three_devices(), 0.95, h, lead);
+        assert_eq!(
+            (m.warnings, m.confirmed, m.expired, m.warned_ahead),
+            (1, 1, 0, 0)
+        );
+        assert_eq!((m.precision, m.recall), (1.0, 0.0));
+        // a warning older than the horizon has expired before the failure it did not
+        // announce
+        let late = vec![ScoredSeries {
+            times: vec![at(0), at(1)],
+            scores: vec![0.9, 0.1],
+            failures: vec![at(20)],
+        }];
+        let m = warning_metrics(&late, 0.5, h, lead);
+        assert_eq!((m.confirmed, m.expired, m.failures), (0, 1, 1));
+    }
+
+    #[test]
+    fn the_warning_threshold_is_the_highest_recall_at_the_precision_asked() {
+        let (h, lead) = (Duration::days(14), Duration::days(3));
+        // plus device D, 60 quiet days: at 0.1 everything warns and D alone expires four
+        // times (precision 2/7). From 0.5 to 0.7: A confirmed ahead, C 1 day ahead, B's
+        // first transient expired: 2/3, recall 1/2. At 0.8 and 0.9: B's expired warning
+        // is gone (precision 1), A still ≥ 3 days ahead (recall 1/2). At 1.0 and 1.1 A
+        // warns too late (recall 0). The highest threshold with recall 1/2 is 0.9.
+        let mut series = three_devices();
+        series.push(ScoredSeries {
+            times: (0..60).map(at).collect(),
+            scores: vec![0.1; 60],
+            failures: Vec::new(),
+        });
+        let t = choose_warning_threshold(&series, 0.6, h, lead).expect("failures");
+        assert!((t - 0.9).abs() < 1e-9, "{t}");
+        let m = warning_metrics(&series, 0.1, h, lead);
+        assert!((m.precision - 2.0 / 7.0).abs() < 1e-12, "{m:?}");
+        // B quiet for 60 days: its day-20 transient now expires, so no threshold with
+        // recall > 0 reaches precision 0.9. The best F1 is taken: 0.8 (precision 2/3,
+        // recall 1/2, F1 0.571) over 0.1 (1/3, 1: 0.5), 0.5 (1/2, 1/2) and 0.9 (1/2, 1/2).
+        let mut series = three_devices();
+        series[1].times = (0..60).map(at).collect();
+        series[1].scores.resize(60, 0.1);
+        let t = choose_warning_threshold(&series, 0.9, h, lead).expect("failures");
+        assert!((t - 0.8).abs() < 1e-9, "{t}");
+        let m = warning_metrics(&series, t, h, lead);
+        assert!(
+            (m.precision - 2.0 / 3.0).abs() < 1e-12 && m.recall == 0.5,
+            "{m:?}"
+        );
+        let none: Vec<ScoredSeries> = vec![ScoredSeries {
+            times: vec![at(0)],
+            scores: vec![0.5],
+            failures: Vec::new(),
+        }];
+        assert_eq!(choose_warning_threshold(&none, 0.5, h, lead), None);
     }
 }

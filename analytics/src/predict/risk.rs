@@ -16,8 +16,12 @@
 //!
 //! **Model.** Features standardised with the training mean and standard deviation
 //! (missing = the mean, clipped to ±8 sd), L2-regularised logistic regression (linfa-logistic,
-//! L-BFGS). The operating threshold is chosen on the training samples: the highest recall
-//! with precision ≥ `target_precision` (else the best F1).
+//! L-BFGS). The operating threshold is chosen on the training samples by replaying the
+//! warnings the order policy would raise ([`super::metrics::warning_metrics`]: one open
+//! warning per device, confirmed by a failure within the horizon or expired): the highest
+//! recall of failures warned at least [`MIN_LEAD_DAYS`] ahead with warning precision
+//! ≥ `target_precision` (else the best F1). The baselines' thresholds are chosen the same
+//! way, and the validation metrics carry the replayed warnings of each scorer.
 //!
 //! **Baselines**, fitted on the training window only and scored on the same validation
 //! samples:
@@ -49,7 +53,7 @@ use serde::{Deserialize, Serialize};
 use super::PredictOptions;
 use super::depletion::RUNTIME_FIELD;
 use super::features::{FeatureSpec, part_age};
-use super::metrics::{choose_threshold, validation_metrics};
+use super::metrics::{ScoredSeries, choose_warning_threshold, validation_metrics, warning_metrics};
 use super::usage::UsageProfile;
 use crate::weibull::{WeibullFit, fit};
 
@@ -202,23 +206,24 @@ impl RiskParameters {
     }
 }
 
-/// Whether the part of `mode` failed within [`DOWN_DAYS`] before `as_of` and has not been
-/// replaced since.
-pub fn is_down(device: &DeviceHistory, mode: &str, as_of: DateTime<Utc>) -> bool {
-    let last_failure = device
-        .failures
-        .iter()
-        .filter(|f| !f.retracted && f.failure_mode.as_deref() == Some(mode) && f.at < as_of)
-        .map(|f| f.at)
-        .max();
-    let Some(failed_at) = last_failure else {
-        return false;
-    };
-    let replaced = device
-        .replacements
-        .iter()
-        .any(|r| r.part == mode && r.at >= failed_at && r.at < as_of);
-    !replaced && as_of - failed_at < Duration::days(DOWN_DAYS)
+/// Whether the device is down for repair at `as_of`: a confirmed failure (of any mode)
+/// within [`DOWN_DAYS`] before `as_of` whose part has not been replaced since. A device
+/// already waiting for a repair visit is not at risk of another failure worth a warning:
+/// the failure's own readings (a compressor's heat, a cooling fault's) would otherwise
+/// raise warnings for the modes that share its fields. `_mode` is kept for callers that
+/// ask about one mode.
+pub fn is_down(device: &DeviceHistory, _mode: &str, as_of: DateTime<Utc>) -> bool {
+    device.failures.iter().any(|f| {
+        !f.retracted
+            && f.at < as_of
+            && as_of - f.at < Duration::days(DOWN_DAYS)
+            && f.failure_mode.as_deref().is_some_and(|part| {
+                !device
+                    .replacements
+                    .iter()
+                    .any(|r| r.part == part && r.at >= f.at && r.at < as_of)
+            })
+    })
 }
 
 /// Episodes of `codes` started in the 7 days before `as_of`.
@@ -504,6 +509,85 @@ fn weibull_sample(
     (failures, suspensions)
 }
 
+/// The samples' scores as one time series per device (samples come grouped by device, in
+/// time order), with each device's failures of `mode` from the first sample to one sample
+/// step after the last.
+fn scored_series(
+    data: &PredictionData,
+    mode: &str,
+    rows: &[&Sample],
+    scores: &[f64],
+    step: Duration,
+) -> Vec<ScoredSeries> {
+    let mut out: Vec<ScoredSeries> = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        let device = rows[i].device;
+        let mut s = ScoredSeries::default();
+        while i < rows.len() && rows[i].device == device {
+            s.times.push(rows[i].as_of);
+            s.scores.push(scores[i]);
+            i += 1;
+        }
+        let (first, last) = (s.times[0], s.times[s.times.len() - 1] + step);
+        s.failures = data.devices[device]
+            .failures
+            .iter()
+            .filter(|f| !f.retracted && f.failure_mode.as_deref() == Some(mode))
+            .map(|f| f.at)
+            .filter(|&at| at > first && at <= last)
+            .collect();
+        s.failures.sort();
+        out.push(s);
+    }
+    out
+}
+
+/// The lead a warning needs to count towards recall.
+pub const MIN_LEAD_DAYS: i64 = 3;
+
+/// A scorer's threshold, chosen on the training samples by replaying its warnings, and
+/// its validation metrics with the replayed warnings.
+struct Scored<'a> {
+    data: &'a PredictionData,
+    mode: &'a str,
+    train: &'a [&'a Sample],
+    valid: &'a [&'a Sample],
+    valid_labels: &'a [bool],
+    horizon: Duration,
+    step: Duration,
+    target_precision: f64,
+}
+
+impl Scored<'_> {
+    fn threshold(&self, train_scores: &[f64]) -> Option<f64> {
+        let series = scored_series(self.data, self.mode, self.train, train_scores, self.step);
+        choose_warning_threshold(
+            &series,
+            self.target_precision,
+            self.horizon,
+            Duration::days(MIN_LEAD_DAYS),
+        )
+    }
+
+    fn metrics(
+        &self,
+        valid_scores: &[f64],
+        threshold: f64,
+        probabilities: bool,
+    ) -> ValidationMetrics {
+        let mut m = validation_metrics(valid_scores, self.valid_labels, threshold, probabilities);
+        let series = scored_series(self.data, self.mode, self.valid, valid_scores, self.step);
+        m.warnings = Some(warning_metrics(
+            &series,
+            threshold,
+            self.horizon,
+            Duration::days(MIN_LEAD_DAYS),
+        ));
+        m
+    }
+}
+
 fn empty_metrics() -> ValidationMetrics {
     validation_metrics(&[], &[], 1.0, true)
 }
@@ -654,19 +738,27 @@ pub fn train_mode(
     let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
     params.weights = fitted.params().iter().map(|w| sign * w).collect();
     params.intercept = sign * fitted.intercept();
-    let train_labels: Vec<bool> = train.iter().map(|s| s.label).collect();
     let valid_labels: Vec<bool> = valid.iter().map(|s| s.label).collect();
+    let scored = Scored {
+        data,
+        mode,
+        train: &train,
+        valid: &valid,
+        valid_labels: &valid_labels,
+        horizon,
+        step: Duration::days(options.sample_every_days.max(1) as i64),
+        target_precision: options.target_precision,
+    };
     let train_scores: Vec<f64> = train
         .iter()
         .map(|s| params.score_features(&s.x).0)
         .collect();
-    params.threshold =
-        choose_threshold(&train_scores, &train_labels, options.target_precision).unwrap_or(0.5);
+    params.threshold = scored.threshold(&train_scores).unwrap_or(0.5);
     let valid_scores: Vec<f64> = valid
         .iter()
         .map(|s| params.score_features(&s.x).0)
         .collect();
-    let metrics = validation_metrics(&valid_scores, &valid_labels, params.threshold, true);
+    let metrics = scored.metrics(&valid_scores, params.threshold, true);
 
     // baselines, on the training window only
     let mut baselines = BTreeMap::new();
@@ -689,13 +781,12 @@ pub fn train_mode(
             )
         };
         let tr: Vec<f64> = train.iter().map(|s| score(s)).collect();
-        let threshold =
-            choose_threshold(&tr, &train_labels, options.target_precision).unwrap_or(1.0);
+        let threshold = scored.threshold(&tr).unwrap_or(1.0);
         let va: Vec<f64> = valid.iter().map(|s| score(s)).collect();
         wb.threshold = threshold;
         baselines.insert(
             Scorer::WeibullAge.as_str().to_owned(),
-            validation_metrics(&va, &valid_labels, threshold, true),
+            scored.metrics(&va, threshold, true),
         );
         params.weibull = Some(wb);
     }
@@ -716,12 +807,11 @@ pub fn train_mode(
     }
     let alarm_score = |s: &Sample| params.alarm_count.rates[s.warnings.min(3)];
     let tr: Vec<f64> = train.iter().map(|s| alarm_score(s)).collect();
-    params.alarm_count.threshold =
-        choose_threshold(&tr, &train_labels, options.target_precision).unwrap_or(1.0);
+    params.alarm_count.threshold = scored.threshold(&tr).unwrap_or(1.0);
     let va: Vec<f64> = valid.iter().map(|s| alarm_score(s)).collect();
     baselines.insert(
         Scorer::AlarmCount.as_str().to_owned(),
-        validation_metrics(&va, &valid_labels, params.alarm_count.threshold, true),
+        scored.metrics(&va, params.alarm_count.threshold, true),
     );
 
     // the decision

@@ -336,3 +336,100 @@ mod on_simulated_data {
         );
     }
 }
+
+mod features {
+    use super::*;
+    use crate::predict::features::FeatureSpec;
+    use fleetpulse_domain::prediction::FailureLabel;
+
+    fn spec() -> FeatureSpec {
+        FeatureSpec {
+            mode: "compressor".into(),
+            fields: vec!["temperature_c".into()],
+            codes: Vec::new(),
+        }
+    }
+
+    /// 40 °C ± 0.05 for `n` days from 2025-01-01, then `tail`.
+    fn temperatures(n: i64, tail: &[f64]) -> DeviceHistory {
+        let start = t(2025, 1, 1);
+        let mut days: Vec<FieldDay> = (0..n)
+            .map(|i| {
+                day(
+                    start + Duration::days(i),
+                    40.0 + if i % 2 == 0 { 0.05 } else { -0.05 },
+                )
+            })
+            .collect();
+        for (k, &v) in tail.iter().enumerate() {
+            days.push(day(start + Duration::days(n + k as i64), v));
+        }
+        device(BTreeMap::from([("temperature_c".to_owned(), days)]))
+    }
+
+    fn feature(d: &DeviceHistory, as_of: DateTime<Utc>, name: &str) -> f64 {
+        let spec = spec();
+        let i = spec
+            .names()
+            .iter()
+            .position(|n| n == name)
+            .expect("a feature name");
+        spec.compute(d, as_of)[i]
+    }
+
+    #[test]
+    fn a_steady_rise_runs_up_and_a_transient_turns() {
+        // baseline 40 (MAD 0.05 → scale max(0.074, 1 % of 40) = 0.4); a precursor adds
+        // 1, 2, 4, 7, 11 and 16 °C over the last six days: six rises of more than 0.4
+        let rising = temperatures(120, &[41.0, 42.0, 44.0, 47.0, 51.0, 56.0]);
+        let as_of = t(2025, 1, 1) + Duration::days(126);
+        assert_eq!(feature(&rising, as_of, "temperature_c:run_up"), 6.0);
+        assert_eq!(feature(&rising, as_of, "temperature_c:run_down"), 0.0);
+        // the last three days are 17.5 to 40 scales above the baseline 40.0
+        let lo = feature(&rising, as_of, "temperature_c:devmin_3d");
+        assert!((lo - (7.0f64 / 0.4).ln_1p()).abs() < 1e-9, "{lo}");
+        let rise = feature(&rising, as_of, "temperature_c:rise_3d");
+        assert!(
+            (rise - ((56.0f64 - 44.0) / 1.2).ln_1p()).abs() < 1e-9,
+            "{rise}"
+        );
+        // a two-day excursion that has turned: last step down, one fall
+        let transient = temperatures(120, &[46.0, 48.0, 44.0]);
+        let as_of = t(2025, 1, 1) + Duration::days(123);
+        assert_eq!(feature(&transient, as_of, "temperature_c:run_up"), 0.0);
+        assert_eq!(feature(&transient, as_of, "temperature_c:run_down"), 1.0);
+        assert!(feature(&transient, as_of, "temperature_c:devmin_3d") > 0.0);
+    }
+
+    #[test]
+    fn the_days_before_a_repair_are_left_behind() {
+        // 60 °C from day 120 to the compressor failure on day 125, repaired on day 126 at
+        // 10:00, then 40 °C again: a week later the recent windows see only 40 °C
+        let mut d = temperatures(120, &[60.0; 7]);
+        let start = t(2025, 1, 1);
+        let days = d.daily.get_mut("temperature_c").expect("field");
+        for i in 127..134 {
+            days.push(day(start + Duration::days(i), 40.0));
+        }
+        d.failures.push(FailureLabel {
+            at: start + Duration::days(125),
+            runtime_hours: None,
+            failure_mode: Some("compressor".into()),
+            code: Some("E102".into()),
+            source: "alarm".into(),
+            retracted: false,
+        });
+        let as_of = start + Duration::days(131);
+        // down before the repair: the 7-day max still holds the failure
+        assert_eq!(feature(&d, as_of, "temperature_c:max_7d"), 60.0);
+        d.replacements.push(Replacement {
+            part: "compressor".into(),
+            at: start + Duration::days(126) + Duration::hours(10),
+            runtime_hours: None,
+        });
+        assert_eq!(feature(&d, as_of, "temperature_c:max_7d"), 40.0);
+        assert_eq!(feature(&d, as_of, "temperature_c:mean_7d"), 40.0);
+        // the baseline (90 to 30 days back) is not cut: the deviation is measured from 40
+        assert!(feature(&d, as_of, "temperature_c:dev_1d").abs() < 1.0);
+    }
+}
