@@ -50,6 +50,9 @@ const fn default_horizon_days() -> f64 {
 const fn default_sample_every_days() -> u32 {
     3
 }
+const fn default_replay_every_days() -> u32 {
+    1
+}
 const fn default_validation_share() -> f64 {
     0.3
 }
@@ -82,6 +85,10 @@ pub struct PredictOptions {
     /// Days between two training samples of one device.
     #[serde(default = "default_sample_every_days")]
     pub sample_every_days: u32,
+    /// Days between two instants of the warning replay that chooses the operating
+    /// threshold (every device is scored at each).
+    #[serde(default = "default_replay_every_days")]
+    pub replay_every_days: u32,
     /// Share of the sampled time span held out (the latest part) for validation.
     #[serde(default = "default_validation_share")]
     pub validation_share: f64,
@@ -111,6 +118,7 @@ impl Default for PredictOptions {
         PredictOptions {
             horizon_days: default_horizon_days(),
             sample_every_days: default_sample_every_days(),
+            replay_every_days: default_replay_every_days(),
             validation_share: default_validation_share(),
             target_precision: default_target_precision(),
             interval_confidence: default_interval_confidence(),

@@ -20,8 +20,12 @@
 //! warnings the order policy would raise ([`super::metrics::warning_metrics`]: one open
 //! warning per device, confirmed by a failure within the horizon or expired): the highest
 //! recall of failures warned at least [`MIN_LEAD_DAYS`] ahead with warning precision
-//! ≥ `target_precision` (else the best F1). The baselines' thresholds are chosen the same
-//! way, and the validation metrics carry the replayed warnings of each scorer.
+//! ≥ `target_precision` (else the best F1). The replay scores every device at every
+//! `replay_every_days`-th midnight (1: as often as the worker forecasts it, give or take
+//! its interval), not only at the training samples: a transient crossing the threshold
+//! on a day between two samples is a false warning too. The baselines' thresholds are
+//! chosen the same way, and the validation metrics carry the replayed warnings of each
+//! scorer.
 //!
 //! **Baselines**, fitted on the training window only and scored on the same validation
 //! samples:
@@ -509,83 +513,66 @@ fn weibull_sample(
     (failures, suspensions)
 }
 
-/// The samples' scores as one time series per device (samples come grouped by device, in
-/// time order), with each device's failures of `mode` from the first sample to one sample
-/// step after the last.
-fn scored_series(
-    data: &PredictionData,
-    mode: &str,
-    rows: &[&Sample],
-    scores: &[f64],
-    step: Duration,
-) -> Vec<ScoredSeries> {
-    let mut out: Vec<ScoredSeries> = Vec::new();
-    let mut i = 0;
-    while i < rows.len() {
-        let device = rows[i].device;
-        let mut s = ScoredSeries::default();
-        while i < rows.len() && rows[i].device == device {
-            s.times.push(rows[i].as_of);
-            s.scores.push(scores[i]);
-            i += 1;
-        }
-        let (first, last) = (s.times[0], s.times[s.times.len() - 1] + step);
-        s.failures = data.devices[device]
-            .failures
-            .iter()
-            .filter(|f| !f.retracted && f.failure_mode.as_deref() == Some(mode))
-            .map(|f| f.at)
-            .filter(|&at| at > first && at <= last)
-            .collect();
-        s.failures.sort();
-        out.push(s);
-    }
-    out
-}
-
 /// The lead a warning needs to count towards recall.
 pub const MIN_LEAD_DAYS: i64 = 3;
 
-/// A scorer's threshold, chosen on the training samples by replaying its warnings, and
-/// its validation metrics with the replayed warnings.
-struct Scored<'a> {
-    data: &'a PredictionData,
-    mode: &'a str,
-    train: &'a [&'a Sample],
-    valid: &'a [&'a Sample],
-    valid_labels: &'a [bool],
-    horizon: Duration,
+/// Every scorer's probability at every `step`-th midnight of `[from, to]` for each device
+/// of the mode's models (instants where the device is down are skipped): one series per
+/// device and scorer, with the device's failures of the mode from the first instant to
+/// one step after the last. Scores are computed as they come and only they are kept.
+fn replay(
+    params: &RiskParameters,
+    data: &PredictionData,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
     step: Duration,
-    target_precision: f64,
-}
-
-impl Scored<'_> {
-    fn threshold(&self, train_scores: &[f64]) -> Option<f64> {
-        let series = scored_series(self.data, self.mode, self.train, train_scores, self.step);
-        choose_warning_threshold(
-            &series,
-            self.target_precision,
-            self.horizon,
-            Duration::days(MIN_LEAD_DAYS),
-        )
+) -> BTreeMap<Scorer, Vec<ScoredSeries>> {
+    let devices: Vec<usize> = (0..data.devices.len())
+        .filter(|&i| params.covers(data.devices[i].model.as_deref()))
+        .collect();
+    let scorers = [Scorer::Model, Scorer::WeibullAge, Scorer::AlarmCount];
+    let per_device = par_map(&devices, |&i| {
+        let d = &data.devices[i];
+        let mut series: Vec<ScoredSeries> =
+            scorers.iter().map(|_| ScoredSeries::default()).collect();
+        let Some(start) = first_day(d) else {
+            return series;
+        };
+        let mut t = ceil_midnight(start + Duration::days(WARM_UP_DAYS)).max(from);
+        while t <= to {
+            for (k, scorer) in scorers.iter().enumerate() {
+                if let Some((p, _)) = params.score(*scorer, d, t) {
+                    series[k].times.push(t);
+                    series[k].scores.push(p);
+                }
+            }
+            t += step;
+        }
+        for s in &mut series {
+            if let (Some(&first), Some(&last)) = (s.times.first(), s.times.last()) {
+                s.failures = d
+                    .failures
+                    .iter()
+                    .filter(|f| {
+                        !f.retracted && f.failure_mode.as_deref() == Some(params.spec.mode.as_str())
+                    })
+                    .map(|f| f.at)
+                    .filter(|&at| at > first && at <= last + step)
+                    .collect();
+                s.failures.sort();
+            }
+        }
+        series
+    });
+    let mut out: BTreeMap<Scorer, Vec<ScoredSeries>> = BTreeMap::new();
+    for series in per_device {
+        for (k, s) in series.into_iter().enumerate() {
+            if !s.times.is_empty() {
+                out.entry(scorers[k]).or_default().push(s);
+            }
+        }
     }
-
-    fn metrics(
-        &self,
-        valid_scores: &[f64],
-        threshold: f64,
-        probabilities: bool,
-    ) -> ValidationMetrics {
-        let mut m = validation_metrics(valid_scores, self.valid_labels, threshold, probabilities);
-        let series = scored_series(self.data, self.mode, self.valid, valid_scores, self.step);
-        m.warnings = Some(warning_metrics(
-            &series,
-            threshold,
-            self.horizon,
-            Duration::days(MIN_LEAD_DAYS),
-        ));
-        m
-    }
+    out
 }
 
 fn empty_metrics() -> ValidationMetrics {
@@ -739,56 +726,17 @@ pub fn train_mode(
     params.weights = fitted.params().iter().map(|w| sign * w).collect();
     params.intercept = sign * fitted.intercept();
     let valid_labels: Vec<bool> = valid.iter().map(|s| s.label).collect();
-    let scored = Scored {
-        data,
-        mode,
-        train: &train,
-        valid: &valid,
-        valid_labels: &valid_labels,
-        horizon,
-        step: Duration::days(options.sample_every_days.max(1) as i64),
-        target_precision: options.target_precision,
-    };
-    let train_scores: Vec<f64> = train
-        .iter()
-        .map(|s| params.score_features(&s.x).0)
-        .collect();
-    params.threshold = scored.threshold(&train_scores).unwrap_or(0.5);
-    let valid_scores: Vec<f64> = valid
-        .iter()
-        .map(|s| params.score_features(&s.x).0)
-        .collect();
-    let metrics = scored.metrics(&valid_scores, params.threshold, true);
 
-    // baselines, on the training window only
-    let mut baselines = BTreeMap::new();
+    // baselines, fitted on the training window only
     let (wf, ws) = weibull_sample(data, &model_ids, mode, validate_from);
     if let Ok(w) = fit(&wf, &ws) {
-        let mut wb = WeibullBaseline {
+        params.weibull = Some(WeibullBaseline {
             beta: w.beta,
             eta: w.eta,
             failures: w.n_failures,
             suspensions: w.n_suspensions,
             threshold: 1.0,
-        };
-        let score = |s: &Sample| {
-            weibull_probability(
-                &wb,
-                &data.devices[s.device],
-                mode,
-                s.as_of,
-                options.horizon_days,
-            )
-        };
-        let tr: Vec<f64> = train.iter().map(|s| score(s)).collect();
-        let threshold = scored.threshold(&tr).unwrap_or(1.0);
-        let va: Vec<f64> = valid.iter().map(|s| score(s)).collect();
-        wb.threshold = threshold;
-        baselines.insert(
-            Scorer::WeibullAge.as_str().to_owned(),
-            scored.metrics(&va, threshold, true),
-        );
-        params.weibull = Some(wb);
+        });
     }
     let mut counts = [(0u64, 0u64); 4];
     for s in &train {
@@ -805,13 +753,65 @@ pub fn train_mode(
             overall
         };
     }
-    let alarm_score = |s: &Sample| params.alarm_count.rates[s.warnings.min(3)];
-    let tr: Vec<f64> = train.iter().map(|s| alarm_score(s)).collect();
-    params.alarm_count.threshold = scored.threshold(&tr).unwrap_or(1.0);
-    let va: Vec<f64> = valid.iter().map(|s| alarm_score(s)).collect();
+
+    // thresholds from the warnings each scorer would have raised in the training window,
+    // replayed at every `replay_every_days`-th midnight; the same replay over validation
+    let step = Duration::days(options.replay_every_days.max(1) as i64);
+    let lead = Duration::days(MIN_LEAD_DAYS);
+    let train_replay = replay(&params, data, first, validate_from - horizon, step);
+    let valid_replay = replay(&params, data, validate_from, last, step);
+    let threshold = |scorer: Scorer, fallback: f64| {
+        train_replay
+            .get(&scorer)
+            .and_then(|s| choose_warning_threshold(s, options.target_precision, horizon, lead))
+            .unwrap_or(fallback)
+    };
+    params.threshold = threshold(Scorer::Model, 0.5);
+    if let Some(wb) = &mut params.weibull {
+        wb.threshold = threshold(Scorer::WeibullAge, 1.0);
+    }
+    params.alarm_count.threshold = threshold(Scorer::AlarmCount, 1.0);
+    let scored = |scorer: Scorer, scores: &[f64], threshold: f64| {
+        let mut m = validation_metrics(scores, &valid_labels, threshold, true);
+        m.warnings = Some(warning_metrics(
+            valid_replay.get(&scorer).map_or(&[][..], |s| s.as_slice()),
+            threshold,
+            horizon,
+            lead,
+        ));
+        m
+    };
+    let valid_scores: Vec<f64> = valid
+        .iter()
+        .map(|s| params.score_features(&s.x).0)
+        .collect();
+    let metrics = scored(Scorer::Model, &valid_scores, params.threshold);
+    let mut baselines = BTreeMap::new();
+    if let Some(wb) = &params.weibull {
+        let va: Vec<f64> = valid
+            .iter()
+            .map(|s| {
+                weibull_probability(
+                    wb,
+                    &data.devices[s.device],
+                    mode,
+                    s.as_of,
+                    options.horizon_days,
+                )
+            })
+            .collect();
+        baselines.insert(
+            Scorer::WeibullAge.as_str().to_owned(),
+            scored(Scorer::WeibullAge, &va, wb.threshold),
+        );
+    }
+    let va: Vec<f64> = valid
+        .iter()
+        .map(|s| params.alarm_count.rates[s.warnings.min(3)])
+        .collect();
     baselines.insert(
         Scorer::AlarmCount.as_str().to_owned(),
-        scored.metrics(&va, params.alarm_count.threshold, true),
+        scored(Scorer::AlarmCount, &va, params.alarm_count.threshold),
     );
 
     // the decision

@@ -291,6 +291,7 @@ mod on_simulated_data {
         let (catalog, data) = data();
         let options = PredictOptions {
             sample_every_days: 6,
+            replay_every_days: 3,
             ..PredictOptions::default()
         };
         let forecaster = CatalogForecaster::new(catalog.clone(), options.clone());
@@ -310,6 +311,17 @@ mod on_simulated_data {
             );
         }
         assert_eq!(r.baselines.len(), 2, "{}", r.decision);
+        // the replayed warnings: the model warns of more failures than either baseline
+        let warned = |m: &fleetpulse_domain::prediction::ValidationMetrics| {
+            m.warnings.as_ref().map(|w| (w.failures, w.warned_ahead))
+        };
+        let (failures, ahead) = warned(&r.metrics).expect("replayed warnings");
+        assert!(failures > 0 && ahead > 0, "{failures} {ahead}");
+        for (name, b) in &r.baselines {
+            let (f, a) = warned(b).expect("replayed warnings");
+            assert_eq!(f, failures, "{name}: the same failures");
+            assert!(a < ahead, "{name}: {a} of {f} vs the model's {ahead}");
+        }
         assert!(r.deployed, "{}", r.decision);
         assert!(r.validate_from >= r.train_to && r.train_from < r.train_to);
         // a deployed model scores the fleet, with its evidence

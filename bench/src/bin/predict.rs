@@ -125,6 +125,21 @@ fn main() -> anyhow::Result<()> {
             r.metrics.brier.unwrap_or(f64::NAN),
             r.deployed
         );
+        let w = |m: &fleetpulse_domain::prediction::ValidationMetrics| {
+            m.warnings.as_ref().map_or("-".to_owned(), |w| {
+                format!(
+                    "{} warnings, precision {:.3}, recall (>= 3 d) {:.3}",
+                    w.warnings, w.precision, w.recall
+                )
+            })
+        };
+        println!(
+            "    warnings replayed on validation: model {}",
+            w(&r.metrics)
+        );
+        for (name, b) in &r.baselines {
+            println!("    warnings replayed on validation: {name} {}", w(b));
+        }
         println!("    {}", r.decision);
     }
 
@@ -145,6 +160,9 @@ fn main() -> anyhow::Result<()> {
     let mut tallies: BTreeMap<(usize, usize), Tally> = BTreeMap::new();
     // failures per device, for closing warnings
     let mut failures: BTreeMap<usize, Vec<(DateTime<Utc>, String)>> = BTreeMap::new();
+    // failures in the scored window whose precursor started at least 3 days before them
+    // (what any scorer could see in time), per mode
+    let mut visible: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let index: BTreeMap<String, usize> = data
         .devices
         .iter()
@@ -156,10 +174,23 @@ fn main() -> anyhow::Result<()> {
             serial,
             failure_mode,
             ts,
+            precursor_start,
+            precursor_strength,
             ..
         } = e
             && let Some(&i) = index.get(serial.as_str())
         {
+            if *ts >= train_end && *ts < end - horizon {
+                let v = visible.entry(failure_mode.clone()).or_default();
+                v.1 += 1;
+                if *precursor_strength > 0.0
+                    && precursor_start
+                        .as_ref()
+                        .is_some_and(|p| *ts - p.ts >= Duration::days(3))
+                {
+                    v.0 += 1;
+                }
+            }
             failures
                 .entry(i)
                 .or_default()
@@ -256,7 +287,7 @@ fn main() -> anyhow::Result<()> {
         options.horizon_days
     );
     println!(
-        "{:<16} {:<12} {:>8} {:>9} {:>7} {:>7} {:>8} {:>12} {:>9}",
+        "{:<16} {:<12} {:>8} {:>9} {:>7} {:>7} {:>8} {:>12} {:>9} {:>12}",
         "mode",
         "scorer",
         "failures",
@@ -265,51 +296,94 @@ fn main() -> anyhow::Result<()> {
         "recall",
         "lead_d",
         "orders/1k/mo",
-        "NFF share"
+        "NFF share",
+        "precursor>=3d"
     );
     let mut risk_orders = 0u64;
-    for (k, (mode, deployed, _)) in params.iter().enumerate() {
+    // every mode together, per scorer: a mode whose model is not deployed warns nothing
+    let mut all: Vec<Tally> = scorers.iter().map(|_| Tally::default()).collect();
+    for (k, (_, deployed, _)) in params.iter().enumerate() {
         for (s, scorer) in scorers.iter().enumerate() {
-            let Some(t) = tallies.get_mut(&(k, s)) else {
+            let Some(t) = tallies.get(&(k, s)) else {
                 continue;
             };
-            let closed = t.true_warnings + t.no_fault_found;
-            let precision = if closed > 0 {
-                t.true_warnings as f64 / closed as f64
-            } else {
-                f64::NAN
-            };
-            let recall = if t.failures > 0 {
-                t.warned_3d as f64 / t.failures as f64
-            } else {
-                f64::NAN
-            };
-            let nff = if closed > 0 {
-                t.no_fault_found as f64 / closed as f64
-            } else {
-                f64::NAN
-            };
-            if *scorer == Scorer::Model && *deployed {
-                risk_orders += t.warnings;
+            let a = &mut all[s];
+            a.failures += t.failures;
+            if *scorer != Scorer::Model || *deployed {
+                a.warnings += t.warnings;
+                a.true_warnings += t.true_warnings;
+                a.no_fault_found += t.no_fault_found;
+                a.warned_3d += t.warned_3d;
+                a.leads.extend(&t.leads);
             }
-            let name = if *scorer == Scorer::Model && !deployed {
-                "model (not deployed)".to_owned()
-            } else {
-                scorer.as_str().to_owned()
-            };
-            println!(
-                "{:<16} {:<12} {:>8} {:>9} {:>7.3} {:>7.3} {:>8.1} {:>12.2} {:>9.3}",
-                mode,
-                name,
-                t.failures,
-                t.warnings,
-                precision,
-                recall,
-                median(&mut t.leads).unwrap_or(f64::NAN),
-                per_k(t.warnings),
-                nff
-            );
         }
+    }
+    let all_visible = visible.values().fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
+    let rows = params
+        .iter()
+        .enumerate()
+        .flat_map(|(k, (mode, deployed, _))| {
+            scorers
+                .iter()
+                .enumerate()
+                .map(move |(s, scorer)| (Some(k), mode.as_str(), *deployed, s, *scorer))
+        })
+        .chain(
+            scorers
+                .iter()
+                .enumerate()
+                .map(|(s, scorer)| (None, "all modes", true, s, *scorer)),
+        )
+        .collect::<Vec<_>>();
+    for (k, mode, deployed, s, scorer) in rows {
+        let t = match k {
+            Some(k) => match tallies.get_mut(&(k, s)) {
+                Some(t) => t,
+                None => continue,
+            },
+            None => &mut all[s],
+        };
+        let (seen, total) = match k {
+            Some(_) => visible.get(mode).copied().unwrap_or((0, 0)),
+            None => all_visible,
+        };
+        let closed = t.true_warnings + t.no_fault_found;
+        let precision = if closed > 0 {
+            t.true_warnings as f64 / closed as f64
+        } else {
+            f64::NAN
+        };
+        let recall = if t.failures > 0 {
+            t.warned_3d as f64 / t.failures as f64
+        } else {
+            f64::NAN
+        };
+        let nff = if closed > 0 {
+            t.no_fault_found as f64 / closed as f64
+        } else {
+            f64::NAN
+        };
+        if scorer == Scorer::Model && deployed && k.is_some() {
+            risk_orders += t.warnings;
+        }
+        let name = if scorer == Scorer::Model && !deployed {
+            "model (not deployed)".to_owned()
+        } else {
+            scorer.as_str().to_owned()
+        };
+        println!(
+            "{:<16} {:<12} {:>8} {:>9} {:>7.3} {:>7.3} {:>8.1} {:>12.2} {:>9.3} {:>12.3}",
+            mode,
+            name,
+            t.failures,
+            t.warnings,
+            precision,
+            recall,
+            median(&mut t.leads).unwrap_or(f64::NAN),
+            per_k(t.warnings),
+            nff,
+            seen as f64 / total.max(1) as f64
+        );
     }
     // depletion MAE at 7 and 30 days ahead of the true threshold crossing
     let mut errors: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
