@@ -73,7 +73,8 @@ pub struct AppState {
     pub reliability: Arc<dyn fleetpulse_domain::reliability::ReliabilitySource>,
     /// Predictions, trained models and the storm-control queue.
     pub predictions: Arc<dyn fleetpulse_domain::store::PredictionStore>,
-    /// Runs the predictors on demand (`POST /api/v1/predictions/run`).
+    /// Runs the predictors on demand (`POST /api/v1/predictions/run`) and trains the
+    /// models on demand (`POST /api/v1/models/train`).
     pub predictor: Arc<dyn PredictionRunner>,
     /// Ends long-lived answers (the order stream) when the server shuts down.
     pub streams: StreamStop,
@@ -88,6 +89,12 @@ pub trait PredictionRunner: Send + Sync + 'static {
         &self,
         trigger: &str,
     ) -> Result<fleetpulse_domain::store::RunReport, fleetpulse_domain::store::StoreError>;
+
+    /// Trains the failure-risk models now, as their schedule does (stored, deployed where
+    /// they beat the baselines and the current model), and answers their reports.
+    async fn train_now(
+        &self,
+    ) -> Result<Vec<fleetpulse_domain::prediction::ModelReport>, fleetpulse_domain::store::StoreError>;
 }
 
 /// Tells long-lived answers (Server-Sent Events) to end, so a graceful shutdown does not

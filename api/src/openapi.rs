@@ -61,6 +61,7 @@ use crate::routes;
         routes::predictions::list,
         routes::predictions::of_device,
         routes::predictions::models,
+        routes::predictions::train,
         routes::predictions::model,
         routes::predictions::queue,
         routes::predictions::run

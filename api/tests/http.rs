@@ -120,6 +120,13 @@ impl fleetpulse_domain::store::PredictionPlanner for PlansNothing {
 
 #[async_trait::async_trait]
 impl fleetpulse_api::PredictionRunner for EmptyRuns {
+    async fn train_now(
+        &self,
+    ) -> Result<Vec<fleetpulse_domain::prediction::ModelReport>, fleetpulse_domain::store::StoreError>
+    {
+        Ok(Vec::new())
+    }
+
     async fn run_now(
         &self,
         trigger: &str,

@@ -82,7 +82,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(cmd) => api_token(cmd).await,
         Command::Import(cmd) => crate::report::import(cmd).await,
         Command::Report(cmd) => crate::report::report(cmd).await,
-        Command::Predict(args) => predict_once(&args).await,
+        Command::Predict(args) => {
+            let report = analytics_worker(&args).await?.predict("cli").await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Train(args) => {
+            let reports = analytics_worker(&args).await?.train().await?;
+            println!("{}", serde_json::to_string(&reports)?);
+            Ok(())
+        }
         Command::CheckConfig(common) => {
             let cfg = load(&common)?;
             cfg.load_catalog()?;
@@ -102,8 +111,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `fleetpulse predict`: one prediction run, straight on the store.
-async fn predict_once(args: &StoreArgs) -> anyhow::Result<()> {
+/// The analytics worker of `fleetpulse predict` and `fleetpulse train`, straight on the
+/// store.
+async fn analytics_worker(args: &StoreArgs) -> anyhow::Result<crate::predict::AnalyticsWorker> {
     let cfg = Config::load(args.config.as_deref(), &args.overrides())?;
     init_logging("warn", cfg.log.format);
     cfg.analytics.check()?;
@@ -118,9 +128,7 @@ async fn predict_once(args: &StoreArgs) -> anyhow::Result<()> {
         )),
         cfg.analytics.clone(),
     );
-    let report = worker.predict("cli").await?;
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
+    Ok(worker)
 }
 
 /// `fleetpulse token create|list|revoke`: API tokens, straight in the store.

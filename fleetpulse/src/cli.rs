@@ -53,6 +53,10 @@ pub enum Command {
     /// bundling, storm control), as the analytics worker's schedule does; prints the run
     /// report as JSON. Works while `serve` runs.
     Predict(StoreArgs),
+    /// Train the failure-risk models once over the store, as the analytics worker's
+    /// schedule does (stored; deployed only where they beat both baselines and the
+    /// current model); prints their reports as JSON. Works while `serve` runs.
+    Train(StoreArgs),
 }
 
 #[derive(Debug, Subcommand)]

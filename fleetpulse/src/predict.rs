@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use fleetpulse_domain::prediction::{Forecaster, Prediction, PredictionData, TrainedModel};
+use fleetpulse_domain::prediction::{
+    Forecaster, ModelReport, Prediction, PredictionData, TrainedModel,
+};
 use fleetpulse_domain::store::{
     PredictionPlanner, PredictionRun, PredictionStore, RunReport, StoreError,
 };
@@ -137,8 +139,8 @@ impl AnalyticsWorker {
     }
 
     /// One training run: models trained on the data, stored, deployed where their
-    /// report says so. Returns how many were stored.
-    pub async fn train(&self) -> Result<usize, StoreError> {
+    /// report says so. Returns the reports of the models stored.
+    pub async fn train(&self) -> Result<Vec<ModelReport>, StoreError> {
         let _one = self.one_at_a_time.lock().await;
         let data = self
             .store
@@ -154,9 +156,10 @@ impl AnalyticsWorker {
             .filter(|m| m.report.deployed)
             .map(|m| m.report.version.clone())
             .collect();
+        let reports: Vec<ModelReport> = trained.iter().map(|m| m.report.clone()).collect();
         let stored = self.store.save_models(trained).await?;
         info!(stored, ?deployed, "training run");
-        Ok(stored)
+        Ok(reports)
     }
 
     /// Both schedules until `stop`.
@@ -192,5 +195,9 @@ impl AnalyticsWorker {
 impl fleetpulse_api::PredictionRunner for AnalyticsWorker {
     async fn run_now(&self, trigger: &str) -> Result<RunReport, StoreError> {
         self.predict(trigger).await
+    }
+
+    async fn train_now(&self) -> Result<Vec<ModelReport>, StoreError> {
+        self.train().await
     }
 }

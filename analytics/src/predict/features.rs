@@ -20,6 +20,9 @@
 //!   daily means: a shift that has lasted three days, not a spike;
 //! - `f:rise_3d` — the last daily mean minus the one three days before, in robust sd per
 //!   day;
+//! - `f:accel_3d` — the curvature of the last three daily means (`m₃ − 2m₂ + m₁`, in
+//!   robust sd): a wear-out precursor accelerates, a transient excursion that has peaked
+//!   bends the other way;
 //! - `f:run_up`, `f:run_down` — how many consecutive daily means up to the last one rose
 //!   (fell) by more than one robust sd each: a degradation keeps going one way, a transient
 //!   excursion turns after a day or two.
@@ -67,6 +70,7 @@ pub const FIELD_FEATURES: &[&str] = &[
     "devmin_3d",
     "devmax_3d",
     "rise_3d",
+    "accel_3d",
     "run_up",
     "run_down",
 ];
@@ -302,7 +306,7 @@ fn field_features(
     out.push(sd);
     out.push(trend(d7));
     let Some((b, scale)) = baseline else {
-        out.extend([f64::NAN; 9]);
+        out.extend([f64::NAN; 10]);
         return;
     };
     let dev = |m: f64| compress((m - b) / scale);
@@ -318,6 +322,11 @@ fn field_features(
         _ => f64::NAN,
     };
     out.push(compress(rise));
+    let accel = match d3 {
+        [a, b, c] => (c.mean - 2.0 * b.mean + a.mean) / scale,
+        _ => f64::NAN,
+    };
+    out.push(compress(accel));
     out.push(run(d7, scale, 1.0));
     out.push(run(d7, scale, -1.0));
 }

@@ -411,6 +411,9 @@ mod features {
         assert_eq!(feature(&transient, as_of, "temperature_c:run_up"), 0.0);
         assert_eq!(feature(&transient, as_of, "temperature_c:run_down"), 1.0);
         assert!(feature(&transient, as_of, "temperature_c:devmin_3d") > 0.0);
+        // 46, 48, 44: bending down by 6 °C = 15 scales
+        let accel = feature(&transient, as_of, "temperature_c:accel_3d");
+        assert!((accel + 15.0f64.ln_1p()).abs() < 1e-9, "{accel}");
     }
 
     #[test]

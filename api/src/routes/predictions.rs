@@ -9,6 +9,8 @@
 //! - `GET /api/v1/orders/queue`: predicted orders held back by storm control, in release
 //!   order.
 //! - `POST /api/v1/predictions/run`: run the predictors now (roles `planner`, `admin`).
+//! - `POST /api/v1/models/train`: train the failure-risk models now and answer their
+//!   reports (roles `planner`, `admin`; a quality engineer reads them at `/models`).
 //!
 //! Reading: every role.
 
@@ -34,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/predictions/run", post(run))
         .route("/api/v1/devices/{serial}/predictions", get(of_device))
         .route("/api/v1/models", get(models))
+        .route("/api/v1/models/train", post(train))
         .route("/api/v1/models/{version}", get(model))
         .route("/api/v1/orders/queue", get(queue))
 }
@@ -176,6 +179,17 @@ async fn queue(
     let after = extract::id_cursor(p.after.as_deref())?;
     let limit = extract::limit(p.limit.as_deref(), LIST_LIMIT)?;
     Ok(Json(state.predictions.held_orders(after, limit).await?))
+}
+
+/// Trains the failure-risk models now (as the schedule does): each is stored, and
+/// deployed only where its report says it beat both baselines and the current model.
+#[utoipa::path(post, path = "/api/v1/models/train", tag = "predictions", responses((status = 200, description = "The reports of the models this run trained: validation, baselines, replayed warnings, deployment decision", body = Vec<ModelReport>)))]
+async fn train(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ModelReport>>, ApiError> {
+    caller.require(PLANNERS)?;
+    Ok(Json(state.predictor.train_now().await?))
 }
 
 /// Runs the predictors now (as the schedule does) and answers what the run did.

@@ -38,6 +38,10 @@ struct Args {
     train_days: u32,
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Warning precision the operating thresholds aim at on the training window
+    /// (`PredictOptions::target_precision`; the default is the product's).
+    #[arg(long)]
+    target_precision: Option<f64>,
 }
 
 /// The warning state of one (device, mode, scorer).
@@ -89,7 +93,10 @@ fn main() -> anyhow::Result<()> {
     );
     let train_end = start + Duration::days(i64::from(args.train_days));
     let end = start + Duration::days(i64::from(args.days));
-    let options = PredictOptions::default();
+    let mut options = PredictOptions::default();
+    if let Some(p) = args.target_precision {
+        options.target_precision = p;
+    }
     let horizon = Duration::days(options.horizon_days as i64);
     let forecaster = CatalogForecaster::new(catalog.clone(), options.clone());
 
@@ -436,12 +443,14 @@ fn main() -> anyhow::Result<()> {
     let modes = failure_modes(&catalog);
     println!("failure modes in the catalog: {}", modes.join(", "));
     println!(
-        "\nwall time {:.1} s; command: CARGO_TARGET_DIR=/var/tmp/target-predict-rel cargo run --release -p fleetpulse-bench --bin predict -- --devices {} --days {} --train-days {} --seed {}",
+        "\nwall time {:.1} s; command: CARGO_TARGET_DIR=/var/tmp/target-predict-rel cargo run --release -p fleetpulse-bench --bin predict -- --devices {} --days {} --train-days {} --seed {}{}",
         wall.elapsed().as_secs_f64(),
         args.devices,
         args.days,
         args.train_days,
-        args.seed
+        args.seed,
+        args.target_precision
+            .map_or(String::new(), |p| format!(" --target-precision {p}"))
     );
     Ok(())
 }

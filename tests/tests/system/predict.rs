@@ -2,7 +2,8 @@
 //! silent without saying goodbye gets an inspection order after the policy's delay, one
 //! that disconnects gracefully does not; storm control holds predicted orders beyond its
 //! hourly limit in `/api/v1/orders/queue`; predictions, models and the on-demand run
-//! through the API.
+//! through the API; models trained on demand (`POST /api/v1/models/train`, `fleetpulse
+//! train`) are stored with their reports and served at `/api/v1/models`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -374,5 +375,107 @@ async fn predict_a_wearing_filter_gets_a_dated_maintenance_order_before_it_reach
             .await?
             .is_empty()
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn predict_models_trained_on_demand_are_stored_and_served_with_their_decision()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = serve(dir.path(), "24h", 60).await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let addr = app.mqtt.expect("built-in endpoint");
+    // 61 days of daily readings from three concentrators (a backlog with old
+    // timestamps); OC5-TRAIN1's compressor fails 20 days ago (E101 for one reading)
+    let now = chrono::Utc::now();
+    for (k, serial) in ["OC5-TRAIN1", "OC5-TRAIN2", "OC5-TRAIN3"]
+        .iter()
+        .enumerate()
+    {
+        register(&admin, serial, "north").await?;
+        let readings: Vec<Value> = (0..=60u32)
+            .map(|i| {
+                let days_ago = i64::from(60 - i);
+                let alarms: Vec<&str> = if k == 0 && days_ago == 20 {
+                    vec!["E101"]
+                } else {
+                    Vec::new()
+                };
+                json!({
+                    "seq": i + 1,
+                    "ts": (now - chrono::Duration::days(days_ago)).to_rfc3339(),
+                    "runtime_hours": 1000.0 + f64::from(i) * 12.0,
+                    "temperature_c": 40.0 + k as f64,
+                    "o2_purity_pct": 93.5,
+                    "alarms": alarms,
+                })
+            })
+            .collect();
+        publish_all(addr, serial, &readings).await?;
+    }
+    app.applied().await?;
+
+    let trained = admin.post("/api/v1/models/train", &json!({})).await?;
+    assert_eq!(trained.status, 200, "{}", trained.body);
+    let reports = trained.body.as_array().cloned().unwrap_or_default();
+    let modes: Vec<&str> = reports
+        .iter()
+        .filter_map(|r| r["failure_mode"].as_str())
+        .collect();
+    // OC-5A's failure modes (config/catalog.toml), each with a report
+    for mode in ["compressor", "cooling", "sieve_bed"] {
+        assert!(modes.contains(&mode), "{mode}: {}", trained.body);
+    }
+    // one failure is far from the ten a model needs: reported, stored, not deployed
+    for r in &reports {
+        assert_eq!(r["deployed"], json!(false), "{r}");
+        let decision = r["decision"].as_str().unwrap_or_default();
+        assert!(
+            decision.starts_with("not trained") && decision.contains("at least 10 needed"),
+            "{r}"
+        );
+    }
+    let compressor = reports
+        .iter()
+        .find(|r| r["failure_mode"] == json!("compressor"))
+        .expect("a compressor report");
+    let version = compressor["version"].as_str().expect("a version");
+    let served = admin.get(&format!("/api/v1/models/{version}")).await?;
+    assert_eq!(served.status, 200, "{}", served.body);
+    assert_eq!(&served.body, compressor);
+    let listed = admin.get("/api/v1/models").await?;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(
+        listed.body.as_array().map(Vec::len),
+        Some(reports.len()),
+        "{}",
+        listed.body
+    );
+    // no role below planner may start a training run
+    let quality = admin
+        .post(
+            "/api/v1/tokens",
+            &json!({"role": "quality", "name": "quality engineer"}),
+        )
+        .await?;
+    assert_eq!(quality.status, 201, "{}", quality.body);
+    let token = quality.body["token"].as_str().expect("a token").to_owned();
+    let engineer = Client::new(&app, Some(&token))?;
+    let refused = engineer.post("/api/v1/models/train", &json!({})).await?;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    // the CLI trains the same, beside the running service
+    let out = tokio::process::Command::new(fleetpulse_system_tests::fleetpulse_bin())
+        .args(["train", "--data"])
+        .arg(dir.path())
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(cli.len(), reports.len(), "{cli:?}");
     Ok(())
 }
