@@ -96,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load(&common)?;
             cfg.load_catalog()?;
             cfg.load_policy()?;
+            cfg.analytics.check()?;
             cfg.http.check_transport()?;
             cfg.http.auth_mode(false)?;
             cfg.webhooks.settings()?;
@@ -122,7 +123,7 @@ async fn analytics_worker(args: &StoreArgs) -> anyhow::Result<crate::predict::An
     let store = open_store(&cfg, catalog.clone(), policy.clone()).await?;
     let worker = crate::predict::AnalyticsWorker::new(
         store,
-        crate::predict::forecasters(&catalog, &policy),
+        crate::predict::forecasters(&catalog, &policy, &cfg.analytics.model),
         Arc::new(fleetpulse_rules::predicted::PredictionOrders::new(
             catalog, policy,
         )),
@@ -305,7 +306,7 @@ async fn serve(
     let analytics = Arc::new(
         crate::predict::AnalyticsWorker::new(
             predictions.clone(),
-            crate::predict::forecasters(&catalog, &policy),
+            crate::predict::forecasters(&catalog, &policy, &cfg.analytics.model),
             Arc::new(fleetpulse_rules::predicted::PredictionOrders::new(
                 catalog.clone(),
                 policy.clone(),

@@ -215,6 +215,10 @@ pub struct AnalyticsConfig {
     pub history_days: u32,
     /// Days of hourly points the predictors read (consumable and meter slopes).
     pub recent_days: u32,
+    /// How the predictors forecast and the failure-risk models train (`[analytics.model]`:
+    /// horizon, sampling, validation share, target warning precision, …; every key has
+    /// a default, see `fleetpulse_analytics::predict::PredictOptions`).
+    pub model: fleetpulse_analytics::predict::PredictOptions,
 }
 
 impl Default for AnalyticsConfig {
@@ -225,6 +229,7 @@ impl Default for AnalyticsConfig {
             train_interval_s: 86_400,
             history_days: 365,
             recent_days: 14,
+            model: fleetpulse_analytics::predict::PredictOptions::default(),
         }
     }
 }
@@ -241,6 +246,9 @@ impl AnalyticsConfig {
                 && self.recent_days <= self.history_days,
             "analytics.history_days and analytics.recent_days must be at least 1, recent_days at most history_days"
         );
+        self.model
+            .check("analytics.model")
+            .map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }
@@ -652,6 +660,26 @@ mod tests {
             .expect_err("no url anywhere")
             .to_string();
         assert!(err.contains("url"), "{err}");
+    }
+
+    #[test]
+    fn the_analytics_model_options_are_read_and_checked() {
+        let cfg = with_file("[analytics.model]\ntarget_precision = 0.7\nreplay_every_days = 2\n")
+            .expect("valid");
+        assert_eq!(cfg.analytics.model.target_precision, 0.7);
+        assert_eq!(cfg.analytics.model.replay_every_days, 2);
+        assert_eq!(
+            cfg.analytics.model.horizon_days, 14.0,
+            "the rest keeps its defaults"
+        );
+        cfg.analytics.check().expect("in range");
+        let cfg = with_file("[analytics.model]\ntarget_precision = 1.5\n").expect("parses");
+        let err = cfg.analytics.check().expect_err("out of range").to_string();
+        assert!(err.contains("analytics.model.target_precision"), "{err}");
+        let err = with_file("[analytics.model]\nhorizon = 3\n")
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("horizon"), "{err}");
     }
 
     #[test]

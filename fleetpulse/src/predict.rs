@@ -27,11 +27,15 @@ use crate::config::AnalyticsConfig;
 /// Every predictor the worker runs, in one [`Forecaster`]: consumable depletion, service
 /// due dates and failure risk (the analytics crate, from the catalog), and silent
 /// devices (the rules crate, from the policy).
-pub fn forecasters(catalog: &Arc<Catalog>, policy: &Arc<Policy>) -> Arc<dyn Forecaster> {
+pub fn forecasters(
+    catalog: &Arc<Catalog>,
+    policy: &Arc<Policy>,
+    options: &fleetpulse_analytics::predict::PredictOptions,
+) -> Arc<dyn Forecaster> {
     Arc::new(Forecasters(vec![
         Arc::new(fleetpulse_analytics::predict::CatalogForecaster::new(
             catalog.clone(),
-            fleetpulse_analytics::predict::PredictOptions::default(),
+            options.clone(),
         )),
         Arc::new(fleetpulse_rules::silent::SilentDevices::new(policy.clone())),
     ]))

@@ -15,7 +15,7 @@
 //! - `f:trend_7d` — least-squares slope of the daily means per day;
 //! - `f:dev_1d`, `f:dev_3d`, `f:dev_7d` — deviation of the 1-, 3- and 7-day means from
 //!   the device's own baseline (median of the daily means in `[as_of − 90 d, as_of − 30 d)`),
-//!   in robust standard deviations (1.4826 · MAD, at least 1 % of the baseline's magnitude);
+//!   in robust standard deviations (1.4826 · MAD, at least 0.1 % of the baseline's magnitude);
 //! - `f:devmin_3d`, `f:devmax_3d` — the smallest and largest deviation of the last three
 //!   daily means: a shift that has lasted three days, not a spike;
 //! - `f:rise_3d` — the last daily mean minus the one three days before, in robust sd per
@@ -51,6 +51,9 @@ use super::usage::known_days;
 /// Days of the device's own baseline: `[as_of − BASELINE_FROM, as_of − BASELINE_TO)`.
 pub const BASELINE_FROM: i64 = 90;
 pub const BASELINE_TO: i64 = 30;
+/// The robust sd of a baseline is at least this share of its magnitude (a field that
+/// never moves would otherwise make every change infinitely many sds).
+pub const SCALE_FLOOR: f64 = 0.01;
 /// Daily history a feature may read (days before `as_of`).
 pub const LOOKBACK_DAYS: i64 = BASELINE_FROM;
 
@@ -266,7 +269,9 @@ fn field_features(
     let baseline = (base.len() >= 7).then(|| {
         let b = median(&mut base);
         let mut dev: Vec<f64> = base.iter().map(|x| (x - b).abs()).collect();
-        let scale = (1.4826 * median(&mut dev)).max(0.01 * b.abs()).max(1e-6);
+        let scale = (1.4826 * median(&mut dev))
+            .max(SCALE_FLOOR * b.abs())
+            .max(1e-6);
         (b, scale)
     });
     let days = match repaired {

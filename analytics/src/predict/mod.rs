@@ -131,6 +131,36 @@ impl Default for PredictOptions {
 }
 
 impl PredictOptions {
+    /// Whether the options make sense; the message names the key (under `prefix`).
+    pub fn check(&self, prefix: &str) -> Result<(), String> {
+        let bad = |key: &str, why: &str| Err(format!("{prefix}.{key} {why}"));
+        if !(self.horizon_days.is_finite() && self.horizon_days >= 1.0) {
+            return bad("horizon_days", "must be at least 1");
+        }
+        if self.sample_every_days == 0 || self.replay_every_days == 0 {
+            return bad(
+                "sample_every_days and replay_every_days",
+                "must be at least 1",
+            );
+        }
+        if !(self.validation_share > 0.0 && self.validation_share < 1.0) {
+            return bad("validation_share", "must be between 0 and 1");
+        }
+        if !(self.target_precision > 0.0 && self.target_precision <= 1.0) {
+            return bad("target_precision", "must be above 0 and at most 1");
+        }
+        if !(self.interval_confidence > 0.0 && self.interval_confidence < 1.0) {
+            return bad("interval_confidence", "must be between 0 and 1");
+        }
+        if !(self.l2_penalty.is_finite() && self.l2_penalty >= 0.0) {
+            return bad("l2_penalty", "must be 0 or more");
+        }
+        if self.max_iterations == 0 || self.min_positives == 0 {
+            return bad("max_iterations and min_positives", "must be at least 1");
+        }
+        Ok(())
+    }
+
     /// The normal quantile of the due-date intervals.
     pub fn z(&self) -> f64 {
         let c = self.interval_confidence.clamp(0.01, 0.999);

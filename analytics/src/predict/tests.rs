@@ -391,29 +391,35 @@ mod features {
 
     #[test]
     fn a_steady_rise_runs_up_and_a_transient_turns() {
-        // baseline 40 (MAD 0.05 → scale max(0.074, 1 % of 40) = 0.4); a precursor adds
-        // 1, 2, 4, 7, 11 and 16 °C over the last six days: six rises of more than 0.4
+        // baseline 40 (MAD 0.05 → scale max(1.4826 · 0.05, 0.1 % of 40) = 0.0741); a
+        // precursor adds 1, 2, 4, 7, 11 and 16 °C over the last six days: six rises of
+        // more than one scale
+        let scale: f64 = 1.4826 * 0.05;
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
         let rising = temperatures(120, &[41.0, 42.0, 44.0, 47.0, 51.0, 56.0]);
         let as_of = t(2025, 1, 1) + Duration::days(126);
         assert_eq!(feature(&rising, as_of, "temperature_c:run_up"), 6.0);
         assert_eq!(feature(&rising, as_of, "temperature_c:run_down"), 0.0);
-        // the last three days are 17.5 to 40 scales above the baseline 40.0
+        // the last three days are 7 to 16 °C above the baseline 40.0
         let lo = feature(&rising, as_of, "temperature_c:devmin_3d");
-        assert!((lo - (7.0f64 / 0.4).ln_1p()).abs() < 1e-9, "{lo}");
+        assert!(close(lo, (7.0 / scale).ln_1p()), "{lo}");
+        let hi = feature(&rising, as_of, "temperature_c:devmax_3d");
+        assert!(close(hi, (16.0 / scale).ln_1p()), "{hi}");
+        // 56 − 44 over three days
         let rise = feature(&rising, as_of, "temperature_c:rise_3d");
-        assert!(
-            (rise - ((56.0f64 - 44.0) / 1.2).ln_1p()).abs() < 1e-9,
-            "{rise}"
-        );
+        assert!(close(rise, (12.0 / (3.0 * scale)).ln_1p()), "{rise}");
+        // 47, 51, 56: bending up by 1 °C
+        let accel = feature(&rising, as_of, "temperature_c:accel_3d");
+        assert!(close(accel, (1.0 / scale).ln_1p()), "{accel}");
         // a two-day excursion that has turned: last step down, one fall
         let transient = temperatures(120, &[46.0, 48.0, 44.0]);
         let as_of = t(2025, 1, 1) + Duration::days(123);
         assert_eq!(feature(&transient, as_of, "temperature_c:run_up"), 0.0);
         assert_eq!(feature(&transient, as_of, "temperature_c:run_down"), 1.0);
         assert!(feature(&transient, as_of, "temperature_c:devmin_3d") > 0.0);
-        // 46, 48, 44: bending down by 6 °C = 15 scales
+        // 46, 48, 44: bending down by 6 °C
         let accel = feature(&transient, as_of, "temperature_c:accel_3d");
-        assert!((accel + 15.0f64.ln_1p()).abs() < 1e-9, "{accel}");
+        assert!(close(accel, -(6.0 / scale).ln_1p()), "{accel}");
     }
 
     #[test]
