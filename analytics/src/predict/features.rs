@@ -15,7 +15,7 @@
 //! - `f:trend_7d` — least-squares slope of the daily means per day;
 //! - `f:dev_1d`, `f:dev_3d`, `f:dev_7d` — deviation of the 1-, 3- and 7-day means from
 //!   the device's own baseline (median of the daily means in `[as_of − 90 d, as_of − 30 d)`),
-//!   in robust standard deviations (1.4826 · MAD, at least 0.1 % of the baseline's magnitude);
+//!   in robust standard deviations (1.4826 · MAD, at least 1 % of the baseline's magnitude);
 //! - `f:devmin_3d`, `f:devmax_3d` — the smallest and largest deviation of the last three
 //!   daily means: a shift that has lasted three days, not a spike;
 //! - `f:rise_3d` — the last daily mean minus the one three days before, in robust sd per

@@ -391,10 +391,10 @@ mod features {
 
     #[test]
     fn a_steady_rise_runs_up_and_a_transient_turns() {
-        // baseline 40 (MAD 0.05 → scale max(1.4826 · 0.05, 0.1 % of 40) = 0.0741); a
+        // baseline 40 (MAD 0.05 → scale max(1.4826 · 0.05, 1 % of 40) = 0.4); a
         // precursor adds 1, 2, 4, 7, 11 and 16 °C over the last six days: six rises of
         // more than one scale
-        let scale: f64 = 1.4826 * 0.05;
+        let scale: f64 = 0.4;
         let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
         let rising = temperatures(120, &[41.0, 42.0, 44.0, 47.0, 51.0, 56.0]);
         let as_of = t(2025, 1, 1) + Duration::days(126);
