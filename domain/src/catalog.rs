@@ -127,6 +127,11 @@ pub struct AlarmSpec {
     /// The failure mode it indicates (`compressor`, `sieve_bed`, `blower`, …).
     #[serde(default)]
     pub failure_mode: Option<String>,
+    /// How long before a failure of this mode it can show in the telemetry (its P-F
+    /// interval), in days: the failure-risk model of the mode warns over this horizon.
+    /// Unset: `analytics.model.horizon_days`.
+    #[serde(default)]
+    pub warning_horizon_days: Option<f64>,
     /// What the engineer should do.
     pub solution: String,
     pub labour_minutes: u32,
@@ -269,6 +274,13 @@ fn validate_model(m: &ModelSpec) -> Result<(), CatalogError> {
         if a.counts_as_failure && a.failure_mode.as_deref().is_none_or(str::is_empty) {
             return Err(at_a("counts_as_failure needs a failure_mode".into()));
         }
+        if let Some(h) = a.warning_horizon_days
+            && !(a.counts_as_failure && h.is_finite() && (1.0..=365.0).contains(&h))
+        {
+            return Err(at_a(
+                "warning_horizon_days needs counts_as_failure and 1 to 365 days".into(),
+            ));
+        }
         validate_parts(&a.parts).map_err(|e| at_a(format!("parts: {e}")))?;
     }
     Ok(())
@@ -355,6 +367,23 @@ skill = "concentrator_repair"
         );
         assert!(
             refused(&GOOD.replace("failure_mode = \"compressor\"", "")).contains("failure_mode")
+        );
+        for bad in ["0", "400", "nan"] {
+            let text = GOOD.replace(
+                "failure_mode = \"compressor\"",
+                &format!("failure_mode = \"compressor\"\nwarning_horizon_days = {bad}"),
+            );
+            assert!(refused(&text).contains("warning_horizon_days"), "{bad}");
+        }
+        let text = GOOD.replace(
+            "failure_mode = \"compressor\"",
+            "failure_mode = \"compressor\"\nwarning_horizon_days = 21",
+        );
+        let c = Catalog::from_toml_str(&text).expect("a 21-day horizon is valid");
+        assert!(
+            c.models()
+                .flat_map(|m| m.alarms.iter())
+                .any(|a| a.warning_horizon_days == Some(21.0))
         );
         assert!(
             refused(&GOOD.replace("kind = \"oxygen_concentrator\"", "kind = \"toaster\""))

@@ -5,7 +5,9 @@
 //! **Samples.** For every device of a catalog model that has the failure mode, and every
 //! `sample_every_days`-th midnight of the data (after [`WARM_UP_DAYS`] of the device's
 //! history): features at that instant; label = a confirmed (not retracted) failure of the
-//! mode within `(as_of, as_of + horizon]`. A device whose part of the mode has failed and
+//! mode within `(as_of, as_of + horizon]`. The horizon is the catalog's
+//! `warning_horizon_days` of the mode (its P-F interval; the longest if several models
+//! give one), else `horizon_days`. A device whose part of the mode has failed and
 //! not been replaced within the last [`DOWN_DAYS`] days is skipped (it is down, not at
 //! risk).
 //!
@@ -285,6 +287,17 @@ pub fn models_with_mode<'a>(catalog: &'a Catalog, mode: &str) -> Vec<&'a ModelSp
         .collect()
 }
 
+/// The catalog's warning horizon of `mode` (its P-F interval): the longest any model
+/// gives its failure alarm of that mode; `None` when none sets one.
+pub fn warning_horizon_days(catalog: &Catalog, mode: &str) -> Option<f64> {
+    catalog
+        .models()
+        .flat_map(|m| m.alarms.iter())
+        .filter(|a| a.counts_as_failure && a.failure_mode.as_deref() == Some(mode))
+        .filter_map(|a| a.warning_horizon_days)
+        .reduce(f64::max)
+}
+
 /// Every failure mode the catalog names, sorted.
 pub fn failure_modes(catalog: &Catalog) -> Vec<String> {
     let mut v: Vec<String> = catalog
@@ -397,6 +410,7 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_samples(
     data: &PredictionData,
     spec: &FeatureSpec,
@@ -404,9 +418,10 @@ fn build_samples(
     warning_codes: &[String],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    horizon_days: f64,
     options: &PredictOptions,
 ) -> Vec<Sample> {
-    let horizon = Duration::seconds((options.horizon_days * 86_400.0) as i64);
+    let horizon = Duration::seconds((horizon_days * 86_400.0) as i64);
     let step = Duration::days(options.sample_every_days.max(1) as i64);
     let devices: Vec<usize> = (0..data.devices.len())
         .filter(|&i| {
@@ -607,7 +622,8 @@ pub fn train_mode(
     warning_codes.sort();
     warning_codes.dedup();
 
-    let horizon = Duration::seconds((options.horizon_days * 86_400.0) as i64);
+    let horizon_days = warning_horizon_days(catalog, mode).unwrap_or(options.horizon_days);
+    let horizon = Duration::seconds((horizon_days * 86_400.0) as i64);
     let first = ceil_midnight(start + Duration::days(WARM_UP_DAYS));
     let last = end - horizon;
     if last <= first {
@@ -620,6 +636,7 @@ pub fn train_mode(
         &warning_codes,
         first,
         last,
+        horizon_days,
         options,
     );
     let span = last - first;
@@ -646,7 +663,7 @@ pub fn train_mode(
             failure_mode: mode.to_owned(),
             algorithm: ALGORITHM.to_owned(),
             trained_at: end,
-            horizon_days: options.horizon_days,
+            horizon_days,
             train_from: first,
             train_to: validate_from,
             validate_from,
@@ -678,7 +695,7 @@ pub fn train_mode(
     let mut params = RiskParameters {
         spec: spec.clone(),
         models: model_ids.iter().map(|s| s.to_string()).collect(),
-        horizon_days: options.horizon_days,
+        horizon_days,
         mean,
         scale,
         weights: vec![0.0; names.len()],
@@ -790,15 +807,7 @@ pub fn train_mode(
     if let Some(wb) = &params.weibull {
         let va: Vec<f64> = valid
             .iter()
-            .map(|s| {
-                weibull_probability(
-                    wb,
-                    &data.devices[s.device],
-                    mode,
-                    s.as_of,
-                    options.horizon_days,
-                )
-            })
+            .map(|s| weibull_probability(wb, &data.devices[s.device], mode, s.as_of, horizon_days))
             .collect();
         baselines.insert(
             Scorer::WeibullAge.as_str().to_owned(),

@@ -233,7 +233,7 @@ fn main() -> anyhow::Result<()> {
                     let key = (i, k, s);
                     // close an expired warning
                     if let Some(&w) = active.get(&key)
-                        && day >= w + horizon
+                        && day >= w + Duration::seconds((p.horizon_days * 86_400.0) as i64)
                     {
                         active.remove(&key);
                         tallies.entry((k, s)).or_default().no_fault_found += 1;
@@ -288,7 +288,7 @@ fn main() -> anyhow::Result<()> {
     let months = (score_to - score_from).num_days() as f64 / 30.44;
     let per_k = |n: u64| n as f64 / (args.devices as f64 / 1000.0) / months;
     println!(
-        "\nfailure warnings, scored on days {}..{} (horizon {} d; recall = failures warned >= 3 d ahead):",
+        "\nfailure warnings, scored on days {}..{} (horizon {} d unless the catalog gives the mode one; recall = failures warned >= 3 d ahead):",
         args.train_days,
         args.days - options.horizon_days as u32,
         options.horizon_days

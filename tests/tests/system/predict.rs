@@ -125,6 +125,23 @@ async fn say_goodbye(addr: SocketAddr, serial: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `fleetpulse <command> --data <dir>` beside the running service, with the test's
+/// policy; its standard output as JSON.
+async fn run_cli(dir: &Path, command: &str) -> anyhow::Result<Value> {
+    let out = tokio::process::Command::new(fleetpulse_system_tests::fleetpulse_bin())
+        .args([command, "--data"])
+        .arg(dir)
+        .env("FLEETPULSE_POLICY__PATH", dir.join("policy.toml"))
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "fleetpulse {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
 async fn orders_of(admin: &Client, query: &str) -> anyhow::Result<Vec<Value>> {
     let a = admin.get(&format!("/api/v1/orders?{query}")).await?;
     anyhow::ensure!(a.status == 200, "{}", a.body);
@@ -250,18 +267,7 @@ async fn predict_storm_control_holds_orders_beyond_the_hourly_limit_in_the_queue
     );
 
     // the CLI runs the same, beside the running service
-    let out = tokio::process::Command::new(fleetpulse_system_tests::fleetpulse_bin())
-        .args(["predict", "--data"])
-        .arg(dir.path())
-        .env("FLEETPULSE_POLICY__PATH", dir.path().join("policy.toml"))
-        .output()
-        .await?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cli: Value = serde_json::from_slice(&out.stdout)?;
+    let cli = run_cli(dir.path(), "predict").await?;
     assert_eq!(
         (cli["raised"].clone(), cli["queued"].clone()),
         (json!(0), json!(2)),
@@ -465,17 +471,7 @@ async fn predict_models_trained_on_demand_are_stored_and_served_with_their_decis
     assert_eq!(refused.status, 403, "{}", refused.body);
 
     // the CLI trains the same, beside the running service
-    let out = tokio::process::Command::new(fleetpulse_system_tests::fleetpulse_bin())
-        .args(["train", "--data"])
-        .arg(dir.path())
-        .output()
-        .await?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cli: Vec<Value> = serde_json::from_slice(&out.stdout)?;
-    assert_eq!(cli.len(), reports.len(), "{cli:?}");
+    let cli = run_cli(dir.path(), "train").await?;
+    assert_eq!(cli.as_array().map(Vec::len), Some(reports.len()), "{cli}");
     Ok(())
 }
