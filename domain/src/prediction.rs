@@ -266,6 +266,27 @@ pub struct ModelReport {
     pub deployed: bool,
     /// Why (not) deployed, in words.
     pub decision: String,
+    /// What dispatch said of the orders earlier versions of this mode's model raised (their
+    /// completion outcomes, per model version), as of training: a no-fault-found closure
+    /// is a false positive here. Empty in reports from before.
+    #[serde(default)]
+    pub field: Vec<FieldOutcomes>,
+}
+
+/// The completion outcomes of the `failure_risk:<mode>` orders one model version raised.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FieldOutcomes {
+    /// The version in the orders' evidence (`unknown` where it is missing).
+    pub model_version: String,
+    pub orders: u64,
+    /// Completed with the failure confirmed.
+    pub confirmed: u64,
+    /// Completed as no fault found.
+    pub no_fault_found: u64,
+    /// Not completed (open, or closed without an outcome).
+    pub open: u64,
+    /// `confirmed / (confirmed + no_fault_found)`; `None` before any completion.
+    pub precision: Option<f64>,
 }
 
 /// A trained failure-risk model: its report and its parameters (what the implementation

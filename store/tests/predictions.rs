@@ -547,6 +547,7 @@ async fn one_model_is_deployed_per_failure_mode_and_outcomes_feed_back() {
             baselines: Default::default(),
             deployed,
             decision: "test".into(),
+            field: Vec::new(),
         },
         parameters: json!({"w": [1.0]}),
     };

@@ -47,7 +47,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Timelike, Utc};
 use fleetpulse_domain::catalog::Catalog;
 use fleetpulse_domain::prediction::{
-    DeviceHistory, FeatureContribution, ModelReport, PredictionData, TrainedModel,
+    DeviceHistory, FeatureContribution, FieldOutcomes, ModelReport, PredictionData, TrainedModel,
     ValidationMetrics,
 };
 use fleetpulse_domain::{Severity, catalog::ModelSpec};
@@ -528,6 +528,38 @@ fn weibull_sample(
     (failures, suspensions)
 }
 
+/// The completion outcomes of the mode's risk orders in `data`, per model version.
+pub fn field_outcomes(data: &PredictionData, mode: &str) -> Vec<FieldOutcomes> {
+    let cause = fleetpulse_domain::Cause::failure_risk(mode).to_string();
+    let mut by_version: BTreeMap<String, FieldOutcomes> = BTreeMap::new();
+    for o in data
+        .devices
+        .iter()
+        .flat_map(|d| d.outcomes.iter())
+        .filter(|o| o.cause == cause)
+    {
+        let version = o.model_version.clone().unwrap_or_else(|| "unknown".into());
+        let f = by_version
+            .entry(version.clone())
+            .or_insert_with(|| FieldOutcomes {
+                model_version: version,
+                ..FieldOutcomes::default()
+            });
+        f.orders += 1;
+        match o.failure_confirmed {
+            Some(true) => f.confirmed += 1,
+            Some(false) => f.no_fault_found += 1,
+            None => f.open += 1,
+        }
+    }
+    let mut v: Vec<FieldOutcomes> = by_version.into_values().collect();
+    for f in &mut v {
+        let closed = f.confirmed + f.no_fault_found;
+        f.precision = (closed > 0).then(|| f.confirmed as f64 / closed as f64);
+    }
+    v
+}
+
 /// The lead a warning needs to count towards recall.
 pub const MIN_LEAD_DAYS: i64 = 3;
 
@@ -673,6 +705,7 @@ pub fn train_mode(
             baselines,
             deployed,
             decision: format!("{decision}{threshold_info}"),
+            field: field_outcomes(data, mode),
         };
     if train_pos < options.min_positives || valid_pos == 0 || train.len() == train_pos {
         return Some(TrainedModel {

@@ -454,3 +454,86 @@ mod features {
         assert!(feature(&d, as_of, "temperature_c:dev_1d").abs() < 1.0);
     }
 }
+
+#[test]
+fn field_outcomes_count_no_fault_found_as_false_positives_per_model_version() {
+    use crate::predict::risk::field_outcomes;
+    use fleetpulse_domain::prediction::{PredictionData, PredictionOutcome};
+    let outcome =
+        |id: i64, cause: &str, version: Option<&str>, confirmed: Option<bool>| PredictionOutcome {
+            order_id: id,
+            cause: cause.into(),
+            raised_at: t(2025, 3, 1),
+            closed_at: confirmed.map(|_| t(2025, 3, 5)),
+            failure_confirmed: confirmed,
+            fault_code: None,
+            model_version: version.map(String::from),
+        };
+    let mut a = device(BTreeMap::new());
+    a.outcomes = vec![
+        outcome(
+            1,
+            "failure_risk:compressor",
+            Some("risk-compressor-1"),
+            Some(true),
+        ),
+        outcome(
+            2,
+            "failure_risk:compressor",
+            Some("risk-compressor-1"),
+            Some(false),
+        ),
+        outcome(
+            3,
+            "failure_risk:compressor",
+            Some("risk-compressor-1"),
+            Some(false),
+        ),
+        outcome(
+            4,
+            "failure_risk:sieve_bed",
+            Some("risk-sieve_bed-1"),
+            Some(false),
+        ),
+        outcome(5, "filter_depletion", None, Some(true)),
+    ];
+    let mut b = device(BTreeMap::new());
+    b.outcomes = vec![
+        outcome(
+            6,
+            "failure_risk:compressor",
+            Some("risk-compressor-2"),
+            None,
+        ),
+        outcome(7, "failure_risk:compressor", None, Some(true)),
+    ];
+    let data = PredictionData {
+        as_of: Some(t(2025, 4, 1)),
+        history_days: 365,
+        recent_days: 14,
+        devices: vec![a, b],
+    };
+    let f = field_outcomes(&data, "compressor");
+    let rows: Vec<(&str, u64, u64, u64, u64, Option<f64>)> = f
+        .iter()
+        .map(|x| {
+            (
+                x.model_version.as_str(),
+                x.orders,
+                x.confirmed,
+                x.no_fault_found,
+                x.open,
+                x.precision,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("risk-compressor-1", 3, 1, 2, 0, Some(1.0 / 3.0)),
+            ("risk-compressor-2", 1, 0, 0, 1, None),
+            ("unknown", 1, 1, 0, 0, Some(1.0)),
+        ]
+    );
+    assert_eq!(field_outcomes(&data, "blower"), Vec::new());
+}
