@@ -458,7 +458,7 @@ mod features {
 #[test]
 fn field_outcomes_count_no_fault_found_as_false_positives_per_model_version() {
     use crate::predict::risk::field_outcomes;
-    use fleetpulse_domain::prediction::{PredictionData, PredictionOutcome};
+    use fleetpulse_domain::prediction::{FieldOutcomes, PredictionData, PredictionOutcome};
     let outcome =
         |id: i64, cause: &str, version: Option<&str>, confirmed: Option<bool>| PredictionOutcome {
             order_id: id,
@@ -514,25 +514,20 @@ fn field_outcomes_count_no_fault_found_as_false_positives_per_model_version() {
         devices: vec![a, b],
     };
     let f = field_outcomes(&data, "compressor");
-    let rows: Vec<(&str, u64, u64, u64, u64, Option<f64>)> = f
-        .iter()
-        .map(|x| {
-            (
-                x.model_version.as_str(),
-                x.orders,
-                x.confirmed,
-                x.no_fault_found,
-                x.open,
-                x.precision,
-            )
-        })
-        .collect();
+    let row = |v: &str, orders, confirmed, no_fault_found, open, precision| FieldOutcomes {
+        model_version: v.into(),
+        orders,
+        confirmed,
+        no_fault_found,
+        open,
+        precision,
+    };
     assert_eq!(
-        rows,
+        f,
         vec![
-            ("risk-compressor-1", 3, 1, 2, 0, Some(1.0 / 3.0)),
-            ("risk-compressor-2", 1, 0, 0, 1, None),
-            ("unknown", 1, 1, 0, 0, Some(1.0)),
+            row("risk-compressor-1", 3, 1, 2, 0, Some(1.0 / 3.0)),
+            row("risk-compressor-2", 1, 0, 0, 1, None),
+            row("unknown", 1, 1, 0, 0, Some(1.0)),
         ]
     );
     assert_eq!(field_outcomes(&data, "blower"), Vec::new());
