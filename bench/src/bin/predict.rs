@@ -42,6 +42,9 @@ struct Args {
     /// (`PredictOptions::target_precision`; the default is the product's).
     #[arg(long)]
     target_precision: Option<f64>,
+    /// Days between two training samples of one device (`PredictOptions::sample_every_days`).
+    #[arg(long)]
+    sample_every_days: Option<u32>,
 }
 
 /// The warning state of one (device, mode, scorer).
@@ -96,6 +99,9 @@ fn main() -> anyhow::Result<()> {
     let mut options = PredictOptions::default();
     if let Some(p) = args.target_precision {
         options.target_precision = p;
+    }
+    if let Some(d) = args.sample_every_days {
+        options.sample_every_days = d;
     }
     let horizon = Duration::days(options.horizon_days as i64);
     let forecaster = CatalogForecaster::new(catalog.clone(), options.clone());
@@ -451,6 +457,9 @@ fn main() -> anyhow::Result<()> {
         args.seed,
         args.target_precision
             .map_or(String::new(), |p| format!(" --target-precision {p}"))
+            + &args
+                .sample_every_days
+                .map_or(String::new(), |d| format!(" --sample-every-days {d}"))
     );
     Ok(())
 }
