@@ -23,14 +23,12 @@
 use chrono::{DateTime, Duration, Utc};
 use fleetpulse_domain::prediction::{CalibrationBin, ValidationMetrics, WarningMetrics};
 
-/// One step of the precision-recall curve: everything scoring ≥ `threshold` is called
-/// positive (tied scores form one step).
+/// One step of the precision-recall curve: everything scoring ≥ one of the distinct
+/// scores is called positive (tied scores form one step).
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct PrStep {
-    threshold: f64,
     precision: f64,
     recall: f64,
-    true_positives: usize,
 }
 
 /// The precision-recall curve over the distinct scores, highest first; empty without a
@@ -56,10 +54,8 @@ fn pr_curve(scores: &[f64], labels: &[bool]) -> Vec<PrStep> {
             i += 1;
         }
         steps.push(PrStep {
-            threshold: s,
             precision: tp as f64 / (tp + fp) as f64,
             recall: tp as f64 / positives as f64,
-            true_positives: tp,
         });
     }
     steps
@@ -138,29 +134,6 @@ pub fn calibration(probabilities: &[f64], labels: &[bool]) -> Vec<CalibrationBin
             count: n[b],
         })
         .collect()
-}
-
-/// The threshold with the highest recall whose precision is at least `min_precision`
-/// on these samples; when none reaches it, the one with the best F1. `None` without a
-/// positive.
-pub fn choose_threshold(scores: &[f64], labels: &[bool], min_precision: f64) -> Option<f64> {
-    let mut best_recall: Option<(f64, f64)> = None; // (recall, threshold)
-    let mut best_f1: Option<(f64, f64)> = None;
-    for step in pr_curve(scores, labels) {
-        let (precision, recall) = (step.precision, step.recall);
-        if precision >= min_precision && best_recall.is_none_or(|(r, _)| recall > r) {
-            best_recall = Some((recall, step.threshold));
-        }
-        let f1 = if step.true_positives == 0 {
-            0.0
-        } else {
-            2.0 * precision * recall / (precision + recall)
-        };
-        if best_f1.is_none_or(|(f, _)| f1 > f) {
-            best_f1 = Some((f1, step.threshold));
-        }
-    }
-    best_recall.or(best_f1).map(|(_, t)| t)
 }
 
 /// One device's scores in time order and its failures of the mode in the same period.
@@ -377,16 +350,6 @@ mod tests {
         assert_eq!(pooled.len(), 1);
         assert!((pooled[0].mean_predicted - 0.15).abs() < 1e-12);
         assert!((pooled[0].observed_rate - 1.0 / 3.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn threshold_is_the_highest_recall_at_the_precision_asked() {
-        // cut at 0.7: precision 2/3, recall 1/2; at 0.6: 3/4, 3/4; at 0.3: 4/7, 1
-        assert_eq!(choose_threshold(&SCORES, &LABELS, 0.7), Some(0.6));
-        assert_eq!(choose_threshold(&SCORES, &LABELS, 0.5), Some(0.3));
-        // nothing reaches precision 0.99 below the top: the top still does (1/1)
-        assert_eq!(choose_threshold(&SCORES, &LABELS, 0.99), Some(0.9));
-        assert_eq!(choose_threshold(&SCORES, &[false; 8], 0.5), None);
     }
 
     fn at(day: i64) -> DateTime<Utc> {

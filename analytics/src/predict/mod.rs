@@ -281,7 +281,7 @@ impl CatalogForecaster {
     ) -> Vec<Prediction> {
         let mut out = Vec::new();
         for (trained, p) in models {
-            if !p.covers(device.model.as_deref()) || risk::is_down(device, &p.spec.mode, as_of) {
+            if !p.covers(device.model.as_deref()) || risk::is_down(device, as_of) {
                 continue;
             }
             let x = p.spec.compute(device, as_of);

@@ -7,9 +7,9 @@
 //! history): features at that instant; label = a confirmed (not retracted) failure of the
 //! mode within `(as_of, as_of + horizon]`. The horizon is the catalog's
 //! `warning_horizon_days` of the mode (its P-F interval; the longest if several models
-//! give one), else `horizon_days`. A device whose part of the mode has failed and
-//! not been replaced within the last [`DOWN_DAYS`] days is skipped (it is down, not at
-//! risk).
+//! give one), else `horizon_days`. A device with a confirmed failure of any mode in the
+//! last [`DOWN_DAYS`] days whose part has not been replaced is skipped ([`is_down`]: it
+//! is down, not at risk).
 //!
 //! **Split.** The sample instants span `[train_from, validate_to]`; the last
 //! `validation_share` of that span is validation. Training samples whose horizon reaches
@@ -171,7 +171,7 @@ impl RiskParameters {
         device: &DeviceHistory,
         as_of: DateTime<Utc>,
     ) -> Option<(f64, f64)> {
-        if !self.covers(device.model.as_deref()) || is_down(device, &self.spec.mode, as_of) {
+        if !self.covers(device.model.as_deref()) || is_down(device, as_of) {
             return None;
         }
         match scorer {
@@ -216,9 +216,8 @@ impl RiskParameters {
 /// within [`DOWN_DAYS`] before `as_of` whose part has not been replaced since. A device
 /// already waiting for a repair visit is not at risk of another failure worth a warning:
 /// the failure's own readings (a compressor's heat, a cooling fault's) would otherwise
-/// raise warnings for the modes that share its fields. `_mode` is kept for callers that
-/// ask about one mode.
-pub fn is_down(device: &DeviceHistory, _mode: &str, as_of: DateTime<Utc>) -> bool {
+/// raise warnings for the modes that share its fields.
+pub fn is_down(device: &DeviceHistory, as_of: DateTime<Utc>) -> bool {
     device.failures.iter().any(|f| {
         !f.retracted
             && f.at < as_of
@@ -444,7 +443,7 @@ fn build_samples(
             t += Duration::days(step.num_days() - offset);
         }
         while t <= to {
-            if !is_down(d, &spec.mode, t) {
+            if !is_down(d, t) {
                 out.push(Sample {
                     device: i,
                     as_of: t,
