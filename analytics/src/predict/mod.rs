@@ -36,7 +36,7 @@ use serde_json::json;
 use statrs::distribution::{ContinuousCDF, Normal};
 
 pub use depletion::{Depletion, ServiceDue, forecast_depletion, forecast_service};
-pub use risk::{RiskParameters, Scorer, failure_modes, train_mode};
+pub use risk::{RiskParameters, SCORERS, Scorer, failure_modes, train_mode};
 pub use usage::UsageProfile;
 
 /// Version of the depletion forecasts.

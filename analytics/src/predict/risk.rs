@@ -109,6 +109,9 @@ pub struct RiskParameters {
     pub alarm_count: AlarmBaseline,
 }
 
+/// Every scorer of a trained model, in the order [`RiskParameters::score_each`] answers.
+pub const SCORERS: [Scorer; 3] = [Scorer::Model, Scorer::WeibullAge, Scorer::AlarmCount];
+
 /// Which scorer of a trained model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scorer {
@@ -163,6 +166,11 @@ impl RiskParameters {
         model.is_some_and(|m| self.models.iter().any(|x| x == m))
     }
 
+    /// Whether the model scores `device` at `as_of`: its catalog model, and not down.
+    fn applies(&self, device: &DeviceHistory, as_of: DateTime<Utc>) -> bool {
+        self.covers(device.model.as_deref()) && !is_down(device, as_of)
+    }
+
     /// A scorer's probability for `device` at `as_of` and its threshold; `None` when it
     /// does not apply (other model, device down, baseline not fitted).
     pub fn score(
@@ -171,9 +179,29 @@ impl RiskParameters {
         device: &DeviceHistory,
         as_of: DateTime<Utc>,
     ) -> Option<(f64, f64)> {
-        if !self.covers(device.model.as_deref()) || is_down(device, as_of) {
+        if !self.applies(device, as_of) {
             return None;
         }
+        self.score_applicable(scorer, device, as_of)
+    }
+
+    /// Every scorer of [`SCORERS`], in that order, with one check that the model
+    /// applies; `None` when it does not.
+    pub fn score_each(
+        &self,
+        device: &DeviceHistory,
+        as_of: DateTime<Utc>,
+    ) -> Option<[Option<(f64, f64)>; 3]> {
+        self.applies(device, as_of)
+            .then(|| SCORERS.map(|s| self.score_applicable(s, device, as_of)))
+    }
+
+    fn score_applicable(
+        &self,
+        scorer: Scorer,
+        device: &DeviceHistory,
+        as_of: DateTime<Utc>,
+    ) -> Option<(f64, f64)> {
         match scorer {
             Scorer::Model => {
                 let x = self.spec.compute(device, as_of);
@@ -417,10 +445,9 @@ fn build_samples(
     warning_codes: &[String],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-    horizon_days: f64,
+    horizon: Duration,
     options: &PredictOptions,
 ) -> Vec<Sample> {
-    let horizon = Duration::seconds((horizon_days * 86_400.0) as i64);
     let step = Duration::days(options.sample_every_days.max(1) as i64);
     let devices: Vec<usize> = (0..data.devices.len())
         .filter(|&i| {
@@ -576,18 +603,16 @@ fn replay(
     let devices: Vec<usize> = (0..data.devices.len())
         .filter(|&i| params.covers(data.devices[i].model.as_deref()))
         .collect();
-    let scorers = [Scorer::Model, Scorer::WeibullAge, Scorer::AlarmCount];
     let per_device = par_map(&devices, |&i| {
         let d = &data.devices[i];
-        let mut series: Vec<ScoredSeries> =
-            scorers.iter().map(|_| ScoredSeries::default()).collect();
+        let mut series: Vec<ScoredSeries> = SCORERS.map(|_| ScoredSeries::default()).into();
         let Some(start) = first_day(d) else {
             return series;
         };
         let mut t = ceil_midnight(start + Duration::days(WARM_UP_DAYS)).max(from);
         while t <= to {
-            for (k, scorer) in scorers.iter().enumerate() {
-                if let Some((p, _)) = params.score(*scorer, d, t) {
+            for (k, score) in params.score_each(d, t).into_iter().flatten().enumerate() {
+                if let Some((p, _)) = score {
                     series[k].times.push(t);
                     series[k].scores.push(p);
                 }
@@ -614,7 +639,7 @@ fn replay(
     for series in per_device {
         for (k, s) in series.into_iter().enumerate() {
             if !s.times.is_empty() {
-                out.entry(scorers[k]).or_default().push(s);
+                out.entry(SCORERS[k]).or_default().push(s);
             }
         }
     }
@@ -667,7 +692,7 @@ pub fn train_mode(
         &warning_codes,
         first,
         last,
-        horizon_days,
+        horizon,
         options,
     );
     let span = last - first;

@@ -18,7 +18,7 @@ use anyhow::Context;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use clap::Parser;
 use fleetpulse_analytics::predict::{
-    CatalogForecaster, PredictOptions, RiskParameters, Scorer, failure_modes,
+    CatalogForecaster, PredictOptions, RiskParameters, SCORERS, Scorer, failure_modes,
 };
 use fleetpulse_domain::Catalog;
 use fleetpulse_domain::prediction::{Forecaster, PredictionKind};
@@ -167,7 +167,12 @@ fn main() -> anyhow::Result<()> {
                 .map(|p| (m.report.failure_mode.clone(), m.report.deployed, p))
         })
         .collect();
-    let scorers = [Scorer::Model, Scorer::WeibullAge, Scorer::AlarmCount];
+    let scorers = SCORERS;
+    // how long a warning of each model stays open: its horizon
+    let holds: Vec<Duration> = params
+        .iter()
+        .map(|(_, _, p)| Duration::seconds((p.horizon_days * 86_400.0) as i64))
+        .collect();
     // (device, mode, scorer) → warning issued at
     let mut active: BTreeMap<(usize, usize, usize), DateTime<Utc>> = BTreeMap::new();
     let mut tallies: BTreeMap<(usize, usize), Tally> = BTreeMap::new();
@@ -239,7 +244,7 @@ fn main() -> anyhow::Result<()> {
                     let key = (i, k, s);
                     // close an expired warning
                     if let Some(&w) = active.get(&key)
-                        && day >= w + Duration::seconds((p.horizon_days * 86_400.0) as i64)
+                        && day >= w + holds[k]
                     {
                         active.remove(&key);
                         tallies.entry((k, s)).or_default().no_fault_found += 1;
