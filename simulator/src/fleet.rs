@@ -145,14 +145,7 @@ impl Fleet {
         wall_ts: DateTime<Utc>,
         mut produce: impl FnMut(usize) -> bool,
     ) -> Vec<Message> {
-        let dt = if sim_dt_hours.is_finite() {
-            sim_dt_hours.max(0.0)
-        } else {
-            0.0
-        };
-        // readings carry milliseconds; the ground truth names the same instant
-        let wall_ts = wall_ts.trunc_subsecs(3);
-        self.sim_hours += dt;
+        let (dt, wall_ts) = self.tick(sim_dt_hours, wall_ts);
         let mut out = Vec::with_capacity(self.devices.len());
         for (i, d) in self.devices.iter_mut().enumerate() {
             d.advance(dt, self.sim_hours, wall_ts, &mut self.truth);
@@ -178,19 +171,26 @@ impl Fleet {
     /// alarms its payload would carry, without JSON): for in-process consumers such as
     /// the prediction benchmark. `wall_ts` stamps the ground truth.
     pub fn step_samples(&mut self, sim_dt_hours: f64, wall_ts: DateTime<Utc>) -> Vec<DeviceSample> {
-        let dt = if sim_dt_hours.is_finite() {
-            sim_dt_hours.max(0.0)
-        } else {
-            0.0
-        };
-        let wall_ts = wall_ts.trunc_subsecs(3);
-        self.sim_hours += dt;
+        let (dt, wall_ts) = self.tick(sim_dt_hours, wall_ts);
         let mut out = Vec::with_capacity(self.devices.len());
         for d in &mut self.devices {
             d.advance(dt, self.sim_hours, wall_ts, &mut self.truth);
             out.push(d.sample());
         }
         out
+    }
+
+    /// Moves the simulated clock by `sim_dt_hours` (0 when negative or not finite) and
+    /// gives that step and `wall_ts` to the millisecond: readings carry milliseconds, and
+    /// the ground truth names the same instant.
+    fn tick(&mut self, sim_dt_hours: f64, wall_ts: DateTime<Utc>) -> (f64, DateTime<Utc>) {
+        let dt = if sim_dt_hours.is_finite() {
+            sim_dt_hours.max(0.0)
+        } else {
+            0.0
+        };
+        self.sim_hours += dt;
+        (dt, wall_ts.trunc_subsecs(3))
     }
 
     /// Advances every device without producing readings (fast-forward; the devices'

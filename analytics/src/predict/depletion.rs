@@ -94,6 +94,31 @@ pub struct Depletion {
     pub dates: Option<DueDates>,
 }
 
+/// Appends a point for every `levels` entry whose period has a `meter` entry (both
+/// sorted by `start`), stamped at the period's end (`start + span`).
+fn join_on_time<T>(
+    levels: &[T],
+    meter: &[T],
+    start: impl Fn(&T) -> DateTime<Utc>,
+    last: impl Fn(&T) -> f64,
+    span: chrono::Duration,
+    out: &mut Vec<LevelPoint>,
+) {
+    let mut j = 0;
+    for p in levels {
+        while j < meter.len() && start(&meter[j]) < start(p) {
+            j += 1;
+        }
+        if j < meter.len() && start(&meter[j]) == start(p) {
+            out.push(LevelPoint {
+                at: start(p) + span,
+                runtime: last(&meter[j]),
+                level: last(p),
+            });
+        }
+    }
+}
+
 /// The (time, runtime, level) points of `field` known at `as_of`.
 pub fn level_points(device: &DeviceHistory, field: &str, as_of: DateTime<Utc>) -> Vec<LevelPoint> {
     let empty_d: Vec<FieldDay> = Vec::new();
@@ -105,38 +130,27 @@ pub fn level_points(device: &DeviceHistory, field: &str, as_of: DateTime<Utc>) -
         &h[..h.partition_point(|p| p.hour < as_of)]
     };
     let (level_h, meter_h) = (hourly(field), hourly(RUNTIME_FIELD));
-    let first_hour = level_h.first().map(|p| p.hour);
-    let mut out = Vec::new();
     // daily points before the hourly window (a day's last is at the day's end)
-    let mut j = 0;
-    for d in level_d {
-        if first_hour.is_some_and(|h| d.day + chrono::Duration::days(1) > h) {
-            break;
-        }
-        while j < meter_d.len() && meter_d[j].day < d.day {
-            j += 1;
-        }
-        if j < meter_d.len() && meter_d[j].day == d.day {
-            out.push(LevelPoint {
-                at: d.day + chrono::Duration::days(1),
-                runtime: meter_d[j].last,
-                level: d.last,
-            });
-        }
-    }
-    let mut k = 0;
-    for p in level_h {
-        while k < meter_h.len() && meter_h[k].hour < p.hour {
-            k += 1;
-        }
-        if k < meter_h.len() && meter_h[k].hour == p.hour {
-            out.push(LevelPoint {
-                at: p.hour + chrono::Duration::hours(1),
-                runtime: meter_h[k].last,
-                level: p.last,
-            });
-        }
-    }
+    let first_hour = level_h.first().map(|p| p.hour);
+    let level_d = &level_d[..level_d
+        .partition_point(|d| first_hour.is_none_or(|h| d.day + chrono::Duration::days(1) <= h))];
+    let mut out = Vec::new();
+    join_on_time(
+        level_d,
+        meter_d,
+        |d| d.day,
+        |d| d.last,
+        chrono::Duration::days(1),
+        &mut out,
+    );
+    join_on_time(
+        level_h,
+        meter_h,
+        |p| p.hour,
+        |p| p.last,
+        chrono::Duration::hours(1),
+        &mut out,
+    );
     out
 }
 
