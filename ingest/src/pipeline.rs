@@ -21,7 +21,7 @@ use std::time::Duration;
 use fleetpulse_domain::store::{IngestBatch, Store};
 use fleetpulse_domain::telemetry::TelemetryLimits;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
@@ -35,16 +35,61 @@ use crate::stats::IngestStats;
 
 /// Runs once the message it belongs to is durably stored: queues a PUBACK, acks a
 /// broker delivery. It runs on the pipeline task, so it must not block or wait: hand
-/// the work to another task (a channel send) and return.
-pub struct Ack(Box<dyn FnOnce() + Send>);
+/// the work to another task (a channel send, an [`AckQueue`]) and return.
+pub struct Ack(AckKind);
+
+enum AckKind {
+    Run(Box<dyn FnOnce() + Send>),
+    Queued(Arc<dyn AckQueue>, QueuedAck),
+}
 
 impl Ack {
     pub fn new(f: impl FnOnce() + Send + 'static) -> Self {
-        Self(Box::new(f))
+        Self(AckKind::Run(Box::new(f)))
     }
 
-    fn run(self) {
-        (self.0)()
+    /// An ack for a consumer that is cheaper in bulk (the built-in endpoint's PUBACK
+    /// writer: one socket write for all of a connection's PUBACKs in a batch). The
+    /// pipeline stages every queued ack of a batch first and flushes each queue once.
+    pub fn queued(queue: Arc<dyn AckQueue>, ack: QueuedAck) -> Self {
+        Self(AckKind::Queued(queue, ack))
+    }
+}
+
+/// Where [`Ack::queued`] acks go: staged one by one without waking the consumer, then
+/// flushed once per batch. Both run on the pipeline task: they must not block.
+pub trait AckQueue: Send + Sync {
+    /// Takes one ack. `true` when the queue held none before, i.e. it needs a
+    /// [`flush`](Self::flush) for this one.
+    fn stage(&self, ack: QueuedAck) -> bool;
+    /// Wakes the consumer for what was staged.
+    fn flush(&self);
+}
+
+/// A queued ack: the packet id it acknowledges, and the flow-control permit the
+/// message held (returned once the ack is out, or when the ack is dropped unrun).
+#[derive(Debug)]
+pub struct QueuedAck {
+    pub packet_id: u16,
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Runs a batch's acks in arrival order: direct ones at once, queued ones staged and
+/// each queue flushed once at the end.
+fn run_acks(acks: Vec<Ack>) {
+    let mut to_flush: Vec<Arc<dyn AckQueue>> = Vec::new();
+    for ack in acks {
+        match ack.0 {
+            AckKind::Run(f) => f(),
+            AckKind::Queued(queue, ack) => {
+                if queue.stage(ack) {
+                    to_flush.push(queue);
+                }
+            }
+        }
+    }
+    for queue in to_flush {
+        queue.flush();
     }
 }
 
@@ -66,6 +111,14 @@ impl Inbound {
     pub fn new(decoded: Decoded, ack: Option<Ack>) -> Self {
         Self { decoded, ack }
     }
+}
+
+/// One entry of the queue between the sources and the pipeline.
+#[derive(Debug)]
+enum Submission {
+    One(Inbound),
+    /// Kept together, in order, in one batch.
+    Many(Vec<Inbound>),
 }
 
 /// When a batch is committed: whichever limit is reached first. Bigger batches mean fewer
@@ -162,8 +215,10 @@ pub struct PipelineConfig {
     /// How a failed commit is retried.
     #[serde(default)]
     pub retry: RetryPolicy,
-    /// Messages the queue between sources and pipeline holds before `submit` waits.
-    /// Default 4 096 (enough to gather the next batch while one commits).
+    /// Entries the queue between sources and pipeline holds before `submit` waits: one
+    /// message, or what one socket read of a built-in endpoint connection brought
+    /// (bounded by the connection's in-flight limit for QoS 1). Default 4 096 (enough
+    /// to gather the next batch while one commits).
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
     /// What a message must satisfy to be stored (telemetry contract v1); both sources
@@ -201,7 +256,7 @@ pub struct PipelineClosed;
 /// The sources' side of the pipeline. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct PipelineHandle {
-    tx: mpsc::Sender<Inbound>,
+    tx: mpsc::Sender<Submission>,
     close: Arc<watch::Sender<bool>>,
     done: watch::Receiver<bool>,
     stats: IngestStats,
@@ -216,7 +271,24 @@ impl PipelineHandle {
     /// Hands one message to the pipeline, waiting while the queue is full
     /// (backpressure). `Err` once the pipeline is closed.
     pub async fn submit(&self, item: Inbound) -> Result<(), PipelineClosed> {
-        self.tx.send(item).await.map_err(|_| PipelineClosed)
+        self.tx
+            .send(Submission::One(item))
+            .await
+            .map_err(|_| PipelineClosed)
+    }
+
+    /// Hands several messages to the pipeline as one queue entry, kept together and in
+    /// order in one batch: what one socket read of a device connection brought, so that
+    /// its acks are written together. Waits while the queue is full, like
+    /// [`submit`](Self::submit).
+    pub async fn submit_all(&self, items: Vec<Inbound>) -> Result<(), PipelineClosed> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .send(Submission::Many(items))
+            .await
+            .map_err(|_| PipelineClosed)
     }
 
     /// Stops accepting items. Everything accepted before is still committed and acked;
@@ -257,7 +329,7 @@ impl PipelineHandle {
 /// The pipeline task. Build it with [`Pipeline::new`] and drive it with
 /// [`Pipeline::run`] (or use [`Pipeline::spawn`]).
 pub struct Pipeline {
-    rx: mpsc::Receiver<Inbound>,
+    rx: mpsc::Receiver<Submission>,
     store: Arc<dyn Store>,
     batch: BatchPolicy,
     retry: RetryPolicy,
@@ -431,9 +503,19 @@ impl Pipeline {
         self.rx.close();
     }
 
-    fn accept(&self, pending: &mut PendingBatch, item: Inbound) {
-        self.stats.message_received();
-        pending.push(item);
+    fn accept(&self, pending: &mut PendingBatch, submission: Submission) {
+        match submission {
+            Submission::One(item) => {
+                self.stats.message_received();
+                pending.push(item);
+            }
+            Submission::Many(items) => {
+                for item in items {
+                    self.stats.message_received();
+                    pending.push(item);
+                }
+            }
+        }
     }
 }
 
@@ -478,9 +560,7 @@ impl Committer {
 
     fn run_acks(&self, acks: Vec<Ack>) {
         let acked = acks.len();
-        for ack in acks {
-            ack.run();
-        }
+        run_acks(acks);
         self.stats.acked(acked);
     }
 
@@ -933,6 +1013,64 @@ mod tests {
             (stats.acked, stats.batches, stats.readings_stored),
             (3, 1, 3)
         );
+    }
+
+    /// An [`AckQueue`] that records what was staged and each flush in one log.
+    struct LoggingQueue {
+        name: &'static str,
+        staged: Mutex<Vec<u16>>,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl AckQueue for LoggingQueue {
+        fn stage(&self, ack: QueuedAck) -> bool {
+            let mut staged = self.staged.lock().expect("staged");
+            staged.push(ack.packet_id);
+            staged.len() == 1
+        }
+
+        fn flush(&self) {
+            let staged = std::mem::take(&mut *self.staged.lock().expect("staged"));
+            self.log
+                .lock()
+                .expect("log")
+                .push(format!("flush {} {staged:?}", self.name));
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_acks_are_staged_in_order_and_each_queue_flushed_once_per_batch() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let queue = |name| {
+            Arc::new(LoggingQueue {
+                name,
+                staged: Mutex::new(Vec::new()),
+                log: log.clone(),
+            })
+        };
+        let (a, b) = (queue("a"), queue("b"));
+        let permits = Arc::new(Semaphore::new(10));
+        let queued = |queue: &Arc<LoggingQueue>, packet_id| {
+            let permit = permits.clone().try_acquire_owned().expect("a permit");
+            Ack::queued(queue.clone(), QueuedAck { packet_id, permit })
+        };
+        let direct = {
+            let log = log.clone();
+            Ack::new(move || log.lock().expect("log").push("direct".to_owned()))
+        };
+        run_acks(vec![
+            queued(&a, 1),
+            queued(&b, 7),
+            direct,
+            queued(&a, 2),
+            queued(&a, 3),
+        ]);
+        assert_eq!(
+            *log.lock().expect("log"),
+            ["direct", "flush a [1, 2, 3]", "flush b [7]"]
+        );
+        // the permits went with the staged acks and were dropped with them
+        assert_eq!(permits.available_permits(), 10);
     }
 
     #[tokio::test]
