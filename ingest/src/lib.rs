@@ -47,8 +47,8 @@ pub use external::{ExternalConfig, ExternalError, ExternalSource};
 pub use fleetpulse_domain::telemetry::TelemetryLimits;
 pub use journal::{Journal, JournalConfig};
 pub use pipeline::{
-    Ack, AckQueue, BatchPolicy, Inbound, Pipeline, PipelineClosed, PipelineConfig,
-    PipelineHandle, QueuedAck, RetryPolicy,
+    Ack, AckQueue, BatchPolicy, Inbound, Pipeline, PipelineClosed, PipelineConfig, PipelineHandle,
+    QueuedAck, RetryPolicy,
 };
 pub use sink::{
     InfluxSink, SinkConfig, SinkError, SinkStats, SinkWorker, SpoolGate, TelemetrySink,

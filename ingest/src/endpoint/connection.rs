@@ -116,9 +116,8 @@ pub(super) async fn serve<S: DeviceStream>(
         buf,
         max_packet_bytes: config.max_packet_bytes,
         // MQTT 3.1.1 §3.1.2.10: one and a half times the keepalive; 0 turns it off.
-        idle: (connect.keep_alive > 0).then(|| {
-            IdleTimer::new(Duration::from_millis(u64::from(connect.keep_alive) * 1500))
-        }),
+        idle: (connect.keep_alive > 0)
+            .then(|| IdleTimer::new(Duration::from_millis(u64::from(connect.keep_alive) * 1500))),
         serial: serial.clone(),
         pipeline: pipeline.clone(),
         out: out_tx,
