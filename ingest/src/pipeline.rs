@@ -116,7 +116,8 @@ impl Inbound {
 /// One entry of the queue between the sources and the pipeline.
 #[derive(Debug)]
 enum Submission {
-    One(Inbound),
+    /// Boxed so that a queue slot stays small.
+    One(Box<Inbound>),
     /// Kept together, in order, in one batch.
     Many(Vec<Inbound>),
 }
@@ -272,7 +273,7 @@ impl PipelineHandle {
     /// (backpressure). `Err` once the pipeline is closed.
     pub async fn submit(&self, item: Inbound) -> Result<(), PipelineClosed> {
         self.tx
-            .send(Submission::One(item))
+            .send(Submission::One(Box::new(item)))
             .await
             .map_err(|_| PipelineClosed)
     }
@@ -507,7 +508,7 @@ impl Pipeline {
         match submission {
             Submission::One(item) => {
                 self.stats.message_received();
-                pending.push(item);
+                pending.push(*item);
             }
             Submission::Many(items) => {
                 for item in items {
