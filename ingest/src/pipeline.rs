@@ -1108,6 +1108,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn messages_submitted_together_are_never_split_across_batches() {
+        let store = ControlledStore::new(false);
+        let (handle, _task) =
+            Pipeline::spawn(store.clone(), config(3, 1 << 20, Duration::from_secs(3600)));
+        submit(&handle, one_reading(0, 1), store.ack("a")).await;
+        let together: Vec<Inbound> = (1..5)
+            .zip(["b", "c", "d", "e"])
+            .map(|(seq, name)| Inbound::new(one_reading(seq, 1), store.ack(name)))
+            .collect();
+        handle.submit_all(together).await.expect("pipeline open");
+        handle
+            .submit_all(Vec::new())
+            .await
+            .expect("nothing to submit");
+        submit(&handle, one_reading(5, 1), store.ack("f")).await;
+        store.gate.add_permits(1_000);
+        close_and_drain(&handle).await;
+        // the batch that reached 3 entries with the group's first ones took the whole group
+        assert_eq!(store.batch_sizes(), [5, 1]);
+        assert_eq!(
+            store.log(),
+            [
+                "commit 5", "ack a", "ack b", "ack c", "ack d", "ack e", "commit 1", "ack f"
+            ]
+        );
+        assert_eq!(handle.stats().snapshot().received_messages, 6);
+    }
+
+    #[tokio::test]
     async fn a_batch_is_cut_at_the_byte_count() {
         let store = ControlledStore::new(false);
         let (handle, _task) =
