@@ -505,17 +505,13 @@ impl Pipeline {
     }
 
     fn accept(&self, pending: &mut PendingBatch, submission: Submission) {
+        let mut take = |item| {
+            self.stats.message_received();
+            pending.push(item);
+        };
         match submission {
-            Submission::One(item) => {
-                self.stats.message_received();
-                pending.push(*item);
-            }
-            Submission::Many(items) => {
-                for item in items {
-                    self.stats.message_received();
-                    pending.push(item);
-                }
-            }
+            Submission::One(item) => take(*item),
+            Submission::Many(items) => items.into_iter().for_each(take),
         }
     }
 }

@@ -1,6 +1,7 @@
-//! One device connection: the reader loop (this task) and a writer task fed by a
-//! channel. The pipeline's acks go to the writer, so a PUBACK is written only after its
-//! batch committed, and in arrival order.
+//! One device connection: the reader loop (this task) and a writer task. The pipeline
+//! stages the connection's PUBACKs for the writer ([`PubAcks`]), so a PUBACK is written
+//! only after its batch is durable, in arrival order; other packets (CONNACK, PINGRESP
+//! …) reach the writer through a channel.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -50,13 +51,12 @@ pub(super) async fn serve<S: DeviceStream>(
     let (mut rd, mut wr) = stream.split();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
 
-    let mut no_idle_check = None;
     let first = tokio::select! {
         biased;
         _ = stop.wait_for(|stopping| *stopping) => return,
         read = tokio::time::timeout(
             config.connect_timeout,
-            read_packet(&mut rd, &mut buf, config.max_packet_bytes, &mut no_idle_check),
+            read_packet(&mut rd, &mut buf, config.max_packet_bytes),
         ) => read,
     };
     let connect = match first {
@@ -133,13 +133,7 @@ pub(super) async fn serve<S: DeviceStream>(
     if close != Close::Shutdown {
         // Stop the writer now: a connection that ended otherwise gets no more packets.
         // On shutdown the writer runs on until the pipeline ran every ack it holds.
-        kill_tx.send_if_modified(|kill| {
-            let unset = kill.is_none();
-            if unset {
-                *kill = Some(Kill::Closed);
-            }
-            unset
-        });
+        kill_once(&kill_tx, Kill::Closed);
     }
     close.log(&serial, peer, config.max_packet_bytes);
     if close.publishes_will()
@@ -182,6 +176,18 @@ pub(super) async fn serve<S: DeviceStream>(
     if let Err(error) = writer.await {
         warn!(serial = %serial, %peer, %error, "connection writer task failed");
     }
+}
+
+/// Kills the connection for `why`, unless it was killed already (the first reason
+/// stays).
+fn kill_once(kill: &KillSender, why: Kill) {
+    kill.send_if_modified(|kill| {
+        let unset = kill.is_none();
+        if unset {
+            *kill = Some(why);
+        }
+        unset
+    });
 }
 
 /// The device's last will, kept only when it is on the device's own status topic.
@@ -348,26 +354,26 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     /// out in one write.
     async fn read_packets(&mut self) -> Close {
         loop {
-            let packet = match Packet::read(&mut self.buf, self.max_packet_bytes) {
-                Ok(packet) => packet,
-                Err(mqttbytes::Error::InsufficientBytes(_)) => {
+            match Packet::read(&mut self.buf, self.max_packet_bytes) {
+                Ok(packet) => {
+                    if let Some(close) = self.handle(packet).await {
+                        return close;
+                    }
+                }
+                Err(mqttbytes::Error::InsufficientBytes(missing)) => {
                     if let Some(close) = self.flush().await {
                         return close;
                     }
-                    let read = tokio::select! {
+                    let filled = tokio::select! {
                         biased;
                         close = &mut self.interrupt => return close,
-                        read = read_packet(&mut self.rd, &mut self.buf, self.max_packet_bytes, &mut self.idle) => read,
+                        filled = fill(&mut self.rd, &mut self.buf, missing, &mut self.idle) => filled,
                     };
-                    match read {
-                        Ok(packet) => packet,
-                        Err(error) => return error.into(),
+                    if let Err(error) = filled {
+                        return error.into();
                     }
                 }
                 Err(error) => return ReadError::from(error).into(),
-            };
-            if let Some(close) = self.handle(packet).await {
-                return close;
             }
         }
     }
@@ -571,31 +577,42 @@ impl From<ReadError> for Close {
     }
 }
 
-/// Reads one packet, refusing a packet over `max` bytes before reading its body. With
-/// `idle`, fails when no byte arrives for its limit. Cancel-safe: bytes read stay in
-/// `buf`.
+/// Reads one packet (the CONNECT), refusing a packet over `max` bytes before reading
+/// its body.
 async fn read_packet<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     max: usize,
-    idle: &mut Option<IdleTimer>,
 ) -> Result<Packet, ReadError> {
     loop {
         match Packet::read(buf, max) {
             Ok(packet) => return Ok(packet),
             Err(mqttbytes::Error::InsufficientBytes(missing)) => {
-                buf.reserve(missing.max(READ_CHUNK));
-                let read = match idle {
-                    None => rd.read_buf(buf).await?,
-                    Some(idle) => idle.read(rd, buf).await?,
-                };
-                if read == 0 {
-                    return Err(ReadError::Eof);
-                }
+                fill(rd, buf, missing, &mut None).await?;
             }
             Err(error) => return Err(error.into()),
         }
     }
+}
+
+/// Reads more bytes into `buf`, at least `missing` of room asked for (a packet's
+/// known remainder) and never less than [`READ_CHUNK`]. With `idle`, fails when no
+/// byte arrives for its limit. Cancel-safe: bytes read stay in `buf`.
+async fn fill<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    missing: usize,
+    idle: &mut Option<IdleTimer>,
+) -> Result<(), ReadError> {
+    buf.reserve(missing.max(READ_CHUNK));
+    let read = match idle {
+        None => rd.read_buf(buf).await?,
+        Some(idle) => idle.read(rd, buf).await?,
+    };
+    if read == 0 {
+        return Err(ReadError::Eof);
+    }
+    Ok(())
 }
 
 impl From<mqttbytes::Error> for ReadError {
@@ -707,13 +724,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                     written = tokio::time::timeout(self.write_timeout, self.wr.write_all(&buf)) => written,
                 };
                 if !matches!(written, Ok(Ok(()))) {
-                    self.kill_tx.send_if_modified(|k| {
-                        let unset = k.is_none();
-                        if unset {
-                            *k = Some(Kill::WriteFailed);
-                        }
-                        unset
-                    });
+                    kill_once(&self.kill_tx, Kill::WriteFailed);
                     return;
                 }
                 buf.clear();
