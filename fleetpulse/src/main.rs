@@ -15,6 +15,8 @@ use clap::Parser;
 /// Ingest builds large batches on one thread and frees them on another, which glibc's
 /// per-thread arenas hold on to; with mimalloc the peak RSS of the 10 000-connection
 /// benchmark went from 487 to 442 MiB (one run each, `docs/benchmarks.md`).
+/// Built without the `mimalloc` feature, the system allocator is used (for heap profilers).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
