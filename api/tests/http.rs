@@ -178,6 +178,7 @@ async fn spawn_app() -> TestApp {
         unknown_device: UnknownDevicePolicy::AutoRegister,
         durability: Durability::Full,
         sink_spool: false,
+        cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
     };
     let store = Arc::new(
         SqliteStore::open(&dir.path().join("fleetpulse.db"), opts)
@@ -1024,6 +1025,7 @@ async fn broken_app(fail: fn() -> fleetpulse_domain::store::StoreError) -> TestA
             unknown_device: UnknownDevicePolicy::AutoRegister,
             durability: Durability::Full,
             sink_spool: false,
+            cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
         },
     )
     .await

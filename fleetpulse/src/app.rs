@@ -530,6 +530,7 @@ pub(crate) async fn open_store(
         rules: Arc::new(CatalogRules::new(policy)),
         unknown_device: cfg.registry.unknown_device,
         sink_spool: cfg.sink.is_some(),
+        cache_mib: cfg.data.cache_mib,
         durability: match cfg.data.durability {
             DurabilitySetting::Full => Durability::Full,
             DurabilitySetting::Normal => Durability::Normal,

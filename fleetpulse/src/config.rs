@@ -162,6 +162,9 @@ pub struct DataConfig {
     /// `full`: a commit survives power loss (SQLite synchronous=FULL). `normal`: survives a
     /// process crash but may lose the last commits on power loss; faster.
     pub durability: DurabilitySetting,
+    /// The store writer's SQLite page cache in MiB (default 16). More keeps more of a
+    /// large store's indexes in memory, at that much more RSS.
+    pub cache_mib: u32,
 }
 
 impl Default for DataConfig {
@@ -170,6 +173,7 @@ impl Default for DataConfig {
             dir: PathBuf::from("data"),
             retention_days: 90,
             durability: DurabilitySetting::Full,
+            cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
         }
     }
 }

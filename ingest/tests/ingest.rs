@@ -64,6 +64,7 @@ async fn open_store(dir: &Path) -> Arc<SqliteStore> {
         unknown_device: UnknownDevicePolicy::AutoRegister,
         durability: Durability::Full,
         sink_spool: false,
+        cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
     };
     Arc::new(
         SqliteStore::open(&dir.join("fleet.db"), options)

@@ -33,6 +33,7 @@ async fn open_store(path: &Path) -> Arc<SqliteStore> {
                 unknown_device: UnknownDevicePolicy::AutoRegister,
                 durability: Durability::Full,
                 sink_spool: false,
+                cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
             },
         )
         .await

@@ -39,6 +39,7 @@ async fn open_store(dir: &Path) -> Arc<SqliteStore> {
                 unknown_device: UnknownDevicePolicy::AutoRegister,
                 durability: Durability::Full,
                 sink_spool: true,
+                cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
             },
         )
         .await

@@ -37,6 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             unknown_device: UnknownDevicePolicy::AutoRegister,
             durability: Durability::Normal,
             sink_spool: false,
+            cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
         },
     )
     .await?;

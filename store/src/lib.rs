@@ -84,7 +84,14 @@ pub struct StoreOptions {
     /// Keep the time-series sink spool: every commit appends its new readings to it as
     /// line protocol, in the same transaction (on when a sink is configured).
     pub sink_spool: bool,
+    /// The writer connection's SQLite page cache, in MiB ([`DEFAULT_CACHE_MIB`]).
+    pub cache_mib: u32,
 }
+
+/// The writer's page cache unless configured (`data.cache_mib`): the indexes that every
+/// commit touches stay cached through tens of millions of readings. A 64 MiB cache was
+/// no faster in the ingest benchmark (`docs/benchmarks.md`) and was a fifth of its RSS.
+pub const DEFAULT_CACHE_MIB: u32 = 16;
 
 /// The embedded SQLite store. Cheap to clone.
 #[derive(Clone)]
@@ -143,8 +150,9 @@ impl SqliteStore {
         };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
-             PRAGMA busy_timeout = 5000; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536; \
-             PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
+             PRAGMA busy_timeout = 5000; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{cache_kib}; \
+             PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};",
+            cache_kib = u64::from(opts.cache_mib.max(1)) * 1024
         ))
         .map_err(convert::sql_err)?;
         // One commit runs about a dozen distinct statements (more with orders, episodes

@@ -23,6 +23,7 @@ async fn open(path: &Path) -> SqliteStore {
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: UnknownDevicePolicy::AutoRegister,
             sink_spool: false,
+            cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
             durability: Durability::Full,
         },
     )

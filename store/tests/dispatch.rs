@@ -27,6 +27,7 @@ async fn open(dir: &std::path::Path) -> (SqliteStore, Arc<Policy>) {
             unknown_device: UnknownDevicePolicy::AutoRegister,
             durability: Durability::Full,
             sink_spool: false,
+            cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
         },
     )
     .await

@@ -46,6 +46,7 @@ async fn fixture(max_per_hour: u32, max_per_region: u32) -> Fixture {
             unknown_device: fleetpulse_domain::store::UnknownDevicePolicy::AutoRegister,
             durability: Durability::Normal,
             sink_spool: false,
+            cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
         },
     )
     .await

@@ -30,6 +30,7 @@ async fn open(dir: &std::path::Path) -> (SqliteStore, Arc<Policy>) {
             unknown_device: UnknownDevicePolicy::AutoRegister,
             durability: Durability::Normal,
             sink_spool: false,
+            cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
         },
     )
     .await

@@ -33,6 +33,7 @@ async fn open_with_spool(path: &Path, unknown: UnknownDevicePolicy, spool: bool)
             unknown_device: unknown,
             durability: Durability::Full,
             sink_spool: spool,
+            cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
         },
     )
     .await
@@ -492,6 +493,7 @@ async fn data_survives_reopening_and_a_newer_schema_is_refused() {
             unknown_device: UnknownDevicePolicy::AutoRegister,
             durability: Durability::Full,
             sink_spool: false,
+            cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
         },
     )
     .await

@@ -81,6 +81,7 @@ async fn open(path: &std::path::Path) -> anyhow::Result<SqliteStore> {
             unknown_device: UnknownDevicePolicy::AutoRegister,
             durability: Durability::Normal,
             sink_spool: false,
+            cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
         },
     )
     .await?)

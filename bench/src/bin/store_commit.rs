@@ -119,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
             Durability::Full
         },
         sink_spool: false,
+        cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
     };
     let store = SqliteStore::open(&path, opts).await?;
     let serials: Vec<Serial> = (0..args.devices)
