@@ -540,3 +540,39 @@ impl fleetpulse_domain::store::PredictionStore for SqliteStore {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetpulse_domain::Policy;
+
+    #[tokio::test]
+    async fn the_writer_page_cache_is_the_configured_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (mib, kib) in [(8, -8_192_i64), (DEFAULT_CACHE_MIB, -16_384)] {
+            let catalog =
+                Catalog::from_toml_str(include_str!("../../config/catalog.toml")).expect("catalog");
+            let policy =
+                Policy::from_toml_str(include_str!("../../config/policy.toml")).expect("policy");
+            let store = SqliteStore::open(
+                &dir.path().join(format!("cache-{mib}.db")),
+                StoreOptions {
+                    catalog: Arc::new(catalog),
+                    rules: Arc::new(fleetpulse_rules::CatalogRules::new(Arc::new(policy))),
+                    unknown_device: UnknownDevicePolicy::AutoRegister,
+                    durability: Durability::Full,
+                    sink_spool: false,
+                    cache_mib: mib,
+                },
+            )
+            .await
+            .expect("open");
+            let writer = store.inner.writer.lock().expect("writer");
+            let size: i64 = writer
+                .conn
+                .query_row("PRAGMA cache_size", [], |r| r.get(0))
+                .expect("pragma");
+            assert_eq!(size, kib, "cache_mib = {mib}");
+        }
+    }
+}
