@@ -1,12 +1,12 @@
 //! One device connection: the reader loop (this task) and a writer task. The pipeline
-//! stages the connection's PUBACKs for the writer ([`PubAcks`]), so a PUBACK is written
-//! only after its batch is durable, in arrival order; other packets (CONNACK, PINGRESP
-//! …) reach the writer through a channel.
+//! stages the connection's PUBACKs for the writer in its [`Outbox`], so a PUBACK is
+//! written only after its batch is durable, in arrival order; the reader queues its other
+//! packets (CONNACK, PINGRESP …) in the same outbox.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -19,7 +19,7 @@ use rumqttc::mqttbytes::v4::{
 };
 use rumqttc::mqttbytes::{self, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn};
 
@@ -34,8 +34,6 @@ use fleetpulse_domain::store::ConnectionEnd;
 /// buffer: at 10 000 connections every KiB here is 10 MiB of RSS, and a reading is a
 /// few hundred bytes (a bigger packet reserves exactly what it lacks).
 const READ_CHUNK: usize = 2 * 1024;
-/// Outgoing packets gathered into one write.
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 /// Serves one connection (plain TCP, or TLS after its handshake) from accept to close.
 /// `certificate`: the names of the client certificate a TLS handshake verified.
@@ -87,15 +85,13 @@ pub(super) async fn serve<S: DeviceStream>(
 
     let (kill_tx, kill_rx) = watch::channel(None);
     let (conn_id, took_over) = shared.registry.register(&serial, kill_tx.clone());
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
     let max_inflight = config.max_inflight.max(1);
     let inflight = Arc::new(Semaphore::new(max_inflight));
-    let pubacks = Arc::new(PubAcks::default());
+    let outbox = Arc::new(Outbox::default());
     let writer = tokio::spawn(
         Writer {
             wr,
-            rx: out_rx,
-            pubacks: pubacks.clone(),
+            outbox: outbox.clone(),
             inflight: inflight.clone(),
             max_inflight,
             kill_tx: kill_tx.clone(),
@@ -105,10 +101,10 @@ pub(super) async fn serve<S: DeviceStream>(
         .run(),
     );
     // Queued before any PUBACK can be: the CONNACK is the first packet written.
-    let _ = out_tx.send(Outgoing::packet(Packet::ConnAck(ConnAck::new(
+    outbox.send(Packet::ConnAck(ConnAck::new(
         ConnectReturnCode::Success,
         false,
-    ))));
+    )));
     debug!(serial = %serial, %peer, keep_alive = connect.keep_alive, took_over, "device connected");
 
     let mut reader = Reader {
@@ -120,8 +116,7 @@ pub(super) async fn serve<S: DeviceStream>(
             .then(|| IdleTimer::new(Duration::from_millis(u64::from(connect.keep_alive) * 1500))),
         serial: serial.clone(),
         pipeline: pipeline.clone(),
-        out: out_tx,
-        pubacks,
+        outbox,
         group: Vec::new(),
         inflight,
         interrupt: interruption(kill_rx, stop.clone()),
@@ -318,9 +313,9 @@ struct Reader<R> {
     idle: Option<IdleTimer>,
     serial: Serial,
     pipeline: PipelineHandle,
-    out: mpsc::UnboundedSender<Outgoing>,
-    /// Where the pipeline stages this connection's PUBACKs for the writer.
-    pubacks: Arc<PubAcks>,
+    /// The writer's queue: the pipeline stages this connection's PUBACKs there, the
+    /// reader its other packets.
+    outbox: Arc<Outbox>,
     /// Messages read and not yet handed to the pipeline ([`Reader::flush`]).
     group: Vec<Inbound>,
     /// One permit per QoS 1 PUBLISH waiting for its PUBACK (released once written).
@@ -461,7 +456,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 }
             };
             Some(Ack::queued(
-                self.pubacks.clone(),
+                self.outbox.clone(),
                 QueuedAck {
                     packet_id: publish.pkid,
                     permit,
@@ -475,7 +470,15 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 
     fn send(&self, packet: Packet) {
-        let _ = self.out.send(Outgoing::packet(packet));
+        self.outbox.send(packet);
+    }
+}
+
+impl<R> Drop for Reader<R> {
+    /// However the reader ends (returned or its task dropped), the writer learns that
+    /// nothing but the PUBACKs of what was handed on comes any more.
+    fn drop(&mut self) {
+        self.outbox.reader_gone();
     }
 }
 
@@ -625,40 +628,60 @@ impl From<mqttbytes::Error> for ReadError {
     }
 }
 
-/// A packet for the writer other than a PUBACK (CONNACK, SUBACK, PINGRESP …): rare,
-/// boxed, so that each connection's channel, which allocates its slots in blocks, stays
-/// small (at 10 000 connections a slot of a whole `Packet`, a few hundred bytes for
-/// CONNECT's sake, costs tens of MiB).
-struct Outgoing(Box<Packet>);
-
-impl Outgoing {
-    fn packet(packet: Packet) -> Self {
-        Self(Box::new(packet))
-    }
-}
-
-/// A connection's PUBACKs, staged by the pipeline for the writer. The pipeline stages
-/// all of a batch's acks before it wakes any writer, so a connection with several
-/// readings in one batch gets its PUBACKs in one socket write (before, one write per
-/// PUBACK was a fifth of the endpoint's CPU at 10 000 connections).
+/// What a connection's writer sends, in the order it was queued: the PUBACKs the
+/// pipeline stages (all of a batch's before it wakes any writer, so a connection with
+/// several readings in one batch gets its PUBACKs in one socket write) and the reader's
+/// other packets. One queue for both: a channel beside it for the rare CONNACK, SUBACK
+/// or PINGRESP cost 0.8 kB per connection (8 MiB at 10 000).
 #[derive(Default)]
-struct PubAcks {
-    staged: Mutex<Vec<QueuedAck>>,
+struct Outbox {
+    staged: Mutex<Staged>,
     ready: Notify,
 }
 
-impl PubAcks {
-    fn take(&self, into: &mut Vec<QueuedAck>) {
-        let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::swap(&mut *staged, into);
+#[derive(Default)]
+struct Staged {
+    items: Vec<Outgoing>,
+    /// The reader has ended: only PUBACKs of what it handed on come any more.
+    reader_gone: bool,
+}
+
+enum Outgoing {
+    PubAck(QueuedAck),
+    /// Rare; boxed so that an entry stays small (a whole `Packet` is a few hundred
+    /// bytes, for CONNECT's sake).
+    Packet(Box<Packet>),
+}
+
+impl Outbox {
+    /// Queues one of the reader's packets and wakes the writer.
+    fn send(&self, packet: Packet) {
+        self.lock().items.push(Outgoing::Packet(Box::new(packet)));
+        self.ready.notify_one();
+    }
+
+    fn reader_gone(&self) {
+        self.lock().reader_gone = true;
+        self.ready.notify_one();
+    }
+
+    /// Swaps what is queued into `into` (empty); `true` once the reader is gone.
+    fn take(&self, into: &mut Vec<Outgoing>) -> bool {
+        let mut staged = self.lock();
+        std::mem::swap(&mut staged.items, into);
+        staged.reader_gone
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Staged> {
+        self.staged.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-impl AckQueue for PubAcks {
+impl AckQueue for Outbox {
     fn stage(&self, ack: QueuedAck) -> bool {
-        let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
-        staged.push(ack);
-        staged.len() == 1
+        let mut staged = self.lock();
+        staged.items.push(Outgoing::PubAck(ack));
+        staged.items.len() == 1
     }
 
     fn flush(&self) {
@@ -669,8 +692,7 @@ impl AckQueue for PubAcks {
 /// The writing half of a connection.
 struct Writer<W> {
     wr: W,
-    rx: mpsc::UnboundedReceiver<Outgoing>,
-    pubacks: Arc<PubAcks>,
+    outbox: Arc<Outbox>,
     inflight: Arc<Semaphore>,
     max_inflight: usize,
     kill_tx: KillSender,
@@ -684,37 +706,32 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     /// connection is killed (then drops it at once).
     async fn run(mut self) {
         let mut buf = BytesMut::with_capacity(256);
-        let mut acks = Vec::new();
+        let mut items = Vec::new();
         let mut reader_gone = false;
         loop {
             let mut finished = false;
             tokio::select! {
                 biased;
                 _ = self.kill.wait_for(Option::is_some) => return,
-                () = self.pubacks.ready.notified() => {}
-                next = self.rx.recv(), if !reader_gone => match next {
-                    Some(out) => encode(&out.0, &mut buf),
-                    None => reader_gone = true,
-                },
+                () = self.outbox.ready.notified() => {}
                 // Every permit back: no PUBLISH of this connection waits for its ack.
                 all = self.inflight.acquire_many(self.max_inflight as u32), if reader_gone => {
                     drop(all);
                     finished = true;
                 }
             }
-            while buf.len() < WRITE_BATCH_BYTES {
-                match self.rx.try_recv() {
-                    Ok(out) => encode(&out.0, &mut buf),
-                    Err(_) => break,
-                }
-            }
-            self.pubacks.take(&mut acks);
+            reader_gone = self.outbox.take(&mut items);
             let mut released: Option<OwnedSemaphorePermit> = None;
-            for ack in acks.drain(..) {
-                encode(&Packet::PubAck(PubAck::new(ack.packet_id)), &mut buf);
-                match released.as_mut() {
-                    Some(all) => all.merge(ack.permit),
-                    None => released = Some(ack.permit),
+            for item in items.drain(..) {
+                match item {
+                    Outgoing::Packet(packet) => encode(&packet, &mut buf),
+                    Outgoing::PubAck(ack) => {
+                        encode(&Packet::PubAck(PubAck::new(ack.packet_id)), &mut buf);
+                        match released.as_mut() {
+                            Some(all) => all.merge(ack.permit),
+                            None => released = Some(ack.permit),
+                        }
+                    }
                 }
             }
             if !buf.is_empty() {
