@@ -88,9 +88,9 @@ pub struct StoreOptions {
     pub cache_mib: u32,
 }
 
-/// The writer's page cache unless configured (`data.cache_mib`): the indexes that every
-/// commit touches stay cached through tens of millions of readings. A 64 MiB cache was
-/// no faster in the ingest benchmark (`docs/benchmarks.md`) and was a fifth of its RSS.
+/// The writer's page cache unless configured (`data.cache_mib`). A 64 MiB cache was no
+/// faster in the ingest benchmark (10 000 devices, a 1 000 000-reading store,
+/// `docs/benchmarks.md`) and was a fifth of its RSS; a much larger store may want more.
 pub const DEFAULT_CACHE_MIB: u32 = 16;
 
 /// The embedded SQLite store. Cheap to clone.
