@@ -25,7 +25,12 @@
 //!   bends the other way;
 //! - `f:run_up`, `f:run_down` — how many consecutive daily means up to the last one rose
 //!   (fell) by more than one robust sd each: a degradation keeps going one way, a transient
-//!   excursion turns after a day or two.
+//!   excursion turns after a day or two;
+//! - `f:dev_last` — deviation of the last reading of the last day (its `last`) from the
+//!   baseline, in robust sd: at midnight the last day's mean lags a precursor that grows
+//!   through the day by about half a day, its last reading does not;
+//! - `f:devlo_1d`, `f:devhi_1d` — deviation of the last day's smallest and largest
+//!   reading: the first hours of a precursor show in an extreme before they move a mean.
 //!
 //! The deviation features are compressed as `sign(x) · ln(1 + |x|)`: a shift of 50 robust
 //! sd and one of 500 are both "far off", and the linear model should not be dominated by
@@ -76,6 +81,9 @@ pub const FIELD_FEATURES: &[&str] = &[
     "accel_3d",
     "run_up",
     "run_down",
+    "dev_last",
+    "devlo_1d",
+    "devhi_1d",
 ];
 
 /// What a model's features are made of.
@@ -311,7 +319,7 @@ fn field_features(
     out.push(sd);
     out.push(trend(d7));
     let Some((b, scale)) = baseline else {
-        out.extend([f64::NAN; 10]);
+        out.extend([f64::NAN; 13]);
         return;
     };
     let dev = |m: f64| compress((m - b) / scale);
@@ -334,6 +342,10 @@ fn field_features(
     out.push(compress(accel));
     out.push(run(d7, scale, 1.0));
     out.push(run(d7, scale, -1.0));
+    let latest = d1.last();
+    out.push(latest.map_or(f64::NAN, |d| dev(d.last)));
+    out.push(latest.map_or(f64::NAN, |d| dev(d.min)));
+    out.push(latest.map_or(f64::NAN, |d| dev(d.max)));
 }
 
 /// Least-squares slope of the daily means per day; NaN with fewer than 3 days.

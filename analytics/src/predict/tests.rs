@@ -423,6 +423,26 @@ mod features {
     }
 
     #[test]
+    fn the_last_day_s_last_reading_and_extremes_lead_its_mean() {
+        // baseline 40 (scale 0.4); the last day's readings climb from 39.8 to 45 in its
+        // evening: its mean is still 40.2, its last reading 44.8
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        let mut d = temperatures(120, &[40.2]);
+        let days = d.daily.get_mut("temperature_c").expect("field");
+        let last = days.last_mut().expect("a day");
+        (last.min, last.max, last.last) = (39.8, 45.0, 44.8);
+        let as_of = t(2025, 1, 1) + Duration::days(121);
+        let mean = feature(&d, as_of, "temperature_c:dev_1d");
+        assert!(close(mean, (0.2f64 / 0.4).ln_1p()), "{mean}");
+        let v = feature(&d, as_of, "temperature_c:dev_last");
+        assert!(close(v, (4.8f64 / 0.4).ln_1p()), "{v}");
+        let v = feature(&d, as_of, "temperature_c:devhi_1d");
+        assert!(close(v, (5.0f64 / 0.4).ln_1p()), "{v}");
+        let v = feature(&d, as_of, "temperature_c:devlo_1d");
+        assert!(close(v, -(0.2f64 / 0.4).ln_1p()), "{v}");
+    }
+
+    #[test]
     fn the_days_before_a_repair_are_left_behind() {
         // 60 °C from day 120 to the compressor failure on day 125, repaired on day 126 at
         // 10:00, then 40 °C again: a week later the recent windows see only 40 °C

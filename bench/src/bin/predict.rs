@@ -176,11 +176,18 @@ fn main() -> anyhow::Result<()> {
     // (device, mode, scorer) → warning issued at
     let mut active: BTreeMap<(usize, usize, usize), DateTime<Utc>> = BTreeMap::new();
     let mut tallies: BTreeMap<(usize, usize), Tally> = BTreeMap::new();
+    // (device, mode, scorer) → when its last warning expired
+    let mut expired: BTreeMap<(usize, usize, usize), DateTime<Utc>> = BTreeMap::new();
+    // the model's failures by what happened before them: per mode, [visible, not] ×
+    // [warned >= 3 d, warned < 3 d, a warning expired within the horizon before, none]
+    let mut outcomes: BTreeMap<usize, [[u64; 4]; 2]> = BTreeMap::new();
     // failures per device, for closing warnings
     let mut failures: BTreeMap<usize, Vec<(DateTime<Utc>, String)>> = BTreeMap::new();
     // failures in the scored window whose precursor started at least 3 days before them
     // (what any scorer could see in time), per mode
     let mut visible: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    // (device, failure time) → whether its precursor started at least 3 days before it
+    let mut seen_3d: BTreeMap<(usize, DateTime<Utc>), bool> = BTreeMap::new();
     let index: BTreeMap<String, usize> = data
         .devices
         .iter()
@@ -198,14 +205,15 @@ fn main() -> anyhow::Result<()> {
         } = e
             && let Some(&i) = index.get(serial.as_str())
         {
+            let seen = *precursor_strength > 0.0
+                && precursor_start
+                    .as_ref()
+                    .is_some_and(|p| *ts - p.ts >= Duration::days(3));
+            seen_3d.insert((i, *ts), seen);
             if *ts >= train_end && *ts < end - horizon {
                 let v = visible.entry(failure_mode.clone()).or_default();
                 v.1 += 1;
-                if *precursor_strength > 0.0
-                    && precursor_start
-                        .as_ref()
-                        .is_some_and(|p| *ts - p.ts >= Duration::days(3))
-                {
+                if seen {
                     v.0 += 1;
                 }
             }
@@ -247,6 +255,7 @@ fn main() -> anyhow::Result<()> {
                         && day >= w + holds[k]
                     {
                         active.remove(&key);
+                        expired.insert(key, w + holds[k]);
                         tallies.entry((k, s)).or_default().no_fault_found += 1;
                     }
                     if active.contains_key(&key) {
@@ -273,13 +282,28 @@ fn main() -> anyhow::Result<()> {
                         for s in 0..scorers.len() {
                             let tally = tallies.entry((k, s)).or_default();
                             tally.failures += 1;
-                            if let Some(w) = active.remove(&(*i, k, s)) {
+                            let outcome = if let Some(w) = active.remove(&(*i, k, s)) {
                                 tally.true_warnings += 1;
                                 let lead = (*at - w).num_minutes() as f64 / 1440.0;
                                 tally.leads.push(lead);
                                 if lead >= 3.0 {
                                     tally.warned_3d += 1;
+                                    0
+                                } else {
+                                    1
                                 }
+                            } else if expired
+                                .get(&(*i, k, s))
+                                .is_some_and(|e| *at - *e <= holds[k])
+                            {
+                                2
+                            } else {
+                                3
+                            };
+                            if scorers[s] == Scorer::Model {
+                                let seen = seen_3d.get(&(*i, *at)).copied().unwrap_or(false);
+                                outcomes.entry(k).or_default()[usize::from(!seen)][outcome] +=
+                                    1;
                             }
                         }
                     }
@@ -402,6 +426,26 @@ fn main() -> anyhow::Result<()> {
             nff,
             seen as f64 / total.max(1) as f64
         );
+    }
+    println!(
+        "\nthe model's failures by what came before them (visible = precursor started >= 3 d before):"
+    );
+    println!(
+        "{:<16} {:<11} {:>8} {:>9} {:>10} {:>7}",
+        "mode", "precursor", "warned>=3d", "warned<3d", "expired", "none"
+    );
+    for (k, rows) in &outcomes {
+        for (v, row) in rows.iter().enumerate() {
+            println!(
+                "{:<16} {:<11} {:>10} {:>9} {:>10} {:>7}",
+                params[*k].0,
+                if v == 0 { "visible" } else { "not" },
+                row[0],
+                row[1],
+                row[2],
+                row[3]
+            );
+        }
     }
     // depletion MAE at 7 and 30 days ahead of the true threshold crossing
     let mut errors: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
