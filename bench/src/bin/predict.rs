@@ -178,16 +178,18 @@ fn main() -> anyhow::Result<()> {
     let mut tallies: BTreeMap<(usize, usize), Tally> = BTreeMap::new();
     // (device, mode, scorer) → when its last warning expired
     let mut expired: BTreeMap<(usize, usize, usize), DateTime<Utc>> = BTreeMap::new();
-    // the model's failures by what happened before them: per mode, [visible, not] ×
+    // the model's failures by what happened before them: per mode, [strong precursor
+    // visible, weak precursor visible, not visible] ×
     // [warned >= 3 d, warned < 3 d, a warning expired within the horizon before, none]
-    let mut outcomes: BTreeMap<usize, [[u64; 4]; 2]> = BTreeMap::new();
+    let mut outcomes: BTreeMap<usize, [[u64; 4]; 3]> = BTreeMap::new();
     // failures per device, for closing warnings
     let mut failures: BTreeMap<usize, Vec<(DateTime<Utc>, String)>> = BTreeMap::new();
     // failures in the scored window whose precursor started at least 3 days before them
     // (what any scorer could see in time), per mode
     let mut visible: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    // (device, failure time) → whether its precursor started at least 3 days before it
-    let mut seen_3d: BTreeMap<(usize, DateTime<Utc>), bool> = BTreeMap::new();
+    // (device, failure time) → whether its precursor started at least 3 days before it,
+    // and at full strength
+    let mut seen_3d: BTreeMap<(usize, DateTime<Utc>), (bool, bool)> = BTreeMap::new();
     let index: BTreeMap<String, usize> = data
         .devices
         .iter()
@@ -209,7 +211,7 @@ fn main() -> anyhow::Result<()> {
                 && precursor_start
                     .as_ref()
                     .is_some_and(|p| *ts - p.ts >= Duration::days(3));
-            seen_3d.insert((i, *ts), seen);
+            seen_3d.insert((i, *ts), (seen, *precursor_strength >= 1.0));
             if *ts >= train_end && *ts < end - horizon {
                 let v = visible.entry(failure_mode.clone()).or_default();
                 v.1 += 1;
@@ -301,9 +303,12 @@ fn main() -> anyhow::Result<()> {
                                 3
                             };
                             if scorers[s] == Scorer::Model {
-                                let seen = seen_3d.get(&(*i, *at)).copied().unwrap_or(false);
-                                outcomes.entry(k).or_default()[usize::from(!seen)][outcome] +=
-                                    1;
+                                let row = match seen_3d.get(&(*i, *at)) {
+                                    Some((true, true)) => 0,
+                                    Some((true, false)) => 1,
+                                    _ => 2,
+                                };
+                                outcomes.entry(k).or_default()[row][outcome] += 1;
                             }
                         }
                     }
@@ -428,7 +433,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nthe model's failures by what came before them (visible = precursor started >= 3 d before):"
+        "\nthe model's failures by what came before them (strong or weak precursor that started >= 3 d before, or not visible):"
     );
     println!(
         "{:<16} {:<11} {:>8} {:>9} {:>10} {:>7}",
@@ -439,7 +444,7 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "{:<16} {:<11} {:>10} {:>9} {:>10} {:>7}",
                 params[*k].0,
-                if v == 0 { "visible" } else { "not" },
+                ["strong", "weak", "not visible"][v],
                 row[0],
                 row[1],
                 row[2],
