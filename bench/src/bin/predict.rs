@@ -281,7 +281,7 @@ fn main() -> anyhow::Result<()> {
                         if m != mode {
                             continue;
                         }
-                        for s in 0..scorers.len() {
+                        for (s, scorer) in scorers.iter().enumerate() {
                             let tally = tallies.entry((k, s)).or_default();
                             tally.failures += 1;
                             let outcome = if let Some(w) = active.remove(&(*i, k, s)) {
@@ -302,7 +302,7 @@ fn main() -> anyhow::Result<()> {
                             } else {
                                 3
                             };
-                            if scorers[s] == Scorer::Model {
+                            if *scorer == Scorer::Model {
                                 let row = match seen_3d.get(&(*i, *at)) {
                                     Some((true, true)) => 0,
                                     Some((true, false)) => 1,
