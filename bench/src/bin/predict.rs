@@ -187,9 +187,9 @@ fn main() -> anyhow::Result<()> {
     // failures in the scored window whose precursor started at least 3 days before them
     // (what any scorer could see in time), per mode
     let mut visible: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    // (device, failure time) → whether its precursor started at least 3 days before it,
-    // and at full strength
-    let mut seen_3d: BTreeMap<(usize, DateTime<Utc>), (bool, bool)> = BTreeMap::new();
+    // (device, failure time) → its row of `outcomes`: a full-strength precursor that
+    // started at least 3 days before it (0), a weak one (1), neither (2)
+    let mut precursor_row: BTreeMap<(usize, DateTime<Utc>), usize> = BTreeMap::new();
     let index: BTreeMap<String, usize> = data
         .devices
         .iter()
@@ -211,7 +211,12 @@ fn main() -> anyhow::Result<()> {
                 && precursor_start
                     .as_ref()
                     .is_some_and(|p| *ts - p.ts >= Duration::days(3));
-            seen_3d.insert((i, *ts), (seen, *precursor_strength >= 1.0));
+            let row = match (seen, *precursor_strength >= 1.0) {
+                (true, true) => 0,
+                (true, false) => 1,
+                (false, _) => 2,
+            };
+            precursor_row.insert((i, *ts), row);
             if *ts >= train_end && *ts < end - horizon {
                 let v = visible.entry(failure_mode.clone()).or_default();
                 v.1 += 1;
@@ -303,11 +308,7 @@ fn main() -> anyhow::Result<()> {
                                 3
                             };
                             if *scorer == Scorer::Model {
-                                let row = match seen_3d.get(&(*i, *at)) {
-                                    Some((true, true)) => 0,
-                                    Some((true, false)) => 1,
-                                    _ => 2,
-                                };
+                                let row = precursor_row.get(&(*i, *at)).copied().unwrap_or(2);
                                 outcomes.entry(k).or_default()[row][outcome] += 1;
                             }
                         }
@@ -436,7 +437,7 @@ fn main() -> anyhow::Result<()> {
         "\nthe model's failures by what came before them (strong or weak precursor that started >= 3 d before, or not visible):"
     );
     println!(
-        "{:<16} {:<11} {:>8} {:>9} {:>10} {:>7}",
+        "{:<16} {:<11} {:>10} {:>9} {:>10} {:>7}",
         "mode", "precursor", "warned>=3d", "warned<3d", "expired", "none"
     );
     for (k, rows) in &outcomes {
