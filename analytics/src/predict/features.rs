@@ -269,6 +269,7 @@ fn field_features(
     repaired: Option<DateTime<Utc>>,
     out: &mut Vec<f64>,
 ) {
+    let start = out.len();
     // the device's own baseline reads through a repair; the recent windows do not
     let mut base: Vec<f64> = window(days, as_of, BASELINE_FROM, BASELINE_TO)
         .iter()
@@ -319,7 +320,8 @@ fn field_features(
     out.push(sd);
     out.push(trend(d7));
     let Some((b, scale)) = baseline else {
-        out.extend([f64::NAN; 13]);
+        // every feature measured from the baseline is missing
+        out.resize(start + FIELD_FEATURES.len(), f64::NAN);
         return;
     };
     let dev = |m: f64| compress((m - b) / scale);

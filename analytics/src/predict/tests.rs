@@ -443,6 +443,21 @@ mod features {
     }
 
     #[test]
+    fn a_field_without_a_baseline_gives_missing_values_in_their_places() {
+        // 20 days of history: no 90-to-30-day baseline, so every deviation is missing,
+        // and the vector keeps one value per name
+        let d = temperatures(20, &[]);
+        let as_of = t(2025, 1, 1) + Duration::days(20);
+        let spec = spec();
+        let x = spec.compute(&d, as_of);
+        assert_eq!(x.len(), spec.names().len());
+        assert!(feature(&d, as_of, "temperature_c:dev_1d").is_nan());
+        assert!(feature(&d, as_of, "temperature_c:devhi_1d").is_nan());
+        assert!(feature(&d, as_of, "temperature_c:mean_7d").is_finite());
+        assert!(feature(&d, as_of, "device:age_days").is_finite());
+    }
+
+    #[test]
     fn the_days_before_a_repair_are_left_behind() {
         // 60 °C from day 120 to the compressor failure on day 125, repaired on day 126 at
         // 10:00, then 40 °C again: a week later the recent windows see only 40 °C
