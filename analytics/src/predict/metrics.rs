@@ -213,21 +213,19 @@ pub fn warning_metrics(
     m
 }
 
-/// Thresholds tried by [`choose_warning_threshold`].
+/// Thresholds tried by [`warning_curve`].
 const WARNING_CANDIDATES: usize = 300;
 
-/// The threshold whose replayed warnings reach `min_precision` with the highest recall
-/// (above 0; the higher threshold on a tie); when none reaches it, the one with the best F1 of
-/// warning precision and recall. Candidates: up to 300 scores spread over the highest
-/// 10 % (at least 2 000) of the scores. `None` without a failure.
-pub fn choose_warning_threshold(
+/// The replayed warnings at candidate thresholds, highest threshold first: up to 300
+/// scores spread over the highest 10 % (at least 2 000) of the scores. Empty without a
+/// failure.
+pub fn warning_curve(
     series: &[ScoredSeries],
-    min_precision: f64,
     horizon: Duration,
     min_lead: Duration,
-) -> Option<f64> {
+) -> Vec<(f64, WarningMetrics)> {
     if series.iter().all(|s| s.failures.is_empty()) {
-        return None;
+        return Vec::new();
     }
     let mut all: Vec<f64> = series
         .iter()
@@ -238,15 +236,35 @@ pub fn choose_warning_threshold(
     all.dedup();
     let top = all.len().min((all.len() / 10).max(2000));
     let step = (top / WARNING_CANDIDATES).max(1);
+    all[..top]
+        .iter()
+        .step_by(step)
+        .map(|&t| (t, warning_metrics(series, t, horizon, min_lead)))
+        .collect()
+}
+
+/// The threshold whose replayed warnings reach `min_precision` with the highest recall
+/// (above 0; the higher threshold on a tie); when none reaches it, the one with the best F1 of
+/// warning precision and recall. Candidates: [`warning_curve`]. `None` without a failure.
+pub fn choose_warning_threshold(
+    series: &[ScoredSeries],
+    min_precision: f64,
+    horizon: Duration,
+    min_lead: Duration,
+) -> Option<f64> {
+    curve_threshold(&warning_curve(series, horizon, min_lead), min_precision)
+}
+
+/// [`choose_warning_threshold`] on a curve already replayed.
+pub fn curve_threshold(curve: &[(f64, WarningMetrics)], min_precision: f64) -> Option<f64> {
     let mut best: Option<(f64, f64)> = None; // (recall, threshold)
     let mut best_f1: Option<(f64, f64)> = None;
-    for &t in all[..top].iter().step_by(step) {
-        let m = warning_metrics(series, t, horizon, min_lead);
+    for (t, m) in curve {
         if m.warned_ahead > 0
             && m.precision >= min_precision
             && best.is_none_or(|(r, _)| m.recall > r)
         {
-            best = Some((m.recall, t));
+            best = Some((m.recall, *t));
         }
         let f1 = if m.precision + m.recall > 0.0 {
             2.0 * m.precision * m.recall / (m.precision + m.recall)
@@ -254,10 +272,101 @@ pub fn choose_warning_threshold(
             0.0
         };
         if best_f1.is_none_or(|(f, _)| f1 > f) {
-            best_f1 = Some((f1, t));
+            best_f1 = Some((f1, *t));
         }
     }
     best.or(best_f1).map(|(_, t)| t)
+}
+
+/// Thresholds for several failure modes at once: the most failures warned at least
+/// `min_lead` ahead over all modes together, with the precision of all their warnings
+/// together at least `min_precision` and every mode's own at least `min_mode_precision`,
+/// there and in `held_out` (the same candidates replayed on data the model was not
+/// fitted on, one list per curve; a list shorter than its curve leaves the rest unchecked).
+/// A mode whose warnings are cheap in wasted visits per failure caught gets a lower
+/// threshold than one that wastes many; a per-mode target spends the same precision on
+/// each. Returns an index into each curve (`None` for a mode with no candidate reaching
+/// `min_mode_precision` with a failure warned ahead, or when the modes together cannot
+/// reach `min_precision`: the caller keeps its per-mode choice).
+///
+/// Method: Lagrangian relaxation. For a price `λ` of a warning below the precision
+/// target, each mode takes its candidate maximising `warned_ahead − λ·(min_precision ·
+/// closed − confirmed)` (the higher threshold on a tie); the total surplus `Σ confirmed −
+/// min_precision · Σ closed` does not decrease with `λ`, and precision ≥ `min_precision`
+/// is surplus ≥ 0, so the smallest `λ` with surplus ≥ 0 is found by bisection.
+pub fn choose_fleet_thresholds(
+    curves: &[&[(f64, WarningMetrics)]],
+    held_out: &[&[WarningMetrics]],
+    min_precision: f64,
+    min_mode_precision: f64,
+) -> Vec<Option<usize>> {
+    // a candidate whose held-out warnings (when it has closed any) fall below the mode's
+    // floor is out: a threshold that looks cheap on the window it was fitted on only
+    let holds = |i: usize, k: usize| {
+        held_out
+            .get(i)
+            .and_then(|h| h.get(k))
+            .is_none_or(|m| m.confirmed + m.expired == 0 || m.precision >= min_mode_precision)
+    };
+    let eligible: Vec<Vec<usize>> = curves
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            (0..c.len())
+                .filter(|&k| {
+                    c[k].1.warned_ahead > 0 && c[k].1.precision >= min_mode_precision && holds(i, k)
+                })
+                .collect()
+        })
+        .collect();
+    let closed = |m: &WarningMetrics| (m.confirmed + m.expired) as f64;
+    let surplus = |m: &WarningMetrics| m.confirmed as f64 - min_precision * closed(m);
+    let pick = |lambda: f64| -> Vec<Option<usize>> {
+        eligible
+            .iter()
+            .zip(curves)
+            .map(|(ks, c)| {
+                let mut best: Option<(f64, usize)> = None;
+                for &k in ks {
+                    let m = &c[k].1;
+                    let v = m.warned_ahead as f64 + lambda * surplus(m);
+                    // curves run from the highest threshold down: a tie keeps the higher
+                    if best.is_none_or(|(b, _)| v > b + 1e-9) {
+                        best = Some((v, k));
+                    }
+                }
+                best.map(|(_, k)| k)
+            })
+            .collect()
+    };
+    let total = |choice: &[Option<usize>]| -> f64 {
+        choice
+            .iter()
+            .zip(curves)
+            .filter_map(|(k, c)| k.map(|k| surplus(&c[k].1)))
+            .sum()
+    };
+    let first = pick(0.0);
+    if total(&first) >= 0.0 {
+        return first;
+    }
+    let mut hi = 1.0;
+    while total(&pick(hi)) < 0.0 {
+        hi *= 4.0;
+        if hi > 1e9 {
+            return vec![None; curves.len()];
+        }
+    }
+    let mut lo = 0.0;
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if total(&pick(mid)) >= 0.0 {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    pick(hi)
 }
 
 /// Every metric of a scorer on held-out samples. `probabilities`: whether the scores are
@@ -464,5 +573,63 @@ mod tests {
             failures: Vec::new(),
         }];
         assert_eq!(choose_warning_threshold(&none, 0.5, h, lead), None);
+    }
+
+    fn point(t: f64, confirmed: u64, expired: u64, warned_ahead: u64) -> (f64, WarningMetrics) {
+        let m = WarningMetrics {
+            warnings: confirmed + expired,
+            confirmed,
+            expired,
+            failures: 40,
+            warned_ahead,
+            min_lead_days: 3.0,
+            precision: confirmed as f64 / (confirmed + expired) as f64,
+            recall: warned_ahead as f64 / 40.0,
+            median_lead_days: None,
+        };
+        (t, m)
+    }
+
+    #[test]
+    fn fleet_thresholds_spend_the_precision_where_it_buys_the_most_failures() {
+        // mode A: 10 ahead at 10/10, 19 at 20/25, 27 at 28/50 (precision 0.56);
+        // mode B: 8 ahead at 10/12, 10 at 12/32 (0.375).
+        let a = [
+            point(0.9, 10, 0, 10),
+            point(0.5, 20, 5, 19),
+            point(0.2, 28, 22, 27),
+        ];
+        let b = [point(0.8, 10, 2, 8), point(0.3, 12, 20, 10)];
+        // per mode at 0.6: A's 0.5 and B's 0.8, 27 failures ahead
+        let per_mode = |c: &[(f64, WarningMetrics)]| curve_threshold(c, 0.6);
+        assert_eq!((per_mode(&a), per_mode(&b)), (Some(0.5), Some(0.8)));
+        // together at 0.6: A's 0.2 with B's 0.8 is 38/62 = 0.613 and 35 ahead; A's 0.2
+        // with B's 0.3 (40/82) and A's 0.5 with B's 0.3 (32/57) fall below 0.6
+        let fleet = choose_fleet_thresholds(&[&a, &b], &[], 0.6, 0.0);
+        assert_eq!(fleet, vec![Some(2), Some(0)]);
+        // every mode at least 0.58 on its own: A's 0.56 is out
+        let fleet = choose_fleet_thresholds(&[&a, &b], &[], 0.6, 0.58);
+        assert_eq!(fleet, vec![Some(1), Some(0)]);
+        // nothing reaches 0.95 together (B never does): the per-mode choice stays
+        let fleet = choose_fleet_thresholds(&[&a, &b], &[], 0.95, 0.0);
+        assert_eq!(fleet, vec![None, None]);
+        // with everything affordable the most failures are taken, the higher threshold
+        // on a tie (A's 0.2 and B's 0.3 both add failures; none tie here)
+        let fleet = choose_fleet_thresholds(&[&a, &b], &[], 0.3, 0.0);
+        assert_eq!(fleet, vec![Some(2), Some(1)]);
+        // A's 0.2 held out at 3/12 (0.25), below a floor of 0.3: A falls back to 0.5;
+        // a held-out candidate with nothing closed is not held against it
+        let a_held = [
+            point(0.9, 0, 0, 0).1,
+            point(0.5, 6, 3, 5).1,
+            point(0.2, 3, 9, 3).1,
+        ];
+        let fleet = choose_fleet_thresholds(&[&a, &b], &[&a_held, &[]], 0.6, 0.3);
+        assert_eq!(fleet, vec![Some(1), Some(0)]);
+        let tie = [point(0.9, 5, 0, 5), point(0.4, 5, 9, 5)];
+        assert_eq!(
+            choose_fleet_thresholds(&[&tie], &[], 0.1, 0.0),
+            vec![Some(0)]
+        );
     }
 }

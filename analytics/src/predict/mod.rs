@@ -36,7 +36,7 @@ use serde_json::json;
 use statrs::distribution::{ContinuousCDF, Normal};
 
 pub use depletion::{Depletion, ServiceDue, forecast_depletion, forecast_service};
-pub use risk::{RiskParameters, SCORERS, Scorer, failure_modes, train_mode};
+pub use risk::{RiskParameters, SCORERS, Scorer, failure_modes, train_mode, train_modes};
 pub use usage::UsageProfile;
 
 /// Version of the depletion forecasts.
@@ -58,6 +58,12 @@ const fn default_validation_share() -> f64 {
 }
 const fn default_target_precision() -> f64 {
     0.6
+}
+const fn default_fleet_thresholds() -> bool {
+    true
+}
+const fn default_min_mode_precision() -> f64 {
+    0.3
 }
 const fn default_interval_confidence() -> f64 {
     0.8
@@ -92,10 +98,19 @@ pub struct PredictOptions {
     /// Share of the sampled time span held out (the latest part) for validation.
     #[serde(default = "default_validation_share")]
     pub validation_share: f64,
-    /// Precision the operating threshold aims at on the training samples (the highest
-    /// recall reaching it).
+    /// Precision the operating thresholds aim at, on the warnings replayed over the
+    /// training window: of all deployed modes' warnings together with `fleet_thresholds`,
+    /// else of each mode's (the highest recall reaching it).
     #[serde(default = "default_target_precision")]
     pub target_precision: f64,
+    /// Choose the deployed modes' thresholds together: the most failures warned ahead
+    /// over the fleet at `target_precision` over all warnings, so a mode that wastes few
+    /// visits per failure caught warns earlier than one that wastes many.
+    #[serde(default = "default_fleet_thresholds")]
+    pub fleet_thresholds: bool,
+    /// With `fleet_thresholds`, the precision every mode keeps on its own.
+    #[serde(default = "default_min_mode_precision")]
+    pub min_mode_precision: f64,
     /// Coverage of the due-date intervals (two-sided, normal approximation).
     #[serde(default = "default_interval_confidence")]
     pub interval_confidence: f64,
@@ -121,6 +136,8 @@ impl Default for PredictOptions {
             replay_every_days: default_replay_every_days(),
             validation_share: default_validation_share(),
             target_precision: default_target_precision(),
+            fleet_thresholds: default_fleet_thresholds(),
+            min_mode_precision: default_min_mode_precision(),
             interval_confidence: default_interval_confidence(),
             l2_penalty: default_l2_penalty(),
             max_iterations: default_max_iterations(),
@@ -148,6 +165,9 @@ impl PredictOptions {
         }
         if !(self.target_precision > 0.0 && self.target_precision <= 1.0) {
             return bad("target_precision", "must be above 0 and at most 1");
+        }
+        if !(self.min_mode_precision >= 0.0 && self.min_mode_precision <= 1.0) {
+            return bad("min_mode_precision", "must be between 0 and 1");
         }
         if !(self.interval_confidence > 0.0 && self.interval_confidence < 1.0) {
             return bad("interval_confidence", "must be between 0 and 1");
@@ -396,15 +416,6 @@ impl Forecaster for CatalogForecaster {
     }
 
     fn train(&self, data: &PredictionData, current: &[TrainedModel]) -> Vec<TrainedModel> {
-        failure_modes(&self.catalog)
-            .iter()
-            .filter_map(|mode| {
-                let cur = current
-                    .iter()
-                    .filter(|m| m.report.deployed && m.report.failure_mode == *mode)
-                    .max_by_key(|m| m.report.trained_at);
-                train_mode(&self.catalog, data, mode, &self.options, cur)
-            })
-            .collect()
+        train_modes(&self.catalog, data, &self.options, current)
     }
 }

@@ -25,9 +25,11 @@
 //! ≥ `target_precision` (else the best F1). The replay scores every device at every
 //! `replay_every_days`-th midnight (1: as often as the worker forecasts it, give or take
 //! its interval), not only at the training samples: a transient crossing the threshold
-//! on a day between two samples is a false warning too. The baselines' thresholds are
-//! chosen the same way, and the validation metrics carry the replayed warnings of each
-//! scorer.
+//! on a day between two samples is a false warning too. With `fleet_thresholds`,
+//! [`train_modes`] then moves the deployed models' thresholds to a choice made for all
+//! modes together (the target precision over all their warnings, the most failures
+//! warned ahead: [`choose_fleet_thresholds`]). The baselines' thresholds are chosen per
+//! mode, and the validation metrics carry the replayed warnings of each scorer.
 //!
 //! **Baselines**, fitted on the training window only and scored on the same validation
 //! samples:
@@ -48,7 +50,7 @@ use chrono::{DateTime, Duration, Timelike, Utc};
 use fleetpulse_domain::catalog::Catalog;
 use fleetpulse_domain::prediction::{
     DeviceHistory, FeatureContribution, FieldOutcomes, ModelReport, PredictionData, TrainedModel,
-    ValidationMetrics,
+    ValidationMetrics, WarningMetrics,
 };
 use fleetpulse_domain::{Severity, catalog::ModelSpec};
 use linfa::prelude::*;
@@ -59,7 +61,10 @@ use serde::{Deserialize, Serialize};
 use super::PredictOptions;
 use super::depletion::RUNTIME_FIELD;
 use super::features::{FeatureSpec, part_age};
-use super::metrics::{ScoredSeries, choose_warning_threshold, validation_metrics, warning_metrics};
+use super::metrics::{
+    ScoredSeries, choose_fleet_thresholds, choose_warning_threshold, curve_threshold,
+    validation_metrics, warning_curve, warning_metrics,
+};
 use super::usage::UsageProfile;
 use crate::weibull::{WeibullFit, fit};
 
@@ -650,7 +655,8 @@ fn empty_metrics() -> ValidationMetrics {
     validation_metrics(&[], &[], 1.0, true)
 }
 
-/// Trains, validates and decides on one failure mode; `None` when no device has it.
+/// Trains, validates and decides on one failure mode, its operating threshold chosen on
+/// its own (`target_precision` for this mode's warnings); `None` when no device has it.
 pub fn train_mode(
     catalog: &Catalog,
     data: &PredictionData,
@@ -658,6 +664,133 @@ pub fn train_mode(
     options: &PredictOptions,
     current: Option<&TrainedModel>,
 ) -> Option<TrainedModel> {
+    fit_mode(catalog, data, mode, options, current).map(|f| f.model)
+}
+
+/// Trains every failure mode of the catalog (`current`: the deployed models so far).
+/// With `fleet_thresholds`, the deployed models' operating thresholds are then chosen
+/// together ([`choose_fleet_thresholds`]): the most failures warned ahead over all modes
+/// with the precision of all their warnings, replayed over the training window, at least
+/// `target_precision`, and each mode's at least `min_mode_precision` there and on the
+/// validation window's replay.
+pub fn train_modes(
+    catalog: &Catalog,
+    data: &PredictionData,
+    options: &PredictOptions,
+    current: &[TrainedModel],
+) -> Vec<TrainedModel> {
+    let mut fits: Vec<ModeFit> = failure_modes(catalog)
+        .iter()
+        .filter_map(|mode| {
+            let cur = current
+                .iter()
+                .filter(|m| m.report.deployed && m.report.failure_mode == *mode)
+                .max_by_key(|m| m.report.trained_at);
+            fit_mode(catalog, data, mode, options, cur)
+        })
+        .collect();
+    if options.fleet_thresholds {
+        let joint: Vec<usize> = (0..fits.len())
+            .filter(|&i| fits[i].model.report.deployed && !fits[i].curve.is_empty())
+            .collect();
+        let curves: Vec<&[(f64, WarningMetrics)]> =
+            joint.iter().map(|&i| fits[i].curve.as_slice()).collect();
+        let held_out: Vec<Vec<WarningMetrics>> = joint
+            .iter()
+            .map(|&i| {
+                let f = &fits[i];
+                let lead = Duration::days(MIN_LEAD_DAYS);
+                f.curve
+                    .iter()
+                    .map(|(t, _)| warning_metrics(&f.valid_replay, *t, f.horizon, lead))
+                    .collect()
+            })
+            .collect();
+        let held_out: Vec<&[WarningMetrics]> = held_out.iter().map(Vec::as_slice).collect();
+        let chosen = choose_fleet_thresholds(
+            &curves,
+            &held_out,
+            options.target_precision,
+            options.min_mode_precision,
+        );
+        let modes = joint.len();
+        for (&i, k) in joint.iter().zip(chosen) {
+            let Some(k) = k else { continue };
+            let f = &mut fits[i];
+            let (t, m) = f.curve[k].clone();
+            let why = format!(
+                "; operating threshold {t:.4} chosen with the other deployed modes ({modes} in all) for the most failures warned ahead at a precision of at least {} over all their warnings replayed on the training window, each mode at least {} there and on validation (this mode on training: {} warnings, precision {:.3}, recall {:.3}; its own target would have given {:.4})",
+                options.target_precision,
+                options.min_mode_precision,
+                m.warnings,
+                m.precision,
+                m.recall,
+                f.own_threshold
+            );
+            f.set_threshold(t, &why);
+        }
+    }
+    fits.into_iter().map(|f| f.model).collect()
+}
+
+/// One failure mode trained, its operating threshold still open to a fleet-wide choice.
+struct ModeFit {
+    model: TrainedModel,
+    /// `None` when no model was trained.
+    params: Option<RiskParameters>,
+    /// The model's warnings replayed over the training window at candidate thresholds.
+    curve: Vec<(f64, WarningMetrics)>,
+    /// The threshold the mode's own `target_precision` gave.
+    own_threshold: f64,
+    valid_scores: Vec<f64>,
+    valid_labels: Vec<bool>,
+    /// The model's series replayed over the validation window.
+    valid_replay: Vec<ScoredSeries>,
+    horizon: Duration,
+}
+
+impl ModeFit {
+    fn untrained(model: TrainedModel) -> Self {
+        ModeFit {
+            model,
+            params: None,
+            curve: Vec::new(),
+            own_threshold: f64::NAN,
+            valid_scores: Vec::new(),
+            valid_labels: Vec::new(),
+            valid_replay: Vec::new(),
+            horizon: Duration::zero(),
+        }
+    }
+
+    /// Moves the model's operating threshold: its parameters and validation metrics
+    /// follow, `why` is appended to the decision.
+    fn set_threshold(&mut self, threshold: f64, why: &str) {
+        let Some(p) = &mut self.params else { return };
+        p.threshold = threshold;
+        let pr_auc = self.model.report.metrics.pr_auc;
+        let mut m = validation_metrics(&self.valid_scores, &self.valid_labels, threshold, true);
+        m.pr_auc = pr_auc;
+        m.warnings = Some(warning_metrics(
+            &self.valid_replay,
+            threshold,
+            self.horizon,
+            Duration::days(MIN_LEAD_DAYS),
+        ));
+        self.model.report.metrics = m;
+        self.model.parameters = serde_json::to_value(&*p)
+            .expect("risk parameters are numbers and strings: they always serialize");
+        self.model.report.decision.push_str(why);
+    }
+}
+
+fn fit_mode(
+    catalog: &Catalog,
+    data: &PredictionData,
+    mode: &str,
+    options: &PredictOptions,
+    current: Option<&TrainedModel>,
+) -> Option<ModeFit> {
     let models = models_with_mode(catalog, mode);
     let model_ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
     let end = data_end(data)?;
@@ -732,7 +865,7 @@ pub fn train_mode(
             field: field_outcomes(data, mode),
         };
     if train_pos < options.min_positives || valid_pos == 0 || train.len() == train_pos {
-        return Some(TrainedModel {
+        return Some(ModeFit::untrained(TrainedModel {
             report: report(
                 empty_metrics(),
                 BTreeMap::new(),
@@ -744,7 +877,7 @@ pub fn train_mode(
                 "",
             ),
             parameters: serde_json::Value::Null,
-        });
+        }));
     }
 
     // the model
@@ -783,7 +916,7 @@ pub fn train_mode(
     let fitted = match fitted {
         Ok(f) => f,
         Err(e) => {
-            return Some(TrainedModel {
+            return Some(ModeFit::untrained(TrainedModel {
                 report: report(
                     empty_metrics(),
                     BTreeMap::new(),
@@ -792,7 +925,7 @@ pub fn train_mode(
                     "",
                 ),
                 parameters: serde_json::Value::Null,
-            });
+            }));
         }
     };
     // linfa's probabilities are those of its "positive" class: make ours P(failure)
@@ -840,7 +973,11 @@ pub fn train_mode(
             .and_then(|s| choose_warning_threshold(s, options.target_precision, horizon, lead))
             .unwrap_or(fallback)
     };
-    params.threshold = threshold(Scorer::Model, 0.5);
+    let curve = train_replay
+        .get(&Scorer::Model)
+        .map(|s| warning_curve(s, horizon, lead))
+        .unwrap_or_default();
+    params.threshold = curve_threshold(&curve, options.target_precision).unwrap_or(0.5);
     if let Some(wb) = &mut params.weibull {
         wb.threshold = threshold(Scorer::WeibullAge, 1.0);
     }
@@ -942,9 +1079,21 @@ pub fn train_mode(
         train.len(),
         valid.len()
     );
-    Some(TrainedModel {
-        report: report(metrics, baselines, deployed, decision, &info),
-        parameters: serde_json::to_value(&params)
-            .expect("risk parameters are numbers and strings: they always serialize"),
+    Some(ModeFit {
+        model: TrainedModel {
+            report: report(metrics, baselines, deployed, decision, &info),
+            parameters: serde_json::to_value(&params)
+                .expect("risk parameters are numbers and strings: they always serialize"),
+        },
+        own_threshold: params.threshold,
+        params: Some(params),
+        curve,
+        valid_scores,
+        valid_labels,
+        valid_replay: valid_replay
+            .get(&Scorer::Model)
+            .cloned()
+            .unwrap_or_default(),
+        horizon,
     })
 }

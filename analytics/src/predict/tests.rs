@@ -195,7 +195,7 @@ mod on_simulated_data {
     use fleetpulse_domain::Catalog;
     use fleetpulse_domain::prediction::{DeviceHistory, Forecaster, PredictionData};
 
-    use crate::predict::train_mode;
+    use crate::predict::{RiskParameters, train_mode, train_modes};
     use fleetpulse_simulator::{Fleet, FleetConfig, simulate};
 
     use crate::predict::risk::feature_spec;
@@ -345,6 +345,44 @@ mod on_simulated_data {
             again.report.decision.contains("current model"),
             "{}",
             again.report.decision
+        );
+    }
+
+    #[test]
+    fn fleet_thresholds_move_the_deployed_models_and_their_reports_follow() {
+        let (catalog, data) = data();
+        let options = PredictOptions {
+            sample_every_days: 10,
+            replay_every_days: 5,
+            ..PredictOptions::default()
+        };
+        let models = train_modes(catalog, data, &options, &[]);
+        let joint = "chosen with the other deployed modes";
+        let mut moved = 0;
+        for m in &models {
+            let r = &m.report;
+            if !r.deployed {
+                assert!(!r.decision.contains(joint), "{}", r.decision);
+                continue;
+            }
+            let params = RiskParameters::from_trained(m).expect("deployed parameters");
+            // the served parameters and the reported metrics use the same threshold
+            assert_eq!(params.threshold, r.metrics.threshold, "{}", r.decision);
+            let w = r.metrics.warnings.as_ref().expect("replayed warnings");
+            assert!(w.failures > 0, "{}", r.decision);
+            if r.decision.contains(joint) {
+                moved += 1;
+            }
+        }
+        assert!(moved >= 2, "{models:#?}");
+        // the choice is reported next to the mode's own
+        let own = "its own target would have given";
+        assert!(
+            models
+                .iter()
+                .filter(|m| m.report.decision.contains(own))
+                .count()
+                == moved
         );
     }
 }

@@ -45,6 +45,13 @@ struct Args {
     /// Days between two training samples of one device (`PredictOptions::sample_every_days`).
     #[arg(long)]
     sample_every_days: Option<u32>,
+    /// Choose each mode's operating threshold on its own (`fleet_thresholds = false`)
+    /// instead of all deployed modes' together.
+    #[arg(long)]
+    per_mode_thresholds: bool,
+    /// With fleet thresholds, the precision every mode keeps (`min_mode_precision`).
+    #[arg(long)]
+    min_mode_precision: Option<f64>,
 }
 
 /// The warning state of one (device, mode, scorer).
@@ -102,6 +109,10 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(d) = args.sample_every_days {
         options.sample_every_days = d;
+    }
+    options.fleet_thresholds = !args.per_mode_thresholds;
+    if let Some(p) = args.min_mode_precision {
+        options.min_mode_precision = p;
     }
     let horizon = Duration::days(options.horizon_days as i64);
     let forecaster = CatalogForecaster::new(catalog.clone(), options.clone());
@@ -515,6 +526,14 @@ fn main() -> anyhow::Result<()> {
             + &args
                 .sample_every_days
                 .map_or(String::new(), |d| format!(" --sample-every-days {d}"))
+            + if args.per_mode_thresholds {
+                " --per-mode-thresholds"
+            } else {
+                ""
+            }
+            + &args
+                .min_mode_precision
+                .map_or(String::new(), |p| format!(" --min-mode-precision {p}"))
     );
     Ok(())
 }
