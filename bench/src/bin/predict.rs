@@ -201,6 +201,11 @@ fn main() -> anyhow::Result<()> {
     // (device, failure time) → its row of `outcomes`: a full-strength precursor that
     // started at least 3 days before it (0), a weak one (1), neither (2)
     let mut precursor_row: BTreeMap<(usize, DateTime<Utc>), usize> = BTreeMap::new();
+    // (device, failure time) → days from its precursor's start to the failure
+    let mut precursor_days: BTreeMap<(usize, DateTime<Utc>), f64> = BTreeMap::new();
+    // the model's failures with a visible precursor, per mode and precursor length
+    // (3–5, 5–8, 8–12, 12+ days): [warned >= 3 d, all]
+    let mut by_length: BTreeMap<usize, [[u64; 2]; 4]> = BTreeMap::new();
     let index: BTreeMap<String, usize> = data
         .devices
         .iter()
@@ -228,6 +233,9 @@ fn main() -> anyhow::Result<()> {
                 (false, _) => 2,
             };
             precursor_row.insert((i, *ts), row);
+            if let Some(p) = precursor_start {
+                precursor_days.insert((i, *ts), (*ts - p.ts).num_minutes() as f64 / 1440.0);
+            }
             if *ts >= train_end && *ts < end - horizon {
                 let v = visible.entry(failure_mode.clone()).or_default();
                 v.1 += 1;
@@ -321,6 +329,19 @@ fn main() -> anyhow::Result<()> {
                             if *scorer == Scorer::Model {
                                 let row = precursor_row.get(&(*i, *at)).copied().unwrap_or(2);
                                 outcomes.entry(k).or_default()[row][outcome] += 1;
+                                if let (true, Some(&len)) =
+                                    (row < 2, precursor_days.get(&(*i, *at)))
+                                {
+                                    let b = match len {
+                                        l if l < 5.0 => 0,
+                                        l if l < 8.0 => 1,
+                                        l if l < 12.0 => 2,
+                                        _ => 3,
+                                    };
+                                    let cell = &mut by_length.entry(k).or_default()[b];
+                                    cell[0] += u64::from(outcome == 0);
+                                    cell[1] += 1;
+                                }
                             }
                         }
                     }
@@ -463,6 +484,20 @@ fn main() -> anyhow::Result<()> {
                 row[3]
             );
         }
+    }
+    println!(
+        "\nthe model's failures with a visible precursor by its length (warned >= 3 d ahead / failures):"
+    );
+    println!(
+        "{:<16} {:>10} {:>10} {:>10} {:>10}",
+        "mode", "3-5 d", "5-8 d", "8-12 d", ">=12 d"
+    );
+    for (k, cells) in &by_length {
+        let c: Vec<String> = cells.iter().map(|[a, n]| format!("{a}/{n}")).collect();
+        println!(
+            "{:<16} {:>10} {:>10} {:>10} {:>10}",
+            params[*k].0, c[0], c[1], c[2], c[3]
+        );
     }
     // depletion MAE at 7 and 30 days ahead of the true threshold crossing
     let mut errors: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
