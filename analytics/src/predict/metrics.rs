@@ -285,9 +285,10 @@ pub fn curve_threshold(curve: &[(f64, WarningMetrics)], min_precision: f64) -> O
 /// fitted on, one list per curve; a list shorter than its curve leaves the rest unchecked).
 /// A mode whose warnings are cheap in wasted visits per failure caught gets a lower
 /// threshold than one that wastes many; a per-mode target spends the same precision on
-/// each. Returns an index into each curve (`None` for a mode with no candidate reaching
-/// `min_mode_precision` with a failure warned ahead, or when the modes together cannot
-/// reach `min_precision`: the caller keeps its per-mode choice).
+/// each. Returns an index into each curve, `None` for a mode with no candidate reaching
+/// `min_mode_precision` with a failure warned ahead (it takes no part: its warnings would
+/// be mostly wasted visits); `None` in all when the modes together cannot reach
+/// `min_precision` (the caller keeps its per-mode choices).
 ///
 /// Method: Lagrangian relaxation. For a price `λ` of a warning below the precision
 /// target, each mode takes its candidate maximising `warned_ahead − λ·(min_precision ·
@@ -299,7 +300,7 @@ pub fn choose_fleet_thresholds(
     held_out: &[&[WarningMetrics]],
     min_precision: f64,
     min_mode_precision: f64,
-) -> Vec<Option<usize>> {
+) -> Option<Vec<Option<usize>>> {
     // a candidate whose held-out warnings (when it has closed any) fall below the mode's
     // floor is out: a threshold that looks cheap on the window it was fitted on only
     let holds = |i: usize, k: usize| {
@@ -348,13 +349,13 @@ pub fn choose_fleet_thresholds(
     };
     let first = pick(0.0);
     if total(&first) >= 0.0 {
-        return first;
+        return Some(first);
     }
     let mut hi = 1.0;
     while total(&pick(hi)) < 0.0 {
         hi *= 4.0;
         if hi > 1e9 {
-            return vec![None; curves.len()];
+            return None;
         }
     }
     let mut lo = 0.0;
@@ -366,7 +367,7 @@ pub fn choose_fleet_thresholds(
             lo = mid;
         }
     }
-    pick(hi)
+    Some(pick(hi))
 }
 
 /// Every metric of a scorer on held-out samples. `probabilities`: whether the scores are
@@ -606,17 +607,20 @@ mod tests {
         // together at 0.6: A's 0.2 with B's 0.8 is 38/62 = 0.613 and 35 ahead; A's 0.2
         // with B's 0.3 (40/82) and A's 0.5 with B's 0.3 (32/57) fall below 0.6
         let fleet = choose_fleet_thresholds(&[&a, &b], &[], 0.6, 0.0);
-        assert_eq!(fleet, vec![Some(2), Some(0)]);
+        assert_eq!(fleet, Some(vec![Some(2), Some(0)]));
         // every mode at least 0.58 on its own: A's 0.56 is out
         let fleet = choose_fleet_thresholds(&[&a, &b], &[], 0.6, 0.58);
-        assert_eq!(fleet, vec![Some(1), Some(0)]);
+        assert_eq!(fleet, Some(vec![Some(1), Some(0)]));
+        // B never reaches 0.85 on its own: it takes no part, A alone reaches 0.6
+        let fleet = choose_fleet_thresholds(&[&a, &b], &[], 0.6, 0.85);
+        assert_eq!(fleet, Some(vec![Some(0), None]));
         // nothing reaches 0.95 together (B never does): the per-mode choice stays
         let fleet = choose_fleet_thresholds(&[&a, &b], &[], 0.95, 0.0);
-        assert_eq!(fleet, vec![None, None]);
+        assert_eq!(fleet, None);
         // with everything affordable the most failures are taken, the higher threshold
         // on a tie (A's 0.2 and B's 0.3 both add failures; none tie here)
         let fleet = choose_fleet_thresholds(&[&a, &b], &[], 0.3, 0.0);
-        assert_eq!(fleet, vec![Some(2), Some(1)]);
+        assert_eq!(fleet, Some(vec![Some(2), Some(1)]));
         // A's 0.2 held out at 3/12 (0.25), below a floor of 0.3: A falls back to 0.5;
         // a held-out candidate with nothing closed is not held against it
         let a_held = [
@@ -625,11 +629,11 @@ mod tests {
             point(0.2, 3, 9, 3).1,
         ];
         let fleet = choose_fleet_thresholds(&[&a, &b], &[&a_held, &[]], 0.6, 0.3);
-        assert_eq!(fleet, vec![Some(1), Some(0)]);
+        assert_eq!(fleet, Some(vec![Some(1), Some(0)]));
         let tie = [point(0.9, 5, 0, 5), point(0.4, 5, 9, 5)];
         assert_eq!(
             choose_fleet_thresholds(&[&tie], &[], 0.1, 0.0),
-            vec![Some(0)]
+            Some(vec![Some(0)])
         );
     }
 }

@@ -672,7 +672,8 @@ pub fn train_mode(
 /// together ([`choose_fleet_thresholds`]): the most failures warned ahead over all modes
 /// with the precision of all their warnings, replayed over the training window, at least
 /// `target_precision`, and each mode's at least `min_mode_precision` there and on the
-/// validation window's replay.
+/// validation window's replay. A deployed model none of whose thresholds keeps
+/// `min_mode_precision` is taken out (not deployed, with the reason).
 pub fn train_modes(
     catalog: &Catalog,
     data: &PredictionData,
@@ -713,10 +714,20 @@ pub fn train_modes(
             options.target_precision,
             options.min_mode_precision,
         );
+        // `None`: the modes cannot reach the target together, each keeps its own choice
+        let chosen_any = chosen.is_some();
         let modes = joint.len();
-        for (&i, k) in joint.iter().zip(chosen) {
-            let Some(k) = k else { continue };
+        for (&i, k) in joint
+            .iter()
+            .zip(chosen.unwrap_or_else(|| vec![None; modes]))
+        {
             let f = &mut fits[i];
+            let Some(k) = k else {
+                if chosen_any {
+                    f.withdraw(options.min_mode_precision);
+                }
+                continue;
+            };
             let (t, m) = f.curve[k].clone();
             let why = format!(
                 "; operating threshold {t:.4} chosen with the other deployed modes ({modes} in all) for the most failures warned ahead at a precision of at least {} over all their warnings replayed on the training window, each mode at least {} there and on validation (this mode on training: {} warnings, precision {:.3}, recall {:.3}; its own target would have given {:.4})",
@@ -761,6 +772,23 @@ impl ModeFit {
             valid_replay: Vec::new(),
             horizon: Duration::zero(),
         }
+    }
+
+    /// Takes a deployed model out: none of its thresholds keeps `min_mode_precision` on
+    /// the training and the validation replay, so its orders would mostly be wasted visits.
+    fn withdraw(&mut self, min_mode_precision: f64) {
+        let best = self
+            .curve
+            .iter()
+            .filter(|(_, m)| m.warned_ahead > 0)
+            .map(|(_, m)| m.precision)
+            .fold(0.0, f64::max);
+        let r = &mut self.model.report;
+        r.deployed = false;
+        r.decision = format!(
+            "not deployed: no operating threshold keeps a warning precision of at least {min_mode_precision} on both the training and the validation replay (best on training with a failure warned ahead: {best:.3}), although {}",
+            r.decision.trim_start_matches("deployed: ")
+        );
     }
 
     /// Moves the model's operating threshold: its parameters and validation metrics

@@ -374,7 +374,17 @@ mod on_simulated_data {
                 moved += 1;
             }
         }
-        assert!(moved >= 2, "{models:#?}");
+        // every model left deployed has its threshold from the joint choice; one whose
+        // thresholds all fall below min_mode_precision was taken out, and says so
+        let deployed = models.iter().filter(|m| m.report.deployed).count();
+        assert!(moved >= 2 && moved == deployed, "{models:#?}");
+        for m in models.iter().filter(|m| !m.report.deployed) {
+            let d = &m.report.decision;
+            assert!(
+                d.starts_with("not deployed") || d.starts_with("not trained"),
+                "{d}"
+            );
+        }
         // the choice is reported next to the mode's own
         let own = "its own target would have given";
         assert!(
