@@ -287,8 +287,8 @@ pub fn curve_threshold(curve: &[(f64, WarningMetrics)], min_precision: f64) -> O
 /// threshold than one that wastes many; a per-mode target spends the same precision on
 /// each. Returns an index into each curve, `None` for a mode with no candidate reaching
 /// `min_mode_precision` with a failure warned ahead (it takes no part: its warnings would
-/// be mostly wasted visits); `None` in all when the modes together cannot reach
-/// `min_precision` (the caller keeps its per-mode choices).
+/// be mostly wasted visits); `None` instead of the list when the modes together cannot
+/// reach `min_precision` (the caller keeps its per-mode choices).
 ///
 /// Method: Lagrangian relaxation. For a price `λ` of a warning below the precision
 /// target, each mode takes its candidate maximising `warned_ahead − λ·(min_precision ·

@@ -701,8 +701,7 @@ pub fn train_modes(
             .map(|&i| {
                 let f = &fits[i];
                 let lead = Duration::days(MIN_LEAD_DAYS);
-                f.curve
-                    .iter()
+                (f.curve.iter())
                     .map(|(t, _)| warning_metrics(&f.valid_replay, *t, f.horizon, lead))
                     .collect()
             })
@@ -715,17 +714,11 @@ pub fn train_modes(
             options.min_mode_precision,
         );
         // `None`: the modes cannot reach the target together, each keeps its own choice
-        let chosen_any = chosen.is_some();
         let modes = joint.len();
-        for (&i, k) in joint
-            .iter()
-            .zip(chosen.unwrap_or_else(|| vec![None; modes]))
-        {
+        for (&i, k) in joint.iter().zip(chosen.into_iter().flatten()) {
             let f = &mut fits[i];
             let Some(k) = k else {
-                if chosen_any {
-                    f.withdraw(options.min_mode_precision);
-                }
+                f.withdraw(options.min_mode_precision);
                 continue;
             };
             let (t, m) = f.curve[k].clone();
@@ -796,20 +789,40 @@ impl ModeFit {
     fn set_threshold(&mut self, threshold: f64, why: &str) {
         let Some(p) = &mut self.params else { return };
         p.threshold = threshold;
-        let pr_auc = self.model.report.metrics.pr_auc;
-        let mut m = validation_metrics(&self.valid_scores, &self.valid_labels, threshold, true);
-        m.pr_auc = pr_auc;
-        m.warnings = Some(warning_metrics(
+        self.model.report.metrics = held_out_metrics(
+            &self.valid_scores,
+            &self.valid_labels,
             &self.valid_replay,
             threshold,
             self.horizon,
-            Duration::days(MIN_LEAD_DAYS),
-        ));
-        self.model.report.metrics = m;
-        self.model.parameters = serde_json::to_value(&*p)
-            .expect("risk parameters are numbers and strings: they always serialize");
+        );
+        self.model.parameters = parameters_json(p);
         self.model.report.decision.push_str(why);
     }
+}
+
+/// A scorer's validation metrics at `threshold`: per sample, and its warnings replayed
+/// over the validation window (`replay`).
+fn held_out_metrics(
+    scores: &[f64],
+    labels: &[bool],
+    replay: &[ScoredSeries],
+    threshold: f64,
+    horizon: Duration,
+) -> ValidationMetrics {
+    let mut m = validation_metrics(scores, labels, threshold, true);
+    m.warnings = Some(warning_metrics(
+        replay,
+        threshold,
+        horizon,
+        Duration::days(MIN_LEAD_DAYS),
+    ));
+    m
+}
+
+fn parameters_json(params: &RiskParameters) -> serde_json::Value {
+    serde_json::to_value(params)
+        .expect("risk parameters are numbers and strings: they always serialize")
 }
 
 fn fit_mode(
@@ -1011,14 +1024,8 @@ fn fit_mode(
     }
     params.alarm_count.threshold = threshold(Scorer::AlarmCount, 1.0);
     let scored = |scorer: Scorer, scores: &[f64], threshold: f64| {
-        let mut m = validation_metrics(scores, &valid_labels, threshold, true);
-        m.warnings = Some(warning_metrics(
-            valid_replay.get(&scorer).map_or(&[][..], |s| s.as_slice()),
-            threshold,
-            horizon,
-            lead,
-        ));
-        m
+        let replay = valid_replay.get(&scorer).map_or(&[][..], |s| s.as_slice());
+        held_out_metrics(scores, &valid_labels, replay, threshold, horizon)
     };
     let valid_scores: Vec<f64> = valid
         .iter()
@@ -1110,8 +1117,7 @@ fn fit_mode(
     Some(ModeFit {
         model: TrainedModel {
             report: report(metrics, baselines, deployed, decision, &info),
-            parameters: serde_json::to_value(&params)
-                .expect("risk parameters are numbers and strings: they always serialize"),
+            parameters: parameters_json(&params),
         },
         own_threshold: params.threshold,
         params: Some(params),

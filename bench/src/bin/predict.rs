@@ -198,11 +198,10 @@ fn main() -> anyhow::Result<()> {
     // failures in the scored window whose precursor started at least 3 days before them
     // (what any scorer could see in time), per mode
     let mut visible: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    // (device, failure time) → its row of `outcomes`: a full-strength precursor that
-    // started at least 3 days before it (0), a weak one (1), neither (2)
-    let mut precursor_row: BTreeMap<(usize, DateTime<Utc>), usize> = BTreeMap::new();
-    // (device, failure time) → days from its precursor's start to the failure
-    let mut precursor_days: BTreeMap<(usize, DateTime<Utc>), f64> = BTreeMap::new();
+    // (device, failure time) → its row of `outcomes` (a full-strength precursor that
+    // started at least 3 days before it: 0, a weak one: 1, neither: 2) and the days from
+    // its precursor's start to the failure
+    let mut precursor_row: BTreeMap<(usize, DateTime<Utc>), (usize, Option<f64>)> = BTreeMap::new();
     // the model's failures with a visible precursor, per mode and precursor length
     // (3–5, 5–8, 8–12, 12+ days): [warned >= 3 d, all]
     let mut by_length: BTreeMap<usize, [[u64; 2]; 4]> = BTreeMap::new();
@@ -232,10 +231,9 @@ fn main() -> anyhow::Result<()> {
                 (true, false) => 1,
                 (false, _) => 2,
             };
-            precursor_row.insert((i, *ts), row);
-            if let Some(p) = precursor_start {
-                precursor_days.insert((i, *ts), (*ts - p.ts).num_minutes() as f64 / 1440.0);
-            }
+            let days =
+                (precursor_start.as_ref()).map(|p| (*ts - p.ts).num_minutes() as f64 / 1440.0);
+            precursor_row.insert((i, *ts), (row, days));
             if *ts >= train_end && *ts < end - horizon {
                 let v = visible.entry(failure_mode.clone()).or_default();
                 v.1 += 1;
@@ -327,11 +325,10 @@ fn main() -> anyhow::Result<()> {
                                 3
                             };
                             if *scorer == Scorer::Model {
-                                let row = precursor_row.get(&(*i, *at)).copied().unwrap_or(2);
+                                let (row, days) =
+                                    precursor_row.get(&(*i, *at)).copied().unwrap_or((2, None));
                                 outcomes.entry(k).or_default()[row][outcome] += 1;
-                                if let (true, Some(&len)) =
-                                    (row < 2, precursor_days.get(&(*i, *at)))
-                                {
+                                if let (true, Some(len)) = (row < 2, days) {
                                     let b = match len {
                                         l if l < 5.0 => 0,
                                         l if l < 8.0 => 1,
