@@ -14,6 +14,11 @@ use fleetpulse_domain::telemetry::{
 use fleetpulse_domain::{Reading, Serial};
 use serde_json::Value;
 
+/// Bytes of an oversized payload that its dead letter keeps: enough to see which device
+/// and firmware sent it and what it was, without storing (and serving) the whole thing.
+/// The dead letter's detail names the full size.
+pub const OVERSIZED_KEPT_BYTES: usize = 1024;
+
 /// The decoded contents of one PUBLISH.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Decoded {
@@ -27,8 +32,8 @@ pub struct Decoded {
     /// DISCONNECT or the device's own `offline` is graceful, its last will is not).
     pub connection_end: Option<fleetpulse_domain::store::ConnectionEnd>,
     /// `true` when the topic is not one of the sender's own contract topics: the whole
-    /// message became one `unsupported_topic` dead letter. The built-in endpoint
-    /// disconnects such a client.
+    /// message became one `unsupported_topic` dead letter (acknowledged like any other;
+    /// the built-in endpoint logs it).
     pub topic_refused: bool,
     /// Size of the payload as received, in bytes (counts toward a batch's byte limit).
     pub payload_bytes: usize,
@@ -70,6 +75,9 @@ pub fn decode(
         payload_bytes: payload.len(),
         ..Decoded::default()
     };
+    let oversized = payload.len() > limits.max_payload_bytes;
+    // What a refused whole message keeps: all of it, or the head of an oversized one.
+    let kept = || payload[..kept_len(payload.len(), limits)].to_vec();
     let device_topic = match parse_topic(topic) {
         Ok(t) if t.serial.as_str() == client_id => t,
         Ok(t) => {
@@ -80,20 +88,29 @@ pub fn decode(
                     t.serial
                 ),
             );
-            decoded
-                .dead_letters
-                .push(dead_letter(rejection, payload.to_vec()));
+            decoded.dead_letters.push(dead_letter(rejection, kept()));
             decoded.topic_refused = true;
             return decoded;
         }
         Err(rejection) => {
-            decoded
-                .dead_letters
-                .push(dead_letter(rejection, payload.to_vec()));
+            decoded.dead_letters.push(dead_letter(rejection, kept()));
             decoded.topic_refused = true;
             return decoded;
         }
     };
+    if oversized {
+        let rejection = Rejection::new(
+            RejectReason::PayloadTooLarge,
+            format!(
+                "payload of {} bytes; at most {} are accepted (ingest.limits.max_payload_bytes); its first {} bytes are kept",
+                payload.len(),
+                limits.max_payload_bytes,
+                kept_len(payload.len(), limits),
+            ),
+        );
+        decoded.dead_letters.push(dead_letter(rejection, kept()));
+        return decoded;
+    }
     match device_topic.channel {
         Channel::Telemetry => {
             let results = parse_telemetry(&device_topic.serial, payload, received_at, limits);
@@ -122,6 +139,46 @@ pub fn decode(
         },
     }
     decoded
+}
+
+/// How much of a `len`-byte payload a dead letter keeps.
+fn kept_len(len: usize, limits: &TelemetryLimits) -> usize {
+    if len > limits.max_payload_bytes {
+        len.min(OVERSIZED_KEPT_BYTES)
+    } else {
+        len
+    }
+}
+
+/// The dead letter of a PUBLISH the built-in endpoint did not read whole, because its
+/// packet was over `mqtt.max_packet_bytes`: `packet_bytes` is its remaining length,
+/// `payload_bytes` its payload's size, `head` the payload's first bytes (at most
+/// [`OVERSIZED_KEPT_BYTES`]). One `payload_too_large` dead letter, whatever the topic.
+pub fn oversized_packet(
+    topic: &str,
+    client_id: &str,
+    head: &[u8],
+    packet_bytes: usize,
+    payload_bytes: usize,
+    max_packet_bytes: usize,
+    received_at: DateTime<Utc>,
+) -> Decoded {
+    let detail = format!(
+        "PUBLISH packet of {packet_bytes} bytes (payload {payload_bytes} bytes) is over mqtt.max_packet_bytes = {max_packet_bytes}; it was skipped unread and its first {} bytes are kept",
+        head.len()
+    );
+    Decoded {
+        dead_letters: vec![NewDeadLetter {
+            received_at,
+            topic: topic.to_owned(),
+            client_id: client_id.to_owned(),
+            reason: RejectReason::PayloadTooLarge,
+            detail,
+            payload: head.to_vec(),
+        }],
+        payload_bytes: head.len(),
+        ..Decoded::default()
+    }
 }
 
 /// The elements of a backlog array when the parser returned one result per element, so
@@ -251,6 +308,63 @@ mod tests {
         assert_eq!(d.dead_letters[0].reason, RejectReason::UnsupportedTopic);
         let d = run("some/other/topic", "OC5-000001", "{}");
         assert!(d.topic_refused);
+    }
+
+    #[test]
+    fn an_oversized_payload_keeps_its_size_and_first_bytes_on_any_channel() {
+        let limits = TelemetryLimits {
+            max_payload_bytes: 2_000,
+            ..TelemetryLimits::default()
+        };
+        let big = format!(r#"{{"seq":1,"pad":"{}"}}"#, "x".repeat(5_000));
+        for topic in [
+            TELEMETRY,
+            STATUS,
+            "fleetpulse/v1/devices/OC5-000002/telemetry",
+        ] {
+            let d = decode(topic, "OC5-000001", big.as_bytes(), now(), &limits);
+            assert_eq!(d.dead_letters.len(), 1, "{topic}");
+            let dl = &d.dead_letters[0];
+            assert_eq!(
+                dl.payload,
+                &big.as_bytes()[..OVERSIZED_KEPT_BYTES],
+                "{topic}"
+            );
+            assert!(d.readings.is_empty() && d.status.is_none());
+            if !d.topic_refused {
+                assert_eq!(dl.reason, RejectReason::PayloadTooLarge);
+                assert!(dl.detail.contains(&big.len().to_string()), "{}", dl.detail);
+            }
+        }
+        // At the limit: kept whole.
+        let small = format!(r#"{{"seq":1,"pad":"{}"}}"#, "x".repeat(1_500));
+        let d = decode(STATUS, "OC5-000001", small.as_bytes(), now(), &limits);
+        assert_eq!(d.dead_letters[0].payload, small.as_bytes());
+    }
+
+    #[test]
+    fn an_oversized_packet_is_one_dead_letter_with_its_sizes() {
+        let d = oversized_packet(
+            TELEMETRY,
+            "OC5-000001",
+            b"{\"seq\":1",
+            300_040,
+            300_000,
+            266_240,
+            now(),
+        );
+        assert_eq!(d.dead_letters.len(), 1);
+        let dl = &d.dead_letters[0];
+        assert_eq!(dl.reason, RejectReason::PayloadTooLarge);
+        assert_eq!(dl.payload, b"{\"seq\":1");
+        assert!(
+            dl.detail.contains("300040")
+                && dl.detail.contains("300000")
+                && dl.detail.contains("266240"),
+            "{}",
+            dl.detail
+        );
+        assert_eq!(d.entries(), 1);
     }
 
     #[test]

@@ -16,6 +16,17 @@
 //! certificate against `broker.tls.ca_file` (or the system's CA certificates), and
 //! presents a client certificate when `broker.tls.cert_file`/`key_file` are set.
 //!
+//! Poison from the broker: every delivery the client can read is decoded, and whatever
+//! cannot be used (too large for `ingest.limits.max_payload_bytes`, not JSON, another
+//! contract's topic …) becomes one dead letter, acked like any reading, so the broker
+//! never redelivers it. The client reads packets up to `broker.max_packet_bytes`
+//! (default 2 MiB), well above the payload limit, and the broker must refuse anything
+//! larger (`max_packet_size` in `config/mosquitto.example.conf`). A delivery over the
+//! client's limit cannot be read, hence not acked: rumqttc drops the connection and the
+//! broker sends it again on the next. That is logged as an error each time, counted
+//! (`broker_oversized_packets_total`), and retried only every `max_reconnect_backoff`,
+//! never in a tight loop; the fix is the broker's limit.
+//!
 //! Backpressure: while the pipeline is full the event loop is not polled, so the socket
 //! is not read and the broker holds its messages. A stall longer than 1.5 × keepalive
 //! makes the broker drop the connection; rumqttc reconnects and the session resumes.
@@ -29,11 +40,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use fleetpulse_domain::telemetry::{STATUS_FILTER, TELEMETRY_FILTER};
+use rumqttc::mqttbytes::Error as MqttBytesError;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{Packet, Publish, SubscribeFilter, SubscribeReasonCode};
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, TlsConfiguration,
-    Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, StateError,
+    TlsConfiguration, Transport,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -41,6 +53,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::decode::{decode, topic_client_id};
 use crate::pipeline::{Ack, Inbound, PipelineHandle};
+use crate::stats::IngestStats;
 use crate::tls::{TlsFileError, load_certs, load_key, load_roots, provider};
 
 /// The client id used when none is configured.
@@ -70,8 +83,13 @@ pub struct ExternalConfig {
         default = "default_keep_alive"
     )]
     pub keep_alive: Duration,
-    /// Largest packet accepted from the broker, in bytes. Default 260 KiB (the payload
-    /// limit plus room for the topic).
+    /// Largest packet read from the broker, in bytes (remaining length: topic, packet id
+    /// and payload; rumqttc buffers one whole packet). Default 2 MiB: well above
+    /// `ingest.limits.max_payload_bytes` (256 KiB), so an oversized payload is read and
+    /// becomes a `payload_too_large` dead letter. Keep it above the broker's own limit
+    /// (Mosquitto `max_packet_size`): a delivery over this one cannot be read or acked,
+    /// and the broker redelivers it on every connection (logged and counted, retried
+    /// every `max_reconnect_backoff_ms`).
     #[serde(default = "default_max_packet_bytes")]
     pub max_packet_bytes: usize,
     /// Longest pause between reconnection attempts, in milliseconds
@@ -112,7 +130,7 @@ const fn default_keep_alive() -> Duration {
     Duration::from_secs(30)
 }
 const fn default_max_packet_bytes() -> usize {
-    260 * 1024
+    2 * 1024 * 1024
 }
 const fn default_max_reconnect_backoff() -> Duration {
     Duration::from_secs(10)
@@ -174,6 +192,7 @@ pub struct ExternalSource {
     broker: String,
     client_id: String,
     max_reconnect_backoff: Duration,
+    max_packet_bytes: usize,
 }
 
 impl ExternalSource {
@@ -213,6 +232,7 @@ impl ExternalSource {
             broker: format!("{host}:{port}"),
             client_id: config.client_id,
             max_reconnect_backoff: config.max_reconnect_backoff,
+            max_packet_bytes: config.max_packet_bytes,
         })
     }
 
@@ -227,6 +247,7 @@ impl ExternalSource {
             broker,
             client_id,
             max_reconnect_backoff,
+            max_packet_bytes,
         } = self;
         info!(%broker, %client_id, "external broker source starting");
         let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
@@ -268,14 +289,28 @@ impl ExternalSource {
                         error!(%broker, %client_id, "the broker refused a subscription: no telemetry will arrive (check the broker's ACL)");
                     }
                 }
+                Ok(Event::Outgoing(Outgoing::PubAck(_))) => pipeline.stats().acked(1),
                 Ok(_) => {}
                 Err(err) => {
                     epoch.fetch_add(1, Ordering::SeqCst);
                     pipeline.stats().broker_connection_lost();
-                    log_connection_error(&broker, &err, backoff);
+                    let pause = if let Some(bytes) = oversized(&err) {
+                        // The broker sends it again on the next connection: no tight
+                        // loop, and said loudly every time.
+                        pipeline.stats().broker_oversized_packet();
+                        let retry_in_ms =
+                            u64::try_from(max_reconnect_backoff.as_millis()).unwrap_or(u64::MAX);
+                        error!(%broker, bytes, max_packet_bytes, retry_in_ms,
+                            "a delivery is over broker.max_packet_bytes: it cannot be read or acked, and the broker redelivers it on every connection, holding back what is queued behind it; \
+                             set the broker's max_packet_size below broker.max_packet_bytes (or raise broker.max_packet_bytes)");
+                        max_reconnect_backoff
+                    } else {
+                        log_connection_error(&broker, &err, backoff);
+                        backoff
+                    };
                     tokio::select! {
                         () = &mut shutdown => break,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(pause) => {}
                     }
                     backoff = (backoff * 2).min(max_reconnect_backoff);
                 }
@@ -285,7 +320,15 @@ impl ExternalSource {
         pipeline.stats().set_connected(false);
         info!(%broker, "external broker source stopping: waiting for the pipeline's acks");
         drop(ack_tx);
-        drain(&client, &mut eventloop, acker, &epoch, &broker).await;
+        drain(
+            &client,
+            &mut eventloop,
+            acker,
+            &epoch,
+            &broker,
+            pipeline.stats(),
+        )
+        .await;
         info!(%broker, "external broker source stopped");
     }
 }
@@ -298,6 +341,7 @@ async fn drain(
     mut acker: tokio::task::JoinHandle<()>,
     epoch: &AtomicU64,
     broker: &str,
+    stats: &IngestStats,
 ) {
     let mut acked_all = false;
     let mut dropped = 0_u64;
@@ -324,6 +368,7 @@ async fn drain(
             event = eventloop.poll() => match event {
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
                 Ok(Event::Incoming(Packet::Publish(_))) => dropped += 1,
+                Ok(Event::Outgoing(Outgoing::PubAck(_))) => stats.acked(1),
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     epoch.fetch_add(1, Ordering::SeqCst);
                 }
@@ -407,6 +452,16 @@ async fn ack_loop(
             stale,
             "acks skipped: their deliveries came on an earlier connection"
         );
+    }
+}
+
+/// The size of the delivery when `err` is rumqttc refusing a packet over its limit.
+fn oversized(err: &ConnectionError) -> Option<usize> {
+    match err {
+        ConnectionError::MqttState(StateError::Deserialization(
+            MqttBytesError::PayloadSizeLimitExceeded(bytes),
+        )) => Some(*bytes),
+        _ => None,
     }
 }
 
@@ -541,6 +596,7 @@ fn parse_broker_url(url: &str) -> Result<(Scheme, String, u16), ExternalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleetpulse_domain::telemetry::TelemetryLimits;
 
     #[test]
     fn broker_urls() {
@@ -591,6 +647,33 @@ mod tests {
             serde_json::from_str::<ExternalConfig>(r#"{"url":"mqtt://x","clientid":"a"}"#).is_err()
         );
         assert!(ExternalSource::new(ExternalConfig::new("mqtt://x:1")).is_ok());
+    }
+
+    #[test]
+    fn the_example_mosquitto_config_refuses_what_ingest_could_not_read() {
+        let conf = include_str!("../../config/mosquitto.example.conf");
+        let limit: usize = conf
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("max_packet_size "))
+            .expect("config/mosquitto.example.conf sets max_packet_size")
+            .trim()
+            .parse()
+            .expect("a number");
+        // Mosquitto's limit covers the whole packet, ours its remaining length.
+        assert!(limit <= default_max_packet_bytes(), "{limit}");
+        assert!(
+            limit > TelemetryLimits::default().max_payload_bytes,
+            "an oversized payload must reach ingest to be dead-lettered: {limit}"
+        );
+    }
+
+    #[test]
+    fn a_packet_over_the_client_limit_is_recognised() {
+        let err = ConnectionError::MqttState(StateError::Deserialization(
+            MqttBytesError::PayloadSizeLimitExceeded(300_000),
+        ));
+        assert_eq!(oversized(&err), Some(300_000));
+        assert_eq!(oversized(&ConnectionError::NetworkTimeout), None);
     }
 
     #[test]

@@ -28,6 +28,7 @@ struct Counters {
     connected: AtomicBool,
     connections: AtomicU64,
     reconnects: AtomicU64,
+    broker_oversized: AtomicU64,
     journal_records: AtomicU64,
     /// Orders created or updated by commits so far: the order stream waits on it.
     order_changes: tokio::sync::watch::Sender<u64>,
@@ -50,7 +51,8 @@ pub struct IngestStatsSnapshot {
     pub duplicates: u64,
     /// Dead letters committed (including the store's unknown-device refusals).
     pub dead_lettered: u64,
-    /// Acks run after their batch committed.
+    /// Acknowledgements written once their batch was durable: PUBACKs and PUBRECs
+    /// written to device sockets, acks the external broker client sent.
     pub acked: u64,
     /// Batches committed.
     pub batches: u64,
@@ -63,6 +65,9 @@ pub struct IngestStatsSnapshot {
     pub device_connections: u64,
     /// Times the external source lost its broker connection.
     pub broker_reconnects: u64,
+    /// Deliveries from the external broker over `broker.max_packet_bytes`: each cost a
+    /// reconnect and comes again (see docs/operations.md).
+    pub broker_oversized_packets: u64,
     /// Records written (and synced) to the ingest journal.
     pub journal_records: u64,
     /// Journal records written but not yet applied to the store, and their bytes.
@@ -85,6 +90,7 @@ impl IngestStats {
             connected: c.connected.load(Ordering::Relaxed),
             device_connections: get(&c.connections),
             broker_reconnects: get(&c.reconnects),
+            broker_oversized_packets: get(&c.broker_oversized),
             journal_records: get(&c.journal_records),
             journal_unapplied_records: c.journal.get().map_or(0, |j| {
                 j.durable_through().saturating_sub(j.applied_through())
@@ -102,7 +108,7 @@ impl IngestStats {
     /// every metric prefixed `fleetpulse_ingest_`.
     pub fn write_prometheus(&self, out: &mut String) {
         let s = self.snapshot();
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 10] = [
             (
                 "received_messages_total",
                 "MQTT messages accepted by the pipeline.",
@@ -120,7 +126,7 @@ impl IngestStats {
             ),
             (
                 "acked_total",
-                "Acknowledgements sent after their batch committed.",
+                "Acknowledgements written (PUBACK, PUBREC, broker acks) once their batch was durable.",
                 s.acked,
             ),
             ("batches_total", "Batches committed.", s.batches),
@@ -133,6 +139,11 @@ impl IngestStats {
                 "broker_reconnects_total",
                 "Lost connections to the external broker.",
                 s.broker_reconnects,
+            ),
+            (
+                "broker_oversized_packets_total",
+                "Deliveries over broker.max_packet_bytes (each breaks the broker connection).",
+                s.broker_oversized_packets,
             ),
             (
                 "dead_lettered_total",
@@ -283,6 +294,13 @@ impl IngestStats {
         if self.counters.connected.swap(false, Ordering::Relaxed) {
             self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The external source met a delivery over its packet limit.
+    pub(crate) fn broker_oversized_packet(&self) {
+        self.counters
+            .broker_oversized
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn connection_opened(&self) {

@@ -371,39 +371,67 @@ async fn a_malformed_payload_beside_a_good_one_becomes_one_dead_letter_and_both_
 }
 
 #[tokio::test]
-async fn publishing_to_another_devices_topic_is_dead_lettered_and_disconnects() {
+async fn another_devices_topic_is_dead_lettered_once_acked_and_the_connection_goes_on() {
     let app = spawn_app().await;
-    let mut device = connect_device(device_options(app.addr, "OC5-000001"))
-        .connected()
-        .await;
-
+    let mut device = RawDevice::connect(app.addr, "OC5-000001").await;
+    let foreign = telemetry_topic("OC5-000002");
     device
-        .publish(&telemetry_topic("OC5-000002"), QoS::AtLeastOnce, reading(1))
+        .send(publish(&foreign, QoS::AtLeastOnce, 1, reading(1)))
         .await;
-    device.disconnected().await;
+    device
+        .send(publish(
+            &telemetry_topic("OC5-000001"),
+            QoS::AtLeastOnce,
+            2,
+            reading(2),
+        ))
+        .await;
+    assert_eq!(device.read_pkids(2).await, [("PUBACK", 1), ("PUBACK", 2)]);
 
-    let app = &app;
-    eventually("the unsupported_topic dead letter", move || async move {
-        app.dead_letters()
-            .await
-            .iter()
-            .any(|d| d.reason == RejectReason::UnsupportedTopic && d.client_id == "OC5-000001")
-    })
-    .await;
+    let letters = app.dead_letters().await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].reason, RejectReason::UnsupportedTopic);
+    assert_eq!(letters[0].client_id, "OC5-000001");
+    assert_eq!(letters[0].topic, foreign);
     assert!(app.readings("OC5-000002").await.is_empty());
+    assert_eq!(app.readings("OC5-000001").await, [2]);
 }
 
 #[tokio::test]
-async fn qos_2_disconnects() {
+async fn qos_2_gets_pubrec_after_the_commit_and_pubcomp_for_its_pubrel() {
     let app = spawn_app().await;
-    let mut device = connect_device(device_options(app.addr, "OC5-000001"))
-        .connected()
-        .await;
+    let mut device = RawDevice::connect(app.addr, "OC5-000001").await;
+    let topic = telemetry_topic("OC5-000001");
     device
-        .publish(&telemetry_topic("OC5-000001"), QoS::ExactlyOnce, reading(1))
+        .send(publish(&topic, QoS::ExactlyOnce, 7, reading(1)))
         .await;
-    device.disconnected().await;
-    assert!(app.readings("OC5-000001").await.is_empty());
+    assert_eq!(device.read_pkids(1).await, [("PUBREC", 7)]);
+    // The PUBREC means committed.
+    assert_eq!(app.readings("OC5-000001").await, [1]);
+    device.send(Packet::PubRel(rumqttc::PubRel::new(7))).await;
+    assert_eq!(device.read_pkids(1).await, [("PUBCOMP", 7)]);
+    // A PUBREL after a reconnect (the endpoint keeps no state) is answered too, and a
+    // resent PUBLISH is stored once.
+    let mut device = RawDevice::connect(app.addr, "OC5-000001").await;
+    let mut again = rumqttc::Publish::new(&topic, QoS::ExactlyOnce, reading(1));
+    again.pkid = 7;
+    again.dup = true;
+    device.send(Packet::Publish(again)).await;
+    device.send(Packet::PubRel(rumqttc::PubRel::new(9))).await;
+    device
+        .send(publish(&topic, QoS::AtLeastOnce, 8, reading(2)))
+        .await;
+    // PUBCOMP goes out as soon as the PUBREL is read; PUBREC and PUBACK in order after
+    // their commit.
+    let mut acks = device.read_pkids(3).await;
+    let pubcomp = acks
+        .iter()
+        .position(|a| a.0 == "PUBCOMP")
+        .expect("a PUBCOMP");
+    assert_eq!(acks.remove(pubcomp), ("PUBCOMP", 9));
+    assert_eq!(acks, [("PUBREC", 7), ("PUBACK", 8)]);
+    assert_eq!(app.readings("OC5-000001").await, [1, 2]);
+    assert!(app.dead_letters().await.is_empty());
 }
 
 #[tokio::test]
@@ -585,6 +613,12 @@ async fn shutdown_commits_and_acks_what_was_accepted_before_closing_sockets() {
 }
 
 /// A device speaking MQTT through rumqttc's codec over a plain socket.
+fn publish(topic: &str, qos: QoS, pkid: u16, payload: impl Into<Vec<u8>>) -> Packet {
+    let mut publish = Publish::new(topic, qos, payload);
+    publish.pkid = pkid;
+    Packet::Publish(publish)
+}
+
 struct RawDevice {
     stream: tokio::net::TcpStream,
     buf: BytesMut,
@@ -639,6 +673,20 @@ impl RawDevice {
         }
     }
 
+    /// The next `n` acknowledgements, by kind and packet id.
+    async fn read_pkids(&mut self, n: usize) -> Vec<(&'static str, u16)> {
+        let mut acks = Vec::new();
+        while acks.len() < n {
+            acks.push(match self.read().await {
+                Some(Packet::PubAck(a)) => ("PUBACK", a.pkid),
+                Some(Packet::PubRec(a)) => ("PUBREC", a.pkid),
+                Some(Packet::PubComp(a)) => ("PUBCOMP", a.pkid),
+                other => panic!("expected an acknowledgement, got {other:?}"),
+            });
+        }
+        acks
+    }
+
     async fn read_until_closed(&mut self) -> Vec<Packet> {
         let mut packets = Vec::new();
         while let Some(packet) = self.read().await {
@@ -649,20 +697,59 @@ impl RawDevice {
 }
 
 #[tokio::test]
-async fn an_oversize_packet_disconnects_without_being_read() {
+async fn an_oversize_publish_is_skipped_unread_dead_lettered_and_acked() {
     let config = EndpointConfig {
         max_packet_bytes: 1024,
         ..EndpointConfig::default()
     };
     let app = spawn_app_with(config, BatchPolicy::default()).await;
     let mut device = RawDevice::connect(app.addr, "OC5-000001").await;
-    let mut publish = Publish::new(
-        telemetry_topic("OC5-000001"),
-        QoS::AtLeastOnce,
-        vec![b' '; 4096],
+    let topic = telemetry_topic("OC5-000001");
+    let big = format!("{{\"seq\":2,{}}}", " ".repeat(300_000));
+    device
+        .send(publish(&topic, QoS::AtLeastOnce, 1, reading(1)))
+        .await;
+    device
+        .send(publish(&topic, QoS::AtLeastOnce, 2, big.clone()))
+        .await;
+    device
+        .send(publish(&topic, QoS::ExactlyOnce, 3, big.clone()))
+        .await;
+    device
+        .send(publish(&topic, QoS::AtLeastOnce, 4, reading(4)))
+        .await;
+    assert_eq!(
+        device.read_pkids(4).await,
+        [("PUBACK", 1), ("PUBACK", 2), ("PUBREC", 3), ("PUBACK", 4)]
     );
-    publish.pkid = 1;
-    device.send(Packet::Publish(publish)).await;
+    assert_eq!(app.readings("OC5-000001").await, [1, 4]);
+    let letters = app.dead_letters().await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for letter in &letters {
+        assert_eq!(letter.reason, RejectReason::PayloadTooLarge);
+        assert_eq!(letter.topic, topic);
+        assert_eq!(letter.payload.as_bytes(), &big.as_bytes()[..1024]);
+        assert!(
+            letter.detail.contains(&big.len().to_string()),
+            "{}",
+            letter.detail
+        );
+    }
+    // Written PUBACKs and PUBRECs, counted once written.
+    assert_eq!(app.pipeline.stats().snapshot().acked, 4);
+}
+
+#[tokio::test]
+async fn an_oversize_packet_other_than_publish_disconnects_without_being_read() {
+    let config = EndpointConfig {
+        max_packet_bytes: 1024,
+        ..EndpointConfig::default()
+    };
+    let app = spawn_app_with(config, BatchPolicy::default()).await;
+    let mut device = RawDevice::connect(app.addr, "OC5-000001").await;
+    let filter = format!("fleetpulse/{}", "x".repeat(4096));
+    let subscribe = rumqttc::Subscribe::new(filter, QoS::AtLeastOnce);
+    device.send(Packet::Subscribe(subscribe)).await;
     assert_eq!(device.read_until_closed().await, []);
     assert_eq!(app.pipeline.stats().snapshot().received_messages, 0);
 }

@@ -16,11 +16,11 @@ pub struct EndpointConfig {
     /// which usually belongs to a broker on the same host.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Largest MQTT packet accepted, in bytes (remaining length: topic, packet id and
-    /// payload). A device sending a bigger one is disconnected without its packet being
-    /// read. Default 260 KiB: the telemetry payload limit (256 KiB) plus room for the
-    /// topic, so a payload just over its limit becomes a `payload_too_large` dead letter
-    /// instead of a disconnect.
+    /// Largest MQTT packet read whole, in bytes (remaining length: topic, packet id and
+    /// payload). A bigger PUBLISH is read past without being buffered (only its topic,
+    /// packet id and first 1 KiB are kept), dead-lettered (`payload_too_large`) and
+    /// acknowledged; any other packet that big closes the connection. Default 260 KiB:
+    /// the telemetry payload limit (256 KiB) plus room for the topic.
     #[serde(default = "default_max_packet_bytes")]
     pub max_packet_bytes: usize,
     /// How long a new connection may take to send CONNECT, in seconds

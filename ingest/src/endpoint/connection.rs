@@ -9,13 +9,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use chrono::Utc;
 use fleetpulse_domain::Serial;
 use fleetpulse_domain::telemetry::status_topic;
 use rumqttc::mqttbytes::v4::{
-    ConnAck, ConnectReturnCode, LastWill, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
-    UnsubAck,
+    ConnAck, ConnectReturnCode, LastWill, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
+    SubscribeReasonCode, UnsubAck,
 };
 use rumqttc::mqttbytes::{self, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -26,14 +26,18 @@ use tracing::{debug, info, warn};
 use super::auth::authenticate;
 use super::tls::{DeviceStream, PeerCertificate};
 use super::{Kill, KillSender, Shared};
-use crate::decode::{Decoded, decode};
+use crate::decode::{Decoded, OVERSIZED_KEPT_BYTES, decode, oversized_packet};
 use crate::pipeline::{Ack, AckQueue, Inbound, PipelineHandle, QueuedAck};
+use crate::stats::IngestStats;
 use fleetpulse_domain::store::ConnectionEnd;
 
 /// Bytes asked of the socket at least per read. Also each connection's initial read
 /// buffer: at 10 000 connections every KiB here is 10 MiB of RSS, and a reading is a
 /// few hundred bytes (a bigger packet reserves exactly what it lacks).
 const READ_CHUNK: usize = 2 * 1024;
+/// Most bytes asked of the socket per read while an oversized PUBLISH is skipped: what
+/// the connection buffers of it at a time.
+const SKIP_CHUNK: usize = 64 * 1024;
 
 /// Serves one connection (plain TCP, or TLS after its handshake) from accept to close.
 /// `certificate`: the names of the client certificate a TLS handshake verified.
@@ -97,6 +101,7 @@ pub(super) async fn serve<S: DeviceStream>(
             kill_tx: kill_tx.clone(),
             kill: kill_rx.clone(),
             write_timeout: config.write_timeout,
+            stats: pipeline.stats().clone(),
         }
         .run(),
     );
@@ -231,9 +236,7 @@ enum Close {
     KeepaliveTimeout,
     TooLarge(usize),
     Protocol(mqttbytes::Error),
-    Qos2,
     Unexpected(&'static str),
-    ForeignTopic(String),
     PipelineClosed,
 }
 
@@ -255,9 +258,7 @@ impl Close {
             Close::KeepaliveTimeout => "keepalive_timeout",
             Close::TooLarge(_) => "packet_too_large",
             Close::Protocol(_) => "protocol_error",
-            Close::Qos2 => "qos2_unsupported",
             Close::Unexpected(_) => "unexpected_packet",
-            Close::ForeignTopic(_) => "unsupported_topic",
             Close::PipelineClosed => "pipeline_closed",
         }
     }
@@ -287,19 +288,13 @@ impl Close {
                 info!(serial = %serial, %peer, reason, %error, "device connection lost");
             }
             Close::TooLarge(bytes) => {
-                warn!(serial = %serial, %peer, reason, bytes, max_packet_bytes, "packet over mqtt.max_packet_bytes; disconnecting");
+                warn!(serial = %serial, %peer, reason, bytes, max_packet_bytes, "packet other than PUBLISH over mqtt.max_packet_bytes; disconnecting");
             }
             Close::Protocol(error) => {
                 warn!(serial = %serial, %peer, reason, %error, "malformed MQTT packet; disconnecting");
             }
-            Close::Qos2 => {
-                warn!(serial = %serial, %peer, reason, "QoS 2 PUBLISH (only QoS 0 and 1 are supported); disconnecting");
-            }
             Close::Unexpected(packet) => {
                 warn!(serial = %serial, %peer, reason, packet, "packet a device must not send; disconnecting");
-            }
-            Close::ForeignTopic(topic) => {
-                warn!(serial = %serial, %peer, reason, topic = ?topic, "PUBLISH to a topic that is not the device's own; dead-lettered, disconnecting");
             }
         }
     }
@@ -368,9 +363,108 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                         return error.into();
                     }
                 }
+                Err(mqttbytes::Error::PayloadSizeLimitExceeded(remaining)) => {
+                    if let Some(close) = self.skip_oversized(remaining).await {
+                        return close;
+                    }
+                }
                 Err(error) => return ReadError::from(error).into(),
             }
         }
+    }
+
+    /// Reads more bytes into the buffer (at least `missing` of room asked for), unless
+    /// the connection is interrupted or the read fails.
+    async fn read_more(&mut self, missing: usize) -> Option<Close> {
+        let filled = tokio::select! {
+            biased;
+            close = &mut self.interrupt => return Some(close),
+            filled = fill(&mut self.rd, &mut self.buf, missing, &mut self.idle) => filled,
+        };
+        filled.err().map(Close::from)
+    }
+
+    /// Reads until the buffer holds at least `len` bytes.
+    async fn read_to(&mut self, len: usize) -> Option<Close> {
+        while self.buf.len() < len {
+            let missing = len - self.buf.len();
+            if let Some(close) = self.read_more(missing).await {
+                return Some(close);
+            }
+        }
+        None
+    }
+
+    /// A packet over `max_packet_bytes` is at the front of the buffer, `remaining`
+    /// bytes after its fixed header. A PUBLISH is read past without being buffered: its
+    /// topic and packet id (at its start) and the first [`OVERSIZED_KEPT_BYTES`] of its
+    /// payload are kept, the rest is discarded as it arrives. It becomes one
+    /// `payload_too_large` dead letter, acknowledged like any other message once that
+    /// is durable, and the connection goes on: a device that resends what was not
+    /// acknowledged would otherwise send it forever. Any other packet that large ends
+    /// the connection.
+    async fn skip_oversized(&mut self, remaining: usize) -> Option<Close> {
+        let Some(header) = oversized_publish_header(&self.buf) else {
+            return Some(Close::TooLarge(remaining));
+        };
+        // What came before is handed on while this one streams past.
+        if let Some(close) = self.flush().await {
+            return Some(close);
+        }
+        let start = header.len;
+        if let Some(close) = self.read_to(start + 2).await {
+            return Some(close);
+        }
+        let topic_len = usize::from(u16::from_be_bytes([self.buf[start], self.buf[start + 1]]));
+        let id_len = if header.qos == QoS::AtMostOnce { 0 } else { 2 };
+        let variable = 2 + topic_len + id_len;
+        if variable > remaining {
+            return Some(Close::Protocol(mqttbytes::Error::MalformedPacket));
+        }
+        let payload_bytes = remaining - variable;
+        let head_len = payload_bytes.min(OVERSIZED_KEPT_BYTES);
+        // At most the topic (64 KiB) and the head are buffered.
+        if let Some(close) = self.read_to(start + variable + head_len).await {
+            return Some(close);
+        }
+        let Ok(topic) = std::str::from_utf8(&self.buf[start + 2..start + 2 + topic_len]) else {
+            return Some(Close::Protocol(mqttbytes::Error::TopicNotUtf8));
+        };
+        let topic = topic.to_owned();
+        let pkid = if id_len == 0 {
+            0
+        } else {
+            u16::from_be_bytes([
+                self.buf[start + 2 + topic_len],
+                self.buf[start + 3 + topic_len],
+            ])
+        };
+        let head = self.buf[start + variable..start + variable + head_len].to_vec();
+        let mut left = start + remaining;
+        loop {
+            let n = left.min(self.buf.len());
+            self.buf.advance(n);
+            left -= n;
+            if left == 0 {
+                break;
+            }
+            if let Some(close) = self.read_more(left.min(SKIP_CHUNK)).await {
+                return Some(close);
+            }
+        }
+        warn!(serial = %self.serial, reason = "packet_too_large", topic = ?topic, bytes = remaining,
+            max_packet_bytes = self.max_packet_bytes,
+            "PUBLISH over mqtt.max_packet_bytes: skipped unread, dead-lettered and acknowledged");
+        let decoded = oversized_packet(
+            &topic,
+            self.serial.as_str(),
+            &head,
+            remaining,
+            payload_bytes,
+            self.max_packet_bytes,
+            Utc::now(),
+        );
+        self.hand_on(decoded, header.qos, pkid).await
     }
 
     /// Hands the messages read so far to the pipeline, waiting while it is full (and
@@ -401,6 +495,13 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 self.send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)));
                 None
             }
+            Packet::PubRel(pubrel) => {
+                // The device has our PUBREC, so the message is durable already. No state
+                // is kept per packet id: PUBCOMP answers every PUBREL (MQTT 3.1.1
+                // §4.3.3 asks that even for an unknown id).
+                self.send(Packet::PubComp(PubComp::new(pubrel.pkid)));
+                None
+            }
             Packet::PingReq => {
                 self.send(Packet::PingResp);
                 None
@@ -411,9 +512,6 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 
     async fn on_publish(&mut self, publish: Publish) -> Option<Close> {
-        if publish.qos == QoS::ExactlyOnce {
-            return Some(Close::Qos2);
-        }
         let mut decoded = decode(
             &publish.topic,
             self.serial.as_str(),
@@ -432,41 +530,62 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             });
         }
         if decoded.topic_refused {
-            // Kept so an operator sees what the device tried (the read loop hands it
-            // on); not acked, since the device is disconnected anyway.
-            self.group.push(Inbound::new(decoded, None));
-            return Some(Close::ForeignTopic(publish.topic));
+            // Dead-lettered and acknowledged like any refused message: closing instead
+            // made a device that resends what was not acknowledged loop forever.
+            warn!(serial = %self.serial, reason = "unsupported_topic", topic = ?publish.topic,
+                "PUBLISH to a topic that is not the device's own: dead-lettered and acknowledged");
         }
-        let ack = if publish.qos == QoS::AtLeastOnce {
-            let permit = match Arc::clone(&self.inflight).try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(_) => {
-                    // Over the in-flight limit: hand on what is held (their acks free
-                    // permits), then wait.
-                    if let Some(close) = self.flush().await {
-                        return Some(close);
-                    }
-                    tokio::select! {
-                        biased;
-                        close = &mut self.interrupt => return Some(close),
-                        permit = Arc::clone(&self.inflight).acquire_owned() => {
-                            permit.expect("the in-flight semaphore of a connection is never closed")
-                        }
-                    }
-                }
-            };
-            Some(Ack::queued(
-                self.outbox.clone(),
-                QueuedAck {
-                    packet_id: publish.pkid,
-                    permit,
-                },
-            ))
-        } else {
-            None
+        self.hand_on(decoded, publish.qos, publish.pkid).await
+    }
+
+    /// Queues a message for the pipeline with the acknowledgement its QoS asks for, sent
+    /// once the batch holding it is durable: PUBACK for QoS 1, PUBREC for QoS 2 (the
+    /// device's PUBREL is then answered with PUBCOMP). A QoS 2 message is stored like a
+    /// QoS 1 one: a resent PUBLISH is deduplicated on (serial, seq), which is what
+    /// "exactly once" needs here.
+    async fn hand_on(&mut self, decoded: Decoded, qos: QoS, pkid: u16) -> Option<Close> {
+        let ack = match qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce | QoS::ExactlyOnce => {
+                let permit = match self.inflight_permit().await {
+                    Ok(permit) => permit,
+                    Err(close) => return Some(close),
+                };
+                let queue: Arc<dyn AckQueue> = if qos == QoS::ExactlyOnce {
+                    Arc::new(PubRecs(self.outbox.clone()))
+                } else {
+                    self.outbox.clone()
+                };
+                Some(Ack::queued(
+                    queue,
+                    QueuedAck {
+                        packet_id: pkid,
+                        permit,
+                    },
+                ))
+            }
         };
         self.group.push(Inbound::new(decoded, ack));
         None
+    }
+
+    /// An in-flight slot for a message that waits for its acknowledgement.
+    async fn inflight_permit(&mut self) -> Result<OwnedSemaphorePermit, Close> {
+        if let Ok(permit) = Arc::clone(&self.inflight).try_acquire_owned() {
+            return Ok(permit);
+        }
+        // Over the in-flight limit: hand on what is held (their acks free permits), then
+        // wait.
+        if let Some(close) = self.flush().await {
+            return Err(close);
+        }
+        tokio::select! {
+            biased;
+            close = &mut self.interrupt => Err(close),
+            permit = Arc::clone(&self.inflight).acquire_owned() => {
+                Ok(permit.expect("the in-flight semaphore of a connection is never closed"))
+            }
+        }
     }
 
     fn send(&self, packet: Packet) {
@@ -628,6 +747,36 @@ impl From<mqttbytes::Error> for ReadError {
     }
 }
 
+/// The fixed header of an oversized PUBLISH at the front of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+struct OversizedHeader {
+    /// Bytes of the fixed header (type byte and remaining length).
+    len: usize,
+    qos: QoS,
+}
+
+/// The fixed header at the front of `buf` when it is a PUBLISH's (whose remaining
+/// length `Packet::read` found over the limit, so all of the header is there); `None`
+/// for any other packet, or a PUBLISH with the invalid QoS 3.
+fn oversized_publish_header(buf: &[u8]) -> Option<OversizedHeader> {
+    let (&first, rest) = buf.split_first()?;
+    if first >> 4 != 3 {
+        return None;
+    }
+    let qos = match (first >> 1) & 0b11 {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        2 => QoS::ExactlyOnce,
+        _ => return None,
+    };
+    // The remaining length: 1 to 4 bytes, each but the last with its top bit set.
+    let length_bytes = rest.iter().take(4).position(|b| b & 0x80 == 0)? + 1;
+    Some(OversizedHeader {
+        len: 1 + length_bytes,
+        qos,
+    })
+}
+
 /// What a connection's writer sends, in the order it was queued: the PUBACKs the
 /// pipeline stages (all of a batch's before it wakes any writer, so a connection with
 /// several readings in one batch gets its PUBACKs in one socket write) and the reader's
@@ -648,6 +797,8 @@ struct Staged {
 
 enum Outgoing {
     PubAck(QueuedAck),
+    /// QoS 2: the PUBREC that takes the place of a PUBACK.
+    PubRec(QueuedAck),
     /// Rare; boxed so that an entry stays small (a whole `Packet` is a few hundred
     /// bytes, for CONNECT's sake).
     Packet(Box<Packet>),
@@ -689,6 +840,21 @@ impl AckQueue for Outbox {
     }
 }
 
+/// The same outbox, staging PUBRECs (QoS 2) where [`Outbox`] stages PUBACKs.
+struct PubRecs(Arc<Outbox>);
+
+impl AckQueue for PubRecs {
+    fn stage(&self, ack: QueuedAck) -> bool {
+        let mut staged = self.0.lock();
+        staged.items.push(Outgoing::PubRec(ack));
+        staged.items.len() == 1
+    }
+
+    fn flush(&self) {
+        self.0.ready.notify_one();
+    }
+}
+
 /// The writing half of a connection.
 struct Writer<W> {
     wr: W,
@@ -698,6 +864,8 @@ struct Writer<W> {
     kill_tx: KillSender,
     kill: watch::Receiver<Option<Kill>>,
     write_timeout: Duration,
+    /// Counts the acknowledgements once they are written.
+    stats: IngestStats,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
@@ -722,16 +890,25 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             }
             reader_gone = self.outbox.take(&mut items);
             let mut released: Option<OwnedSemaphorePermit> = None;
+            let mut acks = 0;
             for item in items.drain(..) {
-                match item {
-                    Outgoing::Packet(packet) => encode(&packet, &mut buf),
-                    Outgoing::PubAck(ack) => {
-                        encode(&Packet::PubAck(PubAck::new(ack.packet_id)), &mut buf);
-                        match released.as_mut() {
-                            Some(all) => all.merge(ack.permit),
-                            None => released = Some(ack.permit),
-                        }
+                let (packet, permit) = match item {
+                    Outgoing::Packet(packet) => {
+                        encode(&packet, &mut buf);
+                        continue;
                     }
+                    Outgoing::PubAck(ack) => {
+                        (Packet::PubAck(PubAck::new(ack.packet_id)), ack.permit)
+                    }
+                    Outgoing::PubRec(ack) => {
+                        (Packet::PubRec(PubRec::new(ack.packet_id)), ack.permit)
+                    }
+                };
+                encode(&packet, &mut buf);
+                acks += 1;
+                match released.as_mut() {
+                    Some(all) => all.merge(permit),
+                    None => released = Some(permit),
                 }
             }
             if !buf.is_empty() {
@@ -744,6 +921,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                     kill_once(&self.kill_tx, Kill::WriteFailed);
                     return;
                 }
+                self.stats.acked(acks);
                 buf.clear();
             }
             // The in-flight slots of the PUBLISHes just acked are free again.
@@ -784,6 +962,33 @@ fn packet_name(packet: &Packet) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_of_an_oversized_publish_is_found_and_other_packets_are_not() {
+        let mut buf = BytesMut::new();
+        let mut publish = Publish::new("t/x", QoS::ExactlyOnce, vec![b'x'; 300_000]);
+        publish.pkid = 7;
+        Packet::Publish(publish)
+            .write(&mut buf, usize::MAX)
+            .expect("encodes");
+        assert!(matches!(
+            Packet::read(&mut buf.clone(), 1_000),
+            Err(mqttbytes::Error::PayloadSizeLimitExceeded(_))
+        ));
+        assert_eq!(
+            oversized_publish_header(&buf),
+            Some(OversizedHeader {
+                len: 4,
+                qos: QoS::ExactlyOnce
+            })
+        );
+        let mut sub = BytesMut::new();
+        Packet::PingReq
+            .write(&mut sub, usize::MAX)
+            .expect("encodes");
+        assert_eq!(oversized_publish_header(&sub), None);
+        assert_eq!(oversized_publish_header(&[0x36, 0x80]), None, "QoS 3");
+    }
 
     #[test]
     fn only_a_will_on_the_own_status_topic_is_kept() {

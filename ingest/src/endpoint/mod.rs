@@ -8,9 +8,10 @@
 //!
 //! # Sessions
 //! CONNACK always says `session_present = false`: the endpoint keeps no session state
-//! for devices, and needs none. Device → server QoS 1 is the only flow: a device resends
-//! its unacknowledged PUBLISHes (with DUP) after reconnecting, and the store's
-//! (serial, seq) dedupe makes a resent reading harmless. There are no server → device
+//! for devices, and needs none. Device → server is the only flow: a device resends its
+//! unacknowledged PUBLISHes (with DUP) after reconnecting, and the store's
+//! (serial, seq) dedupe makes a resent reading harmless. QoS 2 is served the same way:
+//! PUBREC once committed, PUBCOMP for every PUBREL (no per-packet state). There are no server → device
 //! messages yet, so there are no subscriptions to keep: SUBSCRIBE is answered with a
 //! failure code for every filter.
 //!
@@ -25,8 +26,16 @@
 //!   decides: nothing more, the shared `mqtt.password`, or the device's own token (user
 //!   name = client id in both). Refusals are logged with a reason, never with a secret.
 //! - A device may publish only to its own topics (`fleetpulse/v1/devices/{client id}/
-//!   telemetry` and `…/status`). Anything else is dead-lettered (`unsupported_topic`) and
-//!   the device is disconnected; so is QoS 2 and a packet over `max_packet_bytes`.
+//!   telemetry` and `…/status`).
+//! - Whatever is refused leaves one dead letter and is then acknowledged like a stored
+//!   message, on a connection that stays open: another device's topic
+//!   (`unsupported_topic`), a payload that fails validation, and a PUBLISH over
+//!   `max_packet_bytes`, which is read past without being buffered (`payload_too_large`
+//!   with its sizes and first bytes). A device that resends what was not acknowledged
+//!   must always make progress; closing instead made it resend the refused message
+//!   forever, with nothing behind it getting through. Only a packet that is not a
+//!   message (another packet over the limit, a malformed one, one a client must not send)
+//!   closes the connection.
 //! - Nothing received for 1.5 × keepalive closes the connection.
 //! - A second connection with the same client id takes over: the first is closed
 //!   without publishing its will (the new connection's birth message must not be

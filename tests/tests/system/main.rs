@@ -12,6 +12,7 @@ mod dispatch;
 mod e2e;
 mod outage;
 mod predict;
+mod refused;
 mod reliability;
 mod restart;
 mod security;
