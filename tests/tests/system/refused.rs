@@ -221,10 +221,20 @@ async fn dead_letters_of(app: &App, client_id: &str) -> anyhow::Result<Vec<Value
         .collect())
 }
 
+/// The reasons of dead letters (their payloads can be large).
+fn reasons(letters: &[Value]) -> Vec<&Value> {
+    letters.iter().map(|l| &l["reason"]).collect()
+}
+
 /// Checks the one dead letter of an oversized message: its size is named, and only
 /// its first 1 024 bytes are kept.
 fn assert_oversized_letter(letter: &Value, sent: &str) {
-    assert_eq!(letter["reason"], json!("payload_too_large"), "{letter}");
+    assert_eq!(
+        letter["reason"],
+        json!("payload_too_large"),
+        "{}",
+        letter["detail"]
+    );
     let detail = letter["detail"].as_str().expect("detail");
     let payload = letter["payload"].as_str().expect("payload");
     assert!(
@@ -275,7 +285,7 @@ async fn builtin_endpoint_another_devices_topic_is_dead_lettered_once_and_acked(
     delivered_on_one_connection(&app, device, "foreign topic").await?;
     assert_eq!(seqs(&app, serial).await?, [1, 2, 3]);
     let letters = dead_letters_of(&app, serial).await?;
-    assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
+    assert_eq!(letters.len(), 1, "one dead letter: {:?}", reasons(&letters));
     assert_eq!(letters[0]["reason"], json!("unsupported_topic"));
     assert_eq!(letters[0]["topic"], json!(foreign));
     assert!(seqs(&app, "RF-000999").await.unwrap_or_default().is_empty());
@@ -315,7 +325,7 @@ async fn builtin_endpoint_a_packet_over_the_limit_is_dead_lettered_once_and_acke
     delivered_on_one_connection(&app, device, "oversized").await?;
     assert_eq!(seqs(&app, serial).await?, [1, 3]);
     let letters = dead_letters_of(&app, serial).await?;
-    assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
+    assert_eq!(letters.len(), 1, "one dead letter: {:?}", reasons(&letters));
     assert_oversized_letter(&letters[0], &big);
 
     // The same at QoS 2: PUBREC, PUBREL, PUBCOMP.
@@ -334,7 +344,7 @@ async fn builtin_endpoint_a_packet_over_the_limit_is_dead_lettered_once_and_acke
     app.applied().await?;
     assert_eq!(seqs(&app, serial).await?, [2]);
     let letters = dead_letters_of(&app, serial).await?;
-    assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
+    assert_eq!(letters.len(), 1, "one dead letter: {:?}", reasons(&letters));
     assert_oversized_letter(&letters[0], &big);
     Ok(())
 }
@@ -373,7 +383,7 @@ async fn external_mode_an_oversized_message_is_dead_lettered_once_and_the_rest_f
         Ok((!letters.is_empty()).then_some(letters))
     })
     .await?;
-    assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
+    assert_eq!(letters.len(), 1, "one dead letter: {:?}", reasons(&letters));
     assert_oversized_letter(&letters[0], &sent);
     let health = app.get_ok("/health").await?;
     assert_eq!(
@@ -381,5 +391,83 @@ async fn external_mode_an_oversized_message_is_dead_lettered_once_and_the_rest_f
         json!(0),
         "no reconnect: {health}"
     );
+    Ok(())
+}
+
+/// A delivery over `broker.max_packet_bytes` cannot be read, so it cannot be acked: it is
+/// said loudly (ERROR, `broker_oversized_packets_total`) and retried only every
+/// `max_reconnect_backoff`, not in a tight loop. Once the limit is raised, the same
+/// delivery is read, dead-lettered once and acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_mode_a_delivery_over_the_client_limit_is_counted_and_never_loops_fast()
+-> anyhow::Result<()> {
+    let broker = Mosquitto::start().await?;
+    let data = tempfile::tempdir()?;
+    let url = format!("mqtt://{}", broker.addr);
+    let args = ["serve", "--mqtt-url", url.as_str()];
+    let client_id = ("FLEETPULSE_BROKER__CLIENT_ID", "fleetpulse-over-limit");
+    let mut app = App::spawn_with_env(
+        data.path(),
+        &args,
+        &[
+            client_id,
+            ("FLEETPULSE_BROKER__MAX_PACKET_BYTES", "65536"),
+            ("FLEETPULSE_BROKER__MAX_RECONNECT_BACKOFF_MS", "1500"),
+        ],
+    )
+    .await?;
+    eventually(WAIT, "ingest connected to the broker", || async {
+        let h = app.get_ok("/health").await?;
+        Ok((h["ingest"]["connected"] == json!(true)).then_some(()))
+    })
+    .await?;
+    let serial = "RX-000009";
+    let sent = padded_reading(1, BIG);
+    publish_acked(
+        broker.addr,
+        "pub-over",
+        &telemetry_topic(serial),
+        std::slice::from_ref(&sent),
+    )
+    .await?;
+    let oversized = |n: u64| {
+        let app = &app;
+        async move {
+            let h = app.get_ok("/health").await?;
+            let seen = h["ingest"]["broker_oversized_packets"]
+                .as_u64()
+                .context("ingest.broker_oversized_packets")?;
+            Ok((seen >= n).then_some(()))
+        }
+    };
+    eventually(WAIT, "the oversized delivery to be counted", || {
+        oversized(1)
+    })
+    .await?;
+    let first = std::time::Instant::now();
+    eventually(WAIT, "the delivery to come again", || oversized(2)).await?;
+    let gap = first.elapsed();
+    assert!(
+        gap >= Duration::from_millis(1_000),
+        "retried after {gap:?}, not after max_reconnect_backoff (1.5 s)"
+    );
+    app.interrupt().await?;
+
+    // The same session with the default limit: read, dead-lettered once, acked.
+    let app = App::spawn_with_env(data.path(), &args, &[client_id]).await?;
+    let letters = eventually(WAIT, "the dead letter", || async {
+        let letters = dead_letters_of(&app, serial).await?;
+        Ok((!letters.is_empty()).then_some(letters))
+    })
+    .await?;
+    assert_eq!(letters.len(), 1, "one dead letter: {:?}", reasons(&letters));
+    assert_oversized_letter(&letters[0], &sent);
+    let r = reading(2, json!({}));
+    publish_acked(broker.addr, "pub-after", &telemetry_topic(serial), &[r]).await?;
+    eventually(WAIT, "the reading after it", || async {
+        Ok((seqs(&app, serial).await? == [2]).then_some(()))
+    })
+    .await?;
+    assert_eq!(dead_letters_of(&app, serial).await?.len(), 1);
     Ok(())
 }
