@@ -93,6 +93,7 @@ string_enum!(
         UnknownDevice => "unknown_device",
         RetiredDevice => "retired_device",
         SinkRejected => "sink_rejected",
+        StoreRejected => "store_rejected",
     }
 );
 
