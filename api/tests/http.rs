@@ -170,6 +170,10 @@ struct Answer {
 }
 
 async fn spawn_app() -> TestApp {
+    spawn_app_with(Arc::new(FakeIngest)).await
+}
+
+async fn spawn_app_with(ingest: Arc<dyn IngestStatus>) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let catalog = Arc::new(Catalog::from_toml_str(CATALOG).expect("test catalog is valid"));
     let opts = StoreOptions {
@@ -188,7 +192,7 @@ async fn spawn_app() -> TestApp {
     let router = fleetpulse_api::router(AppState {
         store: store.clone(),
         catalog,
-        ingest: Arc::new(FakeIngest),
+        ingest,
         dispatch: store.clone(),
         webhooks: store.clone(),
         reliability: store.clone(),
@@ -1062,6 +1066,63 @@ async fn health_is_503_degraded_with_the_same_shape_when_the_store_fails() {
     assert_eq!(h.body["status"], json!("degraded"));
     assert!(h.body["store"].is_object(), "{}", h.body);
     assert_eq!(h.body["ingest"], FakeIngest.snapshot());
+}
+
+/// Ingest counters with problems to report.
+struct TroubledIngest(Vec<fleetpulse_api::IngestProblem>);
+
+impl IngestStatus for TroubledIngest {
+    fn snapshot(&self) -> Value {
+        FakeIngest.snapshot()
+    }
+
+    fn write_prometheus(&self, out: &mut String) {
+        FakeIngest.write_prometheus(out);
+    }
+
+    fn problems(&self) -> Vec<fleetpulse_api::IngestProblem> {
+        self.0.clone()
+    }
+}
+
+#[tokio::test]
+async fn health_is_degraded_with_the_reason_when_ingest_is_held_or_entries_were_refused() {
+    use fleetpulse_api::IngestProblem;
+    let refused = IngestProblem {
+        reason: "the store refused 1 journal entry".into(),
+        blocking: false,
+    };
+    let held = IngestProblem {
+        reason: "ingest journal appends fail (No space left on device)".into(),
+        blocking: true,
+    };
+
+    let app = spawn_app_with(Arc::new(TroubledIngest(vec![refused.clone()]))).await;
+    let h = app.get("/health").await;
+    assert_eq!(
+        h.status,
+        StatusCode::OK,
+        "refused entries do not stop ingest"
+    );
+    assert_eq!(h.body["status"], json!("degraded"));
+    assert_eq!(h.body["reasons"], json!([refused.reason]));
+    assert_eq!(h.body["store"]["readings"], json!(0));
+
+    let app = spawn_app_with(Arc::new(TroubledIngest(vec![
+        held.clone(),
+        refused.clone(),
+    ])))
+    .await;
+    let h = app.get("/health").await;
+    assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE, "held ingest");
+    assert_eq!(h.body["status"], json!("degraded"));
+    assert_eq!(h.body["reasons"], json!([held.reason, refused.reason]));
+
+    let h = spawn_app().await.get("/health").await;
+    assert_eq!(
+        (h.status, &h.body["status"], &h.body["reasons"]),
+        (StatusCode::OK, &json!("ok"), &json!([]))
+    );
 }
 
 #[tokio::test]

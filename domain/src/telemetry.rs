@@ -93,6 +93,7 @@ string_enum!(
         UnknownDevice => "unknown_device",
         RetiredDevice => "retired_device",
         SinkRejected => "sink_rejected",
+        StoreRejected => "store_rejected",
     }
 );
 
@@ -139,6 +140,11 @@ pub struct TelemetryLimits {
     /// How old a device timestamp may be (a backlog after days offline), in days.
     #[serde(default = "default_max_age_days")]
     pub max_age_days: i64,
+    /// Largest magnitude of any measurement, known or vendor extra. Default 1e15: an
+    /// hour's rollup sum stays finite for any number of readings a device can send
+    /// (f64 ends at 1.8e308), and whole numbers stay exact (up to 2^53 ≈ 9e15).
+    #[serde(default = "default_max_abs_value")]
+    pub max_abs_value: f64,
 }
 
 const fn default_max_payload_bytes() -> usize {
@@ -156,6 +162,12 @@ const fn default_max_future_skew_s() -> i64 {
 const fn default_max_age_days() -> i64 {
     400
 }
+const fn default_max_abs_value() -> f64 {
+    1e15
+}
+
+/// The largest `seq` accepted: the store keeps it as a signed 64-bit integer.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
 
 impl Default for TelemetryLimits {
     fn default() -> Self {
@@ -165,6 +177,7 @@ impl Default for TelemetryLimits {
             max_fields: default_max_fields(),
             max_future_skew_s: default_max_future_skew_s(),
             max_age_days: default_max_age_days(),
+            max_abs_value: default_max_abs_value(),
         }
     }
 }
@@ -402,9 +415,7 @@ fn parse_reading(
     }
     let seq = match map.get("seq") {
         None => return Err(missing("seq")),
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| wrong_type("seq", "a non-negative integer", v))?,
+        Some(v) => parse_seq(v)?,
     };
     let ts = match map.get("ts") {
         None => return Err(missing("ts")),
@@ -448,6 +459,15 @@ fn parse_reading(
             _ => None,
         }
         .ok_or_else(|| wrong_type(key, "a finite number", value))?;
+        if x.abs() > limits.max_abs_value {
+            return Err(Rejection::new(
+                RejectReason::OutOfRange,
+                format!(
+                    "{key} = {x:e} is beyond ±{:e} (ingest.limits.max_abs_value: larger values would overflow the hourly rollups)",
+                    limits.max_abs_value
+                ),
+            ));
+        }
         if let Some(f) = known_field(key)
             && !(f.min..=f.max).contains(&x)
         {
@@ -478,6 +498,26 @@ fn parse_reading(
         alarms,
         values,
     })
+}
+
+/// `seq`: a whole number in `0..=MAX_SEQ`; a refused number is named by its value.
+fn parse_seq(v: &Value) -> Result<u64, Rejection> {
+    let Value::Number(n) = v else {
+        return Err(wrong_type("seq", "a non-negative integer", v));
+    };
+    if let Some(seq) = n.as_u64() {
+        if seq > MAX_SEQ {
+            return Err(Rejection::new(
+                RejectReason::OutOfRange,
+                format!("seq {seq} is over {MAX_SEQ}, the largest sequence number stored"),
+            ));
+        }
+        return Ok(seq);
+    }
+    Err(Rejection::new(
+        RejectReason::WrongType,
+        format!("seq must be a non-negative integer, got {n}"),
+    ))
 }
 
 fn valid_field_name(s: &str) -> bool {
@@ -788,6 +828,67 @@ mod tests {
         assert_eq!(
             v[0].as_ref().map_err(|r| r.reason),
             Err(RejectReason::NotUtf8)
+        );
+    }
+
+    #[test]
+    fn seq_must_fit_the_store_and_a_refused_one_is_named_by_its_value() {
+        let ts = r#""ts":"2026-11-23T12:00:00Z""#;
+        let max = one(&format!(r#"{{"seq":{},{ts}}}"#, i64::MAX)).expect("i64::MAX fits");
+        assert_eq!(max.seq, MAX_SEQ);
+        let over =
+            one(&format!(r#"{{"seq":9223372036854775808,{ts}}}"#)).expect_err("2^63 does not fit");
+        assert_eq!(over.reason, RejectReason::OutOfRange);
+        assert!(
+            over.detail
+                .contains("seq 9223372036854775808 is over 9223372036854775807"),
+            "{over}"
+        );
+        let negative = one(&format!(r#"{{"seq":-5,{ts}}}"#)).expect_err("negative");
+        assert_eq!(
+            negative.detail,
+            "seq must be a non-negative integer, got -5"
+        );
+        let fraction = one(&format!(r#"{{"seq":1.5,{ts}}}"#)).expect_err("fraction");
+        assert_eq!(
+            fraction.detail,
+            "seq must be a non-negative integer, got 1.5"
+        );
+        let text = one(&format!(r#"{{"seq":"1",{ts}}}"#)).expect_err("text");
+        assert_eq!(
+            text.detail,
+            "seq must be a non-negative integer, got a string"
+        );
+    }
+
+    #[test]
+    fn values_beyond_the_magnitude_bound_are_refused_so_rollups_stay_finite() {
+        let ts = r#""ts":"2026-11-23T12:00:00Z""#;
+        let ok = one(&format!(
+            r#"{{"seq":1,{ts},"vendor_counter":1e15,"vendor_low":-1e15}}"#
+        ))
+        .expect("the bound itself is accepted");
+        assert_eq!(ok.value("vendor_counter"), Some(1e15));
+        for v in ["1.7e308", "-1.7e308", "1.000001e15", "-2e15"] {
+            let r = one(&format!(r#"{{"seq":1,{ts},"vendor_x":{v}}}"#)).expect_err(v);
+            assert_eq!(r.reason, RejectReason::OutOfRange, "{v}");
+            assert!(r.detail.contains("max_abs_value"), "{r}");
+        }
+        // Two readings at the bound in one hour sum to far below f64's end.
+        assert!((2.0 * TelemetryLimits::default().max_abs_value * 1e9).is_finite());
+        let limits = TelemetryLimits {
+            max_abs_value: 10.0,
+            ..TelemetryLimits::default()
+        };
+        let v = parse_telemetry(
+            &sn(),
+            format!(r#"{{"seq":1,{ts},"vendor_x":11}}"#).as_bytes(),
+            now(),
+            &limits,
+        );
+        assert_eq!(
+            v[0].as_ref().map_err(|r| r.reason),
+            Err(RejectReason::OutOfRange)
         );
     }
 

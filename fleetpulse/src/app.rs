@@ -592,6 +592,22 @@ impl IngestStatus for PipelineStatus {
             sink.write_prometheus(out);
         }
     }
+
+    fn problems(&self) -> Vec<fleetpulse_api::IngestProblem> {
+        let health = self.ingest.health();
+        let held = health
+            .held
+            .into_iter()
+            .map(|reason| fleetpulse_api::IngestProblem {
+                reason,
+                blocking: true,
+            });
+        let refused = health.refused.map(|reason| fleetpulse_api::IngestProblem {
+            reason,
+            blocking: false,
+        });
+        held.chain(refused).collect()
+    }
 }
 
 /// What the API serves from, besides the catalog and the ingest counters.

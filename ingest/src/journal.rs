@@ -33,7 +33,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -190,12 +190,19 @@ impl Journal {
         let mut idx = 0;
         while idx < segments.len() {
             let (first, path) = segments[idx].clone();
+            // A segment started after a failed append that could not be cut back takes
+            // over from the record it is named by.
+            let taken_over_at = segments.get(idx + 1).map(|(next_first, _)| *next_first);
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
             let len = file.metadata()?.len();
             let mut offset = 0u64;
             let mut expected = first;
             let mut bad = None;
             while offset < len {
+                if taken_over_at == Some(expected) {
+                    bad = Some(format!("a later segment holds record {expected}"));
+                    break;
+                }
                 match read_record(&file, offset)? {
                     Some((number, payload_len)) if number == expected => {
                         let size = (HEADER + payload_len) as u64;
@@ -219,6 +226,14 @@ impl Journal {
             if let Some(why) = bad {
                 let tail = len - offset;
                 let later = segments.len() - idx - 1;
+                if taken_over_at == Some(expected) {
+                    warn!(segment = %path.display(), offset, bytes = tail, reason = %why,
+                        "ingest journal: the leftovers of a failed append (never acknowledged) are truncated");
+                    file.set_len(offset)?;
+                    file.sync_all()?;
+                    idx += 1;
+                    continue;
+                }
                 if later == 0 && tail < (MAX_RECORD as u64) {
                     warn!(segment = %path.display(), offset, bytes = tail, reason = %why,
                         "ingest journal: an append cut short by a crash (never acknowledged) is truncated");
@@ -347,6 +362,37 @@ fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
     Ok(true)
 }
 
+/// What the reader finds where it expects record `expected`.
+enum Slot {
+    /// Not even a whole header: the segment ends here.
+    End,
+    Record(IngestBatch, u64),
+    /// A header, but not the expected record whole.
+    Bad(String),
+}
+
+fn read_at(file: &File, offset: u64, expected: u64) -> io::Result<Slot> {
+    let mut header = [0u8; HEADER];
+    if !read_full(file, &mut header, offset)? {
+        return Ok(Slot::End);
+    }
+    let (len, crc, number) = parse_header(&header);
+    if number != expected || len > MAX_RECORD {
+        return Ok(Slot::Bad(format!(
+            "record {expected} expected, found {number} (length {len})"
+        )));
+    }
+    let mut payload = vec![0u8; len];
+    if !read_full(file, &mut payload, offset + HEADER as u64)? || checksum(number, &payload) != crc
+    {
+        return Ok(Slot::Bad(format!(
+            "record {number} is short or fails its checksum"
+        )));
+    }
+    let batch: IngestBatch = serde_json::from_slice(&payload).map_err(io::Error::other)?;
+    Ok(Slot::Record(batch, (HEADER + len) as u64))
+}
+
 fn checksum(number: u64, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&number.to_le_bytes());
@@ -357,7 +403,7 @@ fn checksum(number: u64, payload: &[u8]) -> u32 {
 /// Appends records; used by one task at a time (the committer), on the blocking pool.
 pub(crate) struct JournalWriter {
     dir: PathBuf,
-    /// The open segment and its size.
+    /// The open segment and the end of its last whole, synced record.
     active: Option<(File, u64)>,
     next: u64,
     segment_bytes: u64,
@@ -365,6 +411,13 @@ pub(crate) struct JournalWriter {
 
 impl JournalWriter {
     /// Writes `batch` as the next record and syncs it. Returns its number and size.
+    ///
+    /// A failed append (a full disk, an I/O error) leaves the journal as it was: the
+    /// record is written at the known end of the segment, not through the file cursor,
+    /// and on any failure the segment is cut back to that end and synced, so a retry
+    /// starts from whole records. When even that fails, the segment is left behind and
+    /// the next append starts a fresh one; the reader and [`Journal::open`] skip the
+    /// leftovers (the fresh segment holds the record).
     pub(crate) fn append(&mut self, batch: &IngestBatch) -> io::Result<(u64, u64)> {
         let payload = serde_json::to_vec(batch).map_err(io::Error::other)?;
         if payload.len() > MAX_RECORD {
@@ -374,36 +427,76 @@ impl JournalWriter {
             )));
         }
         let number = self.next;
-        if self
-            .active
-            .as_ref()
-            .is_none_or(|(_, size)| *size >= self.segment_bytes)
-        {
-            let path = segment_path(&self.dir, number);
-            let file = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(&path)?;
-            // The new name must survive a crash as well as its contents.
-            File::open(&self.dir)?.sync_all()?;
-            self.active = Some((file, 0));
+        let record = encode_record(number, &payload);
+        let (file, end) = self.segment_for(number)?;
+        if let Err(err) = write_synced(&file, &record, end) {
+            self.cut_back(file, end, number, &err);
+            return Err(err);
         }
-        let mut record = Vec::with_capacity(HEADER + payload.len());
-        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        record.extend_from_slice(&checksum(number, &payload).to_le_bytes());
-        record.extend_from_slice(&number.to_le_bytes());
-        record.extend_from_slice(&payload);
-        let (file, size) = self
-            .active
-            .as_mut()
-            .expect("a segment was opened just above");
-        file.write_all(&record)?;
-        file.sync_data()?;
-        *size += record.len() as u64;
+        let size = record.len() as u64;
+        self.active = Some((file, end + size));
         self.next += 1;
-        Ok((number, record.len() as u64))
+        Ok((number, size))
     }
+
+    /// The open segment and its end, opening a fresh one (named by `number`) when there
+    /// is none or the open one is full.
+    fn segment_for(&mut self, number: u64) -> io::Result<(File, u64)> {
+        if let Some((file, end)) = self.active.take()
+            && end < self.segment_bytes
+        {
+            return Ok((file, end));
+        }
+        let path = segment_path(&self.dir, number);
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)?;
+        // The new name must survive a crash as well as its contents.
+        File::open(&self.dir)?.sync_all()?;
+        Ok((file, 0))
+    }
+
+    /// After a failed append at `end`: cuts the partial record away and syncs that. If
+    /// that fails too, the segment is abandoned with its leftovers (the next append
+    /// opens a fresh segment named by the same record number).
+    fn cut_back(&mut self, file: File, end: u64, number: u64, cause: &io::Error) {
+        match file.set_len(end).and_then(|()| file.sync_data()) {
+            Ok(()) => {
+                warn!(record = number, error = %cause,
+                    "ingest journal append failed; the segment is cut back to its last whole record and nothing of it is acknowledged");
+                self.active = Some((file, end));
+            }
+            Err(error) => {
+                error!(record = number, error = %cause, cut_error = %error,
+                    "ingest journal append failed and the segment cannot be cut back; the next append starts a fresh segment");
+                self.active = None;
+            }
+        }
+    }
+
+    /// Leaves the open segment as it is: the next append starts a fresh segment.
+    #[cfg(test)]
+    fn abandon_segment(&mut self) {
+        self.active = None;
+    }
+}
+
+fn encode_record(number: u64, payload: &[u8]) -> Vec<u8> {
+    let mut record = Vec::with_capacity(HEADER + payload.len());
+    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    record.extend_from_slice(&checksum(number, payload).to_le_bytes());
+    record.extend_from_slice(&number.to_le_bytes());
+    record.extend_from_slice(payload);
+    record
+}
+
+/// Writes `record` at `offset` (positional: a failed earlier attempt cannot move where
+/// this one lands) and syncs it.
+fn write_synced(file: &File, record: &[u8], offset: u64) -> io::Result<()> {
+    file.write_all_at(record, offset)?;
+    file.sync_data()
 }
 
 /// Reads records in order for the applier; deletes segments once they are applied.
@@ -486,52 +579,84 @@ impl JournalReader {
     /// Reads record `self.next`, which is durable (written and synced).
     fn read_next(&mut self) -> io::Result<(IngestBatch, u64)> {
         loop {
-            if self.current.is_none() {
-                self.open_segment(self.next)?;
-            }
-            let (file, _, _) = self.current.as_ref().expect("opened just above");
-            let mut header = [0u8; HEADER];
-            if !read_full(file, &mut header, self.offset)? {
-                // The end of this segment: the record is in the next one.
-                self.close_segment();
+            let Some((file, path, first)) = &self.current else {
+                self.open_segment_after(None)?;
                 continue;
+            };
+            let (path, first) = (path.clone(), *first);
+            match read_at(file, self.offset, self.next)? {
+                Slot::End => {
+                    // The end of this segment: the record is in a later one.
+                    self.close_segment();
+                    self.open_segment_after(Some(first))?;
+                }
+                Slot::Record(batch, size) => {
+                    self.offset += size;
+                    self.next += 1;
+                    return Ok((batch, size));
+                }
+                Slot::Bad(why) => {
+                    // What a failed append could not cut back, when a later segment
+                    // took the record over; anything else is damage.
+                    if self.later_segment(Some(first))?.is_none() {
+                        return Err(io::Error::other(format!("ingest journal: {why}")));
+                    }
+                    warn!(segment = %path.display(), offset = self.offset, reason = %why,
+                        "ingest journal: the leftovers of a failed append are skipped; the record continues in a later segment");
+                    self.close_segment();
+                    self.open_segment_after(Some(first))?;
+                }
             }
-            let (len, crc, number) = parse_header(&header);
-            if number != self.next || len > MAX_RECORD {
-                return Err(io::Error::other(format!(
-                    "ingest journal: record {} expected, found {number} (length {len})",
-                    self.next
-                )));
-            }
-            let mut payload = vec![0u8; len];
-            if !read_full(file, &mut payload, self.offset + HEADER as u64)?
-                || checksum(number, &payload) != crc
-            {
-                return Err(io::Error::other(format!(
-                    "ingest journal: record {number} is short or fails its checksum"
-                )));
-            }
-            let batch: IngestBatch = serde_json::from_slice(&payload).map_err(io::Error::other)?;
-            let size = (HEADER + len) as u64;
-            self.offset += size;
-            self.next += 1;
-            return Ok((batch, size));
         }
     }
 
-    fn open_segment(&mut self, first: u64) -> io::Result<()> {
-        let path = segment_path(&self.dir, first);
+    /// The latest segment that starts after `after` (`None`: any) and at or before the
+    /// next record.
+    fn later_segment(&self, after: Option<u64>) -> io::Result<Option<(u64, PathBuf)>> {
+        Ok(list_segments(&self.dir)?
+            .into_iter()
+            .filter(|(first, _)| after.is_none_or(|a| *first > a) && *first <= self.next)
+            .next_back())
+    }
+
+    /// Opens the segment holding the next record (the latest one starting after
+    /// `after`, `None`: any) and moves to the record in it.
+    fn open_segment_after(&mut self, after: Option<u64>) -> io::Result<()> {
+        let next = self.next;
+        let Some((first, path)) = self.later_segment(after)? else {
+            return Err(io::Error::other(format!(
+                "ingest journal: no segment holds record {next} (expected {})",
+                segment_path(&self.dir, next).display()
+            )));
+        };
         let file = File::open(&path).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!(
-                    "ingest journal: segment {} for record {first}: {e}",
+                    "ingest journal: segment {} for record {next}: {e}",
                     path.display()
                 ),
             )
         })?;
+        // A segment opened after a failed append may begin before the next record.
+        let mut offset = 0u64;
+        let mut number = first;
+        while number < next {
+            match read_record(&file, offset)? {
+                Some((n, len)) if n == number => {
+                    offset += (HEADER + len) as u64;
+                    number += 1;
+                }
+                _ => {
+                    return Err(io::Error::other(format!(
+                        "ingest journal: segment {} does not hold record {next}",
+                        path.display()
+                    )));
+                }
+            }
+        }
         self.current = Some((file, path, first));
-        self.offset = 0;
+        self.offset = offset;
         Ok(())
     }
 
@@ -572,6 +697,7 @@ mod tests {
     use chrono::Utc;
     use fleetpulse_domain::Serial;
     use fleetpulse_domain::telemetry::Reading;
+    use std::io::Write;
 
     fn reading(serial: &str, seq: u64) -> Reading {
         Reading {
@@ -687,6 +813,153 @@ mod tests {
         assert_eq!((last, seqs(&b)), (3, vec![0, 1, 2]));
         let (n, _) = j.writer.append(&batch(3..4)).expect("append");
         assert_eq!(n, 4);
+    }
+
+    /// A small tmpfs of its own (real ENOSPC, a real partial write), unmounted on drop.
+    /// `None` (with the reason printed) where mounting is not allowed (not root).
+    struct Tmpfs {
+        dir: tempfile::TempDir,
+    }
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Option<Tmpfs> {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let out = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .output();
+            match out {
+                Ok(o) if o.status.success() => Some(Tmpfs { dir }),
+                Ok(o) => {
+                    eprintln!(
+                        "SKIPPED: cannot mount a tmpfs (needs root): {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    );
+                    None
+                }
+                Err(e) => {
+                    eprintln!("SKIPPED: cannot run mount: {e}");
+                    None
+                }
+            }
+        }
+
+        fn resize(&self, size: &str) {
+            let status = std::process::Command::new("mount")
+                .args(["-o", &format!("remount,size={size}")])
+                .arg(self.dir.path())
+                .status()
+                .expect("mount -o remount");
+            assert!(status.success(), "remount to {size}");
+        }
+
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    fn all_seqs(j: &mut Journal) -> Vec<u64> {
+        let through = j.shared.durable_through();
+        let mut out = Vec::new();
+        while let Some((b, _, _)) = j.reader.read_batch(through, 1_000).expect("read back") {
+            out.extend(seqs(&b));
+        }
+        out
+    }
+
+    #[test]
+    fn an_append_that_fails_part_way_on_a_full_disk_leaves_the_journal_as_it_was() {
+        let Some(fs) = Tmpfs::mount("64k") else {
+            return;
+        };
+        let dir = fs.path().join("journal");
+        let mut j = Journal::open(&dir, None, small()).expect("open");
+        // ~15 KiB records: the 64 KiB filesystem takes a few, then one is cut short.
+        let mut written = 0u64;
+        let err = loop {
+            match j.append(&batch(written * 100..(written + 1) * 100)) {
+                Ok(n) => {
+                    written += 1;
+                    assert_eq!(n, written);
+                }
+                Err(err) => break err,
+            }
+            assert!(written < 100, "the filesystem never filled");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
+        assert!(written >= 1, "at least one record fits");
+        // The failed record is not durable and left no bytes behind.
+        assert_eq!(j.shared.durable_through(), written);
+        let (_, segment) = list_segments(&dir).expect("list").remove(0);
+        let on_disk = fs::metadata(&segment).expect("meta").len();
+        assert_eq!(on_disk, j.unapplied_bytes(), "only whole records on disk");
+
+        // Room again: the same batch is appended (as the committer retries it) and more.
+        fs.resize("4m");
+        for k in written..written + 3 {
+            let n = j.append(&batch(k * 100..(k + 1) * 100)).expect("append");
+            assert_eq!(n, k + 1);
+        }
+        let total = written + 3;
+        let want: Vec<u64> = (0..total * 100).collect();
+        assert_eq!(all_seqs(&mut j), want, "every record reads back");
+        drop(j);
+        let mut j = Journal::open(&dir, None, small()).expect("reopen");
+        assert_eq!(
+            j.shared.durable_through(),
+            total,
+            "nothing cut at the start"
+        );
+        assert_eq!(
+            all_seqs(&mut j),
+            want,
+            "every record reads back after a restart"
+        );
+    }
+
+    #[test]
+    fn leftovers_a_failed_append_could_not_cut_are_skipped_for_the_fresh_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut j = Journal::open(dir.path(), None, small()).expect("open");
+        for i in 0..3u64 {
+            j.append(&batch(i * 10..(i + 1) * 10)).expect("append");
+        }
+        // What an append that failed part-way leaves when the cut back fails as well:
+        // the first bytes of record 4, and the writer moving on to a fresh segment.
+        let (_, first_segment) = list_segments(dir.path()).expect("list").remove(0);
+        let leftovers = encode_record(4, &serde_json::to_vec(&batch(30..40)).expect("json"));
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&first_segment)
+            .expect("open");
+        f.write_all(&leftovers[..leftovers.len() / 2])
+            .expect("write");
+        drop(f);
+        j.writer.abandon_segment();
+        for i in 3..5u64 {
+            let n = j.append(&batch(i * 10..(i + 1) * 10)).expect("append");
+            assert_eq!(n, i + 1);
+        }
+        assert_eq!(list_segments(dir.path()).expect("list").len(), 2);
+        let want: Vec<u64> = (0..50).collect();
+        assert_eq!(all_seqs(&mut j), want, "the reader skips the leftovers");
+        drop(j);
+
+        let mut j = Journal::open(dir.path(), None, small()).expect("reopen");
+        assert_eq!(j.shared.durable_through(), 5, "no record is discarded");
+        assert_eq!(all_seqs(&mut j), want, "and all read back after a restart");
+        let mut j = Journal::open(dir.path(), Some(2), small()).expect("reopen");
+        assert_eq!(all_seqs(&mut j), (20..50).collect::<Vec<_>>());
+        let mut j = Journal::open(dir.path(), Some(3), small()).expect("reopen");
+        assert_eq!(all_seqs(&mut j), (30..50).collect::<Vec<_>>());
     }
 
     #[test]

@@ -53,4 +53,4 @@ pub use pipeline::{
 pub use sink::{
     InfluxSink, SinkConfig, SinkError, SinkStats, SinkWorker, SpoolGate, TelemetrySink,
 };
-pub use stats::{IngestStats, IngestStatsSnapshot};
+pub use stats::{IngestHealth, IngestStats, IngestStatsSnapshot};

@@ -18,8 +18,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetpulse_domain::store::{IngestBatch, Store};
-use fleetpulse_domain::telemetry::TelemetryLimits;
+use fleetpulse_domain::store::{CommitReport, IngestBatch, NewDeadLetter, Store, StoreError};
+use fleetpulse_domain::telemetry::{RejectReason, TelemetryLimits, status_topic, telemetry_topic};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -541,15 +541,14 @@ impl Committer {
             ..
         } = pending;
         if !batch.is_empty() {
-            commit_until_stored(
-                self.store.as_ref(),
-                &self.retry,
-                &self.stats,
-                self.spool.as_ref(),
-                Arc::new(batch),
-                entries,
-                "the batch is held and nothing is acked until it is stored",
-            )
+            StoreCommit {
+                store: self.store.as_ref(),
+                retry: &self.retry,
+                stats: &self.stats,
+                spool: self.spool.as_ref(),
+                held: "the batch is held and nothing is acked until it is stored",
+            }
+            .store(Arc::new(batch), entries)
             .await;
         }
         self.run_acks(acks);
@@ -599,10 +598,14 @@ impl Committer {
                     Ok((number, record_bytes)) => {
                         shared.written(number, record_bytes);
                         self.stats.journal_written();
+                        self.stats.journal_held(None);
                         break;
                     }
                     Err(err) => {
                         self.stats.commit_failed();
+                        self.stats.journal_held(Some(format!(
+                            "ingest journal appends fail ({err}); nothing is acknowledged until one succeeds"
+                        )));
                         let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
                         error!(error = %err, entries, retry_in_ms,
                             "ingest journal append failed; the batch is held and nothing is acked until it is written");
@@ -649,82 +652,238 @@ impl Applier {
         debug!("ingest journal applied");
     }
 
-    /// Commits one batch of records, retrying until it is stored.
+    /// Commits one batch of records, retrying until it is stored; an entry the store
+    /// refuses for good is dead-lettered instead of holding the rest.
     async fn apply(&self, batch: IngestBatch) {
         let entries = batch.readings.len() + batch.dead_letters.len() + batch.statuses.len();
-        commit_until_stored(
-            self.store.as_ref(),
-            &self.retry,
-            &self.stats,
-            self.spool.as_ref(),
-            Arc::new(batch),
-            entries,
-            "the journal holds the records and ingest stops once it is full",
-        )
+        StoreCommit {
+            store: self.store.as_ref(),
+            retry: &self.retry,
+            stats: &self.stats,
+            spool: self.spool.as_ref(),
+            held: "the journal holds the records and ingest stops once it is full",
+        }
+        .store(Arc::new(batch), entries)
         .await;
     }
 }
 
-/// Commits `batch` to the store, retrying with exponential backoff for as long as it
-/// takes (waiting for room in the sink spool first), and counts it. `held` tells the
-/// operator, in the error log, what waits meanwhile.
-async fn commit_until_stored(
-    store: &dyn Store,
-    retry: &RetryPolicy,
-    stats: &IngestStats,
-    spool: Option<&SpoolGate>,
-    batch: Arc<IngestBatch>,
-    entries: usize,
+/// One entry of a batch the store may refuse on its own: a status message or a reading
+/// (by index). Dead letters and connection ends are the store's own bookkeeping.
+#[derive(Clone, Copy, Debug)]
+enum Entry {
+    Status(usize),
+    Reading(usize),
+}
+
+/// Commits batches to the store: retries what may pass later (busy, disk full) for as
+/// long as it takes, and isolates what never will.
+struct StoreCommit<'a> {
+    store: &'a dyn Store,
+    retry: &'a RetryPolicy,
+    stats: &'a IngestStats,
+    spool: Option<&'a SpoolGate>,
+    /// What waits meanwhile, for the operator (log and `/health`).
     held: &'static str,
-) {
-    if let Some(gate) = spool {
-        gate.room().await;
+}
+
+impl StoreCommit<'_> {
+    /// Stores `batch`. When the store refuses it for good (an error retrying cannot
+    /// fix), the batch's entries are committed in smaller and smaller parts until the
+    /// refused ones are found; those are dead-lettered with the store's error (reason
+    /// `store_rejected`) and the rest is stored, so one bad entry never blocks the ones
+    /// behind it.
+    async fn store(&self, batch: Arc<IngestBatch>, entries: usize) {
+        let Err(err) = self.commit(batch.clone(), entries).await else {
+            return;
+        };
+        error!(error = %err, entries,
+            "the store refuses a batch for good; committing its entries in smaller parts to find the ones it cannot take");
+        self.isolate(&batch).await;
     }
-    let mut backoff = retry.initial_backoff;
-    let started = Instant::now();
-    loop {
-        // Shared, not moved: a retry needs the batch again.
-        match store.commit_shared(batch.clone()).await {
-            Ok(report) => {
-                if let Some(gate) = spool {
-                    gate.added(report.spooled_bytes);
+
+    /// Commits `batch`, retrying with exponential backoff while the error is retriable
+    /// (waiting for room in the sink spool first), and counts it. Returns the first
+    /// error retrying cannot fix.
+    async fn commit(&self, batch: Arc<IngestBatch>, entries: usize) -> Result<(), StoreError> {
+        if let Some(gate) = self.spool {
+            gate.room().await;
+        }
+        let mut backoff = self.retry.initial_backoff;
+        let started = Instant::now();
+        loop {
+            // Shared, not moved: a retry needs the batch again.
+            match self.store.commit_shared(batch.clone()).await {
+                Ok(report) => {
+                    self.stats.store_held(None);
+                    self.committed(&report, entries, &batch, started);
+                    return Ok(());
                 }
-                stats.batch_committed(
-                    entries,
-                    report.stored,
-                    report.duplicates,
-                    &report.dead_letter_reasons,
-                    started.elapsed(),
-                );
-                stats.orders_changed(report.orders.len());
-                debug!(
-                    entries,
-                    stored = report.stored,
-                    duplicates = report.duplicates,
-                    dead_lettered = report.dead_lettered,
-                    orders = report.orders.len(),
-                    journal_through = ?batch.journal_through,
-                    "batch committed"
-                );
-                return;
-            }
-            Err(err) => {
-                stats.commit_failed();
-                let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
-                if err.retriable() {
+                Err(err) if err.retriable() => {
+                    self.stats.commit_failed();
+                    self.stats.store_held(Some(format!(
+                        "store commits fail ({err}) and are retried; {}",
+                        self.held
+                    )));
+                    let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
                     warn!(error = %err, entries, retry_in_ms, "batch commit failed; retrying");
-                } else {
-                    error!(
-                        error = %err,
-                        entries,
-                        retry_in_ms,
-                        "batch commit failed and retrying is unlikely to help; {held}"
-                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.retry.max_backoff);
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(retry.max_backoff);
+                Err(err) => {
+                    self.stats.commit_failed();
+                    return Err(err);
+                }
             }
         }
+    }
+
+    fn committed(
+        &self,
+        report: &CommitReport,
+        entries: usize,
+        batch: &IngestBatch,
+        started: Instant,
+    ) {
+        if let Some(gate) = self.spool {
+            gate.added(report.spooled_bytes);
+        }
+        self.stats.batch_committed(
+            entries,
+            report.stored,
+            report.duplicates,
+            &report.dead_letter_reasons,
+            started.elapsed(),
+        );
+        self.stats.orders_changed(report.orders.len());
+        debug!(
+            entries,
+            stored = report.stored,
+            duplicates = report.duplicates,
+            dead_lettered = report.dead_lettered,
+            orders = report.orders.len(),
+            journal_through = ?batch.journal_through,
+            "batch committed"
+        );
+    }
+
+    /// Finds the entries the store refuses by committing parts of the batch (halving a
+    /// refused part down to single entries), then commits the batch's dead letters,
+    /// the refused entries as dead letters, its connection ends and its journal
+    /// position together, last: a crash before that commit applies the batch again,
+    /// which the (serial, seq) dedupe makes harmless and which dead-letters nothing
+    /// twice. When the store refuses even that commit, the fault is not in the entries:
+    /// the whole batch is tried again after a pause, for as long as it takes.
+    async fn isolate(&self, batch: &IngestBatch) {
+        let all: Vec<Entry> = (0..batch.statuses.len())
+            .map(Entry::Status)
+            .chain((0..batch.readings.len()).map(Entry::Reading))
+            .collect();
+        loop {
+            let mut refused: Vec<(Entry, StoreError)> = Vec::new();
+            let mut parts = vec![all.as_slice()];
+            while let Some(part) = parts.pop() {
+                if part.is_empty() {
+                    continue;
+                }
+                let Err(err) = self
+                    .commit(Arc::new(part_of(batch, part)), part.len())
+                    .await
+                else {
+                    continue;
+                };
+                if let [entry] = part {
+                    warn!(error = %err, entry = ?entry, "the store refuses a journal entry; it is dead-lettered");
+                    refused.push((*entry, err));
+                } else {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    parts.push(second);
+                    parts.push(first);
+                }
+            }
+            let last = batch_end(batch, &refused);
+            let closing = last.dead_letters.len() + batch.connection_ends.len();
+            match self.commit(Arc::new(last), closing).await {
+                Ok(()) => {
+                    if let Some((_, err)) = refused.last() {
+                        self.stats.store_refused(refused.len(), err.to_string());
+                        error!(refused = refused.len(), entries = all.len(), last_error = %err,
+                            "journal entries the store refuses were dead-lettered (reason store_rejected); the rest is stored");
+                    }
+                    return;
+                }
+                Err(err) => {
+                    let retry_in_ms =
+                        u64::try_from(self.retry.max_backoff.as_millis()).unwrap_or(u64::MAX);
+                    self.stats.store_held(Some(format!(
+                        "the store refuses even dead letters ({err}); {}",
+                        self.held
+                    )));
+                    error!(error = %err, retry_in_ms,
+                        "the store refuses even the batch's dead letters and journal position: the fault is not in the entries; the batch is tried again");
+                    tokio::time::sleep(self.retry.max_backoff).await;
+                }
+            }
+        }
+    }
+}
+
+/// The entries `part` of `batch`, alone: no dead letters, connection ends or journal
+/// position (those go with the last commit of an isolation).
+fn part_of(batch: &IngestBatch, part: &[Entry]) -> IngestBatch {
+    let mut out = IngestBatch::default();
+    for entry in part {
+        match *entry {
+            Entry::Status(i) => out.statuses.extend(batch.statuses.get(i).cloned()),
+            Entry::Reading(i) => out.readings.extend(batch.readings.get(i).cloned()),
+        }
+    }
+    out
+}
+
+/// The last commit of an isolation: the batch's dead letters and the refused entries as
+/// dead letters, its connection ends (after every reading, as in one commit) and its
+/// journal position.
+fn batch_end(batch: &IngestBatch, refused: &[(Entry, StoreError)]) -> IngestBatch {
+    let mut dead_letters = batch.dead_letters.clone();
+    dead_letters.extend(
+        refused
+            .iter()
+            .filter_map(|(entry, err)| refused_entry(batch, *entry, err)),
+    );
+    IngestBatch {
+        dead_letters,
+        connection_ends: batch.connection_ends.clone(),
+        journal_through: batch.journal_through,
+        ..IngestBatch::default()
+    }
+}
+
+/// The dead letter for an entry the store refused, with the store's error.
+fn refused_entry(batch: &IngestBatch, entry: Entry, err: &StoreError) -> Option<NewDeadLetter> {
+    match entry {
+        Entry::Reading(i) => batch.readings.get(i).map(|r| NewDeadLetter {
+            received_at: r.received_at,
+            topic: telemetry_topic(&r.serial),
+            client_id: r.serial.to_string(),
+            reason: RejectReason::StoreRejected,
+            detail: format!(
+                "the store refused this reading (serial {}, seq {}): {err}",
+                r.serial, r.seq
+            ),
+            payload: serde_json::to_vec(r).unwrap_or_default(),
+        }),
+        Entry::Status(i) => batch.statuses.get(i).map(|st| NewDeadLetter {
+            received_at: st.at,
+            topic: status_topic(&st.serial),
+            client_id: st.serial.to_string(),
+            reason: RejectReason::StoreRejected,
+            detail: format!(
+                "the store refused this status message (serial {}): {err}",
+                st.serial
+            ),
+            payload: serde_json::to_vec(st).unwrap_or_default(),
+        }),
     }
 }
 

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleetpulse_domain::telemetry::RejectReason;
@@ -34,6 +34,14 @@ struct Counters {
     order_changes: tokio::sync::watch::Sender<u64>,
     /// The journal's positions and unapplied bytes, read at each snapshot.
     journal: std::sync::OnceLock<Arc<crate::journal::Shared>>,
+    /// Why journal appends fail right now (acks held), `None` once one succeeds.
+    journal_held: Mutex<Option<String>>,
+    /// Why store commits fail right now (records wait), `None` once one succeeds.
+    store_held: Mutex<Option<String>>,
+    /// Entries the store refused for good, dead-lettered by the pipeline, and the last
+    /// refusal.
+    store_refused: AtomicU64,
+    last_refusal: Mutex<Option<String>>,
     /// Indexed like `RejectReason::ALL`.
     rejected: RejectCounters,
     batch_entries: Histogram<BATCH_BUCKETS>,
@@ -73,6 +81,22 @@ pub struct IngestStatsSnapshot {
     /// Journal records written but not yet applied to the store, and their bytes.
     pub journal_unapplied_records: u64,
     pub journal_unapplied_bytes: u64,
+    /// Entries (readings, status messages) the store refused for good: dead-lettered
+    /// with reason `store_rejected` so that the entries behind them could be stored.
+    pub store_refused: u64,
+    /// Whether ingest is held: journal appends or store commits fail and are retried.
+    pub held: bool,
+}
+
+/// What `/health` reports as degraded about ingest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestHealth {
+    /// Why ingest makes no progress right now (journal appends or store commits fail
+    /// and are retried); empty when it does.
+    pub held: Vec<String>,
+    /// The store refused entries for good since the start (dead-lettered): how many and
+    /// the last one's error.
+    pub refused: Option<String>,
 }
 
 impl IngestStats {
@@ -96,7 +120,46 @@ impl IngestStats {
                 j.durable_through().saturating_sub(j.applied_through())
             }),
             journal_unapplied_bytes: c.journal.get().map_or(0, |j| j.unapplied_bytes()),
+            store_refused: get(&c.store_refused),
+            held: held(&c.journal_held).is_some() || held(&c.store_held).is_some(),
         }
+    }
+
+    /// Whether ingest is held and why, and what the store refused.
+    pub fn health(&self) -> IngestHealth {
+        let c = &self.counters;
+        let refused = get_u64(&c.store_refused);
+        IngestHealth {
+            held: [held(&c.journal_held), held(&c.store_held)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            refused: (refused > 0).then(|| {
+                format!(
+                    "the store refused {refused} journal entr{} since the start; dead-lettered as store_rejected (last: {})",
+                    if refused == 1 { "y" } else { "ies" },
+                    held(&c.last_refusal).unwrap_or_default()
+                )
+            }),
+        }
+    }
+
+    /// Journal appends fail (`Some(why)`, acks held) or work again (`None`).
+    pub(crate) fn journal_held(&self, why: Option<String>) {
+        set_held(&self.counters.journal_held, why);
+    }
+
+    /// Store commits fail (`Some(why)`, retried) or work again (`None`).
+    pub(crate) fn store_held(&self, why: Option<String>) {
+        set_held(&self.counters.store_held, why);
+    }
+
+    /// The store refused `n` entries for good; `last` says why the last one.
+    pub(crate) fn store_refused(&self, n: usize, last: String) {
+        self.counters
+            .store_refused
+            .fetch_add(as_u64(n), Ordering::Relaxed);
+        set_held(&self.counters.last_refusal, Some(last));
     }
 
     /// Dead letters committed so far, by reason (reasons never seen are left out).
@@ -155,6 +218,11 @@ impl IngestStats {
                 "Records written and synced to the ingest journal (each acks its messages).",
                 s.journal_records,
             ),
+            (
+                "store_refused_total",
+                "Entries the store refused for good, dead-lettered so the rest could be stored.",
+                s.store_refused,
+            ),
         ];
         for (name, help, value) in counters {
             metric_header(out, name, help, "counter");
@@ -181,6 +249,13 @@ impl IngestStats {
             "gauge",
         );
         let _ = writeln!(out, "fleetpulse_ingest_connected {}", u8::from(s.connected));
+        metric_header(
+            out,
+            "held",
+            "1 while journal appends or store commits fail and are retried.",
+            "gauge",
+        );
+        let _ = writeln!(out, "fleetpulse_ingest_held {}", u8::from(s.held));
         metric_header(
             out,
             "device_connections",
@@ -314,6 +389,19 @@ impl IngestStats {
     pub(crate) fn commit_failed(&self) {
         self.counters.commit_errors.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+fn get_u64(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// A reason slot's value (a poisoned lock only means a writer panicked mid-copy).
+fn held(slot: &Mutex<Option<String>>) -> Option<String> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn set_held(slot: &Mutex<Option<String>>, why: Option<String>) {
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = why;
 }
 
 pub(crate) fn metric_header(out: &mut String, name: &str, help: &str, kind: &str) {

@@ -11,7 +11,7 @@ use chrono::{SecondsFormat, Utc};
 use fleetpulse_domain::catalog::Catalog;
 use fleetpulse_domain::policy::Policy;
 use fleetpulse_domain::store::{IngestBatch, ReadingQuery, Store, UnknownDevicePolicy};
-use fleetpulse_domain::telemetry::{TelemetryLimits, telemetry_topic};
+use fleetpulse_domain::telemetry::{RejectReason, TelemetryLimits, telemetry_topic};
 use fleetpulse_domain::{Reading, Serial};
 use fleetpulse_ingest::pipeline::{Ack, Inbound};
 use fleetpulse_ingest::{Journal, JournalConfig, Pipeline, PipelineConfig, decode};
@@ -212,4 +212,128 @@ async fn records_acknowledged_before_a_restart_are_applied_before_new_ones() {
     let applied = store.journal_applied().await.expect("position");
     let journal = Journal::open(&journal_dir, applied, small_journal()).expect("journal");
     assert_eq!(journal.unapplied_bytes(), 0);
+}
+
+/// Readings the store cannot hold, written straight into the journal (past the edge's
+/// validation, as an older version or a damaged edge would have let them through):
+/// seq 2^63, and vendor values whose hourly sums overflow.
+#[tokio::test]
+async fn a_record_the_store_refuses_is_dead_lettered_and_the_rest_applies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("fleet.db");
+    let journal_dir = dir.path().join("journal");
+    let good = Serial::parse("JRG1").expect("serial");
+    let poison = Serial::parse("JRP1").expect("serial");
+    let reading = |serial: &Serial, seq: u64| -> Reading {
+        let decoded = decode(
+            &telemetry_topic(serial),
+            serial.as_str(),
+            &payload(seq),
+            Utc::now(),
+            &TelemetryLimits::default(),
+        );
+        decoded.readings.into_iter().next().expect("valid reading")
+    };
+    let huge = |seq: u64, value: f64| -> Reading {
+        let mut r = reading(&poison, seq);
+        r.values.insert("vendor_x".into(), value);
+        r
+    };
+    {
+        let mut journal = Journal::open(&journal_dir, None, small_journal()).expect("journal");
+        let mut too_large_seq = reading(&poison, 1);
+        too_large_seq.seq = 1 << 63;
+        // One record: good readings around the refused one.
+        journal
+            .append(&IngestBatch {
+                readings: (1..=20)
+                    .map(|s| reading(&good, s))
+                    .chain([too_large_seq])
+                    .chain((21..=40).map(|s| reading(&good, s)))
+                    .collect(),
+                ..IngestBatch::default()
+            })
+            .expect("append");
+        // Two values that overflow the hour's sum together, then the record behind.
+        journal
+            .append(&IngestBatch {
+                readings: vec![huge(2, 1.7e308), huge(3, 1.7e308)],
+                ..IngestBatch::default()
+            })
+            .expect("append");
+        journal
+            .append(&IngestBatch {
+                readings: (41..=60).map(|s| reading(&good, s)).collect(),
+                ..IngestBatch::default()
+            })
+            .expect("append");
+    }
+
+    let store = open_store(&db).await;
+    let journal = Journal::open(&journal_dir, None, small_journal()).expect("journal");
+    let (pipeline, mut handle) = Pipeline::new(store.clone(), PipelineConfig::default());
+    let pipeline = pipeline.with_journal(journal, &mut handle);
+    let task = tokio::spawn(pipeline.run());
+    tokio::time::timeout(WAIT, handle.recovered())
+        .await
+        .expect("the records behind the refused ones are applied");
+
+    assert_eq!(
+        stored_seqs(store.as_ref(), "JRG1").await,
+        (1..=60).collect::<Vec<_>>(),
+        "every good reading is stored"
+    );
+    assert_eq!(
+        stored_seqs(store.as_ref(), "JRP1").await,
+        vec![2],
+        "of the two huge values one fits the hour"
+    );
+    assert_eq!(store.journal_applied().await.expect("position"), Some(3));
+    let dead = store
+        .dead_letters(fleetpulse_domain::store::DeadLetterQuery {
+            reason: Some(RejectReason::StoreRejected),
+            after: None,
+            limit: 100,
+        })
+        .await
+        .expect("dead letters");
+    let details: Vec<&str> = dead.items.iter().map(|d| d.detail.as_str()).collect();
+    assert_eq!(dead.items.len(), 2, "{details:?}");
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("seq 9223372036854775808") && d.contains("is too large")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("seq 3") && d.contains("not be finite")),
+        "{details:?}"
+    );
+    let rollups = store
+        .rollups(
+            &poison,
+            Utc::now() - chrono::Duration::days(1),
+            Utc::now() + chrono::Duration::days(1),
+        )
+        .await
+        .expect("rollups");
+    assert!(
+        rollups.iter().all(|r| r.sum.is_finite()),
+        "rollups stay finite: {rollups:?}"
+    );
+
+    let stats = handle.stats();
+    assert_eq!(stats.snapshot().store_refused, 2);
+    let health = stats.health();
+    assert!(health.held.is_empty(), "nothing is held: {health:?}");
+    let refused = health.refused.expect("health says entries were refused");
+    assert!(refused.contains("refused 2 journal entries"), "{refused}");
+
+    handle.close();
+    tokio::time::timeout(WAIT, handle.drained())
+        .await
+        .expect("drains");
+    task.await.expect("pipeline task");
 }

@@ -537,23 +537,37 @@ fn write_rollups(
                count = count + excluded.count, sum = sum + excluded.sum, \
                min = MIN(min, excluded.min), max = MAX(max, excluded.max), \
                last = CASE WHEN excluded.last_seq >= last_seq THEN excluded.last ELSE last END, \
-               last_seq = MAX(last_seq, excluded.last_seq)",
+               last_seq = MAX(last_seq, excluded.last_seq) \
+             RETURNING sum",
         )
         .map_err(sql_err)?;
     for ((hour, field), a) in rollups {
         let last_seq = i64::try_from(a.last_seq).unwrap_or(i64::MAX);
-        stmt.execute(params![
-            serial.as_str(),
-            hour,
-            field,
-            a.count,
-            a.sum,
-            a.min,
-            a.max,
-            a.last,
-            last_seq
-        ])
-        .map_err(sql_err)?;
+        let sum: Option<f64> = stmt
+            .query_row(
+                params![
+                    serial.as_str(),
+                    hour,
+                    field,
+                    a.count,
+                    a.sum,
+                    a.min,
+                    a.max,
+                    a.last,
+                    last_seq
+                ],
+                |r| r.get(0),
+            )
+            .map_err(sql_err)?;
+        // Telemetry validation bounds every value so that this cannot happen; a sum
+        // that overflows anyway is refused (the batch rolls back) rather than served as
+        // null or left to fail a later commit.
+        if !sum.is_some_and(f64::is_finite) {
+            return Err(StoreError::Invalid(format!(
+                "the {field} rollup of {serial} for the hour at {hour} ms would not be finite \
+                 (a value beyond what an hour can sum)"
+            )));
+        }
     }
     Ok(())
 }

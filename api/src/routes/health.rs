@@ -20,36 +20,86 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/health", get(health))
 }
 
-/// Reports `{"status": "ok", "store": {counts}, "ingest": {counters}}` (200) while the
-/// store answers, and the same shape with `"status": "degraded"` and
-/// `"store": {"error": "..."}` (503) when it does not.
-#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, description = "Status, store counts, ingest counters (503 when degraded, same shape)", body = serde_json::Value)), security(()))]
+/// `ok`, or `degraded` with the reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Ok,
+    Degraded,
+}
+
+/// The `/health` answer: the same shape whether healthy (200) or degraded (200 or 503).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: HealthStatus,
+    /// Why the status is `degraded` (empty when `ok`): the store does not answer, ingest
+    /// is held (journal appends or store commits fail and are retried), or the store
+    /// refused journal entries (dead-lettered as `store_rejected`).
+    pub reasons: Vec<String>,
+    /// Store counts, or `{"error": "unavailable" | "failure" | "timeout"}`.
+    #[schema(value_type = Object)]
+    pub store: serde_json::Value,
+    /// Ingest counters (`docs/operations.md`).
+    #[schema(value_type = Object)]
+    pub ingest: serde_json::Value,
+}
+
+/// Reports the store's counts and the ingest counters. 200 with `"status": "ok"` while
+/// all is well; 503 with `"status": "degraded"` and the reasons while the store does not
+/// answer or ingest is held; 200 with `"status": "degraded"` when the store refused
+/// entries (dead-lettered; the rest was stored).
+#[utoipa::path(get, path = "/health", tag = "ops", responses(
+    (status = 200, description = "ok, or degraded by refused entries (dead-lettered; ingest goes on)", body = Health),
+    (status = 503, description = "degraded: the store does not answer or ingest is held", body = Health)
+), security(()))]
 async fn health(State(state): State<AppState>) -> Response {
     let ingest = state.ingest.snapshot();
+    let mut reasons = Vec::new();
+    let mut unavailable = false;
     let stats = tokio::time::timeout(STORE_TIMEOUT, state.store.stats()).await;
-    match stats {
-        Ok(Ok(stats)) => (
-            StatusCode::OK,
-            Json(json!({ "status": "ok", "store": stats, "ingest": ingest })),
-        )
-            .into_response(),
+    let store = match stats {
+        Ok(Ok(stats)) => serde_json::to_value(stats).unwrap_or_default(),
         Ok(Err(error)) => {
             tracing::warn!(%error, "health check: the store did not answer");
-            degraded(store_error_kind(&error), ingest)
+            let kind = store_error_kind(&error);
+            unavailable = true;
+            reasons.push(format!("the store does not answer ({kind})"));
+            json!({ "error": kind })
         }
         Err(_) => {
             tracing::warn!(
                 timeout_s = STORE_TIMEOUT.as_secs(),
                 "health check: the store timed out"
             );
-            degraded("timeout", ingest)
+            unavailable = true;
+            reasons.push(format!(
+                "the store did not answer within {} s",
+                STORE_TIMEOUT.as_secs()
+            ));
+            json!({ "error": "timeout" })
         }
+    };
+    for problem in state.ingest.problems() {
+        unavailable |= problem.blocking;
+        reasons.push(problem.reason);
     }
-}
-
-fn degraded(error: &str, ingest: serde_json::Value) -> Response {
-    let body = json!({ "status": "degraded", "store": { "error": error }, "ingest": ingest });
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    let status = if reasons.is_empty() {
+        HealthStatus::Ok
+    } else {
+        HealthStatus::Degraded
+    };
+    let code = if unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = Health {
+        status,
+        reasons,
+        store,
+        ingest,
+    };
+    (code, Json(body)).into_response()
 }
 
 /// A short, stable word for the failure; the detail is in the log.
