@@ -287,6 +287,10 @@ async fn serve(
     fleet: Option<FleetArgs>,
     modbus_devices: usize,
 ) -> anyhow::Result<()> {
+    // Before anything reads or writes the directory: a second server on it would mark
+    // the first one's devices offline and append to the same journal.
+    let _data_lock =
+        crate::datalock::DataDirLock::acquire(&cfg.data.dir, &crate::datalock::this_command())?;
     let catalog = Arc::new(cfg.load_catalog()?);
     let policy: Arc<Policy> = Arc::new(cfg.load_policy()?);
     let auth = cfg.http.auth_mode(fleet.is_some())?;

@@ -5,6 +5,7 @@ mod app;
 mod bridge;
 mod cli;
 mod config;
+mod datalock;
 mod predict;
 mod report;
 

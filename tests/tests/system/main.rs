@@ -10,6 +10,7 @@ mod delivery;
 mod demo;
 mod dispatch;
 mod e2e;
+mod hostile;
 mod outage;
 mod predict;
 mod reliability;
