@@ -6,6 +6,7 @@ mod bridge;
 mod cli;
 mod config;
 mod datalock;
+mod fdlimit;
 mod predict;
 mod report;
 
