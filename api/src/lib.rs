@@ -23,6 +23,8 @@
 //! - Order changes reach the dispatch side by pull (`/api/v1/orders`, `/orders/events`),
 //!   stream (SSE, `/orders/stream`) and push ([`push`]: signed webhooks from the outbox).
 //! - Bodies are at most [`MAX_BODY_BYTES`]; HTTPS via rustls when configured ([`tls`]).
+//! - Connections are bounded ([`server`]): header, body and idle timeouts, a connection
+//!   cap that closes the longest idle connection to make room, a bounded graceful stop.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,10 +41,12 @@ pub mod extract;
 pub mod openapi;
 pub mod push;
 pub mod routes;
+pub mod server;
 pub mod tls;
 
 pub use auth::AuthMode;
 pub use error::ApiError;
+pub use server::{ServeLimits, serve_with};
 
 /// Ingest counters for `/health` and `/metrics`, without a dependency on the ingest crate.
 pub trait IngestStatus: Send + Sync + 'static {
@@ -180,20 +184,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets requests in flight
-/// finish (graceful) before returning.
+/// Serves `router` on `listener` with the default [`ServeLimits`] until `shutdown`
+/// completes, then lets requests in flight finish (within the grace period) before
+/// returning. See [`server`] for the limits.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "HTTP API listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    tracing::info!(%addr, "HTTP API stopped");
-    Ok(())
+    server::serve_with(listener, router, ServeLimits::default(), None, shutdown).await
 }
 
 async fn no_route(method: Method, uri: Uri) -> ApiError {

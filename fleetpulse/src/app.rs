@@ -99,6 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.analytics.check()?;
             cfg.http.check_transport()?;
             cfg.http.auth_mode(false)?;
+            cfg.http.serve_limits(None)?;
             cfg.webhooks.settings()?;
             api_tls_config(&cfg)?;
             // TLS files are read as a start would read them.
@@ -287,6 +288,11 @@ async fn serve(
     fleet: Option<FleetArgs>,
     modbus_devices: usize,
 ) -> anyhow::Result<()> {
+    // Before anything reads or writes the directory: a second server on it would mark
+    // the first one's devices offline and append to the same journal.
+    let _data_lock =
+        crate::datalock::DataDirLock::acquire(&cfg.data.dir, &crate::datalock::this_command())?;
+    let open_files = raise_open_file_limit();
     let catalog = Arc::new(cfg.load_catalog()?);
     let policy: Arc<Policy> = Arc::new(cfg.load_policy()?);
     let auth = cfg.http.auth_mode(fleet.is_some())?;
@@ -375,6 +381,7 @@ async fn serve(
             policy,
             auth,
             tls: api_tls,
+            open_files,
         },
         catalog.clone(),
         PipelineStatus {
@@ -624,6 +631,30 @@ struct ApiParts {
     auth: fleetpulse_api::AuthMode,
     /// HTTPS when set.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The soft open-file limit in effect, which the HTTP connection cap must fit in.
+    open_files: Option<u64>,
+}
+
+/// Raises the soft open-file limit to the hard one and logs both; the soft limit in
+/// effect.
+fn raise_open_file_limit() -> Option<u64> {
+    let (limit, error) = crate::fdlimit::raise_to_hard();
+    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    match error {
+        None => info!(
+            soft_before = %show(limit.soft_before),
+            soft = %show(limit.soft),
+            hard = %show(limit.hard),
+            "open-file limit"
+        ),
+        Some(error) => warn!(
+            %error,
+            soft = %show(limit.soft),
+            hard = %show(limit.hard),
+            "cannot raise the soft open-file limit to the hard one; keeping it"
+        ),
+    }
+    limit.soft
 }
 
 /// The API's rustls server configuration from `[http.tls]` (ring provider).
@@ -658,6 +689,16 @@ async fn start_api(
         )
     })?;
     let addr = listener.local_addr()?;
+    let (limits, lowered) = cfg.http.serve_limits(parts.open_files)?;
+    if lowered {
+        warn!(
+            max_connections = limits.max_connections,
+            configured = cfg.http.max_connections,
+            open_file_limit = parts.open_files.unwrap_or_default(),
+            reserved_fds = cfg.http.reserved_fds,
+            "http.max_connections lowered to fit the open-file limit (raise it with ulimit -n or LimitNOFILE=)"
+        );
+    }
     let streams = parts.streams;
     // orders the pipeline's commits raise wake the order streams at once
     let mut order_changes = status.ingest.order_changes();
@@ -688,8 +729,10 @@ async fn start_api(
     let scheme = if parts.tls.is_some() { "https" } else { "http" };
     let task = tokio::spawn(async move {
         let served = match parts.tls {
-            Some(tls) => fleetpulse_api::tls::serve_tls(listener, tls, router, shutdown).await,
-            None => fleetpulse_api::serve(listener, router, shutdown).await,
+            Some(tls) => {
+                fleetpulse_api::tls::serve_tls(listener, tls, router, limits, shutdown).await
+            }
+            None => fleetpulse_api::serve_with(listener, router, limits, None, shutdown).await,
         };
         if let Err(e) = served {
             tracing::error!(error = %e, "HTTP API failed");

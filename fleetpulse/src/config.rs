@@ -87,7 +87,49 @@ pub struct HttpConfig {
     /// Plain HTTP on a non-loopback `listen` is refused unless this is true (e.g. behind
     /// a TLS-terminating proxy on the same network segment).
     pub allow_plain_http: bool,
+    /// Most HTTP connections open at once (default 1024). One more closes the connection
+    /// idle longest; when all are busy it waits in the listen backlog. Lowered at start
+    /// to what the open-file limit leaves after `reserved_fds` (logged).
+    pub max_connections: usize,
+    /// File descriptors the HTTP cap leaves to the rest of the process (default 512):
+    /// device connections of the built-in endpoint, the store and journal files, the
+    /// listeners, the sink and webhook clients. The cap in effect is
+    /// `min(max_connections, open-file limit - reserved_fds)`.
+    pub reserved_fds: u64,
+    /// Seconds a client has to send a complete request head (default 10), counted from
+    /// the accept or from the first byte of the request.
+    pub header_read_timeout_s: u64,
+    /// Seconds a client has to send a request's whole body after its head (default 60);
+    /// slower bodies fail (400) and the connection closes.
+    pub body_timeout_s: u64,
+    /// Seconds a kept-alive connection may wait for its next request (default 60).
+    pub idle_timeout_s: u64,
+    /// At shutdown (the API stops last), seconds requests in flight may take to finish
+    /// (default 10); connections still open after that are dropped.
+    pub shutdown_grace_s: u64,
 }
+
+const fn default_max_connections() -> usize {
+    1024
+}
+const fn default_reserved_fds() -> u64 {
+    512
+}
+const fn default_header_read_timeout_s() -> u64 {
+    10
+}
+const fn default_body_timeout_s() -> u64 {
+    60
+}
+const fn default_idle_timeout_s() -> u64 {
+    60
+}
+const fn default_shutdown_grace_s() -> u64 {
+    10
+}
+
+/// Fewest HTTP connections the open-file limit must leave room for.
+const MIN_HTTP_CONNECTIONS: u64 = 16;
 
 /// `[http.tls]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -115,6 +157,45 @@ impl HttpConfig {
             self.listen
         );
         Ok(())
+    }
+
+    /// The API's bounds under an open-file limit of `open_files` (the soft limit in
+    /// effect): the connection cap leaves `reserved_fds` to the rest of the process.
+    /// Refuses a limit that leaves fewer than 16 connections; the returned flag says the
+    /// cap was lowered to fit.
+    pub fn serve_limits(
+        &self,
+        open_files: Option<u64>,
+    ) -> anyhow::Result<(fleetpulse_api::ServeLimits, bool)> {
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "http.max_connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.header_read_timeout_s >= 1 && self.body_timeout_s >= 1 && self.idle_timeout_s >= 1,
+            "http.header_read_timeout_s, http.body_timeout_s and http.idle_timeout_s must be at least 1"
+        );
+        let wanted = self.max_connections as u64;
+        let room = open_files.map_or(wanted, |limit| limit.saturating_sub(self.reserved_fds));
+        anyhow::ensure!(
+            room >= MIN_HTTP_CONNECTIONS.min(wanted),
+            "the open-file limit ({}) leaves {room} HTTP connections after http.reserved_fds = {}: \
+             raise the limit (ulimit -n, systemd LimitNOFILE=) or lower http.reserved_fds",
+            open_files.unwrap_or_default(),
+            self.reserved_fds
+        );
+        let cap = wanted.min(room);
+        let secs = std::time::Duration::from_secs;
+        Ok((
+            fleetpulse_api::ServeLimits {
+                max_connections: usize::try_from(cap).unwrap_or(self.max_connections),
+                header_read_timeout: secs(self.header_read_timeout_s),
+                body_timeout: secs(self.body_timeout_s),
+                idle_timeout: secs(self.idle_timeout_s),
+                shutdown_grace: secs(self.shutdown_grace_s),
+            },
+            cap < wanted,
+        ))
     }
 
     /// The authentication mode in effect; `demo_default` when `auth` is unset.
@@ -146,6 +227,12 @@ impl Default for HttpConfig {
             auth: None,
             tls: None,
             allow_plain_http: false,
+            max_connections: default_max_connections(),
+            reserved_fds: default_reserved_fds(),
+            header_read_timeout_s: default_header_read_timeout_s(),
+            body_timeout_s: default_body_timeout_s(),
+            idle_timeout_s: default_idle_timeout_s(),
+            shutdown_grace_s: default_shutdown_grace_s(),
         }
     }
 }
@@ -684,6 +771,31 @@ mod tests {
             .expect_err("unknown key")
             .to_string();
         assert!(err.contains("horizon"), "{err}");
+    }
+
+    #[test]
+    fn the_http_cap_leaves_the_reserve_to_the_rest_of_the_process() {
+        let http = HttpConfig::default();
+        let (limits, lowered) = http.serve_limits(Some(1_048_576)).expect("room");
+        assert_eq!((limits.max_connections, lowered), (1024, false));
+        assert_eq!(limits, fleetpulse_api::ServeLimits::default());
+        // `ulimit -n 1024`: 512 for HTTP, 512 for devices, files and clients
+        let (limits, lowered) = http.serve_limits(Some(1024)).expect("room");
+        assert_eq!((limits.max_connections, lowered), (512, true));
+        let err = http
+            .serve_limits(Some(520))
+            .expect_err("8 connections are too few")
+            .to_string();
+        assert!(err.contains("http.reserved_fds"), "{err}");
+        let (limits, _) = http.serve_limits(None).expect("no limit");
+        assert_eq!(limits.max_connections, 1024);
+        let err = with_file("[http]\nidle_timeout_s = 0\n")
+            .expect("parses")
+            .http
+            .serve_limits(None)
+            .expect_err("zero")
+            .to_string();
+        assert!(err.contains("http.idle_timeout_s"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,8 @@ mod app;
 mod bridge;
 mod cli;
 mod config;
+mod datalock;
+mod fdlimit;
 mod predict;
 mod report;
 

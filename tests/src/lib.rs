@@ -110,13 +110,33 @@ impl App {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<App> {
+        Self::spawn_limited(data_dir, args, env, None).await
+    }
+
+    /// As [`App::spawn_with_env`], started through `sh -c "ulimit ULIMIT && exec …"`
+    /// (e.g. `-n 1024`: soft and hard open-file limit 1024) when `ulimit` is set.
+    pub async fn spawn_limited(
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ulimit: Option<&str>,
+    ) -> anyhow::Result<App> {
         let mut full: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
         if !full.iter().any(|a| a == "--http") {
             full.extend(["--http".into(), "127.0.0.1:0".into()]);
         }
         full.extend(["--data".into(), data_dir.display().to_string()]);
         let admin_token = dispatch::create_token(data_dir, "admin", "system-tests").await?;
-        let mut cmd = Command::new(fleetpulse_bin());
+        let mut cmd = match ulimit {
+            None => Command::new(fleetpulse_bin()),
+            Some(limits) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit {limits} && exec \"$0\" \"$@\""))
+                    .arg(fleetpulse_bin());
+                sh
+            }
+        };
         cmd.args(&full)
             .env(
                 "RUST_LOG",

@@ -10,6 +10,7 @@ mod delivery;
 mod demo;
 mod dispatch;
 mod e2e;
+mod hostile;
 mod nothing_stops;
 mod outage;
 mod predict;
