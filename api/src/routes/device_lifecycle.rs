@@ -70,16 +70,10 @@ async fn change_status(
         .device(&serial)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("device {serial} is not registered")))?;
-    if b.status == LifecycleStatus::AtCustomer
-        && b.address.is_none()
-        && current.device.address.is_none()
-    {
-        return Err(ApiError::Unprocessable {
-            code: "address_required",
-            message: "a device at a customer needs an address".into(),
-            details: Some(json!({ "field": "address" })),
-        });
-    }
+    super::devices::require_address(
+        Some(b.status),
+        b.address.as_deref().or(current.device.address.as_deref()),
+    )?;
     let change = StatusChange {
         status: b.status,
         criticality: b.criticality,

@@ -4,9 +4,10 @@
 //! `cancel`): `dispatcher`. Manual orders: `dispatcher`, `planner`. `admin` may do all.
 //!
 //! Optimistic concurrency: `GET /api/v1/orders/{id}` answers an `ETag` (the order's
-//! `version`, e.g. `"3"`); every lifecycle step must send it back as `If-Match`. A stale
-//! one answers 412 with the current version, a missing one 428, so two dispatchers cannot
-//! overwrite each other silently. An illegal step answers 409 with the current status and
+//! `version`, e.g. `"3"`); every lifecycle step must send it back as `If-Match`, compared
+//! strongly (RFC 9110 §13.1.1: a weak `W/"3"` never matches; `*` matches any version of
+//! an order that exists). A stale one answers 412 with the current version, a missing
+//! one 428, so two dispatchers cannot overwrite each other silently. An illegal step answers 409 with the current status and
 //! the allowed next ones.
 
 use axum::extract::State;
@@ -195,8 +196,27 @@ async fn history(
     Ok(Json(json!({ "order_id": id, "events": events })))
 }
 
-/// The version a client names in `If-Match`: `"3"`, `W/"3"` or `3`.
-fn if_match(headers: &HeaderMap) -> Result<u32, ApiError> {
+/// What an `If-Match` header asks for (RFC 9110 §13.1.1).
+#[derive(Debug, PartialEq)]
+enum IfMatch {
+    /// `*`: any current version of an existing order.
+    Any,
+    /// The versions named by the strong entity tags of the list, e.g. `"3"` (`"3", "4"`
+    /// names two). Weak tags (`W/"3"`) never match under the strong comparison
+    /// `If-Match` uses, nor does an opaque tag that is not a version as the `ETag`
+    /// writes it (`"03"`): both leave nothing here.
+    Versions(Vec<u32>),
+}
+
+fn malformed_if_match() -> ApiError {
+    ApiError::parameter(
+        "If-Match",
+        "If-Match must be the order's ETag, e.g. \"3\", a list of them, or *".to_owned(),
+    )
+}
+
+/// Parses `If-Match`: `*`, or a comma-separated list of entity tags `"x"` / `W/"x"`.
+fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
     let Some(raw) = headers.get(header::IF_MATCH) else {
         return Err(ApiError::Refused {
             status: StatusCode::PRECONDITION_REQUIRED,
@@ -207,16 +227,92 @@ fn if_match(headers: &HeaderMap) -> Result<u32, ApiError> {
             details: None,
         });
     };
-    raw.to_str()
-        .ok()
-        .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
-        .and_then(|s| s.parse::<u32>().ok())
-        .ok_or_else(|| {
-            ApiError::parameter(
-                "If-Match",
-                "If-Match must be the order's ETag, e.g. \"3\"".to_owned(),
-            )
-        })
+    let text = raw.to_str().map_err(|_| malformed_if_match())?.trim();
+    if text == "*" {
+        return Ok(IfMatch::Any);
+    }
+    let tags: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tags.is_empty() {
+        return Err(malformed_if_match());
+    }
+    let mut versions = Vec::new();
+    for tag in tags {
+        let (weak, quoted) = match tag.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, tag),
+        };
+        let opaque = quoted
+            .strip_prefix('"')
+            .and_then(|q| q.strip_suffix('"'))
+            .filter(|o| !o.contains('"'))
+            .ok_or_else(malformed_if_match)?;
+        // strong comparison: the very characters of the ETag, which writes the version
+        // in decimal without leading zeros
+        if let Some(v) = opaque
+            .parse::<u32>()
+            .ok()
+            .filter(|v| v.to_string() == opaque)
+            && !weak
+        {
+            versions.push(v);
+        }
+    }
+    Ok(IfMatch::Versions(versions))
+}
+
+/// The version a step may apply to: the one `If-Match` names when the order has it (the
+/// store checks again in the step's transaction), else 412 with the current version.
+async fn matched_version(
+    state: &AppState,
+    id: i64,
+    condition: IfMatch,
+    sent: &str,
+) -> Result<u32, ApiError> {
+    if let IfMatch::Versions(v) = &condition
+        && let [only] = v.as_slice()
+    {
+        return Ok(*only);
+    }
+    let Some(order) = state.store.order(id).await? else {
+        return Err(version_mismatch(
+            format!("order {id} does not exist, so If-Match: {sent} does not match"),
+            id,
+            sent,
+            None,
+        ));
+    };
+    match condition {
+        IfMatch::Any => Ok(order.version),
+        IfMatch::Versions(v) if v.contains(&order.version) => Ok(order.version),
+        IfMatch::Versions(_) => Err(version_mismatch(
+            format!(
+                "order {id} is at version {current}; If-Match: {sent} does not match it (a weak \
+                 W/ tag never does); GET it again and retry with If-Match: \"{current}\"",
+                current = order.version
+            ),
+            id,
+            sent,
+            Some(order.version),
+        )),
+    }
+}
+
+/// 412: `If-Match` (as sent) does not match the order's current version.
+fn version_mismatch(message: String, id: i64, sent: &str, current: Option<u32>) -> ApiError {
+    ApiError::Refused {
+        status: StatusCode::PRECONDITION_FAILED,
+        code: "version_mismatch",
+        message,
+        details: Some(json!({
+            "order_id": id,
+            "if_match": sent,
+            "current_version": current,
+        })),
+    }
 }
 
 impl From<TransitionError> for ApiError {
@@ -255,16 +351,12 @@ impl From<TransitionError> for ApiError {
                 id,
                 expected,
                 current,
-            } => ApiError::Refused {
-                status: StatusCode::PRECONDITION_FAILED,
-                code: "version_mismatch",
-                message: format!("{message}; GET it again and retry with If-Match: \"{current}\""),
-                details: Some(json!({
-                    "order_id": id,
-                    "if_match": expected,
-                    "current_version": current,
-                })),
-            },
+            } => version_mismatch(
+                format!("{message}; GET it again and retry with If-Match: \"{current}\""),
+                id,
+                &format!("\"{expected}\""),
+                Some(current),
+            ),
             TransitionError::Invalid(msg) => ApiError::Unprocessable {
                 code: "invalid_change",
                 message: msg,
@@ -284,7 +376,13 @@ async fn apply(
 ) -> Result<Response, ApiError> {
     caller.require(DISPATCHERS)?;
     let id = order_id(raw_id)?;
-    let version = if_match(headers)?;
+    let condition = if_match(headers)?;
+    let sent = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .trim();
+    let version = matched_version(&state, id, condition, sent).await?;
     let order = state
         .dispatch
         .transition(id, version, action, caller.actor, Utc::now())
