@@ -1223,11 +1223,7 @@ async fn if_match_compares_strongly_and_star_matches_an_existing_order() {
     assert!(message(&weak).contains("weak"), "{}", weak.body);
     assert_error_shape(&unquoted, StatusCode::BAD_REQUEST, "invalid_parameter");
     assert_eq!(unquoted.body["details"]["parameter"], json!("If-Match"));
-    assert_error_shape(
-        &missing_order,
-        StatusCode::PRECONDITION_FAILED,
-        "version_mismatch",
-    );
+    assert_error_shape(&missing_order, StatusCode::NOT_FOUND, "not_found");
     assert_eq!(
         list.status,
         StatusCode::OK,

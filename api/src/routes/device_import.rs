@@ -102,7 +102,7 @@ fn row_error(row: usize, serial: &fleetpulse_domain::Serial, e: ApiError) -> Val
 }
 
 /// Registers every good row; answers 200 with `{"registered": n, "failed": n, "errors": [...]}`.
-#[utoipa::path(post, path = "/api/v1/devices/import", tag = "devices", request_body(content((String = "text/csv"), (Vec<NewDevice> = "application/json"))), responses((status = 200, description = "Registered and failed rows", body = serde_json::Value)))]
+#[utoipa::path(post, path = "/api/v1/devices/import", tag = "devices", request_body(description = "CSV, or a JSON array of the bodies POST /api/v1/devices takes; each row is checked on its own and a bad one is reported in `errors`", content((String = "text/csv"), (Vec<serde_json::Value> = "application/json"))), responses((status = 200, description = "Registered and failed rows", body = serde_json::Value)))]
 async fn import(
     caller: Caller,
     State(state): State<AppState>,

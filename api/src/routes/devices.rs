@@ -38,12 +38,15 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-    /// The `next` cursor of the previous page.
+    /// The `next` cursor of the previous page (a serial: the list goes on after it).
     after: Option<String>,
-    /// Lifecycle status: `unassigned`, `in_stock`, `in_transit`, `at_customer`, …
+    /// Lifecycle status.
+    #[param(value_type = Option<LifecycleStatus>)]
     status: Option<String>,
     /// Model id, e.g. `OC-5A`.
+    #[param(value_type = Option<String>, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     model: Option<String>,
 }
 
@@ -99,7 +102,7 @@ async fn register(
 }
 
 /// One device: registry data, latest state, open alarm episodes and active orders.
-#[utoipa::path(get, path = "/api/v1/devices/{serial}", tag = "devices", params(("serial" = String, Path, description = "device serial")), responses((status = 200, description = "Latest state, open alarms, active orders", body = DeviceDetail)))]
+#[utoipa::path(get, path = "/api/v1/devices/{serial}", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")), responses((status = 200, description = "Latest state, open alarms, active orders", body = DeviceDetail)))]
 async fn detail(
     caller: Caller,
     State(state): State<AppState>,
@@ -137,7 +140,7 @@ pub struct ReadingParams {
 /// Raw readings of one device in device-time order (then seq), keyset-paginated:
 /// `{"items": [...], "next": cursor|null}`; pass `next` back as `after`. `from`
 /// inclusive, `to` exclusive.
-#[utoipa::path(get, path = "/api/v1/devices/{serial}/readings", tag = "devices", params(("serial" = String, Path, description = "device serial"), ReadingParams), responses((status = 200, description = "Raw readings in device-time order, keyset-paginated", body = Page<StoredReading>)))]
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/readings", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), ReadingParams), responses((status = 200, description = "Raw readings in device-time order, keyset-paginated", body = Page<StoredReading>)))]
 async fn readings(
     caller: Caller,
     State(state): State<AppState>,
@@ -171,14 +174,16 @@ async fn readings(
 #[serde(deny_unknown_fields)]
 pub struct RollupParams {
     /// Inclusive start hour (RFC 3339); default 24 h before `to`.
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
     /// Exclusive end (RFC 3339); default now.
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
 }
 
 /// Hourly rollups (count, sum, min, max, last per field) of one device in `[from, to)`,
 /// as a JSON array; the last 24 hours by default.
-#[utoipa::path(get, path = "/api/v1/devices/{serial}/rollups", tag = "devices", params(("serial" = String, Path, description = "device serial"), RollupParams), responses((status = 200, description = "Hourly rollups", body = Vec<Rollup>)))]
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/rollups", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), RollupParams), responses((status = 200, description = "Hourly rollups", body = Vec<Rollup>)))]
 async fn rollups(
     caller: Caller,
     State(state): State<AppState>,
@@ -204,12 +209,13 @@ async fn rollups(
 #[serde(deny_unknown_fields)]
 pub struct AlarmParams {
     /// At most this many episodes, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
 /// Alarm episodes of one device, newest first, as a JSON array; an episode still active
 /// has `ended_at: null`.
-#[utoipa::path(get, path = "/api/v1/devices/{serial}/alarms", tag = "devices", params(("serial" = String, Path, description = "device serial"), AlarmParams), responses((status = 200, description = "Alarm episodes, newest first", body = Vec<AlarmEpisode>)))]
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/alarms", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), AlarmParams), responses((status = 200, description = "Alarm episodes, newest first", body = Vec<AlarmEpisode>)))]
 async fn alarms(
     caller: Caller,
     State(state): State<AppState>,
