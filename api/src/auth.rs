@@ -4,7 +4,7 @@
 //! random generator). It is shown once, when created (`fleetpulse token create` or
 //! `POST /api/v1/tokens`); the store keeps only its SHA-256 digest, and a fast hash is
 //! enough for a random 256-bit secret (nothing to guess from a dictionary). Clients send
-//! `Authorization: Bearer fpt_…`.
+//! `Authorization: Bearer fpt_…` (the scheme name in any case: `bearer`, `BEARER`).
 //!
 //! - No or an unknown/revoked token: **401** with `WWW-Authenticate: Bearer`.
 //! - A valid token whose role may not do this: **403**, naming the roles that may.
@@ -102,8 +102,7 @@ impl FromRequestParts<AppState> for Caller {
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(bearer_token)
             .filter(|t| t.starts_with(TOKEN_PREFIX) && t.len() <= 128)
             .ok_or_else(|| {
                 ApiError::Unauthorized("the Authorization header must be `Bearer fpt_…`".into())
@@ -122,6 +121,17 @@ impl FromRequestParts<AppState> for Caller {
             role: Some(t.role),
         })
     }
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header. The scheme name is
+/// case-insensitive (RFC 9110 §11.1: `bearer` and `BEARER` are `Bearer`) and is
+/// separated from the token by one or more spaces.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("Bearer")
+        .then(|| rest.trim_start_matches(' '))
+        .filter(|token| !token.is_empty())
 }
 
 /// Roles that read orders, devices and the catalog: every role.
@@ -152,6 +162,21 @@ mod tests {
         let (b, _) = new_token().expect("token");
         assert!(a.starts_with(TOKEN_PREFIX) && a.len() == 68 && a != b);
         assert_eq!(token_digest(&a), da);
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in [
+            "Bearer fpt_1",
+            "bearer fpt_1",
+            "BEARER fpt_1",
+            "bEaReR   fpt_1",
+        ] {
+            assert_eq!(bearer_token(header), Some("fpt_1"), "{header:?}");
+        }
+        for header in ["Basic fpt_1", "Bearerfpt_1", "Bearer ", "Bearer", "fpt_1"] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
     }
 
     #[test]

@@ -138,7 +138,8 @@ impl ApiError {
         }
     }
 
-    fn details(&self) -> Option<Value> {
+    /// The structured detail of the answer (the parameter, the field, …), if any.
+    pub fn details(&self) -> Option<Value> {
         match self {
             ApiError::InvalidParameter { parameter, .. } => Some(json!({ "parameter": parameter })),
             ApiError::Unprocessable { details, .. } | ApiError::Refused { details, .. } => {

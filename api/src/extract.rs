@@ -13,6 +13,7 @@ use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use fleetpulse_domain::Serial;
 use fleetpulse_domain::device::UnknownValue;
+use fleetpulse_domain::store::ReadingCursor;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -181,10 +182,26 @@ where
     })
 }
 
-/// Parses an id cursor (`after`) as handed out in a page's `next`.
+/// The pattern of an id cursor in the OpenAPI document: what [`id_cursor`] accepts.
+pub const ID_CURSOR_PATTERN: &str = "^[0-9]{1,18}$";
+
+/// Parses an id cursor (`after`) as handed out in a page's `next`: 1 to 18 digits, no
+/// sign and no spaces, exactly what [`ID_CURSOR_PATTERN`] says.
 pub fn id_cursor(raw: Option<&str>) -> Result<Option<i64>, ApiError> {
     optional("after", raw, |s| {
-        s.trim().parse::<i64>().map_err(|_| {
+        Some(s)
+            .filter(|s| !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(|| {
+                format!("after = {s:?} is not a cursor; pass the `next` value of the previous page")
+            })
+    })
+}
+
+/// Parses a readings cursor (`after`) as handed out in a page's `next`.
+pub fn reading_cursor(raw: Option<&str>) -> Result<Option<ReadingCursor>, ApiError> {
+    optional("after", raw, |s| {
+        ReadingCursor::parse(s).ok_or_else(|| {
             format!("after = {s:?} is not a cursor; pass the `next` value of the previous page")
         })
     })

@@ -10,7 +10,8 @@
 //! Conventions every route keeps:
 //! - Lists that can grow without bound are keyset-paginated:
 //!   `{"items": [...], "next": cursor|null}`; pass `next` back as `after`. `limit`
-//!   defaults to 100 and is at most 1000 (raw readings: 1000 and 10000).
+//!   defaults to 100 and is at most 1000 (raw readings: 1000 and 10000); a full page
+//!   always carries `next`.
 //! - Times are RFC 3339 (`2026-01-31T08:00:00Z`); ranges are `[from, to)`.
 //! - Parameters are parsed at the edge; an unknown parameter, a malformed value or a
 //!   reversed range is a 400 that names the parameter, never a silently ignored filter.

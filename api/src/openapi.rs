@@ -158,3 +158,63 @@ pub fn router() -> Router<AppState> {
         .url("/api/openapi.json", ApiDoc::openapi())
         .into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parameter's schema in the document, as JSON.
+    fn parameter(doc: &serde_json::Value, path: &str, name: &str) -> serde_json::Value {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == name)
+            .map(|p| p["schema"].clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn query_parameters_have_their_real_types_and_the_patterns_of_their_parsers() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document is JSON");
+        let readings = "/api/v1/devices/{serial}/readings";
+        assert_eq!(
+            parameter(&doc, readings, "after")["pattern"],
+            fleetpulse_domain::store::ReadingCursor::PATTERN
+        );
+        assert_eq!(parameter(&doc, readings, "limit")["type"], "integer");
+        assert_eq!(parameter(&doc, readings, "limit")["maximum"], 10000);
+        assert_eq!(parameter(&doc, readings, "from")["format"], "date-time");
+        assert_eq!(
+            parameter(&doc, "/api/v1/dead-letters", "after")["pattern"],
+            crate::extract::ID_CURSOR_PATTERN
+        );
+        assert_eq!(parameter(&doc, "/api/v1/orders", "limit")["maximum"], 1000);
+        // every query parameter of every operation says more than "a string"
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("operation") {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    let schema = &p["schema"];
+                    let typed = schema.get("$ref").is_some()
+                        || schema["type"] != "string"
+                        || ["pattern", "format", "enum", "maxLength"]
+                            .iter()
+                            .any(|k| schema.get(*k).is_some());
+                    let free_text = matches!(
+                        (path.as_str(), p["name"].as_str()),
+                        // any text is a valid value of these: a serial to list after, the
+                        // audit log's exact-match filters, a model version (404 if unknown)
+                        ("/api/v1/devices", Some("after"))
+                            | ("/api/v1/audit", Some("target" | "actor"))
+                            | ("/api/v1/models/{version}", Some("version"))
+                    );
+                    assert!(
+                        typed || free_text,
+                        "{method} {path} {}: a bare string {schema}",
+                        p["name"]
+                    );
+                }
+            }
+        }
+    }
+}

@@ -170,10 +170,10 @@ struct Answer {
 }
 
 async fn spawn_app() -> TestApp {
-    spawn_app_with(Arc::new(FakeIngest)).await
+    spawn_app_with(Arc::new(FakeIngest), AuthMode::Disabled).await
 }
 
-async fn spawn_app_with(ingest: Arc<dyn IngestStatus>) -> TestApp {
+async fn spawn_app_with(ingest: Arc<dyn IngestStatus>, auth: AuthMode) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let catalog = Arc::new(Catalog::from_toml_str(CATALOG).expect("test catalog is valid"));
     let opts = StoreOptions {
@@ -199,8 +199,9 @@ async fn spawn_app_with(ingest: Arc<dyn IngestStatus>) -> TestApp {
         predictions: store.clone(),
         predictor: Arc::new(EmptyRuns(store.clone())),
         policy: policy(),
-        // these tests are about the read API; auth has its own tests (api/tests/dispatch.rs)
-        auth: AuthMode::Disabled,
+        // most tests here are about the read API; auth has its own tests (the system
+        // tests' dispatch.rs) but for the header's syntax
+        auth,
         streams: Default::default(),
     });
     TestApp {
@@ -269,7 +270,7 @@ impl TestApp {
     async fn register(&self, serial: &str) -> Answer {
         self.post_json(
             "/api/v1/devices",
-            &json!({ "serial": serial, "model": "OC-5A", "status": "at_customer" }),
+            &json!({ "serial": serial, "model": "OC-5A", "status": "at_customer", "address": "1 Main St" }),
         )
         .await
     }
@@ -533,14 +534,22 @@ async fn readings_are_filtered_by_time_range() {
         .await;
     let first_two = app.get("/api/v1/devices/OC5-000003/readings?limit=2").await;
 
-    assert_eq!(seqs(&all.body), (1..=10).collect::<Vec<_>>());
+    assert_eq!(seqs(&all.body["items"]), (1..=10).collect::<Vec<_>>());
     assert_eq!(
-        seqs(&window.body),
+        seqs(&window.body["items"]),
         [3, 4, 5],
         "from inclusive, to exclusive: {}",
         window.body
     );
-    assert_eq!(seqs(&first_two.body), [1, 2]);
+    assert_eq!(seqs(&first_two.body["items"]), [1, 2]);
+    assert_eq!(
+        first_two.body["next"],
+        json!(format!(
+            "{}_2",
+            (t0 + Duration::hours(1)).timestamp_millis()
+        ))
+    );
+    assert_eq!(all.body["next"], Value::Null, "a short page is the last");
 }
 
 #[tokio::test]
@@ -978,7 +987,7 @@ mod broken {
         async fn list_devices(&self, _: DeviceQuery) -> Result<Page<DeviceSummary>, StoreError> {
             Err(self.0())
         }
-        async fn readings(&self, _: ReadingQuery) -> Result<Vec<StoredReading>, StoreError> {
+        async fn readings(&self, _: ReadingQuery) -> Result<Page<StoredReading>, StoreError> {
             Err(self.0())
         }
         async fn rollups(
@@ -1097,7 +1106,7 @@ async fn health_is_degraded_with_the_reason_when_ingest_is_held_or_entries_were_
         blocking: true,
     };
 
-    let app = spawn_app_with(Arc::new(TroubledIngest(vec![refused.clone()]))).await;
+    let app = spawn_app_with(Arc::new(TroubledIngest(vec![refused.clone()])), AuthMode::Disabled).await;
     let h = app.get("/health").await;
     assert_eq!(
         h.status,
@@ -1108,10 +1117,10 @@ async fn health_is_degraded_with_the_reason_when_ingest_is_held_or_entries_were_
     assert_eq!(h.body["reasons"], json!([refused.reason]));
     assert_eq!(h.body["store"]["readings"], json!(0));
 
-    let app = spawn_app_with(Arc::new(TroubledIngest(vec![
-        held.clone(),
-        refused.clone(),
-    ])))
+    let app = spawn_app_with(
+        Arc::new(TroubledIngest(vec![held.clone(), refused.clone()])),
+        AuthMode::Disabled,
+    )
     .await;
     let h = app.get("/health").await;
     assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE, "held ingest");
@@ -1135,4 +1144,287 @@ async fn server_faults_answer_a_vague_message() {
     assert_error_shape(&a, StatusCode::INTERNAL_SERVER_ERROR, "internal");
     assert_eq!(message(&a), "internal error");
     assert!(!a.body.to_string().contains("corrupt"));
+}
+
+// ---------------------------------------------------------------------------------------
+// the contract is exact: readings page, `If-Match` compares strongly, `Bearer` in any
+// case, the delivery log pages, `at_customer` needs an address everywhere
+
+/// Commits `n` readings of one device, three to each whole second of device time (so
+/// pages must order ties by seq), seqs 1 to `n`.
+async fn feed_many(app: &TestApp, serial: &str, n: u64) {
+    let sn = Serial::parse(serial).expect("valid serial");
+    let t0 = hours_ago(2);
+    let now = Utc::now();
+    let readings = (0..n)
+        .flat_map(|i| {
+            let ts = t0 + Duration::seconds(i64::try_from(i / 3).expect("small"));
+            let payload = json!({ "seq": i + 1, "ts": rfc3339(ts), "runtime_hours": i });
+            parse_telemetry(
+                &sn,
+                payload.to_string().as_bytes(),
+                now,
+                &TelemetryLimits::default(),
+            )
+        })
+        .map(|r| r.expect("valid reading"))
+        .collect();
+    app.commit(IngestBatch {
+        readings,
+        ..Default::default()
+    })
+    .await;
+}
+
+/// Every page of a list from `first` on, following `next` as `after`.
+async fn every_page(app: &TestApp, first: &str) -> Vec<Answer> {
+    let mut pages = Vec::new();
+    let mut path = first.to_owned();
+    loop {
+        let page = app.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        let next = page.body["next"].as_str().map(str::to_owned);
+        pages.push(page);
+        match next {
+            Some(next) => path = format!("{first}&after={next}"),
+            None => return pages,
+        }
+        assert!(pages.len() < 100, "pagination does not end");
+    }
+}
+
+#[tokio::test]
+async fn readings_page_through_1500_with_the_cursor_none_lost_none_twice() {
+    let app = spawn_app().await;
+    feed_many(&app, "OC5-000020", 1500).await;
+
+    let by_100 = every_page(&app, "/api/v1/devices/OC5-000020/readings?limit=100").await;
+    let by_1000 = every_page(&app, "/api/v1/devices/OC5-000020/readings?limit=1000").await;
+    let at_once = app
+        .get("/api/v1/devices/OC5-000020/readings?limit=10000")
+        .await;
+    let over = app
+        .get("/api/v1/devices/OC5-000020/readings?limit=10001")
+        .await;
+    let bad_cursor = app
+        .get("/api/v1/devices/OC5-000020/readings?after=42")
+        .await;
+
+    let all: Vec<u64> = (1..=1500).collect();
+    for pages in [&by_100, &by_1000] {
+        let read: Vec<u64> = pages.iter().flat_map(|p| seqs(&p.body["items"])).collect();
+        assert_eq!(read, all, "every reading once, in order");
+    }
+    // a full last page still has a cursor; the page after it is empty and ends the list
+    assert_eq!(by_100.len(), 16);
+    assert_eq!(by_100[15].body["items"], json!([]));
+    assert_eq!(
+        by_1000
+            .iter()
+            .map(|p| p.body["items"].as_array().map_or(0, Vec::len))
+            .collect::<Vec<_>>(),
+        [1000, 500]
+    );
+    assert_eq!(seqs(&at_once.body["items"]), all, "limit=10000 is honoured");
+    assert_eq!(at_once.body["next"], Value::Null);
+    assert_error_shape(&over, StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert_eq!(over.body["details"]["parameter"], json!("limit"));
+    assert!(
+        message(&over).contains("10000") && message(&over).contains("after"),
+        "{}",
+        over.body
+    );
+    assert_error_shape(&bad_cursor, StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert_eq!(bad_cursor.body["details"]["parameter"], json!("after"));
+}
+
+/// An open order (version 1) raised by a low filter reading.
+async fn open_order(app: &TestApp, serial: &str) -> i64 {
+    app.feed(serial, hours_ago(1), &[json!({ "filter_life_pct": 10.0 })])
+        .await;
+    let list = app.get(&format!("/api/v1/orders?serial={serial}")).await;
+    list.body["items"][0]["id"]
+        .as_i64()
+        .expect("an order was raised")
+}
+
+impl TestApp {
+    async fn post_if_match(&self, path: &str, if_match: &str) -> Answer {
+        let req = Request::post(path)
+            .header(header::IF_MATCH, if_match)
+            .body(Body::empty())
+            .expect("request");
+        self.send(req).await
+    }
+}
+
+#[tokio::test]
+async fn if_match_compares_strongly_and_star_matches_an_existing_order() {
+    let app = spawn_app().await;
+    let id = open_order(&app, "OC5-000021").await;
+    let ack = format!("/api/v1/orders/{id}/acknowledge");
+    let cancel = format!("/api/v1/orders/{id}/cancel");
+
+    let weak = app.post_if_match(&ack, "W/\"1\"").await;
+    let leading_zero = app.post_if_match(&ack, "\"01\"").await;
+    let unquoted = app.post_if_match(&ack, "1").await;
+    let missing_order = app
+        .post_if_match("/api/v1/orders/999999/acknowledge", "*")
+        .await;
+    let list = app.post_if_match(&ack, "W/\"1\", \"7\", \"1\"").await;
+
+    for refused in [&weak, &leading_zero] {
+        assert_error_shape(refused, StatusCode::PRECONDITION_FAILED, "version_mismatch");
+        assert_eq!(refused.body["details"]["current_version"], json!(1));
+    }
+    assert!(message(&weak).contains("weak"), "{}", weak.body);
+    assert_error_shape(&unquoted, StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert_eq!(unquoted.body["details"]["parameter"], json!("If-Match"));
+    assert_error_shape(&missing_order, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(
+        list.status,
+        StatusCode::OK,
+        "a list matches when one strong tag does: {}",
+        list.body
+    );
+    assert_eq!(list.body["status"], json!("acknowledged"));
+    assert_eq!(
+        list.headers.get(header::ETAG).and_then(|v| v.to_str().ok()),
+        Some("\"2\"")
+    );
+
+    // `*`: whatever the version is now
+    let req = Request::post(&cancel)
+        .header(header::IF_MATCH, "*")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({ "reason": "duplicate" }).to_string()))
+        .expect("request");
+    let star = app.send(req).await;
+    assert_eq!(star.status, StatusCode::OK, "{}", star.body);
+    assert_eq!(star.body["status"], json!("cancelled"));
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = spawn_app_with(Arc::new(FakeIngest), AuthMode::Required).await;
+    let store = app.store.as_ref().expect("real store");
+    let (token, digest) = fleetpulse_api::auth::new_token().expect("token");
+    fleetpulse_domain::dispatch::Dispatch::create_api_token(
+        store.as_ref(),
+        "reader",
+        fleetpulse_domain::dispatch::Role::Dispatcher,
+        digest,
+        fleetpulse_domain::dispatch::Actor("test".into()),
+    )
+    .await
+    .expect("token stored");
+
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let req = Request::get("/api/v1/orders")
+            .header(header::AUTHORIZATION, format!("{scheme} {token}"))
+            .body(Body::empty())
+            .expect("request");
+        let a = app.send(req).await;
+        assert_eq!(a.status, StatusCode::OK, "{scheme}: {}", a.body);
+    }
+    let req = Request::get("/api/v1/orders")
+        .header(header::AUTHORIZATION, format!("Basic {token}"))
+        .body(Body::empty())
+        .expect("request");
+    assert_error_shape(
+        &app.send(req).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+}
+
+#[tokio::test]
+async fn the_webhook_delivery_log_pages_with_after_newest_first() {
+    use fleetpulse_domain::webhook::Webhooks;
+    let app = spawn_app().await;
+    let hook = app
+        .post_json(
+            "/api/v1/webhooks",
+            &json!({ "name": "fsm", "url": "http://127.0.0.1:9/hook" }),
+        )
+        .await;
+    assert_eq!(hook.status, StatusCode::CREATED, "{}", hook.body);
+    let hook = hook.body["id"].as_i64().expect("webhook id");
+    for i in 0..5 {
+        open_order(&app, &format!("OC5-00003{i}")).await;
+    }
+    let store = app.store.as_ref().expect("real store");
+    let queued = store.fan_out(100, Utc::now()).await.expect("fan out");
+    assert_eq!(queued, 5, "one created event per order");
+
+    let pages = every_page(&app, &format!("/api/v1/webhooks/{hook}/deliveries?limit=2")).await;
+    let typo = app
+        .get(&format!("/api/v1/webhooks/{hook}/deliveries?after=-1"))
+        .await;
+
+    let ids: Vec<i64> = pages
+        .iter()
+        .flat_map(|p| p.body["items"].as_array().cloned().unwrap_or_default())
+        .filter_map(|d| d["id"].as_i64())
+        .collect();
+    assert_eq!(pages.len(), 3, "2 + 2 + 1");
+    assert_eq!(ids.len(), 5, "{ids:?}");
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "newest first, none twice: {ids:?}"
+    );
+    assert_error_shape(&typo, StatusCode::BAD_REQUEST, "invalid_parameter");
+}
+
+#[tokio::test]
+async fn at_customer_without_an_address_is_refused_alike_by_register_import_and_status_change() {
+    let app = spawn_app().await;
+    let registered = app
+        .post_json(
+            "/api/v1/devices",
+            &json!({ "serial": "OC5-000040", "model": "OC-5A", "status": "at_customer" }),
+        )
+        .await;
+    let req = Request::post("/api/v1/devices/import")
+        .header(header::CONTENT_TYPE, "text/csv")
+        .body(Body::from(
+            "serial,model,status,address\nOC5-000041,OC-5A,at_customer,\nOC5-000042,OC-5A,at_customer,   \n",
+        ))
+        .expect("request");
+    let imported = app.send(req).await;
+    let in_stock = app
+        .post_json(
+            "/api/v1/devices",
+            &json!({ "serial": "OC5-000043", "model": "OC-5A" }),
+        )
+        .await;
+    assert_eq!(in_stock.status, StatusCode::CREATED, "{}", in_stock.body);
+    let moved = app
+        .post_json(
+            "/api/v1/devices/OC5-000043/status",
+            &json!({ "status": "at_customer" }),
+        )
+        .await;
+
+    assert_error_shape(
+        &registered,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "address_required",
+    );
+    assert_error_shape(&moved, StatusCode::UNPROCESSABLE_ENTITY, "address_required");
+    assert_eq!(message(&registered), message(&moved));
+    assert_eq!(registered.body["details"], moved.body["details"]);
+    assert_eq!(imported.status, StatusCode::OK, "{}", imported.body);
+    assert_eq!(imported.body["registered"], json!(0), "{}", imported.body);
+    for row in imported.body["errors"].as_array().expect("errors") {
+        assert_eq!(row["status"], json!(422), "{row}");
+        assert_eq!(row["code"], json!("address_required"), "{row}");
+        assert_eq!(row["message"], registered.body["message"], "{row}");
+        assert_eq!(row["details"], registered.body["details"], "{row}");
+    }
+    assert_eq!(imported.body["failed"], json!(2));
+    assert_eq!(
+        app.get("/api/v1/devices/OC5-000040").await.status,
+        StatusCode::NOT_FOUND
+    );
 }

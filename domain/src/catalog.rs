@@ -13,11 +13,27 @@ use crate::order::PartRef;
 use crate::telemetry::known_field;
 
 /// A device model identifier, e.g. `OC-5A`: 1 to 64 characters of `A-Z a-z 0-9 - _ .`.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ModelId(String);
+
+// written out for the pattern: the derive cannot put one on a newtype's schema
+impl utoipa::PartialSchema for ModelId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("A model id, e.g. OC-5A: 1 to 64 of A-Z a-z 0-9 - _ ."))
+            .pattern(Some("^[A-Za-z0-9._-]{1,64}$"))
+            .max_length(Some(64))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ModelId {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("ModelId")
+    }
+}
 
 /// Why a string is not a model id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -63,11 +63,29 @@ impl OrderStatus {
 
 /// Why an order exists, e.g. `filter_depletion`, `service_interval`,
 /// `critical_alarm:E101`, `failure_risk:compressor`. With the serial, the dedupe key.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Cause(String);
+
+// written out for the pattern: the derive cannot put one on a newtype's schema
+impl utoipa::PartialSchema for Cause {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "What calls for the work, e.g. filter_depletion, critical_alarm:E101.",
+            ))
+            .pattern(Some("^[a-z0-9_]+(:[A-Za-z0-9_.-]+)?$"))
+            .max_length(Some(80))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Cause {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Cause")
+    }
+}
 
 /// Why a string is not a cause.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,11 +9,29 @@ pub const MAX_SERIAL_LEN: usize = 64;
 
 /// A device serial number (SN): 1 to 64 characters of `A-Z a-z 0-9 - _ .`,
 /// starting with a letter or digit. Safe to embed in MQTT topics and URL paths.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Serial(String);
+
+// written out for the pattern: the derive cannot put one on a newtype's schema
+impl utoipa::PartialSchema for Serial {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A device serial: 1 to 64 of A-Z a-z 0-9 - _ ., starting with a letter or digit.",
+            ))
+            .pattern(Some("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))
+            .max_length(Some(64))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Serial {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Serial")
+    }
+}
 
 /// Why a string is not a serial.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -220,7 +220,52 @@ pub struct ReadingQuery {
     pub from: Option<DateTime<Utc>>,
     /// Exclusive.
     pub to: Option<DateTime<Utc>>,
+    /// Return readings strictly after this one in (device time, seq) order.
+    pub after: Option<ReadingCursor>,
     pub limit: usize,
+}
+
+/// Where a page of one device's readings ended: readings are ordered by device time,
+/// then seq, and (time, seq) is unique per device because seq is. Written as
+/// `<device time in Unix ms>_<seq>` (e.g. `1767225600000_42`): opaque to clients, who
+/// pass a page's `next` back as `after`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReadingCursor {
+    /// Device time of the last reading of the page, Unix milliseconds.
+    pub ts_ms: i64,
+    /// Its sequence number (the store keeps seqs as SQL integers: at most `i64::MAX`).
+    pub seq: i64,
+}
+
+impl ReadingCursor {
+    /// The pattern a cursor matches (for the OpenAPI document): digits on both sides
+    /// (a time before 1970 is negative), few enough that each fits an `i64`.
+    pub const PATTERN: &'static str = "^-?[0-9]{1,18}_[0-9]{1,18}$";
+
+    /// Parses a cursor as [`std::fmt::Display`] writes it; `None` for anything that does
+    /// not match [`Self::PATTERN`] (a `+`, spaces, oversized numbers).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (ts, seq) = raw.split_once('_')?;
+        let digits = |s: &str| {
+            (!s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<i64>().ok())
+                .flatten()
+        };
+        let ts_ms = match ts.strip_prefix('-') {
+            Some(magnitude) => -digits(magnitude)?,
+            None => digits(ts)?,
+        };
+        Some(Self {
+            ts_ms,
+            seq: digits(seq)?,
+        })
+    }
+}
+
+impl std::fmt::Display for ReadingCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}", self.ts_ms, self.seq)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -335,8 +380,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_devices(&self, query: DeviceQuery) -> Result<Page<DeviceSummary>, StoreError>;
 
-    /// Readings of one device in device-time order.
-    async fn readings(&self, query: ReadingQuery) -> Result<Vec<StoredReading>, StoreError>;
+    /// Readings of one device in (device time, seq) order, keyset-paginated: a page as
+    /// long as its limit carries the cursor of its last reading in `next`.
+    async fn readings(&self, query: ReadingQuery) -> Result<Page<StoredReading>, StoreError>;
 
     /// Hourly rollups of one device in `[from, to)`.
     async fn rollups(
@@ -623,4 +669,30 @@ pub trait PredictionStore: Send + Sync + 'static {
         after: Option<i64>,
         limit: usize,
     ) -> Result<Page<HeldOrder>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadingCursor;
+
+    #[test]
+    fn a_reading_cursor_reads_back_what_it_writes_and_nothing_else() {
+        for cursor in [
+            ReadingCursor {
+                ts_ms: 1_767_225_600_000,
+                seq: 42,
+            },
+            ReadingCursor { ts_ms: -5, seq: 0 },
+        ] {
+            assert_eq!(ReadingCursor::parse(&cursor.to_string()), Some(cursor));
+        }
+        for bad in [
+            "", "12", "_1", "1_", "+1_2", "1_+2", " 1_2", "1_2 ", "1_-2", "a_1", "1_2_3",
+        ] {
+            assert_eq!(ReadingCursor::parse(bad), None, "{bad:?}");
+        }
+        // 19 digits could overflow an i64: the pattern stops at 18
+        assert_eq!(ReadingCursor::parse("9999999999999999999_1"), None);
+        assert!(ReadingCursor::parse("999999999999999999_999999999999999999").is_some());
+    }
 }

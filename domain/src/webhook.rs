@@ -86,13 +86,15 @@ pub trait Webhooks: Send + Sync + 'static {
     /// Stops deliveries to a receiver (pending ones stay in the log). Audited.
     async fn disable_webhook(&self, id: i64, actor: Actor) -> Result<Webhook, StoreError>;
 
-    /// The delivery log of one webhook, newest first.
+    /// The delivery log of one webhook, newest first, keyset-paginated: `after` is the
+    /// `next` of the previous page (the id of its last, oldest delivery).
     async fn deliveries(
         &self,
         webhook_id: i64,
         state: Option<DeliveryState>,
+        after: Option<i64>,
         limit: usize,
-    ) -> Result<Vec<Delivery>, StoreError>;
+    ) -> Result<crate::store::Page<Delivery>, StoreError>;
 
     /// Fans the order events committed since each active webhook's cursor out into
     /// pending deliveries (at most `limit` events per webhook). Returns how many.

@@ -1054,7 +1054,7 @@ mod tests {
         async fn list_devices(&self, _: DeviceQuery) -> Result<Page<DeviceSummary>, StoreError> {
             unused()
         }
-        async fn readings(&self, _: ReadingQuery) -> Result<Vec<StoredReading>, StoreError> {
+        async fn readings(&self, _: ReadingQuery) -> Result<Page<StoredReading>, StoreError> {
             unused()
         }
         async fn rollups(

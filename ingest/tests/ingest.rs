@@ -153,12 +153,14 @@ async fn readings(store: &dyn Store, serial: &str) -> Vec<u64> {
         serial: Serial::parse(serial).expect("serial"),
         from: None,
         to: None,
+        after: None,
         limit: 1000,
     };
     let mut seqs: Vec<u64> = store
         .readings(query)
         .await
         .expect("readings")
+        .items
         .into_iter()
         .map(|r| r.seq)
         .collect();

@@ -53,10 +53,12 @@ async fn stored_seqs(store: &dyn Store, serial: &str) -> Vec<u64> {
             serial: Serial::parse(serial).expect("serial"),
             from: None,
             to: None,
+            after: None,
             limit: 1000,
         })
         .await
         .expect("readings")
+        .items
         .into_iter()
         .map(|r| r.seq)
         .collect()

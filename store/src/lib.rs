@@ -300,7 +300,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn readings(&self, query: ReadingQuery) -> Result<Vec<StoredReading>, StoreError> {
+    async fn readings(&self, query: ReadingQuery) -> Result<Page<StoredReading>, StoreError> {
         self.read(move |conn, _| read::readings(conn, &query)).await
     }
 

@@ -10,7 +10,7 @@ use fleetpulse_domain::rules::LatestState;
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::{
     DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary, OrderQuery,
-    Page, ReadingQuery, Rollup, StoreError, StoreStats, StoredReading,
+    Page, ReadingCursor, ReadingQuery, Rollup, StoreError, StoreStats, StoredReading,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -141,7 +141,7 @@ pub(crate) fn device_detail(
 
 fn collect<T>(
     mut rows: rusqlite::Rows<'_>,
-    f: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+    mut f: impl FnMut(&Row<'_>) -> Result<T, StoreError>,
 ) -> Result<Vec<T>, StoreError> {
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(sql_err)? {
@@ -189,16 +189,24 @@ pub(crate) fn list_devices(
     Ok(Page { items, next })
 }
 
+/// Most readings one page returns: the API's `limit` maximum for raw readings. A page
+/// as long as the limit it was read with always carries a `next` cursor, so a client is
+/// never handed a silently shortened answer.
+pub const MAX_READING_PAGE: usize = 10_000;
+
 pub(crate) fn readings(
     conn: &Connection,
     q: &ReadingQuery,
-) -> Result<Vec<StoredReading>, StoreError> {
+) -> Result<Page<StoredReading>, StoreError> {
     let from = q.from.map_or(i64::MIN, ms);
     let to = q.to.map_or(i64::MAX, ms);
+    let limit = q.limit.clamp(1, MAX_READING_PAGE);
+    let (after_ts, after_seq) = q.after.map_or((i64::MIN, -1), |c| (c.ts_ms, c.seq));
     let mut stmt = conn
         .prepare_cached(
             "SELECT seq, ts, received_at, vals, alarms FROM readings \
-             WHERE serial = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts, seq LIMIT ?4",
+             WHERE serial = ?1 AND ts >= ?2 AND ts < ?3 \
+             AND (ts, seq) > (?4, ?5) ORDER BY ts, seq LIMIT ?6",
         )
         .map_err(sql_err)?;
     let rows = stmt
@@ -206,16 +214,22 @@ pub(crate) fn readings(
             q.serial.as_str(),
             from,
             to,
-            page_limit(q.limit) as i64
+            after_ts,
+            after_seq,
+            limit as i64
         ])
         .map_err(sql_err)?;
-    collect(rows, |row| {
+    let mut last = None;
+    let items = collect(rows, |row| {
+        let seq: i64 = row.get(0).map_err(sql_err)?;
+        let ts: i64 = row.get(1).map_err(sql_err)?;
         let vals: String = row.get(3).map_err(sql_err)?;
         let alarms: Option<String> = row.get(4).map_err(sql_err)?;
+        last = Some(ReadingCursor { ts_ms: ts, seq });
         Ok(StoredReading {
             serial: q.serial.clone(),
-            seq: u64::try_from(row.get::<_, i64>(0).map_err(sql_err)?).unwrap_or(0),
-            ts: from_ms(row.get(1).map_err(sql_err)?),
+            seq: u64::try_from(seq).unwrap_or(0),
+            ts: from_ms(ts),
             received_at: from_ms(row.get(2).map_err(sql_err)?),
             values: serde_json::from_str::<BTreeMap<String, f64>>(&vals).map_err(json_err)?,
             alarms: alarms
@@ -223,6 +237,11 @@ pub(crate) fn readings(
                 .transpose()
                 .map_err(json_err)?,
         })
+    })?;
+    let next = (items.len() == limit).then_some(last).flatten();
+    Ok(Page {
+        items,
+        next: next.map(|c| c.to_string()),
     })
 }
 

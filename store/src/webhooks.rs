@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use fleetpulse_domain::dispatch::Actor;
-use fleetpulse_domain::store::StoreError;
+use fleetpulse_domain::store::{Page, StoreError};
 use fleetpulse_domain::webhook::{
     AttemptResult, Delivery, DeliveryState, DueDelivery, Webhook, Webhooks,
 };
@@ -15,6 +15,9 @@ use crate::SqliteStore;
 use crate::audit::insert_audit;
 use crate::convert::{from_ms, json_err, ms, sql_err};
 use crate::orders::{EVENT_COLS, event_from};
+
+/// Most deliveries one page of the log returns (the API's `limit` maximum).
+const MAX_DELIVERY_PAGE: usize = 1000;
 
 const WEBHOOK_COLS: &str = "w.id, w.name, w.url, w.created_at, w.disabled_at, \
      (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id AND d.state = 'pending'), \
@@ -169,30 +172,37 @@ impl Webhooks for SqliteStore {
         &self,
         webhook_id: i64,
         state: Option<DeliveryState>,
+        after: Option<i64>,
         limit: usize,
-    ) -> Result<Vec<Delivery>, StoreError> {
+    ) -> Result<Page<Delivery>, StoreError> {
+        let limit = limit.clamp(1, MAX_DELIVERY_PAGE);
         self.read(move |conn, _| {
             if webhook(conn, webhook_id)?.is_none() {
                 return Err(StoreError::NotFound(format!("webhook {webhook_id}")));
             }
+            // newest first: the next page holds the ids below the last one of this page
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE webhook_id = ?1 \
-                     AND (?2 IS NULL OR state = ?2) ORDER BY id DESC LIMIT ?3"
+                     AND (?2 IS NULL OR state = ?2) AND id < ?3 ORDER BY id DESC LIMIT ?4"
                 ))
                 .map_err(sql_err)?;
             let mut rows = stmt
                 .query(params![
                     webhook_id,
                     state.map(state_text),
-                    limit.clamp(1, 1000) as i64
+                    after.unwrap_or(i64::MAX),
+                    limit as i64
                 ])
                 .map_err(sql_err)?;
-            let mut out = Vec::new();
+            let mut items = Vec::new();
             while let Some(row) = rows.next().map_err(sql_err)? {
-                out.push(delivery_from(row, 0)?);
+                items.push(delivery_from(row, 0)?);
             }
-            Ok(out)
+            let next = (items.len() == limit)
+                .then(|| items.last().map(|d: &Delivery| d.id.to_string()))
+                .flatten();
+            Ok(Page { items, next })
         })
         .await
     }

@@ -76,10 +76,12 @@ async fn seqs(store: &SqliteStore, serial: &str) -> Vec<u64> {
             serial: sn(serial),
             from: None,
             to: None,
+            after: None,
             limit: 1000,
         })
         .await
         .expect("readings")
+        .items
         .iter()
         .map(|r| r.seq)
         .collect()

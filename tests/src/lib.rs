@@ -227,6 +227,22 @@ impl App {
         Ok(body)
     }
 
+    /// Every reading of `serial` (`query`: more parameters, e.g. `from=…&to=…`), following
+    /// the pages' `next` cursor to the end, in the API's (device time, seq) order.
+    pub async fn readings(&self, serial: &str, query: &str) -> anyhow::Result<Vec<Value>> {
+        let first = format!("/api/v1/devices/{serial}/readings?{query}");
+        let mut all = Vec::new();
+        let mut path = first.clone();
+        loop {
+            let page = self.get_ok(&path).await?;
+            all.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next"].as_str() {
+                Some(next) => path = format!("{first}&after={next}"),
+                None => return Ok(all),
+            }
+        }
+    }
+
     /// GET that must answer 200 with text (e.g. `/metrics`).
     pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
         let resp = self.http.get(self.url(path)).send().await?;

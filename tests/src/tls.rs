@@ -425,7 +425,8 @@ impl LoggedApp {
         let Ok(r) = r else {
             return Ok(Vec::new()); // unknown device: nothing stored
         };
-        Ok(r.as_array()
+        Ok(r["items"]
+            .as_array()
             .into_iter()
             .flatten()
             .filter_map(|x| x["seq"].as_u64())

@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct NewTokenBody {
     /// Who or what uses it, e.g. `fsm-integration` (1 to 128 characters).
+    #[schema(pattern = "\\S", max_length = 128)]
     name: String,
     /// `dispatcher`, `planner`, `quality`, `admin` or `device-admin`.
     role: Role,
@@ -92,7 +93,11 @@ pub struct AuditParams {
     target: Option<String>,
     /// e.g. `token:3:alice`.
     actor: Option<String>,
+    /// The `next` cursor of the previous page.
+    #[param(value_type = Option<String>, pattern = "^[0-9]{1,18}$")]
     after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 

@@ -22,10 +22,13 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Only this reason (`malformed_json`, `out_of_range`, …).
+    #[param(value_type = Option<RejectReason>)]
     reason: Option<String>,
     /// The `next` cursor of the previous page.
+    #[param(value_type = Option<String>, pattern = "^[0-9]{1,18}$")]
     after: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 

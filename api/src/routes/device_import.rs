@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::auth::{Caller, DEVICE_ADMINS};
 use crate::error::ApiError;
+use crate::routes::devices::register_one;
 
 /// Most rows one import takes.
 pub const MAX_ROWS: usize = 10_000;
@@ -87,8 +88,21 @@ fn csv_rows(text: &str) -> Result<Vec<Row>, ApiError> {
         .collect())
 }
 
+/// A row that `POST /api/v1/devices` would have refused, with that answer's status, code,
+/// message and details.
+fn row_error(row: usize, serial: &fleetpulse_domain::Serial, e: ApiError) -> Value {
+    json!({
+        "row": row,
+        "serial": serial,
+        "status": e.status().as_u16(),
+        "code": e.code(),
+        "message": e.to_string(),
+        "details": e.details(),
+    })
+}
+
 /// Registers every good row; answers 200 with `{"registered": n, "failed": n, "errors": [...]}`.
-#[utoipa::path(post, path = "/api/v1/devices/import", tag = "devices", request_body(content((String = "text/csv"), (Vec<NewDevice> = "application/json"))), responses((status = 200, description = "Registered and failed rows", body = serde_json::Value)))]
+#[utoipa::path(post, path = "/api/v1/devices/import", tag = "devices", request_body(description = "CSV, or a JSON array of the bodies POST /api/v1/devices takes; each row is checked on its own and a bad one is reported in `errors`", content((String = "text/csv"), (Vec<serde_json::Value> = "application/json"))), responses((status = 200, description = "Registered and failed rows", body = serde_json::Value)))]
 async fn import(
     caller: Caller,
     State(state): State<AppState>,
@@ -144,22 +158,16 @@ async fn import(
         let device = match result {
             Ok(d) => d,
             Err(e) => {
-                errors.push(json!({ "row": row, "message": e }));
+                errors.push(json!({ "row": row, "status": 422, "code": "invalid_body", "message": e, "details": null }));
                 continue;
             }
         };
         let serial = device.serial.clone();
-        if state.catalog.model(device.model.as_str()).is_none() {
-            errors.push(json!({ "row": row, "serial": serial, "message": format!("model {} is not in the catalog", device.model) }));
-            continue;
-        }
-        match state.store.register_device(device).await {
+        match register_one(&state, device).await {
             Ok(d) => registered.push(d.serial.to_string()),
-            Err(fleetpulse_domain::store::StoreError::Conflict(m))
-            | Err(fleetpulse_domain::store::StoreError::Invalid(m)) => {
-                errors.push(json!({ "row": row, "serial": serial, "message": m }));
-            }
-            Err(e) => return Err(e.into()),
+            // the row fails as `POST /api/v1/devices` would have refused it
+            Err(e) if e.status().is_client_error() => errors.push(row_error(row, &serial, e)),
+            Err(e) => return Err(e),
         }
     }
     state

@@ -31,12 +31,17 @@ pub struct StatusBody {
     /// With `at_customer`: how much the patient depends on it.
     #[serde(default)]
     criticality: Option<Criticality>,
+    /// 1 to 100 characters.
     #[serde(default)]
+    #[schema(pattern = "\\S", max_length = 100)]
     region: Option<String>,
     /// With `at_customer`: where it is (1 to 500 characters).
     #[serde(default)]
+    #[schema(pattern = "\\S", max_length = 500)]
     address: Option<String>,
+    /// Why (1 to 4000 characters).
     #[serde(default)]
+    #[schema(pattern = "\\S", max_length = 4000)]
     reason: Option<String>,
 }
 
@@ -53,7 +58,7 @@ fn too_long(field: &'static str, v: &Option<String>, max: usize) -> Result<(), A
 
 /// Changes a device's lifecycle status; `at_customer` needs an address (given here or
 /// already known). Recorded in the status history and the audit log.
-#[utoipa::path(post, path = "/api/v1/devices/{serial}/status", tag = "devices", params(("serial" = String, Path, description = "device serial")), request_body = StatusBody, responses((status = 200, description = "The device after the change", body = Device)))]
+#[utoipa::path(post, path = "/api/v1/devices/{serial}/status", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")), request_body = StatusBody, responses((status = 200, description = "The device after the change", body = Device)))]
 async fn change_status(
     caller: Caller,
     State(state): State<AppState>,
@@ -70,16 +75,10 @@ async fn change_status(
         .device(&serial)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("device {serial} is not registered")))?;
-    if b.status == LifecycleStatus::AtCustomer
-        && b.address.is_none()
-        && current.device.address.is_none()
-    {
-        return Err(ApiError::Unprocessable {
-            code: "address_required",
-            message: "a device at a customer needs an address".into(),
-            details: Some(json!({ "field": "address" })),
-        });
-    }
+    super::devices::require_address(
+        Some(b.status),
+        b.address.as_deref().or(current.device.address.as_deref()),
+    )?;
     let change = StatusChange {
         status: b.status,
         criticality: b.criticality,
@@ -98,7 +97,7 @@ async fn change_status(
 /// Failure events of the device, oldest first: confirmed by a repair order or imported,
 /// and alarm-sourced ones not (yet) confirmed (`source` says which); retracted ones (no
 /// fault found) are left out.
-#[utoipa::path(get, path = "/api/v1/devices/{serial}/failures", tag = "devices", params(("serial" = String, Path, description = "device serial")), responses((status = 200, description = "Failure events (source repair_order, import or alarm; retracted ones left out), oldest first", body = Vec<FailureEvent>)))]
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/failures", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")), responses((status = 200, description = "Failure events (source repair_order, import or alarm; retracted ones left out), oldest first", body = Vec<FailureEvent>)))]
 async fn failures(
     caller: Caller,
     State(state): State<AppState>,
@@ -116,7 +115,7 @@ async fn failures(
 
 /// Everything about one serial: registry data and latest state, status history,
 /// alarm episodes (newest 1000), orders (first 1000) and confirmed failures.
-#[utoipa::path(get, path = "/api/v1/devices/{serial}/history", tag = "devices", params(("serial" = String, Path, description = "device serial")), responses((status = 200, description = "Everything about the serial", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/history", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")), responses((status = 200, description = "Everything about the serial", body = serde_json::Value)))]
 async fn history(
     caller: Caller,
     State(state): State<AppState>,

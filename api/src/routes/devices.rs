@@ -38,12 +38,15 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-    /// The `next` cursor of the previous page.
+    /// The `next` cursor of the previous page (a serial: the list goes on after it).
     after: Option<String>,
-    /// Lifecycle status: `unassigned`, `in_stock`, `in_transit`, `at_customer`, …
+    /// Lifecycle status.
+    #[param(value_type = Option<LifecycleStatus>)]
     status: Option<String>,
     /// Model id, e.g. `OC-5A`.
+    #[param(value_type = Option<String>, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     model: Option<String>,
 }
 
@@ -67,38 +70,17 @@ async fn list(
 
 /// Registers a device (`NewDevice` as JSON; unknown fields are refused). Answers 201 with
 /// the device and its `Location`, 409 if the serial is registered already, 422 if the
-/// model is not in the catalog. A device that announced itself over telemetry
+/// model is not in the catalog or the device is `at_customer` without an address. A
+/// device that announced itself over telemetry
 /// (`unassigned`) is completed by its registration.
-#[utoipa::path(post, path = "/api/v1/devices", tag = "devices", request_body = NewDevice, responses((status = 201, description = "201: registered; Location names it", body = Device), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/devices", tag = "devices", request_body = NewDevice, responses((status = 201, description = "201: registered; Location names it", body = Device), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 422, description = "unknown_model, or address_required (at_customer without an address)", body = crate::error::ErrorBody)))]
 async fn register(
     caller: Caller,
     State(state): State<AppState>,
     JsonBody(new): JsonBody<NewDevice>,
 ) -> Result<Response, ApiError> {
     caller.require(DEVICE_ADMINS)?;
-    if state.catalog.model(new.model.as_str()).is_none() {
-        let known: Vec<&str> = state.catalog.models().map(|m| m.id.as_str()).collect();
-        return Err(ApiError::Unprocessable {
-            code: "unknown_model",
-            message: format!(
-                "model {} is not in the catalog; known models: {}",
-                new.model,
-                known.join(", ")
-            ),
-            details: Some(json!({ "field": "model", "known_models": known })),
-        });
-    }
-    let serial = new.serial.clone();
-    let device = state
-        .store
-        .register_device(new)
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => {
-                ApiError::Conflict(format!("device {serial} is already registered"))
-            }
-            other => other.into(),
-        })?;
+    let device = register_one(&state, new).await?;
     tracing::info!(serial = %device.serial, "device registered");
     state
         .dispatch
@@ -120,7 +102,7 @@ async fn register(
 }
 
 /// One device: registry data, latest state, open alarm episodes and active orders.
-#[utoipa::path(get, path = "/api/v1/devices/{serial}", tag = "devices", params(("serial" = String, Path, description = "device serial")), responses((status = 200, description = "Latest state, open alarms, active orders", body = DeviceDetail)))]
+#[utoipa::path(get, path = "/api/v1/devices/{serial}", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")), responses((status = 200, description = "Latest state, open alarms, active orders", body = DeviceDetail)))]
 async fn detail(
     caller: Caller,
     State(state): State<AppState>,
@@ -142,41 +124,48 @@ async fn detail(
 #[serde(deny_unknown_fields)]
 pub struct ReadingParams {
     /// Inclusive start (device time, RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
     /// Exclusive end (device time, RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
-    /// At most this many readings, 1 to 10000 (default 1000).
+    /// The `next` cursor of the previous page.
+    #[param(value_type = Option<String>, pattern = "^-?[0-9]{1,18}_[0-9]{1,18}$")]
+    after: Option<String>,
+    /// Page size, 1 to 10000 (default 1000).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     limit: Option<String>,
 }
 
-/// Raw readings of one device in device-time order, as a JSON array; `from` inclusive,
-/// `to` exclusive.
-#[utoipa::path(get, path = "/api/v1/devices/{serial}/readings", tag = "devices", params(("serial" = String, Path, description = "device serial"), ReadingParams), responses((status = 200, description = "Raw readings in device-time order", body = Vec<StoredReading>)))]
+/// Raw readings of one device in device-time order (then seq), keyset-paginated:
+/// `{"items": [...], "next": cursor|null}`; pass `next` back as `after`. `from`
+/// inclusive, `to` exclusive.
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/readings", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), ReadingParams), responses((status = 200, description = "Raw readings in device-time order, keyset-paginated", body = Page<StoredReading>)))]
 async fn readings(
     caller: Caller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
     Query(p): Query<ReadingParams>,
-) -> Result<Json<Vec<StoredReading>>, ApiError> {
+) -> Result<Json<Page<StoredReading>>, ApiError> {
     caller.require(READERS)?;
     let serial = extract::serial(&raw)?;
     let from = extract::time("from", p.from.as_deref())?;
     let to = extract::time("to", p.to.as_deref())?;
     extract::ordered_range(from, to)?;
-    let limit = extract::limit(p.limit.as_deref(), READING_LIMIT)?;
-    let rows = state
+    let page = state
         .store
         .readings(ReadingQuery {
             serial: serial.clone(),
             from,
             to,
-            limit,
+            after: extract::reading_cursor(p.after.as_deref())?,
+            limit: extract::limit(p.limit.as_deref(), READING_LIMIT)?,
         })
         .await?;
-    if rows.is_empty() {
+    if page.items.is_empty() {
         ensure_registered(&state, &serial).await?;
     }
-    Ok(Json(rows))
+    Ok(Json(page))
 }
 
 /// Query of `GET /api/v1/devices/{serial}/rollups`.
@@ -185,14 +174,16 @@ async fn readings(
 #[serde(deny_unknown_fields)]
 pub struct RollupParams {
     /// Inclusive start hour (RFC 3339); default 24 h before `to`.
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
     /// Exclusive end (RFC 3339); default now.
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
 }
 
 /// Hourly rollups (count, sum, min, max, last per field) of one device in `[from, to)`,
 /// as a JSON array; the last 24 hours by default.
-#[utoipa::path(get, path = "/api/v1/devices/{serial}/rollups", tag = "devices", params(("serial" = String, Path, description = "device serial"), RollupParams), responses((status = 200, description = "Hourly rollups", body = Vec<Rollup>)))]
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/rollups", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), RollupParams), responses((status = 200, description = "Hourly rollups", body = Vec<Rollup>)))]
 async fn rollups(
     caller: Caller,
     State(state): State<AppState>,
@@ -218,12 +209,13 @@ async fn rollups(
 #[serde(deny_unknown_fields)]
 pub struct AlarmParams {
     /// At most this many episodes, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
 /// Alarm episodes of one device, newest first, as a JSON array; an episode still active
 /// has `ended_at: null`.
-#[utoipa::path(get, path = "/api/v1/devices/{serial}/alarms", tag = "devices", params(("serial" = String, Path, description = "device serial"), AlarmParams), responses((status = 200, description = "Alarm episodes, newest first", body = Vec<AlarmEpisode>)))]
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/alarms", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), AlarmParams), responses((status = 200, description = "Alarm episodes, newest first", body = Vec<AlarmEpisode>)))]
 async fn alarms(
     caller: Caller,
     State(state): State<AppState>,
@@ -238,6 +230,52 @@ async fn alarms(
         ensure_registered(&state, &serial).await?;
     }
     Ok(Json(rows))
+}
+
+/// Registers one device as `POST /api/v1/devices` and each row of an import do, with
+/// the same checks and the same errors: 422 `unknown_model`, 422 `address_required`,
+/// 409 when the serial is registered already.
+pub(crate) async fn register_one(state: &AppState, new: NewDevice) -> Result<Device, ApiError> {
+    if state.catalog.model(new.model.as_str()).is_none() {
+        let known: Vec<&str> = state.catalog.models().map(|m| m.id.as_str()).collect();
+        return Err(ApiError::Unprocessable {
+            code: "unknown_model",
+            message: format!(
+                "model {} is not in the catalog; known models: {}",
+                new.model,
+                known.join(", ")
+            ),
+            details: Some(json!({ "field": "model", "known_models": known })),
+        });
+    }
+    // registering completes an `unassigned` device and replaces its address: only the
+    // address given here counts
+    require_address(new.status, new.address.as_deref())?;
+    let serial = new.serial.clone();
+    state.store.register_device(new).await.map_err(|e| match e {
+        StoreError::Conflict(_) => {
+            ApiError::Conflict(format!("device {serial} is already registered"))
+        }
+        other => other.into(),
+    })
+}
+
+/// A device at a customer needs an address (where the engineer goes): every route that
+/// can put a device there (register, import, status change, with `address` the one it
+/// will have) refuses it the same way, 422 `address_required`.
+pub(crate) fn require_address(
+    status: Option<LifecycleStatus>,
+    address: Option<&str>,
+) -> Result<(), ApiError> {
+    let has_address = address.is_some_and(|a| !a.trim().is_empty());
+    if status == Some(LifecycleStatus::AtCustomer) && !has_address {
+        return Err(ApiError::Unprocessable {
+            code: "address_required",
+            message: "a device at a customer needs an address".into(),
+            details: Some(json!({ "field": "address" })),
+        });
+    }
+    Ok(())
 }
 
 fn not_registered(serial: &Serial) -> ApiError {

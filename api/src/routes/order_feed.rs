@@ -47,8 +47,10 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct FeedParams {
     /// Events after this event id (the `next` of the previous page, or the last `id` seen).
+    #[param(value_type = Option<String>, pattern = "^[0-9]{1,18}$")]
     after: Option<String>,
     /// Page size, 1 to 1000 (default 100); `events` only.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 

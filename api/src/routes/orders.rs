@@ -4,9 +4,10 @@
 //! `cancel`): `dispatcher`. Manual orders: `dispatcher`, `planner`. `admin` may do all.
 //!
 //! Optimistic concurrency: `GET /api/v1/orders/{id}` answers an `ETag` (the order's
-//! `version`, e.g. `"3"`); every lifecycle step must send it back as `If-Match`. A stale
-//! one answers 412 with the current version, a missing one 428, so two dispatchers cannot
-//! overwrite each other silently. An illegal step answers 409 with the current status and
+//! `version`, e.g. `"3"`); every lifecycle step must send it back as `If-Match`, compared
+//! strongly (RFC 9110 §13.1.1: a weak `W/"3"` never matches; `*` matches any version of
+//! an order that exists). A stale one answers 412 with the current version, a missing
+//! one 428, so two dispatchers cannot overwrite each other silently. An illegal step answers 409 with the current status and
 //! the allowed next ones.
 
 use axum::extract::State;
@@ -49,29 +50,42 @@ pub fn router() -> Router<AppState> {
 pub struct ListParams {
     /// One status (`open`, `acknowledged`, `assigned`, `in_progress`, `completed`,
     /// `cancelled`), or `active` for every order not completed or cancelled. Default: all.
+    #[param(value_type = Option<String>, pattern = "^(open|acknowledged|assigned|in_progress|completed|cancelled|active)$")]
     status: Option<String>,
+    /// Device serial.
+    #[param(value_type = Option<String>, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     serial: Option<String>,
     /// e.g. `filter_depletion`, `critical_alarm:E101`.
+    #[param(value_type = Option<String>, pattern = "^[a-z0-9_]+(:[A-Za-z0-9_.-]+)?$", max_length = 80)]
     cause: Option<String>,
     /// `maintenance`, `repair` or `inspection`.
+    #[param(value_type = Option<OrderKind>)]
     kind: Option<String>,
-    /// `P1` (most urgent) to `P4`.
+    /// `P1` (most urgent) to `P4` (`p1` … `p4` too).
+    #[param(value_type = Option<String>, pattern = "^[Pp][1-4]$")]
     priority: Option<String>,
-    /// Devices' region.
+    /// Devices' region (1 to 100 characters).
+    #[param(value_type = Option<String>, min_length = 1, max_length = 100)]
     region: Option<String>,
     /// Devices' model id, e.g. `OC-5A`.
+    #[param(value_type = Option<String>, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     model: Option<String>,
     /// `breached`, `at_risk` or `on_track` (active orders against their SLA deadlines, now).
+    #[param(value_type = Option<SlaState>)]
     sla: Option<String>,
-    /// Evaluate `sla` at this time instead of now (RFC 3339), e.g. "what will have
-    /// breached by tomorrow 08:00".
+    /// With `sla`: evaluate it at this time instead of now (RFC 3339), e.g. "what will
+    /// have breached by tomorrow 08:00".
+    #[param(value_type = Option<String>, format = DateTime)]
     sla_at: Option<String>,
     /// Only orders changed at or after this time (RFC 3339): poll with the newest
     /// `updated_at` you saw.
+    #[param(value_type = Option<String>, format = DateTime)]
     updated_since: Option<String>,
     /// The `next` cursor of the previous page.
+    #[param(value_type = Option<String>, pattern = "^[0-9]{1,18}$")]
     after: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
@@ -195,8 +209,27 @@ async fn history(
     Ok(Json(json!({ "order_id": id, "events": events })))
 }
 
-/// The version a client names in `If-Match`: `"3"`, `W/"3"` or `3`.
-fn if_match(headers: &HeaderMap) -> Result<u32, ApiError> {
+/// What an `If-Match` header asks for (RFC 9110 §13.1.1).
+#[derive(Debug, PartialEq)]
+enum IfMatch {
+    /// `*`: any current version of an existing order.
+    Any,
+    /// The versions named by the strong entity tags of the list, e.g. `"3"` (`"3", "4"`
+    /// names two). Weak tags (`W/"3"`) never match under the strong comparison
+    /// `If-Match` uses, nor does an opaque tag that is not a version as the `ETag`
+    /// writes it (`"03"`): both leave nothing here.
+    Versions(Vec<u32>),
+}
+
+fn malformed_if_match() -> ApiError {
+    ApiError::parameter(
+        "If-Match",
+        "If-Match must be the order's ETag, e.g. \"3\", a list of them, or *".to_owned(),
+    )
+}
+
+/// Parses `If-Match`: `*`, or a comma-separated list of entity tags `"x"` / `W/"x"`.
+fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
     let Some(raw) = headers.get(header::IF_MATCH) else {
         return Err(ApiError::Refused {
             status: StatusCode::PRECONDITION_REQUIRED,
@@ -207,16 +240,91 @@ fn if_match(headers: &HeaderMap) -> Result<u32, ApiError> {
             details: None,
         });
     };
-    raw.to_str()
-        .ok()
-        .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
-        .and_then(|s| s.parse::<u32>().ok())
-        .ok_or_else(|| {
-            ApiError::parameter(
-                "If-Match",
-                "If-Match must be the order's ETag, e.g. \"3\"".to_owned(),
-            )
-        })
+    let text = raw.to_str().map_err(|_| malformed_if_match())?.trim();
+    if text == "*" {
+        return Ok(IfMatch::Any);
+    }
+    let tags: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tags.is_empty() {
+        return Err(malformed_if_match());
+    }
+    let mut versions = Vec::new();
+    for tag in tags {
+        let (weak, quoted) = match tag.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, tag),
+        };
+        let opaque = quoted
+            .strip_prefix('"')
+            .and_then(|q| q.strip_suffix('"'))
+            .filter(|o| !o.contains('"'))
+            .ok_or_else(malformed_if_match)?;
+        // strong comparison: the very characters of the ETag, which writes the version
+        // in decimal without leading zeros
+        if let Some(v) = opaque
+            .parse::<u32>()
+            .ok()
+            .filter(|v| v.to_string() == opaque)
+            && !weak
+        {
+            versions.push(v);
+        }
+    }
+    Ok(IfMatch::Versions(versions))
+}
+
+/// The version a step may apply to: the one `If-Match` names when the order has it (the
+/// store checks again in the step's transaction), else 412 with the current version.
+async fn matched_version(
+    state: &AppState,
+    id: i64,
+    condition: IfMatch,
+    sent: &str,
+) -> Result<u32, ApiError> {
+    if let IfMatch::Versions(v) = &condition
+        && let [only] = v.as_slice()
+    {
+        return Ok(*only);
+    }
+    // RFC 9110 §13.2.1: a precondition is not evaluated when the answer without it would
+    // not be a success, so a missing order is a 404 whatever If-Match says
+    let order = state
+        .store
+        .order(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("order {id} does not exist")))?;
+    match condition {
+        IfMatch::Any => Ok(order.version),
+        IfMatch::Versions(v) if v.contains(&order.version) => Ok(order.version),
+        IfMatch::Versions(_) => Err(version_mismatch(
+            format!(
+                "order {id} is at version {current}; If-Match: {sent} does not match it (a weak \
+                 W/ tag never does); GET it again and retry with If-Match: \"{current}\"",
+                current = order.version
+            ),
+            id,
+            sent,
+            order.version,
+        )),
+    }
+}
+
+/// 412: `If-Match` (as sent) does not match the order's current version.
+fn version_mismatch(message: String, id: i64, sent: &str, current: u32) -> ApiError {
+    ApiError::Refused {
+        status: StatusCode::PRECONDITION_FAILED,
+        code: "version_mismatch",
+        message,
+        details: Some(json!({
+            "order_id": id,
+            "if_match": sent,
+            "current_version": current,
+        })),
+    }
 }
 
 impl From<TransitionError> for ApiError {
@@ -255,16 +363,12 @@ impl From<TransitionError> for ApiError {
                 id,
                 expected,
                 current,
-            } => ApiError::Refused {
-                status: StatusCode::PRECONDITION_FAILED,
-                code: "version_mismatch",
-                message: format!("{message}; GET it again and retry with If-Match: \"{current}\""),
-                details: Some(json!({
-                    "order_id": id,
-                    "if_match": expected,
-                    "current_version": current,
-                })),
-            },
+            } => version_mismatch(
+                format!("{message}; GET it again and retry with If-Match: \"{current}\""),
+                id,
+                &format!("\"{expected}\""),
+                current,
+            ),
             TransitionError::Invalid(msg) => ApiError::Unprocessable {
                 code: "invalid_change",
                 message: msg,
@@ -284,7 +388,13 @@ async fn apply(
 ) -> Result<Response, ApiError> {
     caller.require(DISPATCHERS)?;
     let id = order_id(raw_id)?;
-    let version = if_match(headers)?;
+    let condition = if_match(headers)?;
+    let sent = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .trim();
+    let version = matched_version(&state, id, condition, sent).await?;
     let order = state
         .dispatch
         .transition(id, version, action, caller.actor, Utc::now())
@@ -294,7 +404,7 @@ async fn apply(
 }
 
 /// `open → acknowledged`: the dispatch side has seen the order (meets the respond SLA).
-#[utoipa::path(post, path = "/api/v1/orders/{id}/acknowledge", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\"")), responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/orders/{id}/acknowledge", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\" (strong comparison; a list or * also)", pattern = "^([*]|(W/)?\"[!#-+.-~-]*\"( *, *(W/)?\"[!#-+.-~-]*\")*)$")), responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
 async fn acknowledge(
     caller: Caller,
     State(state): State<AppState>,
@@ -316,7 +426,7 @@ pub struct AssignBody {
 }
 
 /// `acknowledged → assigned`, or a re-assignment of an assigned order.
-#[utoipa::path(post, path = "/api/v1/orders/{id}/assign", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\"")), request_body = AssignBody, responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/orders/{id}/assign", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\" (strong comparison; a list or * also)", pattern = "^([*]|(W/)?\"[!#-+.-~-]*\"( *, *(W/)?\"[!#-+.-~-]*\")*)$")), request_body = AssignBody, responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
 async fn assign(
     caller: Caller,
     State(state): State<AppState>,
@@ -332,7 +442,7 @@ async fn assign(
 }
 
 /// `assigned → in_progress`: the engineer is on site.
-#[utoipa::path(post, path = "/api/v1/orders/{id}/start", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\"")), responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/orders/{id}/start", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\" (strong comparison; a list or * also)", pattern = "^([*]|(W/)?\"[!#-+.-~-]*\"( *, *(W/)?\"[!#-+.-~-]*\")*)$")), responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
 async fn start(
     caller: Caller,
     State(state): State<AppState>,
@@ -345,7 +455,7 @@ async fn start(
 /// `in_progress → completed` with the outcome: a confirmed failure creates a failure
 /// event, replaced consumables reset their life baseline, `device_status` changes the
 /// device's lifecycle status.
-#[utoipa::path(post, path = "/api/v1/orders/{id}/complete", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\"")), request_body = CompletionOutcome, responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/orders/{id}/complete", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\" (strong comparison; a list or * also)", pattern = "^([*]|(W/)?\"[!#-+.-~-]*\"( *, *(W/)?\"[!#-+.-~-]*\")*)$")), request_body = CompletionOutcome, responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
 async fn complete(
     caller: Caller,
     State(state): State<AppState>,
@@ -372,7 +482,7 @@ pub struct CancelBody {
 }
 
 /// Any active state `→ cancelled`, with the reason.
-#[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\"")), request_body = CancelBody, responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\" (strong comparison; a list or * also)", pattern = "^([*]|(W/)?\"[!#-+.-~-]*\"( *, *(W/)?\"[!#-+.-~-]*\")*)$")), request_body = CancelBody, responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
 async fn cancel(
     caller: Caller,
     State(state): State<AppState>,
@@ -399,8 +509,11 @@ pub struct NewOrderBody {
     #[serde(default)]
     priority: Option<Priority>,
     /// 1 to 200 characters.
+    #[schema(pattern = "\\S", max_length = 200)]
     title: String,
+    /// 1 to 4000 characters.
     #[serde(default)]
+    #[schema(pattern = "\\S", max_length = 4000)]
     solution: Option<String>,
     #[serde(default)]
     skills: Vec<String>,
@@ -408,8 +521,9 @@ pub struct NewOrderBody {
     parts: Vec<PartRef>,
     #[serde(default)]
     labour_minutes: Option<u32>,
-    /// Free text kept as the order's evidence.
+    /// Free text kept as the order's evidence (1 to 4000 characters).
     #[serde(default)]
+    #[schema(pattern = "\\S", max_length = 4000)]
     notes: Option<String>,
 }
 
@@ -507,4 +621,44 @@ async fn create(
         response.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(value: &str) -> Result<IfMatch, ApiError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::IF_MATCH,
+            HeaderValue::from_str(value).expect("header"),
+        );
+        if_match(&headers)
+    }
+
+    #[test]
+    fn if_match_keeps_only_strong_tags_that_are_versions() {
+        assert_eq!(parsed("\"3\"").ok(), Some(IfMatch::Versions(vec![3])));
+        assert_eq!(parsed("*").ok(), Some(IfMatch::Any));
+        assert_eq!(
+            parsed("W/\"3\", \"4\" ,\"5\"").ok(),
+            Some(IfMatch::Versions(vec![4, 5]))
+        );
+        // weak, or not the ETag's very characters: nothing can match
+        for never in ["W/\"3\"", "\"03\"", "\"+3\"", "\"abc\""] {
+            assert_eq!(
+                parsed(never).ok(),
+                Some(IfMatch::Versions(vec![])),
+                "{never}"
+            );
+        }
+        for malformed in ["3", "\"3", "W/3", "", " , "] {
+            let e = parsed(malformed).expect_err(malformed);
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{malformed:?}");
+        }
+        assert_eq!(
+            if_match(&HeaderMap::new()).expect_err("missing").status(),
+            StatusCode::PRECONDITION_REQUIRED
+        );
+    }
 }

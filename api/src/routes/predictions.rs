@@ -46,25 +46,46 @@ pub fn router() -> Router<AppState> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
+    /// Device serial.
+    #[param(value_type = Option<String>, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     serial: Option<String>,
     /// `consumable_depletion`, `service_interval`, `failure_risk` or `silent`.
+    #[param(value_type = Option<PredictionKind>)]
     kind: Option<String>,
-    /// Consumable id, `service`, failure mode or `connectivity`.
+    /// Consumable id, `service`, failure mode or `connectivity` (1 to 80 characters).
+    #[param(value_type = Option<String>, min_length = 1, max_length = 80)]
     target: Option<String>,
-    /// The `next` cursor of the previous page.
+    /// The `next` cursor of the previous page (`serial|kind|target`).
+    #[param(value_type = Option<String>, pattern = "^[^|]+[|][^|]+[|][\\s\\S]*$")]
     after: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
-/// Query of `GET /api/v1/devices/{serial}/predictions` and `/orders/queue`.
+/// Query of `GET /api/v1/devices/{serial}/predictions`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageParams {
-    /// The `next` cursor of the previous page.
+    /// The `next` cursor of the previous page (`serial|kind|target`).
+    #[param(value_type = Option<String>, pattern = "^[^|]+[|][^|]+[|][\\s\\S]*$")]
     after: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+}
+
+/// Query of `GET /api/v1/orders/queue`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct QueueParams {
+    /// The `next` cursor of the previous page.
+    #[param(value_type = Option<String>, pattern = "^[0-9]{1,18}$")]
+    after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
@@ -86,7 +107,7 @@ fn cursor(raw: Option<&str>) -> Result<Option<(String, String, String)>, ApiErro
 
 fn target(raw: Option<&str>) -> Result<Option<String>, ApiError> {
     extract::optional("target", raw, |t: &str| {
-        if t.is_empty() || t.len() > 80 {
+        if t.is_empty() || t.chars().count() > 80 {
             Err("target must be 1 to 80 characters")
         } else {
             Ok(t.to_owned())
@@ -117,7 +138,7 @@ async fn list(
 }
 
 /// One device's predictions (404 for an unknown serial).
-#[utoipa::path(get, path = "/api/v1/devices/{serial}/predictions", tag = "predictions", params(("serial" = String, Path, description = "device serial"), PageParams), responses((status = 200, description = "The device's predictions", body = Page<StoredPrediction>)))]
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/predictions", tag = "predictions", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), PageParams), responses((status = 200, description = "The device's predictions", body = Page<StoredPrediction>)))]
 async fn of_device(
     caller: Caller,
     State(state): State<AppState>,
@@ -169,11 +190,11 @@ async fn model(
 
 /// Predicted orders held by storm control, in release order (most urgent first, then
 /// in arrival order), paginated by queue position.
-#[utoipa::path(get, path = "/api/v1/orders/queue", tag = "orders", params(PageParams), responses((status = 200, description = "Held orders in release order", body = Page<HeldOrder>)))]
+#[utoipa::path(get, path = "/api/v1/orders/queue", tag = "orders", params(QueueParams), responses((status = 200, description = "Held orders in release order", body = Page<HeldOrder>)))]
 async fn queue(
     caller: Caller,
     State(state): State<AppState>,
-    Query(p): Query<PageParams>,
+    Query(p): Query<QueueParams>,
 ) -> Result<Json<Page<HeldOrder>>, ApiError> {
     caller.require(READERS)?;
     let after = extract::id_cursor(p.after.as_deref())?;

@@ -152,36 +152,49 @@ pub const MAX_AT_HOURS: usize = 50;
 pub struct StatParams {
     /// Start of the period (RFC 3339, inclusive); default 365 days before `to`. Exposure is
     /// monthly: the period includes the operating hours of every month it touches.
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
     /// End of the period (RFC 3339, exclusive); default now. At most 20 years after `from`.
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
     /// Grouping, comma-separated, in column order: `fleet` (default, no split), `model`,
     /// `kind`, `region` (split the population) and `failure_mode`, `code` (split the
     /// failures; each group keeps its devices' operating hours).
+    #[param(value_type = Option<String>, pattern = "^[\\s,]*((fleet|model|kind|region|failure_mode|code)(\\s*,[\\s,]*(fleet|model|kind|region|failure_mode|code))*[\\s,]*)?$")]
     group_by: Option<String>,
     /// Confidence level of every bound, strictly between 0 and 1; default 0.9.
+    #[param(value_type = Option<f64>, exclusive_minimum = 0, exclusive_maximum = 1)]
     confidence: Option<String>,
     /// `two_sided` (default), `lower` or `upper`: which bounds to compute.
+    #[param(value_type = Option<String>, pattern = "^(two_sided|lower|upper)$")]
     sides: Option<String>,
     /// MTBF bounds for a `time`-terminated (default) or `failure`-terminated test.
+    #[param(value_type = Option<String>, pattern = "^(time|failure)$")]
     termination: Option<String>,
     /// Failure sources to count, comma-separated: `repair_order`, `import`, `alarm`;
     /// default all.
+    #[param(value_type = Option<String>, pattern = "^[\\s,]*(repair_order|import|alarm)(\\s*,[\\s,]*(repair_order|import|alarm))*[\\s,]*$")]
     sources: Option<String>,
     /// Weibull: ages (runtime hours, comma-separated, ≥ 0, at most 50) at which to report
     /// the reliability R(t).
+    #[param(value_type = Option<String>, pattern = "^[\\s,]*([0-9]{1,9}([.][0-9]{1,6})?(\\s*,[\\s,]*[0-9]{1,9}([.][0-9]{1,6})?){0,49}[\\s,]*)?$")]
     at_hours: Option<String>,
     /// Weibull: the age (runtime hours, ≥ 0) of a unit that has survived so far, for the
     /// conditional probability of failing within `horizon_hours`; give both or neither.
+    #[param(value_type = Option<f64>, minimum = 0)]
     age_hours: Option<String>,
     /// Weibull: the horizon (runtime hours, > 0) of the conditional probability.
+    #[param(value_type = Option<f64>, exclusive_minimum = 0)]
     horizon_hours: Option<String>,
     /// MTTR: a completed repair is a first-time fix when no further repair order for the
     /// device is created within this many days after it closed (1 to 365; default 30).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 365)]
     ftf_window_days: Option<String>,
     /// `json` (default) or `csv` (the statistic's table; also chosen by `Accept: text/csv`).
+    #[param(value_type = Option<String>, pattern = "^(json|csv)$")]
     format: Option<String>,
     /// Pareto as CSV: `failures` (default) or `alarms`. The JSON answer has both.
+    #[param(value_type = Option<String>, pattern = "^(failures|alarms)$")]
     of: Option<String>,
 }
 
@@ -317,7 +330,7 @@ fn choice<T: Copy>(
     let Some(raw) = raw else { return Ok(default) };
     allowed
         .iter()
-        .find(|(name, _)| *name == raw.trim())
+        .find(|(name, _)| *name == raw)
         .map(|(_, v)| *v)
         .ok_or_else(|| {
             let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();

@@ -23,8 +23,10 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct AttainmentParams {
     /// Orders created at or after this time (RFC 3339); default 30 days before `to`.
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
     /// Orders created before this time (RFC 3339); default now.
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
 }
 

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use fleetpulse_domain::store::Page;
 use fleetpulse_domain::webhook::{Delivery, DeliveryState, Webhook};
 use serde::Deserialize;
 use serde_json::json;
@@ -124,19 +125,26 @@ async fn disable(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryParams {
-    /// `pending`, `delivered` or `dead`.
+    /// Only deliveries in this state.
+    #[param(value_type = Option<DeliveryState>)]
     state: Option<String>,
+    /// The `next` cursor of the previous page.
+    #[param(value_type = Option<String>, pattern = "^[0-9]{1,18}$")]
+    after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
-/// The delivery log, newest first: attempts, last status or error, next attempt.
-#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = i64, Path, description = "id"), DeliveryParams), responses((status = 200, description = "The delivery log, newest first", body = Vec<Delivery>)))]
+/// The delivery log, newest first (attempts, last status or error, next attempt),
+/// keyset-paginated: `{"items": [...], "next": cursor|null}`; pass `next` back as `after`.
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = i64, Path, description = "id"), DeliveryParams), responses((status = 200, description = "The delivery log, newest first, keyset-paginated", body = Page<Delivery>)))]
 async fn deliveries(
     caller: Caller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
     Query(p): Query<DeliveryParams>,
-) -> Result<Json<Vec<Delivery>>, ApiError> {
+) -> Result<Json<Page<Delivery>>, ApiError> {
     caller.require(ADMINS)?;
     let id = webhook_id(&raw)?;
     let filter = match p.state.as_deref() {
@@ -151,6 +159,9 @@ async fn deliveries(
             ));
         }
     };
+    let after = extract::id_cursor(p.after.as_deref())?;
     let limit = extract::limit(p.limit.as_deref(), LIST_LIMIT)?;
-    Ok(Json(state.webhooks.deliveries(id, filter, limit).await?))
+    Ok(Json(
+        state.webhooks.deliveries(id, filter, after, limit).await?,
+    ))
 }

@@ -141,7 +141,7 @@ async fn run(args: &Args, bin: &std::path::Path, loaded: bool) -> anyhow::Result
             .post(format!("{api}/api/v1/devices"))
             .header("authorization", &auth)
             .json(
-                &json!({"serial": s, "model": "OC-5A", "status": "at_customer", "region": "north"}),
+                &json!({"serial": s, "model": "OC-5A", "status": "at_customer", "region": "north", "address": "1 Main St"}),
             )
             .send()
             .await?;

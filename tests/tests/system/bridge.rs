@@ -413,12 +413,7 @@ async fn faulty_devices_are_reported_apart_and_never_slow_the_others() -> anyhow
 async fn assert_every_seq_once_in_order(app: &App, fleet: &ModbusFleet) -> anyhow::Result<usize> {
     let mut total = 0;
     for d in fleet.devices() {
-        let r = app
-            .get_ok(&format!(
-                "/api/v1/devices/{}/readings?limit=10000",
-                d.serial
-            ))
-            .await?;
+        let r = app.readings(d.serial.as_str(), "").await?;
         let time = |v: &Value| {
             v.as_str()
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
@@ -426,9 +421,7 @@ async fn assert_every_seq_once_in_order(app: &App, fleet: &ModbusFleet) -> anyho
                 .unwrap_or_default()
         };
         let mut readings: Vec<(u64, i64, i64)> = r
-            .as_array()
-            .into_iter()
-            .flatten()
+            .iter()
             .map(|x| {
                 (
                     x["seq"].as_u64().unwrap_or_default(),

@@ -67,15 +67,9 @@ async fn a_device_back_from_six_hours_offline_keeps_its_whole_backlog_in_order()
     let from = hour0 - TimeDelta::hours(2);
     let to = Utc::now() + TimeDelta::minutes(1);
     let rows = app
-        .get_ok(&format!(
-            "/api/v1/devices/{serial}/readings?from={}&to={}&limit=10000",
-            q(from),
-            q(to)
-        ))
+        .readings(serial, &format!("from={}&to={}", q(from), q(to)))
         .await?;
     let seqs: Vec<u64> = rows
-        .as_array()
-        .expect("array")
         .iter()
         .map(|r| r["seq"].as_u64().expect("seq"))
         .collect();
@@ -147,12 +141,8 @@ async fn out_of_order_and_duplicate_delivery_is_harmless() -> anyhow::Result<()>
     publish_acked(addr, serial, &topic, &second).await?;
     app.applied().await?;
 
-    let rows = app
-        .get_ok(&format!("/api/v1/devices/{serial}/readings?limit=100"))
-        .await?;
+    let rows = app.readings(serial, "").await?;
     let seqs: Vec<u64> = rows
-        .as_array()
-        .expect("array")
         .iter()
         .map(|r| r["seq"].as_u64().expect("seq"))
         .collect();

@@ -764,7 +764,7 @@ async fn deliveries(admin: &Client, hook: i64) -> anyhow::Result<Vec<Value>> {
         .get(&format!("/api/v1/webhooks/{hook}/deliveries?limit=1000"))
         .await?;
     anyhow::ensure!(a.status == 200, "deliveries: {} {}", a.status, a.body);
-    Ok(a.body.as_array().cloned().unwrap_or_default())
+    Ok(a.body["items"].as_array().cloned().unwrap_or_default())
 }
 
 #[tokio::test]

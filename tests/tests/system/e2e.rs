@@ -67,7 +67,7 @@ async fn device_state_and_orders_are_raised_exactly_once(
     serial: &str,
 ) -> anyhow::Result<()> {
     let (status, body) = app
-        .post("/api/v1/devices", &json!({"serial": serial, "model": "OC-5A", "status": "at_customer", "region": "north"}))
+        .post("/api/v1/devices", &json!({"serial": serial, "model": "OC-5A", "status": "at_customer", "region": "north", "address": "1 Main St"}))
         .await?;
     assert_eq!(status, 201, "{body}");
 
@@ -185,13 +185,10 @@ async fn bad_input_is_dead_lettered_and_good_input_kept(
     ];
     p.pub_rumqttc(serial, &burst).await?;
     let readings = eventually(WAIT, "the two good readings", || async {
-        let r = app
-            .get_ok(&format!("/api/v1/devices/{serial}/readings"))
-            .await?;
-        let seqs: Vec<u64> = r
-            .as_array()
-            .into_iter()
-            .flatten()
+        let seqs: Vec<u64> = app
+            .readings(serial, "")
+            .await?
+            .iter()
             .filter_map(|x| x["seq"].as_u64())
             .collect();
         Ok((seqs == [10, 11]).then_some(seqs))

@@ -5,6 +5,7 @@
 
 mod bridge;
 mod cli;
+mod contract;
 mod crash;
 mod delivery;
 mod demo;

@@ -39,13 +39,10 @@ async fn assert_all_stored_once(app: &App, prefix: &str) -> anyhow::Result<()> {
     assert_eq!(stored, TOTAL, "stored count");
     for i in 0..DEVICES {
         let s = serial(i, prefix);
-        let r = app
-            .get_ok(&format!("/api/v1/devices/{s}/readings?limit=1000"))
-            .await?;
-        let seqs: Vec<u64> = r
-            .as_array()
-            .into_iter()
-            .flatten()
+        let seqs: Vec<u64> = app
+            .readings(&s, "")
+            .await?
+            .iter()
             .filter_map(|x| x["seq"].as_u64())
             .collect();
         let unique: BTreeSet<u64> = seqs.iter().copied().collect();
