@@ -66,7 +66,16 @@ use crate::routes;
         routes::predictions::queue,
         routes::predictions::run
     ),
-    components(schemas(crate::error::ErrorBody)),
+    // the enums query parameters refer to (`$ref`), so the document resolves them
+    components(schemas(
+        crate::error::ErrorBody,
+        fleetpulse_domain::LifecycleStatus,
+        fleetpulse_domain::RejectReason,
+        fleetpulse_domain::order::OrderKind,
+        fleetpulse_domain::order::SlaState,
+        fleetpulse_domain::prediction::PredictionKind,
+        fleetpulse_domain::webhook::DeliveryState
+    )),
     modifiers(&Conventions)
 )]
 pub struct ApiDoc;
@@ -190,6 +199,21 @@ mod tests {
             crate::extract::ID_CURSOR_PATTERN
         );
         assert_eq!(parameter(&doc, "/api/v1/orders", "limit")["maximum"], 1000);
+        // every `$ref` of a parameter resolves
+        let components = &doc["components"]["schemas"];
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for op in item.as_object().expect("operation").values() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    if let Some(r) = p["schema"]["$ref"].as_str() {
+                        let name = r.trim_start_matches("#/components/schemas/");
+                        assert!(
+                            components.get(name).is_some(),
+                            "{path}: {r} is not in the document"
+                        );
+                    }
+                }
+            }
+        }
         // every query parameter of every operation says more than "a string"
         for (path, item) in doc["paths"].as_object().expect("paths") {
             for (method, op) in item.as_object().expect("operation") {
