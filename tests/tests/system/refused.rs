@@ -199,15 +199,8 @@ fn padded_reading(seq: u64, size: usize) -> String {
 }
 
 async fn seqs(app: &App, serial: &str) -> anyhow::Result<Vec<u64>> {
-    let rows = app
-        .get_ok(&format!("/api/v1/devices/{serial}/readings?limit=100"))
-        .await?;
-    Ok(rows
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["seq"].as_u64())
-        .collect())
+    let rows = app.readings(serial, "limit=100").await?;
+    Ok(rows.iter().filter_map(|r| r["seq"].as_u64()).collect())
 }
 
 async fn dead_letters_of(app: &App, client_id: &str) -> anyhow::Result<Vec<Value>> {
