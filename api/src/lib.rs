@@ -55,21 +55,11 @@ pub trait IngestStatus: Send + Sync + 'static {
     fn snapshot(&self) -> serde_json::Value;
     /// Appends the counters in the Prometheus text exposition format.
     fn write_prometheus(&self, out: &mut String);
-    /// What `/health` reports as degraded about ingest (nothing by default).
-    fn problems(&self) -> Vec<IngestProblem> {
+    /// Why `/health` should say `degraded` about ingest, as sentences for the operator
+    /// (ingest held, entries refused); none by default.
+    fn problems(&self) -> Vec<String> {
         Vec::new()
     }
-}
-
-/// Something about ingest that makes `/health` say `degraded`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IngestProblem {
-    /// A sentence for the operator.
-    pub reason: String,
-    /// Ingest makes no progress (journal appends or store commits fail): `/health`
-    /// answers 503. Otherwise (the store refused entries, which were dead-lettered and
-    /// the rest stored) it answers 200.
-    pub blocking: bool,
 }
 
 /// Largest request body accepted (bulk imports included); larger ones answer 413.

@@ -600,20 +600,9 @@ impl IngestStatus for PipelineStatus {
         }
     }
 
-    fn problems(&self) -> Vec<fleetpulse_api::IngestProblem> {
+    fn problems(&self) -> Vec<String> {
         let health = self.ingest.health();
-        let held = health
-            .held
-            .into_iter()
-            .map(|reason| fleetpulse_api::IngestProblem {
-                reason,
-                blocking: true,
-            });
-        let refused = health.refused.map(|reason| fleetpulse_api::IngestProblem {
-            reason,
-            blocking: false,
-        });
-        held.chain(refused).collect()
+        health.held.into_iter().chain(health.refused).collect()
     }
 }
 

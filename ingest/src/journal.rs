@@ -615,8 +615,7 @@ impl JournalReader {
     fn later_segment(&self, after: Option<u64>) -> io::Result<Option<(u64, PathBuf)>> {
         Ok(list_segments(&self.dir)?
             .into_iter()
-            .filter(|(first, _)| after.is_none_or(|a| *first > a) && *first <= self.next)
-            .next_back())
+            .rfind(|(first, _)| after.is_none_or(|a| *first > a) && *first <= self.next))
     }
 
     /// Opens the segment holding the next record (the latest one starting after

@@ -28,7 +28,7 @@ pub enum HealthStatus {
     Degraded,
 }
 
-/// The `/health` answer: the same shape whether healthy (200) or degraded (200 or 503).
+/// The `/health` answer: the same shape whether healthy or degraded.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: HealthStatus,
@@ -44,13 +44,14 @@ pub struct Health {
     pub ingest: serde_json::Value,
 }
 
-/// Reports the store's counts and the ingest counters. 200 with `"status": "ok"` while
-/// all is well; 503 with `"status": "degraded"` and the reasons while the store does not
-/// answer or ingest is held; 200 with `"status": "degraded"` when the store refused
-/// entries (dead-lettered; the rest was stored).
+/// Reports the store's counts and the ingest counters: `"status": "ok"` while all is
+/// well, `"degraded"` with the reasons otherwise. 503 while the store does not answer
+/// (reads fail too); 200 otherwise, also while ingest is held (journal appends or store
+/// commits fail and are retried) or after the store refused entries (dead-lettered, the
+/// rest stored), since the API still serves.
 #[utoipa::path(get, path = "/health", tag = "ops", responses(
-    (status = 200, description = "ok, or degraded by refused entries (dead-lettered; ingest goes on)", body = Health),
-    (status = 503, description = "degraded: the store does not answer or ingest is held", body = Health)
+    (status = 200, description = "ok, or degraded by ingest (held, or entries refused and dead-lettered): the reasons say which", body = Health),
+    (status = 503, description = "degraded: the store does not answer", body = Health)
 ), security(()))]
 async fn health(State(state): State<AppState>) -> Response {
     let ingest = state.ingest.snapshot();
@@ -79,10 +80,7 @@ async fn health(State(state): State<AppState>) -> Response {
             json!({ "error": "timeout" })
         }
     };
-    for problem in state.ingest.problems() {
-        unavailable |= problem.blocking;
-        reasons.push(problem.reason);
-    }
+    reasons.extend(state.ingest.problems());
     let status = if reasons.is_empty() {
         HealthStatus::Ok
     } else {
