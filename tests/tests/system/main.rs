@@ -17,3 +17,4 @@ mod reliability;
 mod restart;
 mod security;
 mod sink;
+mod streams;
