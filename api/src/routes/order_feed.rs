@@ -190,7 +190,7 @@ async fn next_event(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)
 }
 
 /// Server-Sent Events of order changes, resumable with `Last-Event-ID`.
-#[utoipa::path(get, path = "/api/v1/orders/stream", tag = "orders", params(FeedParams, ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")), responses((status = 200, description = "Server-Sent Events of order changes", content_type = "text/event-stream", body = String)))]
+#[utoipa::path(get, path = "/api/v1/orders/stream", tag = "orders", params(FeedParams, ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")), responses((status = 200, description = "Server-Sent Events of order changes", content_type = "text/event-stream", body = String), (status = 429, description = "The token holds `http.streams.max_per_token` streams already (`too_many_streams`)", body = crate::error::ErrorBody)))]
 async fn stream(
     caller: Caller,
     State(state): State<AppState>,
