@@ -59,6 +59,9 @@ pub struct Caller {
     pub actor: Actor,
     /// `None` when authentication is disabled: every role.
     pub role: Option<Role>,
+    /// The token's id and digest (`None` when authentication is disabled): long-lived
+    /// answers (the order stream) count and re-check it.
+    pub token: Option<(i64, [u8; 32])>,
 }
 
 impl Caller {
@@ -90,6 +93,7 @@ impl FromRequestParts<AppState> for Caller {
             return Ok(Caller {
                 actor: Actor("anonymous".into()),
                 role: None,
+                token: None,
             });
         }
         let Some(value) = parts.headers.get(AUTHORIZATION) else {
@@ -107,10 +111,8 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::Unauthorized("the Authorization header must be `Bearer fpt_…`".into())
             })?;
-        let found = state
-            .dispatch
-            .api_token_by_digest(token_digest(token))
-            .await?;
+        let digest = token_digest(token);
+        let found = state.dispatch.api_token_by_digest(digest).await?;
         let Some(t) = found else {
             return Err(ApiError::Unauthorized(
                 "the API token is unknown or revoked".into(),
@@ -119,6 +121,7 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller {
             actor: Actor::token(t.id, &t.name),
             role: Some(t.role),
+            token: Some((t.id, digest)),
         })
     }
 }
@@ -184,11 +187,13 @@ mod tests {
         let admin = Caller {
             actor: Actor("x".into()),
             role: Some(Role::Admin),
+            token: None,
         };
         assert!(admin.require(ADMINS).is_ok());
         let quality = Caller {
             actor: Actor("y".into()),
             role: Some(Role::Quality),
+            token: None,
         };
         let e = quality.require(DISPATCHERS).expect_err("forbidden");
         assert_eq!(e.status(), axum::http::StatusCode::FORBIDDEN);

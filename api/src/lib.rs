@@ -107,48 +107,190 @@ pub trait PredictionRunner: Send + Sync + 'static {
     ) -> Result<Vec<fleetpulse_domain::prediction::ModelReport>, fleetpulse_domain::store::StoreError>;
 }
 
-/// Tells long-lived answers (Server-Sent Events) to end, so a graceful shutdown does not
-/// wait for clients that never hang up; and wakes them when this process changed an
-/// order, so they need not wait for their next poll. Cheap to clone.
+/// Default of [`StreamStop::with_limits`]'s cap: open order streams per API token.
+pub const DEFAULT_STREAMS_PER_TOKEN: usize = 16;
+
+/// What the order streams (Server-Sent Events) share: the stop of a graceful shutdown
+/// (so it does not wait for clients that never hang up), the one notifier every idle
+/// stream awaits (fed where order events are committed: this API, the pipeline's commits,
+/// the prediction runs, and [`StreamStop::watch_store`] for other processes), the
+/// revocation notifier, and the per-token cap. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct StreamStop(
-    Arc<tokio::sync::watch::Sender<bool>>,
-    Arc<tokio::sync::watch::Sender<u64>>,
-);
+pub struct StreamStop(Arc<Streams>);
+
+#[derive(Debug)]
+struct Streams {
+    stop: tokio::sync::watch::Sender<bool>,
+    changes: tokio::sync::watch::Sender<u64>,
+    revocations: tokio::sync::watch::Sender<u64>,
+    per_token: usize,
+    /// Open streams per token id (`None`: authentication disabled).
+    open: std::sync::Mutex<std::collections::HashMap<Option<i64>, usize>>,
+}
 
 impl Default for StreamStop {
     fn default() -> Self {
-        Self(
-            Arc::new(tokio::sync::watch::channel(false).0),
-            Arc::new(tokio::sync::watch::channel(0).0),
-        )
+        Self::with_limits(DEFAULT_STREAMS_PER_TOKEN)
+    }
+}
+
+/// The per-token cap is reached: the stream is refused (429).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this API token has {open} order streams open, the most allowed (http.streams.max_per_token = {cap}); close one first"
+)]
+pub struct StreamCapReached {
+    pub open: usize,
+    pub cap: usize,
+}
+
+/// One open stream's place under its token's cap; dropping it (the stream ended or the
+/// client went away) frees the place.
+#[derive(Debug)]
+pub struct StreamSlot {
+    streams: StreamStop,
+    token: Option<i64>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.lock_open();
+        if let Some(n) = open.get_mut(&self.token) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.token);
+            }
+        }
     }
 }
 
 impl StreamStop {
+    /// At most `per_token` streams open at once per API token.
+    pub fn with_limits(per_token: usize) -> Self {
+        Self(Arc::new(Streams {
+            stop: tokio::sync::watch::channel(false).0,
+            changes: tokio::sync::watch::channel(0).0,
+            revocations: tokio::sync::watch::channel(0).0,
+            per_token,
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }))
+    }
+
+    fn lock_open(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Option<i64>, usize>> {
+        // the map stays consistent even if a holder panicked: every change is one step
+        self.0
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a place for a stream of `token`, or refuses when its cap is reached.
+    pub fn open(&self, token: Option<i64>) -> Result<StreamSlot, StreamCapReached> {
+        let mut open = self.lock_open();
+        let n = open.entry(token).or_insert(0);
+        if *n >= self.0.per_token {
+            return Err(StreamCapReached {
+                open: *n,
+                cap: self.0.per_token,
+            });
+        }
+        *n += 1;
+        Ok(StreamSlot {
+            streams: self.clone(),
+            token,
+        })
+    }
+
+    /// Streams open now, all tokens together.
+    pub fn open_streams(&self) -> usize {
+        self.lock_open().values().sum()
+    }
+
     /// An order changed (through this API, in a commit of this process's ingest, or in
     /// a prediction run): streams waiting for events look now.
     pub fn order_changed(&self) {
-        self.1.send_modify(|n| *n = n.wrapping_add(1));
+        self.0.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Order changes from now on: mark the receiver seen before looking for events,
     /// then `changed()` completes at the next [`StreamStop::order_changed`] even if it
     /// came while looking (no wake-up is lost).
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.1.subscribe()
+        self.0.changes.subscribe()
+    }
+
+    /// A token was revoked: every stream checks its own token now.
+    pub fn token_revoked(&self) {
+        self.0.revocations.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Revocations from now on (as [`StreamStop::changes`]).
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.revocations.subscribe()
     }
 
     /// Ends every stream (they finish their current event first).
     pub fn stop(&self) {
-        self.0.send_replace(true);
+        self.0.stop.send_replace(true);
     }
 
     /// Completes once [`StreamStop::stop`] was called.
     pub async fn stopped(&self) {
-        let mut rx = self.0.subscribe();
+        let mut rx = self.0.stop.subscribe();
         let _ = rx.wait_for(|stopped| *stopped).await;
     }
+
+    /// The safety net for writers this process does not see (another process on the same
+    /// SQLite file or PostgreSQL database, e.g. `fleetpulse token revoke` or a second
+    /// instance): while any stream is open, looks every `every` at the newest order event
+    /// and the number of revoked tokens (two small queries, whatever the number of
+    /// streams) and wakes the streams when either moved. Runs until [`StreamStop::stop`].
+    pub async fn watch_store(&self, dispatch: Arc<dyn Dispatch>, every: std::time::Duration) {
+        // a mark taken while nobody listens stays until someone does: a change in
+        // between then wakes them once more than needed, never once less
+        let mut seen = store_marks(dispatch.as_ref()).await.ok();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.stopped() => return,
+            }
+            if self.0.changes.receiver_count() == 0 {
+                continue;
+            }
+            let now = match store_marks(dispatch.as_ref()).await {
+                Ok(now) => now,
+                Err(err) => {
+                    tracing::warn!(error = %err, "order streams: looking at the store failed");
+                    continue;
+                }
+            };
+            if let Some((event, revoked)) = seen {
+                if now.0 != event {
+                    self.order_changed();
+                }
+                if now.1 != revoked {
+                    self.token_revoked();
+                }
+            }
+            seen = Some(now);
+        }
+    }
+}
+
+/// The newest order event id and the number of revoked tokens.
+async fn store_marks(
+    dispatch: &dyn Dispatch,
+) -> Result<(i64, usize), fleetpulse_domain::store::StoreError> {
+    let event = dispatch.last_order_event_id().await?;
+    let revoked = dispatch
+        .list_api_tokens()
+        .await?
+        .iter()
+        .filter(|t| t.revoked_at.is_some())
+        .count();
+    Ok((event, revoked))
 }
 
 /// Every route of the API, with JSON answers for unknown routes (404) and methods (405).
@@ -197,5 +339,46 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed {
         method: method.to_string(),
         path: uri.path().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_is_per_token_and_a_dropped_slot_frees_its_place() {
+        let streams = StreamStop::with_limits(2);
+        let a1 = streams.open(Some(1)).expect("first");
+        let _a2 = streams.open(Some(1)).expect("second");
+        let refused = streams.open(Some(1)).expect_err("third is refused");
+        assert_eq!((refused.open, refused.cap), (2, 2));
+        assert!(refused.to_string().contains("http.streams.max_per_token"));
+        // another token has its own allowance
+        let _b = streams.open(Some(2)).expect("other token");
+        assert_eq!(streams.open_streams(), 3);
+        drop(a1);
+        assert_eq!(streams.open_streams(), 2);
+        let _a3 = streams
+            .open(Some(1))
+            .expect("a closed stream freed its place");
+    }
+
+    #[tokio::test]
+    async fn a_revocation_and_an_order_change_wake_waiting_streams() {
+        let streams = StreamStop::default();
+        let mut changes = streams.changes();
+        let mut revocations = streams.revocations();
+        changes.borrow_and_update();
+        revocations.borrow_and_update();
+        streams.order_changed();
+        streams.token_revoked();
+        let wait = std::time::Duration::from_secs(1);
+        assert!(tokio::time::timeout(wait, changes.changed()).await.is_ok());
+        assert!(
+            tokio::time::timeout(wait, revocations.changed())
+                .await
+                .is_ok()
+        );
     }
 }

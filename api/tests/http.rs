@@ -1410,4 +1410,76 @@ async fn at_customer_without_an_address_is_refused_alike_by_register_import_and_
         app.get("/api/v1/devices/OC5-000040").await.status,
         StatusCode::NOT_FOUND
     );
+
+/// The shared look at the store wakes the streams for a revocation another process made
+/// (here a second handle on the same SQLite file, as `fleetpulse token revoke` is).
+#[tokio::test]
+async fn the_shared_store_look_wakes_streams_for_another_process_revocation() {
+    use fleetpulse_domain::dispatch::{Actor, Dispatch, Role};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let catalog = Arc::new(Catalog::from_toml_str(CATALOG).expect("test catalog is valid"));
+    let open = || async {
+        Arc::new(
+            SqliteStore::open(
+                &dir.path().join("fleetpulse.db"),
+                StoreOptions {
+                    catalog: catalog.clone(),
+                    rules: Arc::new(FilterRule),
+                    unknown_device: UnknownDevicePolicy::AutoRegister,
+                    durability: Durability::Full,
+                    sink_spool: false,
+                    cache_mib: fleetpulse_store::DEFAULT_CACHE_MIB,
+                },
+            )
+            .await
+            .expect("store opens"),
+        )
+    };
+    let ours = open().await;
+    let theirs = open().await;
+    let streams = fleetpulse_api::StreamStop::default();
+    let mut revocations = streams.revocations();
+    let _changes = streams.changes(); // a stream is open
+    revocations.borrow_and_update();
+    let watcher = streams.clone();
+    let watch = tokio::spawn(async move {
+        watcher
+            .watch_store(ours, std::time::Duration::from_millis(20))
+            .await;
+    });
+    // the other process revokes a token; a revocation made before the watcher took its
+    // first mark cannot be told apart from the state it started with, so revoke another
+    // one until a wake comes (the first normally does)
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut woken = false;
+    for i in 0u8.. {
+        let token = theirs
+            .create_api_token("screen", Role::Planner, [i; 32], Actor("cli".into()))
+            .await
+            .expect("token");
+        theirs
+            .revoke_api_token(token.id, Actor("cli".into()))
+            .await
+            .expect("revoke");
+        let wait = std::time::Duration::from_millis(500);
+        if tokio::time::timeout(wait, revocations.changed())
+            .await
+            .is_ok()
+        {
+            woken = true;
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            break;
+        }
+    }
+    assert!(
+        woken,
+        "no wake within 5 s of a revocation by another process"
+    );
+    streams.stop();
+    tokio::time::timeout(std::time::Duration::from_secs(5), watch)
+        .await
+        .expect("the watcher ends with the streams")
+        .expect("no panic");
 }

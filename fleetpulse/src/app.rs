@@ -308,7 +308,8 @@ async fn serve(
     let store: Arc<dyn Store> = sqlite;
     cfg.analytics.check()?;
     // order streams, woken by the API, the pipeline's commits and the prediction runs
-    let streams = fleetpulse_api::StreamStop::default();
+    cfg.http.streams.check()?;
+    let streams = fleetpulse_api::StreamStop::with_limits(cfg.http.streams.max_per_token);
     let analytics = Arc::new(
         crate::predict::AnalyticsWorker::new(
             predictions.clone(),
@@ -697,6 +698,12 @@ async fn start_api(
             woken.order_changed();
         }
     });
+    // writers in other processes (a second instance, `fleetpulse token revoke`): one
+    // shared look at the store while streams are open, not one per stream
+    let watcher = streams.clone();
+    let dispatch = parts.dispatch.clone();
+    let period = Duration::from_millis(cfg.http.streams.store_poll_ms);
+    tokio::spawn(async move { watcher.watch_store(dispatch, period).await });
     let router = fleetpulse_api::router(AppState {
         store: parts.store,
         catalog,

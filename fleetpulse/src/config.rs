@@ -82,6 +82,8 @@ pub struct HttpConfig {
     /// everything; accepted only on a loopback `listen`. Unset: `required`, except for
     /// `demo`, where it is `disabled`.
     pub auth: Option<HttpAuth>,
+    /// `[http.streams]`: the order streams (Server-Sent Events).
+    pub streams: HttpStreamsConfig,
     /// PEM certificate chain and key: the API speaks only HTTPS (rustls, ring).
     pub tls: Option<HttpTlsConfig>,
     /// Plain HTTP on a non-loopback `listen` is refused unless this is true (e.g. behind
@@ -137,6 +139,46 @@ const MIN_HTTP_CONNECTIONS: u64 = 16;
 pub struct HttpTlsConfig {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+}
+
+/// `[http.streams]`: limits and wake-ups of `GET /api/v1/orders/stream`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpStreamsConfig {
+    /// Streams one API token may hold open at once (default 16); one more answers 429
+    /// `too_many_streams` until one of them closes. With `http.auth = "disabled"` every
+    /// caller shares one allowance.
+    pub max_per_token: usize,
+    /// Period of the one shared look at the store for order events and token revocations
+    /// made by another process (a second instance on the same database, `fleetpulse token
+    /// revoke`), in milliseconds (default 1000). Changes made by this process wake the
+    /// streams at once; this look runs only while a stream is open and costs two small
+    /// queries per period whatever the number of streams.
+    pub store_poll_ms: u64,
+}
+
+impl Default for HttpStreamsConfig {
+    fn default() -> Self {
+        Self {
+            max_per_token: fleetpulse_api::DEFAULT_STREAMS_PER_TOKEN,
+            store_poll_ms: 1000,
+        }
+    }
+}
+
+impl HttpStreamsConfig {
+    /// Refuses a cap of 0 (no stream could open) and a period of 0 (a busy loop).
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.max_per_token >= 1,
+            "http.streams.max_per_token must be at least 1"
+        );
+        anyhow::ensure!(
+            self.store_poll_ms >= 1,
+            "http.streams.store_poll_ms must be at least 1"
+        );
+        Ok(())
+    }
 }
 
 /// See [`HttpConfig::auth`].
@@ -225,6 +267,7 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             auth: None,
+            streams: HttpStreamsConfig::default(),
             tls: None,
             allow_plain_http: false,
             max_connections: default_max_connections(),

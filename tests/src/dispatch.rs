@@ -158,6 +158,24 @@ impl SseReader {
         })
     }
 
+    /// Reads until the server ends the stream and returns the events it sent before; an
+    /// error if the stream is still open after `timeout`.
+    pub async fn until_end(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Vec<SseEvent>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut events = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Ok(e) => events.push(e),
+                Err(e) if e.to_string().contains("the stream ended") => return Ok(events),
+                Err(e) => return Err(e.context("the stream did not end")),
+            }
+        }
+    }
+
     /// The next event (comments are skipped), or an error after `timeout`.
     pub async fn next(&mut self, timeout: std::time::Duration) -> anyhow::Result<SseEvent> {
         let deadline = tokio::time::Instant::now() + timeout;

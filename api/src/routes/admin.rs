@@ -79,9 +79,10 @@ async fn revoke_token(
     let id: i64 = raw.parse().map_err(|_| {
         ApiError::parameter("id", format!("token id {raw:?} is not a whole number"))
     })?;
-    Ok(Json(
-        state.dispatch.revoke_api_token(id, caller.actor).await?,
-    ))
+    let token = state.dispatch.revoke_api_token(id, caller.actor).await?;
+    // its open order streams end now, not at their next event
+    state.streams.token_revoked();
+    Ok(Json(token))
 }
 
 /// Query of `GET /api/v1/audit`.

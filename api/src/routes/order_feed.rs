@@ -9,13 +9,21 @@
 //! moved on since). A client that reconnects with `Last-Event-ID` (browsers' EventSource
 //! does this by itself) or `?after=` resumes right after that event; without either it
 //! starts with the next change. Comments keep idle connections alive every 15 s.
+//!
+//! Streams wake on commits, not on timers: every stream awaits the one in-process notifier
+//! ([`crate::StreamStop`]) that the committers of order events feed; a single shared look
+//! at the store ([`crate::StreamStop::watch_store`]) covers writers in other processes.
+//! A revoked token ends its streams: at once when revoked through this API (or within
+//! that shared look's period when revoked by another process), and in any case before
+//! its next event is sent. Each token may hold `http.max_streams_per_token` streams; one
+//! more answers 429 `too_many_streams`, and a closed stream frees its place.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -25,15 +33,10 @@ use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::AppState;
 use crate::auth::{Caller, READERS};
 use crate::error::ApiError;
 use crate::extract::{self, LIST_LIMIT, Query};
-
-/// How often an idle stream looks for new events. Changes made through this API and
-/// orders raised by this process's ingest wake the streams at once; this poll bounds the
-/// delay for changes another process made in the same store.
-const POLL: Duration = Duration::from_millis(200);
+use crate::{AppState, StreamSlot};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -97,20 +100,69 @@ struct Cursor {
     after: i64,
     pending: VecDeque<OrderEvent>,
     changes: tokio::sync::watch::Receiver<u64>,
+    revocations: tokio::sync::watch::Receiver<u64>,
+    /// The caller's token digest, re-checked before every event and at every revocation
+    /// (`None`: authentication is disabled).
+    token: Option<[u8; 32]>,
+    /// Set once the token was found revoked: the closing comment went out, end now.
+    revoked: bool,
+    /// The place under the token's cap, freed when the stream is dropped.
+    _slot: StreamSlot,
 }
 
-/// The next event to send, waiting for one if needed; `None` once the server stops.
+impl Cursor {
+    /// Whether the caller's token still works. A store that cannot tell ends the stream
+    /// too: the client reconnects and is authenticated afresh.
+    async fn token_live(&self) -> bool {
+        let Some(digest) = self.token else {
+            return true;
+        };
+        match self.state.dispatch.api_token_by_digest(digest).await {
+            Ok(found) => found.is_some(),
+            Err(err) => {
+                tracing::warn!(error = %err, "order stream: checking the token failed; ending the stream");
+                false
+            }
+        }
+    }
+
+    /// The closing comment of a stream whose token was revoked; the stream ends after it.
+    fn end_revoked(mut self) -> Option<(Result<Event, Infallible>, Cursor)> {
+        tracing::info!(
+            after = self.after,
+            "order stream: its token was revoked; ending it"
+        );
+        self.revoked = true;
+        self.pending.clear();
+        let last = Event::default().comment("the API token was revoked; the stream ends");
+        Some((Ok(last), self))
+    }
+}
+
+/// The next event to send, waiting for one if needed; `None` once the server stops or
+/// after the token was revoked. An idle stream costs nothing: it waits on the notifiers,
+/// never on a timer of its own.
 async fn next_event(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)> {
+    if c.revoked {
+        return None;
+    }
     loop {
-        if let Some(e) = c.pending.pop_front() {
-            c.after = e.id;
-            let order = match c.state.store.order(e.order_id).await {
+        if let Some(e) = c.pending.front() {
+            // nothing more for a revoked token, whoever revoked it (this API or another
+            // process on the same store)
+            if !c.token_live().await {
+                return c.end_revoked();
+            }
+            let order_id = e.order_id;
+            let order = match c.state.store.order(order_id).await {
                 Ok(o) => o,
                 Err(err) => {
                     tracing::warn!(error = %err, "order stream: reading the order failed");
                     None
                 }
             };
+            let e = c.pending.pop_front()?;
+            c.after = e.id;
             let event = Event::default()
                 .id(e.id.to_string())
                 .event(format!("order.{}", e.kind))
@@ -127,16 +179,20 @@ async fn next_event(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)
         }
         if c.pending.is_empty() {
             tokio::select! {
-                _ = tokio::time::sleep(POLL) => {}
                 _ = c.changes.changed() => {}
-                _ = c.state.streams.stopped() => return None,
+                _ = c.revocations.changed() => {
+                    if !c.token_live().await {
+                        return c.end_revoked();
+                    }
+                }
+                () = c.state.streams.stopped() => return None,
             }
         }
     }
 }
 
 /// Server-Sent Events of order changes, resumable with `Last-Event-ID`.
-#[utoipa::path(get, path = "/api/v1/orders/stream", tag = "orders", params(FeedParams, ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")), responses((status = 200, description = "Server-Sent Events of order changes", content_type = "text/event-stream", body = String)))]
+#[utoipa::path(get, path = "/api/v1/orders/stream", tag = "orders", params(FeedParams, ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")), responses((status = 200, description = "Server-Sent Events of order changes", content_type = "text/event-stream", body = String), (status = 429, description = "The token holds `http.streams.max_per_token` streams already (`too_many_streams`)", body = crate::error::ErrorBody)))]
 async fn stream(
     caller: Caller,
     State(state): State<AppState>,
@@ -150,9 +206,22 @@ async fn stream(
             "the stream has no pages; use /api/v1/orders/events to page",
         ));
     }
+    let slot = state
+        .streams
+        .open(caller.token.map(|(id, _)| id))
+        .map_err(|e| ApiError::Refused {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_streams",
+            message: e.to_string(),
+            details: Some(json!({ "open": e.open, "max_streams_per_token": e.cap })),
+        })?;
     let after = start_after(&state, &headers, p.after.as_deref()).await?;
     let cursor = Cursor {
         changes: state.streams.changes(),
+        revocations: state.streams.revocations(),
+        token: caller.token.map(|(_, digest)| digest),
+        revoked: false,
+        _slot: slot,
         state,
         after,
         pending: VecDeque::new(),

@@ -20,3 +20,4 @@ mod reliability;
 mod restart;
 mod security;
 mod sink;
+mod streams;
