@@ -1410,6 +1410,7 @@ async fn at_customer_without_an_address_is_refused_alike_by_register_import_and_
         app.get("/api/v1/devices/OC5-000040").await.status,
         StatusCode::NOT_FOUND
     );
+}
 
 /// The shared look at the store wakes the streams for a revocation another process made
 /// (here a second handle on the same SQLite file, as `fleetpulse token revoke` is).
