@@ -544,7 +544,7 @@ fn bring_due_at_forward(
         Some(status),
         status,
         version,
-        &json!({"changes": {"due_at": {"before": before.map(from_ms), "after": due_at}}}),
+        &json!({"changes": {"due_at": {"before": before.map(from_ms), "after": from_ms(ms(due_at))}}}),
     )?;
     Ok(())
 }
