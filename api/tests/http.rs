@@ -86,6 +86,7 @@ impl OrderRules for FilterRule {
                 arrive_by: now + Duration::days(2),
                 complete_by: now + Duration::days(3),
             },
+            new_episode: true,
         }]
     }
 }

@@ -152,8 +152,8 @@ pub struct OrderEvent {
     pub serial: Serial,
     pub at: DateTime<Utc>,
     pub actor: String,
-    /// `created`, `escalated`, `acknowledged`, `assigned`, `started`, `completed`,
-    /// `cancelled`, `sla_breached`.
+    /// `created`, `escalated`, `updated`, `task_added`, `acknowledged`, `assigned`,
+    /// `started`, `completed`, `cancelled`, `sla_breached`.
     pub kind: String,
     pub from_status: Option<OrderStatus>,
     pub to_status: OrderStatus,

@@ -223,6 +223,14 @@ pub struct OrderIntent {
     /// When the trigger fired (server time); SLA deadlines count from here.
     pub triggered_at: DateTime<Utc>,
     pub sla: Sla,
+    /// `true` when this trigger starts an episode: the condition behind the cause became
+    /// true with it after it was not (a filter level that crossed its threshold, an alarm
+    /// that opened, a person reporting again). A repeat trigger of an active order counts
+    /// only then (`trigger_count`) and only then refreshes its title, solution, evidence and
+    /// `last_triggered_at`; within an episode it may only make the order more urgent or
+    /// change the work (skills, parts, labour). Absent in older stored intents: `false`.
+    #[serde(default)]
+    pub new_episode: bool,
 }
 
 /// A stored order.
@@ -243,10 +251,13 @@ pub struct Order {
     pub sla: Sla,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// How many times a trigger fired for this order (1 on creation).
+    /// How many trigger episodes this order has seen (1 on creation): the condition
+    /// becoming true again after it was not, not every reading that still shows it.
     pub trigger_count: u32,
+    /// When the latest episode started (not the latest reading that still triggers).
     pub last_triggered_at: DateTime<Utc>,
-    /// Incremented on every change (optimistic concurrency: the `ETag`).
+    /// Incremented on every change a dispatcher acts on, each with its event in the
+    /// order's history (optimistic concurrency: the `ETag`).
     pub version: u32,
     /// `rule` (raised by the rules) or `manual` (created through the API).
     #[serde(default = "rule_origin")]

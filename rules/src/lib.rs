@@ -81,6 +81,7 @@ impl CatalogRules {
             }),
             triggered_at: now,
             sla: self.policy.sla_for(priority, now),
+            new_episode: starts_depletion_episode(consumable, change),
         }
     }
 
@@ -119,8 +120,20 @@ impl CatalogRules {
             }),
             triggered_at: now,
             sla: self.policy.sla_for(priority, now),
+            // the alarm's episode opened with this reading
+            new_episode: true,
         }
     }
+}
+
+/// A depletion episode starts when the level reaches the threshold from above (or from
+/// no level known): the state before this step did not trigger the cause. Later readings
+/// still at or below it are the same episode, so they count no new trigger.
+fn starts_depletion_episode(consumable: &ConsumableSpec, change: &StateChange<'_>) -> bool {
+    change
+        .before
+        .and_then(|b| b.values.get(&consumable.field))
+        .is_none_or(|&prev| prev > consumable.order_at_pct)
 }
 
 impl OrderRules for CatalogRules {
@@ -328,6 +341,52 @@ mod tests {
                 .evaluate(&device, &change, DateTime::<Utc>::UNIX_EPOCH)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_level_that_stays_below_the_threshold_starts_no_new_episode() {
+        let f = fixture();
+        let model = f
+            .catalog
+            .models()
+            .find(|m| !m.consumables.is_empty())
+            .expect("model with consumable");
+        let c = &model.consumables[0];
+        let device = DeviceContext {
+            serial: &f.serial,
+            model: Some(model),
+            criticality: Criticality::Standard,
+            status: LifecycleStatus::AtCustomer,
+        };
+        let above = state(&[(c.field.as_str(), c.order_at_pct + 1.0)], &[]);
+        let low = state(&[(c.field.as_str(), c.order_at_pct - 1.0)], &[]);
+        let lower = state(&[(c.field.as_str(), c.order_at_pct - 2.0)], &[]);
+        let step = |before: Option<&LatestState>, after: &LatestState| {
+            let reading = Reading {
+                serial: f.serial.clone(),
+                seq: after.seq,
+                ts: DateTime::<Utc>::UNIX_EPOCH,
+                received_at: DateTime::<Utc>::UNIX_EPOCH,
+                model: None,
+                firmware: None,
+                alarms: None,
+                values: after.values.clone(),
+            };
+            let change = StateChange {
+                before,
+                after,
+                reading: &reading,
+                opened_alarms: &[],
+            };
+            let intents = f
+                .rules
+                .evaluate(&device, &change, DateTime::<Utc>::UNIX_EPOCH);
+            assert_eq!(intents.len(), 1, "{intents:?}");
+            intents[0].new_episode
+        };
+        assert!(step(None, &low), "first level known");
+        assert!(step(Some(&above), &low), "crossed the threshold");
+        assert!(!step(Some(&low), &lower), "still below: the same episode");
     }
 
     #[test]

@@ -198,6 +198,9 @@ impl PredictionOrders {
                 evidence,
                 triggered_at: now,
                 sla: self.policy.sla_for(priority, now),
+                // Each run restates the forecast: the same episode while the order is
+                // active (only its due date may move earlier, see the store).
+                new_episode: false,
             },
             due_at: Some(due),
             tasks: Vec::new(),

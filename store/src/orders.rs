@@ -29,40 +29,25 @@ pub const MAX_TEXT: usize = 4000;
 /// Longest identifier accepted (engineer id, part number, signature reference).
 pub const MAX_ID: usize = 128;
 
-/// What a repeat trigger may change that the dispatch side must hear about.
-type Urgency = (String, i64, i64, i64);
-
-fn urgency(
-    tx: &Transaction<'_>,
-    serial: &str,
-    cause: &str,
-) -> Result<Option<(i64, Urgency)>, StoreError> {
-    tx.prepare_cached(
-        "SELECT id, priority, respond_by, arrive_by, complete_by FROM orders WHERE serial = ?1 AND cause = ?2 \
-         AND status IN ('open', 'acknowledged', 'assigned', 'in_progress')",
-    )
-    .and_then(|mut s| {
-        s.query_row(params![serial, cause], |r| {
-            Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-        })
-        .optional()
-    })
-    .map_err(sql_err)
-}
+/// The changes that make an order more urgent: an `escalated` event rather than `updated`.
+const URGENCY_FIELDS: [&str; 4] = ["priority", "respond_by", "arrive_by", "complete_by"];
 
 /// [`crate::write::upsert_order`], then the history event of what it did: `created` for
-/// a new order; `escalated` when a repeat trigger made an active order more urgent
-/// (priority or deadlines). A repeat trigger that only counts (trigger count, evidence)
-/// records no event, so a device reporting a low filter every few seconds does not flood
-/// the stream and the webhooks.
+/// a new order; for a repeat trigger that changed the active order, `escalated` when it
+/// made it more urgent (priority or deadlines), `updated` for any other change a
+/// dispatcher acts on (a new trigger episode, title, solution, skills, parts, labour),
+/// with each change's `before` and `after` in `data.changes`. A repeat trigger that
+/// changed nothing bumps no version and records no event, so a device reporting a low
+/// filter every few seconds neither floods the stream and the webhooks nor makes a
+/// dispatcher's `If-Match` stale.
 pub(crate) fn upsert_recorded(
     tx: &Transaction<'_>,
     intent: &OrderIntent,
     now: DateTime<Utc>,
     actor: &str,
 ) -> Result<OrderChange, StoreError> {
-    let before = urgency(tx, intent.serial.as_str(), intent.cause.as_str())?;
-    let change = crate::write::upsert_order(tx, intent, now)?;
+    let upsert = crate::write::upsert_order(tx, intent, now)?;
+    let change = upsert.change;
     if change.created {
         crate::reliability::link_order_to_episode(tx, &change, now)?;
     }
@@ -73,18 +58,17 @@ pub(crate) fn upsert_recorded(
             "evidence": intent.evidence,
         });
         ("created", data)
+    } else if upsert.changes.is_empty() {
+        return Ok(change);
     } else {
-        let after = urgency(tx, intent.serial.as_str(), intent.cause.as_str())?;
-        match (before, after) {
-            (Some((_, b)), Some((_, a))) if a != b => (
-                "escalated",
-                json!({
-                    "priority": {"before": b.0, "after": a.0},
-                    "evidence": intent.evidence,
-                }),
-            ),
-            _ => return Ok(change),
+        let escalated = URGENCY_FIELDS
+            .iter()
+            .any(|f| upsert.changes.contains_key(*f));
+        let mut data = json!({ "changes": upsert.changes });
+        if intent.new_episode {
+            data["evidence"] = intent.evidence.clone();
         }
+        (if escalated { "escalated" } else { "updated" }, data)
     };
     let (status, version): (String, u32) = tx
         .prepare_cached("SELECT status, version FROM orders WHERE id = ?1")

@@ -499,6 +499,56 @@ fn upsert_task(
     Ok(!existed)
 }
 
+/// A repeat raise of a predicted order sets its due date when it had none and moves it
+/// only earlier, as a repeat trigger does with the SLA deadlines: a later forecast within
+/// the same episode (a risk order is due `risk_due_after` after each run) does not move a
+/// visit already planned, and a date that stays is no change. A move is a change the
+/// dispatcher plans by: it bumps the version and records its event (`escalated` when the
+/// date moved earlier, `updated` when the order had none) with `before` and `after`.
+fn bring_due_at_forward(
+    tx: &Transaction<'_>,
+    order_id: i64,
+    due_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let Some(due_at) = due_at else {
+        return Ok(());
+    };
+    let before: Option<i64> = tx
+        .prepare_cached("SELECT due_at FROM orders WHERE id = ?1")
+        .and_then(|mut s| s.query_row([order_id], |r| r.get(0)))
+        .map_err(sql_err)?;
+    if before.is_some_and(|b| b <= ms(due_at)) {
+        return Ok(());
+    }
+    let (serial, status, version): (String, String, u32) = tx
+        .query_row(
+            "UPDATE orders SET due_at = ?2, updated_at = ?3, version = version + 1 WHERE id = ?1 \
+             RETURNING serial, status, version",
+            params![order_id, ms(due_at), ms(now)],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(sql_err)?;
+    let status: OrderStatus = parse_col("orders.status", &status)?;
+    crate::orders::insert_event(
+        tx,
+        order_id,
+        &serial_of(&serial, "orders.serial")?,
+        now,
+        ACTOR,
+        if before.is_some() {
+            "escalated"
+        } else {
+            "updated"
+        },
+        Some(status),
+        status,
+        version,
+        &json!({"changes": {"due_at": {"before": before.map(from_ms), "after": from_ms(ms(due_at))}}}),
+    )?;
+    Ok(())
+}
+
 /// See [`fleetpulse_domain::store::PredictionStore::apply_predictions`].
 pub(crate) fn apply_predictions(
     conn: &mut Connection,
@@ -596,11 +646,7 @@ pub(crate) fn apply_predictions(
                     .map_err(sql_err)?;
                     report.raised += 1;
                 } else {
-                    tx.execute(
-                        "UPDATE orders SET due_at = COALESCE(?2, due_at) WHERE id = ?1",
-                        params![change.order_id, order.due_at.map(ms)],
-                    )
-                    .map_err(sql_err)?;
+                    bring_due_at_forward(&tx, change.order_id, order.due_at, now)?;
                     report.updated += 1;
                 }
                 for task in &order.tasks {

@@ -594,55 +594,187 @@ fn write_latest(tx: &Transaction<'_>, serial: &Serial, s: &LatestState) -> Resul
     Ok(())
 }
 
-/// Creates the order, or updates the active one for the same (serial, cause).
+/// What [`upsert_order`] did: the order change and, for an active order, each field a
+/// dispatcher acts on that the trigger changed (`{"before": …, "after": …}`); empty when
+/// the trigger changed nothing (then the version stayed).
+pub(crate) struct OrderUpsert {
+    pub(crate) change: OrderChange,
+    pub(crate) changes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The fields of an active order a repeat trigger may change.
+struct ActiveOrder {
+    id: i64,
+    priority: String,
+    respond_by: i64,
+    arrive_by: i64,
+    complete_by: i64,
+    title: String,
+    solution: String,
+    skills: String,
+    parts: String,
+    labour_minutes: u32,
+    trigger_count: u32,
+}
+
+fn active_order(tx: &Transaction<'_>, o: &OrderIntent) -> Result<Option<ActiveOrder>, StoreError> {
+    tx.prepare_cached(
+        "SELECT id, priority, respond_by, arrive_by, complete_by, title, solution, skills, parts, \
+         labour_minutes, trigger_count FROM orders WHERE serial = ?1 AND cause = ?2 \
+         AND status IN ('open', 'acknowledged', 'assigned', 'in_progress')",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![o.serial.as_str(), o.cause.as_str()], |r| {
+            Ok(ActiveOrder {
+                id: r.get(0)?,
+                priority: r.get(1)?,
+                respond_by: r.get(2)?,
+                arrive_by: r.get(3)?,
+                complete_by: r.get(4)?,
+                title: r.get(5)?,
+                solution: r.get(6)?,
+                skills: r.get(7)?,
+                parts: r.get(8)?,
+                labour_minutes: r.get(9)?,
+                trigger_count: r.get(10)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(sql_err)
+}
+
+/// Records `field` in `changes` when `after` differs from `before`; returns `after`.
+fn note<T: PartialEq + serde::Serialize>(
+    changes: &mut serde_json::Map<String, serde_json::Value>,
+    field: &str,
+    before: T,
+    after: T,
+) -> T {
+    if before != after {
+        changes.insert(
+            field.to_owned(),
+            serde_json::json!({"before": before, "after": after}),
+        );
+    }
+    after
+}
+
+/// The active order with `o`'s (serial, cause) as `o` leaves it: a trigger may only make
+/// it more urgent (the more urgent priority, the earlier deadlines) and set the work it
+/// asks for (skills, parts, labour); only a trigger that starts an episode counts and
+/// replaces title, solution, evidence and `last_triggered_at`. Within an episode those
+/// stay as the episode's first trigger left them, so that the representation (and with it
+/// the version, the `ETag`) changes only when something a dispatcher acts on changes.
+fn retrigger(
+    a: &ActiveOrder,
+    o: &OrderIntent,
+) -> Result<(ActiveOrder, serde_json::Map<String, serde_json::Value>), StoreError> {
+    let mut c = serde_json::Map::new();
+    let urgent = a.priority.as_str().min(o.priority.as_str()).to_owned();
+    let priority = note(&mut c, "priority", a.priority.clone(), urgent);
+    let respond_by = note(
+        &mut c,
+        "respond_by",
+        crate::convert::from_ms(a.respond_by),
+        crate::convert::from_ms(a.respond_by.min(ms(o.sla.respond_by))),
+    );
+    let arrive_by = note(
+        &mut c,
+        "arrive_by",
+        crate::convert::from_ms(a.arrive_by),
+        crate::convert::from_ms(a.arrive_by.min(ms(o.sla.arrive_by))),
+    );
+    let complete_by = note(
+        &mut c,
+        "complete_by",
+        crate::convert::from_ms(a.complete_by),
+        crate::convert::from_ms(a.complete_by.min(ms(o.sla.complete_by))),
+    );
+    let skills_before: serde_json::Value = serde_json::from_str(&a.skills).map_err(json_err)?;
+    let skills = note(&mut c, "skills", skills_before, serde_json::json!(o.skills));
+    let parts_before: serde_json::Value = serde_json::from_str(&a.parts).map_err(json_err)?;
+    let parts = note(&mut c, "parts", parts_before, serde_json::json!(o.parts));
+    let labour_minutes = note(&mut c, "labour_minutes", a.labour_minutes, o.labour_minutes);
+    let (title, solution, trigger_count) = if o.new_episode {
+        (
+            note(&mut c, "title", a.title.clone(), o.title.clone()),
+            note(&mut c, "solution", a.solution.clone(), o.solution.clone()),
+            note(
+                &mut c,
+                "trigger_count",
+                a.trigger_count,
+                a.trigger_count.saturating_add(1),
+            ),
+        )
+    } else {
+        (a.title.clone(), a.solution.clone(), a.trigger_count)
+    };
+    let next = ActiveOrder {
+        id: a.id,
+        priority,
+        respond_by: ms(respond_by),
+        arrive_by: ms(arrive_by),
+        complete_by: ms(complete_by),
+        title,
+        solution,
+        skills: skills.to_string(),
+        parts: parts.to_string(),
+        labour_minutes,
+        trigger_count,
+    };
+    Ok((next, c))
+}
+
+/// Creates the order, or applies a repeat trigger to the active one for the same
+/// (serial, cause) (see [`retrigger`]); the version moves only when a field changed.
 pub(crate) fn upsert_order(
     tx: &Transaction<'_>,
     o: &OrderIntent,
     now: DateTime<Utc>,
-) -> Result<OrderChange, StoreError> {
-    let existing: Option<i64> = tx
-        .prepare_cached(
-            "SELECT id FROM orders WHERE serial = ?1 AND cause = ?2 \
-             AND status IN ('open', 'acknowledged', 'assigned', 'in_progress')",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![o.serial.as_str(), o.cause.as_str()], |r| r.get(0))
-                .optional()
-        })
-        .map_err(sql_err)?;
+) -> Result<OrderUpsert, StoreError> {
     let skills = serde_json::to_string(&o.skills).map_err(json_err)?;
     let parts = serde_json::to_string(&o.parts).map_err(json_err)?;
     let evidence = serde_json::to_string(&o.evidence).map_err(json_err)?;
-    if let Some(id) = existing {
-        tx.prepare_cached(
-            "UPDATE orders SET trigger_count = trigger_count + 1, last_triggered_at = ?2, evidence = ?3, \
-             priority = MIN(priority, ?4), respond_by = MIN(respond_by, ?5), arrive_by = MIN(arrive_by, ?6), \
-             complete_by = MIN(complete_by, ?7), title = ?8, solution = ?9, skills = ?10, parts = ?11, \
-             labour_minutes = ?12, updated_at = ?13, version = version + 1 WHERE id = ?1",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                id,
-                ms(o.triggered_at),
-                evidence,
-                o.priority.as_str(),
-                ms(o.sla.respond_by),
-                ms(o.sla.arrive_by),
-                ms(o.sla.complete_by),
-                o.title,
-                o.solution,
-                skills,
-                parts,
-                o.labour_minutes,
-                ms(now)
-            ])
-        })
-        .map_err(sql_err)?;
-        return Ok(OrderChange {
-            order_id: id,
-            serial: o.serial.clone(),
-            cause: o.cause.clone(),
-            created: false,
+    if let Some(active) = active_order(tx, o)? {
+        let (next, changes) = retrigger(&active, o)?;
+        if !changes.is_empty() {
+            tx.prepare_cached(
+                "UPDATE orders SET priority = ?2, respond_by = ?3, arrive_by = ?4, complete_by = ?5, \
+                 title = ?6, solution = ?7, skills = ?8, parts = ?9, labour_minutes = ?10, trigger_count = ?11, \
+                 last_triggered_at = CASE WHEN ?12 THEN ?13 ELSE last_triggered_at END, \
+                 evidence = CASE WHEN ?12 THEN ?14 ELSE evidence END, \
+                 updated_at = ?15, version = version + 1 WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    next.id,
+                    next.priority,
+                    next.respond_by,
+                    next.arrive_by,
+                    next.complete_by,
+                    next.title,
+                    next.solution,
+                    next.skills,
+                    next.parts,
+                    next.labour_minutes,
+                    next.trigger_count,
+                    o.new_episode,
+                    ms(o.triggered_at),
+                    evidence,
+                    ms(now)
+                ])
+            })
+            .map_err(sql_err)?;
+        }
+        return Ok(OrderUpsert {
+            change: OrderChange {
+                order_id: active.id,
+                serial: o.serial.clone(),
+                cause: o.cause.clone(),
+                created: false,
+            },
+            changes,
         });
     }
     tx.prepare_cached(
@@ -673,11 +805,14 @@ pub(crate) fn upsert_order(
     .map_err(sql_err)?;
     let id = tx.last_insert_rowid();
     tracing::info!(order_id = id, serial = %o.serial, cause = %o.cause, priority = %o.priority, "order raised");
-    Ok(OrderChange {
-        order_id: id,
-        serial: o.serial.clone(),
-        cause: o.cause.clone(),
-        created: true,
+    Ok(OrderUpsert {
+        change: OrderChange {
+            order_id: id,
+            serial: o.serial.clone(),
+            cause: o.cause.clone(),
+            created: true,
+        },
+        changes: serde_json::Map::new(),
     })
 }
 

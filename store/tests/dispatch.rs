@@ -50,6 +50,7 @@ fn intent(policy: &Policy, serial: &str, cause: &str) -> OrderIntent {
         evidence: json!({}),
         triggered_at: now,
         sla: policy.sla_for(Priority::P3, now),
+        new_episode: true,
     }
 }
 

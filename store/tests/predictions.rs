@@ -616,3 +616,46 @@ async fn one_model_is_deployed_per_failure_mode_and_outcomes_feed_back() {
     assert_eq!(d.outcomes[0].model_version.as_deref(), Some("test-v1"));
     assert_eq!(d.outcomes[0].cause, "failure_risk:compressor");
 }
+
+#[tokio::test]
+async fn a_repeat_forecast_moves_an_order_only_to_an_earlier_due_date_with_its_event() {
+    use fleetpulse_domain::dispatch::Dispatch;
+    let f = fixture(100, 100).await;
+    register(&f.store, "OC5-DUE", "north").await;
+    let in_days = |d| {
+        prediction(
+            "OC5-DUE",
+            PredictionKind::ConsumableDepletion,
+            "filter",
+            Duration::days(d),
+        )
+    };
+    f.run(vec![in_days(6)]).await;
+    let first = f.active("OC5-DUE").await.remove(0);
+    // the same forecast restated by the next runs, then a later one: nothing to act on
+    f.run(vec![in_days(6)]).await;
+    f.run(vec![in_days(8)]).await;
+    let same = f.active("OC5-DUE").await.remove(0);
+    assert_eq!(
+        (same.version, same.due_at, same.trigger_count),
+        (first.version, first.due_at, 1),
+        "{same:?}"
+    );
+    // an earlier date is: a new version with its event
+    f.run(vec![in_days(5)]).await;
+    let earlier = f.active("OC5-DUE").await.remove(0);
+    assert_eq!(earlier.version, first.version + 1);
+    assert!(earlier.due_at < first.due_at, "{earlier:?}");
+    let history = f.store.order_history(first.id).await.expect("history");
+    let last = history.last().expect("events");
+    assert_eq!(
+        (last.kind.as_str(), last.version),
+        ("escalated", earlier.version)
+    );
+    assert_eq!(
+        last.data["changes"]["due_at"]["after"],
+        json!(earlier.due_at),
+        "{:?}",
+        last.data
+    );
+}

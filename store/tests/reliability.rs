@@ -291,6 +291,7 @@ async fn a_confirmed_repair_without_an_alarm_is_its_own_event_and_a_warning_alar
         evidence: json!({}),
         triggered_at: now,
         sla: policy.sla_for(Priority::P2, now),
+        new_episode: true,
     };
     let (order, _) = store
         .create_manual_order(intent, Actor("test".into()))

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use fleetpulse_domain::dispatch::Dispatch;
 use fleetpulse_domain::store::{
     DeviceQuery, IngestBatch, NewDevice, OrderQuery, ReadingQuery, SpoolStats, Store, StoreError,
     UnknownDevicePolicy,
@@ -340,7 +341,7 @@ async fn order_triggers_do_not_depend_on_how_readings_were_batched() {
                 serial,
                 3,
                 t0() + Duration::seconds(2),
-                json!({"filter_life_pct": 13.0, "alarms": ["E101"]}),
+                json!({"filter_life_pct": 40.0, "alarms": ["E101"]}),
             ),
             reading(
                 serial,
@@ -375,12 +376,13 @@ async fn order_triggers_do_not_depend_on_how_readings_were_batched() {
             .map(|o| (o.cause.as_str().to_owned(), o.trigger_count))
             .collect();
         counts.sort();
-        // three readings reported a low filter (seq 2 did not report it); E101 opened twice
+        // the filter went low (seq 1), was not reported (seq 2), recovered (seq 3) and
+        // went low again (seq 4): two episodes; E101 opened twice
         assert_eq!(
             counts,
             [
                 ("critical_alarm:E101".to_owned(), 2),
-                ("filter_depletion".to_owned(), 3)
+                ("filter_depletion".to_owned(), 2)
             ],
             "{serial}"
         );
@@ -829,4 +831,119 @@ async fn latest_state_follows_every_batch_and_last_seen_moves_in_steps_of_a_minu
         .expect("known");
     assert_eq!(d.device.last_seen_at, Some(base + Duration::seconds(61)));
     assert_eq!(d.latest.expect("latest").seq, 4);
+}
+
+/// The OC-5A order's filter rule (order at 15 %) fed `levels` in one batch each.
+async fn feed_filter(store: &SqliteStore, serial: &str, first_seq: u64, levels: &[f64]) {
+    for (i, level) in levels.iter().enumerate() {
+        let seq = first_seq + i as u64;
+        store
+            .commit_batch(batch(vec![reading(
+                serial,
+                seq,
+                t0() + Duration::seconds(seq as i64),
+                json!({"filter_life_pct": level}),
+            )]))
+            .await
+            .expect("commit");
+    }
+}
+
+async fn only_order(store: &SqliteStore, serial: &str) -> fleetpulse_domain::Order {
+    let mut orders = store
+        .list_orders(OrderQuery {
+            serial: Some(sn(serial)),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("orders")
+        .items;
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    orders.remove(0)
+}
+
+async fn event_kinds(store: &SqliteStore, id: i64) -> Vec<(String, u32)> {
+    store
+        .order_history(id)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|e| (e.kind, e.version))
+        .collect()
+}
+
+#[tokio::test]
+async fn repeat_triggers_within_an_episode_leave_the_version_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;
+    feed_filter(&store, "OC5-REPEAT", 1, &[14.0; 20]).await;
+    let o = only_order(&store, "OC5-REPEAT").await;
+    assert_eq!((o.version, o.trigger_count), (1, 1), "{o:?}");
+    assert_eq!(
+        o.evidence["seq"],
+        json!(1),
+        "the evidence of the episode's trigger"
+    );
+    assert_eq!(event_kinds(&store, o.id).await, [("created".to_owned(), 1)]);
+}
+
+#[tokio::test]
+async fn a_reading_that_escalates_priority_is_a_new_version_with_its_event() {
+    use fleetpulse_domain::dispatch::{Actor, StatusChange};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;
+    feed_filter(&store, "OC5-ESC", 1, &[14.0, 14.0]).await;
+    let before = only_order(&store, "OC5-ESC").await;
+    assert_eq!(before.version, 1);
+    store
+        .change_device_status(
+            &sn("OC5-ESC"),
+            StatusChange {
+                status: LifecycleStatus::AtCustomer,
+                criticality: Some(fleetpulse_domain::Criticality::LifeSupporting),
+                region: None,
+                address: Some("1 Test Street".into()),
+                reason: None,
+            },
+            Actor("test".into()),
+        )
+        .await
+        .expect("status");
+    feed_filter(&store, "OC5-ESC", 3, &[14.0, 14.0, 14.0]).await;
+    let after = only_order(&store, "OC5-ESC").await;
+    assert!(after.priority < before.priority, "{after:?}");
+    assert_eq!((after.version, after.trigger_count), (2, 1));
+    let history = store.order_history(after.id).await.expect("history");
+    assert_eq!(history.len(), 2, "{history:?}");
+    let escalated = &history[1];
+    assert_eq!(
+        (escalated.kind.as_str(), escalated.version),
+        ("escalated", 2)
+    );
+    assert_eq!(
+        escalated.data["changes"]["priority"],
+        json!({"before": before.priority, "after": after.priority}),
+        "{:?}",
+        escalated.data
+    );
+}
+
+#[tokio::test]
+async fn a_condition_that_clears_and_returns_is_a_second_episode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;
+    // low, low, back above the threshold (a reading glitch or a swapped filter not yet
+    // reported through the order), low again
+    feed_filter(&store, "OC5-AGAIN", 1, &[14.0, 13.0, 40.0, 12.0, 12.0]).await;
+    let o = only_order(&store, "OC5-AGAIN").await;
+    assert_eq!((o.trigger_count, o.version), (2, 2), "{o:?}");
+    assert_eq!(o.evidence["seq"], json!(4), "the new episode's evidence");
+    let history = store.order_history(o.id).await.expect("history");
+    let last = history.last().expect("events");
+    assert_eq!((last.kind.as_str(), last.version), ("updated", 2));
+    assert_eq!(
+        last.data["changes"]["trigger_count"],
+        json!({"before": 1, "after": 2})
+    );
 }

@@ -603,6 +603,8 @@ async fn create(
         evidence: json!({ "manual": true, "by": caller.actor.0, "notes": body.notes }),
         triggered_at: now,
         sla: state.policy.sla_for(priority, now),
+        // a person reporting (again) is a trigger episode of its own
+        new_episode: true,
     };
     let (order, created) = state
         .dispatch

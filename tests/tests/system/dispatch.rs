@@ -57,7 +57,8 @@ async fn an_order_goes_through_every_transition_and_refuses_illegal_ones() -> an
         "policy's manual priority"
     );
     assert_eq!(created.etag.as_deref(), Some("\"1\""));
-    // a repeat that only counts is no event; one that raises the priority is
+    // a person reporting again is a new trigger episode (`updated`); one that raises the
+    // priority is `escalated`
     let again = alice.post("/api/v1/orders", &new).await?;
     assert_eq!(
         again.status, 200,
@@ -206,6 +207,7 @@ async fn an_order_goes_through_every_transition_and_refuses_illegal_ones() -> an
         kinds,
         [
             "created",
+            "updated",
             "escalated",
             "acknowledged",
             "assigned",
@@ -1330,5 +1332,73 @@ async fn the_openapi_document_covers_every_route_and_its_page_works_offline() ->
         .send()
         .await?;
     assert_eq!(bundle.status().as_u16(), 200);
+    Ok(())
+}
+
+/// Issue 20, defect 7: a device that keeps reporting the low level that raised an order
+/// does not move the order's version, so a dispatcher's `If-Match` stays valid; only a
+/// change the dispatcher acts on would, and it would come with its event.
+#[tokio::test]
+async fn repeat_triggers_do_not_make_a_dispatchers_etag_stale() -> anyhow::Result<()> {
+    let (dir, app) = serve().await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let disp = Client::new(
+        &app,
+        Some(&create_token(dir.path(), "dispatcher", "d").await?),
+    )?;
+    let serial = "OC5-D0020";
+    register(&admin, serial).await?;
+    let mqtt = app.mqtt.expect("built-in endpoint");
+    let publish = |seq: u64, level: f64| async move {
+        let fields = json!({"runtime_hours": 1000.0 + seq as f64, "filter_life_pct": level});
+        mosquitto_pub(
+            mqtt,
+            serial,
+            &telemetry_topic(serial),
+            &reading(seq, fields),
+        )
+        .await
+    };
+    publish(1, 10.0).await?;
+    let order = eventually(WAIT, "the filter order", || async {
+        let o = app
+            .orders(&format!("serial={serial}&cause=filter_depletion"))
+            .await?;
+        Ok(o.first().cloned())
+    })
+    .await?;
+    let id = order["id"].as_i64().expect("id");
+    let read = disp.get(&format!("/api/v1/orders/{id}")).await?;
+    let v = version(&read.body);
+    assert_eq!(read.etag, Some(format!("\"{v}\"")));
+
+    // the dispatcher reads, the device keeps reporting a low (and falling) filter
+    for seq in 2..=12 {
+        publish(seq, 10.0 - 0.4 * seq as f64).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    app.applied().await?;
+    let ack = disp
+        .post_if_match(
+            &format!("/api/v1/orders/{id}/acknowledge"),
+            Some(v),
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(ack.status, 200, "{}", ack.body);
+    assert_eq!(
+        (ack.body["trigger_count"].clone(), version(&ack.body)),
+        (json!(1), v + 1),
+        "one episode; the acknowledgement is the only change: {}",
+        ack.body
+    );
+    let h = disp.get(&format!("/api/v1/orders/{id}/history")).await?;
+    let kinds: Vec<&str> = h.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["created", "acknowledged"]);
     Ok(())
 }

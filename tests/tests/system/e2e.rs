@@ -82,7 +82,7 @@ async fn device_state_and_orders_are_raised_exactly_once(
     assert_eq!(detail["latest"]["values"]["o2_purity_pct"], json!(94.1));
     assert_eq!(detail["status"], json!("at_customer"));
 
-    // filter at or below 15 % three times → one maintenance order, updated twice
+    // filter at or below 15 % three times → one maintenance order, one trigger episode
     for (seq, level) in [(2, 14.0), (3, 13.0), (4, 12.0)] {
         p.pub_cli(
             serial,
@@ -93,22 +93,29 @@ async fn device_state_and_orders_are_raised_exactly_once(
         )
         .await?;
     }
-    let filter_orders = eventually(
-        WAIT,
-        "the filter order to see all three triggers",
-        || async {
-            let o = app
-                .orders(&format!("serial={serial}&cause=filter_depletion"))
-                .await?;
-            Ok((o.len() == 1 && o[0]["trigger_count"] == json!(3)).then_some(o))
-        },
-    )
+    let filter_orders = eventually(WAIT, "all three filter readings", || async {
+        let d = device(app, serial).await?;
+        if d["latest"]["seq"] != json!(4) {
+            return Ok(None);
+        }
+        let o = app
+            .orders(&format!("serial={serial}&cause=filter_depletion"))
+            .await?;
+        Ok(Some(o))
+    })
     .await?;
+    assert_eq!(filter_orders.len(), 1, "{filter_orders:?}");
     let order = &filter_orders[0];
     assert_eq!(order["kind"], json!("maintenance"));
     assert_eq!(order["status"], json!("open"));
     assert_eq!(order["parts"][0]["number"], json!("OC5-FLT-01"));
-    assert_eq!(order["evidence"]["value"], json!(12.0));
+    // readings that stay below the threshold are the same episode: they change nothing
+    // a dispatcher acts on, so the order keeps its first trigger's evidence and version
+    assert_eq!(
+        (order["trigger_count"].clone(), order["version"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(order["evidence"]["value"], json!(14.0));
 
     // critical alarm raised, still active, cleared, raised again → one repair order
     let alarm_readings: Vec<String> = [
