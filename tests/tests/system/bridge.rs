@@ -847,3 +847,37 @@ async fn each_device_logs_in_with_its_own_token() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Issue 20: with the MQTT side unreachable the bridge says so at once (one WARN at the
+/// first failed connect), and then at most once per `UNREACHABLE_WARN_EVERY` however
+/// often the links retry.
+#[tokio::test]
+async fn an_unreachable_mqtt_side_is_logged_at_once_and_then_rate_limited() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let nobody = format!("mqtt://127.0.0.1:{}", free_port());
+    let config = write_bridge_config(
+        data.path(),
+        &nobody,
+        BUILT_IN_MAPS,
+        &format!(
+            "[[device]]\nserial = \"UNR-1\"\nmodel = \"OC-5A\"\ntcp = \"127.0.0.1:{}\"\n",
+            free_port()
+        ),
+    )?;
+    let mut bridge = BridgeProc::spawn(&config, &data.path().join("outbox")).await?;
+    let needle = "cannot connect to the MQTT side";
+    let line = bridge.wait_for_line(needle, Duration::from_secs(5)).await?;
+    assert!(line.contains("WARN") && line.contains(&nobody), "{line}");
+    // the link retries every 100 ms–1 s (write_bridge_config): let it fail several times more
+    eventually(Duration::from_secs(20), "more failed connects", || async {
+        Ok((bridge.metric("bridge_mqtt_connect_failures_total").await? >= 6.0).then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        bridge.lines_with(needle).len(),
+        1,
+        "one WARN per minute, not one per retry"
+    );
+    bridge.interrupt().await?;
+    Ok(())
+}
