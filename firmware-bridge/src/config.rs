@@ -155,7 +155,8 @@ impl MqttConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
-    /// Directory of the outbox database `outbox.db` (relative to the working directory).
+    /// Directory of the outbox database `outbox.db` (relative paths are relative to this
+    /// file, like `registers_dir`). Default: `bridge-data` beside this file.
     #[serde(default = "default_outbox_dir")]
     pub dir: PathBuf,
     /// Readings one device may hold unacknowledged. When full, new polls of that device
@@ -537,9 +538,12 @@ impl BridgeConfig {
                 map,
             });
         }
+        let mut outbox = file.outbox;
+        // like registers_dir: a service manager's working directory is not the file's
+        outbox.dir = base.join(&outbox.dir);
         Ok(BridgeConfig {
             mqtt: file.mqtt,
-            outbox: file.outbox,
+            outbox,
             metrics_listen: file.metrics_listen,
             devices,
             maps,
@@ -622,6 +626,29 @@ mod tests {
             !printed.contains("secret") && !printed.contains("token-of-a"),
             "{printed}"
         );
+    }
+
+    #[test]
+    fn a_relative_outbox_dir_is_taken_from_the_files_folder() {
+        let dir = dir_with_map();
+        let cfg = parse(
+            &dir,
+            "[mqtt]\nurl = \"mqtt://h:1\"\n[outbox]\ndir = \"state/outbox\"\n",
+        )
+        .expect("valid");
+        assert_eq!(cfg.outbox.dir, dir.path().join("state/outbox"));
+        let cfg = parse(&dir, "[mqtt]\nurl = \"mqtt://h:1\"\n").expect("valid");
+        assert_eq!(
+            cfg.outbox.dir,
+            dir.path().join("bridge-data"),
+            "the default too"
+        );
+        let cfg = parse(
+            &dir,
+            "[mqtt]\nurl = \"mqtt://h:1\"\n[outbox]\ndir = \"/var/lib/b\"\n",
+        )
+        .expect("valid");
+        assert_eq!(cfg.outbox.dir, Path::new("/var/lib/b"));
     }
 
     #[test]
