@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fleetpulse_simulator::{DeviceLink, Endpoint, LinkIdentity, LinkOptions, LinkStats};
+use fleetpulse_simulator::{DeviceLink, Endpoint, LinkIdentity, LinkOptions, LinkState, LinkStats};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -36,6 +36,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 const ACK_SWEEP: Duration = Duration::from_millis(50);
 const REPORT_EVERY: Duration = Duration::from_secs(60);
 const MAX_BATCH: usize = 2048;
+/// While connects to the MQTT side fail, the first failure is logged at once and then at
+/// most one WARN per this period (with the failures counted since the last line), so an
+/// outage is visible without flooding the log of a gateway.
+pub const UNREACHABLE_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// The bridge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +77,66 @@ struct DeviceOut {
     pending: VecDeque<u64>,
     /// Readings the link had released at the last sweep.
     released: u64,
+}
+
+/// Tells the operator when the MQTT side cannot be reached: the links retry with
+/// backoff and only count their failed connects, so without this an outage leaves no
+/// line in the log.
+struct Reachability {
+    url: String,
+    /// Sum of the links' `connect_failures` at the last look.
+    failures_seen: u64,
+    /// Failures since the last WARN, and when that was (None: not warned in this outage).
+    unreported: u64,
+    last_warn: Option<tokio::time::Instant>,
+}
+
+impl Reachability {
+    fn new(url: String) -> Self {
+        Reachability {
+            url,
+            failures_seen: 0,
+            unreported: 0,
+            last_warn: None,
+        }
+    }
+
+    /// Looks at the links' counters after a sweep.
+    fn observe(&mut self, outs: &[DeviceOut], stats: &[LinkStats]) {
+        let failures: u64 = stats.iter().map(|s| s.connect_failures).sum();
+        let new = failures.saturating_sub(self.failures_seen);
+        self.failures_seen = failures;
+        let down: Vec<&str> = outs
+            .iter()
+            .filter(|o| !matches!(o.link.state(), LinkState::Connected))
+            .map(|o| o.serial.as_str())
+            .collect();
+        if new == 0 {
+            if down.is_empty() && self.last_warn.take().is_some() {
+                info!(mqtt = %self.url, "the MQTT side is reachable again; every device is connected");
+                self.unreported = 0;
+            }
+            return;
+        }
+        self.unreported += new;
+        let now = tokio::time::Instant::now();
+        if self
+            .last_warn
+            .is_some_and(|t| now.duration_since(t) < UNREACHABLE_WARN_EVERY)
+        {
+            return;
+        }
+        warn!(
+            mqtt = %self.url,
+            failed_connects = self.unreported,
+            devices_not_connected = down.len(),
+            first = down.first().copied().unwrap_or(""),
+            every_s = UNREACHABLE_WARN_EVERY.as_secs(),
+            "cannot connect to the MQTT side; readings stay in the outbox and connects are retried with backoff"
+        );
+        self.unreported = 0;
+        self.last_warn = Some(now);
+    }
 }
 
 /// A bridge ready to run.
@@ -249,6 +313,7 @@ impl Bridge {
         report.tick().await;
         let mut last_polls = 0u64;
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut reachability = Reachability::new(cfg.mqtt.url.clone());
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -256,7 +321,10 @@ impl Bridge {
                     if got == 0 { break; }
                     store_and_publish(&mut outs, std::mem::take(&mut batch), &outbox, &metrics, max_pending).await;
                 }
-                _ = sweep.tick() => release_acked(&mut outs, &outbox, &metrics).await,
+                _ = sweep.tick() => {
+                    let stats = release_acked(&mut outs, &outbox, &metrics).await;
+                    reachability.observe(&outs, &stats);
+                }
                 _ = report.tick() => {
                     let polls = metrics.polls_total();
                     info!(
@@ -427,8 +495,13 @@ async fn store_and_publish(
     }
 }
 
-/// Deletes from disk what the links have released since the last sweep.
-async fn release_acked(outs: &mut [DeviceOut], outbox: &Arc<Mutex<DiskOutbox>>, metrics: &Metrics) {
+/// Deletes from disk what the links have released since the last sweep; returns the
+/// links' counters it looked at.
+async fn release_acked(
+    outs: &mut [DeviceOut],
+    outbox: &Arc<Mutex<DiskOutbox>>,
+    metrics: &Metrics,
+) -> Vec<LinkStats> {
     let mut acked = Vec::new();
     let mut stats = Vec::with_capacity(outs.len());
     for (i, o) in outs.iter_mut().enumerate() {
@@ -449,8 +522,9 @@ async fn release_acked(outs: &mut [DeviceOut], outbox: &Arc<Mutex<DiskOutbox>>, 
                 .store(o.pending.len() as u64, Ordering::Relaxed);
         }
     }
-    metrics.set_links(stats);
+    metrics.set_links(stats.clone());
     remove(outbox, acked).await;
+    stats
 }
 
 async fn final_release(

@@ -155,7 +155,8 @@ impl MqttConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
-    /// Directory of the outbox database `outbox.db` (relative to the working directory).
+    /// Directory of the outbox database `outbox.db` (relative paths are relative to this
+    /// file, like `registers_dir`). Default: `bridge-data` beside this file.
     #[serde(default = "default_outbox_dir")]
     pub dir: PathBuf,
     /// Readings one device may hold unacknowledged. When full, new polls of that device
@@ -292,10 +293,12 @@ pub enum ConfigError {
     /// `message` starts with the line number.
     #[error("{path}:{message}")]
     Syntax { path: PathBuf, message: String },
-    #[error("{path}:{line}: {key}: {reason}")]
+    /// `line` and `column` (from 1) are those of the key's own TOML span.
+    #[error("{path}:{line}:{column}: {key}: {reason}")]
     Invalid {
         path: PathBuf,
         line: usize,
+        column: usize,
         key: String,
         reason: String,
     },
@@ -349,15 +352,30 @@ impl BridgeConfig {
             message: syntax_message(text, &e),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        // the keys' spans, so that an error names the key's own line and column (a search
+        // of the text would find a comment that mentions the key first); the text parsed
+        // above, so this parses too
+        let doc = toml::de::DeTable::parse(text).ok();
+        let key_at = |keys: &[&str]| {
+            doc.as_ref()
+                .and_then(|d| key_offset(d.get_ref(), keys))
+                .unwrap_or(0)
+        };
+        let device_key_at = |index: usize, key: &str, fallback: usize| {
+            doc.as_ref()
+                .and_then(|d| device_key_offset(d.get_ref(), index, key))
+                .unwrap_or(fallback)
+        };
         let invalid = |offset: usize, key: &str, reason: String| ConfigError::Invalid {
             path: path.to_owned(),
             line: line_of(text, offset),
+            column: column_of(text, offset),
             key: key.to_owned(),
             reason,
         };
         if !file.mqtt.url.starts_with("mqtt://") {
             return Err(invalid(
-                text.find("url").unwrap_or(0),
+                key_at(&["mqtt", "url"]),
                 "mqtt.url",
                 format!("{:?} must be mqtt://host:port", file.mqtt.url),
             ));
@@ -368,7 +386,7 @@ impl BridgeConfig {
         ] {
             if value == 0 {
                 return Err(invalid(
-                    text.find(key.split('.').nth(1).unwrap_or(key)).unwrap_or(0),
+                    key_at(&key.split('.').collect::<Vec<_>>()),
                     key,
                     "must be at least 1".into(),
                 ));
@@ -376,7 +394,7 @@ impl BridgeConfig {
         }
         if file.outbox.max_readings_per_device == 0 {
             return Err(invalid(
-                text.find("max_readings_per_device").unwrap_or(0),
+                key_at(&["outbox", "max_readings_per_device"]),
                 "outbox.max_readings_per_device",
                 "must be at least 1".into(),
             ));
@@ -410,22 +428,23 @@ impl BridgeConfig {
         let mut devices = Vec::new();
         let mut buses: HashMap<String, (RtuConfig, usize)> = HashMap::new();
         let mut units: HashMap<(String, u8), usize> = HashMap::new();
-        for spanned in &file.devices {
+        for (index, spanned) in file.devices.iter().enumerate() {
             let offset = spanned.span().start;
             let line = line_of(text, offset);
+            let at = |key: &str| device_key_at(index, key, offset);
             let d = spanned.get_ref();
             let serial = Serial::parse(&d.serial)
-                .map_err(|e| invalid(offset, "device.serial", e.to_string()))?;
-            if let Some(first) = seen.insert(d.serial.clone(), line) {
+                .map_err(|e| invalid(at("serial"), "device.serial", e.to_string()))?;
+            if let Some(first) = seen.insert(d.serial.clone(), line_of(text, at("serial"))) {
                 return Err(invalid(
-                    offset,
+                    at("serial"),
                     "device.serial",
                     format!("{} is already configured on line {first}", d.serial),
                 ));
             }
             if d.unit == 0 || d.unit > 247 {
                 return Err(invalid(
-                    offset,
+                    at("unit"),
                     "device.unit",
                     format!("{} is not a Modbus unit id (1–247)", d.unit),
                 ));
@@ -434,17 +453,17 @@ impl BridgeConfig {
                 (Some(tcp), None) if tcp.contains(':') => Transport::Tcp(tcp.clone()),
                 (Some(tcp), None) => {
                     return Err(invalid(
-                        offset,
+                        at("tcp"),
                         "device.tcp",
                         format!("{tcp:?} must be host:port"),
                     ));
                 }
                 (None, Some(rtu)) => {
-                    check_rtu(rtu).map_err(|r| invalid(offset, "device.rtu", r))?;
+                    check_rtu(rtu).map_err(|r| invalid(at("rtu"), "device.rtu", r))?;
                     match buses.get(&rtu.port) {
                         Some((first, first_line)) if first != rtu => {
                             return Err(invalid(
-                                offset,
+                                at("rtu"),
                                 "device.rtu",
                                 format!(
                                     "{} is configured with other line settings on line {first_line}",
@@ -459,7 +478,7 @@ impl BridgeConfig {
                     }
                     if let Some(first) = units.insert((rtu.port.clone(), d.unit), line) {
                         return Err(invalid(
-                            offset,
+                            at("unit"),
                             "device.unit",
                             format!(
                                 "unit {} on {} is already used on line {first}",
@@ -479,7 +498,7 @@ impl BridgeConfig {
             };
             if catalog.model(&d.model).is_none() {
                 return Err(invalid(
-                    offset,
+                    at("model"),
                     "device.model",
                     format!("model {:?} is not in the catalog", d.model),
                 ));
@@ -490,7 +509,7 @@ impl BridgeConfig {
                     let map_path = registers_dir.join(format!("{}.toml", d.model));
                     if !map_path.exists() {
                         return Err(invalid(
-                            offset,
+                            at("model"),
                             "device.model",
                             format!(
                                 "no register map for {} ({} does not exist)",
@@ -518,8 +537,13 @@ impl BridgeConfig {
             let interval = d.interval_ms.unwrap_or(file.polling.interval_ms);
             let timeout = d.timeout_ms.unwrap_or(file.polling.timeout_ms);
             if interval == 0 || timeout == 0 {
+                let key = if interval == 0 {
+                    "interval_ms"
+                } else {
+                    "timeout_ms"
+                };
                 return Err(invalid(
-                    offset,
+                    at(key),
                     "device.interval_ms",
                     "interval_ms and timeout_ms must be at least 1".into(),
                 ));
@@ -537,14 +561,49 @@ impl BridgeConfig {
                 map,
             });
         }
+        let mut outbox = file.outbox;
+        // like registers_dir: a service manager's working directory is not the file's
+        outbox.dir = base.join(&outbox.dir);
         Ok(BridgeConfig {
             mqtt: file.mqtt,
-            outbox: file.outbox,
+            outbox,
             metrics_listen: file.metrics_listen,
             devices,
             maps,
         })
     }
+}
+
+/// The offset of the key at `keys` (table names, then the key) in a parsed document.
+fn key_offset(table: &toml::de::DeTable<'_>, keys: &[&str]) -> Option<usize> {
+    let (first, rest) = keys.split_first()?;
+    let (key, value) = table.iter().find(|(k, _)| k.get_ref() == first)?;
+    if rest.is_empty() {
+        return Some(key.span().start);
+    }
+    match value.get_ref() {
+        toml::de::DeValue::Table(t) => key_offset(t, rest),
+        _ => None,
+    }
+}
+
+/// The offset of `key` in the `index`th `[[device]]`.
+fn device_key_offset(doc: &toml::de::DeTable<'_>, index: usize, key: &str) -> Option<usize> {
+    let (_, devices) = doc.iter().find(|(k, _)| k.get_ref() == "device")?;
+    let toml::de::DeValue::Array(devices) = devices.get_ref() else {
+        return None;
+    };
+    match devices.get(index)?.get_ref() {
+        toml::de::DeValue::Table(t) => key_offset(t, &[key]),
+        _ => None,
+    }
+}
+
+/// The column (from 1, in characters) of `offset` in its line.
+fn column_of(text: &str, offset: usize) -> usize {
+    let before = &text[..offset.min(text.len())];
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    before[start..].chars().count() + 1
 }
 
 fn check_rtu(rtu: &RtuConfig) -> Result<(), String> {
@@ -625,6 +684,50 @@ mod tests {
     }
 
     #[test]
+    fn a_relative_outbox_dir_is_taken_from_the_files_folder() {
+        let dir = dir_with_map();
+        let cfg = parse(
+            &dir,
+            "[mqtt]\nurl = \"mqtt://h:1\"\n[outbox]\ndir = \"state/outbox\"\n",
+        )
+        .expect("valid");
+        assert_eq!(cfg.outbox.dir, dir.path().join("state/outbox"));
+        let cfg = parse(&dir, "[mqtt]\nurl = \"mqtt://h:1\"\n").expect("valid");
+        assert_eq!(
+            cfg.outbox.dir,
+            dir.path().join("bridge-data"),
+            "the default too"
+        );
+        let cfg = parse(
+            &dir,
+            "[mqtt]\nurl = \"mqtt://h:1\"\n[outbox]\ndir = \"/var/lib/b\"\n",
+        )
+        .expect("valid");
+        assert_eq!(cfg.outbox.dir, Path::new("/var/lib/b"));
+    }
+
+    #[test]
+    fn an_error_points_at_the_keys_own_line_and_column_not_at_a_comment_naming_it() {
+        let dir = dir_with_map();
+        let text = "# url: the endpoint; timeout_ms: per request\n# max_readings_per_device below\n[mqtt]\n  url = \"tcp://h:1\"\n[polling]\n   timeout_ms = 0\n";
+        let e = parse(&dir, text).expect_err("bad scheme").to_string();
+        assert!(e.contains("bridge.toml:4:3: mqtt.url"), "{e}");
+        let text = text.replace("tcp://", "mqtt://");
+        let e = parse(&dir, &text).expect_err("zero timeout").to_string();
+        assert!(e.contains("bridge.toml:6:4: polling.timeout_ms"), "{e}");
+        let text = "# max_readings_per_device = 0 would refuse everything\n[mqtt]\nurl = \"mqtt://h:1\"\n[outbox]\nmax_readings_per_device = 0\n";
+        let e = parse(&dir, text).expect_err("zero outbox").to_string();
+        assert!(
+            e.contains("bridge.toml:5:1: outbox.max_readings_per_device"),
+            "{e}"
+        );
+        // a device's key: its own line, not the [[device]] header
+        let text = "[mqtt]\nurl = \"mqtt://h:1\"\n[[device]]\n# unit 1-247\nserial = \"A\"\nmodel = \"OC-5A\"\ntcp = \"h:1\"\nunit = 0\n";
+        let e = parse(&dir, text).expect_err("unit 0").to_string();
+        assert!(e.contains("bridge.toml:8:1: device.unit"), "{e}");
+    }
+
+    #[test]
     fn mistakes_name_file_line_and_key() {
         let dir = dir_with_map();
         let e = parse(&dir, "[mqtt]\nurl = \"mqtt://h:1\"\nkeepalive = 3\n")
@@ -641,7 +744,7 @@ mod tests {
         .expect_err("no map")
         .to_string();
         assert!(
-            e.contains("bridge.toml:3: device.model") && e.contains("no register map"),
+            e.contains("bridge.toml:5:1: device.model") && e.contains("no register map"),
             "{e}"
         );
         let e = parse(
@@ -651,7 +754,7 @@ mod tests {
         .expect_err("duplicate")
         .to_string();
         assert!(
-            e.contains(":7: device.serial") && e.contains("line 3"),
+            e.contains(":8:1: device.serial") && e.contains("line 4"),
             "{e}"
         );
         let e = parse(
@@ -660,7 +763,10 @@ mod tests {
         )
         .expect_err("one bus, two speeds")
         .to_string();
-        assert!(e.contains(":7: device.rtu") && e.contains("line 3"), "{e}");
+        assert!(
+            e.contains(":10:1: device.rtu") && e.contains("line 3"),
+            "{e}"
+        );
         let e = parse(
             &dir,
             "[mqtt]\nurl = \"mqtt://h:1\"\n[[device]]\nserial = \"A\"\nmodel = \"OC-5A\"\n",

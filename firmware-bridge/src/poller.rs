@@ -446,7 +446,7 @@ async fn read_block(
     };
     match answer {
         Err(_) => Err(PollError::Timeout(limit.as_millis())),
-        Ok(Err(e)) => Err(PollError::Transport(e.to_string())),
+        Ok(Err(e)) => Err(transport_error(e)),
         Ok(Ok(Err(code))) => Err(PollError::Exception {
             code: u8::from(code),
             name: exception_name(code),
@@ -456,6 +456,34 @@ async fn read_block(
         }),
         Ok(Ok(Ok(data))) => Ok(data),
     }
+}
+
+/// EINPROGRESS, the errno a non-blocking connect leaves behind.
+#[cfg(target_os = "linux")]
+const EINPROGRESS: i32 = 115;
+#[cfg(not(target_os = "linux"))]
+const EINPROGRESS: i32 = 36;
+
+fn transport_error(e: tokio_modbus::Error) -> PollError {
+    match e {
+        tokio_modbus::Error::Transport(io) if is_end_of_stream(&io) => {
+            PollError::Transport("connection closed by peer".into())
+        }
+        e => PollError::Transport(e.to_string()),
+    }
+}
+
+/// Whether a transport error means the peer closed the connection. tokio-modbus 0.17
+/// (`service/tcp.rs`) answers an end of stream with `io::Error::last_os_error()`, i.e.
+/// whatever errno the thread last set (typically EINPROGRESS from a connect, or 0), which
+/// printed as "Operation now in progress (os error 115)". None of those can be the
+/// failure of a read itself, so they are taken as the end of the stream.
+fn is_end_of_stream(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe | ErrorKind::WouldBlock
+    ) || matches!(e.raw_os_error(), Some(0 | EINPROGRESS))
 }
 
 fn exception_name(code: ExceptionCode) -> String {
@@ -470,5 +498,40 @@ fn exception_name(code: ExceptionCode) -> String {
         ExceptionCode::GatewayPathUnavailable => "gateway path unavailable".into(),
         ExceptionCode::GatewayTargetDevice => "gateway target device failed to respond".into(),
         ExceptionCode::Custom(c) => format!("code {c}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A Modbus TCP peer that takes the connection, reads the request and closes.
+    #[tokio::test]
+    async fn a_peer_that_closes_is_named_as_such() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let peer = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 12];
+            let _ = s.read_exact(&mut buf).await;
+            drop(s);
+        });
+        let mut ctx = tokio_modbus::client::tcp::connect_slave(addr, Slave(1))
+            .await
+            .expect("connect");
+        let block = ReadBlock {
+            function: Function::Holding,
+            address: 0,
+            count: 2,
+        };
+        let e = read_block(&mut ctx, &block, Duration::from_secs(5))
+            .await
+            .expect_err("the peer closed");
+        peer.await.expect("peer");
+        assert_eq!(e.kind(), FailureKind::Transport);
+        assert_eq!(e.to_string(), "connection closed by peer");
     }
 }

@@ -171,10 +171,21 @@ impl BridgeProc {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .context("spawning fleetpulse bridge")?;
+        // the log (stderr) is kept too, for tests that read what the operator would see
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().context("stderr")?;
+        let sink = lines.clone();
+        tokio::spawn(async move {
+            let mut log = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = log.next_line().await {
+                eprintln!("[bridge log] {line}");
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
         let stdout = child.stdout.take().context("stdout")?;
         let mut reader = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -195,7 +206,6 @@ impl BridgeProc {
                 break;
             }
         }
-        let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = reader.next_line().await {
@@ -246,6 +256,31 @@ impl BridgeProc {
             .find_map(|l| l.strip_prefix("fleetpulse: bridge stopped: "))
             .context("no `bridge stopped` report")?;
         Ok(serde_json::from_str(report)?)
+    }
+
+    /// The lines of its stdout and log (stderr) so far that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits up to `within` for a line of stdout or log containing `needle`.
+    pub async fn wait_for_line(&self, needle: &str, within: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.lines_with(needle).into_iter().next() {
+                return Ok(l);
+            }
+            if Instant::now() >= deadline {
+                bail!("no line containing {needle:?} within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// SIGKILL: nothing is flushed.

@@ -11,7 +11,7 @@ use fleetpulse_firmware_bridge::registers::{BUILT_IN_MAPS, built_in_maps};
 use fleetpulse_firmware_bridge::simulated::{Behaviour, ModbusFleet, ModbusFleetConfig};
 use fleetpulse_system_tests::modbus::{BridgeProc, PtyPair, PyModbus, write_bridge_config};
 use fleetpulse_system_tests::tls::device_credential;
-use fleetpulse_system_tests::{App, eventually, free_port};
+use fleetpulse_system_tests::{App, eventually, fleetpulse_bin, free_port};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -838,5 +838,78 @@ async fn each_device_logs_in_with_its_own_token() -> anyhow::Result<()> {
         report["outbox_readings"].as_u64() > Some(0),
         "the refused device's readings stay for later: {report}"
     );
+    Ok(())
+}
+
+/// Issue 20: with the MQTT side unreachable the bridge says so at once (one WARN at the
+/// first failed connect), and then at most once per `UNREACHABLE_WARN_EVERY` however
+/// often the links retry.
+#[tokio::test]
+async fn an_unreachable_mqtt_side_is_logged_at_once_and_then_rate_limited() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let nobody = format!("mqtt://127.0.0.1:{}", free_port());
+    let config = write_bridge_config(
+        data.path(),
+        &nobody,
+        BUILT_IN_MAPS,
+        &format!(
+            "[[device]]\nserial = \"UNR-1\"\nmodel = \"OC-5A\"\ntcp = \"127.0.0.1:{}\"\n",
+            free_port()
+        ),
+    )?;
+    let mut bridge = BridgeProc::spawn(&config, &data.path().join("outbox")).await?;
+    let needle = "cannot connect to the MQTT side";
+    let line = bridge.wait_for_line(needle, Duration::from_secs(5)).await?;
+    assert!(line.contains("WARN") && line.contains(&nobody), "{line}");
+    // the link retries every 100 ms–1 s (write_bridge_config): let it fail several times more
+    eventually(Duration::from_secs(20), "more failed connects", || async {
+        Ok((bridge.metric("bridge_mqtt_connect_failures_total").await? >= 6.0).then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        bridge.lines_with(needle).len(),
+        1,
+        "one WARN per minute, not one per retry"
+    );
+    bridge.interrupt().await?;
+    Ok(())
+}
+
+/// Issue 20: a relative `outbox.dir` is taken from the config file's folder (as a service
+/// manager starts the bridge elsewhere), not from the working directory.
+#[tokio::test]
+async fn a_relative_outbox_dir_lives_beside_the_config_file() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let elsewhere = tempfile::tempdir()?;
+    let config = write_bridge_config(
+        data.path(),
+        &format!("mqtt://127.0.0.1:{}", free_port()),
+        BUILT_IN_MAPS,
+        &format!(
+            "[outbox]\ndir = \"state\"\n\n[[device]]\nserial = \"REL-1\"\nmodel = \"OC-5A\"\ntcp = \"127.0.0.1:{}\"\n",
+            free_port()
+        ),
+    )?;
+    let mut child = tokio::process::Command::new(fleetpulse_bin())
+        .arg("bridge")
+        .arg("-c")
+        .arg(&config)
+        .current_dir(elsewhere.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let beside = data.path().join("state/outbox.db");
+    eventually(
+        Duration::from_secs(20),
+        "outbox.db beside the file",
+        || async { Ok(beside.exists().then_some(())) },
+    )
+    .await?;
+    assert!(
+        !elsewhere.path().join("state").exists(),
+        "nothing in the working directory"
+    );
+    child.kill().await?;
     Ok(())
 }
