@@ -456,10 +456,13 @@ async fn serve(
         join_logged(task, "firmware bridge").await;
     }
     sources_stop.cancel();
-    join_logged(source_task, "device source").await;
-    pipeline.close();
-    pipeline.drained().await;
-    join_logged(pipeline_task, "ingest pipeline").await;
+    drain_within(
+        source_task,
+        &pipeline,
+        pipeline_task,
+        cfg.ingest.drain_timeout_s,
+    )
+    .await;
     if let Some((task, _)) = sink {
         sink_stop.cancel();
         join_logged(task, "time-series sink").await;
@@ -841,6 +844,40 @@ async fn run_simulator(
         cfg.devices, cfg.mqtt_url
     ));
     Ok(fleetpulse_simulator::run(cfg, catalog, stop.cancelled_owned()).await?)
+}
+
+/// Stops the device sources (a connection ends once the acks of what it handed on are
+/// written) and drains the pipeline (commit and ack what it accepted; with the journal,
+/// apply every record), all within `timeout_s`: while the disk is full or the store does
+/// not answer that could take for ever, and stopping without it loses nothing
+/// (acknowledged records are in the journal, unacknowledged messages are sent again).
+async fn drain_within(
+    source_task: JoinHandle<()>,
+    pipeline: &PipelineHandle,
+    pipeline_task: JoinHandle<()>,
+    timeout_s: u64,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_s);
+    let source_abort = source_task.abort_handle();
+    let drained = tokio::time::timeout_at(deadline, async {
+        join_logged(source_task, "device source").await;
+        pipeline.close();
+        pipeline.drained().await;
+    })
+    .await;
+    if drained.is_ok() {
+        join_logged(pipeline_task, "ingest pipeline").await;
+        return;
+    }
+    let left = pipeline.stats().snapshot();
+    warn!(
+        drain_timeout_s = timeout_s,
+        journal_unapplied_records = left.journal_unapplied_records,
+        "ingest did not drain in time; stopping without it: acknowledged records stay in the journal for the next start, unacknowledged messages are sent again"
+    );
+    source_abort.abort();
+    pipeline.close();
+    pipeline_task.abort();
 }
 
 async fn join_logged(task: JoinHandle<()>, what: &str) {

@@ -230,10 +230,21 @@ pub struct PipelineConfig {
     /// store takes it in large transactions.
     #[serde(default)]
     pub journal: JournalConfig,
+    /// Seconds a shutdown waits for the pipeline to commit and ack what it accepted (and,
+    /// with the journal, for the store to take every journal record) before it stops
+    /// without them. Default 30. Stopping then loses nothing: what was acked is in the
+    /// journal (applied at the next start), and what was not acked is sent again by the
+    /// devices or the broker. It bounds a shutdown while the disk is full or the store
+    /// does not answer, when the drain would otherwise wait for as long as that lasts.
+    #[serde(default = "default_drain_timeout_s")]
+    pub drain_timeout_s: u64,
 }
 
 const fn default_queue_capacity() -> usize {
     4_096
+}
+const fn default_drain_timeout_s() -> u64 {
+    30
 }
 
 impl Default for PipelineConfig {
@@ -244,6 +255,7 @@ impl Default for PipelineConfig {
             queue_capacity: default_queue_capacity(),
             limits: TelemetryLimits::default(),
             journal: JournalConfig::default(),
+            drain_timeout_s: default_drain_timeout_s(),
         }
     }
 }

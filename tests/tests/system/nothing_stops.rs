@@ -6,11 +6,11 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleetpulse_simulator::{Swarm, SwarmConfig};
 use fleetpulse_system_tests::load::{assert_exactly_once, db_path, publish_acked, signal};
-use fleetpulse_system_tests::{App, eventually, telemetry_topic};
+use fleetpulse_system_tests::{App, eventually, free_port, telemetry_topic};
 use serde_json::{Value, json};
 
 /// A tmpfs mounted on a temporary directory, unmounted on drop (lazily: the process
@@ -144,6 +144,64 @@ async fn a_full_disk_holds_acks_and_loses_no_acknowledged_reading() -> anyhow::R
     );
     app.interrupt().await?;
     assert_exactly_once(&db_path(&data), "DF-", &serials, PER_DEVICE)
+}
+
+/// A SIGTERM while the disk is full used to wait until the held batch went through, that
+/// is, for as long as the disk stayed full. Now the drain waits `ingest.drain_timeout_s`
+/// and the process exits; what was acknowledged is in the journal and what was not is
+/// sent again after the restart: nothing lost, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_while_the_disk_is_full_stops_within_the_drain_bound_and_loses_nothing()
+-> anyhow::Result<()> {
+    const DEVICES: usize = 20;
+    const PER_DEVICE: u64 = 600;
+    const TOTAL: u64 = DEVICES as u64 * PER_DEVICE;
+    let Some(fs) = Tmpfs::mount("3m")? else {
+        return Ok(());
+    };
+    let data = fs.path().join("data");
+    std::fs::create_dir(&data)?;
+    // the same device port after the restart, so the devices find it again
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = ["serve", "--mqtt-listen", listen.as_str()];
+    let env = [
+        ("FLEETPULSE_INGEST__RETRY__MAX_BACKOFF_MS", "500"),
+        ("FLEETPULSE_INGEST__DRAIN_TIMEOUT_S", "2"),
+    ];
+    let mut app = App::spawn_with_env(&data, &args, &env).await?;
+    let addr = app.mqtt.expect("built-in endpoint");
+    let config = SwarmConfig::new(addr, "DT", DEVICES, PER_DEVICE);
+    let serials = config.serials.clone();
+    let swarm = Swarm::start(config);
+    swarm.connected(Duration::from_secs(30)).await?;
+    swarm.go();
+    eventually(Duration::from_secs(60), "ingest to be held", || async {
+        let (_, body) = health(&app).await?;
+        Ok((body["ingest"]["held"] == json!(true)).then_some(()))
+    })
+    .await?;
+
+    let asked = Instant::now();
+    signal(&app.child, "TERM")?;
+    let status = tokio::time::timeout(Duration::from_secs(30), app.child.wait())
+        .await
+        .map_err(|_| anyhow::anyhow!("SIGTERM while the disk is full: no exit within 30 s"))??;
+    let took = asked.elapsed();
+    eprintln!("SIGTERM while held: exit {status} after {took:?}");
+    assert!(status.success(), "a clean exit: {status}");
+    assert!(
+        took < Duration::from_secs(15),
+        "the drain is bounded (2 s here): {took:?}"
+    );
+
+    fs.resize("256m")?;
+    let mut app = App::spawn_with_env(&data, &args, &env).await?;
+    let report = swarm.finish(Duration::from_secs(120)).await?;
+    assert_eq!(report.counters.acked, TOTAL, "every reading acknowledged");
+    app.applied().await?;
+    assert_eq!(app.stored_readings().await?, TOTAL, "all stored");
+    app.interrupt().await?;
+    assert_exactly_once(&db_path(&data), "DT-", &serials, PER_DEVICE)
 }
 
 fn payload(seq: &str, extra: &str) -> String {
