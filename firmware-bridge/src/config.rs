@@ -763,6 +763,50 @@ mod tests {
     }
 
     #[test]
+    fn mqtts_takes_tls_files_from_the_files_folder_and_tls_needs_mqtts() {
+        let dir = dir_with_map();
+        let cfg = parse(
+            &dir,
+            "[mqtt]\nurl = \"mqtts://fleet.example:8883\"\n[mqtt.tls]\nca_file = \"certs/ca.pem\"\ncert_file = \"/etc/b.pem\"\nkey_file = \"b.key\"\n",
+        )
+        .expect("valid");
+        let tls = cfg.mqtt.tls.expect("tls");
+        assert_eq!(tls.ca_file, Some(dir.path().join("certs/ca.pem")));
+        assert_eq!(tls.cert_file.as_deref(), Some(Path::new("/etc/b.pem")));
+        assert_eq!(tls.key_file, Some(dir.path().join("b.key")));
+        // mqtts:// alone: system roots, no client certificate
+        assert!(
+            parse(&dir, "[mqtt]\nurl = \"mqtts://h:1\"\n")
+                .expect("valid")
+                .mqtt
+                .tls
+                .is_none()
+        );
+
+        let e = parse(
+            &dir,
+            "[mqtt]\nurl = \"mqtt://h:1\"\n[mqtt.tls]\nca_file = \"ca.pem\"\n",
+        )
+        .expect_err("tls on plain")
+        .to_string();
+        assert!(e.contains("mqtt.tls") && e.contains("mqtts://"), "{e}");
+        let e = parse(
+            &dir,
+            "[mqtt]\nurl = \"mqtts://h:1\"\n[mqtt.tls]\ncert_file = \"b.pem\"\n",
+        )
+        .expect_err("cert without key")
+        .to_string();
+        assert!(e.contains("cert_file and key_file go together"), "{e}");
+        let e = parse(
+            &dir,
+            "[mqtt]\nurl = \"mqtts://h:1\"\n[mqtt.tls]\nca = \"x\"\n",
+        )
+        .expect_err("unknown key")
+        .to_string();
+        assert!(e.contains("ca"), "{e}");
+    }
+
+    #[test]
     fn an_error_points_at_the_keys_own_line_and_column_not_at_a_comment_naming_it() {
         let dir = dir_with_map();
         let text = "# url: the endpoint; timeout_ms: per request\n# max_readings_per_device below\n[mqtt]\n  url = \"tcp://h:1\"\n[polling]\n   timeout_ms = 0\n";
