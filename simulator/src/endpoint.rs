@@ -85,6 +85,19 @@ impl Endpoint {
             tls,
         })
     }
+
+    /// Refuses `mqtts://` when the caller has no TLS configuration to connect with (a
+    /// link would otherwise retry a handshake it can never make).
+    pub fn require_tls_config(self, has_tls: bool) -> Result<Self, EndpointError> {
+        if self.tls && !has_tls {
+            return Err(EndpointError {
+                url: self.to_string(),
+                reason: "mqtts:// needs TLS settings, which are not given here; use mqtt://"
+                    .to_owned(),
+            });
+        }
+        Ok(self)
+    }
 }
 
 impl fmt::Display for Endpoint {
