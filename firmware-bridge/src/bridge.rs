@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fleetpulse_simulator::{DeviceLink, Endpoint, LinkIdentity, LinkOptions, LinkState, LinkStats};
+use fleetpulse_simulator::{
+    DeviceLink, Endpoint, LinkIdentity, LinkOptions, LinkState, LinkStats, LinkTls,
+};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -48,6 +50,8 @@ pub enum BridgeError {
     Outbox(#[from] OutboxError),
     #[error("mqtt.url: {0}")]
     Url(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("metrics_listen = {addr}: cannot listen: {source}")]
     Metrics {
         addr: SocketAddr,
@@ -146,6 +150,8 @@ pub struct Bridge {
     recovered: std::collections::BTreeMap<String, crate::outbox::DeviceBacklog>,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
+    /// TLS of an `mqtts://` MQTT side, read at start so that a bad file stops the start.
+    tls: Option<LinkTls>,
 }
 
 fn now_ms() -> u64 {
@@ -155,7 +161,13 @@ fn now_ms() -> u64 {
 impl Bridge {
     /// Opens the outbox and binds the metrics listener.
     pub async fn start(cfg: BridgeConfig) -> Result<Self, BridgeError> {
-        Endpoint::parse(&cfg.mqtt.url).map_err(|e| BridgeError::Url(e.to_string()))?;
+        let endpoint =
+            Endpoint::parse(&cfg.mqtt.url).map_err(|e| BridgeError::Url(e.to_string()))?;
+        let tls = if endpoint.tls {
+            Some(LinkTls(crate::tls::client_config(cfg.mqtt.tls.as_ref())?))
+        } else {
+            None
+        };
         let dir = cfg.outbox.dir.clone();
         let (outbox, recovered) = tokio::task::spawn_blocking(move || {
             let o = DiskOutbox::open(&dir)?;
@@ -181,6 +193,7 @@ impl Bridge {
             recovered,
             metrics,
             metrics_listener,
+            tls,
         })
     }
 
@@ -204,6 +217,7 @@ impl Bridge {
             mut recovered,
             metrics,
             metrics_listener,
+            tls,
         } = self;
         let endpoint =
             Endpoint::parse(&cfg.mqtt.url).map_err(|e| BridgeError::Url(e.to_string()))?;
@@ -219,6 +233,7 @@ impl Bridge {
             backoff_initial: Duration::from_millis(cfg.mqtt.reconnect_initial_ms.max(1)),
             backoff_max: Duration::from_millis(cfg.mqtt.reconnect_max_ms.max(1)),
             connect_timeout: Duration::from_secs(10),
+            tls,
         };
         let mut outs: Vec<DeviceOut> = Vec::with_capacity(cfg.devices.len());
         let mut resent = 0usize;

@@ -116,8 +116,10 @@ pub struct BridgeFile {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    /// fleetpulse's built-in device endpoint or a broker, `mqtt://host:port`. Each device
-    /// gets its own connection with client id = its serial, as the endpoint requires.
+    /// fleetpulse's built-in device endpoint or a broker, `mqtt://host:port`, or
+    /// `mqtts://host:port` for TLS (the server's certificate must name `host`). Each
+    /// device gets its own connection with client id = its serial, as the endpoint
+    /// requires.
     pub url: String,
     /// Password presented with user name = serial (`mqtt.password` of the endpoint).
     /// Never logged.
@@ -134,6 +136,29 @@ pub struct MqttConfig {
     pub reconnect_initial_ms: u64,
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
+    /// TLS for an `mqtts://` url. Unset: the system's CA certificates, no client
+    /// certificate.
+    #[serde(default)]
+    pub tls: Option<MqttTlsConfig>,
+}
+
+/// `[mqtt.tls]`: whom the bridge trusts and what it shows. Relative paths are relative to
+/// the config file, like `registers_dir`. Files are PEM.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    /// CA certificate(s) the server's certificate must chain to. Default: the system's CA
+    /// certificates.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (chain) for endpoints that ask for one (mutual TLS); set with
+    /// `key_file`. Default: none.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PKCS#8, PKCS#1 or SEC1); set with
+    /// `cert_file`. Default: none. Never logged.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 impl MqttConfig {
@@ -146,6 +171,7 @@ impl MqttConfig {
             inflight_window: default_inflight_window(),
             reconnect_initial_ms: default_reconnect_initial_ms(),
             reconnect_max_ms: default_reconnect_max_ms(),
+            tls: None,
         }
     }
 }
@@ -373,12 +399,32 @@ impl BridgeConfig {
             key: key.to_owned(),
             reason,
         };
-        if !file.mqtt.url.starts_with("mqtt://") {
+        let tls_url = file.mqtt.url.starts_with("mqtts://");
+        if !tls_url && !file.mqtt.url.starts_with("mqtt://") {
             return Err(invalid(
                 key_at(&["mqtt", "url"]),
                 "mqtt.url",
-                format!("{:?} must be mqtt://host:port", file.mqtt.url),
+                format!(
+                    "{:?} must be mqtt://host:port or mqtts://host:port",
+                    file.mqtt.url
+                ),
             ));
+        }
+        if let Some(tls) = &file.mqtt.tls {
+            if !tls_url {
+                return Err(invalid(
+                    key_at(&["mqtt", "tls"]),
+                    "mqtt.tls",
+                    "TLS settings need an mqtts:// url".into(),
+                ));
+            }
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return Err(invalid(
+                    key_at(&["mqtt", "tls"]),
+                    "mqtt.tls",
+                    "cert_file and key_file go together: set both or neither".into(),
+                ));
+            }
         }
         for (key, value) in [
             ("polling.interval_ms", file.polling.interval_ms),
@@ -561,11 +607,21 @@ impl BridgeConfig {
                 map,
             });
         }
+        let mut mqtt = file.mqtt;
+        // relative TLS files, like registers_dir, are beside this file
+        if let Some(tls) = &mut mqtt.tls {
+            for p in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file]
+                .into_iter()
+                .flatten()
+            {
+                *p = base.join(&*p);
+            }
+        }
         let mut outbox = file.outbox;
         // like registers_dir: a service manager's working directory is not the file's
         outbox.dir = base.join(&outbox.dir);
         Ok(BridgeConfig {
-            mqtt: file.mqtt,
+            mqtt,
             outbox,
             metrics_listen: file.metrics_listen,
             devices,
@@ -704,6 +760,50 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(cfg.outbox.dir, Path::new("/var/lib/b"));
+    }
+
+    #[test]
+    fn mqtts_takes_tls_files_from_the_files_folder_and_tls_needs_mqtts() {
+        let dir = dir_with_map();
+        let cfg = parse(
+            &dir,
+            "[mqtt]\nurl = \"mqtts://fleet.example:8883\"\n[mqtt.tls]\nca_file = \"certs/ca.pem\"\ncert_file = \"/etc/b.pem\"\nkey_file = \"b.key\"\n",
+        )
+        .expect("valid");
+        let tls = cfg.mqtt.tls.expect("tls");
+        assert_eq!(tls.ca_file, Some(dir.path().join("certs/ca.pem")));
+        assert_eq!(tls.cert_file.as_deref(), Some(Path::new("/etc/b.pem")));
+        assert_eq!(tls.key_file, Some(dir.path().join("b.key")));
+        // mqtts:// alone: system roots, no client certificate
+        assert!(
+            parse(&dir, "[mqtt]\nurl = \"mqtts://h:1\"\n")
+                .expect("valid")
+                .mqtt
+                .tls
+                .is_none()
+        );
+
+        let e = parse(
+            &dir,
+            "[mqtt]\nurl = \"mqtt://h:1\"\n[mqtt.tls]\nca_file = \"ca.pem\"\n",
+        )
+        .expect_err("tls on plain")
+        .to_string();
+        assert!(e.contains("mqtt.tls") && e.contains("mqtts://"), "{e}");
+        let e = parse(
+            &dir,
+            "[mqtt]\nurl = \"mqtts://h:1\"\n[mqtt.tls]\ncert_file = \"b.pem\"\n",
+        )
+        .expect_err("cert without key")
+        .to_string();
+        assert!(e.contains("cert_file and key_file go together"), "{e}");
+        let e = parse(
+            &dir,
+            "[mqtt]\nurl = \"mqtts://h:1\"\n[mqtt.tls]\nca = \"x\"\n",
+        )
+        .expect_err("unknown key")
+        .to_string();
+        assert!(e.contains("ca"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod outbox;
 pub mod poller;
 pub mod registers;
 pub mod simulated;
+pub mod tls;
 
 pub use bridge::{Bridge, BridgeError, BridgeReport};
 pub use config::{BridgeConfig, ConfigError};

@@ -3,6 +3,8 @@
 //! protocol and one lightweight task per device.
 //!
 //! # A connection
+//! - TCP, then a TLS handshake for `mqtts://` (server name = the URL's host, trust and
+//!   client certificate from [`LinkOptions::tls`]).
 //! - CONNECT with client id = serial, `clean_session = false`, the keepalive, an
 //!   optional login (user name = serial), and a last will `offline` on
 //!   `fleetpulse/v1/devices/{serial}/status` (QoS 1, retained).
@@ -36,10 +38,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, LastWill, Packet, PubAck};
+use rustls::pki_types::ServerName;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
@@ -52,6 +54,25 @@ use crate::outbox::{Acked, Outbox, OutboxFull};
 const MAX_PACKET_BYTES: usize = 268_435_455;
 /// How long the goodbye (`offline` + DISCONNECT) may take.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The TLS client configuration of `mqtts://` links (server trust, optional client
+/// certificate). Equal when it is the same configuration (the same `Arc`): rustls
+/// configurations cannot be compared by value.
+#[derive(Clone, Debug)]
+pub struct LinkTls(pub Arc<rustls::ClientConfig>);
+
+impl PartialEq for LinkTls {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for LinkTls {}
+
+/// A connection's byte stream: plain TCP or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Stream = Box<dyn Io>;
 
 /// How a device link behaves. Defaults are firmware-like.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,8 +89,10 @@ pub struct LinkOptions {
     pub backoff_initial: Duration,
     /// Largest reconnect delay. Default 8 s.
     pub backoff_max: Duration,
-    /// Time allowed for TCP connect + CONNACK. Default 10 s.
+    /// Time allowed for TCP connect (+ TLS handshake) + CONNACK. Default 10 s.
     pub connect_timeout: Duration,
+    /// TLS for `mqtts://` endpoints; required by them, unused by `mqtt://`. Default none.
+    pub tls: Option<LinkTls>,
 }
 
 impl Default for LinkOptions {
@@ -81,6 +104,7 @@ impl Default for LinkOptions {
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(8),
             connect_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -378,6 +402,10 @@ impl Backoff {
 enum ConnectError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The TLS handshake failed (an unknown CA, a wrong server name, a refused client
+    /// certificate…): rustls' reason, e.g. "invalid peer certificate: UnknownIssuer".
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     #[error("no CONNACK within {0:?}")]
     Timeout(Duration),
     #[error("connection refused: {0:?}")]
@@ -418,7 +446,9 @@ async fn run_link(
             _ = stopped(&mut stop) => {}
         }
     }
+    // one WARN per kind of lasting failure until a connection succeeds; the rest at debug
     let mut refusal_logged = false;
+    let mut tls_logged = false;
     while stop.borrow().is_none() {
         let attempt = tokio::select! {
             attempt = timeout(options.connect_timeout, open(&endpoint, &identity, &options)) => {
@@ -429,6 +459,7 @@ async fn run_link(
         match attempt {
             Ok((stream, buf)) => {
                 refusal_logged = false;
+                tls_logged = false;
                 shared.status.send_modify(|s| {
                     s.state = LinkState::Connected;
                     s.stats.connects += 1;
@@ -460,6 +491,9 @@ async fn run_link(
                 if matches!(error, ConnectError::Refused(_)) && !refusal_logged {
                     refusal_logged = true;
                     warn!(serial = %identity.serial, endpoint = %endpoint, %error, "connection refused; retrying with backoff");
+                } else if matches!(error, ConnectError::Tls(_)) && !tls_logged {
+                    tls_logged = true;
+                    warn!(serial = %identity.serial, endpoint = %endpoint, %error, "cannot connect: TLS handshake failed; retrying with backoff");
                 } else {
                     debug!(serial = %identity.serial, endpoint = %endpoint, %error, "cannot connect; retrying with backoff");
                 }
@@ -473,14 +507,37 @@ async fn run_link(
     shared.set_state(LinkState::Stopped);
 }
 
-/// TCP connect, CONNECT, CONNACK.
+/// TCP connect, and the TLS handshake for `mqtts://`.
+async fn connect_stream(
+    endpoint: &Endpoint,
+    options: &LinkOptions,
+) -> Result<Stream, ConnectError> {
+    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
+    tcp.set_nodelay(true)?;
+    if !endpoint.tls {
+        return Ok(Box::new(tcp));
+    }
+    let tls = options.tls.as_ref().ok_or_else(|| {
+        ConnectError::Tls("an mqtts:// endpoint needs a TLS configuration".into())
+    })?;
+    // the URL's host is the name checked against the server's certificate (an IP address
+    // must then be in the certificate's subject alternative names)
+    let name = ServerName::try_from(endpoint.host.clone())
+        .map_err(|e| ConnectError::Tls(format!("{:?} is not a server name: {e}", endpoint.host)))?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls.0))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| ConnectError::Tls(e.to_string()))?;
+    Ok(Box::new(stream))
+}
+
+/// TCP connect (+ TLS), CONNECT, CONNACK.
 async fn open(
     endpoint: &Endpoint,
     identity: &LinkIdentity,
     options: &LinkOptions,
-) -> Result<(TcpStream, BytesMut), ConnectError> {
-    let mut stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
-    stream.set_nodelay(true)?;
+) -> Result<(Stream, BytesMut), ConnectError> {
+    let mut stream = connect_stream(endpoint, options).await?;
     let serial = identity.serial.as_str();
     let mut connect = Connect::new(serial);
     connect.keep_alive = options.keep_alive_secs();
@@ -539,8 +596,8 @@ struct Session<'a> {
     identity: &'a LinkIdentity,
     keep_alive: Duration,
     write_timeout: Duration,
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: ReadHalf<Stream>,
+    wr: WriteHalf<Stream>,
     buf: BytesMut,
     last_sent: Instant,
     ping_outstanding: bool,
@@ -552,10 +609,10 @@ impl<'a> Session<'a> {
         shared: &'a Shared,
         identity: &'a LinkIdentity,
         options: &LinkOptions,
-        stream: TcpStream,
+        stream: Stream,
         buf: BytesMut,
     ) -> Self {
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = tokio::io::split(stream);
         let keep_alive = Duration::from_secs(u64::from(options.keep_alive_secs()));
         Session {
             shared,

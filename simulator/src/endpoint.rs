@@ -1,5 +1,5 @@
-//! Where devices connect: `mqtt://host[:port]` (plain TCP; `mqtts://` is not supported
-//! yet).
+//! Where devices connect: `mqtt://host[:port]` (plain TCP) or `mqtts://host[:port]` (TLS;
+//! the server name checked against the certificate is `host`).
 
 use std::fmt;
 
@@ -8,6 +8,9 @@ use std::fmt;
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
+    /// `mqtts://`: the connection is TLS, and `host` is the name the server's
+    /// certificate must carry.
+    pub tls: bool,
 }
 
 /// Why an MQTT URL was refused.
@@ -19,9 +22,11 @@ pub struct EndpointError {
 }
 
 const DEFAULT_PORT: u16 = 1883;
+const DEFAULT_TLS_PORT: u16 = 8883;
 
 impl Endpoint {
-    /// Parses `mqtt://host`, `mqtt://host:port`, `mqtt://[::1]:port`.
+    /// Parses `mqtt://host`, `mqtt://host:port`, `mqtt://[::1]:port`, and the same with
+    /// `mqtts://` (default port 8883).
     pub fn parse(url: &str) -> Result<Self, EndpointError> {
         let bad = |reason: &str| EndpointError {
             url: url.to_owned(),
@@ -29,14 +34,12 @@ impl Endpoint {
         };
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| bad("expected mqtt://host:port"))?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "mqtt" | "tcp" => {}
-            "mqtts" | "ssl" | "tls" => {
-                return Err(bad("TLS endpoints are not supported yet; use mqtt://"));
-            }
-            _ => return Err(bad("only mqtt:// is supported")),
-        }
+            .ok_or_else(|| bad("expected mqtt://host:port or mqtts://host:port"))?;
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" | "tls" => true,
+            _ => return Err(bad("only mqtt:// and mqtts:// are supported")),
+        };
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.contains(['/', '?', '#']) {
             return Err(bad("a path, query or fragment has no meaning here"));
@@ -68,6 +71,7 @@ impl Endpoint {
             return Err(bad("the host is empty"));
         }
         let port = match port {
+            None if tls => DEFAULT_TLS_PORT,
             None => DEFAULT_PORT,
             Some(p) => p
                 .parse::<u16>()
@@ -78,16 +82,31 @@ impl Endpoint {
         Ok(Endpoint {
             host: host.to_owned(),
             port,
+            tls,
         })
+    }
+
+    /// Refuses `mqtts://` when the caller has no TLS configuration to connect with (a
+    /// link would otherwise retry a handshake it can never make).
+    pub fn require_tls_config(self, has_tls: bool) -> Result<Self, EndpointError> {
+        if self.tls && !has_tls {
+            return Err(EndpointError {
+                url: self.to_string(),
+                reason: "mqtts:// needs TLS settings, which are not given here; use mqtt://"
+                    .to_owned(),
+            });
+        }
+        Ok(self)
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
         if self.host.contains(':') {
-            write!(f, "mqtt://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "mqtt://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -119,10 +138,20 @@ mod tests {
     }
 
     #[test]
+    fn mqtts_is_tls_with_its_own_default_port() {
+        let e = Endpoint::parse("mqtts://fleet.example:8884").expect("valid");
+        assert!(e.tls);
+        assert_eq!((e.host.as_str(), e.port), ("fleet.example", 8884));
+        assert_eq!(e.to_string(), "mqtts://fleet.example:8884");
+        let e = Endpoint::parse("mqtts://fleet.example").expect("valid");
+        assert_eq!(e.port, 8883);
+        assert!(!Endpoint::parse("mqtt://h").expect("valid").tls);
+    }
+
+    #[test]
     fn refuses_what_it_cannot_do() {
         for bad in [
             "127.0.0.1:1883",
-            "mqtts://host:8883",
             "http://host",
             "mqtt://",
             "mqtt://host:0",

@@ -52,7 +52,7 @@ pub mod swarm;
 pub mod truth;
 
 pub use device::{DeviceInfo, DeviceSample};
-pub use device_link::{DeviceLink, LinkIdentity, LinkOptions, LinkState, LinkStats};
+pub use device_link::{DeviceLink, LinkIdentity, LinkOptions, LinkState, LinkStats, LinkTls};
 pub use endpoint::{Endpoint, EndpointError};
 pub use failure::{FAILURE_MODES, FailureModeSpec, Weibull, failure_mode_spec};
 pub use fleet::{Fleet, FleetConfig, FleetError, Message};

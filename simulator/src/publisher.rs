@@ -57,7 +57,7 @@ impl FirmwarePublisher {
         password: Option<&str>,
         options: LinkOptions,
     ) -> Result<Self, LinkError> {
-        let endpoint = Endpoint::parse(url)?;
+        let endpoint = Endpoint::parse(url)?.require_tls_config(options.tls.is_some())?;
         let serial = Serial::parse(serial)?;
         let wait = options.connect_timeout;
         let link = DeviceLink::spawn(

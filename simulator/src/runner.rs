@@ -130,7 +130,8 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<SimReport, SimError> {
     let sim_dt_hours = step_hours(&cfg)?;
-    let endpoint = Endpoint::parse(&cfg.mqtt_url)?;
+    let endpoint =
+        Endpoint::parse(&cfg.mqtt_url)?.require_tls_config(link_options.tls.is_some())?;
     let mut fleet = Fleet::new(
         &FleetConfig {
             devices: cfg.devices,

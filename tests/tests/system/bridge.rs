@@ -10,7 +10,7 @@ use fleetpulse_domain::Catalog;
 use fleetpulse_firmware_bridge::registers::{BUILT_IN_MAPS, built_in_maps};
 use fleetpulse_firmware_bridge::simulated::{Behaviour, ModbusFleet, ModbusFleetConfig};
 use fleetpulse_system_tests::modbus::{BridgeProc, PtyPair, PyModbus, write_bridge_config};
-use fleetpulse_system_tests::tls::device_credential;
+use fleetpulse_system_tests::tls::{Pki, device_credential};
 use fleetpulse_system_tests::{App, eventually, fleetpulse_bin, free_port};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -911,5 +911,159 @@ async fn a_relative_outbox_dir_lives_beside_the_config_file() -> anyhow::Result<
         "nothing in the working directory"
     );
     child.kill().await?;
+    Ok(())
+}
+
+/// The built-in endpoint over TLS with device tokens; with `mutual`, client certificates
+/// (CA = the test PKI's) are required instead.
+async fn tls_app(pki: &Pki, store_dir: &std::path::Path, mutual: bool) -> anyhow::Result<App> {
+    let p = |p: &std::path::Path| p.display().to_string();
+    let mut env = vec![
+        ("FLEETPULSE_MQTT__TLS__CERT_FILE", p(&pki.server.cert)),
+        ("FLEETPULSE_MQTT__TLS__KEY_FILE", p(&pki.server.key)),
+        ("FLEETPULSE_MQTT__AUTH", "device_credentials".into()),
+    ];
+    if mutual {
+        env.push(("FLEETPULSE_MQTT__TLS__CLIENT_CA_FILE", p(&pki.ca_file)));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    App::spawn_with_env(store_dir, &["serve", "--mqtt-listen", "127.0.0.1:0"], &env).await
+}
+
+/// Issue 20, bridge item 1: the real bridge polls pymodbus and publishes over TLS to the
+/// real binary's TLS endpoint: one device with its own token (server CA from a path
+/// relative to the config file, host name `localhost` checked against the certificate),
+/// and one with a client certificate naming its serial and no password (an endpoint that
+/// requires client certificates). Both are stored with exactly the values pymodbus holds.
+#[tokio::test]
+async fn the_bridge_publishes_over_tls_with_a_token_or_a_client_certificate() -> anyhow::Result<()>
+{
+    let pki = Pki::new()?;
+    let device = PyModbus::start(&known_spec()).await?;
+    let data = tempfile::tempdir()?;
+    let store_dir = data.path().join("fleetpulse");
+    let (ok, token, stderr) = device_credential(&store_dir, "TLS-0001", &[]);
+    assert!(ok, "{stderr}");
+    let app = tls_app(&pki, &store_dir, false).await?;
+    let port = app.mqtt.expect("built-in endpoint").port();
+    let url = format!("mqtts://localhost:{port}");
+    let mtls_app = tls_app(&pki, &data.path().join("fleetpulse-mtls"), true).await?;
+    let mtls_port = mtls_app.mqtt.expect("built-in endpoint").port();
+    let device_toml = |serial: &str| {
+        format!(
+            "[[device]]\nserial = \"{serial}\"\nmodel = \"OC-5A\"\ntcp = \"{}\"\nunit = 1\ninterval_ms = 200\n",
+            device.addr
+        )
+    };
+
+    // a token, and the CA beside the config file (a relative path)
+    let with_token = data.path().join("token");
+    std::fs::create_dir_all(with_token.join("certs"))?;
+    std::fs::copy(&pki.ca_file, with_token.join("certs/ca.pem"))?;
+    let config = write_bridge_config(
+        &with_token,
+        &url,
+        &[("OC-5A", TEST_MAP)],
+        &format!(
+            "[mqtt.tls]\nca_file = \"certs/ca.pem\"\n\n{}password = \"{}\"\n",
+            device_toml("TLS-0001"),
+            token.trim()
+        ),
+    )?;
+    let mut by_token = BridgeProc::spawn(&config, &with_token.join("outbox")).await?;
+
+    // a client certificate (CN = serial), no password
+    let cert = pki.device("TLS-0002")?;
+    let with_cert = data.path().join("cert");
+    let config = write_bridge_config(
+        &with_cert,
+        &format!("mqtts://localhost:{mtls_port}"),
+        &[("OC-5A", TEST_MAP)],
+        &format!(
+            "[mqtt.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n\n{}",
+            pki.ca_file.display(),
+            cert.cert.display(),
+            cert.key.display(),
+            device_toml("TLS-0002")
+        ),
+    )?;
+    let mut by_cert = BridgeProc::spawn(&config, &with_cert.join("outbox")).await?;
+
+    for (app, serial) in [(&app, "TLS-0001"), (&mtls_app, "TLS-0002")] {
+        let detail = eventually(Duration::from_secs(30), "a reading over TLS", || async {
+            let d = app.get_ok(&format!("/api/v1/devices/{serial}")).await.ok();
+            Ok(d.filter(|d| !d["latest"].is_null()))
+        })
+        .await?;
+        assert_known_values(&detail);
+    }
+    for bridge in [&mut by_token, &mut by_cert] {
+        assert!(
+            bridge.lines_with("TLS handshake failed").is_empty(),
+            "no handshake failure"
+        );
+        let report = bridge.interrupt().await?;
+        assert!(report["acked"].as_u64() > Some(0), "{report}");
+    }
+    Ok(())
+}
+
+/// Issue 20, bridge item 1: a server certificate from a CA the bridge does not trust
+/// fails the handshake with one WARN naming the certificate problem (rustls' "invalid
+/// peer certificate: …"; `BadSignature` here, as both test CAs carry the same name), the
+/// rate-limited WARN of an unreachable MQTT side, and retries;
+/// nothing is stored and the readings wait in the outbox.
+#[tokio::test]
+async fn a_wrong_ca_is_named_in_the_log_and_the_bridge_keeps_retrying() -> anyhow::Result<()> {
+    let pki = Pki::new()?;
+    let stranger = Pki::new()?;
+    let device = PyModbus::start(&known_spec()).await?;
+    let data = tempfile::tempdir()?;
+    let store_dir = data.path().join("fleetpulse");
+    let (ok, token, stderr) = device_credential(&store_dir, "TLS-0003", &[]);
+    assert!(ok, "{stderr}");
+    let app = tls_app(&pki, &store_dir, false).await?;
+    let port = app.mqtt.expect("built-in endpoint").port();
+    let config = write_bridge_config(
+        data.path(),
+        &format!("mqtts://localhost:{port}"),
+        &[("OC-5A", TEST_MAP)],
+        &format!(
+            "[mqtt.tls]\nca_file = \"{}\"\n\n[[device]]\nserial = \"TLS-0003\"\nmodel = \"OC-5A\"\ntcp = \"{}\"\nunit = 1\ninterval_ms = 200\npassword = \"{}\"\n",
+            stranger.ca_file.display(),
+            device.addr,
+            token.trim()
+        ),
+    )?;
+    let mut bridge = BridgeProc::spawn(&config, &data.path().join("outbox")).await?;
+    let line = bridge
+        .wait_for_line("TLS handshake failed", Duration::from_secs(10))
+        .await?;
+    assert!(
+        line.contains("WARN")
+            && line.contains("invalid peer certificate")
+            && line.contains("TLS-0003"),
+        "{line}"
+    );
+    let unreachable = bridge
+        .wait_for_line("cannot connect to the MQTT side", Duration::from_secs(10))
+        .await?;
+    assert!(unreachable.contains("WARN"), "{unreachable}");
+    // it keeps retrying (every 100 ms–1 s), with no new WARN per retry
+    eventually(Duration::from_secs(20), "more failed connects", || async {
+        Ok((bridge.metric("bridge_mqtt_connect_failures_total").await? >= 5.0).then_some(()))
+    })
+    .await?;
+    assert_eq!(bridge.lines_with("TLS handshake failed").len(), 1);
+    let (status, body) = app.get("/api/v1/devices/TLS-0003").await?;
+    assert!(
+        status == 404 || body["latest"].is_null(),
+        "nothing stored: {status} {body}"
+    );
+    let report = bridge.interrupt().await?;
+    assert!(
+        report["outbox_readings"].as_u64() > Some(0),
+        "the readings wait in the outbox: {report}"
+    );
     Ok(())
 }
