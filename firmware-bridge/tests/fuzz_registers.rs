@@ -12,12 +12,25 @@ use std::path::Path;
 use fleetpulse_domain::catalog::Catalog;
 use fleetpulse_firmware_bridge::registers::{BlockData, MapError, RegisterMap};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `cases` cases; failures are kept in this crate's `proptest-regressions/` (the
+/// default place, beside `src/`, is not found from `tests/`) and replayed first.
+fn config(cases_by_default: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases: cases(cases_by_default),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/fuzz_registers.txt",
+        ))),
+        ..ProptestConfig::default()
+    }
 }
 
 fn catalog() -> Catalog {
@@ -181,7 +194,7 @@ fn answers(map: &RegisterMap, seed: &[u16]) -> Vec<BlockData> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(512)))]
+    #![proptest_config(config(512))]
 
     #[test]
     fn the_register_map_parser_never_panics_and_names_a_line(

@@ -33,6 +33,7 @@ use fleetpulse_ingest::{Decoded, Journal, JournalConfig, Pipeline, PipelineConfi
 use fleetpulse_rules::CatalogRules;
 use fleetpulse_store::{Durability, SqliteStore, StoreOptions};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 /// How long one case may take to drain before it counts as a stall.
 const STALL: Duration = Duration::from_secs(30);
@@ -43,6 +44,18 @@ fn cases(default: u32) -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `cases` cases; failures are kept in this crate's `proptest-regressions/` (the
+/// default place, beside `src/`, is not found from `tests/`) and replayed first.
+fn config(cases_by_default: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases: cases(cases_by_default),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/fuzz_ingest.txt",
+        ))),
+        ..ProptestConfig::default()
+    }
 }
 
 // --- generators ----------------------------------------------------------------------
@@ -357,7 +370,7 @@ async fn run_case(messages: Vec<(String, String, Vec<u8>)>) -> Result<(), TestCa
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(24)))]
+    #![proptest_config(config(24))]
 
     /// decode alone: never panics, and every backlog element is accounted for.
     #[test]

@@ -17,6 +17,7 @@ use fleetpulse_domain::{Catalog, ModelId, Policy, Serial};
 use fleetpulse_rules::CatalogRules;
 use fleetpulse_store::{Durability, SqliteStore, StoreOptions};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 const CATALOG: &str = include_str!("../../config/catalog.toml");
 const POLICY: &str = include_str!("../../config/policy.toml");
@@ -28,6 +29,18 @@ fn cases(default: u32) -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `cases` cases; failures are kept in this crate's `proptest-regressions/` (the
+/// default place, beside `src/`, is not found from `tests/`) and replayed first.
+fn config(cases_by_default: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases: cases(cases_by_default),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/fuzz_import.txt",
+        ))),
+        ..ProptestConfig::default()
+    }
 }
 
 async fn open(dir: &std::path::Path) -> SqliteStore {
@@ -173,7 +186,7 @@ fn data_rows(text: &str) -> usize {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(64)))]
+    #![proptest_config(config(64))]
 
     #[test]
     fn arbitrary_bytes_never_panic_and_fail_only_as_invalid(
