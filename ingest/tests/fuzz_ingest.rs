@@ -378,6 +378,15 @@ proptest! {
         let decoded = decode(&topic, &client, &payload, Utc::now(), &TelemetryLimits::default());
         prop_assert!(decoded.entries() >= 1, "a message leaves at least one entry");
         prop_assert_eq!(decoded.payload_bytes, payload.len());
+        // a backlog on the sender's own telemetry topic: one entry per element
+        let own_telemetry = Serial::parse(&client).is_ok()
+            && topic == format!("fleetpulse/v1/devices/{client}/telemetry");
+        if let Ok(serde_json::Value::Array(items)) = serde_json::from_slice(&payload)
+            && own_telemetry
+            && !items.is_empty()
+        {
+            prop_assert_eq!(decoded.readings.len() + decoded.dead_letters.len(), items.len());
+        }
     }
 
     /// decode → journal → apply on a real store.
