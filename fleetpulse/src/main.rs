@@ -5,6 +5,8 @@ mod app;
 mod bridge;
 mod cli;
 mod config;
+#[cfg(test)]
+mod config_fuzz;
 mod datalock;
 mod fdlimit;
 mod predict;
