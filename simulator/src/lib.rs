@@ -60,5 +60,5 @@ pub use history::{HistoryRecorder, simulate};
 pub use outbox::OutboxFull;
 pub use publisher::{FirmwarePublisher, LinkError};
 pub use runner::{SimConfig, SimError, SimReport, run, run_with};
-pub use swarm::{Swarm, SwarmConfig, SwarmError, SwarmReport, SwarmSnapshot};
+pub use swarm::{Swarm, SwarmConfig, SwarmCounters, SwarmError, SwarmReport, SwarmSnapshot};
 pub use truth::{PrecursorStart, TruthEvent};

@@ -44,6 +44,9 @@ pub struct SwarmConfig {
     pub connect_concurrency: usize,
     /// Longest pause between reconnect attempts (it starts at 50 ms and doubles).
     pub max_backoff: Duration,
+    /// Pacing: reading `seq` is first sent no earlier than `go + (seq - 1) × interval`
+    /// (a device reporting on a schedule). `None`: as fast as the window allows.
+    pub interval: Option<Duration>,
     pub payload: PayloadFn,
 }
 
@@ -61,6 +64,7 @@ impl SwarmConfig {
             window: 16,
             connect_concurrency: 256,
             max_backoff: Duration::from_secs(1),
+            interval: None,
             payload: Arc::new(move |serial, seq| concentrator_reading(serial, seq, start_ms)),
         }
     }
@@ -310,6 +314,7 @@ impl Device {
         let mut next_seq = 1u64;
         let mut pkid = 0u16;
         let mut first_connect = true;
+        let mut go_at = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
             let stream = {
@@ -329,12 +334,14 @@ impl Device {
             if first_connect {
                 first_connect = false;
                 self.counters.connected.fetch_add(1, Ordering::Relaxed);
-                if go.wait_for(Option::is_some).await.is_err() {
-                    return latencies;
+                match go.wait_for(Option::is_some).await {
+                    Ok(at) => go_at = (*at).unwrap_or_else(Instant::now),
+                    Err(_) => return latencies,
                 }
             }
             let result = self
                 .session(
+                    go_at,
                     &mut stream,
                     &mut inflight,
                     &mut next_seq,
@@ -392,6 +399,7 @@ impl Device {
     /// every reading is acknowledged (`Ok`) or the connection is lost (`Err`).
     async fn session(
         &self,
+        go_at: Instant,
         stream: &mut TcpStream,
         inflight: &mut BTreeMap<u16, InFlight>,
         next_seq: &mut u64,
@@ -411,7 +419,10 @@ impl Device {
         }
         let mut last_sent = Instant::now();
         loop {
-            while inflight.len() < self.config.window && *next_seq <= n {
+            while inflight.len() < self.config.window
+                && *next_seq <= n
+                && self.due(go_at, *next_seq) <= Instant::now()
+            {
                 *pkid = next_pkid(*pkid);
                 while inflight.contains_key(pkid) {
                     *pkid = next_pkid(*pkid);
@@ -437,17 +448,30 @@ impl Device {
             }
             // Wait for acks; ping when the server has been quiet for a while so that
             // its keepalive does not expire while it holds our PUBACKs (a stalled store).
+            // With pacing, wake up when the next reading is due.
             let until_ping = Duration::from_secs(20).saturating_sub(last_sent.elapsed());
-            let packet =
-                match tokio::time::timeout(until_ping, read_packet(stream, &mut inbuf)).await {
-                    Ok(p) => p?,
-                    Err(_) => {
+            let until_due = if inflight.len() < self.config.window && *next_seq <= n {
+                self.due(go_at, *next_seq)
+                    .saturating_duration_since(Instant::now())
+            } else {
+                Duration::MAX
+            };
+            let packet = match tokio::time::timeout(
+                until_ping.min(until_due),
+                read_packet(stream, &mut inbuf),
+            )
+            .await
+            {
+                Ok(p) => p?,
+                Err(_) => {
+                    if last_sent.elapsed() >= Duration::from_secs(20) {
                         Packet::PingReq
                             .write(&mut out, usize::MAX)
                             .map_err(|_| Lost::Io)?;
-                        continue;
                     }
-                };
+                    continue;
+                }
+            };
             self.handle(packet, inflight, latencies);
             // drain whatever else is already buffered without waiting
             loop {
@@ -484,6 +508,17 @@ impl Device {
                         .unexpected_acks
                         .fetch_add(1, Ordering::Relaxed);
                 }
+            }
+        }
+    }
+
+    /// When reading `seq` may first be sent (see [`SwarmConfig::interval`]).
+    fn due(&self, go_at: Instant, seq: u64) -> Instant {
+        match self.config.interval {
+            None => go_at,
+            Some(every) => {
+                let k = u32::try_from(seq.saturating_sub(1)).unwrap_or(u32::MAX);
+                go_at + every.saturating_mul(k)
             }
         }
     }
