@@ -22,6 +22,7 @@ struct Counters {
     readings_stored: AtomicU64,
     duplicates: AtomicU64,
     dead_lettered: AtomicU64,
+    dead_letter_repeats: AtomicU64,
     acked: AtomicU64,
     batches: AtomicU64,
     commit_errors: AtomicU64,
@@ -57,8 +58,13 @@ pub struct IngestStatsSnapshot {
     pub readings_stored: u64,
     /// Readings the store already had (same serial and seq): ignored.
     pub duplicates: u64,
-    /// Dead letters committed (including the store's unknown-device refusals).
+    /// Refused entries committed as dead letters (including the store's unknown-device
+    /// refusals), those counted on an existing row included.
     pub dead_lettered: u64,
+    /// Of `dead_lettered`, messages already dead-lettered and received again (a resend
+    /// after a lost acknowledgement, a broker's redelivery): counted on their row's
+    /// `repeats`, no new row.
+    pub dead_letter_repeats: u64,
     /// Acknowledgements written once their batch was durable: PUBACKs and PUBRECs
     /// written to device sockets, acks the external broker client sent.
     pub acked: u64,
@@ -108,6 +114,7 @@ impl IngestStats {
             readings_stored: get(&c.readings_stored),
             duplicates: get(&c.duplicates),
             dead_lettered: get(&c.dead_lettered),
+            dead_letter_repeats: get(&c.dead_letter_repeats),
             acked: get(&c.acked),
             batches: get(&c.batches),
             commit_errors: get(&c.commit_errors),
@@ -171,7 +178,7 @@ impl IngestStats {
     /// every metric prefixed `fleetpulse_ingest_`.
     pub fn write_prometheus(&self, out: &mut String) {
         let s = self.snapshot();
-        let counters: [(&str, &str, u64); 11] = [
+        let counters: [(&str, &str, u64); 12] = [
             (
                 "received_messages_total",
                 "MQTT messages accepted by the pipeline.",
@@ -210,8 +217,13 @@ impl IngestStats {
             ),
             (
                 "dead_lettered_total",
-                "Dead letters committed, any reason.",
+                "Refused entries committed as dead letters, any reason (repeats included).",
                 s.dead_lettered,
+            ),
+            (
+                "dead_letter_repeats_total",
+                "Refused messages received again (resent, redelivered): counted on their dead letter, no new row.",
+                s.dead_letter_repeats,
             ),
             (
                 "journal_records_total",
@@ -322,6 +334,7 @@ impl IngestStats {
         stored: usize,
         duplicates: usize,
         reasons: &BTreeMap<RejectReason, usize>,
+        repeats: usize,
         took: Duration,
     ) {
         let c = &self.counters;
@@ -331,6 +344,8 @@ impl IngestStats {
             .fetch_add(as_u64(duplicates), Ordering::Relaxed);
         let dead: usize = reasons.values().sum();
         c.dead_lettered.fetch_add(as_u64(dead), Ordering::Relaxed);
+        c.dead_letter_repeats
+            .fetch_add(as_u64(repeats), Ordering::Relaxed);
         for (&reason, &n) in reasons {
             c.rejected.add(reason, as_u64(n));
         }
@@ -522,14 +537,15 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        stats.batch_committed(12, 9, 1, &reasons, Duration::from_millis(3));
-        stats.batch_committed(1, 1, 0, &BTreeMap::new(), Duration::from_secs(20));
+        stats.batch_committed(12, 9, 1, &reasons, 1, Duration::from_millis(3));
+        stats.batch_committed(1, 1, 0, &BTreeMap::new(), 0, Duration::from_secs(20));
         stats.message_received();
         let mut out = String::new();
         stats.write_prometheus(&mut out);
         for line in [
             "fleetpulse_ingest_readings_stored_total 10",
             "fleetpulse_ingest_dead_lettered_total 3",
+            "fleetpulse_ingest_dead_letter_repeats_total 1",
             "fleetpulse_ingest_rejected_total{reason=\"malformed_json\"} 2",
             "fleetpulse_ingest_rejected_total{reason=\"unknown_device\"} 1",
             "fleetpulse_ingest_rejected_total{reason=\"timestamp_skew\"} 0",
