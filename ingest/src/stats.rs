@@ -28,6 +28,8 @@ struct Counters {
     commit_errors: AtomicU64,
     connected: AtomicBool,
     connections: AtomicU64,
+    connections_max: AtomicU64,
+    connections_refused: AtomicU64,
     reconnects: AtomicU64,
     broker_oversized: AtomicU64,
     journal_records: AtomicU64,
@@ -77,6 +79,12 @@ pub struct IngestStatsSnapshot {
     pub connected: bool,
     /// Device connections open on the built-in endpoint.
     pub device_connections: u64,
+    /// The most it keeps open at once (`mqtt.max_connections` as in effect; 0 without
+    /// the built-in endpoint).
+    pub device_connections_max: u64,
+    /// Device connections closed as soon as they were accepted because
+    /// `device_connections_max` were open.
+    pub device_connections_refused: u64,
     /// Times the external source lost its broker connection.
     pub broker_reconnects: u64,
     /// Deliveries from the external broker over `broker.max_packet_bytes`: each cost a
@@ -120,6 +128,8 @@ impl IngestStats {
             commit_errors: get(&c.commit_errors),
             connected: c.connected.load(Ordering::Relaxed),
             device_connections: get(&c.connections),
+            device_connections_max: get(&c.connections_max),
+            device_connections_refused: get(&c.connections_refused),
             broker_reconnects: get(&c.reconnects),
             broker_oversized_packets: get(&c.broker_oversized),
             journal_records: get(&c.journal_records),
@@ -178,7 +188,7 @@ impl IngestStats {
     /// every metric prefixed `fleetpulse_ingest_`.
     pub fn write_prometheus(&self, out: &mut String) {
         let s = self.snapshot();
-        let counters: [(&str, &str, u64); 12] = [
+        let counters: [(&str, &str, u64); 13] = [
             (
                 "received_messages_total",
                 "MQTT messages accepted by the pipeline.",
@@ -204,6 +214,11 @@ impl IngestStats {
                 "commit_errors_total",
                 "Failed commit attempts (each retried; nothing acked meanwhile).",
                 s.commit_errors,
+            ),
+            (
+                "device_connections_refused_total",
+                "Device connections closed at once: mqtt.max_connections were open.",
+                s.device_connections_refused,
             ),
             (
                 "broker_reconnects_total",
@@ -280,6 +295,11 @@ impl IngestStats {
             s.device_connections
         );
         for (name, help, value) in [
+            (
+                "device_connections_max",
+                "Most device connections open at once (mqtt.max_connections in effect).",
+                s.device_connections_max,
+            ),
             (
                 "journal_unapplied_records",
                 "Ingest journal records not yet applied to the store.",
@@ -399,6 +419,20 @@ impl IngestStats {
 
     pub(crate) fn connection_closed(&self) {
         self.counters.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The built-in endpoint keeps at most `n` device connections open.
+    pub(crate) fn set_connection_cap(&self, n: usize) {
+        self.counters
+            .connections_max
+            .store(as_u64(n), Ordering::Relaxed);
+    }
+
+    /// A device connection was closed at once: the cap was reached.
+    pub(crate) fn connection_refused(&self) {
+        self.counters
+            .connections_refused
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn commit_failed(&self) {
