@@ -1240,6 +1240,15 @@ impl TestApp {
             .expect("request");
         self.send(req).await
     }
+
+    async fn post_if_match_json(&self, path: &str, if_match: &str, body: &Value) -> Answer {
+        let req = Request::post(path)
+            .header(header::IF_MATCH, if_match)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        self.send(req).await
+    }
 }
 
 #[tokio::test]
@@ -1411,6 +1420,74 @@ async fn at_customer_without_an_address_is_refused_alike_by_register_import_and_
         app.get("/api/v1/devices/OC5-000040").await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+/// The order completion route can put a device at a customer too (`device_status`): for
+/// a device without an address it answers as the status change does, and changes nothing.
+#[tokio::test]
+async fn completing_an_order_with_device_status_at_customer_needs_an_address_too() {
+    let app = spawn_app().await;
+    let serial = "OC5-000044";
+    let id = open_order(&app, serial).await;
+    for (step, version) in [("acknowledge", 1), ("start", 3)] {
+        if step == "start" {
+            let assigned = app
+                .post_if_match_json(
+                    &format!("/api/v1/orders/{id}/assign"),
+                    "\"2\"",
+                    &json!({ "engineer": "eng-1" }),
+                )
+                .await;
+            assert_eq!(assigned.status, StatusCode::OK, "{}", assigned.body);
+        }
+        let stepped = app
+            .post_if_match(
+                &format!("/api/v1/orders/{id}/{step}"),
+                &format!("\"{version}\""),
+            )
+            .await;
+        assert_eq!(stepped.status, StatusCode::OK, "{step}: {}", stepped.body);
+    }
+    let complete = format!("/api/v1/orders/{id}/complete");
+    let outcome = |status: &str| json!({ "failure_confirmed": false, "device_status": status });
+
+    let completed = app
+        .post_if_match_json(&complete, "\"4\"", &outcome("at_customer"))
+        .await;
+    let moved = app
+        .post_json(
+            &format!("/api/v1/devices/{serial}/status"),
+            &json!({ "status": "at_customer" }),
+        )
+        .await;
+
+    assert_error_shape(
+        &completed,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "address_required",
+    );
+    assert_error_shape(&moved, StatusCode::UNPROCESSABLE_ENTITY, "address_required");
+    assert_eq!(message(&completed), message(&moved));
+    assert_eq!(completed.body["details"], moved.body["details"]);
+    let order = app.get(&format!("/api/v1/orders/{id}")).await;
+    assert_eq!(
+        (&order.body["status"], &order.body["version"]),
+        (&json!("in_progress"), &json!(4)),
+        "nothing written: {}",
+        order.body
+    );
+    let device = app.get(&format!("/api/v1/devices/{serial}")).await;
+    assert_ne!(
+        device.body["status"],
+        json!("at_customer"),
+        "{}",
+        device.body
+    );
+    // another status needs no address: the same step then completes
+    let repaired = app
+        .post_if_match_json(&complete, "\"4\"", &outcome("in_repair"))
+        .await;
+    assert_eq!(repaired.status, StatusCode::OK, "{}", repaired.body);
 }
 
 /// The shared look at the store wakes the streams for a revocation another process made

@@ -89,6 +89,16 @@ string_enum!(
     }
 );
 
+impl LifecycleStatus {
+    /// Whether a device may be in this status with `address` as where it is: a device
+    /// at a customer needs an address (where the engineer goes); a blank one counts as
+    /// none. The one rule every route that can put a device there applies (register,
+    /// import, status change, an order's completion with `device_status`).
+    pub fn allows_address(self, address: Option<&str>) -> bool {
+        self != LifecycleStatus::AtCustomer || address.is_some_and(|a| !a.trim().is_empty())
+    }
+}
+
 string_enum!(
     /// How much a patient depends on the device; drives order priority.
     Criticality {
@@ -128,5 +138,14 @@ mod tests {
             .parse::<LifecycleStatus>()
             .expect_err("not a status");
         assert!(err.to_string().contains("at_customer"), "{err}");
+    }
+
+    #[test]
+    fn only_a_device_at_a_customer_needs_an_address() {
+        use LifecycleStatus::*;
+        assert!(!AtCustomer.allows_address(None));
+        assert!(!AtCustomer.allows_address(Some("  ")));
+        assert!(AtCustomer.allows_address(Some("1 Main St")));
+        assert!(InRepair.allows_address(None));
     }
 }

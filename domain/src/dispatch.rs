@@ -139,6 +139,10 @@ pub enum TransitionError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// The step would put the device at a customer, and it has no address (see
+    /// [`LifecycleStatus::allows_address`](crate::LifecycleStatus::allows_address)).
+    #[error("device {serial} has no address: a device at a customer needs an address")]
+    AddressRequired { serial: crate::Serial },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

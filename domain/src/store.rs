@@ -39,10 +39,19 @@ pub struct NewDeadLetter {
     pub payload: Vec<u8>,
 }
 
-/// A stored dead letter.
+/// How long a refused message received again counts on its dead letter instead of adding
+/// a row: from the dead letter's first receipt (`received_at`).
+pub const DEAD_LETTER_REPEAT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// A stored dead letter. The same message refused again (same `client_id`, `topic`,
+/// `reason` and payload bytes; for `payload_too_large`, whose payload is cut to its
+/// first bytes, the same sizes in `detail` too) within [`DEAD_LETTER_REPEAT_WINDOW`] of
+/// `received_at` counts on this row (`repeats`, `last_seen_at`): a resend after a lost
+/// acknowledgement or a broker's redelivery adds no row.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub id: i64,
+    /// When it was first received.
     pub received_at: DateTime<Utc>,
     pub topic: String,
     pub client_id: String,
@@ -50,6 +59,12 @@ pub struct DeadLetter {
     pub detail: String,
     /// The payload, lossily decoded as UTF-8.
     pub payload: String,
+    /// How many times the message was received and refused (1: once; more: resent or
+    /// redelivered within 24 h of `received_at`).
+    #[schema(minimum = 1)]
+    pub repeats: u64,
+    /// When it was last received (equals `received_at` when `repeats` is 1).
+    pub last_seen_at: DateTime<Utc>,
 }
 
 /// Everything one ingest batch commits, in one transaction. Serializable: the ingest
@@ -107,10 +122,14 @@ pub struct CommitReport {
     pub stored: usize,
     /// Readings already stored (same serial and seq): ignored.
     pub duplicates: usize,
-    /// Dead letters written (including readings refused by the unknown-device policy).
+    /// Refused entries committed as dead letters (including readings refused by the
+    /// unknown-device policy), those counted on an existing row included.
     pub dead_lettered: usize,
-    /// The same dead letters counted by reason.
+    /// The same entries counted by reason.
     pub dead_letter_reasons: BTreeMap<RejectReason, usize>,
+    /// Of `dead_lettered`, the entries that were a message already dead-lettered
+    /// (received again): counted on its row (`repeats`) instead of adding one.
+    pub dead_letter_repeats: usize,
     /// Devices registered by the `auto_register` policy.
     pub registered: usize,
     pub orders: Vec<OrderChange>,

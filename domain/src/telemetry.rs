@@ -318,6 +318,14 @@ pub struct Reading {
 }
 
 impl Reading {
+    /// The reading as a dead letter keeps it when the store refuses it (unknown or
+    /// retired device, a value it cannot hold): JSON without `received_at`, which is the
+    /// dead letter's own. The same reading received again gives the same bytes, so a
+    /// resend counts on the first dead letter instead of adding one.
+    pub fn refused_payload(&self) -> Vec<u8> {
+        without_key(self, "received_at")
+    }
+
     pub fn value(&self, field: &str) -> Option<f64> {
         self.values.get(field).copied()
     }
@@ -632,6 +640,24 @@ pub struct StatusUpdate {
     pub at: DateTime<Utc>,
     pub firmware: Option<String>,
     pub model: Option<String>,
+}
+
+impl StatusUpdate {
+    /// The status message as a dead letter keeps it when the store refuses it: JSON
+    /// without `at` (when it was received: the dead letter's own `received_at`), so the
+    /// same message received again gives the same bytes.
+    pub fn refused_payload(&self) -> Vec<u8> {
+        without_key(self, "at")
+    }
+}
+
+/// `value` as JSON, without its top-level `key`.
+fn without_key<T: Serialize>(value: &T, key: &str) -> Vec<u8> {
+    let mut json = serde_json::to_value(value).unwrap_or_default();
+    if let Some(object) = json.as_object_mut() {
+        object.remove(key);
+    }
+    serde_json::to_vec(&json).unwrap_or_default()
 }
 
 /// Parses a status payload: `online` / `offline` as bare text, or

@@ -13,8 +13,8 @@ use fleetpulse_domain::store::Store;
 use fleetpulse_domain::{Catalog, Policy};
 use fleetpulse_ingest::credentials::DeviceToken;
 use fleetpulse_ingest::{
-    AuthMode, InfluxSink, IngestStats, Journal, MqttEndpoint, Pipeline, PipelineHandle, SinkStats,
-    SinkWorker,
+    AuthMode, EndpointConfig, InfluxSink, IngestStats, Journal, MqttEndpoint, Pipeline,
+    PipelineHandle, SinkStats, SinkWorker,
 };
 use fleetpulse_rules::CatalogRules;
 use fleetpulse_simulator::{SimConfig, SimReport};
@@ -365,8 +365,14 @@ async fn serve(
 
     // Sources stop first; the pipeline drains after them.
     let sources_stop = CancellationToken::new();
-    let (source_task, device_addr) =
-        start_source(&cfg, pipeline.clone(), credentials, sources_stop.clone()).await?;
+    let (source_task, device_addr) = start_source(
+        &cfg,
+        pipeline.clone(),
+        credentials,
+        open_files,
+        sources_stop.clone(),
+    )
+    .await?;
 
     let api_stop = CancellationToken::new();
     let api_task = start_api(
@@ -555,11 +561,13 @@ pub(crate) async fn open_store(
 }
 
 /// Starts the built-in endpoint or the external-broker source. Returns the endpoint's
-/// address when there is one.
+/// address when there is one. The endpoint's connection cap fits in `open_files` (the
+/// soft open-file limit in effect) beside the API's.
 async fn start_source(
     cfg: &Config,
     pipeline: PipelineHandle,
     credentials: Arc<dyn DeviceCredentials>,
+    open_files: Option<u64>,
     stop: CancellationToken,
 ) -> anyhow::Result<(JoinHandle<()>, Option<std::net::SocketAddr>)> {
     if let Some(broker) = &cfg.broker {
@@ -569,7 +577,20 @@ async fn start_source(
         let task = tokio::spawn(async move { source.run(pipeline, stop.cancelled_owned()).await });
         return Ok((task, None));
     }
-    let endpoint = MqttEndpoint::bind_with_credentials(cfg.mqtt.clone(), Some(credentials)).await?;
+    let (max_connections, lowered) = cfg.device_connection_cap(open_files)?;
+    if lowered {
+        warn!(
+            max_connections,
+            configured = cfg.mqtt.max_connections,
+            open_file_limit = open_files.unwrap_or_default(),
+            "mqtt.max_connections lowered to fit the open-file limit beside the HTTP connections (raise it with ulimit -n or LimitNOFILE=)"
+        );
+    }
+    let endpoint_cfg = EndpointConfig {
+        max_connections,
+        ..cfg.mqtt.clone()
+    };
+    let endpoint = MqttEndpoint::bind_with_credentials(endpoint_cfg, Some(credentials)).await?;
     let addr = endpoint.local_addr();
     announce(&format!(
         "mqtt device endpoint listening on {}",

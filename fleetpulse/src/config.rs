@@ -133,6 +133,14 @@ const fn default_shutdown_grace_s() -> u64 {
 /// Fewest HTTP connections the open-file limit must leave room for.
 const MIN_HTTP_CONNECTIONS: u64 = 16;
 
+/// Fewest device connections the open-file limit must leave room for.
+const MIN_DEVICE_CONNECTIONS: u64 = 16;
+
+/// File descriptors the process needs besides its connections: store, WAL and lock files,
+/// journal segments, listeners, runtime, stdio, sink and webhook sockets (19 measured for
+/// an idle `serve`, about 60 under load; docs/operations.md).
+pub const PROCESS_FDS: u64 = 64;
+
 /// `[http.tls]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -495,6 +503,31 @@ pub struct Overrides {
 }
 
 impl Config {
+    /// The built-in endpoint's connection cap under an open-file limit of `open_files`
+    /// (the soft limit in effect): `mqtt.max_connections`, lowered to what the limit
+    /// leaves after the HTTP connection cap and [`PROCESS_FDS`], so that devices can never
+    /// take the descriptors the API, the store and the journal need. Refuses a limit that
+    /// leaves fewer than 16; the flag says the cap was lowered to fit.
+    pub fn device_connection_cap(&self, open_files: Option<u64>) -> anyhow::Result<(usize, bool)> {
+        let (http, _) = self.http.serve_limits(open_files)?;
+        let wanted = self.mqtt.max_connections as u64;
+        let taken = http.max_connections as u64 + PROCESS_FDS;
+        let room = open_files.map_or(wanted, |limit| limit.saturating_sub(taken));
+        anyhow::ensure!(
+            room >= MIN_DEVICE_CONNECTIONS.min(wanted),
+            "the open-file limit ({}) leaves {room} device connections after {} HTTP connections \
+             and {PROCESS_FDS} for the process itself: raise the limit (ulimit -n, systemd \
+             LimitNOFILE=), or raise http.reserved_fds to lower the HTTP cap",
+            open_files.unwrap_or_default(),
+            http.max_connections
+        );
+        let cap = wanted.min(room);
+        Ok((
+            usize::try_from(cap).unwrap_or(self.mqtt.max_connections),
+            cap < wanted,
+        ))
+    }
+
     /// Loads defaults, then `file` (if given; it must exist), then the environment, then
     /// `overrides`.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
@@ -814,6 +847,32 @@ mod tests {
             .expect_err("unknown key")
             .to_string();
         assert!(err.contains("horizon"), "{err}");
+    }
+
+    #[test]
+    fn the_device_cap_fits_beside_the_http_cap_and_the_process() {
+        let cfg = Config::default();
+        assert_eq!(cfg.mqtt.max_connections, 20_000);
+        let cap = |cfg: &Config, limit| cfg.device_connection_cap(limit);
+        assert_eq!(cap(&cfg, Some(1_048_576)).expect("room"), (20_000, false));
+        assert_eq!(cap(&cfg, None).expect("no limit"), (20_000, false));
+        // `ulimit -n 1024`: 512 for HTTP, 64 for the process, the rest for devices
+        assert_eq!(cap(&cfg, Some(1024)).expect("room"), (448, true));
+        // a hard limit of 4096: HTTP keeps its 1024
+        assert_eq!(
+            cap(&cfg, Some(4096)).expect("room"),
+            (4096 - 1024 - 64, true)
+        );
+        let small = with_file("[mqtt]\nmax_connections = 5\n").expect("valid");
+        assert_eq!(cap(&small, Some(1024)).expect("room"), (5, false));
+        let crowded = with_file("[http]\nreserved_fds = 70\n").expect("valid");
+        let err = cap(&crowded, Some(1024))
+            .expect_err("954 HTTP + 64 leave 6 devices")
+            .to_string();
+        assert!(
+            err.contains("leaves 6 device connections") && err.contains("http.reserved_fds"),
+            "{err}"
+        );
     }
 
     #[test]

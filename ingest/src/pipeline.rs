@@ -765,6 +765,7 @@ impl StoreCommit<'_> {
             report.stored,
             report.duplicates,
             &report.dead_letter_reasons,
+            report.dead_letter_repeats,
             started.elapsed(),
         );
         self.stats.orders_changed(report.orders.len());
@@ -773,6 +774,7 @@ impl StoreCommit<'_> {
             stored = report.stored,
             duplicates = report.duplicates,
             dead_lettered = report.dead_lettered,
+            dead_letter_repeats = report.dead_letter_repeats,
             orders = report.orders.len(),
             journal_through = ?batch.journal_through,
             "batch committed"
@@ -883,7 +885,7 @@ fn refused_entry(batch: &IngestBatch, entry: Entry, err: &StoreError) -> Option<
                 "the store refused this reading (serial {}, seq {}): {err}",
                 r.serial, r.seq
             ),
-            payload: serde_json::to_vec(r).unwrap_or_default(),
+            payload: r.refused_payload(),
         }),
         Entry::Status(i) => batch.statuses.get(i).map(|st| NewDeadLetter {
             received_at: st.at,
@@ -894,7 +896,7 @@ fn refused_entry(batch: &IngestBatch, entry: Entry, err: &StoreError) -> Option<
                 "the store refused this status message (serial {}): {err}",
                 st.serial
             ),
-            payload: serde_json::to_vec(st).unwrap_or_default(),
+            payload: st.refused_payload(),
         }),
     }
 }

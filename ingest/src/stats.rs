@@ -22,11 +22,14 @@ struct Counters {
     readings_stored: AtomicU64,
     duplicates: AtomicU64,
     dead_lettered: AtomicU64,
+    dead_letter_repeats: AtomicU64,
     acked: AtomicU64,
     batches: AtomicU64,
     commit_errors: AtomicU64,
     connected: AtomicBool,
     connections: AtomicU64,
+    connections_max: AtomicU64,
+    connections_refused: AtomicU64,
     reconnects: AtomicU64,
     broker_oversized: AtomicU64,
     journal_records: AtomicU64,
@@ -57,8 +60,13 @@ pub struct IngestStatsSnapshot {
     pub readings_stored: u64,
     /// Readings the store already had (same serial and seq): ignored.
     pub duplicates: u64,
-    /// Dead letters committed (including the store's unknown-device refusals).
+    /// Refused entries committed as dead letters (including the store's unknown-device
+    /// refusals), those counted on an existing row included.
     pub dead_lettered: u64,
+    /// Of `dead_lettered`, messages already dead-lettered and received again (a resend
+    /// after a lost acknowledgement, a broker's redelivery): counted on their row's
+    /// `repeats`, no new row.
+    pub dead_letter_repeats: u64,
     /// Acknowledgements written once their batch was durable: PUBACKs and PUBRECs
     /// written to device sockets, acks the external broker client sent.
     pub acked: u64,
@@ -71,6 +79,12 @@ pub struct IngestStatsSnapshot {
     pub connected: bool,
     /// Device connections open on the built-in endpoint.
     pub device_connections: u64,
+    /// The most it keeps open at once (`mqtt.max_connections` as in effect; 0 without
+    /// the built-in endpoint).
+    pub device_connections_max: u64,
+    /// Device connections closed as soon as they were accepted because
+    /// `device_connections_max` were open.
+    pub device_connections_refused: u64,
     /// Times the external source lost its broker connection.
     pub broker_reconnects: u64,
     /// Deliveries from the external broker over `broker.max_packet_bytes`: each cost a
@@ -108,11 +122,14 @@ impl IngestStats {
             readings_stored: get(&c.readings_stored),
             duplicates: get(&c.duplicates),
             dead_lettered: get(&c.dead_lettered),
+            dead_letter_repeats: get(&c.dead_letter_repeats),
             acked: get(&c.acked),
             batches: get(&c.batches),
             commit_errors: get(&c.commit_errors),
             connected: c.connected.load(Ordering::Relaxed),
             device_connections: get(&c.connections),
+            device_connections_max: get(&c.connections_max),
+            device_connections_refused: get(&c.connections_refused),
             broker_reconnects: get(&c.reconnects),
             broker_oversized_packets: get(&c.broker_oversized),
             journal_records: get(&c.journal_records),
@@ -171,7 +188,7 @@ impl IngestStats {
     /// every metric prefixed `fleetpulse_ingest_`.
     pub fn write_prometheus(&self, out: &mut String) {
         let s = self.snapshot();
-        let counters: [(&str, &str, u64); 11] = [
+        let counters: [(&str, &str, u64); 13] = [
             (
                 "received_messages_total",
                 "MQTT messages accepted by the pipeline.",
@@ -199,6 +216,11 @@ impl IngestStats {
                 s.commit_errors,
             ),
             (
+                "device_connections_refused_total",
+                "Device connections closed at once: mqtt.max_connections were open.",
+                s.device_connections_refused,
+            ),
+            (
                 "broker_reconnects_total",
                 "Lost connections to the external broker.",
                 s.broker_reconnects,
@@ -210,8 +232,13 @@ impl IngestStats {
             ),
             (
                 "dead_lettered_total",
-                "Dead letters committed, any reason.",
+                "Refused entries committed as dead letters, any reason (repeats included).",
                 s.dead_lettered,
+            ),
+            (
+                "dead_letter_repeats_total",
+                "Refused messages received again (resent, redelivered): counted on their dead letter, no new row.",
+                s.dead_letter_repeats,
             ),
             (
                 "journal_records_total",
@@ -269,6 +296,11 @@ impl IngestStats {
         );
         for (name, help, value) in [
             (
+                "device_connections_max",
+                "Most device connections open at once (mqtt.max_connections in effect).",
+                s.device_connections_max,
+            ),
+            (
                 "journal_unapplied_records",
                 "Ingest journal records not yet applied to the store.",
                 s.journal_unapplied_records,
@@ -322,6 +354,7 @@ impl IngestStats {
         stored: usize,
         duplicates: usize,
         reasons: &BTreeMap<RejectReason, usize>,
+        repeats: usize,
         took: Duration,
     ) {
         let c = &self.counters;
@@ -331,6 +364,8 @@ impl IngestStats {
             .fetch_add(as_u64(duplicates), Ordering::Relaxed);
         let dead: usize = reasons.values().sum();
         c.dead_lettered.fetch_add(as_u64(dead), Ordering::Relaxed);
+        c.dead_letter_repeats
+            .fetch_add(as_u64(repeats), Ordering::Relaxed);
         for (&reason, &n) in reasons {
             c.rejected.add(reason, as_u64(n));
         }
@@ -384,6 +419,20 @@ impl IngestStats {
 
     pub(crate) fn connection_closed(&self) {
         self.counters.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The built-in endpoint keeps at most `n` device connections open.
+    pub(crate) fn set_connection_cap(&self, n: usize) {
+        self.counters
+            .connections_max
+            .store(as_u64(n), Ordering::Relaxed);
+    }
+
+    /// A device connection was closed at once: the cap was reached.
+    pub(crate) fn connection_refused(&self) {
+        self.counters
+            .connections_refused
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn commit_failed(&self) {
@@ -522,14 +571,15 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        stats.batch_committed(12, 9, 1, &reasons, Duration::from_millis(3));
-        stats.batch_committed(1, 1, 0, &BTreeMap::new(), Duration::from_secs(20));
+        stats.batch_committed(12, 9, 1, &reasons, 1, Duration::from_millis(3));
+        stats.batch_committed(1, 1, 0, &BTreeMap::new(), 0, Duration::from_secs(20));
         stats.message_received();
         let mut out = String::new();
         stats.write_prometheus(&mut out);
         for line in [
             "fleetpulse_ingest_readings_stored_total 10",
             "fleetpulse_ingest_dead_lettered_total 3",
+            "fleetpulse_ingest_dead_letter_repeats_total 1",
             "fleetpulse_ingest_rejected_total{reason=\"malformed_json\"} 2",
             "fleetpulse_ingest_rejected_total{reason=\"unknown_device\"} 1",
             "fleetpulse_ingest_rejected_total{reason=\"timestamp_skew\"} 0",

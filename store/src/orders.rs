@@ -139,21 +139,24 @@ fn check_text(what: &str, text: &str, max: usize) -> Result<(), TransitionError>
     Ok(())
 }
 
-/// Checks what an action carries against limits and the catalog, before any write.
+/// Checks what an action carries against limits, the catalog and the order's device,
+/// before any write.
 fn validate(
     action: &OrderAction,
+    device: &Device,
     model: Option<&fleetpulse_domain::ModelSpec>,
 ) -> Result<(), TransitionError> {
     match action {
         OrderAction::Acknowledge | OrderAction::Start => Ok(()),
         OrderAction::Assign { engineer, .. } => check_text("engineer", engineer, MAX_ID),
         OrderAction::Cancel { reason } => check_text("reason", reason, MAX_TEXT),
-        OrderAction::Complete(o) => validate_outcome(o, model),
+        OrderAction::Complete(o) => validate_outcome(o, device, model),
     }
 }
 
 fn validate_outcome(
     o: &CompletionOutcome,
+    device: &Device,
     model: Option<&fleetpulse_domain::ModelSpec>,
 ) -> Result<(), TransitionError> {
     if let Some(notes) = &o.notes {
@@ -185,6 +188,14 @@ fn validate_outcome(
         return Err(TransitionError::Invalid(
             "device_status cannot be unassigned".into(),
         ));
+    }
+    // a completion sets no address: the device must have one already
+    if let Some(status) = o.device_status
+        && !status.allows_address(device.address.as_deref())
+    {
+        return Err(TransitionError::AddressRequired {
+            serial: device.serial.clone(),
+        });
     }
     for c in &o.consumables_replaced {
         let known = model.is_some_and(|m| m.consumables.iter().any(|s| &s.id == c));
@@ -234,7 +245,7 @@ pub(crate) fn transition(
         .model
         .as_ref()
         .and_then(|m| opts.catalog.model(m.as_str()));
-    validate(&action, model)?;
+    validate(&action, &device, model)?;
 
     let t = ms(now);
     let status = wanted.as_str();
@@ -383,6 +394,14 @@ fn set_device_status(
 ) -> Result<Device, StoreError> {
     let before = read::device_row(tx, serial)?
         .ok_or_else(|| StoreError::NotFound(format!("device {serial}")))?;
+    // the routes refuse this first, each with `address_required`; the store keeps the
+    // rule for any other caller
+    let address = change.address.as_deref().or(before.address.as_deref());
+    if !change.status.allows_address(address) {
+        return Err(StoreError::Invalid(format!(
+            "device {serial} has no address: a device at a customer needs an address"
+        )));
+    }
     tx.execute(
         "UPDATE devices SET status = ?2, criticality = COALESCE(?3, criticality), \
          region = COALESCE(?4, region), address = COALESCE(?5, address) WHERE serial = ?1",

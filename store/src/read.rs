@@ -478,7 +478,8 @@ pub(crate) fn dead_letters(
     let limit = page_limit(q.limit);
     let mut stmt = conn
         .prepare_cached(
-            "SELECT id, received_at, topic, client_id, reason, detail, payload FROM dead_letters \
+            "SELECT id, received_at, topic, client_id, reason, detail, payload, repeats, last_seen_at \
+             FROM dead_letters \
              WHERE id > ?1 AND (?2 IS NULL OR reason = ?2) ORDER BY id LIMIT ?3",
         )
         .map_err(sql_err)?;
@@ -502,6 +503,8 @@ pub(crate) fn dead_letters(
             )?,
             detail: row.get(5).map_err(sql_err)?,
             payload: String::from_utf8_lossy(&payload).into_owned(),
+            repeats: u64::try_from(row.get::<_, i64>(7).map_err(sql_err)?).unwrap_or(1),
+            last_seen_at: from_ms(row.get(8).map_err(sql_err)?),
         })
     })?;
     let next = (items.len() == limit)

@@ -10,8 +10,8 @@ use fleetpulse_domain::order::{OrderIntent, OrderStatus};
 use fleetpulse_domain::rules::{DeviceContext, LatestState, StateChange};
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::{
-    CommitReport, Device, IngestBatch, NewDeadLetter, NewDevice, OrderChange, StoreError,
-    UnknownDevicePolicy,
+    CommitReport, DEAD_LETTER_REPEAT_WINDOW, Device, IngestBatch, NewDeadLetter, NewDevice,
+    OrderChange, StoreError, UnknownDevicePolicy,
 };
 use fleetpulse_domain::telemetry::{Reading, RejectReason, StatusUpdate, telemetry_topic};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -123,7 +123,7 @@ pub(crate) fn commit_batch(
     for d in &dead {
         *report.dead_letter_reasons.entry(d.reason).or_default() += 1;
     }
-    insert_dead_letters(&tx, &dead)?;
+    report.dead_letter_repeats = record_dead_letters(&tx, &dead)?;
     if let Some(through) = batch.journal_through {
         let through = i64::try_from(through)
             .map_err(|_| StoreError::Invalid(format!("journal record {through} is too large")))?;
@@ -152,7 +152,7 @@ fn refuse(
             client_id: r.serial.to_string(),
             reason,
             detail: format!("{detail} (serial {}, seq {})", r.serial, r.seq),
-            payload: serde_json::to_vec(&r).map_err(json_err)?,
+            payload: r.refused_payload(),
         });
     }
     Ok(())
@@ -816,27 +816,110 @@ pub(crate) fn upsert_order(
     })
 }
 
-fn insert_dead_letters(tx: &Transaction<'_>, dead: &[NewDeadLetter]) -> Result<(), StoreError> {
+/// Writes each dead letter, or counts it on the row of the same message refused within
+/// [`DEAD_LETTER_REPEAT_WINDOW`] of that row's first receipt (a resend after a lost
+/// acknowledgement, a broker's redelivery, the same message twice in one batch). Returns
+/// how many were counted on an existing row.
+fn record_dead_letters(tx: &Transaction<'_>, dead: &[NewDeadLetter]) -> Result<usize, StoreError> {
     if dead.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
-    let mut stmt = tx
+    let mut find = tx
         .prepare_cached(
-            "INSERT INTO dead_letters (received_at, topic, client_id, reason, detail, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "SELECT id FROM dead_letters WHERE fingerprint = ?1 AND received_at >= ?2 \
+             AND client_id = ?3 AND topic = ?4 AND reason = ?5 AND payload = ?6 \
+             AND (?7 IS NULL OR detail = ?7) ORDER BY id DESC LIMIT 1",
         )
         .map_err(sql_err)?;
-    for d in dead {
-        stmt.execute(params![
-            ms(d.received_at),
-            d.topic,
-            d.client_id,
-            d.reason.as_str(),
-            d.detail,
-            d.payload
-        ])
+    let mut repeat = tx
+        .prepare_cached(
+            "UPDATE dead_letters SET repeats = repeats + 1, last_seen_at = MAX(last_seen_at, ?2) \
+             WHERE id = ?1",
+        )
         .map_err(sql_err)?;
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO dead_letters \
+             (received_at, topic, client_id, reason, detail, payload, repeats, last_seen_at, fingerprint) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?1, ?7)",
+        )
+        .map_err(sql_err)?;
+    let mut repeats = 0;
+    for d in dead {
+        let key = DeadLetterKey::of(d);
+        let at = ms(d.received_at);
+        let earlier: Option<i64> = find
+            .query_row(
+                params![
+                    key.fingerprint,
+                    ms(d.received_at - DEAD_LETTER_REPEAT_WINDOW),
+                    d.client_id,
+                    d.topic,
+                    d.reason.as_str(),
+                    d.payload,
+                    key.detail,
+                ],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql_err)?;
+        match earlier {
+            Some(id) => {
+                repeat.execute(params![id, at]).map_err(sql_err)?;
+                repeats += 1;
+            }
+            None => {
+                insert
+                    .execute(params![
+                        at,
+                        d.topic,
+                        d.client_id,
+                        d.reason.as_str(),
+                        d.detail,
+                        d.payload,
+                        key.fingerprint
+                    ])
+                    .map_err(sql_err)?;
+            }
+        }
     }
-    Ok(())
+    Ok(repeats)
+}
+
+/// What makes two dead letters the same message.
+struct DeadLetterKey<'a> {
+    /// 64-bit FNV-1a of the key's parts (each length-prefixed), as SQLite stores it.
+    fingerprint: i64,
+    /// The detail takes part only for `payload_too_large`: its payload is cut to the
+    /// first bytes, and the detail names the full sizes.
+    detail: Option<&'a str>,
+}
+
+impl<'a> DeadLetterKey<'a> {
+    fn of(d: &'a NewDeadLetter) -> Self {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let detail = (d.reason == RejectReason::PayloadTooLarge).then_some(d.detail.as_str());
+        let parts: [&[u8]; 5] = [
+            d.client_id.as_bytes(),
+            d.topic.as_bytes(),
+            d.reason.as_str().as_bytes(),
+            &d.payload,
+            detail.unwrap_or_default().as_bytes(),
+        ];
+        let mut hash = OFFSET;
+        for part in parts {
+            let len = u64::try_from(part.len()).unwrap_or(u64::MAX).to_le_bytes();
+            for byte in len.iter().chain(part) {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(PRIME);
+            }
+        }
+        Self {
+            fingerprint: i64::from_le_bytes(hash.to_le_bytes()),
+            detail,
+        }
+    }
 }
 
 pub(crate) fn register_device(

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use fleetpulse_domain::dispatch::Dispatch;
 use fleetpulse_domain::store::{
-    DeviceQuery, IngestBatch, NewDevice, OrderQuery, ReadingQuery, SpoolStats, Store, StoreError,
-    UnknownDevicePolicy,
+    DeadLetterQuery, DeviceQuery, IngestBatch, NewDeadLetter, NewDevice, OrderQuery, ReadingQuery,
+    SpoolStats, Store, StoreError, UnknownDevicePolicy,
 };
 use fleetpulse_domain::telemetry::{RejectReason, TelemetryLimits, parse_telemetry};
 use fleetpulse_domain::{Catalog, LifecycleStatus, OrderStatus, Policy, Priority, Reading, Serial};
@@ -945,5 +945,187 @@ async fn a_condition_that_clears_and_returns_is_a_second_episode() {
     assert_eq!(
         last.data["changes"]["trigger_count"],
         json!({"before": 1, "after": 2})
+    );
+}
+
+fn letter(client: &str, topic: &str, payload: &[u8], at: DateTime<Utc>) -> NewDeadLetter {
+    NewDeadLetter {
+        received_at: at,
+        topic: topic.to_owned(),
+        client_id: client.to_owned(),
+        reason: RejectReason::MalformedJson,
+        detail: "not JSON".to_owned(),
+        payload: payload.to_vec(),
+    }
+}
+
+fn letters(dead_letters: Vec<NewDeadLetter>) -> IngestBatch {
+    IngestBatch {
+        dead_letters,
+        ..Default::default()
+    }
+}
+
+/// A refused message received again (a resend after a lost PUBACK, a broker's
+/// redelivery, twice in one batch) counts on its dead letter; a different message, or
+/// the same one a day after its first receipt, gets its own row.
+#[tokio::test]
+async fn the_same_refused_message_counts_on_its_dead_letter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::Reject).await;
+    let topic = "fleetpulse/v1/devices/DL1/telemetry";
+    let first_at = Utc::now() - Duration::hours(30);
+    let bad = letter("DL1", topic, b"{not json", first_at);
+    let resent = |minutes: i64| {
+        letter(
+            "DL1",
+            topic,
+            b"{not json",
+            first_at + Duration::minutes(minutes),
+        )
+    };
+
+    let first = store
+        .commit_batch(letters(vec![bad.clone()]))
+        .await
+        .expect("commit");
+    let again = store
+        .commit_batch(letters(vec![resent(1), resent(2)]))
+        .await
+        .expect("commit");
+    let others = store
+        .commit_batch(letters(vec![
+            letter("DL1", topic, b"{not json either", first_at),
+            letter("DL2", &topic.replace("DL1", "DL2"), b"{not json", first_at),
+            NewDeadLetter {
+                reason: RejectReason::NotAnObject,
+                ..bad.clone()
+            },
+        ]))
+        .await
+        .expect("commit");
+    let next_day = store
+        .commit_batch(letters(vec![resent(24 * 60 + 1)]))
+        .await
+        .expect("commit");
+
+    assert_eq!((first.dead_lettered, first.dead_letter_repeats), (1, 0));
+    assert_eq!((again.dead_lettered, again.dead_letter_repeats), (2, 2));
+    assert_eq!((others.dead_lettered, others.dead_letter_repeats), (3, 0));
+    assert_eq!(
+        (next_day.dead_lettered, next_day.dead_letter_repeats),
+        (1, 0)
+    );
+    let rows = store
+        .dead_letters(DeadLetterQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("dead letters")
+        .items;
+    let summary: Vec<(&str, &str, RejectReason, u64)> = rows
+        .iter()
+        .map(|d| {
+            (
+                d.client_id.as_str(),
+                d.payload.as_str(),
+                d.reason,
+                d.repeats,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("DL1", "{not json", RejectReason::MalformedJson, 3),
+            ("DL1", "{not json either", RejectReason::MalformedJson, 1),
+            ("DL2", "{not json", RejectReason::MalformedJson, 1),
+            ("DL1", "{not json", RejectReason::NotAnObject, 1),
+            ("DL1", "{not json", RejectReason::MalformedJson, 1),
+        ]
+    );
+    let ms = |t: DateTime<Utc>| t.timestamp_millis();
+    assert_eq!(
+        ms(rows[0].received_at),
+        ms(first_at),
+        "the first receipt stays"
+    );
+    assert_eq!(ms(rows[0].last_seen_at), ms(resent(2).received_at));
+    assert_eq!(ms(rows[1].last_seen_at), ms(rows[1].received_at));
+    assert_eq!(store.stats().await.expect("stats").dead_letters, 5);
+}
+
+/// An oversized payload's dead letter keeps only its first bytes: two different big
+/// messages with the same start stay two rows (their sizes differ in the detail).
+#[tokio::test]
+async fn oversized_messages_with_the_same_start_are_not_taken_for_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::Reject).await;
+    let at = Utc::now();
+    let big = |size: usize| NewDeadLetter {
+        reason: RejectReason::PayloadTooLarge,
+        detail: format!("payload of {size} bytes; at most 262144"),
+        ..letter(
+            "DL3",
+            "fleetpulse/v1/devices/DL3/telemetry",
+            &[b'['; 1024],
+            at,
+        )
+    };
+    store
+        .commit_batch(letters(vec![big(300_000), big(300_000), big(400_000)]))
+        .await
+        .expect("commit");
+    let rows = store
+        .dead_letters(DeadLetterQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("dead letters")
+        .items;
+    let repeats: Vec<u64> = rows.iter().map(|d| d.repeats).collect();
+    assert_eq!(repeats, [2, 1]);
+}
+
+/// A reading the store refuses (here: an unknown device under `reject`) resent after a
+/// lost PUBACK is the same message: one dead letter, whose payload leaves out the time
+/// it was received (that is the dead letter's own `received_at`).
+#[tokio::test]
+async fn a_refused_reading_received_again_is_one_dead_letter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::Reject).await;
+    let first = reading("NEW9", 1, t0(), json!({"filter_life_pct": 50}));
+    let resent = Reading {
+        received_at: first.received_at + Duration::seconds(7),
+        ..first.clone()
+    };
+    store
+        .commit_batch(batch(vec![first]))
+        .await
+        .expect("commit");
+    let report = store
+        .commit_batch(batch(vec![resent]))
+        .await
+        .expect("commit");
+    let rows = store
+        .dead_letters(DeadLetterQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("dead letters")
+        .items;
+    assert_eq!((report.dead_lettered, report.dead_letter_repeats), (1, 1));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].reason, rows[0].repeats),
+        (RejectReason::UnknownDevice, 2)
+    );
+    assert!(
+        !rows[0].payload.contains("received_at"),
+        "{}",
+        rows[0].payload
     );
 }

@@ -33,7 +33,10 @@ pub struct ListParams {
 }
 
 /// Lists dead letters in the order they were stored, keyset-paginated: `{"items": [...], "next": cursor|null}`.
-#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "ingest", params(ListParams), responses((status = 200, description = "Rejected messages with their reason", body = Page<DeadLetter>)))]
+/// One row per refused message: the same message received again within 24 h of its
+/// first receipt (a resend after a lost acknowledgement, a broker's redelivery) counts on
+/// its row (`repeats`, `last_seen_at`).
+#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "ingest", params(ListParams), responses((status = 200, description = "Rejected messages with their reason; repeats counts how often the same message (sender, topic, reason, payload bytes) was received within 24 h of received_at, last_seen_at the last time", body = Page<DeadLetter>)))]
 async fn list(
     caller: Caller,
     State(state): State<AppState>,

@@ -58,7 +58,7 @@ fn too_long(field: &'static str, v: &Option<String>, max: usize) -> Result<(), A
 
 /// Changes a device's lifecycle status; `at_customer` needs an address (given here or
 /// already known). Recorded in the status history and the audit log.
-#[utoipa::path(post, path = "/api/v1/devices/{serial}/status", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")), request_body = StatusBody, responses((status = 200, description = "The device after the change", body = Device)))]
+#[utoipa::path(post, path = "/api/v1/devices/{serial}/status", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")), request_body = StatusBody, responses((status = 200, description = "The device after the change", body = Device), (status = 422, description = "address_required (at_customer and no address, given or known), or invalid_field", body = crate::error::ErrorBody)))]
 async fn change_status(
     caller: Caller,
     State(state): State<AppState>,

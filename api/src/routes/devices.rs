@@ -262,20 +262,26 @@ pub(crate) async fn register_one(state: &AppState, new: NewDevice) -> Result<Dev
 
 /// A device at a customer needs an address (where the engineer goes): every route that
 /// can put a device there (register, import, status change, with `address` the one it
-/// will have) refuses it the same way, 422 `address_required`.
+/// will have; an order's completion, see [`address_required`]) refuses it the same way,
+/// 422 `address_required`.
 pub(crate) fn require_address(
     status: Option<LifecycleStatus>,
     address: Option<&str>,
 ) -> Result<(), ApiError> {
-    let has_address = address.is_some_and(|a| !a.trim().is_empty());
-    if status == Some(LifecycleStatus::AtCustomer) && !has_address {
-        return Err(ApiError::Unprocessable {
-            code: "address_required",
-            message: "a device at a customer needs an address".into(),
-            details: Some(json!({ "field": "address" })),
-        });
+    match status {
+        Some(status) if !status.allows_address(address) => Err(address_required()),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// The one answer to a device put at a customer without an address (the order
+/// completion route gives it too, for `device_status: at_customer`).
+pub(crate) fn address_required() -> ApiError {
+    ApiError::Unprocessable {
+        code: "address_required",
+        message: "a device at a customer needs an address".into(),
+        details: Some(json!({ "field": "address" })),
+    }
 }
 
 fn not_registered(serial: &Serial) -> ApiError {

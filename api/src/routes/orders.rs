@@ -374,6 +374,7 @@ impl From<TransitionError> for ApiError {
                 message: msg,
                 details: None,
             },
+            TransitionError::AddressRequired { .. } => super::devices::address_required(),
             TransitionError::Store(s) => s.into(),
         }
     }
@@ -454,8 +455,9 @@ async fn start(
 
 /// `in_progress → completed` with the outcome: a confirmed failure creates a failure
 /// event, replaced consumables reset their life baseline, `device_status` changes the
-/// device's lifecycle status.
-#[utoipa::path(post, path = "/api/v1/orders/{id}/complete", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\" (strong comparison; a list or * also)", pattern = "^([*]|(W/)?\"[!#-+.-~-]*\"( *, *(W/)?\"[!#-+.-~-]*\")*)$")), request_body = CompletionOutcome, responses((status = 200, description = "The order after the step", body = Order), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
+/// device's lifecycle status (`at_customer` only for a device with an address: 422
+/// `address_required` as on every route that can put a device there).
+#[utoipa::path(post, path = "/api/v1/orders/{id}/complete", tag = "orders", params(("id" = i64, Path, description = "id"), ("If-Match" = String, Header, description = "the order's ETag, e.g. \"3\" (strong comparison; a list or * also)", pattern = "^([*]|(W/)?\"[!#-+.-~-]*\"( *, *(W/)?\"[!#-+.-~-]*\")*)$")), request_body = CompletionOutcome, responses((status = 200, description = "The order after the step", body = Order), (status = 422, description = "invalid_change (the outcome breaks a limit or names a consumable the model does not have), or address_required (device_status at_customer for a device without an address; set it with POST /api/v1/devices/{serial}/status first)", body = crate::error::ErrorBody), (status = 409, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 412, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody), (status = 428, description = "see docs/dispatch-api.md", body = crate::error::ErrorBody)))]
 async fn complete(
     caller: Caller,
     State(state): State<AppState>,

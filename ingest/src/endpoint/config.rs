@@ -62,6 +62,16 @@ pub struct EndpointConfig {
         default = "default_write_timeout"
     )]
     pub write_timeout: Duration,
+    /// Most device connections open at once (`max_connections`). One more TCP connection
+    /// is closed as soon as it is accepted, before TLS or CONNECT (nothing is read from
+    /// it), counted (`device_connections_refused` in `/health`) and logged (WARN, at most
+    /// every 10 s); the connections already open go on. Devices retry with their
+    /// reconnect backoff. Default 20 000 (the whole process held 187 MiB at 10 000 idle
+    /// connections, docs/benchmarks.md);
+    /// `serve` lowers it at start to what the open-file limit leaves after the HTTP
+    /// connection cap and the process's own files (logged).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 /// See [`EndpointConfig::auth`].
@@ -143,6 +153,9 @@ const fn default_max_inflight() -> usize {
 const fn default_write_timeout() -> Duration {
     Duration::from_secs(10)
 }
+const fn default_max_connections() -> usize {
+    20_000
+}
 
 impl Default for EndpointConfig {
     fn default() -> Self {
@@ -155,6 +168,7 @@ impl Default for EndpointConfig {
             tls: None,
             max_inflight: default_max_inflight(),
             write_timeout: default_write_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -170,6 +184,7 @@ impl fmt::Debug for EndpointConfig {
             .field("tls", &self.tls)
             .field("max_inflight", &self.max_inflight)
             .field("write_timeout", &self.write_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -187,6 +202,9 @@ impl EndpointConfig {
     /// Checks that the settings fit together (the files are read by
     /// [`MqttEndpoint::bind`](super::MqttEndpoint::bind)). The message names the setting.
     pub fn validate(&self) -> Result<(), String> {
+        if self.max_connections == 0 {
+            return Err("mqtt.max_connections must be at least 1".to_owned());
+        }
         match (self.auth_mode(), &self.password) {
             (AuthMode::SharedPassword, None) => {
                 Err("mqtt.auth = \"shared_password\" needs mqtt.password to be set".to_owned())
@@ -213,6 +231,7 @@ mod tests {
         let c: EndpointConfig = serde_json::from_str(r#"{"listen":"127.0.0.1:0"}"#).expect("valid");
         assert_eq!(c.max_packet_bytes, 260 * 1024);
         assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_connections, 20_000);
         assert!(serde_json::from_str::<EndpointConfig>(r#"{"listne":"127.0.0.1:0"}"#).is_err());
     }
 

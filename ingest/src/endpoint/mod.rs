@@ -16,6 +16,12 @@
 //! failure code for every filter.
 //!
 //! # A connection
+//! - At most `max_connections` are open at once. One more is closed as soon as it is
+//!   accepted, before anything is read from it (no TLS handshake, no CONNECT: a CONNACK
+//!   "server unavailable" would cost a read and a file descriptor held for up to
+//!   `connect_timeout`, which is what the cap saves), counted and logged (WARN, at most
+//!   every [`REFUSAL_LOG_EVERY`]); the connections already open are not touched. Its
+//!   place frees when a connection's task ends.
 //! - With `[mqtt.tls]`, the TLS handshake comes first (within `connect_timeout`); a
 //!   client that does not speak TLS, or whose certificate does not verify against
 //!   `mqtt.tls.client_ca_file`, is closed with the reason logged.
@@ -59,12 +65,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleetpulse_domain::Serial;
 use fleetpulse_domain::credentials::DeviceCredentials;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
@@ -205,6 +211,10 @@ impl BoundEndpoint {
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
+        let max_connections = shared.config.max_connections;
+        let places = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
+        let mut refusals = RefusalLog::default();
+        pipeline.stats().set_connection_cap(max_connections);
         pipeline.stats().set_connected(true);
         tokio::pin!(shutdown);
         loop {
@@ -212,7 +222,15 @@ impl BoundEndpoint {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let open = OpenConnection::new(pipeline.stats().clone());
+                        let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
+                            // closed before anything is read: the cap is there to keep
+                            // file descriptors for the open connections and the rest
+                            drop(stream);
+                            pipeline.stats().connection_refused();
+                            refusals.refused(peer, max_connections);
+                            continue;
+                        };
+                        let open = OpenConnection::new(pipeline.stats().clone(), place);
                         // The task is this future alone: at 10 000 connections every
                         // byte of it is 10 kB of RSS (a wrapping `async` block held the
                         // connection's future twice, 15 kB per connection).
@@ -310,19 +328,55 @@ async fn serve_tls(
     connection::serve(stream, peer, certificate, shared, pipeline, stop).await;
 }
 
-/// Counts an open device connection for as long as it lives (a panicking task too).
-struct OpenConnection(IngestStats);
+/// Counts an open device connection and holds its place under `max_connections` for as
+/// long as it lives (a panicking task too).
+struct OpenConnection {
+    stats: IngestStats,
+    _place: OwnedSemaphorePermit,
+}
 
 impl OpenConnection {
-    fn new(stats: IngestStats) -> Self {
+    fn new(stats: IngestStats, place: OwnedSemaphorePermit) -> Self {
         stats.connection_opened();
-        Self(stats)
+        Self {
+            stats,
+            _place: place,
+        }
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.connection_closed();
+        self.stats.connection_closed();
+    }
+}
+
+/// How often at most a WARN says that connections are refused at the cap: a fleet
+/// reconnecting at once must not flood the log.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs connections refused at the cap, at most every [`REFUSAL_LOG_EVERY`], each line
+/// with how many were refused since the one before (every one is counted in the stats).
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, peer: SocketAddr, max_connections: usize) {
+        self.unlogged += 1;
+        if self.last.is_some_and(|at| at.elapsed() < REFUSAL_LOG_EVERY) {
+            return;
+        }
+        warn!(
+            %peer,
+            max_connections,
+            refused = self.unlogged,
+            "device connection refused: mqtt.max_connections connections are open (raise it, and the open-file limit, if the fleet is this large)"
+        );
+        self.last = Some(Instant::now());
+        self.unlogged = 0;
     }
 }
 

@@ -279,3 +279,139 @@ async fn the_soft_open_file_limit_is_raised_to_the_hard_one() -> anyhow::Result<
     app.interrupt().await?;
     Ok(())
 }
+
+/// A device connection by hand: CONNECT, then what the endpoint answers.
+struct RawDevice {
+    stream: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl RawDevice {
+    /// Connects as `serial`: `Some` after a successful CONNACK, `None` when the endpoint
+    /// closed the connection instead of answering.
+    async fn connect(addr: std::net::SocketAddr, serial: &str) -> anyhow::Result<Option<Self>> {
+        use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet};
+        use tokio::io::AsyncWriteExt;
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let mut device = RawDevice {
+            stream,
+            buf: bytes::BytesMut::new(),
+        };
+        let mut out = bytes::BytesMut::new();
+        Packet::Connect(Connect::new(serial)).write(&mut out, usize::MAX)?;
+        if device.stream.write_all(&out).await.is_err() {
+            return Ok(None);
+        }
+        match device.read().await? {
+            Some(Packet::ConnAck(ack)) if ack.code == ConnectReturnCode::Success => {
+                Ok(Some(device))
+            }
+            None => Ok(None),
+            Some(other) => anyhow::bail!("{serial}: unexpected answer {other:?}"),
+        }
+    }
+
+    /// The next packet, or `None` when the endpoint closed the connection.
+    async fn read(&mut self) -> anyhow::Result<Option<rumqttc::mqttbytes::v4::Packet>> {
+        use tokio::io::AsyncReadExt;
+        let wait = Duration::from_secs(10);
+        loop {
+            match rumqttc::mqttbytes::v4::Packet::read(&mut self.buf, usize::MAX) {
+                Ok(packet) => return Ok(Some(packet)),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
+                    match tokio::time::timeout(wait, self.stream.read_buf(&mut self.buf)).await {
+                        Err(_) => anyhow::bail!("no answer within {wait:?}"),
+                        Ok(Ok(0) | Err(_)) => return Ok(None),
+                        Ok(Ok(_)) => {}
+                    }
+                }
+                Err(error) => anyhow::bail!("unreadable packet: {error}"),
+            }
+        }
+    }
+
+    /// Publishes a reading at QoS 1 and waits for its PUBACK.
+    async fn publish_acked(&mut self, serial: &str, pkid: u16) -> anyhow::Result<()> {
+        use rumqttc::mqttbytes::QoS;
+        use rumqttc::mqttbytes::v4::{Packet, Publish};
+        use tokio::io::AsyncWriteExt;
+        let topic = fleetpulse_system_tests::telemetry_topic(serial);
+        let body = json!({ "seq": pkid, "ts": chrono::Utc::now().to_rfc3339() });
+        let mut publish = Publish::new(topic, QoS::AtLeastOnce, body.to_string());
+        publish.pkid = pkid;
+        let mut out = bytes::BytesMut::new();
+        Packet::Publish(publish).write(&mut out, usize::MAX)?;
+        self.stream.write_all(&out).await?;
+        match self.read().await? {
+            Some(Packet::PubAck(ack)) if ack.pkid == pkid => Ok(()),
+            other => anyhow::bail!("{serial}: no PUBACK for {pkid}: {other:?}"),
+        }
+    }
+
+    async fn disconnect(mut self) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        rumqttc::mqttbytes::v4::Packet::Disconnect.write(&mut out, usize::MAX)?;
+        self.stream.write_all(&out).await?;
+        Ok(())
+    }
+}
+
+/// Issue 20 (edge 3): the built-in endpoint keeps at most `mqtt.max_connections` device
+/// connections. One more is closed at once and counted; the open ones go on; a place
+/// freed by a closed connection takes the next device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_endpoint_refuses_connections_over_its_cap_and_serves_the_rest()
+-> anyhow::Result<()> {
+    const CAP: usize = 5;
+    let data = tempfile::tempdir()?;
+    let mut app = App::spawn_with_env(
+        data.path(),
+        &["serve", "--mqtt-listen", "127.0.0.1:0"],
+        &[("FLEETPULSE_MQTT__MAX_CONNECTIONS", "5")],
+    )
+    .await?;
+    let addr = app.mqtt.expect("built-in endpoint");
+    let serial = |i: usize| format!("CAP-{i:04}");
+
+    let mut open = Vec::new();
+    for i in 0..CAP {
+        let device = RawDevice::connect(addr, &serial(i)).await?;
+        open.push(device.ok_or_else(|| anyhow::anyhow!("device {i} of {CAP} refused"))?);
+    }
+    let sixth = RawDevice::connect(addr, &serial(CAP)).await?;
+    assert!(
+        sixth.is_none(),
+        "the sixth connection is closed, not answered"
+    );
+    open[0].publish_acked(&serial(0), 1).await?;
+    let health = app.get_ok("/health").await?;
+    let ingest = &health["ingest"];
+    assert_eq!(
+        (
+            &ingest["device_connections"],
+            &ingest["device_connections_max"],
+            &ingest["device_connections_refused"]
+        ),
+        (&json!(CAP), &json!(CAP), &json!(1)),
+        "{health}"
+    );
+    let metrics = app.get_text("/metrics").await?;
+    for line in [
+        "fleetpulse_ingest_device_connections_refused_total 1",
+        "fleetpulse_ingest_device_connections_max 5",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+
+    // one leaves: its place takes the next device (once its task has ended)
+    open.remove(CAP - 1).disconnect().await?;
+    let mut newcomer = eventually(Duration::from_secs(20), "a freed place", || async {
+        RawDevice::connect(addr, &serial(CAP)).await
+    })
+    .await?;
+    newcomer.publish_acked(&serial(CAP), 1).await?;
+    open[1].publish_acked(&serial(1), 1).await?;
+    app.interrupt().await?;
+    Ok(())
+}

@@ -464,3 +464,170 @@ async fn external_mode_a_delivery_over_the_client_limit_is_counted_and_never_loo
     assert_eq!(dead_letters_of(&app, serial).await?.len(), 1);
     Ok(())
 }
+
+/// Connects as `serial`, waits for CONNACK and writes `publishes`. With `acked`, waits for
+/// a PUBACK for each and says goodbye; without, drops the connection at once, before any
+/// PUBACK can arrive (as a connection lost right after sending).
+async fn session(
+    addr: SocketAddr,
+    serial: &str,
+    publishes: &[Publish],
+    acked: bool,
+) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let mut connect = Connect::new(serial);
+    connect.clean_session = false;
+    connect.keep_alive = 30;
+    let mut out = BytesMut::new();
+    Packet::Connect(connect).write(&mut out, usize::MAX)?;
+    stream.write_all(&out).await?;
+    let mut buf = BytesMut::new();
+    match tokio::time::timeout(ACK_WAIT, read(&mut stream, &mut buf)).await?? {
+        Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => {}
+        other => bail!("no successful CONNACK: {other:?}"),
+    }
+    out.clear();
+    for publish in publishes {
+        Packet::Publish(publish.clone()).write(&mut out, usize::MAX)?;
+    }
+    stream.write_all(&out).await?;
+    if !acked {
+        return Ok(());
+    }
+    let mut waiting: Vec<u16> = publishes.iter().map(|p| p.pkid).collect();
+    while !waiting.is_empty() {
+        match tokio::time::timeout(ACK_WAIT, read(&mut stream, &mut buf)).await?? {
+            Packet::PubAck(ack) => waiting.retain(|pkid| *pkid != ack.pkid),
+            other => bail!("unexpected packet {other:?}"),
+        }
+    }
+    out.clear();
+    Packet::Disconnect.write(&mut out, usize::MAX)?;
+    stream.write_all(&out).await?;
+    Ok(())
+}
+
+/// Issue 20 (edge 1): a refused message whose PUBACK was lost is resent (DUP) and must
+/// not leave a second dead letter: the resend counts on the first (`repeats`,
+/// `last_seen_at`). A different refused message still gets its own row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_endpoint_a_refused_message_resent_after_a_lost_puback_is_one_dead_letter()
+-> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let app = App::serve_builtin(data.path()).await?;
+    let addr = app.mqtt.context("built-in endpoint")?;
+    let serial = "RF-000010";
+    let own = telemetry_topic(serial);
+    let foreign = telemetry_topic("RF-000999");
+    let refused = [
+        (own.as_str(), "{not json".to_owned()),
+        (own.as_str(), reading(9_223_372_036_854_775_808, json!({}))),
+        (foreign.as_str(), reading(1, json!({}))),
+    ];
+    let mut publishes: Vec<Publish> = refused
+        .iter()
+        .map(|(topic, payload)| Publish::new(*topic, QoS::AtLeastOnce, payload.clone()))
+        .collect();
+    publishes.push(Publish::new(&own, QoS::AtLeastOnce, reading(1, json!({}))));
+    for (i, p) in publishes.iter_mut().enumerate() {
+        p.pkid = u16::try_from(i + 1)?;
+    }
+
+    // the connection drops before any PUBACK: the device has none and keeps all four
+    session(addr, serial, &publishes, false).await?;
+    eventually(WAIT, "the first copies to be committed", || async {
+        let letters = dead_letters_of(&app, serial).await?;
+        Ok((letters.len() == refused.len() && seqs(&app, serial).await? == [1]).then_some(()))
+    })
+    .await?;
+    // it reconnects and resends them, DUP set, same bytes
+    for p in &mut publishes {
+        p.dup = true;
+    }
+    session(addr, serial, &publishes, true).await?;
+    let mut other = Publish::new(&own, QoS::AtLeastOnce, "{not json either");
+    other.pkid = 9;
+    session(addr, serial, &[other], true).await?;
+    app.applied().await?;
+
+    let letters = dead_letters_of(&app, serial).await?;
+    let rows: Vec<(&Value, &Value, &Value)> = letters
+        .iter()
+        .map(|l| (&l["topic"], &l["payload"], &l["repeats"]))
+        .collect();
+    let expected: Vec<(Value, Value, Value)> = refused
+        .iter()
+        .map(|(topic, payload)| (json!(topic), json!(payload), json!(2)))
+        .chain([(json!(own), json!("{not json either"), json!(1))])
+        .collect();
+    assert_eq!(
+        rows,
+        expected
+            .iter()
+            .map(|(a, b, c)| (a, b, c))
+            .collect::<Vec<_>>(),
+        "one row per refused message, the resend counted on it"
+    );
+    for letter in &letters[..refused.len()] {
+        assert!(
+            letter["last_seen_at"].as_str() > letter["received_at"].as_str(),
+            "{letter}"
+        );
+    }
+    assert_eq!(seqs(&app, serial).await?, [1]);
+    let health = app.get_ok("/health").await?;
+    assert_eq!(
+        health["ingest"]["dead_letter_repeats"],
+        json!(3),
+        "{health}"
+    );
+    assert_eq!(health["store"]["dead_letters"], json!(4), "{health}");
+    let metrics = app.get_text("/metrics").await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "fleetpulse_ingest_dead_letter_repeats_total 3"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+/// External mode: the broker delivers the same refused message again (a redelivery, or
+/// the device resending it through the broker): one dead letter, counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_mode_a_refused_message_delivered_again_is_one_dead_letter() -> anyhow::Result<()>
+{
+    let broker = Mosquitto::start().await?;
+    let data = tempfile::tempdir()?;
+    let app = App::serve_external(data.path(), broker.addr, "fleetpulse-repeats").await?;
+    eventually(WAIT, "ingest connected to the broker", || async {
+        let h = app.get_ok("/health").await?;
+        Ok((h["ingest"]["connected"] == json!(true)).then_some(()))
+    })
+    .await?;
+    let serial = "RX-000020";
+    let topic = telemetry_topic(serial);
+    let bad = "{not json".to_owned();
+    publish_acked(broker.addr, "pub-bad-1", &topic, std::slice::from_ref(&bad)).await?;
+    publish_acked(
+        broker.addr,
+        "pub-bad-2",
+        &topic,
+        &[bad, reading(1, json!({}))],
+    )
+    .await?;
+    publish_acked(broker.addr, "pub-bad-3", &topic, &["{other".to_owned()]).await?;
+
+    let letters = eventually(WAIT, "both dead letters", || async {
+        let letters = dead_letters_of(&app, serial).await?;
+        let repeats: Vec<&Value> = letters.iter().map(|l| &l["repeats"]).collect();
+        Ok(
+            (repeats == [&json!(2), &json!(1)] && seqs(&app, serial).await? == [1])
+                .then_some(letters),
+        )
+    })
+    .await?;
+    assert_eq!(letters[0]["payload"], json!("{not json"));
+    assert_eq!(letters[1]["payload"], json!("{other"));
+    Ok(())
+}
