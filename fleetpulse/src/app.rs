@@ -578,7 +578,15 @@ async fn start_source(
         return Ok((task, None));
     }
     let (max_connections, lowered) = cfg.device_connection_cap(open_files)?;
-    if lowered {
+    // The default is a ceiling, fitted to the open-file limit without a warning; a value
+    // the operator chose that does not fit is worth one.
+    if lowered && cfg.mqtt.max_connections == EndpointConfig::default().max_connections {
+        info!(
+            max_connections,
+            open_file_limit = open_files.unwrap_or_default(),
+            "device connection cap fitted to the open-file limit beside the HTTP connections"
+        );
+    } else if lowered {
         warn!(
             max_connections,
             configured = cfg.mqtt.max_connections,

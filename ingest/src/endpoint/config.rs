@@ -69,7 +69,8 @@ pub struct EndpointConfig {
     /// reconnect backoff. Default 20 000 (the whole process held 187 MiB at 10 000 idle
     /// connections, docs/benchmarks.md);
     /// `serve` lowers it at start to what the open-file limit leaves after the HTTP
-    /// connection cap and the process's own files (logged).
+    /// connection cap and the process's own files (logged at INFO when the default is
+    /// fitted, WARN when a configured value is lowered).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
 }
