@@ -1181,6 +1181,48 @@ skill = ""
     }
 
     #[test]
+    fn the_docs_example_loads_as_described() {
+        let doc = include_str!("../../../docs/reliability-data.md");
+        let section = &doc[doc
+            .find("## Catalog: components, failure modes, maintenance kinds")
+            .expect("the catalog section")..];
+        let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + section[start..].find("```").expect("its end");
+        let catalog = Catalog::from_toml_str(&section[start..end]).expect("the example loads");
+
+        let shapes: Vec<(&str, String, Vec<&str>)> = catalog
+            .components("PM-1")
+            .iter()
+            .map(|c| {
+                let modes = c.failure_modes.iter().map(|f| f.id.as_str()).collect();
+                (c.id.as_str(), c.ages_on.to_string(), modes)
+            })
+            .collect();
+        assert_eq!(
+            shapes,
+            [
+                ("comp1", "runtime_hours".to_owned(), vec!["comp1_wear"]),
+                ("comp2", "meter:blower_hours".to_owned(), vec!["comp2"]),
+                ("comp3", "calendar".to_owned(), vec!["comp3"]),
+            ]
+        );
+        let comp3 = catalog.component("PM-1", "comp3").expect("comp3");
+        assert_eq!(comp3.failure_modes[0].codes, [code("E7")], "the alarm attached");
+        assert_eq!(
+            catalog.resolve_failure("PM-1", None, None, Some(&code("ERROR1"))),
+            Ok(Some((
+                ComponentId::parse("comp1").expect("id"),
+                ModeId::parse("comp1_wear").expect("id")
+            )))
+        );
+        let model = catalog.model("PM-1").expect("model");
+        assert_eq!(model.consumables.len(), 1);
+        assert_eq!(model.consumables[0].field, "comp1_life_pct");
+        let calibration = catalog.maintenance_kind("calibration").expect("declared");
+        assert!(!calibration.renews_component);
+    }
+
+    #[test]
     fn ages_on_round_trips_through_its_text() {
         for text in [
             "runtime_hours",
