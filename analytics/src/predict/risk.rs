@@ -327,7 +327,11 @@ pub fn warning_horizon_days(catalog: &Catalog, mode: &str) -> Option<f64> {
 
 /// Every failure mode the catalog names, sorted.
 pub fn failure_modes(catalog: &Catalog) -> Vec<String> {
-    catalog.failure_modes().into_iter().map(String::from).collect()
+    catalog
+        .failure_modes()
+        .into_iter()
+        .map(String::from)
+        .collect()
 }
 
 /// The feature spec of a mode on these data: every numeric field the devices of its

@@ -1207,7 +1207,11 @@ skill = ""
             ]
         );
         let comp3 = catalog.component("PM-1", "comp3").expect("comp3");
-        assert_eq!(comp3.failure_modes[0].codes, [code("E7")], "the alarm attached");
+        assert_eq!(
+            comp3.failure_modes[0].codes,
+            [code("E7")],
+            "the alarm attached"
+        );
         assert_eq!(
             catalog.resolve_failure("PM-1", None, None, Some(&code("ERROR1"))),
             Ok(Some((

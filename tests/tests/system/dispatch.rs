@@ -1320,8 +1320,8 @@ async fn the_openapi_document_covers_every_route_and_its_page_works_offline() ->
     // the catalog route documents the resolved components of each model
     let schemas = &doc.body["components"]["schemas"];
     assert_eq!(
-        paths["/api/v1/catalog/models"]["get"]["responses"]["200"]["content"]["application/json"]
-            ["schema"]["items"]["$ref"],
+        paths["/api/v1/catalog/models"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+            ["items"]["$ref"],
         json!("#/components/schemas/CatalogModel"),
         "{}",
         paths["/api/v1/catalog/models"]
