@@ -38,7 +38,8 @@ fn v10_database_with_rows(path: &Path) {
         tx.execute_batch(sql).expect("a released migration");
         tx.commit().expect("commit");
     }
-    conn.pragma_update(None, "user_version", 10).expect("version");
+    conn.pragma_update(None, "user_version", 10)
+        .expect("version");
     conn.execute_batch(&format!(
         "INSERT INTO devices (serial, model, kind, status, criticality, registered_at)
              VALUES ('OC1', 'OC-5A', 'oxygen_concentrator', 'in_service', 'high', {MARCH}),
