@@ -830,6 +830,32 @@ async fn the_catalog_lists_its_models() {
         json!("E101"),
         "keys as in catalog.toml"
     );
+    assert_eq!(
+        a.body[0]["components"],
+        json!([
+            {
+                "id": "filter", "name": "Inlet filter", "ages_on": "runtime_hours",
+                "life_field": "filter_life_pct", "order_at_pct": 15.0,
+                "rated_life_hours": 2000.0, "skill": "basic_maintenance",
+                "labour_minutes": 15, "parts": [{ "number": "F-1", "name": "Filter", "qty": 1 }],
+                "failure_modes": [], "declared_as": "consumable"
+            },
+            {
+                "id": "compressor", "name": "compressor", "ages_on": "runtime_hours",
+                "life_field": null, "order_at_pct": null, "rated_life_hours": null,
+                "skill": null, "labour_minutes": null, "parts": [],
+                "failure_modes": [
+                    { "id": "compressor", "codes": ["E101"], "warning_horizon_days": null }
+                ],
+                "declared_as": "failure_alarm"
+            }
+        ]),
+        "the resolved components: the consumable and the failure alarm's implicit component"
+    );
+    assert!(
+        a.body[0].get("component").is_none(),
+        "the components as written are not repeated"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,6 +1,18 @@
 //! The model, alarm and service catalog (`config/catalog.toml`), loaded at start and
 //! validated: a catalog that would make a rule misfire is refused with the model and code
 //! that are wrong.
+//!
+//! Besides models and their alarms, the catalog knows each model's components (its
+//! replaceable parts, their failure modes and what they age on) and the maintenance
+//! kinds; see [`components`] for how today's consumables and failure alarms resolve into
+//! components.
+
+mod components;
+
+pub use components::{
+    AgesOn, BUILT_IN_MAINTENANCE_KINDS, CatalogIdError, Component, ComponentId, ComponentSpec,
+    DeclaredAs, FailureMode, FailureModeSpec, MaintenanceKindSpec, ModeId, is_catalog_id,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -10,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use crate::alarm::{AlarmCode, Category, Severity};
 use crate::device::{Criticality, DeviceKind};
 use crate::order::PartRef;
-use crate::telemetry::known_field;
 
 /// A device model identifier, e.g. `OC-5A`: 1 to 64 characters of `A-Z a-z 0-9 - _ .`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -41,6 +52,7 @@ impl utoipa::ToSchema for ModelId {
 pub struct ModelIdError(pub String);
 
 impl ModelId {
+    /// Parses a model id.
     pub fn parse(s: &str) -> Result<Self, ModelIdError> {
         let ok = !s.is_empty()
             && s.len() <= 64
@@ -52,6 +64,7 @@ impl ModelId {
             Err(ModelIdError(s.to_owned()))
         }
     }
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -82,15 +95,19 @@ impl fmt::Display for ModelId {
 struct CatalogFile {
     #[serde(rename = "model")]
     models: Vec<ModelSpec>,
+    #[serde(default, rename = "maintenance_kind")]
+    maintenance_kinds: Vec<MaintenanceKindSpec>,
 }
 
 /// One device model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
+    /// The model id devices name (`OC-5A`).
     pub id: ModelId,
     /// Marketing name a person recognises.
     pub name: String,
+    /// What kind of device it is.
     pub kind: DeviceKind,
     /// Criticality a device of this model gets when registered without one.
     pub default_criticality: Criticality,
@@ -103,9 +120,16 @@ pub struct ModelSpec {
     /// Parts a preventive service uses.
     #[serde(default)]
     pub service_parts: Vec<PartRef>,
-    /// Consumables that wear with use (filters, sieve beds, batteries).
+    /// Consumables that wear with use (filters, sieve beds, batteries). In a loaded
+    /// catalog this also holds every `[[model.component]]` with a `life_field`, in this
+    /// shape, so the depletion rules, forecasts and the simulator see them.
     #[serde(default, rename = "consumable")]
     pub consumables: Vec<ConsumableSpec>,
+    /// Components as written (`[[model.component]]`). The resolved list, with the
+    /// consumables and failure alarms folded in, is [`Catalog::components`]; it is the one
+    /// serialised (as `components`, by the catalog route), so this one is not.
+    #[serde(default, rename = "component", skip_serializing)]
+    pub components: Vec<ComponentSpec>,
     /// Alarm codes this model raises.
     #[serde(default, rename = "alarm")]
     pub alarms: Vec<AlarmSpec>,
@@ -115,17 +139,23 @@ pub struct ModelSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumableSpec {
-    /// Short id; the order cause is `<id>_depletion`.
+    /// Short id (`[a-z][a-z0-9_]{0,63}`, shared with component ids); the order cause is
+    /// `<id>_depletion`.
     pub id: String,
+    /// Name a person recognises.
     pub name: String,
-    /// Telemetry field carrying remaining life in percent (e.g. `filter_life_pct`).
+    /// Telemetry field carrying remaining life in percent: a `%` field of the contract
+    /// (e.g. `filter_life_pct`) or a vendor field.
     pub field: String,
     /// A maintenance order is raised when the field is at or below this value.
     pub order_at_pct: f64,
     /// Rated life in runtime hours from new (used by forecasts).
     pub rated_life_hours: f64,
+    /// Skill its replacement needs.
     pub skill: String,
+    /// Standard labour of its replacement.
     pub labour_minutes: u32,
+    /// Parts its replacement uses.
     #[serde(default)]
     pub parts: Vec<PartRef>,
 }
@@ -134,15 +164,25 @@ pub struct ConsumableSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlarmSpec {
+    /// The code the device reports.
     pub code: AlarmCode,
+    /// What it means, for a person.
     pub title: String,
+    /// How serious it is.
     pub severity: Severity,
+    /// What part of the device it concerns.
     pub category: Category,
     /// An episode of this alarm is a failure event (reliability statistics).
     pub counts_as_failure: bool,
-    /// The failure mode it indicates (`compressor`, `sieve_bed`, `blower`, …).
+    /// The failure mode it indicates (`compressor`, `sieve_bed`, `blower`, …):
+    /// `[a-z][a-z0-9_]{0,63}`. With `counts_as_failure`, its code is added to the
+    /// component that has this mode, or an implicit component of the same id is made.
     #[serde(default)]
     pub failure_mode: Option<String>,
+    /// With `counts_as_failure`: the component whose `failure_mode` this is, when the
+    /// mode alone does not say it (a consumable, or a component declaring the mode).
+    #[serde(default)]
+    pub component: Option<String>,
     /// How long before a failure of this mode it can show in the telemetry (its P-F
     /// interval), in days: the failure-risk model of the mode warns over this horizon.
     /// Unset: `analytics.model.horizon_days`.
@@ -150,23 +190,30 @@ pub struct AlarmSpec {
     pub warning_horizon_days: Option<f64>,
     /// What the engineer should do.
     pub solution: String,
+    /// Standard labour of the repair.
     pub labour_minutes: u32,
+    /// Skill the repair needs.
     pub skill: String,
+    /// Parts the repair suggests.
     #[serde(default)]
     pub parts: Vec<PartRef>,
 }
 
-/// A validated catalog.
+/// A validated catalog: models, their resolved components, and the maintenance kinds.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Catalog {
     models: BTreeMap<ModelId, ModelSpec>,
+    components: BTreeMap<ModelId, Vec<Component>>,
+    maintenance_kinds: Vec<MaintenanceKindSpec>,
 }
 
 /// Why a catalog was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CatalogError {
+    /// Not TOML, or not the catalog's shape (an unknown key, a wrong type).
     #[error("catalog is not valid TOML for the expected shape: {0}")]
     Syntax(String),
+    /// The shape is right but a value is not; the text names the model and key.
     #[error("catalog: {0}")]
     Invalid(String),
 }
@@ -176,31 +223,167 @@ impl Catalog {
     pub fn from_toml_str(text: &str) -> Result<Self, CatalogError> {
         let file: CatalogFile =
             toml::from_str(text).map_err(|e| CatalogError::Syntax(e.to_string()))?;
-        Self::from_models(file.models)
+        Self::new(file.models, file.maintenance_kinds)
     }
 
-    /// Validates a list of models.
+    /// Validates a list of models, with only the built-in maintenance kinds.
     pub fn from_models(models: Vec<ModelSpec>) -> Result<Self, CatalogError> {
+        Self::new(models, Vec::new())
+    }
+
+    /// Validates models and the declared maintenance kinds, and resolves each model's
+    /// components.
+    pub fn new(
+        models: Vec<ModelSpec>,
+        maintenance_kinds: Vec<MaintenanceKindSpec>,
+    ) -> Result<Self, CatalogError> {
         let mut by_id = BTreeMap::new();
-        for m in models {
+        let mut resolved_by_model = BTreeMap::new();
+        for mut m in models {
             validate_model(&m)?;
+            let resolved = components::resolve(&mut m)?;
             let id = m.id.clone();
             if by_id.insert(id.clone(), m).is_some() {
                 return Err(invalid(format!("model {id} is defined twice")));
             }
+            resolved_by_model.insert(id, resolved);
         }
         if by_id.is_empty() {
             return Err(invalid("no [[model]] entries".into()));
         }
-        Ok(Self { models: by_id })
+        Ok(Self {
+            models: by_id,
+            components: resolved_by_model,
+            maintenance_kinds: components::maintenance_kinds(maintenance_kinds)?,
+        })
     }
 
+    /// The model `id`.
     pub fn model(&self, id: &str) -> Option<&ModelSpec> {
         self.models.get(id)
     }
 
+    /// Every model, by id.
     pub fn models(&self) -> impl Iterator<Item = &ModelSpec> {
         self.models.values()
+    }
+
+    /// The resolved components of `model` (empty for a model not in the catalog): its
+    /// consumables first, then its `[[model.component]]` entries, then the implicit
+    /// components of its failure alarms, each in file order.
+    pub fn components(&self, model: &str) -> &[Component] {
+        self.components.get(model).map_or(&[], Vec::as_slice)
+    }
+
+    /// The component `id` of `model`.
+    pub fn component(&self, model: &str, id: &str) -> Option<&Component> {
+        self.components(model).iter().find(|c| c.id.as_str() == id)
+    }
+
+    /// The component of `model` with failure mode `mode`, and the mode.
+    pub fn failure_mode(&self, model: &str, mode: &str) -> Option<(&Component, &FailureMode)> {
+        self.components(model)
+            .iter()
+            .find_map(|c| c.failure_mode(mode).map(|f| (c, f)))
+    }
+
+    /// Every failure mode of every model, sorted, each once.
+    pub fn failure_modes(&self) -> Vec<ModeId> {
+        let modes: BTreeSet<&ModeId> = self
+            .components
+            .values()
+            .flatten()
+            .flat_map(|c| c.failure_modes.iter().map(|f| &f.id))
+            .collect();
+        modes.into_iter().cloned().collect()
+    }
+
+    /// Which component and failure mode of `model` a failure record names:
+    /// - component and mode: the mode must be one of the component's;
+    /// - component only: the mode its `code` indicates, else its only mode;
+    /// - mode only: the component that has it;
+    /// - neither: the mode the `code` indicates, if any.
+    ///
+    /// An explicit mode wins over the code's. `Ok(None)`: a device-level failure (no
+    /// component, no mode). `Err`: a name the model does not have, or a component whose
+    /// mode cannot be told; the text says which.
+    pub fn resolve_failure(
+        &self,
+        model: &str,
+        component: Option<&str>,
+        mode: Option<&str>,
+        code: Option<&AlarmCode>,
+    ) -> Result<Option<(ComponentId, ModeId)>, String> {
+        let Some(resolved) = self.components.get(model) else {
+            return match (component, mode) {
+                (None, None) => Ok(None),
+                _ => Err(format!(
+                    "model {model} is not in the catalog: it has no components or failure modes"
+                )),
+            };
+        };
+        let pair = |c: &Component, f: &FailureMode| Some((c.id.clone(), f.id.clone()));
+        match (component, mode) {
+            (Some(cid), mode) => {
+                let Some(c) = resolved.iter().find(|c| c.id.as_str() == cid) else {
+                    let ids: Vec<&str> = resolved.iter().map(|c| c.id.as_str()).collect();
+                    return Err(format!(
+                        "component {cid:?} is not a component of model {model} ({})",
+                        ids.join(", ")
+                    ));
+                };
+                if let Some(m) = mode {
+                    return match c.failure_mode(m) {
+                        Some(f) => Ok(pair(c, f)),
+                        None => Err(format!(
+                            "failure_mode {m:?} is not a failure mode of component {cid} of model {model} ({})",
+                            components::mode_list(c)
+                        )),
+                    };
+                }
+                if let Some(f) = code.and_then(|code| c.mode_for_code(code)) {
+                    return Ok(pair(c, f));
+                }
+                match c.failure_modes.as_slice() {
+                    [f] => Ok(pair(c, f)),
+                    [] => Err(format!(
+                        "component {cid} of model {model} has no failure mode: declare it as \
+                         [[model.component]] (or give one of its alarms counts_as_failure)"
+                    )),
+                    _ => Err(format!(
+                        "component {cid} of model {model} has several failure modes ({}): name the failure_mode",
+                        components::mode_list(c)
+                    )),
+                }
+            }
+            (None, Some(m)) => match self.failure_mode(model, m) {
+                Some((c, f)) => Ok(pair(c, f)),
+                None => {
+                    let modes: Vec<&str> = resolved
+                        .iter()
+                        .flat_map(|c| c.failure_modes.iter().map(|f| f.id.as_str()))
+                        .collect();
+                    Err(format!(
+                        "failure_mode {m:?} is not a failure mode of model {model} ({})",
+                        modes.join(", ")
+                    ))
+                }
+            },
+            (None, None) => Ok(resolved.iter().find_map(|c| {
+                code.and_then(|code| c.mode_for_code(code))
+                    .map(|f| (c.id.clone(), f.id.clone()))
+            })),
+        }
+    }
+
+    /// The maintenance kind `id` (built in or declared).
+    pub fn maintenance_kind(&self, id: &str) -> Option<&MaintenanceKindSpec> {
+        self.maintenance_kinds.iter().find(|k| k.id == id)
+    }
+
+    /// Every maintenance kind: the built-in ones, then the file's, in order.
+    pub fn maintenance_kinds(&self) -> &[MaintenanceKindSpec] {
+        &self.maintenance_kinds
     }
 }
 
@@ -211,6 +394,7 @@ impl std::borrow::Borrow<str> for ModelId {
 }
 
 impl ModelSpec {
+    /// The alarm entry of `code`.
     pub fn alarm(&self, code: &AlarmCode) -> Option<&AlarmSpec> {
         self.alarms.iter().find(|a| &a.code == code)
     }
@@ -243,30 +427,15 @@ fn validate_model(m: &ModelSpec) -> Result<(), CatalogError> {
         if !seen.insert(c.id.clone()) {
             return Err(at_c("defined twice".into()));
         }
-        if c.id.is_empty() || !c.id.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_') {
-            return Err(at_c("id must be lower-case letters and '_'".into()));
+        if !is_catalog_id(&c.id) {
+            return Err(at_c(
+                "id must be a lower-case letter, then up to 63 lower-case letters, digits or '_'"
+                    .into(),
+            ));
         }
-        match known_field(&c.field) {
-            Some(f) if f.unit == "%" => {}
-            _ => {
-                return Err(at_c(format!(
-                    "field {:?} is not a percentage field of the telemetry contract",
-                    c.field
-                )));
-            }
-        }
-        if !(0.0..100.0).contains(&c.order_at_pct) {
-            return Err(at_c(format!(
-                "order_at_pct = {} must be in 0..100",
-                c.order_at_pct
-            )));
-        }
-        if !(c.rated_life_hours.is_finite() && c.rated_life_hours > 0.0) {
-            return Err(at_c(format!(
-                "rated_life_hours = {} must be positive",
-                c.rated_life_hours
-            )));
-        }
+        components::check_life_field("field", &c.field).map_err(&at_c)?;
+        components::check_order_at_pct(c.order_at_pct).map_err(&at_c)?;
+        components::check_rated_life(c.rated_life_hours).map_err(&at_c)?;
         if c.skill.trim().is_empty() || c.labour_minutes == 0 {
             return Err(at_c("skill and labour_minutes are required".into()));
         }
@@ -289,6 +458,9 @@ fn validate_model(m: &ModelSpec) -> Result<(), CatalogError> {
         }
         if a.counts_as_failure && a.failure_mode.as_deref().is_none_or(str::is_empty) {
             return Err(at_a("counts_as_failure needs a failure_mode".into()));
+        }
+        if a.component.is_some() && !a.counts_as_failure {
+            return Err(at_a("component needs counts_as_failure".into()));
         }
         if let Some(h) = a.warning_horizon_days
             && !(a.counts_as_failure && h.is_finite() && (1.0..=365.0).contains(&h))

@@ -528,7 +528,7 @@ fn parse_seq(v: &Value) -> Result<u64, Rejection> {
     ))
 }
 
-fn valid_field_name(s: &str) -> bool {
+pub(crate) fn valid_field_name(s: &str) -> bool {
     let mut chars = s.chars();
     s.len() <= 64
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())

@@ -303,6 +303,50 @@ mod tests {
         );
     }
 
+    /// The catalog example of docs/reliability-data.md ("Catalog: components, …").
+    fn docs_example_catalog() -> Catalog {
+        let doc = include_str!("../../docs/reliability-data.md");
+        let section = &doc[doc
+            .find("## Catalog: components, failure modes, maintenance kinds")
+            .expect("the catalog section")..];
+        let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + section[start..].find("```").expect("its end");
+        Catalog::from_toml_str(&section[start..end]).expect("the docs example loads")
+    }
+
+    #[test]
+    fn a_component_with_a_life_field_raises_its_depletion_order() {
+        let f = Fixture {
+            catalog: docs_example_catalog(),
+            ..fixture()
+        };
+        let at = state(&[("comp1_life_pct", 15.0)], &[]);
+        let intents = eval(
+            &f,
+            "PM-1",
+            Criticality::Standard,
+            LifecycleStatus::AtCustomer,
+            &at,
+            &[],
+        );
+        assert_eq!(intents.len(), 1, "{intents:?}");
+        assert_eq!(intents[0].cause, Cause::consumable_depletion("comp1"));
+        assert_eq!(intents[0].skills, ["basic_maintenance"]);
+        assert_eq!(intents[0].parts[0].number, "C1");
+        let above = state(&[("comp1_life_pct", 16.0)], &[]);
+        assert!(
+            eval(
+                &f,
+                "PM-1",
+                Criticality::Standard,
+                LifecycleStatus::AtCustomer,
+                &above,
+                &[]
+            )
+            .is_empty()
+        );
+    }
+
     #[test]
     fn a_reading_that_does_not_report_the_level_is_no_new_trigger() {
         let f = fixture();

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_ingest_journal.sql"),
     include_str!("../migrations/0009_predictions.sql"),
     include_str!("../migrations/0010_dead_letter_repeats.sql"),
+    include_str!("../migrations/0011_components.sql"),
 ];
 
 /// The schema version this build writes.

@@ -307,40 +307,31 @@ fn weibull_probability(
     f.conditional_failure(age, dt)
 }
 
-/// Catalog models with `mode` as a failure mode.
+/// Catalog models with `mode` as a failure mode of one of their components.
 pub fn models_with_mode<'a>(catalog: &'a Catalog, mode: &str) -> Vec<&'a ModelSpec> {
     catalog
         .models()
-        .filter(|m| {
-            m.alarms
-                .iter()
-                .any(|a| a.counts_as_failure && a.failure_mode.as_deref() == Some(mode))
-        })
+        .filter(|m| catalog.failure_mode(m.id.as_str(), mode).is_some())
         .collect()
 }
 
 /// The catalog's warning horizon of `mode` (its P-F interval): the longest any model
-/// gives its failure alarm of that mode; `None` when none sets one.
+/// gives that failure mode (on the mode or on its failure alarms); `None` when none sets one.
 pub fn warning_horizon_days(catalog: &Catalog, mode: &str) -> Option<f64> {
     catalog
         .models()
-        .flat_map(|m| m.alarms.iter())
-        .filter(|a| a.counts_as_failure && a.failure_mode.as_deref() == Some(mode))
-        .filter_map(|a| a.warning_horizon_days)
+        .filter_map(|m| catalog.failure_mode(m.id.as_str(), mode))
+        .filter_map(|(_, f)| f.warning_horizon_days)
         .reduce(f64::max)
 }
 
 /// Every failure mode the catalog names, sorted.
 pub fn failure_modes(catalog: &Catalog) -> Vec<String> {
-    let mut v: Vec<String> = catalog
-        .models()
-        .flat_map(|m| m.alarms.iter())
-        .filter(|a| a.counts_as_failure)
-        .filter_map(|a| a.failure_mode.clone())
-        .collect();
-    v.sort();
-    v.dedup();
-    v
+    catalog
+        .failure_modes()
+        .into_iter()
+        .map(String::from)
+        .collect()
 }
 
 /// The feature spec of a mode on these data: every numeric field the devices of its

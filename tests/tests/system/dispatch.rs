@@ -1317,6 +1317,22 @@ async fn the_openapi_document_covers_every_route_and_its_page_works_offline() ->
         doc.body["components"]["schemas"]["Role"]["enum"][4],
         json!("device-admin")
     );
+    // the catalog route documents the resolved components of each model
+    let schemas = &doc.body["components"]["schemas"];
+    assert_eq!(
+        paths["/api/v1/catalog/models"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+            ["items"]["$ref"],
+        json!("#/components/schemas/CatalogModel"),
+        "{}",
+        paths["/api/v1/catalog/models"]
+    );
+    assert!(
+        schemas["Component"]["properties"]["failure_modes"].is_object()
+            && schemas["FailureMode"]["properties"]["codes"].is_object()
+            && schemas["AgesOn"]["pattern"].is_string(),
+        "{}",
+        schemas["Component"]
+    );
 
     // the interactive page loads its assets from the binary, not from a CDN
     let http = fleetpulse_system_tests::http_client().build()?;
