@@ -1,6 +1,6 @@
 //! Wiring: build every role from the configuration, run them, stop them in order.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -227,6 +227,11 @@ pub(crate) fn init_logging(filter: &str, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
+        // A log line that cannot be written (stderr on a full disk, a closed pipe) is
+        // dropped. With internal errors on, tracing reports the failure with `eprint!`,
+        // which panics when stderr fails, inside whichever task was logging: the ingest
+        // pipeline died that way in the soak (docs/soak.md).
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
@@ -355,7 +360,13 @@ async fn serve(
             (pipeline, None)
         }
     };
-    let pipeline_task = tokio::spawn(pipeline.run());
+    let failed: Arc<OnceLock<String>> = Arc::default();
+    let pipeline_task = critical(
+        "ingest pipeline",
+        tokio::spawn(pipeline.run()),
+        stop.clone(),
+        failed.clone(),
+    );
     let pipeline = pipeline_handle;
     let stats = pipeline.stats().clone();
     let sink_stats = sink.as_ref().map(|(_, s)| s.clone());
@@ -373,6 +384,7 @@ async fn serve(
         sources_stop.clone(),
     )
     .await?;
+    let source_task = critical("device source", source_task, stop.clone(), failed.clone());
 
     let api_stop = CancellationToken::new();
     let api_task = start_api(
@@ -486,8 +498,53 @@ async fn serve(
     join_logged(push_task, "webhook delivery").await;
     api_stop.cancel();
     join_logged(api_task, "HTTP API").await;
+    if let Some(why) = failed.get() {
+        anyhow::bail!("{why}");
+    }
     announce("stopped cleanly");
     Ok(())
+}
+
+/// Watches a task the process cannot work without (the device source, the ingest
+/// pipeline). If it ends before `stop` is cancelled, which only a panic or a bug does, the
+/// process logs it and stops with an error (exit status 1) so that its supervisor starts
+/// it again, instead of running on with the line stopped: devices keep what was not
+/// acknowledged, and the journal keeps what was. Aborting the returned handle aborts the
+/// task; a panic after `stop` is passed on to whoever joins the handle.
+fn critical(
+    what: &'static str,
+    task: JoinHandle<()>,
+    stop: CancellationToken,
+    failed: Arc<OnceLock<String>>,
+) -> JoinHandle<()> {
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    // Made outside the future, so that aborting the watcher before its first poll still
+    // drops it (and aborts the task).
+    let abort = AbortOnDrop(task.abort_handle());
+    tokio::spawn(async move {
+        let _abort = abort;
+        let result = task.await;
+        if stop.is_cancelled() {
+            if let Err(e) = result
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+            return;
+        }
+        let why = match result {
+            Ok(()) => format!("the {what} task ended while the process was running"),
+            Err(e) => format!("the {what} task failed: {e}"),
+        };
+        tracing::error!("{why}; stopping so that the process can be started again");
+        let _ = failed.set(why);
+        stop.cancel();
+    })
 }
 
 /// Opens the ingest journal in `<data.dir>/journal` (unless `ingest.journal.enabled` is
@@ -912,5 +969,47 @@ async fn drain_within(
 async fn join_logged(task: JoinHandle<()>, what: &str) {
     if let Err(e) = task.await {
         warn!(error = %e, "{what} task ended abnormally");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_critical_task_that_dies_while_running_stops_the_process_with_its_reason() {
+        let stop = CancellationToken::new();
+        let failed: Arc<OnceLock<String>> = Arc::default();
+        let task = tokio::spawn(async { panic!("boom") });
+        let watched = critical("ingest pipeline", task, stop.clone(), failed.clone());
+        tokio::time::timeout(Duration::from_secs(5), stop.cancelled())
+            .await
+            .expect("stop is cancelled");
+        watched.await.expect("the watcher itself ends normally");
+        let why = failed.get().expect("the reason is kept");
+        assert!(
+            why.contains("ingest pipeline") && why.contains("boom"),
+            "{why}"
+        );
+    }
+
+    #[tokio::test]
+    async fn aborting_the_watcher_aborts_the_task_and_a_stop_is_not_a_failure() {
+        let stop = CancellationToken::new();
+        let failed: Arc<OnceLock<String>> = Arc::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _tx = tx; // dropped when the task is aborted
+            std::future::pending::<()>().await;
+        });
+        let watched = critical("device source", task, stop.clone(), failed.clone());
+        stop.cancel();
+        watched.abort();
+        assert!(watched.await.unwrap_err().is_cancelled());
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .expect("the task was aborted")
+            .unwrap_err();
+        assert!(failed.get().is_none());
     }
 }

@@ -105,9 +105,14 @@ impl Disk {
         anyhow::ensure!(rustix::process::geteuid().is_root(), "not root");
         let image =
             std::env::temp_dir().join(format!("fleetpulse-soak-{}.img", std::process::id()));
-        let file = std::fs::File::create(&image)?;
-        file.set_len(mib * 1024 * 1024)?;
-        drop(file);
+        // Preallocated, not sparse: the file system under test must only fill up when the
+        // soak fills it. A sparse image on a host disk that filled up lost writes under
+        // ext4 in a first run ("Buffer I/O error on device loop0").
+        run(
+            "fallocate",
+            &["-l", &format!("{mib}MiB"), &image.display().to_string()],
+        )
+        .context("preallocating the file-system image (is there enough free space?)")?;
         let device = run("losetup", &["-f", "--show", &image.display().to_string()])?;
         // -m 0: no blocks reserved for root (fleetpulse runs as root here, and the ballast
         // must take every block).

@@ -280,3 +280,41 @@ async fn values_the_store_cannot_hold_are_dead_lettered_once_and_stop_nothing() 
     app.interrupt().await?;
     Ok(())
 }
+
+/// The soak found it (docs/soak.md): with fleetpulse's log on a disk that filled up,
+/// tracing reported the failed write with `eprint!`, which panicked inside the ingest
+/// pipeline and the device source; the process stayed up with the line stopped. Logs that
+/// cannot be written are now dropped. Here stderr is `/dev/full` (every write fails with
+/// ENOSPC) and the log level is `debug`, so nearly every message logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_be_written_stops_nothing() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let args = ["serve", "--mqtt-listen", "127.0.0.1:0"];
+    let env = [("RUST_LOG", "debug")];
+    // The shell redirects its own stderr, then execs fleetpulse with it.
+    let mut app =
+        App::spawn_limited(data.path(), &args, &env, Some("-c 0 && exec 2>/dev/full")).await?;
+    let addr = app.mqtt.expect("built-in endpoint");
+    for d in 0..4 {
+        let serial = format!("LF-{d:06}");
+        let readings: Vec<String> = (1..=50)
+            .map(|seq| fleetpulse_system_tests::reading(seq, json!({"flow_lpm": 2.0})))
+            .collect();
+        publish_acked(addr, &serial, &telemetry_topic(&serial), &readings).await?;
+        // a refused message logs a WARN too
+        publish_acked(
+            addr,
+            &serial,
+            &telemetry_topic(&serial),
+            &["not json".to_owned()],
+        )
+        .await?;
+    }
+    app.applied().await?;
+    let health = app.get_ok("/health").await?;
+    assert_eq!(health["store"]["readings"], json!(200), "{health}");
+    assert_eq!(health["status"], json!("ok"), "{health}");
+    let status = app.interrupt().await?;
+    assert!(status.success(), "a clean stop: {status}");
+    Ok(())
+}
