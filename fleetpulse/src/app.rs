@@ -1005,11 +1005,12 @@ mod tests {
         let watched = critical("device source", task, stop.clone(), failed.clone());
         stop.cancel();
         watched.abort();
-        assert!(watched.await.unwrap_err().is_cancelled());
+        let aborted = watched.await.expect_err("the watcher was aborted");
+        assert!(aborted.is_cancelled());
         tokio::time::timeout(Duration::from_secs(5), rx)
             .await
             .expect("the task was aborted")
-            .unwrap_err();
+            .expect_err("the sender is dropped, never used");
         assert!(failed.get().is_none());
     }
 }
