@@ -295,12 +295,11 @@ where
         if tx.send(result).is_err() {
             match summary {
                 Ok(stored) => info!(
-                    trigger = %trigger_owned,
-                    stored,
-                    "{kind} run finished after its caller left"
+                    trigger = trigger_owned.as_str(),
+                    stored, "{kind} run finished after its caller left"
                 ),
                 Err(error) => warn!(
-                    trigger = %trigger_owned,
+                    trigger = trigger_owned.as_str(),
                     %error,
                     "{kind} run failed after its caller left"
                 ),
@@ -609,7 +608,7 @@ mod tests {
         .await
         .unwrap_or_else(|_| panic!("no line in the log: {}", logged(&f.log)));
         let log = logged(&f.log);
-        assert!(log.contains("trigger=api"), "{log}");
+        assert!(log.contains("trigger=\"api\""), "{log}");
         assert!(log.contains("stored=1"), "{log}");
     }
 
