@@ -101,7 +101,9 @@ pub trait PredictionRunner: Send + Sync + 'static {
     ) -> Result<fleetpulse_domain::store::RunReport, fleetpulse_domain::store::StoreError>;
 
     /// Trains the failure-risk models now, as their schedule does (stored, deployed where
-    /// they beat the baselines and the current model), and answers their reports.
+    /// they beat the baselines and the current model), and answers their reports. The
+    /// run must not depend on this future: an HTTP client that hangs up drops it, and
+    /// the run still completes and is stored (the binary's worker spawns it).
     async fn train_now(
         &self,
     ) -> Result<Vec<fleetpulse_domain::prediction::ModelReport>, fleetpulse_domain::store::StoreError>;

@@ -54,8 +54,9 @@ pub struct ExposureRow {
     pub hours: f64,
     /// Meter resets seen in the month.
     pub resets: u32,
-    /// Length in hours of the silences longer than the gap threshold that ended in the
-    /// month (a silence is counted in the month where the meter speaks again).
+    /// Hours of the month inside silences longer than the gap threshold (a silence
+    /// across a month boundary is split between the months; it is reported once, in the
+    /// month where the meter speaks again).
     pub gap_hours: f64,
 }
 

@@ -326,6 +326,11 @@ pub struct StoreStats {
     pub open_alarm_episodes: u64,
     pub active_orders: u64,
     pub orders: u64,
+    /// Size of the store's write-ahead log in bytes (SQLite's `-wal` file; 0 when there
+    /// is none). Stays near or under 64 MiB; more means checkpoints cannot finish
+    /// (`docs/operations.md`).
+    #[serde(default)]
+    pub wal_bytes: u64,
 }
 
 /// One committed batch's new readings, waiting for the time-series sink, as line

@@ -83,14 +83,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(cmd) => crate::report::import(cmd).await,
         Command::Report(cmd) => crate::report::report(cmd).await,
         Command::Predict(args) => {
-            let report = analytics_worker(&args).await?.predict("cli").await?;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(())
+            let (worker, store) = analytics_worker(&args).await?;
+            let report = worker.predict("cli").await;
+            drop(worker);
+            let closed = close_store(store).await;
+            println!("{}", serde_json::to_string(&report?)?);
+            closed
         }
         Command::Train(args) => {
-            let reports = analytics_worker(&args).await?.train().await?;
-            println!("{}", serde_json::to_string(&reports)?);
-            Ok(())
+            let (worker, store) = analytics_worker(&args).await?;
+            let reports = worker.train("cli").await;
+            drop(worker);
+            let closed = close_store(store).await;
+            println!("{}", serde_json::to_string(&reports?)?);
+            closed
         }
         Command::CheckConfig(common) => {
             let cfg = load(&common)?;
@@ -114,8 +120,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// The analytics worker of `fleetpulse predict` and `fleetpulse train`, straight on the
-/// store.
-async fn analytics_worker(args: &StoreArgs) -> anyhow::Result<crate::predict::AnalyticsWorker> {
+/// store (returned too, to be closed after the run).
+async fn analytics_worker(
+    args: &StoreArgs,
+) -> anyhow::Result<(crate::predict::AnalyticsWorker, Arc<SqliteStore>)> {
     let cfg = Config::load(args.config.as_deref(), &args.overrides())?;
     init_logging("warn", cfg.log.format);
     cfg.analytics.check()?;
@@ -123,19 +131,37 @@ async fn analytics_worker(args: &StoreArgs) -> anyhow::Result<crate::predict::An
     let policy = Arc::new(cfg.load_policy()?);
     let store = open_store(&cfg, catalog.clone(), policy.clone()).await?;
     let worker = crate::predict::AnalyticsWorker::new(
-        store,
+        store.clone(),
         crate::predict::forecasters(&catalog, &policy, &cfg.analytics.model),
         Arc::new(fleetpulse_rules::predicted::PredictionOrders::new(
             catalog, policy,
         )),
         cfg.analytics.clone(),
     );
-    Ok(worker)
+    Ok((worker, store))
+}
+
+/// Closes a command's store: its write-ahead log is copied into the database and
+/// removed, so repeated commands do not grow it (issue 21). Other handles of the store
+/// must be dropped first for the connections to close here.
+pub(crate) async fn close_store(store: Arc<SqliteStore>) -> anyhow::Result<()> {
+    let path = store.path().to_owned();
+    let cp = Arc::unwrap_or_clone(store)
+        .close()
+        .await
+        .with_context(|| format!("closing the store at {}", path.display()))?;
+    if cp.busy {
+        warn!(
+            wal_bytes = cp.wal_bytes,
+            "the store's WAL could not be checkpointed at close: another process is using it"
+        );
+    }
+    Ok(())
 }
 
 /// `fleetpulse token create|list|revoke`: API tokens, straight in the store.
 async fn api_token(cmd: TokenCommand) -> anyhow::Result<()> {
-    use fleetpulse_domain::dispatch::{Actor, Dispatch, Role};
+    use fleetpulse_domain::dispatch::Actor;
     let store_args: &StoreArgs = match &cmd {
         TokenCommand::Create(a) => &a.store,
         TokenCommand::List(a) => a,
@@ -146,6 +172,17 @@ async fn api_token(cmd: TokenCommand) -> anyhow::Result<()> {
     let catalog = Arc::new(cfg.load_catalog()?);
     let store = open_store(&cfg, catalog, Arc::new(cfg.load_policy()?)).await?;
     let actor = Actor("cli".into());
+    let result = api_token_on(&store, cmd, actor).await;
+    close_store(store).await?;
+    result
+}
+
+async fn api_token_on(
+    store: &SqliteStore,
+    cmd: TokenCommand,
+    actor: fleetpulse_domain::dispatch::Actor,
+) -> anyhow::Result<()> {
+    use fleetpulse_domain::dispatch::{Dispatch, Role};
     match cmd {
         TokenCommand::Create(a) => {
             let role: Role = a.role.parse().map_err(|e| anyhow::anyhow!("--role: {e}"))?;
@@ -181,6 +218,17 @@ async fn device_credential(args: &CredentialArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{:?} is not a valid serial", args.serial))?;
     let catalog = Arc::new(cfg.load_catalog()?);
     let store = open_store(&cfg, catalog, Arc::new(cfg.load_policy()?)).await?;
+    let result = device_credential_on(&store, args, &cfg, serial).await;
+    close_store(store).await?;
+    result
+}
+
+async fn device_credential_on(
+    store: &SqliteStore,
+    args: &CredentialArgs,
+    cfg: &Config,
+    serial: Serial,
+) -> anyhow::Result<()> {
     if args.revoke {
         let had = store.revoke_token(&serial).await?;
         eprintln!(
@@ -305,6 +353,7 @@ async fn serve(
     let api_tls = api_tls_config(&cfg)?;
     let push_settings = cfg.webhooks.settings()?;
     let sqlite = open_store(&cfg, catalog.clone(), policy.clone()).await?;
+    let wal = sqlite.clone();
     let dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch> = sqlite.clone();
     let webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks> = sqlite.clone();
     let credentials: Arc<dyn DeviceCredentials> = sqlite.clone();
@@ -315,18 +364,17 @@ async fn serve(
     // order streams, woken by the API, the pipeline's commits and the prediction runs
     cfg.http.streams.check()?;
     let streams = fleetpulse_api::StreamStop::with_limits(cfg.http.streams.max_per_token);
-    let analytics = Arc::new(
-        crate::predict::AnalyticsWorker::new(
-            predictions.clone(),
-            crate::predict::forecasters(&catalog, &policy, &cfg.analytics.model),
-            Arc::new(fleetpulse_rules::predicted::PredictionOrders::new(
-                catalog.clone(),
-                policy.clone(),
-            )),
-            cfg.analytics.clone(),
-        )
-        .with_stream_wake(streams.clone()),
-    );
+    let analytics = crate::predict::AnalyticsWorker::new(
+        predictions.clone(),
+        crate::predict::forecasters(&catalog, &policy, &cfg.analytics.model),
+        Arc::new(fleetpulse_rules::predicted::PredictionOrders::new(
+            catalog.clone(),
+            policy.clone(),
+        )),
+        cfg.analytics.clone(),
+    )
+    .with_stream_wake(streams.clone())
+    .with_wal_checkpoint(wal.clone());
     let marked = store.mark_all_offline(Utc::now()).await?;
     info!(
         devices = marked,
@@ -396,7 +444,7 @@ async fn serve(
             webhooks: webhooks.clone(),
             reliability: reliability.clone(),
             predictions,
-            predictor: analytics.clone(),
+            predictor: Arc::new(analytics.clone()),
             policy,
             auth,
             tls: api_tls,
@@ -413,11 +461,11 @@ async fn serve(
     let dispatch_for_sla = dispatch;
     let retention_task = spawn_retention(store.clone(), cfg.data.retention_days, stop.clone());
     let sla_task = spawn_sla_escalation(dispatch_for_sla, stop.clone());
-    let exposure_task = spawn_exposure_consolidation(reliability, stop.clone());
+    let exposure_task = spawn_exposure_consolidation(reliability, wal.clone(), stop.clone());
     let analytics_task = cfg
         .analytics
         .enabled
-        .then(|| tokio::spawn(analytics.run(stop.clone())));
+        .then(|| tokio::spawn(analytics.clone().run(stop.clone())));
     let push_stop = CancellationToken::new();
     let push_worker = fleetpulse_api::push::PushWorker::new(webhooks, store.clone(), push_settings)
         .map_err(|e| anyhow::anyhow!("webhook HTTP client: {e}"))?;
@@ -489,15 +537,30 @@ async fn serve(
     sla_task.abort();
     exposure_task.abort();
     if let Some(task) = analytics_task {
-        // a run in progress commits or rolls back as a whole; stopping mid-run loses nothing
+        // the schedule stops; a run it started goes on as its own task, waited for below
         task.abort();
     }
+    // runs in progress (scheduled or asked for through the API, whose caller may be gone)
+    // finish and are stored within the drain bound, or are cancelled with a warning; a
+    // run commits or rolls back as a whole
+    analytics
+        .finish(Duration::from_secs(cfg.ingest.drain_timeout_s))
+        .await;
     // the pipeline has committed its last orders; deliveries in flight finish, the rest
     // wait in the outbox for the next start
     push_stop.cancel();
     join_logged(push_task, "webhook delivery").await;
     api_stop.cancel();
     join_logged(api_task, "HTTP API").await;
+    // a short WAL for the next start (the connections close as the process ends)
+    match wal.checkpoint().await {
+        Ok(cp) if cp.busy => warn!(
+            wal_bytes = cp.wal_bytes,
+            "the store's WAL could not be checkpointed at shutdown: another process is using it"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "WAL checkpoint at shutdown failed"),
+    }
     if let Some(why) = failed.get() {
         anyhow::bail!("{why}");
     }
@@ -857,6 +920,7 @@ const EXPOSURE_FOLD_PAIRS: usize = 200_000;
 
 fn spawn_exposure_consolidation(
     reliability: Arc<dyn ReliabilitySource>,
+    wal: Arc<SqliteStore>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -876,6 +940,9 @@ fn spawn_exposure_consolidation(
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "exposure consolidation failed; will retry"),
             }
+            // the one periodic look at the WAL: a reader that held it while the
+            // autocheckpoints ran may have left it over its limit
+            crate::predict::checkpoint_if_large(&wal, "exposure consolidation").await;
         }
     })
 }

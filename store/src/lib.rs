@@ -19,6 +19,10 @@
 //! - Writes are serialised on one connection; reads use a small pool of read-only
 //!   connections that WAL lets run beside the writer. All SQLite work runs on tokio's
 //!   blocking pool, never on the async workers.
+//! - The write-ahead log stays bounded: SQLite checkpoints it every 64 MiB and truncates
+//!   it back to 64 MiB ([`WAL_LIMIT_BYTES`]); closing the store ([`SqliteStore::close`],
+//!   or dropping its last handle) checkpoints it and removes it, and a long-running
+//!   process calls [`SqliteStore::checkpoint_if_over`] after its big writes.
 
 mod audit;
 mod cache;
@@ -101,8 +105,14 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Writer>,
+    // Fields drop in order: the read-only readers close before the writer. SQLite
+    // checkpoints the WAL and removes it when the last connection to the database
+    // closes, but a read-only connection closing last can do neither: the WAL then
+    // outlives every process that writes little (one `fleetpulse predict`), and each
+    // next one recovers, appends to and checkpoints the whole file again (issue 21:
+    // 2.2 GB after 2 209 runs).
     readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Writer>,
     opts: StoreOptions,
     /// Rows in `readings`, kept by the writer (counted once at open, then adjusted by
     /// every commit and retention delete) so that `stats` does not scan the table:
@@ -123,6 +133,33 @@ struct Writer {
 /// lets one checkpoint absorb many commits' versions of the same page. Durability is
 /// unchanged: a commit is durable once its WAL frames are synced.
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+
+/// The size the `-wal` file is truncated back to once checkpointed and restarted
+/// (`journal_size_limit`; without it the file keeps its largest size), and the size above
+/// which a long-running process asks for a full checkpoint
+/// ([`SqliteStore::checkpoint_if_over`]): 64 MiB, the autocheckpoint's size.
+pub const WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How long an explicit checkpoint waits for readers and writers to leave the WAL
+/// before it settles for what it could copy: it holds the write connection meanwhile.
+const CHECKPOINT_BUSY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The busy timeout of every connection.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What a checkpoint (`PRAGMA wal_checkpoint(TRUNCATE)`) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// A reader or writer kept it from finishing within its wait: the WAL was copied up
+    /// to what they still read and is not truncated.
+    pub busy: bool,
+    /// Frames in the WAL before the checkpoint.
+    pub log_frames: i64,
+    /// Frames copied into the database file.
+    pub checkpointed_frames: i64,
+    /// Size of the `-wal` file afterwards.
+    pub wal_bytes: u64,
+}
 
 /// Read connections kept open for reuse.
 const READER_POOL: usize = 4;
@@ -150,9 +187,11 @@ impl SqliteStore {
         };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
-             PRAGMA busy_timeout = 5000; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{cache_kib}; \
-             PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};",
-            cache_kib = u64::from(opts.cache_mib.max(1)) * 1024
+             PRAGMA busy_timeout = {busy_ms}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{cache_kib}; \
+             PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}; \
+             PRAGMA journal_size_limit = {WAL_LIMIT_BYTES};",
+            cache_kib = u64::from(opts.cache_mib.max(1)) * 1024,
+            busy_ms = BUSY_TIMEOUT.as_millis()
         ))
         .map_err(convert::sql_err)?;
         // One commit runs about a dozen distinct statements (more with orders, episodes
@@ -179,6 +218,70 @@ impl SqliteStore {
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Size of the write-ahead log (`<path>-wal`) in bytes; 0 when there is none.
+    pub fn wal_bytes(&self) -> u64 {
+        wal_bytes(&self.inner.path)
+    }
+
+    /// Copies the whole WAL into the database file and truncates it to 0 bytes
+    /// (`PRAGMA wal_checkpoint(TRUNCATE)`), waiting at most a second for readers and
+    /// writers to leave it (then it copies what it can: [`Checkpoint::busy`]). Holds the
+    /// write connection meanwhile.
+    pub async fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
+        let path = self.inner.path.clone();
+        let cp = self
+            .write_keeping_cache(move |conn, _, _| checkpoint(conn, &path))
+            .await?;
+        tracing::debug!(
+            busy = cp.busy,
+            log_frames = cp.log_frames,
+            checkpointed_frames = cp.checkpointed_frames,
+            wal_bytes = cp.wal_bytes,
+            "WAL checkpoint"
+        );
+        Ok(cp)
+    }
+
+    /// [`Self::checkpoint`] when the WAL is larger than `bytes`; `None` otherwise.
+    pub async fn checkpoint_if_over(&self, bytes: u64) -> Result<Option<Checkpoint>, StoreError> {
+        if self.wal_bytes() <= bytes {
+            return Ok(None);
+        }
+        self.checkpoint().await.map(Some)
+    }
+
+    /// Closes the store: the pooled readers first, then a checkpoint that empties the
+    /// WAL, then the write connection (SQLite removes the WAL when the last connection
+    /// closes). When other handles of this store are still alive, the connections close
+    /// with the last of them.
+    pub async fn close(self) -> Result<Checkpoint, StoreError> {
+        let inner = self.inner;
+        let path = inner.path.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Ok(mut pool) = inner.readers.lock() {
+                pool.clear();
+            }
+            let cp = {
+                let writer = inner.writer.lock().map_err(|_| {
+                    StoreError::Internal("write connection poisoned by an earlier panic".into())
+                })?;
+                checkpoint(&writer.conn, &inner.path)?
+            };
+            if let Ok(inner) = Arc::try_unwrap(inner) {
+                let writer = inner.writer.into_inner().map_err(|_| {
+                    StoreError::Internal("write connection poisoned by an earlier panic".into())
+                })?;
+                writer.conn.close().map_err(|(_, e)| convert::sql_err(e))?;
+            }
+            Ok(Checkpoint {
+                wal_bytes: wal_bytes(&path),
+                ..cp
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("store close task failed: {e}")))?
     }
 
     /// Runs `f` with the write connection on the blocking pool. `f` may change devices
@@ -253,6 +356,35 @@ impl SqliteStore {
     }
 }
 
+/// Size of the `-wal` file of the database at `db`; 0 when there is none.
+fn wal_bytes(db: &Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(PathBuf::from(wal)).map_or(0, |m| m.len())
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)` on the write connection, waiting at most
+/// [`CHECKPOINT_BUSY`] for other connections.
+fn checkpoint(conn: &Connection, db: &Path) -> Result<Checkpoint, StoreError> {
+    conn.busy_timeout(CHECKPOINT_BUSY)
+        .map_err(convert::sql_err)?;
+    let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(convert::sql_err)?;
+    let (busy, log_frames, checkpointed_frames) = result.map_err(convert::sql_err)?;
+    Ok(Checkpoint {
+        busy: busy != 0,
+        log_frames,
+        checkpointed_frames,
+        wal_bytes: wal_bytes(db),
+    })
+}
+
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
@@ -261,8 +393,7 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
             | OpenFlags::SQLITE_OPEN_URI,
     )
     .map_err(convert::sql_err)?;
-    conn.execute_batch("PRAGMA busy_timeout = 5000;")
-        .map_err(convert::sql_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(convert::sql_err)?;
     Ok(conn)
 }
 
@@ -359,7 +490,11 @@ impl Store for SqliteStore {
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let readings = self.inner.readings.load(Ordering::Relaxed);
-        self.read(move |conn, _| read::stats(conn, readings)).await
+        let mut stats = self
+            .read(move |conn, _| read::stats(conn, readings))
+            .await?;
+        stats.wal_bytes = self.wal_bytes();
+        Ok(stats)
     }
 
     async fn spool_peek(

@@ -347,8 +347,9 @@ async fn exposure_follows_the_meter_through_backlogs_resets_gaps_and_months() {
         .filter(|e| e.serial.as_str() == s)
         .collect();
     assert_eq!(rows.len(), 1, "January only");
-    // the first step starts from December's last value (hour -2)
-    assert!((rows[0].hours - 4.8).abs() < 1e-9, "{}", rows[0].hours);
+    // the step from December's last value (hour -2) to January's first (hour 0) lies in
+    // December: January counts its own four steps
+    assert!((rows[0].hours - 3.2).abs() < 1e-9, "{}", rows[0].hours);
     let dev = data
         .devices
         .iter()
@@ -371,7 +372,7 @@ async fn exposure_follows_the_meter_through_backlogs_resets_gaps_and_months() {
     assert_eq!(both.exposure.first().map(|e| e.month), Some(at(-24 * 31)));
 
     // the backlog of hour -1 lands: December is refolded, and January with it (its
-    // baseline moved); the total stays
+    // baseline moved); January's hours and the total stay
     commit(&store, vec![reading(s, 9, at(-1), Some(meter(-1)), &[])]).await;
     let data = store.reliability_data(jan).await.expect("data");
     let row = data
@@ -379,7 +380,7 @@ async fn exposure_follows_the_meter_through_backlogs_resets_gaps_and_months() {
         .iter()
         .find(|e| e.serial.as_str() == s)
         .expect("row");
-    assert!((row.hours - 4.0).abs() < 1e-9, "{}", row.hours);
+    assert!((row.hours - 3.2).abs() < 1e-9, "{}", row.hours);
     let dev = data
         .devices
         .iter()
@@ -402,7 +403,7 @@ async fn exposure_follows_the_meter_through_backlogs_resets_gaps_and_months() {
         .find(|e| e.serial.as_str() == s)
         .expect("row");
     assert!((row.gap_hours - 48.0).abs() < 1e-9, "{}", row.gap_hours);
-    assert!((row.hours - 34.0).abs() < 1e-9, "{}", row.hours);
+    assert!((row.hours - 33.2).abs() < 1e-9, "{}", row.hours);
     assert!(
         data.quality
             .iter()
@@ -435,6 +436,132 @@ async fn exposure_follows_the_meter_through_backlogs_resets_gaps_and_months() {
         .find(|q| q.kind == "meter_reset" && q.serial.as_str() == r)
         .expect("reported");
     assert_eq!(reset.at, Some(at(2)));
+}
+
+/// Hours of the UTC calendar month starting at `month`.
+fn calendar_hours(month: DateTime<Utc>) -> f64 {
+    use chrono::{Datelike, Months};
+    let start = Utc
+        .with_ymd_and_hms(month.year(), month.month(), 1, 0, 0, 0)
+        .unwrap();
+    ((start + Months::new(1)) - start).num_hours() as f64
+}
+
+/// No month over its calendar hours: what the analytics drop as `invalid_exposure_hours`
+/// (NaN, negative or over 744 h; `analytics/src/frames.rs`) cannot occur.
+fn assert_no_invalid_exposure(data: &fleetpulse_domain::reliability::ReliabilityData) {
+    for row in &data.exposure {
+        assert!(
+            row.hours.is_finite() && row.hours >= 0.0 && row.hours <= calendar_hours(row.month),
+            "{} {}: {} h in a month of {} h",
+            row.serial.as_str(),
+            row.month,
+            row.hours,
+            calendar_hours(row.month)
+        );
+    }
+}
+
+fn month_hours(
+    data: &fleetpulse_domain::reliability::ReliabilityData,
+    serial: &str,
+    month: DateTime<Utc>,
+) -> Option<f64> {
+    data.exposure
+        .iter()
+        .find(|e| e.serial.as_str() == serial && e.month == month)
+        .map(|e| e.hours)
+}
+
+#[tokio::test]
+async fn a_silence_across_month_boundaries_is_split_between_the_months_after_a_backlog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(dir.path()).await;
+    let rate = 0.75; // h of running per hour
+    let meter = |h: i64| 1000.0 + rate * h as f64;
+    let (jan, feb, mar) = (31 * 24, 28 * 24, 31 * 24);
+    let period = whole(at(0), at(jan + feb + mar));
+    // A: live through January until Jan 25 12:00, silent for 500 h, then live again from
+    // Feb 14 08:00 (the case). B: silent from Jan 20 to Mar 10, February without
+    // a single value.
+    let a = "OC5-S1";
+    let b = "OC5-S2";
+    let (a_stop, a_speak) = (24 * 24 + 12, 24 * 24 + 12 + 500);
+    let (b_stop, b_speak) = (19 * 24, jan + feb + 9 * 24);
+    let hourly = |serial: &str, from: i64, to: i64| -> Vec<Reading> {
+        (from..to)
+            .map(|h| reading(serial, (h + 100) as u64, at(h), Some(meter(h)), &[]))
+            .collect()
+    };
+    let mut january = hourly(a, -1, a_stop + 1);
+    january.extend(hourly(b, -1, b_stop + 1));
+    commit(&store, january).await;
+    let before = store.reliability_data(period).await.expect("data");
+    assert_no_invalid_exposure(&before);
+    // the rest arrives later, as one backlog
+    let mut backlog = hourly(a, a_speak, jan + feb + mar);
+    backlog.extend(hourly(b, b_speak, jan + feb + mar));
+    commit(&store, backlog).await;
+
+    let data = store.reliability_data(period).await.expect("data");
+    assert_no_invalid_exposure(&data);
+    for s in [a, b] {
+        // every month counts its own 0.75 h per hour: January was refolded when the
+        // values after its end arrived, and February has its share even without values
+        // (March has no value after it: its last hour waits for April's first value)
+        for (month, hours) in [(at(0), jan), (at(jan), feb), (at(jan + feb), mar - 1)] {
+            let got = month_hours(&data, s, month).unwrap_or(0.0);
+            assert!(
+                (got - rate * hours as f64).abs() < 1e-6,
+                "{s} {month}: {got} h, expected {}",
+                rate * hours as f64
+            );
+        }
+        // the quarter adds up to the meter's increment (the step out of December stays
+        // in December)
+        let total = hours_of(&data, s);
+        let increment = meter(jan + feb + mar - 1) - meter(0);
+        assert!(
+            (total - increment).abs() < 1e-6,
+            "{s}: {total} vs {increment}"
+        );
+    }
+    // the silences are reported once, where the meter speaks again
+    let gaps: Vec<_> = data
+        .quality
+        .iter()
+        .filter(|q| q.kind == "gap")
+        .map(|q| (q.serial.as_str().to_owned(), q.at))
+        .collect();
+    assert_eq!(
+        gaps,
+        vec![
+            (a.to_owned(), Some(at(a_stop))),
+            (b.to_owned(), Some(at(b_stop)))
+        ]
+    );
+
+    // a store folded before the split (no row for the silent February) and upgraded:
+    // the upgrade queues a refold of every row it has, and February gets its row
+    {
+        let db = rusqlite::Connection::open(dir.path().join("fleetpulse.db")).expect("open");
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .expect("busy timeout");
+        let removed = db
+            .execute(
+                "DELETE FROM exposure_months WHERE serial = ?1 AND samples = 0",
+                [b],
+            )
+            .expect("delete");
+        assert_eq!(removed, 1, "February of {b} is a month without values");
+        db.execute(
+            "INSERT OR IGNORE INTO exposure_dirty (month, serial) SELECT month, serial FROM exposure_months",
+            [],
+        )
+        .expect("queue");
+    }
+    let again = store.reliability_data(period).await.expect("data");
+    assert_eq!(again.exposure, data.exposure);
 }
 
 #[tokio::test]

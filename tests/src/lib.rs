@@ -121,6 +121,27 @@ impl App {
         env: &[(&str, &str)],
         ulimit: Option<&str>,
     ) -> anyhow::Result<App> {
+        Self::spawn_inner(data_dir, args, env, ulimit, None).await
+    }
+
+    /// As [`App::spawn_with_env`], with the process's log (its standard error) written to
+    /// `log` instead of the test's, for a test to read.
+    pub async fn spawn_logging_to(
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> anyhow::Result<App> {
+        Self::spawn_inner(data_dir, args, env, None, Some(log)).await
+    }
+
+    async fn spawn_inner(
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ulimit: Option<&str>,
+        log: Option<&Path>,
+    ) -> anyhow::Result<App> {
         let mut full: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
         if !full.iter().any(|a| a == "--http") {
             full.extend(["--http".into(), "127.0.0.1:0".into()]);
@@ -144,7 +165,13 @@ impl App {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(match log {
+                None => Stdio::inherit(),
+                Some(path) => Stdio::from(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                ),
+            })
             .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);

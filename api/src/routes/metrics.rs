@@ -45,6 +45,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
                     s.active_orders,
                 ),
                 ("orders", "Orders of any status.", s.orders),
+                (
+                    "wal_bytes",
+                    "Size of the store's write-ahead log in bytes (near or under 64 MiB when checkpoints keep up).",
+                    s.wal_bytes,
+                ),
             ];
             for (name, help, value) in gauges {
                 let _ = writeln!(out, "# HELP fleetpulse_store_{name} {help}");

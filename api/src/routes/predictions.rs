@@ -204,6 +204,8 @@ async fn queue(
 
 /// Trains the failure-risk models now (as the schedule does): each is stored, and
 /// deployed only where its report says it beat both baselines and the current model.
+/// The run does not depend on the request: a client that leaves before the answer does
+/// not stop it (its models are stored, and the log says its caller left).
 #[utoipa::path(post, path = "/api/v1/models/train", tag = "predictions", responses((status = 200, description = "The reports of the models this run trained: validation, baselines, replayed warnings, deployment decision", body = Vec<ModelReport>)))]
 async fn train(
     caller: Caller,

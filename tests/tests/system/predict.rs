@@ -384,21 +384,16 @@ async fn predict_a_wearing_filter_gets_a_dated_maintenance_order_before_it_reach
     Ok(())
 }
 
-#[tokio::test]
-async fn predict_models_trained_on_demand_are_stored_and_served_with_their_decision()
--> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let app = serve(dir.path(), "24h", 60).await?;
-    let admin = Client::new(&app, Some(&app.admin_token))?;
+/// 61 days of daily readings from three concentrators (a backlog with old timestamps);
+/// OC5-TRAIN1's compressor fails 20 days ago (E101 for one reading).
+async fn three_concentrators(app: &App, admin: &Client) -> anyhow::Result<()> {
     let addr = app.mqtt.expect("built-in endpoint");
-    // 61 days of daily readings from three concentrators (a backlog with old
-    // timestamps); OC5-TRAIN1's compressor fails 20 days ago (E101 for one reading)
     let now = chrono::Utc::now();
     for (k, serial) in ["OC5-TRAIN1", "OC5-TRAIN2", "OC5-TRAIN3"]
         .iter()
         .enumerate()
     {
-        register(&admin, serial, "north").await?;
+        register(admin, serial, "north").await?;
         let readings: Vec<Value> = (0..=60u32)
             .map(|i| {
                 let days_ago = i64::from(60 - i);
@@ -419,7 +414,16 @@ async fn predict_models_trained_on_demand_are_stored_and_served_with_their_decis
             .collect();
         publish_all(addr, serial, &readings).await?;
     }
-    app.applied().await?;
+    app.applied().await
+}
+
+#[tokio::test]
+async fn predict_models_trained_on_demand_are_stored_and_served_with_their_decision()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = serve(dir.path(), "24h", 60).await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    three_concentrators(&app, &admin).await?;
 
     let trained = admin.post("/api/v1/models/train", &json!({})).await?;
     assert_eq!(trained.status, 200, "{}", trained.body);
@@ -473,5 +477,150 @@ async fn predict_models_trained_on_demand_are_stored_and_served_with_their_decis
     // the CLI trains the same, beside the running service
     let cli = run_cli(dir.path(), "train").await?;
     assert_eq!(cli.as_array().map(Vec::len), Some(reports.len()), "{cli}");
+    Ok(())
+}
+
+/// Issue 21: a client that gave up on `POST /api/v1/models/train` (after 2 s) left no
+/// model and no log line: the handler's future, and the training it awaited, were
+/// dropped with the connection. Here the request waits behind another training run
+/// (runs never overlap) that this test holds up at its store write by holding the
+/// store's write lock; the client hangs up meanwhile, then the lock is released. The
+/// abandoned run still runs, stores its models and logs that its caller left. On the
+/// old code it was dropped with the handler while it waited for its turn: only the first
+/// run's models are stored.
+#[tokio::test]
+async fn predict_a_training_request_abandoned_by_its_client_still_stores_its_models()
+-> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("serve.log");
+    let app = App::spawn_logging_to(
+        dir.path(),
+        &["serve", "--mqtt-listen", "127.0.0.1:0"],
+        &[("RUST_LOG", "info")],
+        &log,
+    )
+    .await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    three_concentrators(&app, &admin).await?;
+    let none = admin.get("/api/v1/models").await?;
+    assert_eq!(none.body, json!([]), "no model before");
+
+    // a first training run that cannot store its models until the lock is released
+    // (within the store's 5 s busy timeout)
+    let lock = rusqlite::Connection::open(dir.path().join("fleetpulse.db"))?;
+    lock.execute_batch("BEGIN IMMEDIATE")?;
+    let first_client = Client::new(&app, Some(&app.admin_token))?;
+    let first =
+        tokio::spawn(async move { first_client.post("/api/v1/models/train", &json!({})).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // the training request, then the client hangs up while the run waits its turn
+    let host = app.api.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&host).await?;
+    conn.write_all(
+        format!(
+            "POST /api/v1/models/train HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}",
+            app.admin_token
+        )
+        .as_bytes(),
+    )
+    .await?;
+    conn.flush().await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lock.execute_batch("ROLLBACK")?;
+    let first = first.await??;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(
+        first.body.as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        first.body
+    );
+
+    // OC-5A's three failure modes, a report each, from both runs
+    eventually(WAIT, "the abandoned run's models", || async {
+        let listed = admin.get("/api/v1/models").await?;
+        Ok((listed.body.as_array().map_or(0, Vec::len) == 6).then_some(()))
+    })
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e}; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    })?;
+    eventually(WAIT, "the log line", || async {
+        let text = std::fs::read_to_string(&log)?;
+        Ok(text
+            .lines()
+            .any(|l| {
+                l.contains("training run finished after its caller left")
+                    && l.contains("trigger=\"api\"")
+                    && l.contains("stored=3")
+            })
+            .then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// Size of the store's `-wal` file, 0 when there is none.
+fn wal_bytes(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join("fleetpulse.db-wal")).map_or(0, |m| m.len())
+}
+
+/// Issue 21: the WAL grew to 2.2 GB under repeated `fleetpulse predict` runs. Under 100
+/// on-demand runs in `serve` it stays bounded and is reported in `/health` and
+/// `/metrics`; `serve` leaves none behind when it stops, and neither does each of 100
+/// `fleetpulse predict` runs (before the fix, the first one left its WAL behind).
+#[tokio::test]
+async fn predict_runs_in_serve_and_on_the_command_line_keep_the_wal_bounded() -> anyhow::Result<()>
+{
+    const LIMIT: u64 = 64 * 1024 * 1024;
+    let dir = tempfile::tempdir()?;
+    let mut app = serve(dir.path(), "24h", 60).await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    three_concentrators(&app, &admin).await?;
+    let mut largest = 0;
+    for run in 0..100 {
+        let report = admin.post("/api/v1/predictions/run", &json!({})).await?;
+        assert_eq!(report.status, 200, "run {run}: {}", report.body);
+        let wal = wal_bytes(dir.path());
+        largest = largest.max(wal);
+        assert!(wal <= LIMIT, "run {run}: the WAL is {wal} bytes");
+    }
+    let health = admin.get("/health").await?;
+    let reported = health.body["store"]["wal_bytes"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no store.wal_bytes in {}", health.body))?;
+    assert!(reported <= LIMIT, "{}", health.body);
+    let metrics = app.get_text("/metrics").await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("fleetpulse_store_wal_bytes ")),
+        "{metrics}"
+    );
+    let stopped = app.interrupt().await?;
+    assert!(stopped.success(), "{stopped}");
+    assert_eq!(
+        wal_bytes(dir.path()),
+        0,
+        "serve left a WAL behind (largest {largest})"
+    );
+
+    for run in 0..100 {
+        let report = run_cli(dir.path(), "predict").await?;
+        assert!(report["run_id"].is_i64(), "run {run}: {report}");
+        let wal = wal_bytes(dir.path());
+        assert_eq!(
+            wal, 0,
+            "run {run}: fleetpulse predict left {wal} bytes of WAL"
+        );
+    }
     Ok(())
 }
