@@ -34,6 +34,11 @@ pub mod report;
 pub mod trend;
 pub mod weibull;
 
+/// The reference data sets of `tests/refdata` (generated), for unit tests of private solvers.
+#[cfg(test)]
+#[path = "../tests/refdata/mod.rs"]
+mod refdata;
+
 pub use report::{
     ConditionalQuery, GroupKey, GroupValue, MtbfRow, MttrRow, ParetoRow, ReliabilityAt,
     ReliabilityReport, ReportQuery, TrendRow, Warning, WeibullRow, WeibullSample, compute,
