@@ -26,6 +26,7 @@
 
 mod csv;
 mod frames;
+pub mod lives;
 pub mod mtbf;
 pub mod mttr;
 pub mod pareto;
