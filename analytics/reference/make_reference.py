@@ -20,6 +20,10 @@ analytics/tests/refdata/renewal/*.csv, its lives (entry, exit, failed) computed 
 generator, not by fleetpulse, and fitted with lifelines.WeibullFitter().fit(T, E,
 entry=entry) (left truncation) per component and per failure mode; the same lives
 fitted without entry= give the biased fit a correct implementation must not reproduce.
+FD001_TRAIN: the 100 training engines of NASA C-MAPSS FD001 (../shared/data/cmapss, or
+$CMAPSS), one life each from cycle 0 to its last cycle (a failure), fitted by
+lifelines.WeibullFitter().fit(T, E) (no entry: every engine is observed from new); the
+FD001 walkthrough (docs/examples/fd001) compares its fleetpulse fit with it.
 Tested with Python 3.11.7, numpy 2.4.6, scipy 1.17.1, lifelines 0.30.3, reliability 0.9.0.
 """
 import csv
@@ -334,6 +338,26 @@ for comp, modes in COMPONENTS.items():
         emit_truncated(f"RENEWAL_{mode.upper()}", f"lifelines with entry= on the lives of {comp}, failures of {mode} only (other modes: suspensions).", fit_lifelines(rows, mode))
     emit_truncated(f"RENEWAL_{comp.upper()}_NO_ENTRY", f"lifelines WITHOUT entry= on the lives of {comp}: the biased fit that ignores delayed entry.", fit_lifelines(rows, use_entry=False))
 out.append("")
+
+# FD001: the 100 training lives of NASA C-MAPSS FD001
+CMAPSS = os.environ.get("CMAPSS", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "cmapss"))
+train = os.path.join(CMAPSS, "train_FD001.txt.gz")
+if os.path.exists(train):
+    import gzip
+    last = {}
+    with gzip.open(train, "rt") as fh:
+        for line in fh:
+            v = line.split()
+            if v:
+                last[int(v[0])] = int(v[1])
+    lives = [(None, "engine", 0.0, float(c), "hpc_degradation") for _, c in sorted(last.items())]
+    out.append("/// FD001 training engines 1..100: last cycle (cycles = runtime hours in the walkthrough).")
+    out.append(f"pub const FD001_TRAIN_CYCLES: &[f64] = &[\n{rust_f64s([l[3] for l in lives])}\n];")
+    emit_truncated("FD001_TRAIN", f"lifelines.WeibullFitter().fit(T, E) on the {len(lives)} training lives of NASA C-MAPSS FD001 "
+                   "(train_FD001.txt.gz: each engine's last cycle, all failures, entry 0).", fit_lifelines(lives))
+    out.append("")
+else:
+    print("warning: no", train, "(set CMAPSS): FD001_TRAIN not written", file=sys.stderr)
 
 with open(OUT, "w") as fh:
     fh.write("\n".join(out) + "\n")

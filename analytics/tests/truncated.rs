@@ -158,3 +158,16 @@ fn lives_all_entered_at_zero_fit_exactly_as_failures_and_suspensions() {
         REL,
     );
 }
+
+#[test]
+fn fd001_training_lives_match_lifelines() {
+    let lives: Vec<Life> = FD001_TRAIN_CYCLES
+        .iter()
+        .map(|&exit| Life {
+            entry: 0.0,
+            exit,
+            failed: true,
+        })
+        .collect();
+    check("FD001 training", &lives, &FD001_TRAIN);
+}
