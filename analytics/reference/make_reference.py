@@ -13,7 +13,21 @@ quantiles=[0.1, 0.5], method="MLE", show_probability_plot=False, print_results=F
 CI_type="reliability", CI=...). Cross-check: lifelines.WeibullFitter().fit(T, E).
 MTBF: scipy.stats.chi2.ppf with the formulas of analytics/src/mtbf.rs; the lower bounds
 also from reliability.Reliability_testing.reliability_test_planner (asserted equal).
+
+RENEWAL_TRUNCATED (component lives with renewals and delayed entry): a fleet simulated
+here from its own ground truth (see renewal_fleet below), its event history written to
+analytics/tests/refdata/renewal/*.csv, its lives (entry, exit, failed) computed by this
+generator, not by fleetpulse, and fitted with lifelines.WeibullFitter().fit(T, E,
+entry=entry) (left truncation) per component and per failure mode; the same lives
+fitted without entry= give the biased fit a correct implementation must not reproduce.
+FD001_TRAIN: the 100 training engines of NASA C-MAPSS FD001 (../shared/data/cmapss, or
+$CMAPSS), one life each from cycle 0 to its last cycle (a failure), fitted by
+lifelines.WeibullFitter().fit(T, E) (no entry: every engine is observed from new); the
+FD001 walkthrough (docs/examples/fd001) compares its fleetpulse fit with it.
+Tested with Python 3.11.7, numpy 2.4.6, scipy 1.17.1, lifelines 0.30.3, reliability 0.9.0.
 """
+import csv
+import datetime as dt
 import json
 import os
 import platform
@@ -167,6 +181,183 @@ for T, r, c in cases:
             out.append(f"    MtbfRef {{ hours: {T!r}, failures: {r}, confidence: {c!r}, sides: \"{sides}\", time_terminated: {'true' if tt else 'false'}, lower: {opt(lo)}, upper: {opt(up)} }},")
 out.append("];")
 out.append("")
+
+
+# ---------------------------------------------------------------------------------------
+# RENEWAL_TRUNCATED: component lives with renewals, preventive replacements, competing
+# modes and delayed entry.
+RENEWAL_DIR = os.path.join(os.path.dirname(__file__), "..", "tests", "refdata", "renewal")
+EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)   # w0: the window opens
+W0 = 0.0                                                   # hours since EPOCH
+W1 = 366 * 24.0                                            # 2025-01-01: the window closes
+T_END = W1 - 1.0                                           # last meter reading (observation end)
+ETA, BETA = 2500.0, 1.8
+# component -> [(mode, beta, eta)]; comp2 has two competing modes
+COMPONENTS = {
+    "comp1": [("comp1_wear", BETA, ETA)],
+    "comp2": [("comp2_wear", BETA, ETA), ("comp2_seal", 1.2, 9000.0)],
+}
+
+
+def iso(h):
+    """Hours since EPOCH -> RFC 3339, whole seconds."""
+    return (EPOCH + dt.timedelta(seconds=round(h * 3600))).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sec(h):
+    """Round hours to whole seconds (the store keeps seconds)."""
+    return round(h * 3600) / 3600
+
+
+def renewal_fleet():
+    """80 devices x 2 components. Each device runs `u` runtime hours per calendar hour
+    (0.3-1.0), was commissioned 0-3 years before w0 with the meter at 0. Each installed
+    part draws a latent life per failure mode (Weibull, runtime hours); with probability
+    0.3 it is also due for preventive replacement at Uniform(0.4 eta, 1.2 eta). The part
+    ends at the earliest of these: a failure (row in failures.csv; half of them followed
+    1-48 h later by a `replacement` maintenance row, when the new part is fitted; otherwise
+    the new part is fitted at the failure) or a preventive `replacement` row. Lives are
+    observed in the window [w0, T_END]: a life that ended at or before w0 is outside it, a
+    life that began before w0 enters at its age at w0 (delayed entry), a life running at
+    T_END is suspended there. Ages are runtime hours since the part was fitted, from the
+    runtime_hours written on the rows (rounded to 0.001 h) and the meter rows at w0 and
+    T_END."""
+    rng = np.random.default_rng(21)
+    devices, failures, maintenance, meters, lives = [], [], [], [], []
+    for d in range(1, 81):
+        serial = f"RT-{d:03d}"
+        c = -float(np.floor(rng.uniform(0, 3 * 8760)))      # commissioning, whole hours
+        u = round(float(rng.uniform(0.3, 1.0)), 4)
+
+        def runtime(h):
+            return round(u * (h - c), 3)
+
+        devices.append(dict(serial=serial, model="RT-1", commissioned_at=iso(c)))
+        # meters: commissioning, every 30 days until w0, w0, weekly in the window, T_END
+        hours = [c] + [h for h in np.arange(c + 720.0, W0, 720.0)] + [W0]
+        hours += [h for h in np.arange(W0 + 168.0, T_END, 168.0)] + [T_END]
+        for h in hours:
+            meters.append(dict(serial=serial, at=iso(h), runtime_hours=runtime(h)))
+        for comp, modes in COMPONENTS.items():
+            start = c                                         # calendar hour the part was fitted
+            while start < T_END:
+                age0 = runtime(start)
+                ends = [(float(eta * rng.weibull(beta)), mode) for mode, beta, eta in modes]
+                planned = float(rng.uniform(0.4 * ETA, 1.2 * ETA)) if rng.uniform() < 0.3 else np.inf
+                life, mode = min(ends)
+                if planned < life:
+                    life, mode = planned, None
+                end = sec(c + (age0 + life) / u)              # calendar time the part ends
+                if end >= T_END:
+                    if start < T_END:
+                        entry = runtime(W0) - age0 if start < W0 else 0.0
+                        lives.append((serial, comp, entry, runtime(T_END) - age0, None))
+                    break
+                age1 = runtime(end)
+                if end > W0:
+                    entry = runtime(W0) - age0 if start < W0 else 0.0
+                    lives.append((serial, comp, entry, age1 - age0, mode))
+                if mode is None:
+                    maintenance.append(dict(serial=serial, at=iso(end), kind="replacement",
+                                            runtime_hours=age1, component=comp))
+                    start = end
+                    continue
+                failures.append(dict(serial=serial, at=iso(end), runtime_hours=age1,
+                                     component=comp, failure_mode=mode))
+                if rng.uniform() < 0.5:
+                    fitted = sec(end + float(rng.uniform(1.0, 48.0)))
+                    if fitted >= T_END:
+                        break
+                    maintenance.append(dict(serial=serial, at=iso(fitted), kind="replacement",
+                                            runtime_hours=runtime(fitted), component=comp))
+                    start = fitted
+                else:
+                    start = end
+    return devices, failures, maintenance, meters, lives
+
+
+def write_csv(name, rows, columns):
+    with open(os.path.join(RENEWAL_DIR, name), "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+        w.writeheader()
+        for r in sorted(rows, key=lambda r: (r["serial"], r.get("at", ""))):
+            w.writerow(r)
+
+
+os.makedirs(RENEWAL_DIR, exist_ok=True)
+devices, failures, maintenance, meters, lives = renewal_fleet()
+write_csv("devices.csv", devices, ["serial", "model", "commissioned_at"])
+write_csv("failures.csv", failures, ["serial", "at", "runtime_hours", "component", "failure_mode"])
+write_csv("maintenance.csv", maintenance, ["serial", "at", "kind", "runtime_hours", "component"])
+write_csv("meters.csv", meters, ["serial", "at", "runtime_hours"])
+lives.sort(key=lambda l: (l[0], l[1]))  # stable: each part's lives stay in time order
+
+
+def fit_lifelines(rows, mode=None, use_entry=True):
+    """lifelines on lives; with `mode`, a failure of another mode is a suspension."""
+    T = np.array([r[3] for r in rows])
+    E = np.array([1 if (r[4] is not None and (mode is None or r[4] == mode)) else 0 for r in rows])
+    entry = np.array([r[2] for r in rows]) if use_entry else None
+    wf = lifelines.WeibullFitter().fit(T, E, entry=entry)
+    se = np.sqrt(np.diag(wf.variance_matrix_.loc[["lambda_", "rho_"], ["lambda_", "rho_"]].values))
+    se = {"lambda_": se[0], "rho_": se[1]}
+    return dict(eta=float(wf.lambda_), beta=float(wf.rho_), loglik=float(wf.log_likelihood_),
+                eta_se=float(se["lambda_"]), beta_se=float(se["rho_"]),
+                failures=int(E.sum()), lives=len(rows), late=int(sum(1 for r in rows if r[2] > 0)) if use_entry else 0)
+
+
+out.append("/// One life of RENEWAL_TRUNCATED: (serial, component, entry, exit, failure mode or None")
+out.append("/// for a suspension), runtime hours since the part was fitted.")
+out.append("pub type RefLife = (&'static str, &'static str, f64, f64, Option<&'static str>);")
+out.append("")
+out.append("/// lifelines `WeibullFitter().fit(T, E, entry=…)` on lives: lambda_ = eta, rho_ = beta,")
+out.append("/// log_likelihood_, standard_errors_; counts of failures, lives and late entries (entry > 0).")
+out.append("pub struct TruncatedRef { pub eta: f64, pub beta: f64, pub loglik: f64, pub eta_se: f64, pub beta_se: f64, pub failures: usize, pub lives: usize, pub late: usize }")
+out.append("")
+out.append(f"/// RENEWAL_TRUNCATED: numpy default_rng(21), 80 devices x 2 components (see renewal_fleet in")
+out.append(f"/// make_reference.py); window {iso(W0)} .. {iso(T_END)} (last meter reading). {len(lives)} lives,")
+out.append(f"/// {sum(1 for l in lives if l[4])} failures, {sum(1 for l in lives if l[2] > 0)} with delayed entry. The event history is in refdata/renewal/*.csv.")
+out.append("pub const RENEWAL_LIVES: &[RefLife] = &[")
+for serial, comp, entry, exit_, mode in lives:
+    m = "None" if mode is None else f'Some("{mode}")'
+    out.append(f'    ("{serial}", "{comp}", {float(entry)!r}, {float(exit_)!r}, {m}),')
+out.append("];")
+out.append("")
+
+
+def emit_truncated(name, how, r):
+    out.append(f"/// {how}")
+    out.append(f"pub const {name}: TruncatedRef = TruncatedRef {{ eta: {r['eta']!r}, beta: {r['beta']!r}, loglik: {r['loglik']!r}, "
+               f"eta_se: {r['eta_se']!r}, beta_se: {r['beta_se']!r}, failures: {r['failures']}, lives: {r['lives']}, late: {r['late']} }};")
+
+
+for comp, modes in COMPONENTS.items():
+    rows = [l for l in lives if l[1] == comp]
+    emit_truncated(f"RENEWAL_{comp.upper()}", f"lifelines with entry= on the lives of {comp}, every failure mode a failure.", fit_lifelines(rows))
+    for mode, _, _ in modes:
+        emit_truncated(f"RENEWAL_{mode.upper()}", f"lifelines with entry= on the lives of {comp}, failures of {mode} only (other modes: suspensions).", fit_lifelines(rows, mode))
+    emit_truncated(f"RENEWAL_{comp.upper()}_NO_ENTRY", f"lifelines WITHOUT entry= on the lives of {comp}: the biased fit that ignores delayed entry.", fit_lifelines(rows, use_entry=False))
+out.append("")
+
+# FD001: the 100 training lives of NASA C-MAPSS FD001
+CMAPSS = os.environ.get("CMAPSS", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "cmapss"))
+train = os.path.join(CMAPSS, "train_FD001.txt.gz")
+if os.path.exists(train):
+    import gzip
+    last = {}
+    with gzip.open(train, "rt") as fh:
+        for line in fh:
+            v = line.split()
+            if v:
+                last[int(v[0])] = int(v[1])
+    lives = [(None, "engine", 0.0, float(c), "hpc_degradation") for _, c in sorted(last.items())]
+    out.append("/// FD001 training engines 1..100: last cycle (cycles = runtime hours in the walkthrough).")
+    out.append(f"pub const FD001_TRAIN_CYCLES: &[f64] = &[\n{rust_f64s([l[3] for l in lives])}\n];")
+    emit_truncated("FD001_TRAIN", f"lifelines.WeibullFitter().fit(T, E) on the {len(lives)} training lives of NASA C-MAPSS FD001 "
+                   "(train_FD001.txt.gz: each engine's last cycle, all failures, entry 0).", fit_lifelines(lives))
+    out.append("")
+else:
+    print("warning: no", train, "(set CMAPSS): FD001_TRAIN not written", file=sys.stderr)
 
 with open(OUT, "w") as fh:
     fh.write("\n".join(out) + "\n")

@@ -26,6 +26,7 @@
 
 mod csv;
 mod frames;
+pub mod lives;
 pub mod mtbf;
 pub mod mttr;
 pub mod pareto;
@@ -33,6 +34,11 @@ pub mod predict;
 pub mod report;
 pub mod trend;
 pub mod weibull;
+
+/// The reference data sets of `tests/refdata` (generated), for unit tests of private solvers.
+#[cfg(test)]
+#[path = "../tests/refdata/mod.rs"]
+mod refdata;
 
 pub use report::{
     ConditionalQuery, GroupKey, GroupValue, MtbfRow, MttrRow, ParetoRow, ReliabilityAt,

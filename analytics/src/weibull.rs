@@ -264,6 +264,302 @@ pub fn fit(failures: &[f64], suspensions: &[f64]) -> Result<WeibullFit, Analytic
     Ok(fit)
 }
 
+/// One life for [`fit_lives`]: observed from age `entry` (0 unless the life began before
+/// observation started: delayed entry, left truncation) to age `exit`, where it failed
+/// (`failed`) or was suspended (right censoring). Ages in hours on the component's axis.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Life {
+    /// Age when observation of this life began (≥ 0).
+    pub entry: f64,
+    /// Age at failure or suspension (> entry).
+    pub exit: f64,
+    /// Whether the life ended in a failure.
+    pub failed: bool,
+}
+
+/// Fits a 2-parameter Weibull distribution by maximum likelihood to lives with right
+/// censoring and left truncation (delayed entry):
+///
+/// `LL(η, β) = Σ_fail [ln β − ln η + (β − 1) ln(tᵢ/η)] − Σ_all (tⱼ/η)^β + Σ_all (eⱼ/η)^β`,
+///
+/// the likelihood of each life conditional on its survival to its entry age (the function
+/// lifelines' `WeibullFitter().fit(T, E, entry=…)` maximises). When every entry is 0 this
+/// is [`fit`] exactly (same solver). Otherwise the profile likelihood
+/// `LLp(β) = r ln β + (β − 1) Σ ln tᵢ − r ln(S(β)/r) − r`, `S(β) = Σ (t^β − e^β)`, with
+/// `η̂(β)^β = S(β)/r`, is maximised in `ln β` (it is not provably unimodal): bracketed by
+/// expanding steps, narrowed by golden-section search, then solved by Newton steps on its
+/// score that fall back to bisection whenever a step leaves the bracket.
+///
+/// Errors: fewer than 2 failures; a non-finite or non-positive exit, a negative entry or
+/// `entry ≥ exit`; an unbounded shape; no convergence.
+pub fn fit_lives(lives: &[Life]) -> Result<WeibullFit, AnalyticsError> {
+    check_lives(lives)?;
+    if lives.iter().all(|l| l.entry == 0.0) {
+        let failures: Vec<f64> = lives.iter().filter(|l| l.failed).map(|l| l.exit).collect();
+        let suspensions: Vec<f64> = lives.iter().filter(|l| !l.failed).map(|l| l.exit).collect();
+        return fit(&failures, &suspensions);
+    }
+    fit_truncated(lives)
+}
+
+fn check_lives(lives: &[Life]) -> Result<(), AnalyticsError> {
+    let failures = lives.iter().filter(|l| l.failed).count();
+    if failures < 2 {
+        return Err(AnalyticsError::TooFewFailures {
+            got: failures,
+            needed: 2,
+        });
+    }
+    for l in lives {
+        if !(l.exit.is_finite() && l.exit > 0.0) {
+            return Err(AnalyticsError::InvalidInput(format!(
+                "life exit ages must be finite and positive, got {}",
+                l.exit
+            )));
+        }
+        if !(l.entry.is_finite() && l.entry >= 0.0 && l.entry < l.exit) {
+            return Err(AnalyticsError::InvalidInput(format!(
+                "life entry ages must be finite, ≥ 0 and below the exit age, got entry {} for exit {}",
+                l.entry, l.exit
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Log times of one set of lives, and the sums the truncated profile needs.
+struct Truncated {
+    /// `ln t` of the failures.
+    ln_f: Vec<f64>,
+    /// `(ln exit, ln entry)` of every life; `ln entry = −∞` for entry 0.
+    ln_te: Vec<(f64, f64)>,
+    /// `max ln exit`: the centre of the log-space sums.
+    max_ln: f64,
+}
+
+/// `S(β) = Σ (t^β − e^β)` in log space with its first two log-derivatives:
+/// `(ln S, S'/S, S''/S)`, derivatives in β.
+fn truncated_sums(d: &Truncated, beta: f64) -> (f64, f64, f64) {
+    let m = beta * d.max_ln;
+    let (mut s0, mut s1, mut s2) = (0.0, 0.0, 0.0);
+    for &(lt, le) in &d.ln_te {
+        let dt = lt - d.max_ln;
+        let wt = (beta * lt - m).exp();
+        // t^β − e^β = t^β (1 − (e/t)^β), without cancellation when e is close to t
+        let diff = wt * -(beta * (le - lt)).exp_m1();
+        s0 += diff;
+        s1 += wt * dt;
+        s2 += wt * dt * dt;
+        if le.is_finite() {
+            let de = le - d.max_ln;
+            let we = (beta * le - m).exp();
+            s1 -= we * de;
+            s2 -= we * de * de;
+        }
+    }
+    // moments of the centred log (ln t − max): shift back to ln t
+    let c = d.max_ln;
+    let m1 = s1 / s0;
+    let m2 = s2 / s0;
+    (m + s0.ln(), c + m1, m2 + 2.0 * c * m1 + c * c)
+}
+
+fn fit_truncated(lives: &[Life]) -> Result<WeibullFit, AnalyticsError> {
+    let ln_f: Vec<f64> = lives
+        .iter()
+        .filter(|l| l.failed)
+        .map(|l| l.exit.ln())
+        .collect();
+    let ln_te: Vec<(f64, f64)> = lives
+        .iter()
+        .map(|l| {
+            let le = if l.entry > 0.0 {
+                l.entry.ln()
+            } else {
+                f64::NEG_INFINITY
+            };
+            (l.exit.ln(), le)
+        })
+        .collect();
+    let max_ln = ln_te.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
+    let d = Truncated {
+        ln_f,
+        ln_te,
+        max_ln,
+    };
+    let r = d.ln_f.len() as f64;
+    let sum_lf: f64 = d.ln_f.iter().sum();
+    // profile log-likelihood as a function of x = ln β
+    let profile = |x: f64| -> f64 {
+        let beta = x.exp();
+        let (ln_s, _, _) = truncated_sums(&d, beta);
+        r * x + (beta - 1.0) * sum_lf - r * (ln_s - r.ln()) - r
+    };
+
+    // bracket a maximum: expand from β = 1 until the profile falls on both sides
+    let (lo_x, hi_x) = (MIN_BETA.ln(), MAX_BETA.ln());
+    let mut step = 0.5;
+    let (mut a, mut b, mut c) = (-step, 0.0, step);
+    let (mut fa, mut fb, mut fc) = (profile(a), profile(b), profile(c));
+    let mut bracketed = false;
+    for _ in 0..200 {
+        if !(fa.is_finite() && fb.is_finite() && fc.is_finite()) {
+            break;
+        }
+        if fb >= fa && fb >= fc {
+            bracketed = true;
+            break;
+        }
+        step *= 1.6;
+        if fa > fc {
+            (c, fc) = (b, fb);
+            (b, fb) = (a, fa);
+            a = b - step;
+            fa = profile(a);
+        } else {
+            (a, fa) = (b, fb);
+            (b, fb) = (c, fc);
+            c = b + step;
+            fc = profile(c);
+        }
+        if a < lo_x || c > hi_x {
+            break;
+        }
+    }
+    if !bracketed {
+        return Err(AnalyticsError::NoConvergence(format!(
+            "no maximum of the profile likelihood for β in [{MIN_BETA}, {MAX_BETA}]: the failure times are (nearly) all equal or the data are degenerate"
+        )));
+    }
+
+    // golden-section search in ln β, to a bracket narrow enough for Newton: comparing
+    // profile values cannot locate the maximum closer than about √ε, the score can
+    let inv_phi = (5f64.sqrt() - 1.0) / 2.0;
+    let mut iterations = 0;
+    let (mut x1, mut x2) = (c - inv_phi * (c - a), a + inv_phi * (c - a));
+    let (mut f1, mut f2) = (profile(x1), profile(x2));
+    while (c - a) > 1e-3 && iterations < MAX_ITERATIONS {
+        iterations += 1;
+        if f1 >= f2 {
+            c = x2;
+            (x2, f2) = (x1, f1);
+            x1 = c - inv_phi * (c - a);
+            f1 = profile(x1);
+        } else {
+            a = x1;
+            (x1, f1) = (x2, f2);
+            x2 = a + inv_phi * (c - a);
+            f2 = profile(x2);
+        }
+    }
+    // Newton on the profile score g(β) = r/β + Σ ln tᵢ − r S'/S inside the bracket, with
+    // bisection in ln β whenever a step leaves it
+    let score = |beta: f64| {
+        let (_, m1, m2) = truncated_sums(&d, beta);
+        let g = r / beta + sum_lf - r * m1;
+        let dg = -r / (beta * beta) - r * (m2 - m1 * m1);
+        (g, dg)
+    };
+    let (mut lo, mut hi) = (a.exp(), c.exp());
+    if !(score(lo).0 > 0.0 && score(hi).0 < 0.0) {
+        return Err(AnalyticsError::NoConvergence(format!(
+            "the profile score does not change sign around β ≈ {}",
+            ((a + c) / 2.0).exp()
+        )));
+    }
+    let mut beta = ((a + c) / 2.0).exp();
+    let mut converged = false;
+    while iterations < 2 * MAX_ITERATIONS {
+        iterations += 1;
+        let (g, dg) = score(beta);
+        if g == 0.0 {
+            converged = true;
+            break;
+        }
+        if g > 0.0 {
+            lo = lo.max(beta);
+        } else {
+            hi = hi.min(beta);
+        }
+        let newton = beta - g / dg;
+        let next = if newton.is_finite() && newton > lo && newton < hi {
+            newton
+        } else {
+            (lo * hi).sqrt()
+        };
+        let moved = (next - beta).abs();
+        beta = next;
+        if moved <= TOLERANCE * beta || (hi - lo) <= TOLERANCE * beta {
+            converged = true;
+            break;
+        }
+    }
+    if !converged {
+        return Err(AnalyticsError::NoConvergence(format!(
+            "no convergence after {iterations} iterations (β ≈ {beta})"
+        )));
+    }
+
+    let (ln_s, _, _) = truncated_sums(&d, beta);
+    let eta = ((ln_s - r.ln()) / beta).exp();
+    if !(eta.is_finite() && eta > 0.0 && beta.is_finite()) {
+        return Err(AnalyticsError::NoConvergence(format!(
+            "non-finite estimate (β = {beta}, η = {eta})"
+        )));
+    }
+    let ln_entries: Vec<f64> = d
+        .ln_te
+        .iter()
+        .map(|p| p.1)
+        .filter(|l| l.is_finite())
+        .collect();
+    let ln_all: Vec<f64> = d.ln_te.iter().map(|p| p.0).collect();
+    let (ll, hessian) =
+        log_likelihood_and_hessian_truncated(&d.ln_f, &ln_all, &ln_entries, eta, beta);
+    Ok(WeibullFit {
+        beta,
+        eta,
+        log_likelihood: ll,
+        n_failures: d.ln_f.len(),
+        n_suspensions: lives.len() - d.ln_f.len(),
+        covariance: invert_positive_definite(hessian),
+        iterations,
+    })
+}
+
+/// `LL(η, β)` and the Hessian of `−LL` with delayed entries: every `Σ_all z^β lzᵏ` of the
+/// untruncated formulas becomes `Σ_all z^β lzᵏ − Σ_entries ze^β lzeᵏ`.
+fn log_likelihood_and_hessian_truncated(
+    ln_f: &[f64],
+    ln_all: &[f64],
+    ln_entries: &[f64],
+    eta: f64,
+    beta: f64,
+) -> (f64, [[f64; 2]; 2]) {
+    let r = ln_f.len() as f64;
+    let ln_eta = eta.ln();
+    let sums = |ls: &[f64]| {
+        let (mut s0, mut s1, mut s2) = (0.0, 0.0, 0.0);
+        for &l in ls {
+            let lz = l - ln_eta;
+            let zb = (beta * lz).exp();
+            s0 += zb;
+            s1 += zb * lz;
+            s2 += zb * lz * lz;
+        }
+        (s0, s1, s2)
+    };
+    let (t0, t1, t2) = sums(ln_all);
+    let (e0, e1, e2) = sums(ln_entries);
+    let (s0, s1, s2) = (t0 - e0, t1 - e1, t2 - e2);
+    let sum_lz_f: f64 = ln_f.iter().map(|l| l - ln_eta).sum();
+    let ll = r * beta.ln() - r * ln_eta + (beta - 1.0) * sum_lz_f - s0;
+    let d_ee = (r * beta - beta * (beta + 1.0) * s0) / (eta * eta);
+    let d_bb = -r / (beta * beta) - s2;
+    let d_eb = (s0 + beta * s1 - r) / eta;
+    (ll, [[-d_ee, -d_eb], [-d_eb, -d_bb]])
+}
+
 /// `LL(η, β)` and the Hessian of `−LL` in (η, β), from the log times.
 fn log_likelihood_and_hessian(
     ln_f: &[f64],
@@ -448,6 +744,92 @@ fn log_bounds(x: f64, se: Option<f64>, z: f64, sides: Sides) -> Bounds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::refdata;
+
+    fn lives_of(failures: &[f64], suspensions: &[f64], entry: impl Fn(f64) -> f64) -> Vec<Life> {
+        failures
+            .iter()
+            .map(|&t| (t, true))
+            .chain(suspensions.iter().map(|&t| (t, false)))
+            .map(|(exit, failed)| Life {
+                entry: entry(exit),
+                exit,
+                failed,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_truncated_solver_with_no_entries_finds_the_untruncated_fit() {
+        let (f, s) = (
+            refdata::HEAVILY_CENSORED_FAILURES,
+            refdata::HEAVILY_CENSORED_SUSPENSIONS,
+        );
+        let plain = fit(f, s).expect("fit");
+        let general = fit_truncated(&lives_of(f, s, |_| 0.0)).expect("truncated fit");
+        let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+        assert!(
+            rel(general.beta, plain.beta) < 1e-9,
+            "{general:?} vs {plain:?}"
+        );
+        assert!(
+            rel(general.eta, plain.eta) < 1e-9,
+            "{general:?} vs {plain:?}"
+        );
+        assert!(rel(general.log_likelihood, plain.log_likelihood) < 1e-12);
+        let (cg, cp) = (
+            general.covariance.expect("cov"),
+            plain.covariance.expect("cov"),
+        );
+        for (a, b) in cg.iter().flatten().zip(cp.iter().flatten()) {
+            assert!(rel(*a, *b) < 1e-6, "{cg:?} vs {cp:?}");
+        }
+    }
+
+    #[test]
+    fn gradient_vanishes_at_the_truncated_mle() {
+        let lives = lives_of(
+            &[120.0, 340.0, 560.0, 800.0, 1100.0, 1300.0],
+            &[900.0, 1500.0, 1500.0],
+            |t| if t > 500.0 { t / 3.0 } else { 0.0 },
+        );
+        let w = fit_lives(&lives).expect("fit");
+        let ln_f: Vec<f64> = lives
+            .iter()
+            .filter(|l| l.failed)
+            .map(|l| l.exit.ln())
+            .collect();
+        let ln_all: Vec<f64> = lives.iter().map(|l| l.exit.ln()).collect();
+        let ln_e: Vec<f64> = lives
+            .iter()
+            .filter(|l| l.entry > 0.0)
+            .map(|l| l.entry.ln())
+            .collect();
+        let ll = |eta: f64, beta: f64| {
+            log_likelihood_and_hessian_truncated(&ln_f, &ln_all, &ln_e, eta, beta).0
+        };
+        let (he, hb) = (w.eta * 1e-6, w.beta * 1e-6);
+        let de = (ll(w.eta + he, w.beta) - ll(w.eta - he, w.beta)) / (2.0 * he);
+        let db = (ll(w.eta, w.beta + hb) - ll(w.eta, w.beta - hb)) / (2.0 * hb);
+        assert!(de.abs() * w.eta < 1e-5, "dLL/dη = {de}");
+        assert!(db.abs() * w.beta < 1e-5, "dLL/dβ = {db}");
+        // the analytic Hessian matches finite differences of the gradient
+        let h = log_likelihood_and_hessian_truncated(&ln_f, &ln_all, &ln_e, w.eta, w.beta).1;
+        let d2b =
+            (ll(w.eta, w.beta + hb) - 2.0 * ll(w.eta, w.beta) + ll(w.eta, w.beta - hb)) / (hb * hb);
+        assert!((-d2b - h[1][1]).abs() / h[1][1] < 1e-3, "{d2b} vs {h:?}");
+    }
+
+    #[test]
+    fn an_entry_at_or_after_the_exit_is_refused() {
+        let mut lives = lives_of(&[100.0, 200.0, 300.0], &[], |_| 0.0);
+        lives[1].entry = 200.0;
+        assert!(matches!(
+            fit_lives(&lives),
+            Err(AnalyticsError::InvalidInput(_))
+        ));
+    }
 
     #[test]
     fn gradient_vanishes_at_the_mle() {
