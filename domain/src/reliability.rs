@@ -158,10 +158,11 @@ pub struct ConsolidationReport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportKind {
-    /// Past failures: `serial, at, runtime_hours, fault_code, failure_mode, notes`.
+    /// Past failures: `serial, at, runtime_hours, fault_code, failure_mode, component,
+    /// notes`.
     Failures,
-    /// Past services and consumable replacements:
-    /// `serial, at, runtime_hours, kind, consumable, notes`.
+    /// Past maintenance of a catalog kind (service, consumable, replacement, inspection,
+    /// declared kinds): `serial, at, runtime_hours, kind, component, consumable, notes`.
     Maintenance,
 }
 

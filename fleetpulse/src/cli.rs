@@ -61,10 +61,12 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
-    /// Past failures: serial, at, runtime_hours, fault_code, failure_mode, notes.
+    /// Past failures: serial, at, runtime_hours, fault_code, failure_mode, component,
+    /// notes.
     Failures(ImportArgs),
-    /// Past services and consumable replacements: serial, at, runtime_hours, kind
-    /// (service or consumable), consumable, notes.
+    /// Past maintenance: serial, at, runtime_hours, kind (a catalog maintenance kind:
+    /// service, consumable, replacement, inspection, ...), component (consumable is its
+    /// old name), notes.
     Maintenance(ImportArgs),
 }
 

@@ -9,47 +9,34 @@
 //!   is one transaction: it lands entirely (its good rows) or not at all.
 //! - Unknown serials are reported, not registered: history for a device nobody
 //!   registered would have no model, and statistics by model would silently miss it.
-//! - Re-importing is harmless: each row has an import key (failures: serial, time and
-//!   fault code; maintenance: serial, time, kind and consumable) and a row whose key was
-//!   loaded before counts as a duplicate.
+//! - Re-importing is harmless: each row has an import key (failures: serial, time, fault
+//!   code, component and failure mode; maintenance: serial, time, kind and component) and
+//!   a row whose key was loaded before counts as a duplicate.
+//! - Components, failure modes and maintenance kinds are the catalog's: a name the
+//!   device's model does not have is refused on its line.
 //! - A failure row whose device already has a recorded (alarm or repair order) event of
 //!   the same code within 24 hours is the same incident: reported, not loaded.
+
+mod failures;
+mod maintenance;
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use fleetpulse_domain::alarm::AlarmCode;
 use fleetpulse_domain::catalog::Catalog;
 use fleetpulse_domain::csv::split_line;
 use fleetpulse_domain::reliability::{ImportKind, ImportReport, ImportRowIssue};
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::StoreError;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction};
 
-use crate::convert::{ms, sql_err};
-use crate::reliability::SAME_INCIDENT_HOURS;
+use crate::convert::sql_err;
 
 /// Longest notes accepted.
 const MAX_NOTES: usize = 4000;
 /// Longest failure mode or consumable id accepted.
 const MAX_ID: usize = 64;
 
-const FAILURE_COLUMNS: &[&str] = &[
-    "serial",
-    "at",
-    "runtime_hours",
-    "fault_code",
-    "failure_mode",
-    "notes",
-];
-const MAINTENANCE_COLUMNS: &[&str] = &[
-    "serial",
-    "at",
-    "runtime_hours",
-    "kind",
-    "consumable",
-    "notes",
-];
 const REQUIRED: &[&str] = &["serial", "at"];
 
 /// A data row by column name (empty cells left out), with its line number.
@@ -148,7 +135,7 @@ fn device(tx: &Transaction<'_>, serial: &Serial) -> Result<Option<DeviceFacts>, 
 }
 
 /// The checks every kind of row shares: serial (registered), time, meter, notes.
-struct Common {
+pub(super) struct Common {
     serial: Serial,
     at: DateTime<Utc>,
     runtime_hours: Option<f64>,
@@ -242,8 +229,8 @@ pub(crate) fn import(
     now: DateTime<Utc>,
 ) -> Result<ImportReport, StoreError> {
     let allowed = match kind {
-        ImportKind::Failures => FAILURE_COLUMNS,
-        ImportKind::Maintenance => MAINTENANCE_COLUMNS,
+        ImportKind::Failures => failures::COLUMNS,
+        ImportKind::Maintenance => maintenance::COLUMNS,
     };
     let rows = rows(text, allowed)?;
     let tx = conn.transaction().map_err(sql_err)?;
@@ -261,8 +248,8 @@ pub(crate) fn import(
         };
         let line = row.line;
         let done = match kind {
-            ImportKind::Failures => import_failure(&tx, catalog, &row, now)?,
-            ImportKind::Maintenance => import_maintenance(&tx, catalog, &row, now)?,
+            ImportKind::Failures => failures::import(&tx, catalog, &row, now)?,
+            ImportKind::Maintenance => maintenance::import(&tx, catalog, &row, now)?,
         };
         match done {
             Ok(Loaded::Imported) => report.imported += 1,
@@ -284,183 +271,26 @@ enum Loaded {
     SameIncident(String),
 }
 
-fn import_failure(
-    tx: &Transaction<'_>,
-    catalog: &Catalog,
-    row: &Row,
-    now: DateTime<Utc>,
-) -> Result<Result<Loaded, String>, StoreError> {
-    let c = match common(tx, row, now)? {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(e)),
-    };
-    let code = match row.get("fault_code").map(AlarmCode::parse).transpose() {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(format!("fault_code: {e}"))),
-    };
-    let mut mode = match identifier(row, "failure_mode") {
-        Ok(m) => m,
-        Err(e) => return Ok(Err(e)),
-    };
-    let spec = c.device.model.as_deref().and_then(|m| catalog.model(m));
-    if mode.is_none() {
-        mode = code
-            .as_ref()
-            .and_then(|code| spec.and_then(|m| m.alarm(code)))
-            .and_then(|a| a.failure_mode.clone());
-    }
-    let code_text = code.as_ref().map(|c| c.to_string());
-    let key = format!(
-        "failure|{}|{}|{}",
-        c.serial,
-        ms(c.at),
-        code_text.as_deref().unwrap_or("")
-    );
-    let exists: bool = tx
-        .prepare_cached("SELECT 1 FROM failure_events WHERE import_key = ?1")
-        .and_then(|mut s| s.exists([&key]))
-        .map_err(sql_err)?;
-    if exists {
-        return Ok(Ok(Loaded::Duplicate));
-    }
-    if let Some(code) = &code_text {
-        let window = SAME_INCIDENT_HOURS * 3_600_000;
-        let live: Option<(i64, String)> = tx
-            .prepare_cached(
-                "SELECT id, source FROM failure_events WHERE serial = ?1 AND fault_code = ?2 AND source <> 'import' \
-                 AND retracted_at IS NULL AND at BETWEEN ?3 AND ?4 LIMIT 1",
-            )
-            .and_then(|mut s| {
-                s.query_row(
-                    params![c.serial.as_str(), code, ms(c.at) - window, ms(c.at) + window],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-            })
-            .map_err(sql_err)?;
-        if let Some((id, source)) = live {
-            return Ok(Ok(Loaded::SameIncident(format!(
-                "failure event {id} (source {source}) of {} with code {code} is within 24 h: the same incident, not loaded",
-                c.serial
-            ))));
-        }
-    }
-    tx.prepare_cached(
-        "INSERT INTO failure_events (serial, at, runtime_hours, source, fault_code, failure_mode, notes, model, kind, \
-         import_key, updated_at) VALUES (?1, ?2, ?3, 'import', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            c.serial.as_str(),
-            ms(c.at),
-            c.runtime_hours,
-            code_text,
-            mode,
-            c.notes,
-            c.device.model,
-            c.device.kind,
-            key,
-            ms(now)
-        ])
-    })
-    .map_err(sql_err)?;
-    Ok(Ok(Loaded::Imported))
-}
-
-fn import_maintenance(
-    tx: &Transaction<'_>,
-    catalog: &Catalog,
-    row: &Row,
-    now: DateTime<Utc>,
-) -> Result<Result<Loaded, String>, StoreError> {
-    let c = match common(tx, row, now)? {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(e)),
-    };
-    let kind = match row.get("kind") {
-        Some(k @ ("service" | "consumable")) => k,
-        Some(k) => return Ok(Err(format!("kind {k:?} must be service or consumable"))),
-        None => return Ok(Err("kind is empty (service or consumable)".into())),
-    };
-    let consumable = match identifier(row, "consumable") {
-        Ok(v) => v,
-        Err(e) => return Ok(Err(e)),
-    };
-    match (kind, &consumable) {
-        ("consumable", None) => {
-            return Ok(Err(
-                "kind consumable needs the consumable column (e.g. filter)".into(),
-            ));
-        }
-        ("service", Some(_)) => {
-            return Ok(Err(
-                "consumable is only meaningful with kind consumable".into()
-            ));
-        }
-        _ => {}
-    }
-    if let (Some(id), Some(spec)) = (
-        &consumable,
-        c.device.model.as_deref().and_then(|m| catalog.model(m)),
-    ) && !spec.consumables.iter().any(|s| &s.id == id)
-    {
-        let known: Vec<&str> = spec.consumables.iter().map(|s| s.id.as_str()).collect();
-        return Ok(Err(format!(
-            "consumable {id:?} is not a consumable of model {} (known: {})",
-            spec.id,
-            known.join(", ")
-        )));
-    }
-    let key = format!(
-        "maintenance|{}|{}|{kind}|{}",
-        c.serial,
-        ms(c.at),
-        consumable.as_deref().unwrap_or("")
-    );
-    let inserted = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO maintenance_records (serial, at, runtime_hours, kind, consumable, notes, source, import_key) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'import', ?7)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                c.serial.as_str(),
-                ms(c.at),
-                c.runtime_hours,
-                kind,
-                consumable,
-                c.notes,
-                key
-            ])
-        })
-        .map_err(sql_err)?;
-    Ok(Ok(if inserted == 1 {
-        Loaded::Imported
-    } else {
-        Loaded::Duplicate
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_header_with_an_unknown_or_missing_column_refuses_the_file() {
-        let e = rows("serial,at,fualt_code\n", FAILURE_COLUMNS)
+        let e = rows("serial,at,fualt_code\n", failures::COLUMNS)
             .err()
             .expect("refused");
         assert!(e.to_string().contains("fualt_code"), "{e}");
-        let e = rows("serial,runtime_hours\n", FAILURE_COLUMNS)
+        let e = rows("serial,runtime_hours\n", failures::COLUMNS)
             .err()
             .expect("refused");
         assert!(e.to_string().contains("\"at\""), "{e}");
-        assert!(rows("\n\n", FAILURE_COLUMNS).is_err());
+        assert!(rows("\n\n", failures::COLUMNS).is_err());
     }
 
     #[test]
     fn rows_keep_their_physical_line_numbers() {
-        let rows = rows("serial,at\n\nA,2025-01-01T00:00:00Z\nB\n", FAILURE_COLUMNS).expect("rows");
+        let rows = rows("serial,at\n\nA,2025-01-01T00:00:00Z\nB\n", failures::COLUMNS).expect("rows");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].as_ref().map(|r| r.line).ok(), Some(3));
         assert_eq!(rows[1].as_ref().err().map(|e| e.line), Some(4));
