@@ -166,6 +166,16 @@ pub enum ImportKind {
     Maintenance,
 }
 
+impl ImportKind {
+    /// The kind's name, as in `fleetpulse import <kind>` and the import routes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failures => "failures",
+            Self::Maintenance => "maintenance",
+        }
+    }
+}
+
 /// One row of an import that was not loaded, by its line in the file (the header is
 /// line 1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -223,5 +233,26 @@ pub trait ReliabilitySource: Send + Sync + 'static {
         Err(StoreError::Invalid(
             "this store does not import history".into(),
         ))
+    }
+
+    /// The device's maintenance, oldest first: imported records and the consumables
+    /// replaced by completed orders.
+    async fn device_maintenance(
+        &self,
+        serial: &Serial,
+    ) -> Result<Vec<crate::history::MaintenanceEntry>, StoreError> {
+        let _ = serial;
+        Ok(Vec::new())
+    }
+
+    /// The device's meter values, oldest first: imported meter history, and the hourly
+    /// last values of live and back-filled telemetry.
+    async fn device_meters(
+        &self,
+        serial: &Serial,
+        query: crate::history::MeterQuery,
+    ) -> Result<Vec<crate::history::MeterValue>, StoreError> {
+        let _ = (serial, query);
+        Ok(Vec::new())
     }
 }

@@ -250,8 +250,15 @@ async fn maintenance_kinds_and_components_come_from_the_catalog() {
     assert_eq!(lines(&r), vec![6, 7, 8, 9, 12], "{:?}", r.errors);
     assert!(r.errors[0].reason.contains("renews a component"));
     assert!(r.errors[1].reason.contains("comp7"));
-    assert!(r.errors[2].reason.contains("calibration"), "lists the kinds");
-    assert!(r.errors[3].reason.contains("not a consumable of model PM-1"));
+    assert!(
+        r.errors[2].reason.contains("calibration"),
+        "lists the kinds"
+    );
+    assert!(
+        r.errors[3]
+            .reason
+            .contains("not a consumable of model PM-1")
+    );
     assert!(r.errors[4].reason.contains("differ"));
     assert_eq!(r.imported, 6);
     let again = import(&store, ImportKind::Maintenance, csv).await;

@@ -127,12 +127,7 @@ pub(super) fn import(
     };
     let resolved_text = resolved.as_ref().map(|(c, f)| (c.as_str(), f.as_str()));
     let code_text = code.as_ref().map(|c| c.to_string());
-    let key = key(
-        c.serial.as_str(),
-        c.at,
-        code_text.as_deref(),
-        resolved_text,
-    );
+    let key = key(c.serial.as_str(), c.at, code_text.as_deref(), resolved_text);
     let exists: bool = tx
         .prepare_cached("SELECT 1 FROM failure_events WHERE import_key = ?1")
         .and_then(|mut s| s.exists([&key]))

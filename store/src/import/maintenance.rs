@@ -56,10 +56,7 @@ pub(super) fn import(
         },
         None => return Ok(Err(format!("kind is empty ({})", known_kinds()))),
     };
-    let component = match (
-        identifier(row, "component"),
-        identifier(row, "consumable"),
-    ) {
+    let component = match (identifier(row, "component"), identifier(row, "consumable")) {
         (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
         (Ok(Some(a)), Ok(Some(b))) if a != b => {
             return Ok(Err(format!(

@@ -19,6 +19,7 @@
 
 mod failures;
 mod maintenance;
+pub(crate) mod readback;
 
 use std::collections::HashMap;
 
@@ -290,7 +291,11 @@ mod tests {
 
     #[test]
     fn rows_keep_their_physical_line_numbers() {
-        let rows = rows("serial,at\n\nA,2025-01-01T00:00:00Z\nB\n", failures::COLUMNS).expect("rows");
+        let rows = rows(
+            "serial,at\n\nA,2025-01-01T00:00:00Z\nB\n",
+            failures::COLUMNS,
+        )
+        .expect("rows");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].as_ref().map(|r| r.line).ok(), Some(3));
         assert_eq!(rows[1].as_ref().err().map(|e| e.line), Some(4));
