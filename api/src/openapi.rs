@@ -58,6 +58,7 @@ use crate::routes;
         routes::reliability::mttr,
         routes::reliability::import_failures,
         routes::reliability::import_maintenance,
+        routes::history::import_devices,
         routes::history::import_failures,
         routes::history::import_maintenance,
         routes::history::maintenance,

@@ -1685,3 +1685,37 @@ async fn imported_history_is_read_back_per_device() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn devices_come_in_with_their_commissioning_and_show_it() {
+    let app = spawn_app().await;
+    let a = app
+        .post_csv(
+            "/api/v1/history/import/devices",
+            "serial,model,commissioned_at,runtime_hours_at_registration,observed_from\n\
+             OC5-COM1,OC-5A,2020-02-01T00:00:00Z,3500,2022-01-01T00:00:00Z\n\
+             OC5-COM2,NOPE,,,\n",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["imported"], json!(1), "{}", a.body);
+    assert_eq!(a.body["errors"][0]["line"], json!(3), "{}", a.body);
+    let d = app.get("/api/v1/devices/OC5-COM1").await;
+    assert_eq!(d.body["commissioned_at"], json!("2020-02-01T00:00:00Z"));
+    assert_eq!(d.body["runtime_hours_at_registration"], json!(3500.0));
+    assert_eq!(d.body["observed_from"], json!("2022-01-01T00:00:00Z"));
+
+    // the device import route takes the same columns
+    let b = app
+        .post_csv(
+            "/api/v1/devices/import",
+            "serial,model,commissioned_at,runtime_hours_at_registration\n\
+             OC5-COM3,OC-5A,2021-03-01T00:00:00Z,10.5\n\
+             OC5-COM4,OC-5A,2999-03-01T00:00:00Z,\n",
+        )
+        .await;
+    assert_eq!(b.body["registered"], json!(1), "{}", b.body);
+    assert_eq!(b.body["errors"][0]["row"], json!(3), "{}", b.body);
+    let d = app.get("/api/v1/devices/OC5-COM3").await;
+    assert_eq!(d.body["runtime_hours_at_registration"], json!(10.5));
+}

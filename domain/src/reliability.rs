@@ -158,6 +158,9 @@ pub struct ConsolidationReport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportKind {
+    /// Devices with their commissioning: `serial, model, status, criticality, region,
+    /// address, commissioned_at, runtime_hours_at_registration, observed_from`.
+    Devices,
     /// Past failures: `serial, at, runtime_hours, fault_code, failure_mode, component,
     /// notes`.
     Failures,
@@ -170,6 +173,7 @@ impl ImportKind {
     /// The kind's name, as in `fleetpulse import <kind>` and the import routes.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Devices => "devices",
             Self::Failures => "failures",
             Self::Maintenance => "maintenance",
         }

@@ -61,6 +61,9 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
+    /// Devices with their commissioning: serial, model, status, criticality, region,
+    /// address, commissioned_at, runtime_hours_at_registration, observed_from.
+    Devices(ImportArgs),
     /// Past failures: serial, at, runtime_hours, fault_code, failure_mode, component,
     /// notes.
     Failures(ImportArgs),

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use chrono::{TimeZone, Utc};
 use fleetpulse_domain::dispatch::Dispatch;
 use fleetpulse_domain::reliability::{ImportKind, ImportReport, ReliabilitySource};
 use fleetpulse_domain::store::{NewDevice, Store, UnknownDevicePolicy};
@@ -87,6 +88,9 @@ async fn register(store: &SqliteStore, serial: &str, model: &str) {
             criticality: None,
             region: None,
             address: None,
+            commissioned_at: None,
+            runtime_hours_at_registration: None,
+            observed_from: None,
         })
         .await
         .expect("register");
@@ -263,4 +267,59 @@ async fn maintenance_kinds_and_components_come_from_the_catalog() {
     assert_eq!(r.imported, 6);
     let again = import(&store, ImportKind::Maintenance, csv).await;
     assert_eq!((again.imported, again.duplicates), (0, 6));
+}
+
+#[tokio::test]
+async fn devices_import_with_their_commissioning_and_never_update_silently() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("fp.db")).await;
+    let csv = "serial,model,status,region,commissioned_at,runtime_hours_at_registration,observed_from\n\
+               PM-0100,PM-1,in_stock,north,2019-04-01T00:00:00Z,12000.5,2021-01-01T00:00:00Z\n\
+               PM-0101,PM-1,,,2020-04-01T00:00:00Z,,\n\
+               PM-0102,XX-9,,,,,\n\
+               PM-0103,PM-1,,,2021-01-01T00:00:00Z,,2020-01-01T00:00:00Z\n\
+               PM-0104,PM-1,,,2999-01-01T00:00:00Z,,\n\
+               PM-0105,PM-1,,,,-3,\n\
+               PM-0106,PM-1,at_customer,,,,\n";
+    let r = import(&store, ImportKind::Devices, csv).await;
+    assert_eq!(lines(&r), vec![4, 5, 6, 7, 8], "{:?}", r.errors);
+    assert!(r.errors[0].reason.contains("XX-9"));
+    assert!(r.errors[1].reason.contains("before commissioned_at"));
+    assert!(r.errors[2].reason.contains("future"));
+    assert!(r.errors[3].reason.contains("runtime_hours_at_registration"));
+    assert!(r.errors[4].reason.contains("address"));
+    assert_eq!(r.imported, 2);
+
+    let d = store
+        .device(&sn("PM-0100"))
+        .await
+        .expect("read")
+        .expect("registered")
+        .device;
+    assert_eq!(
+        d.commissioned_at,
+        Some(Utc.with_ymd_and_hms(2019, 4, 1, 0, 0, 0).unwrap())
+    );
+    assert_eq!(d.runtime_hours_at_registration, Some(12000.5));
+    assert_eq!(
+        d.observed_from,
+        Some(Utc.with_ymd_and_hms(2021, 1, 1, 0, 0, 0).unwrap())
+    );
+
+    let again = import(&store, ImportKind::Devices, csv).await;
+    assert_eq!((again.imported, again.duplicates), (0, 2));
+    let changed = import(
+        &store,
+        ImportKind::Devices,
+        "serial,model,commissioned_at\nPM-0101,PM-1,2020-05-01T00:00:00Z\n",
+    )
+    .await;
+    assert_eq!(lines(&changed), vec![2]);
+    assert!(
+        changed.errors[0]
+            .reason
+            .contains("commissioned_at (registered: 2020-04-01"),
+        "{:?}",
+        changed.errors
+    );
 }

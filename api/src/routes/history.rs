@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::AppState;
-use crate::auth::{Caller, READERS};
+use crate::auth::{Caller, DEVICE_ADMINS, READERS};
 use crate::error::ApiError;
 use crate::extract::{self, Path, Query, READING_LIMIT};
 use crate::routes::reliability::IMPORTERS;
@@ -27,6 +27,7 @@ pub const MAX_IMPORT_BYTES: usize = 16 * 1024 * 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/history/import/devices", post(import_devices))
         .route("/api/v1/history/import/failures", post(import_failures))
         .route(
             "/api/v1/history/import/maintenance",
@@ -35,6 +36,22 @@ pub fn router() -> Router<AppState> {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT_BYTES))
         .route("/api/v1/devices/{serial}/maintenance", get(maintenance))
         .route("/api/v1/devices/{serial}/meters", get(meters))
+}
+
+/// Registers devices with their commissioning (columns `serial`, `model`, `status`,
+/// `criticality`, `region`, `address`, `commissioned_at`, `runtime_hours_at_registration`,
+/// `observed_from`; role device-admin). A serial registered with the same values is a
+/// duplicate; with other values it is refused on its line (an import does not update).
+#[utoipa::path(post, path = "/api/v1/history/import/devices", tag = "history",
+    request_body(content = String, content_type = "text/csv", description = "CSV with a header row"),
+    responses((status = 200, description = "What was loaded, and every refused row with its line and reason", body = ImportReport)))]
+async fn import_devices(
+    caller: Caller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ImportReport>, ApiError> {
+    import(caller, state, headers, body, ImportKind::Devices).await
 }
 
 /// Loads past failures (columns `serial`, `at`, `runtime_hours`, `fault_code`,
@@ -73,7 +90,11 @@ async fn import(
     body: Result<Bytes, BytesRejection>,
     kind: ImportKind,
 ) -> Result<Json<ImportReport>, ApiError> {
-    caller.require(IMPORTERS)?;
+    caller.require(if kind == ImportKind::Devices {
+        DEVICE_ADMINS
+    } else {
+        IMPORTERS
+    })?;
     let body = body.map_err(|r| ApiError::InvalidBody {
         status: r.status(),
         message: format!(

@@ -17,6 +17,7 @@
 //! - A failure row whose device already has a recorded (alarm or repair order) event of
 //!   the same code within 24 hours is the same incident: reported, not loaded.
 
+mod devices;
 mod failures;
 mod maintenance;
 pub(crate) mod readback;
@@ -38,6 +39,7 @@ const MAX_NOTES: usize = 4000;
 /// Longest failure mode or consumable id accepted.
 const MAX_ID: usize = 64;
 
+/// The columns a file of most kinds must have.
 const REQUIRED: &[&str] = &["serial", "at"];
 
 /// A data row by column name (empty cells left out), with its line number.
@@ -54,7 +56,7 @@ impl Row {
 
 type Rows = Vec<Result<Row, ImportRowIssue>>;
 
-fn rows(text: &str, allowed: &[&str]) -> Result<Rows, StoreError> {
+fn rows(text: &str, allowed: &[&str], required: &[&str]) -> Result<Rows, StoreError> {
     let mut lines = text
         .lines()
         .enumerate()
@@ -83,7 +85,7 @@ fn rows(text: &str, allowed: &[&str]) -> Result<Rows, StoreError> {
             )));
         }
     }
-    for r in REQUIRED {
+    for r in required {
         if !names.iter().any(|n| n == r) {
             return Err(StoreError::Invalid(format!(
                 "header: the required column {r:?} is missing (columns: {})",
@@ -229,11 +231,12 @@ pub(crate) fn import(
     text: &str,
     now: DateTime<Utc>,
 ) -> Result<ImportReport, StoreError> {
-    let allowed = match kind {
-        ImportKind::Failures => failures::COLUMNS,
-        ImportKind::Maintenance => maintenance::COLUMNS,
+    let (allowed, required) = match kind {
+        ImportKind::Devices => (devices::COLUMNS, devices::REQUIRED),
+        ImportKind::Failures => (failures::COLUMNS, REQUIRED),
+        ImportKind::Maintenance => (maintenance::COLUMNS, REQUIRED),
     };
-    let rows = rows(text, allowed)?;
+    let rows = rows(text, allowed, required)?;
     let tx = conn.transaction().map_err(sql_err)?;
     let mut report = ImportReport {
         rows: rows.len(),
@@ -249,6 +252,7 @@ pub(crate) fn import(
         };
         let line = row.line;
         let done = match kind {
+            ImportKind::Devices => devices::import(&tx, catalog, &row, now)?,
             ImportKind::Failures => failures::import(&tx, catalog, &row, now)?,
             ImportKind::Maintenance => maintenance::import(&tx, catalog, &row, now)?,
         };
@@ -278,15 +282,15 @@ mod tests {
 
     #[test]
     fn a_header_with_an_unknown_or_missing_column_refuses_the_file() {
-        let e = rows("serial,at,fualt_code\n", failures::COLUMNS)
+        let e = rows("serial,at,fualt_code\n", failures::COLUMNS, REQUIRED)
             .err()
             .expect("refused");
         assert!(e.to_string().contains("fualt_code"), "{e}");
-        let e = rows("serial,runtime_hours\n", failures::COLUMNS)
+        let e = rows("serial,runtime_hours\n", failures::COLUMNS, REQUIRED)
             .err()
             .expect("refused");
         assert!(e.to_string().contains("\"at\""), "{e}");
-        assert!(rows("\n\n", failures::COLUMNS).is_err());
+        assert!(rows("\n\n", failures::COLUMNS, REQUIRED).is_err());
     }
 
     #[test]
@@ -294,6 +298,7 @@ mod tests {
         let rows = rows(
             "serial,at\n\nA,2025-01-01T00:00:00Z\nB\n",
             failures::COLUMNS,
+            REQUIRED,
         )
         .expect("rows");
         assert_eq!(rows.len(), 2);
