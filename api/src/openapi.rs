@@ -61,6 +61,8 @@ use crate::routes;
         routes::history::import_devices,
         routes::history::import_failures,
         routes::history::import_maintenance,
+        routes::history::import_meters,
+        routes::history::import_telemetry,
         routes::history::maintenance,
         routes::history::meters,
         routes::predictions::list,

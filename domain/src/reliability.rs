@@ -164,6 +164,11 @@ pub enum ImportKind {
     /// Past failures: `serial, at, runtime_hours, fault_code, failure_mode, component,
     /// notes`.
     Failures,
+    /// Meter history: `serial, at, runtime_hours, <hour meter>…` (wide).
+    Meters,
+    /// Telemetry backfill of registered devices, of any age: `serial, at, <field>…`
+    /// (wide), written as hourly rollups.
+    Telemetry,
     /// Past maintenance of a catalog kind (service, consumable, replacement, inspection,
     /// declared kinds): `serial, at, runtime_hours, kind, component, consumable, notes`.
     Maintenance,
@@ -176,6 +181,8 @@ impl ImportKind {
             Self::Devices => "devices",
             Self::Failures => "failures",
             Self::Maintenance => "maintenance",
+            Self::Meters => "meters",
+            Self::Telemetry => "telemetry",
         }
     }
 }

@@ -71,6 +71,12 @@ pub enum ImportCommand {
     /// service, consumable, replacement, inspection, ...), component (consumable is its
     /// old name), notes.
     Maintenance(ImportArgs),
+    /// Meter history: serial, at, runtime_hours and other cumulative hour meters (one
+    /// column each).
+    Meters(ImportArgs),
+    /// Telemetry backfill of registered devices, of any age: serial, at and one column
+    /// per telemetry field; written as hourly rollups.
+    Telemetry(ImportArgs),
 }
 
 #[derive(Debug, Clone, Args)]

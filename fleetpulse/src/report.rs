@@ -21,6 +21,8 @@ pub async fn import(cmd: ImportCommand) -> anyhow::Result<()> {
         ImportCommand::Devices(a) => (ImportKind::Devices, a),
         ImportCommand::Failures(a) => (ImportKind::Failures, a),
         ImportCommand::Maintenance(a) => (ImportKind::Maintenance, a),
+        ImportCommand::Meters(a) => (ImportKind::Meters, a),
+        ImportCommand::Telemetry(a) => (ImportKind::Telemetry, a),
     };
     let cfg = Config::load(args.store.config.as_deref(), &args.store.overrides())?;
     init_logging("warn", cfg.log.format);

@@ -1,5 +1,5 @@
 //! Property test ("fuzz") of the history CSV imports (`fleetpulse import failures|
-//! maintenance|devices`), on a real SQLite store: arbitrary bytes never panic or fail the store;
+//! maintenance|devices|meters|telemetry`), on a real SQLite store: arbitrary bytes never panic or fail the store;
 //! in a file whose header is valid, every data row is accounted for exactly once
 //! (imported, duplicate, same incident or reported with its line), every bad row is
 //! reported with its own line, every good row is kept, and importing the same file again
@@ -25,12 +25,16 @@ const FAILURE_HEADER: &str = "serial,at,runtime_hours,fault_code,failure_mode,co
 const MAINTENANCE_HEADER: &str = "serial,at,runtime_hours,kind,consumable,notes";
 const DEVICE_HEADER: &str =
     "serial,model,status,region,commissioned_at,runtime_hours_at_registration,observed_from";
+const METER_HEADER: &str = "serial,at,runtime_hours,blower_hours";
+const TELEMETRY_HEADER: &str = "serial,at,runtime_hours,o2_purity_pct,filter_life_pct";
 
 /// The kinds the fuzz covers.
 const KINDS: &[ImportKind] = &[
     ImportKind::Failures,
     ImportKind::Maintenance,
     ImportKind::Devices,
+    ImportKind::Meters,
+    ImportKind::Telemetry,
 ];
 
 fn header(kind: ImportKind) -> &'static str {
@@ -38,6 +42,8 @@ fn header(kind: ImportKind) -> &'static str {
         ImportKind::Failures => FAILURE_HEADER,
         ImportKind::Maintenance => MAINTENANCE_HEADER,
         ImportKind::Devices => DEVICE_HEADER,
+        ImportKind::Meters => METER_HEADER,
+        ImportKind::Telemetry => TELEMETRY_HEADER,
     }
 }
 
@@ -117,6 +123,8 @@ fn good_row(kind: ImportKind, day: usize) -> String {
         }
         ImportKind::Maintenance => format!("OC5-FZ1,{at},{},consumable,filter,ok", day * 10),
         ImportKind::Devices => format!("OC5-FZD{day},OC-5A,in_stock,north,{at},{},", day * 10),
+        ImportKind::Meters => format!("OC5-FZ1,{at},{},{day}", day * 10),
+        ImportKind::Telemetry => format!("OC5-FZ1,{at},{},95.5,80", day * 10),
     }
 }
 
@@ -156,7 +164,7 @@ fn other_row() -> impl Strategy<Value = String> {
         "[^\n\r,\"]{0,12}",
     ];
     prop_oneof![
-        3 => prop::collection::vec(cell, 6..=7).prop_map(|c| c.join(",")),
+        3 => prop::collection::vec(cell, 4..=7).prop_map(|c| c.join(",")),
         1 => prop::collection::vec(
             prop_oneof![Just(String::new()), "[^\n\r]{0,12}"], 0..9
         ).prop_map(|c| c.join(",")),
@@ -208,7 +216,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic_and_fail_only_as_invalid(
         kind in prop::sample::select(KINDS),
-        header in prop::option::of(prop::sample::select(vec![FAILURE_HEADER, MAINTENANCE_HEADER, DEVICE_HEADER, "serial,at"])),
+        header in prop::option::of(prop::sample::select(vec![FAILURE_HEADER, MAINTENANCE_HEADER, DEVICE_HEADER, METER_HEADER, TELEMETRY_HEADER, "serial,at"])),
         bytes in prop::collection::vec(any::<u8>(), 0..400),
     ) {
         // what the CLI hands over: the file as text (it refuses a file that is not UTF-8)

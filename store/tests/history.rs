@@ -323,3 +323,237 @@ async fn devices_import_with_their_commissioning_and_never_update_silently() {
         changed.errors
     );
 }
+
+#[tokio::test]
+async fn telemetry_three_years_old_is_refused_live_and_back_filled_into_hourly_rollups() {
+    use fleetpulse_domain::history::MeterQuery;
+    use fleetpulse_domain::telemetry::{TelemetryLimits, parse_telemetry};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("fp.db")).await;
+    register(&store, "OC5-0200", "OC-5A").await;
+    let old = Utc::now() - chrono::Duration::days(3 * 365);
+    let hour = old.timestamp() - old.timestamp().rem_euclid(3600);
+    let t = |s: i64| {
+        chrono::DateTime::from_timestamp(hour + s, 0)
+            .expect("time")
+            .to_rfc3339()
+    };
+
+    // the live path refuses it for its age
+    let live = parse_telemetry(
+        &sn("OC5-0200"),
+        format!(r#"{{"seq":1,"ts":"{}","runtime_hours":100}}"#, t(0)).as_bytes(),
+        Utc::now(),
+        &TelemetryLimits::default(),
+    );
+    assert!(
+        live[0]
+            .as_ref()
+            .is_err_and(|r| r.detail.contains("days old")),
+        "{live:?}"
+    );
+
+    let csv = format!(
+        "serial,at,runtime_hours,o2_purity_pct,vendor_temp\n\
+         OC5-0200,{},100,95,20\n\
+         OC5-0200,{},100.5,93,21\n\
+         OC5-0200,{},101,94,\n\
+         OC5-0200,{},102,250,\n\
+         OC5-0200,{},103,Bad,\n",
+        t(0),
+        t(1800),
+        t(3600),
+        t(7200),
+        t(10800)
+    );
+    let r = import(&store, ImportKind::Telemetry, &csv).await;
+    assert_eq!(lines(&r), vec![5, 6], "{:?}", r.errors);
+    assert!(
+        r.errors[0].reason.contains("o2_purity_pct"),
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(r.imported, 3);
+    let rollups = store
+        .rollups(
+            &sn("OC5-0200"),
+            old - chrono::Duration::hours(1),
+            old + chrono::Duration::hours(5),
+        )
+        .await
+        .expect("rollups");
+    let runtime: Vec<(u64, f64, f64)> = rollups
+        .iter()
+        .filter(|r| r.field == "runtime_hours")
+        .map(|r| (r.count, r.sum, r.last))
+        .collect();
+    assert_eq!(runtime, vec![(2, 200.5, 100.5), (1, 101.0, 101.0)]);
+    assert!(
+        rollups
+            .iter()
+            .any(|r| r.field == "vendor_temp" && r.count == 2)
+    );
+
+    let again = import(&store, ImportKind::Telemetry, &csv).await;
+    assert_eq!((again.imported, again.duplicates), (0, 3), "{:?}", again);
+    let changed = import(
+        &store,
+        ImportKind::Telemetry,
+        &format!("serial,at,runtime_hours\nOC5-0200,{},100\n", t(0)),
+    )
+    .await;
+    assert!(
+        changed.errors[0].reason.contains("back-filled before"),
+        "{:?}",
+        changed.errors
+    );
+
+    let meters = store
+        .device_meters(
+            &sn("OC5-0200"),
+            MeterQuery {
+                field: Some("runtime_hours".into()),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("meters");
+    let got: Vec<(f64, &str)> = meters
+        .iter()
+        .map(|m| (m.value, m.source.as_str()))
+        .collect();
+    assert_eq!(got, vec![(100.5, "backfill"), (101.0, "backfill")]);
+}
+
+#[tokio::test]
+async fn a_backfill_overlapping_a_live_hour_is_refused_on_its_lines() {
+    use fleetpulse_domain::store::IngestBatch;
+    use fleetpulse_domain::telemetry::{TelemetryLimits, parse_telemetry};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("fp.db")).await;
+    register(&store, "OC5-0300", "OC-5A").await;
+    let now = Utc::now();
+    let hour = now.timestamp() - now.timestamp().rem_euclid(3600) - 5 * 3600;
+    let t = |s: i64| chrono::DateTime::from_timestamp(hour + s, 0).expect("time");
+    let readings = parse_telemetry(
+        &sn("OC5-0300"),
+        format!(
+            r#"{{"seq":1,"ts":"{}","runtime_hours":500}}"#,
+            t(600).to_rfc3339()
+        )
+        .as_bytes(),
+        now,
+        &TelemetryLimits::default(),
+    )
+    .into_iter()
+    .map(|r| r.expect("valid"))
+    .collect();
+    store
+        .commit_batch(IngestBatch {
+            readings,
+            ..Default::default()
+        })
+        .await
+        .expect("commit");
+    let csv = format!(
+        "serial,at,runtime_hours\nOC5-0300,{},499.5\nOC5-0300,{},499.9\nOC5-0300,{},501\n",
+        t(0).to_rfc3339(),
+        t(1200).to_rfc3339(),
+        t(3600).to_rfc3339()
+    );
+    let r = import(&store, ImportKind::Telemetry, &csv).await;
+    assert_eq!(lines(&r), vec![2, 3], "{:?}", r.errors);
+    assert!(r.errors[0].reason.contains("overlaps live telemetry"));
+    assert_eq!(r.imported, 1);
+    let live_hour = store
+        .rollups(&sn("OC5-0300"), t(0), t(3600))
+        .await
+        .expect("rollups");
+    assert_eq!(
+        live_hour
+            .iter()
+            .map(|r| (r.count, r.last))
+            .collect::<Vec<_>>(),
+        vec![(1, 500.0)],
+        "the live hour is untouched"
+    );
+}
+
+#[tokio::test]
+async fn meter_history_is_kept_per_reading_merged_where_no_live_hour_and_read_back() {
+    use fleetpulse_domain::history::MeterQuery;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("fp.db")).await;
+    register(&store, "HV2-0400", "HV-200").await;
+    let csv = "serial,at,runtime_hours,blower_hours\n\
+               HV2-0400,2022-01-01T08:00:00Z,1000,900\n\
+               HV2-0400,2022-01-01T08:30:00Z,1000.5,\n\
+               HV2-0400,2022-02-01T08:00:00Z,1700,1500\n\
+               HV2-0400,2022-03-01T08:00:00Z,-1,\n\
+               HV2-0400,2022-03-02T08:00:00Z,,\n\
+               NOPE-9,2022-03-03T08:00:00Z,5,\n";
+    let r = import(&store, ImportKind::Meters, csv).await;
+    assert_eq!(lines(&r), vec![5, 6, 7], "{:?}", r.errors);
+    assert_eq!(r.imported, 3);
+    let again = import(&store, ImportKind::Meters, csv).await;
+    assert_eq!((again.imported, again.duplicates), (0, 3));
+    let conflict = import(
+        &store,
+        ImportKind::Meters,
+        "serial,at,runtime_hours\nHV2-0400,2022-01-01T08:00:00Z,1001\n",
+    )
+    .await;
+    assert!(
+        conflict.errors[0]
+            .reason
+            .contains("imported before as 1000")
+    );
+    let err = store
+        .import_history(ImportKind::Meters, "serial,at,o2_purity_pct\n".into())
+        .await
+        .expect_err("not a meter");
+    assert!(err.to_string().contains("o2_purity_pct"), "{err}");
+
+    let all = store
+        .device_meters(
+            &sn("HV2-0400"),
+            MeterQuery {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("meters");
+    let got: Vec<(&str, f64, &str)> = all
+        .iter()
+        .map(|m| (m.field.as_str(), m.value, m.source.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("blower_hours", 900.0, "import"),
+            ("runtime_hours", 1000.0, "import"),
+            ("runtime_hours", 1000.5, "import"),
+            ("blower_hours", 1500.0, "import"),
+            ("runtime_hours", 1700.0, "import"),
+        ]
+    );
+    let rollups = store
+        .rollups(
+            &sn("HV2-0400"),
+            Utc.with_ymd_and_hms(2022, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2022, 1, 2, 0, 0, 0).unwrap(),
+        )
+        .await
+        .expect("rollups");
+    let runtime: Vec<(u64, f64)> = rollups
+        .iter()
+        .filter(|r| r.field == "runtime_hours")
+        .map(|r| (r.count, r.last))
+        .collect();
+    assert_eq!(runtime, vec![(2, 1000.5)], "merged into the hour");
+}

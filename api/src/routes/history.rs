@@ -33,6 +33,8 @@ pub fn router() -> Router<AppState> {
             "/api/v1/history/import/maintenance",
             post(import_maintenance),
         )
+        .route("/api/v1/history/import/meters", post(import_meters))
+        .route("/api/v1/history/import/telemetry", post(import_telemetry))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT_BYTES))
         .route("/api/v1/devices/{serial}/maintenance", get(maintenance))
         .route("/api/v1/devices/{serial}/meters", get(meters))
@@ -81,6 +83,37 @@ async fn import_maintenance(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ImportReport>, ApiError> {
     import(caller, state, headers, body, ImportKind::Maintenance).await
+}
+
+/// Loads meter history (columns `serial`, `at`, then one column per cumulative meter in
+/// hours: `runtime_hours`, the contract's hour meters and the fields components age on).
+/// Kept per reading and merged into the hourly rollups where the hour has no live data.
+#[utoipa::path(post, path = "/api/v1/history/import/meters", tag = "history",
+    request_body(content = String, content_type = "text/csv", description = "CSV with a header row"),
+    responses((status = 200, description = "What was loaded, and every refused row with its line and reason", body = ImportReport)))]
+async fn import_meters(
+    caller: Caller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ImportReport>, ApiError> {
+    import(caller, state, headers, body, ImportKind::Meters).await
+}
+
+/// Back-fills telemetry of registered devices, of any age (columns `serial`, `at`, then
+/// one column per telemetry field). Checked as live readings are, but for their age;
+/// written as hourly rollups. An hour holding live telemetry is refused on its lines; an
+/// hour back-filled before with the same rows is a duplicate.
+#[utoipa::path(post, path = "/api/v1/history/import/telemetry", tag = "history",
+    request_body(content = String, content_type = "text/csv", description = "CSV with a header row"),
+    responses((status = 200, description = "What was loaded, and every refused row with its line and reason", body = ImportReport)))]
+async fn import_telemetry(
+    caller: Caller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ImportReport>, ApiError> {
+    import(caller, state, headers, body, ImportKind::Telemetry).await
 }
 
 async fn import(

@@ -20,7 +20,10 @@
 mod devices;
 mod failures;
 mod maintenance;
+mod meters;
 pub(crate) mod readback;
+mod rollups;
+mod telemetry;
 
 use std::collections::HashMap;
 
@@ -56,7 +59,31 @@ impl Row {
 
 type Rows = Vec<Result<Row, ImportRowIssue>>;
 
-fn rows(text: &str, allowed: &[&str], required: &[&str]) -> Result<Rows, StoreError> {
+/// Which header names a kind takes.
+enum Columns<'a> {
+    /// These names.
+    Listed(&'a [&'a str]),
+    /// `serial`, `at` and any telemetry field name (`[a-z][a-z0-9_]{0,63}`).
+    Fields,
+}
+
+impl Columns<'_> {
+    fn allows(&self, name: &str) -> bool {
+        match self {
+            Self::Listed(names) => names.contains(&name),
+            Self::Fields => fleetpulse_domain::catalog::is_catalog_id(name),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Listed(names) => names.join(", "),
+            Self::Fields => "serial, at and telemetry field names ([a-z][a-z0-9_]{0,63})".into(),
+        }
+    }
+}
+
+fn rows(text: &str, allowed: Columns<'_>, required: &[&str]) -> Result<Rows, StoreError> {
     let mut lines = text
         .lines()
         .enumerate()
@@ -73,10 +100,10 @@ fn rows(text: &str, allowed: &[&str], required: &[&str]) -> Result<Rows, StoreEr
         .map(|n| n.trim().to_ascii_lowercase())
         .collect();
     for n in &names {
-        if !allowed.contains(&n.as_str()) {
+        if !allowed.allows(n) {
             return Err(StoreError::Invalid(format!(
                 "header: unknown column {n:?} (columns: {})",
-                allowed.join(", ")
+                allowed.describe()
             )));
         }
         if names.iter().filter(|m| *m == n).count() > 1 {
@@ -89,7 +116,7 @@ fn rows(text: &str, allowed: &[&str], required: &[&str]) -> Result<Rows, StoreEr
         if !names.iter().any(|n| n == r) {
             return Err(StoreError::Invalid(format!(
                 "header: the required column {r:?} is missing (columns: {})",
-                allowed.join(", ")
+                allowed.describe()
             )));
         }
     }
@@ -231,10 +258,14 @@ pub(crate) fn import(
     text: &str,
     now: DateTime<Utc>,
 ) -> Result<ImportReport, StoreError> {
+    let meter_columns = meters::columns(catalog);
+    let meter_columns: Vec<&str> = meter_columns.iter().map(String::as_str).collect();
     let (allowed, required) = match kind {
-        ImportKind::Devices => (devices::COLUMNS, devices::REQUIRED),
-        ImportKind::Failures => (failures::COLUMNS, REQUIRED),
-        ImportKind::Maintenance => (maintenance::COLUMNS, REQUIRED),
+        ImportKind::Devices => (Columns::Listed(devices::COLUMNS), devices::REQUIRED),
+        ImportKind::Failures => (Columns::Listed(failures::COLUMNS), REQUIRED),
+        ImportKind::Maintenance => (Columns::Listed(maintenance::COLUMNS), REQUIRED),
+        ImportKind::Meters => (Columns::Listed(&meter_columns), REQUIRED),
+        ImportKind::Telemetry => (Columns::Fields, REQUIRED),
     };
     let rows = rows(text, allowed, required)?;
     let tx = conn.transaction().map_err(sql_err)?;
@@ -242,6 +273,12 @@ pub(crate) fn import(
         rows: rows.len(),
         ..Default::default()
     };
+    if kind == ImportKind::Telemetry {
+        telemetry::import(&tx, rows, now, &mut report)?;
+        tx.commit().map_err(sql_err)?;
+        tracing::info!(kind = ?kind, rows = report.rows, imported = report.imported, duplicates = report.duplicates, errors = report.errors.len(), "history imported");
+        return Ok(report);
+    }
     for row in rows {
         let row = match row {
             Ok(r) => r,
@@ -255,6 +292,8 @@ pub(crate) fn import(
             ImportKind::Devices => devices::import(&tx, catalog, &row, now)?,
             ImportKind::Failures => failures::import(&tx, catalog, &row, now)?,
             ImportKind::Maintenance => maintenance::import(&tx, catalog, &row, now)?,
+            ImportKind::Meters => meters::import(&tx, &row, now)?,
+            ImportKind::Telemetry => unreachable!("telemetry rows are loaded by the hour, above"),
         };
         match done {
             Ok(Loaded::Imported) => report.imported += 1,
@@ -282,22 +321,30 @@ mod tests {
 
     #[test]
     fn a_header_with_an_unknown_or_missing_column_refuses_the_file() {
-        let e = rows("serial,at,fualt_code\n", failures::COLUMNS, REQUIRED)
-            .err()
-            .expect("refused");
+        let e = rows(
+            "serial,at,fualt_code\n",
+            Columns::Listed(failures::COLUMNS),
+            REQUIRED,
+        )
+        .err()
+        .expect("refused");
         assert!(e.to_string().contains("fualt_code"), "{e}");
-        let e = rows("serial,runtime_hours\n", failures::COLUMNS, REQUIRED)
-            .err()
-            .expect("refused");
+        let e = rows(
+            "serial,runtime_hours\n",
+            Columns::Listed(failures::COLUMNS),
+            REQUIRED,
+        )
+        .err()
+        .expect("refused");
         assert!(e.to_string().contains("\"at\""), "{e}");
-        assert!(rows("\n\n", failures::COLUMNS, REQUIRED).is_err());
+        assert!(rows("\n\n", Columns::Listed(failures::COLUMNS), REQUIRED).is_err());
     }
 
     #[test]
     fn rows_keep_their_physical_line_numbers() {
         let rows = rows(
             "serial,at\n\nA,2025-01-01T00:00:00Z\nB\n",
-            failures::COLUMNS,
+            Columns::Listed(failures::COLUMNS),
             REQUIRED,
         )
         .expect("rows");
