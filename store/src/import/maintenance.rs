@@ -82,9 +82,9 @@ pub(super) fn import(
     };
     let model = spec.id.as_str();
     if kind.id == "consumable" {
-        if !catalog
+        if catalog
             .component(model, id)
-            .is_some_and(|k| k.life_field.is_some())
+            .is_none_or(|k| k.life_field.is_none())
         {
             let known: Vec<&str> = spec.consumables.iter().map(|s| s.id.as_str()).collect();
             return Ok(Err(format!(
