@@ -312,6 +312,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::device_import::router())
         .merge(routes::reliability::router())
         .merge(routes::predictions::router())
+        .merge(routes::history::router())
         .merge(openapi::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(no_route)

@@ -1588,3 +1588,134 @@ async fn the_shared_store_look_wakes_streams_for_another_process_revocation() {
         .expect("the watcher ends with the streams")
         .expect("no panic");
 }
+
+impl TestApp {
+    async fn post_csv(&self, path: &str, csv: &str) -> Answer {
+        let req = Request::post(path)
+            .header(header::CONTENT_TYPE, "text/csv")
+            .body(Body::from(csv.to_owned()))
+            .expect("request");
+        self.send(req).await
+    }
+}
+
+#[tokio::test]
+async fn imported_history_is_read_back_per_device() {
+    let app = spawn_app().await;
+    assert_eq!(app.register("OC5-HIST").await.status, StatusCode::CREATED);
+
+    let failures = app
+        .post_csv(
+            "/api/v1/history/import/failures",
+            "serial,at,runtime_hours,fault_code,component\n\
+             OC5-HIST,2022-03-01T10:00:00Z,900,E101,\n\
+             OC5-HIST,2022-06-01T10:00:00Z,1500,,compressor\n\
+             OC5-HIST,2022-06-01T10:00:00Z,1500,,valve\n",
+        )
+        .await;
+    assert_eq!(failures.status, StatusCode::OK, "{}", failures.body);
+    assert_eq!(failures.body["imported"], json!(2), "{}", failures.body);
+    assert_eq!(
+        failures.body["errors"][0]["line"],
+        json!(4),
+        "{}",
+        failures.body
+    );
+    let read = app.get("/api/v1/devices/OC5-HIST/failures").await;
+    let got: Vec<(Value, Value)> = read
+        .body
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|f| (f["component"].clone(), f["failure_mode"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (json!("compressor"), json!("compressor")),
+            (json!("compressor"), json!("compressor")),
+        ],
+        "{}",
+        read.body
+    );
+
+    let maintenance = app
+        .post_csv(
+            "/api/v1/history/import/maintenance",
+            "serial,at,runtime_hours,kind,component,notes\n\
+             OC5-HIST,2022-03-02T09:00:00Z,905,replacement,compressor,after the failure\n\
+             OC5-HIST,2022-01-10T09:00:00Z,400,consumable,filter,\n\
+             OC5-HIST,2022-04-01T09:00:00Z,1200,service,,\n",
+        )
+        .await;
+    assert_eq!(
+        maintenance.body["imported"],
+        json!(3),
+        "{}",
+        maintenance.body
+    );
+    let read = app.get("/api/v1/devices/OC5-HIST/maintenance").await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    let got: Vec<(Value, Value, Value)> = read
+        .body
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| {
+            (
+                m["kind"].clone(),
+                m["component"].clone(),
+                m["source"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (json!("consumable"), json!("filter"), json!("import")),
+            (json!("replacement"), json!("compressor"), json!("import")),
+            (json!("service"), Value::Null, json!("import")),
+        ],
+        "oldest first: {}",
+        read.body
+    );
+    assert_eq!(read.body[1]["notes"], json!("after the failure"));
+    assert_eq!(
+        app.get("/api/v1/devices/NOPE-1/maintenance").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn devices_come_in_with_their_commissioning_and_show_it() {
+    let app = spawn_app().await;
+    let a = app
+        .post_csv(
+            "/api/v1/history/import/devices",
+            "serial,model,commissioned_at,runtime_hours_at_registration,observed_from\n\
+             OC5-COM1,OC-5A,2020-02-01T00:00:00Z,3500,2022-01-01T00:00:00Z\n\
+             OC5-COM2,NOPE,,,\n",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["imported"], json!(1), "{}", a.body);
+    assert_eq!(a.body["errors"][0]["line"], json!(3), "{}", a.body);
+    let d = app.get("/api/v1/devices/OC5-COM1").await;
+    assert_eq!(d.body["commissioned_at"], json!("2020-02-01T00:00:00Z"));
+    assert_eq!(d.body["runtime_hours_at_registration"], json!(3500.0));
+    assert_eq!(d.body["observed_from"], json!("2022-01-01T00:00:00Z"));
+
+    // the device import route takes the same columns
+    let b = app
+        .post_csv(
+            "/api/v1/devices/import",
+            "serial,model,commissioned_at,runtime_hours_at_registration\n\
+             OC5-COM3,OC-5A,2021-03-01T00:00:00Z,10.5\n\
+             OC5-COM4,OC-5A,2999-03-01T00:00:00Z,\n",
+        )
+        .await;
+    assert_eq!(b.body["registered"], json!(1), "{}", b.body);
+    assert_eq!(b.body["errors"][0]["row"], json!(3), "{}", b.body);
+    let d = app.get("/api/v1/devices/OC5-COM3").await;
+    assert_eq!(d.body["runtime_hours_at_registration"], json!(10.5));
+}

@@ -178,6 +178,10 @@ pub struct FailureEvent {
     pub source: String,
     pub order_id: Option<i64>,
     pub fault_code: Option<String>,
+    /// The failed component of the device's model (catalog id), when known.
+    pub component: Option<String>,
+    /// The failure mode (catalog id), when known.
+    pub failure_mode: Option<String>,
     pub notes: Option<String>,
 }
 

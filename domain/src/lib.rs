@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod csv;
 pub mod device;
 pub mod dispatch;
+pub mod history;
 pub mod line_protocol;
 pub mod order;
 pub mod policy;

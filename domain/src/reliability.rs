@@ -159,11 +159,33 @@ pub struct ConsolidationReport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportKind {
-    /// Past failures: `serial, at, runtime_hours, fault_code, failure_mode, notes`.
+    /// Devices with their commissioning: `serial, model, status, criticality, region,
+    /// address, commissioned_at, runtime_hours_at_registration, observed_from`.
+    Devices,
+    /// Past failures: `serial, at, runtime_hours, fault_code, failure_mode, component,
+    /// notes`.
     Failures,
-    /// Past services and consumable replacements:
-    /// `serial, at, runtime_hours, kind, consumable, notes`.
+    /// Meter history: `serial, at, runtime_hours, <hour meter>…` (wide).
+    Meters,
+    /// Telemetry backfill of registered devices, of any age: `serial, at, <field>…`
+    /// (wide), written as hourly rollups.
+    Telemetry,
+    /// Past maintenance of a catalog kind (service, consumable, replacement, inspection,
+    /// declared kinds): `serial, at, runtime_hours, kind, component, consumable, notes`.
     Maintenance,
+}
+
+impl ImportKind {
+    /// The kind's name, as in `fleetpulse import <kind>` and the import routes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Devices => "devices",
+            Self::Failures => "failures",
+            Self::Maintenance => "maintenance",
+            Self::Meters => "meters",
+            Self::Telemetry => "telemetry",
+        }
+    }
 }
 
 /// One row of an import that was not loaded, by its line in the file (the header is
@@ -223,5 +245,26 @@ pub trait ReliabilitySource: Send + Sync + 'static {
         Err(StoreError::Invalid(
             "this store does not import history".into(),
         ))
+    }
+
+    /// The device's maintenance, oldest first: imported records and the consumables
+    /// replaced by completed orders.
+    async fn device_maintenance(
+        &self,
+        serial: &Serial,
+    ) -> Result<Vec<crate::history::MaintenanceEntry>, StoreError> {
+        let _ = serial;
+        Ok(Vec::new())
+    }
+
+    /// The device's meter values, oldest first: imported meter history, and the hourly
+    /// last values of live and back-filled telemetry.
+    async fn device_meters(
+        &self,
+        serial: &Serial,
+        query: crate::history::MeterQuery,
+    ) -> Result<Vec<crate::history::MeterValue>, StoreError> {
+        let _ = (serial, query);
+        Ok(Vec::new())
     }
 }

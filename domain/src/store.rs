@@ -154,6 +154,55 @@ pub struct NewDevice {
     pub region: Option<String>,
     #[serde(default)]
     pub address: Option<String>,
+    /// When the device entered service (its components' installation, its age from 0);
+    /// unknown when absent. Not in the future.
+    #[serde(default)]
+    pub commissioned_at: Option<DateTime<Utc>>,
+    /// Its runtime-hour meter when it joined the fleet (a device registered mid-life).
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub runtime_hours_at_registration: Option<f64>,
+    /// From when its failures and replacements are complete (history before it is
+    /// partial: lives that began earlier enter late). Not before `commissioned_at`.
+    #[serde(default)]
+    pub observed_from: Option<DateTime<Utc>>,
+}
+
+impl NewDevice {
+    /// Checks the commissioning facts against each other and `now`; the text names the
+    /// field.
+    pub fn check_history(&self, now: DateTime<Utc>) -> Result<(), String> {
+        if let Some(h) = self.runtime_hours_at_registration
+            && !(h.is_finite() && h >= 0.0)
+        {
+            return Err(format!(
+                "runtime_hours_at_registration = {h} must be a non-negative number"
+            ));
+        }
+        if let Some(t) = self.commissioned_at
+            && t > now
+        {
+            return Err(format!(
+                "commissioned_at {} is in the future",
+                t.to_rfc3339()
+            ));
+        }
+        if let Some(t) = self.observed_from
+            && t > now
+        {
+            return Err(format!("observed_from {} is in the future", t.to_rfc3339()));
+        }
+        if let (Some(c), Some(o)) = (self.commissioned_at, self.observed_from)
+            && o < c
+        {
+            return Err(format!(
+                "observed_from {} is before commissioned_at {}",
+                o.to_rfc3339(),
+                c.to_rfc3339()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A device in the registry.
@@ -170,6 +219,12 @@ pub struct Device {
     pub connection: ConnectionState,
     pub registered_at: DateTime<Utc>,
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// When it entered service, when known.
+    pub commissioned_at: Option<DateTime<Utc>>,
+    /// Its runtime-hour meter when it joined the fleet, when known.
+    pub runtime_hours_at_registration: Option<f64>,
+    /// From when its failures and replacements are complete, when known.
+    pub observed_from: Option<DateTime<Utc>>,
 }
 
 /// A device with its latest state (list view).

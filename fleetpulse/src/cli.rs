@@ -61,11 +61,22 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
-    /// Past failures: serial, at, runtime_hours, fault_code, failure_mode, notes.
+    /// Devices with their commissioning: serial, model, status, criticality, region,
+    /// address, commissioned_at, runtime_hours_at_registration, observed_from.
+    Devices(ImportArgs),
+    /// Past failures: serial, at, runtime_hours, fault_code, failure_mode, component,
+    /// notes.
     Failures(ImportArgs),
-    /// Past services and consumable replacements: serial, at, runtime_hours, kind
-    /// (service or consumable), consumable, notes.
+    /// Past maintenance: serial, at, runtime_hours, kind (a catalog maintenance kind:
+    /// service, consumable, replacement, inspection, ...), component (consumable is its
+    /// old name), notes.
     Maintenance(ImportArgs),
+    /// Meter history: serial, at, runtime_hours and other cumulative hour meters (one
+    /// column each).
+    Meters(ImportArgs),
+    /// Telemetry backfill of registered devices, of any age: serial, at and one column
+    /// per telemetry field; written as hourly rollups.
+    Telemetry(ImportArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,4 +1,4 @@
-//! `fleetpulse import failures|maintenance FILE.csv`: history into the store, straight
+//! `fleetpulse import <kind> FILE.csv` (devices, failures, maintenance, …): history into the store, straight
 //! (works while `serve` runs: SQLite serialises the writers); and `fleetpulse report
 //! reliability`: the reliability tables of a period as CSV files and one JSON.
 
@@ -18,8 +18,11 @@ use crate::config::Config;
 /// was refused, so a script notices.
 pub async fn import(cmd: ImportCommand) -> anyhow::Result<()> {
     let (kind, args): (ImportKind, ImportArgs) = match cmd {
+        ImportCommand::Devices(a) => (ImportKind::Devices, a),
         ImportCommand::Failures(a) => (ImportKind::Failures, a),
         ImportCommand::Maintenance(a) => (ImportKind::Maintenance, a),
+        ImportCommand::Meters(a) => (ImportKind::Meters, a),
+        ImportCommand::Telemetry(a) => (ImportKind::Telemetry, a),
     };
     let cfg = Config::load(args.store.config.as_deref(), &args.store.overrides())?;
     init_logging("warn", cfg.log.format);

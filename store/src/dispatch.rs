@@ -89,7 +89,7 @@ impl Dispatch for SqliteStore {
 
     async fn failure_events(&self, serial: &Serial) -> Result<Vec<FailureEvent>, StoreError> {
         let serial = serial.clone();
-        self.read(move |conn, _| orders::failure_events(conn, &serial))
+        self.read(move |conn, opts| orders::failure_events(conn, &opts.catalog, &serial))
             .await
     }
 

@@ -589,6 +589,25 @@ impl ReliabilitySource for SqliteStore {
         self.write(move |conn, opts, _| import::import(conn, &opts.catalog, kind, &csv, Utc::now()))
             .await
     }
+
+    async fn device_maintenance(
+        &self,
+        serial: &Serial,
+    ) -> Result<Vec<fleetpulse_domain::history::MaintenanceEntry>, StoreError> {
+        let serial = serial.clone();
+        self.read(move |conn, _| import::readback::maintenance(conn, &serial))
+            .await
+    }
+
+    async fn device_meters(
+        &self,
+        serial: &Serial,
+        query: fleetpulse_domain::history::MeterQuery,
+    ) -> Result<Vec<fleetpulse_domain::history::MeterValue>, StoreError> {
+        let serial = serial.clone();
+        self.read(move |conn, opts| import::readback::meters(conn, &opts.catalog, &serial, &query))
+            .await
+    }
 }
 
 #[async_trait::async_trait]

@@ -574,17 +574,30 @@ pub(crate) fn order_events_after(
     )
 }
 
+/// The device's failure events, oldest first. A row without a component (recorded from an
+/// alarm or before components existed) gets the component of its failure mode in the
+/// catalog, when the model has one.
 pub(crate) fn failure_events(
     conn: &Connection,
+    catalog: &fleetpulse_domain::catalog::Catalog,
     serial: &Serial,
 ) -> Result<Vec<FailureEvent>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT id, serial, at, runtime_hours, source, order_id, fault_code, notes \
-             FROM failure_events WHERE serial = ?1 AND retracted_at IS NULL ORDER BY id",
+            "SELECT id, serial, at, runtime_hours, source, order_id, fault_code, notes, component, failure_mode \
+             , model FROM failure_events WHERE serial = ?1 AND retracted_at IS NULL ORDER BY at, id",
         )
         .map_err(sql_err)?;
     collect(stmt.query([serial.as_str()]).map_err(sql_err)?, |row| {
+        let failure_mode: Option<String> = row.get(9).map_err(sql_err)?;
+        let model: Option<String> = row.get(10).map_err(sql_err)?;
+        let component: Option<String> = row.get(8).map_err(sql_err)?;
+        let component = component.or_else(|| {
+            let (model, mode) = (model.as_deref()?, failure_mode.as_deref()?);
+            catalog
+                .failure_mode(model, mode)
+                .map(|(c, _)| c.id.to_string())
+        });
         Ok(FailureEvent {
             id: row.get(0).map_err(sql_err)?,
             serial: serial.clone(),
@@ -593,6 +606,8 @@ pub(crate) fn failure_events(
             source: row.get(4).map_err(sql_err)?,
             order_id: row.get(5).map_err(sql_err)?,
             fault_code: row.get(6).map_err(sql_err)?,
+            component,
+            failure_mode,
             notes: row.get(7).map_err(sql_err)?,
         })
     })

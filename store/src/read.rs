@@ -24,7 +24,9 @@ fn page_limit(limit: usize) -> usize {
     limit.clamp(1, MAX_PAGE)
 }
 
-const DEVICE_COLS: &str = "d.serial, d.model, d.kind, d.status, d.criticality, d.region, d.address, d.firmware, d.connection, d.registered_at, d.last_seen_at";
+const DEVICE_COLS: &str = "d.serial, d.model, d.kind, d.status, d.criticality, d.region, d.address, d.firmware, d.connection, d.registered_at, d.last_seen_at, d.commissioned_at, d.runtime_hours_at_registration, d.observed_from";
+/// How many columns `DEVICE_COLS` has (the latest state follows them in a list).
+const DEVICE_COL_COUNT: usize = 14;
 const LATEST_COLS: &str = "l.seq, l.ts, l.received_at, l.vals, l.alarms, l.firmware";
 
 fn device_from(row: &Row<'_>) -> Result<Device, StoreError> {
@@ -51,6 +53,9 @@ fn device_from(row: &Row<'_>) -> Result<Device, StoreError> {
         connection: parse_col("devices.connection", &get_s(8)?)?,
         registered_at: from_ms(row.get(9).map_err(sql_err)?),
         last_seen_at: row.get::<_, Option<i64>>(10).map_err(sql_err)?.map(from_ms),
+        commissioned_at: row.get::<_, Option<i64>>(11).map_err(sql_err)?.map(from_ms),
+        runtime_hours_at_registration: row.get(12).map_err(sql_err)?,
+        observed_from: row.get::<_, Option<i64>>(13).map_err(sql_err)?.map(from_ms),
     })
 }
 
@@ -179,7 +184,7 @@ pub(crate) fn list_devices(
         |row| {
             Ok(DeviceSummary {
                 device: device_from(row)?,
-                latest: latest_from(row, 11)?,
+                latest: latest_from(row, DEVICE_COL_COUNT)?,
             })
         },
     )?;

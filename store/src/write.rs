@@ -928,13 +928,26 @@ pub(crate) fn register_device(
     d: NewDevice,
     now: DateTime<Utc>,
 ) -> Result<Device, StoreError> {
-    let spec = opts
-        .catalog
+    let tx = conn.transaction().map_err(sql_err)?;
+    let device = register_in(&tx, &opts.catalog, d, now)?;
+    tx.commit().map_err(sql_err)?;
+    Ok(device)
+}
+
+/// Registers `d` inside `tx` (the device import registers many in one transaction).
+/// `Conflict` when the serial is registered already (other than `unassigned`).
+pub(crate) fn register_in(
+    tx: &rusqlite::Transaction<'_>,
+    catalog: &fleetpulse_domain::catalog::Catalog,
+    d: NewDevice,
+    now: DateTime<Utc>,
+) -> Result<Device, StoreError> {
+    let spec = catalog
         .model(d.model.as_str())
         .ok_or_else(|| StoreError::Invalid(format!("model {} is not in the catalog", d.model)))?;
+    d.check_history(now).map_err(StoreError::Invalid)?;
     let status = d.status.unwrap_or(LifecycleStatus::InStock);
     let criticality = d.criticality.unwrap_or(spec.default_criticality);
-    let tx = conn.transaction().map_err(sql_err)?;
     let existing: Option<String> = tx
         .query_row(
             "SELECT status FROM devices WHERE serial = ?1",
@@ -943,6 +956,11 @@ pub(crate) fn register_device(
         )
         .optional()
         .map_err(sql_err)?;
+    let (commissioned, at_registration, observed) = (
+        d.commissioned_at.map(ms),
+        d.runtime_hours_at_registration,
+        d.observed_from.map(ms),
+    );
     match existing.as_deref() {
         Some(s) if s != LifecycleStatus::Unassigned.as_str() => {
             return Err(StoreError::Conflict(format!(
@@ -952,16 +970,18 @@ pub(crate) fn register_device(
         }
         Some(_) => {
             tx.execute(
-                "UPDATE devices SET model = ?2, kind = ?3, status = ?4, criticality = ?5, region = ?6, address = ?7 \
-                 WHERE serial = ?1",
-                params![d.serial.as_str(), spec.id.as_str(), spec.kind.as_str(), status.as_str(), criticality.as_str(), d.region, d.address],
+                "UPDATE devices SET model = ?2, kind = ?3, status = ?4, criticality = ?5, region = ?6, address = ?7, \
+                 commissioned_at = ?8, runtime_hours_at_registration = ?9, observed_from = ?10 WHERE serial = ?1",
+                params![d.serial.as_str(), spec.id.as_str(), spec.kind.as_str(), status.as_str(), criticality.as_str(), d.region, d.address,
+                        commissioned, at_registration, observed],
             )
             .map_err(sql_err)?;
         }
         None => {
             tx.execute(
-                "INSERT INTO devices (serial, model, kind, status, criticality, region, address, connection, registered_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO devices (serial, model, kind, status, criticality, region, address, connection, registered_at, \
+                 commissioned_at, runtime_hours_at_registration, observed_from) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     d.serial.as_str(),
                     spec.id.as_str(),
@@ -971,17 +991,18 @@ pub(crate) fn register_device(
                     d.region,
                     d.address,
                     ConnectionState::Unknown.as_str(),
-                    ms(now)
+                    ms(now),
+                    commissioned,
+                    at_registration,
+                    observed
                 ],
             )
             .map_err(sql_err)?;
         }
     }
-    let device = read::device_row(&tx, &d.serial)?.ok_or_else(|| {
+    read::device_row(tx, &d.serial)?.ok_or_else(|| {
         StoreError::Internal("registered device vanished inside its transaction".into())
-    })?;
-    tx.commit().map_err(sql_err)?;
-    Ok(device)
+    })
 }
 
 pub(crate) fn delete_readings_before(

@@ -66,6 +66,9 @@ async fn each_breached_deadline_escalates_once_and_attainment_counts_met_and_mis
             criticality: None,
             region: None,
             address: None,
+            commissioned_at: None,
+            runtime_hours_at_registration: None,
+            observed_from: None,
         })
         .await
         .expect("register");

@@ -1,5 +1,5 @@
 //! Property test ("fuzz") of the history CSV imports (`fleetpulse import failures|
-//! maintenance`), on a real SQLite store: arbitrary bytes never panic or fail the store;
+//! maintenance|devices|meters|telemetry`), on a real SQLite store: arbitrary bytes never panic or fail the store;
 //! in a file whose header is valid, every data row is accounted for exactly once
 //! (imported, duplicate, same incident or reported with its line), every bad row is
 //! reported with its own line, every good row is kept, and importing the same file again
@@ -21,8 +21,31 @@ use proptest::test_runner::FileFailurePersistence;
 
 const CATALOG: &str = include_str!("../../config/catalog.toml");
 const POLICY: &str = include_str!("../../config/policy.toml");
-const FAILURE_HEADER: &str = "serial,at,runtime_hours,fault_code,failure_mode,notes";
+const FAILURE_HEADER: &str = "serial,at,runtime_hours,fault_code,failure_mode,component,notes";
 const MAINTENANCE_HEADER: &str = "serial,at,runtime_hours,kind,consumable,notes";
+const DEVICE_HEADER: &str =
+    "serial,model,status,region,commissioned_at,runtime_hours_at_registration,observed_from";
+const METER_HEADER: &str = "serial,at,runtime_hours,blower_hours";
+const TELEMETRY_HEADER: &str = "serial,at,runtime_hours,o2_purity_pct,filter_life_pct";
+
+/// The kinds the fuzz covers.
+const KINDS: &[ImportKind] = &[
+    ImportKind::Failures,
+    ImportKind::Maintenance,
+    ImportKind::Devices,
+    ImportKind::Meters,
+    ImportKind::Telemetry,
+];
+
+fn header(kind: ImportKind) -> &'static str {
+    match kind {
+        ImportKind::Failures => FAILURE_HEADER,
+        ImportKind::Maintenance => MAINTENANCE_HEADER,
+        ImportKind::Devices => DEVICE_HEADER,
+        ImportKind::Meters => METER_HEADER,
+        ImportKind::Telemetry => TELEMETRY_HEADER,
+    }
+}
 
 fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -68,6 +91,9 @@ async fn open(dir: &std::path::Path) -> SqliteStore {
                 criticality: None,
                 region: None,
                 address: None,
+                commissioned_at: None,
+                runtime_hours_at_registration: None,
+                observed_from: None,
             })
             .await
             .expect("register");
@@ -92,8 +118,13 @@ fn good_row(kind: ImportKind, day: usize) -> String {
         .format("%Y-%m-%d")
     );
     match kind {
-        ImportKind::Failures => format!("OC5-FZ1,{at},{},E101,,\"seized, replaced\"", day * 10),
+        ImportKind::Failures => {
+            format!("OC5-FZ1,{at},{},E101,,,\"seized, replaced\"", day * 10)
+        }
         ImportKind::Maintenance => format!("OC5-FZ1,{at},{},consumable,filter,ok", day * 10),
+        ImportKind::Devices => format!("OC5-FZD{day},OC-5A,in_stock,north,{at},{},", day * 10),
+        ImportKind::Meters => format!("OC5-FZ1,{at},{},{day}", day * 10),
+        ImportKind::Telemetry => format!("OC5-FZ1,{at},{},95.5,80", day * 10),
     }
 }
 
@@ -120,6 +151,9 @@ fn other_row() -> impl Strategy<Value = String> {
             "service",
             "consumable",
             "filter",
+            "replacement",
+            "OC-5A",
+            "in_service",
             "\"quoted, comma\"",
             "\"open",
             "\"\"",
@@ -130,7 +164,7 @@ fn other_row() -> impl Strategy<Value = String> {
         "[^\n\r,\"]{0,12}",
     ];
     prop_oneof![
-        3 => prop::collection::vec(cell, 6).prop_map(|c| c.join(",")),
+        3 => prop::collection::vec(cell, 4..=7).prop_map(|c| c.join(",")),
         1 => prop::collection::vec(
             prop_oneof![Just(String::new()), "[^\n\r]{0,12}"], 0..9
         ).prop_map(|c| c.join(",")),
@@ -143,21 +177,12 @@ fn other_row() -> impl Strategy<Value = String> {
 /// A file: the header, then good rows and other rows in any order.
 fn file() -> impl Strategy<Value = (ImportKind, String, Vec<usize>)> {
     (
-        prop::bool::ANY,
+        prop::sample::select(KINDS),
         prop::collection::vec(prop::option::weighted(0.6, other_row()), 0..40),
         prop::bool::ANY,
     )
-        .prop_map(|(failures, rows, crlf)| {
-            let kind = if failures {
-                ImportKind::Failures
-            } else {
-                ImportKind::Maintenance
-            };
-            let header = match kind {
-                ImportKind::Failures => FAILURE_HEADER,
-                ImportKind::Maintenance => MAINTENANCE_HEADER,
-            };
-            let mut lines = vec![header.to_owned()];
+        .prop_map(|(kind, rows, crlf)| {
+            let mut lines = vec![header(kind).to_owned()];
             let mut good_lines = Vec::new();
             for (i, row) in rows.into_iter().enumerate() {
                 match row {
@@ -190,11 +215,10 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic_and_fail_only_as_invalid(
-        failures in prop::bool::ANY,
-        header in prop::option::of(prop::sample::select(vec![FAILURE_HEADER, MAINTENANCE_HEADER, "serial,at"])),
+        kind in prop::sample::select(KINDS),
+        header in prop::option::of(prop::sample::select(vec![FAILURE_HEADER, MAINTENANCE_HEADER, DEVICE_HEADER, METER_HEADER, TELEMETRY_HEADER, "serial,at"])),
         bytes in prop::collection::vec(any::<u8>(), 0..400),
     ) {
-        let kind = if failures { ImportKind::Failures } else { ImportKind::Maintenance };
         // what the CLI hands over: the file as text (it refuses a file that is not UTF-8)
         let mut text = header.map(|h| format!("{h}\n")).unwrap_or_default();
         text.push_str(&String::from_utf8_lossy(&bytes));

@@ -87,6 +87,9 @@ async fn register(store: &SqliteStore, serial: &str, region: &str) {
             criticality: None,
             region: Some(region.into()),
             address: Some("1 Main St".into()),
+            commissioned_at: None,
+            runtime_hours_at_registration: None,
+            observed_from: None,
         })
         .await
         .expect("register");

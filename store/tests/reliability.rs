@@ -636,6 +636,9 @@ async fn register(store: &SqliteStore, serial: &str, model: &str) {
             criticality: None,
             region: Some("north".into()),
             address: None,
+            commissioned_at: None,
+            runtime_hours_at_registration: None,
+            observed_from: None,
         })
         .await
         .expect("register");

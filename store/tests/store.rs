@@ -243,6 +243,9 @@ async fn a_repeated_trigger_updates_the_one_active_order_and_a_closed_order_allo
             criticality: None,
             region: Some("north".into()),
             address: None,
+            commissioned_at: None,
+            runtime_hours_at_registration: None,
+            observed_from: None,
         })
         .await
         .expect("register");
@@ -435,6 +438,9 @@ async fn unknown_and_retired_devices_follow_the_policy() {
             criticality: None,
             region: None,
             address: None,
+            commissioned_at: None,
+            runtime_hours_at_registration: None,
+            observed_from: None,
         })
         .await
         .expect("complete registration");
@@ -446,6 +452,9 @@ async fn unknown_and_retired_devices_follow_the_policy() {
         criticality: None,
         region: None,
         address: None,
+        commissioned_at: None,
+        runtime_hours_at_registration: None,
+        observed_from: None,
     });
     assert!(matches!(again.await, Err(StoreError::Conflict(_))));
     let report = auto
@@ -460,6 +469,9 @@ async fn unknown_and_retired_devices_follow_the_policy() {
         criticality: None,
         region: None,
         address: None,
+        commissioned_at: None,
+        runtime_hours_at_registration: None,
+        observed_from: None,
     });
     assert!(matches!(unknown_model.await, Err(StoreError::Invalid(_))));
 }

@@ -1,6 +1,7 @@
 //! `POST /api/v1/devices/import` (`device-admin`): register many serials at once, from
 //! CSV (`Content-Type: text/csv`, a header row naming the columns `serial`, `model` and
-//! optionally `status`, `criticality`, `region`, `address`; RFC 4180 quoting) or JSON
+//! optionally `status`, `criticality`, `region`, `address`, `commissioned_at`,
+//! `runtime_hours_at_registration`, `observed_from`; RFC 4180 quoting) or JSON
 //! (an array of the bodies `POST /api/v1/devices` takes). Each good row is registered;
 //! each bad one is reported with its row number and reason, never silently dropped.
 
@@ -50,13 +51,16 @@ fn csv_rows(text: &str) -> Result<Vec<Row>, ApiError> {
         .into_iter()
         .map(|n| n.trim().to_owned())
         .collect();
-    const KNOWN: [&str; 6] = [
+    const KNOWN: [&str; 9] = [
         "serial",
         "model",
         "status",
         "criticality",
         "region",
         "address",
+        "commissioned_at",
+        "runtime_hours_at_registration",
+        "observed_from",
     ];
     if let Some(bad) = names.iter().find(|n| !KNOWN.contains(&n.as_str())) {
         return Err(ApiError::Unprocessable {
@@ -79,13 +83,22 @@ fn csv_rows(text: &str) -> Result<Vec<Row>, ApiError> {
                     .iter()
                     .zip(cells)
                     .filter(|(_, v)| !v.trim().is_empty())
-                    .map(|(k, v)| (k.clone(), Value::String(v.trim().to_owned())))
+                    .map(|(k, v)| (k.clone(), cell(k, v.trim())))
                     .collect();
                 Ok(Value::Object(obj))
             });
             (i + 1, row)
         })
         .collect())
+}
+
+/// A CSV cell as JSON: the meter at registration as a number when it is one (else the
+/// text, which the body's type then refuses, naming it).
+fn cell(column: &str, v: &str) -> Value {
+    match (column, v.parse::<f64>()) {
+        ("runtime_hours_at_registration", Ok(n)) if n.is_finite() => Value::from(n),
+        _ => Value::String(v.to_owned()),
+    }
 }
 
 /// A row that `POST /api/v1/devices` would have refused, with that answer's status, code,

@@ -251,6 +251,12 @@ pub(crate) async fn register_one(state: &AppState, new: NewDevice) -> Result<Dev
     // registering completes an `unassigned` device and replaces its address: only the
     // address given here counts
     require_address(new.status, new.address.as_deref())?;
+    new.check_history(chrono::Utc::now())
+        .map_err(|message| ApiError::Unprocessable {
+            code: "invalid_body",
+            message,
+            details: None,
+        })?;
     let serial = new.serial.clone();
     state.store.register_device(new).await.map_err(|e| match e {
         StoreError::Conflict(_) => {

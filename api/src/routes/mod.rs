@@ -7,6 +7,7 @@ pub mod device_import;
 pub mod device_lifecycle;
 pub mod devices;
 pub mod health;
+pub mod history;
 pub mod metrics;
 pub mod order_feed;
 pub mod orders;

@@ -123,10 +123,7 @@ async fn import(
         .dispatch
         .append_audit(NewAudit {
             actor: caller.actor,
-            action: match kind {
-                ImportKind::Failures => "reliability.import_failures".into(),
-                ImportKind::Maintenance => "reliability.import_maintenance".into(),
-            },
+            action: format!("reliability.import_{}", kind.as_str()),
             target: "reliability".into(),
             before: None,
             after: Some(json!({

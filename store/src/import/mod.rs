@@ -9,47 +9,40 @@
 //!   is one transaction: it lands entirely (its good rows) or not at all.
 //! - Unknown serials are reported, not registered: history for a device nobody
 //!   registered would have no model, and statistics by model would silently miss it.
-//! - Re-importing is harmless: each row has an import key (failures: serial, time and
-//!   fault code; maintenance: serial, time, kind and consumable) and a row whose key was
-//!   loaded before counts as a duplicate.
+//! - Re-importing is harmless: each row has an import key (failures: serial, time, fault
+//!   code, component and failure mode; maintenance: serial, time, kind and component) and
+//!   a row whose key was loaded before counts as a duplicate.
+//! - Components, failure modes and maintenance kinds are the catalog's: a name the
+//!   device's model does not have is refused on its line.
 //! - A failure row whose device already has a recorded (alarm or repair order) event of
 //!   the same code within 24 hours is the same incident: reported, not loaded.
+
+mod devices;
+mod failures;
+mod maintenance;
+mod meters;
+pub(crate) mod readback;
+mod rollups;
+mod telemetry;
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use fleetpulse_domain::alarm::AlarmCode;
 use fleetpulse_domain::catalog::Catalog;
 use fleetpulse_domain::csv::split_line;
 use fleetpulse_domain::reliability::{ImportKind, ImportReport, ImportRowIssue};
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::StoreError;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction};
 
-use crate::convert::{ms, sql_err};
-use crate::reliability::SAME_INCIDENT_HOURS;
+use crate::convert::sql_err;
 
 /// Longest notes accepted.
 const MAX_NOTES: usize = 4000;
 /// Longest failure mode or consumable id accepted.
 const MAX_ID: usize = 64;
 
-const FAILURE_COLUMNS: &[&str] = &[
-    "serial",
-    "at",
-    "runtime_hours",
-    "fault_code",
-    "failure_mode",
-    "notes",
-];
-const MAINTENANCE_COLUMNS: &[&str] = &[
-    "serial",
-    "at",
-    "runtime_hours",
-    "kind",
-    "consumable",
-    "notes",
-];
+/// The columns a file of most kinds must have.
 const REQUIRED: &[&str] = &["serial", "at"];
 
 /// A data row by column name (empty cells left out), with its line number.
@@ -66,7 +59,31 @@ impl Row {
 
 type Rows = Vec<Result<Row, ImportRowIssue>>;
 
-fn rows(text: &str, allowed: &[&str]) -> Result<Rows, StoreError> {
+/// Which header names a kind takes.
+enum Columns<'a> {
+    /// These names.
+    Listed(&'a [&'a str]),
+    /// `serial`, `at` and any telemetry field name (`[a-z][a-z0-9_]{0,63}`).
+    Fields,
+}
+
+impl Columns<'_> {
+    fn allows(&self, name: &str) -> bool {
+        match self {
+            Self::Listed(names) => names.contains(&name),
+            Self::Fields => fleetpulse_domain::catalog::is_catalog_id(name),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Listed(names) => names.join(", "),
+            Self::Fields => "serial, at and telemetry field names ([a-z][a-z0-9_]{0,63})".into(),
+        }
+    }
+}
+
+fn rows(text: &str, allowed: Columns<'_>, required: &[&str]) -> Result<Rows, StoreError> {
     let mut lines = text
         .lines()
         .enumerate()
@@ -83,10 +100,10 @@ fn rows(text: &str, allowed: &[&str]) -> Result<Rows, StoreError> {
         .map(|n| n.trim().to_ascii_lowercase())
         .collect();
     for n in &names {
-        if !allowed.contains(&n.as_str()) {
+        if !allowed.allows(n) {
             return Err(StoreError::Invalid(format!(
                 "header: unknown column {n:?} (columns: {})",
-                allowed.join(", ")
+                allowed.describe()
             )));
         }
         if names.iter().filter(|m| *m == n).count() > 1 {
@@ -95,11 +112,11 @@ fn rows(text: &str, allowed: &[&str]) -> Result<Rows, StoreError> {
             )));
         }
     }
-    for r in REQUIRED {
+    for r in required {
         if !names.iter().any(|n| n == r) {
             return Err(StoreError::Invalid(format!(
                 "header: the required column {r:?} is missing (columns: {})",
-                allowed.join(", ")
+                allowed.describe()
             )));
         }
     }
@@ -148,7 +165,7 @@ fn device(tx: &Transaction<'_>, serial: &Serial) -> Result<Option<DeviceFacts>, 
 }
 
 /// The checks every kind of row shares: serial (registered), time, meter, notes.
-struct Common {
+pub(super) struct Common {
     serial: Serial,
     at: DateTime<Utc>,
     runtime_hours: Option<f64>,
@@ -241,16 +258,27 @@ pub(crate) fn import(
     text: &str,
     now: DateTime<Utc>,
 ) -> Result<ImportReport, StoreError> {
-    let allowed = match kind {
-        ImportKind::Failures => FAILURE_COLUMNS,
-        ImportKind::Maintenance => MAINTENANCE_COLUMNS,
+    let meter_columns = meters::columns(catalog);
+    let meter_columns: Vec<&str> = meter_columns.iter().map(String::as_str).collect();
+    let (allowed, required) = match kind {
+        ImportKind::Devices => (Columns::Listed(devices::COLUMNS), devices::REQUIRED),
+        ImportKind::Failures => (Columns::Listed(failures::COLUMNS), REQUIRED),
+        ImportKind::Maintenance => (Columns::Listed(maintenance::COLUMNS), REQUIRED),
+        ImportKind::Meters => (Columns::Listed(&meter_columns), REQUIRED),
+        ImportKind::Telemetry => (Columns::Fields, REQUIRED),
     };
-    let rows = rows(text, allowed)?;
+    let rows = rows(text, allowed, required)?;
     let tx = conn.transaction().map_err(sql_err)?;
     let mut report = ImportReport {
         rows: rows.len(),
         ..Default::default()
     };
+    if kind == ImportKind::Telemetry {
+        telemetry::import(&tx, rows, now, &mut report)?;
+        tx.commit().map_err(sql_err)?;
+        tracing::info!(kind = ?kind, rows = report.rows, imported = report.imported, duplicates = report.duplicates, errors = report.errors.len(), "history imported");
+        return Ok(report);
+    }
     for row in rows {
         let row = match row {
             Ok(r) => r,
@@ -261,8 +289,11 @@ pub(crate) fn import(
         };
         let line = row.line;
         let done = match kind {
-            ImportKind::Failures => import_failure(&tx, catalog, &row, now)?,
-            ImportKind::Maintenance => import_maintenance(&tx, catalog, &row, now)?,
+            ImportKind::Devices => devices::import(&tx, catalog, &row, now)?,
+            ImportKind::Failures => failures::import(&tx, catalog, &row, now)?,
+            ImportKind::Maintenance => maintenance::import(&tx, catalog, &row, now)?,
+            ImportKind::Meters => meters::import(&tx, &row, now)?,
+            ImportKind::Telemetry => unreachable!("telemetry rows are loaded by the hour, above"),
         };
         match done {
             Ok(Loaded::Imported) => report.imported += 1,
@@ -284,183 +315,39 @@ enum Loaded {
     SameIncident(String),
 }
 
-fn import_failure(
-    tx: &Transaction<'_>,
-    catalog: &Catalog,
-    row: &Row,
-    now: DateTime<Utc>,
-) -> Result<Result<Loaded, String>, StoreError> {
-    let c = match common(tx, row, now)? {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(e)),
-    };
-    let code = match row.get("fault_code").map(AlarmCode::parse).transpose() {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(format!("fault_code: {e}"))),
-    };
-    let mut mode = match identifier(row, "failure_mode") {
-        Ok(m) => m,
-        Err(e) => return Ok(Err(e)),
-    };
-    let spec = c.device.model.as_deref().and_then(|m| catalog.model(m));
-    if mode.is_none() {
-        mode = code
-            .as_ref()
-            .and_then(|code| spec.and_then(|m| m.alarm(code)))
-            .and_then(|a| a.failure_mode.clone());
-    }
-    let code_text = code.as_ref().map(|c| c.to_string());
-    let key = format!(
-        "failure|{}|{}|{}",
-        c.serial,
-        ms(c.at),
-        code_text.as_deref().unwrap_or("")
-    );
-    let exists: bool = tx
-        .prepare_cached("SELECT 1 FROM failure_events WHERE import_key = ?1")
-        .and_then(|mut s| s.exists([&key]))
-        .map_err(sql_err)?;
-    if exists {
-        return Ok(Ok(Loaded::Duplicate));
-    }
-    if let Some(code) = &code_text {
-        let window = SAME_INCIDENT_HOURS * 3_600_000;
-        let live: Option<(i64, String)> = tx
-            .prepare_cached(
-                "SELECT id, source FROM failure_events WHERE serial = ?1 AND fault_code = ?2 AND source <> 'import' \
-                 AND retracted_at IS NULL AND at BETWEEN ?3 AND ?4 LIMIT 1",
-            )
-            .and_then(|mut s| {
-                s.query_row(
-                    params![c.serial.as_str(), code, ms(c.at) - window, ms(c.at) + window],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-            })
-            .map_err(sql_err)?;
-        if let Some((id, source)) = live {
-            return Ok(Ok(Loaded::SameIncident(format!(
-                "failure event {id} (source {source}) of {} with code {code} is within 24 h: the same incident, not loaded",
-                c.serial
-            ))));
-        }
-    }
-    tx.prepare_cached(
-        "INSERT INTO failure_events (serial, at, runtime_hours, source, fault_code, failure_mode, notes, model, kind, \
-         import_key, updated_at) VALUES (?1, ?2, ?3, 'import', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            c.serial.as_str(),
-            ms(c.at),
-            c.runtime_hours,
-            code_text,
-            mode,
-            c.notes,
-            c.device.model,
-            c.device.kind,
-            key,
-            ms(now)
-        ])
-    })
-    .map_err(sql_err)?;
-    Ok(Ok(Loaded::Imported))
-}
-
-fn import_maintenance(
-    tx: &Transaction<'_>,
-    catalog: &Catalog,
-    row: &Row,
-    now: DateTime<Utc>,
-) -> Result<Result<Loaded, String>, StoreError> {
-    let c = match common(tx, row, now)? {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(e)),
-    };
-    let kind = match row.get("kind") {
-        Some(k @ ("service" | "consumable")) => k,
-        Some(k) => return Ok(Err(format!("kind {k:?} must be service or consumable"))),
-        None => return Ok(Err("kind is empty (service or consumable)".into())),
-    };
-    let consumable = match identifier(row, "consumable") {
-        Ok(v) => v,
-        Err(e) => return Ok(Err(e)),
-    };
-    match (kind, &consumable) {
-        ("consumable", None) => {
-            return Ok(Err(
-                "kind consumable needs the consumable column (e.g. filter)".into(),
-            ));
-        }
-        ("service", Some(_)) => {
-            return Ok(Err(
-                "consumable is only meaningful with kind consumable".into()
-            ));
-        }
-        _ => {}
-    }
-    if let (Some(id), Some(spec)) = (
-        &consumable,
-        c.device.model.as_deref().and_then(|m| catalog.model(m)),
-    ) && !spec.consumables.iter().any(|s| &s.id == id)
-    {
-        let known: Vec<&str> = spec.consumables.iter().map(|s| s.id.as_str()).collect();
-        return Ok(Err(format!(
-            "consumable {id:?} is not a consumable of model {} (known: {})",
-            spec.id,
-            known.join(", ")
-        )));
-    }
-    let key = format!(
-        "maintenance|{}|{}|{kind}|{}",
-        c.serial,
-        ms(c.at),
-        consumable.as_deref().unwrap_or("")
-    );
-    let inserted = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO maintenance_records (serial, at, runtime_hours, kind, consumable, notes, source, import_key) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'import', ?7)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                c.serial.as_str(),
-                ms(c.at),
-                c.runtime_hours,
-                kind,
-                consumable,
-                c.notes,
-                key
-            ])
-        })
-        .map_err(sql_err)?;
-    Ok(Ok(if inserted == 1 {
-        Loaded::Imported
-    } else {
-        Loaded::Duplicate
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_header_with_an_unknown_or_missing_column_refuses_the_file() {
-        let e = rows("serial,at,fualt_code\n", FAILURE_COLUMNS)
-            .err()
-            .expect("refused");
+        let e = rows(
+            "serial,at,fualt_code\n",
+            Columns::Listed(failures::COLUMNS),
+            REQUIRED,
+        )
+        .err()
+        .expect("refused");
         assert!(e.to_string().contains("fualt_code"), "{e}");
-        let e = rows("serial,runtime_hours\n", FAILURE_COLUMNS)
-            .err()
-            .expect("refused");
+        let e = rows(
+            "serial,runtime_hours\n",
+            Columns::Listed(failures::COLUMNS),
+            REQUIRED,
+        )
+        .err()
+        .expect("refused");
         assert!(e.to_string().contains("\"at\""), "{e}");
-        assert!(rows("\n\n", FAILURE_COLUMNS).is_err());
+        assert!(rows("\n\n", Columns::Listed(failures::COLUMNS), REQUIRED).is_err());
     }
 
     #[test]
     fn rows_keep_their_physical_line_numbers() {
-        let rows = rows("serial,at\n\nA,2025-01-01T00:00:00Z\nB\n", FAILURE_COLUMNS).expect("rows");
+        let rows = rows(
+            "serial,at\n\nA,2025-01-01T00:00:00Z\nB\n",
+            Columns::Listed(failures::COLUMNS),
+            REQUIRED,
+        )
+        .expect("rows");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].as_ref().map(|r| r.line).ok(), Some(3));
         assert_eq!(rows[1].as_ref().err().map(|e| e.line), Some(4));
