@@ -95,7 +95,10 @@ async fn fleet(store: &SqliteStore) {
                 status: Some(LifecycleStatus::AtCustomer),
                 criticality: None,
                 region: Some("north".into()),
-                address: None,
+                address: Some("1 Wal Street".into()),
+                commissioned_at: None,
+                runtime_hours_at_registration: None,
+                observed_from: None,
             })
             .await
             .expect("register");
