@@ -132,6 +132,8 @@ async fn hold_stream(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a crypto provider of its own (the workspace uses ring)
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let bin = args
         .fleetpulse

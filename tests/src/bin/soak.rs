@@ -1010,11 +1010,26 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let t = Instant::now();
     let mut soak = Soak::setup(args).await?;
-    let result = soak.run().await;
-    if let Err(e) = &result {
-        soak.tally.problems.push(format!("fault injection: {e:#}"));
-    }
-    soak.settle().await?;
+    // Ctrl-C or SIGTERM: the processes are killed (kill on drop), the file system is
+    // unmounted and its image removed (Disk's drop), then the soak ends with status 130.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let finished = tokio::select! {
+        result = async {
+            let result = soak.run().await;
+            if let Err(e) = &result {
+                soak.tally.problems.push(format!("fault injection: {e:#}"));
+            }
+            soak.settle().await
+        } => Some(result),
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+    };
+    let Some(settled) = finished else {
+        println!("interrupted: stopping the processes and removing the file system");
+        drop(soak);
+        std::process::exit(130);
+    };
+    settled?;
     let ok = soak.verify()?;
     println!(
         "soak {} after {:.1} min",
