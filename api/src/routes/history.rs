@@ -53,7 +53,16 @@ async fn import_devices(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ImportReport>, ApiError> {
-    import(caller, state, headers, body, ImportKind::Devices).await
+    import_csv(
+        caller,
+        state,
+        headers,
+        body,
+        ImportKind::Devices,
+        "history",
+        MAX_IMPORT_BYTES,
+    )
+    .await
 }
 
 /// Loads past failures (columns `serial`, `at`, `runtime_hours`, `fault_code`,
@@ -67,7 +76,16 @@ async fn import_failures(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ImportReport>, ApiError> {
-    import(caller, state, headers, body, ImportKind::Failures).await
+    import_csv(
+        caller,
+        state,
+        headers,
+        body,
+        ImportKind::Failures,
+        "history",
+        MAX_IMPORT_BYTES,
+    )
+    .await
 }
 
 /// Loads past maintenance (columns `serial`, `at`, `kind`, `runtime_hours`, `component`,
@@ -82,7 +100,16 @@ async fn import_maintenance(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ImportReport>, ApiError> {
-    import(caller, state, headers, body, ImportKind::Maintenance).await
+    import_csv(
+        caller,
+        state,
+        headers,
+        body,
+        ImportKind::Maintenance,
+        "history",
+        MAX_IMPORT_BYTES,
+    )
+    .await
 }
 
 /// Loads meter history (columns `serial`, `at`, then one column per cumulative meter in
@@ -97,7 +124,16 @@ async fn import_meters(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ImportReport>, ApiError> {
-    import(caller, state, headers, body, ImportKind::Meters).await
+    import_csv(
+        caller,
+        state,
+        headers,
+        body,
+        ImportKind::Meters,
+        "history",
+        MAX_IMPORT_BYTES,
+    )
+    .await
 }
 
 /// Back-fills telemetry of registered devices, of any age (columns `serial`, `at`, then
@@ -113,15 +149,29 @@ async fn import_telemetry(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ImportReport>, ApiError> {
-    import(caller, state, headers, body, ImportKind::Telemetry).await
+    import_csv(
+        caller,
+        state,
+        headers,
+        body,
+        ImportKind::Telemetry,
+        "history",
+        MAX_IMPORT_BYTES,
+    )
+    .await
 }
 
-async fn import(
+/// The CSV import behind `POST /api/v1/history/import/{kind}` and
+/// `POST /api/v1/reliability/import/{kind}`: `area` names the audit action
+/// (`{area}.import_{kind}`) and target, `max_bytes` the route's body limit.
+pub(crate) async fn import_csv(
     caller: Caller,
     state: AppState,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
     kind: ImportKind,
+    area: &'static str,
+    max_bytes: usize,
 ) -> Result<Json<ImportReport>, ApiError> {
     caller.require(if kind == ImportKind::Devices {
         DEVICE_ADMINS
@@ -131,7 +181,7 @@ async fn import(
     let body = body.map_err(|r| ApiError::InvalidBody {
         status: r.status(),
         message: format!(
-            "request body: {} (at most {MAX_IMPORT_BYTES} bytes)",
+            "request body: {} (at most {max_bytes} bytes)",
             r.body_text()
         ),
     })?;
@@ -154,8 +204,8 @@ async fn import(
         .dispatch
         .append_audit(NewAudit {
             actor: caller.actor,
-            action: format!("history.import_{}", kind.as_str()),
-            target: "history".into(),
+            action: format!("{area}.import_{}", kind.as_str()),
+            target: area.into(),
             before: None,
             after: Some(json!({
                 "rows": report.rows,

@@ -13,7 +13,7 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -23,12 +23,11 @@ use fleetpulse_analytics::{
     AnalyticsError, ConditionalQuery, GroupKey, MtbfRow, MttrRow, ParetoRow, ReliabilityReport,
     ReportQuery, TrendRow, Warning, WeibullRow,
 };
-use fleetpulse_domain::dispatch::{NewAudit, Role};
+use fleetpulse_domain::dispatch::Role;
 use fleetpulse_domain::reliability::{
     FailureSource, ImportKind, ImportReport, Period, ReliabilityData,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -69,7 +68,16 @@ async fn import_failures(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ImportReport>, ApiError> {
-    import(caller, state, headers, body, ImportKind::Failures).await
+    crate::routes::history::import_csv(
+        caller,
+        state,
+        headers,
+        body,
+        ImportKind::Failures,
+        "reliability",
+        crate::MAX_BODY_BYTES,
+    )
+    .await
 }
 
 /// Loads past services and consumable replacements from CSV (`Content-Type: text/csv`;
@@ -85,56 +93,16 @@ async fn import_maintenance(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ImportReport>, ApiError> {
-    import(caller, state, headers, body, ImportKind::Maintenance).await
-}
-
-async fn import(
-    caller: Caller,
-    state: AppState,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    kind: ImportKind,
-) -> Result<Json<ImportReport>, ApiError> {
-    caller.require(IMPORTERS)?;
-    let body = body.map_err(|r| ApiError::InvalidBody {
-        status: r.status(),
-        message: format!(
-            "request body: {} (at most {} bytes)",
-            r.body_text(),
-            crate::MAX_BODY_BYTES
-        ),
-    })?;
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ctype.starts_with("text/csv") {
-        return Err(ApiError::InvalidBody {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            message: "send the history as text/csv".into(),
-        });
-    }
-    let text = String::from_utf8(body.to_vec()).map_err(|_| ApiError::InvalidBody {
-        status: StatusCode::BAD_REQUEST,
-        message: "the CSV is not UTF-8".into(),
-    })?;
-    let report = state.reliability.import_history(kind, text).await?;
-    state
-        .dispatch
-        .append_audit(NewAudit {
-            actor: caller.actor,
-            action: format!("reliability.import_{}", kind.as_str()),
-            target: "reliability".into(),
-            before: None,
-            after: Some(json!({
-                "rows": report.rows,
-                "imported": report.imported,
-                "duplicates": report.duplicates,
-                "refused": report.errors.len(),
-            })),
-        })
-        .await?;
-    Ok(Json(report))
+    crate::routes::history::import_csv(
+        caller,
+        state,
+        headers,
+        body,
+        ImportKind::Maintenance,
+        "reliability",
+        crate::MAX_BODY_BYTES,
+    )
+    .await
 }
 
 /// Longest period one statistic covers.
