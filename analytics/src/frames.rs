@@ -16,7 +16,7 @@ use crate::report::{
     ReliabilityReport, ReportQuery, TrendRow, Warning, WeibullRow, group_label,
 };
 use crate::trend::month_label;
-use crate::weibull::{self, z_value};
+use crate::weibull::{self, Life, z_value};
 use crate::{AnalyticsError, mtbf::percent};
 
 /// Codes of one group: the values of the device keys and of the event keys, each in the
@@ -137,6 +137,7 @@ struct Encoded {
     region: Dict,
     code: Dict,
     mode: Dict,
+    component: Dict,
     findings: Findings,
 }
 
@@ -157,6 +158,7 @@ impl Encoded {
             region: Dict::new(),
             code: Dict::new(),
             mode: Dict::new(),
+            component: Dict::new(),
             findings: Findings::default(),
         };
         for d in &data.devices {
@@ -215,11 +217,12 @@ impl Encoded {
             .collect()
     }
 
-    fn event_codes(&self, code: u32, mode: u32) -> Codes {
+    fn event_codes(&self, code: u32, mode: u32, component: u32) -> Codes {
         self.event_keys
             .iter()
             .map(|k| match k {
                 GroupKey::Code => code,
+                GroupKey::Component => component,
                 _ => mode,
             })
             .collect()
@@ -232,6 +235,7 @@ impl Encoded {
             GroupKey::Region => self.region.value(code),
             GroupKey::Code => self.code.value(code),
             GroupKey::FailureMode => self.mode.value(code),
+            GroupKey::Component => self.component.value(code),
             GroupKey::Fleet => None,
         }
     }
@@ -273,6 +277,7 @@ struct Failure {
     month: i32,
     code: u32,
     mode: u32,
+    component: u32,
     /// Age when known and valid.
     age: Option<f64>,
 }
@@ -461,6 +466,10 @@ fn aggregate(
                 "failure_mode".into(),
                 failures.iter().map(|f| f.mode).collect::<Vec<_>>(),
             ),
+            Column::new(
+                "component".into(),
+                failures.iter().map(|f| f.component).collect::<Vec<_>>(),
+            ),
         ],
     )?
     .lazy();
@@ -592,6 +601,7 @@ fn prepare(data: &ReliabilityData, query: &ReportQuery) -> Result<Prepared, Anal
             month: month_index(&f.at),
             code: e.code.code(f.code.as_deref()),
             mode: e.mode.code(f.failure_mode.as_deref()),
+            component: e.component.code(f.component.as_deref()),
             age,
         });
     }
@@ -630,7 +640,7 @@ pub(crate) fn weibull_samples(
         agg,
         ..
     } = prepare(data, query)?;
-    let (groups, pops) = populations(&mut e, &agg, &failures);
+    let (groups, pops) = populations(&mut e, &agg, &failures, data);
     Ok(groups
         .iter()
         .zip(pops)
@@ -641,6 +651,7 @@ pub(crate) fn weibull_samples(
                 group,
                 failures: pop.failures,
                 suspensions: pop.suspensions,
+                lives: pop.lives,
             }
         })
         .collect())
@@ -660,7 +671,7 @@ pub(crate) fn build_report(
 
     let mtbf = mtbf_table(&mut e, &agg, query)?;
     let trend = trend_table(&mut e, &agg, query)?;
-    let weibull = weibull_table(&mut e, &agg, &failures, query)?;
+    let weibull = weibull_table(&mut e, &agg, &failures, query, data)?;
     let pareto_failures = pareto_table(&e, &agg.pareto_code, "code", &e.code)
         .into_iter()
         .chain(pareto_table(&e, &agg.pareto_mode, "failure_mode", &e.mode))
@@ -801,6 +812,85 @@ fn trend_table(
 struct Population {
     failures: Vec<f64>,
     suspensions: Vec<f64>,
+    /// Component lives with their entry ages: the fit is on these when not empty
+    /// (`failures` and `suspensions` then hold their exits).
+    lives: Vec<Life>,
+}
+
+/// Whether the Weibull fits of this report are on the component lives.
+fn on_component_lives(e: &Encoded, data: &ReliabilityData) -> bool {
+    !data.component_lives.is_empty()
+        && e.event_keys.iter().any(|k| k.fits_component_lives())
+        && !e.event_keys.contains(&GroupKey::Code)
+}
+
+/// The Weibull populations from the component lives: a group split by component has the
+/// lives of that component (every failure mode a failure); a group split by failure mode
+/// has the lives of the components that fail in it, where only a failure of that mode is
+/// a failure (another mode ends the life as a suspension: competing modes).
+fn life_populations(
+    e: &mut Encoded,
+    groups: &[(Codes, Codes)],
+    failures: &[Failure],
+    data: &ReliabilityData,
+) -> Vec<Population> {
+    let mut pops: Vec<Population> = (0..groups.len()).map(|_| Population::default()).collect();
+    let comp_at = e.event_keys.iter().position(|k| *k == GroupKey::Component);
+    let mode_at = e
+        .event_keys
+        .iter()
+        .position(|k| *k == GroupKey::FailureMode);
+    // the components each failure mode was seen failing
+    let mut owners: HashMap<u32, Vec<u32>> = HashMap::new();
+    for f in failures {
+        let o = owners.entry(f.mode).or_default();
+        if !o.contains(&f.component) {
+            o.push(f.component);
+        }
+    }
+    let mut by_device_group: HashMap<Codes, Vec<(Codes, usize)>> = HashMap::new();
+    for (i, (dk, ek)) in groups.iter().enumerate() {
+        by_device_group
+            .entry(dk.clone())
+            .or_default()
+            .push((ek.clone(), i));
+    }
+    for life in &data.component_lives {
+        let idx = e.device(life.serial.as_str());
+        let dk = e.device_codes(idx);
+        let Some(event_groups) = by_device_group.get(&dk) else {
+            continue;
+        };
+        let comp = e.component.code(Some(&life.component));
+        let failed_in = e.mode.code(life.failure_mode.as_deref());
+        for (ek, pi) in event_groups {
+            if comp_at.is_some_and(|i| ek[i] != comp) {
+                continue;
+            }
+            let mode = mode_at.map(|i| ek[i]);
+            if let Some(m) = mode
+                && !owners.get(&m).is_some_and(|o| o.contains(&comp))
+            {
+                continue;
+            }
+            let failed = match mode {
+                Some(m) => life.failure_mode.is_some() && failed_in == m,
+                None => life.failure_mode.is_some(),
+            };
+            let pop = &mut pops[*pi];
+            if failed {
+                pop.failures.push(life.exit);
+            } else {
+                pop.suspensions.push(life.exit);
+            }
+            pop.lives.push(Life {
+                entry: life.entry,
+                exit: life.exit,
+                failed,
+            });
+        }
+    }
+    pops
 }
 
 /// Builds the Weibull populations: per device and event group, failure lifetimes measured
@@ -810,8 +900,13 @@ fn populations(
     e: &mut Encoded,
     agg: &Aggregates,
     failures: &[Failure],
+    data: &ReliabilityData,
 ) -> (Vec<(Codes, Codes)>, Vec<Population>) {
     let groups = row_groups(e, agg);
+    if on_component_lives(e, data) {
+        let pops = life_populations(e, &groups, failures, data);
+        return (groups, pops);
+    }
     let mut pops: Vec<Population> = (0..groups.len()).map(|_| Population::default()).collect();
     // per device group: its event groups and their population index
     let mut by_device_group: HashMap<&Codes, Vec<(&Codes, usize)>> = HashMap::new();
@@ -821,7 +916,10 @@ fn populations(
     // failures with a valid age, by device, event codes and age
     let mut aged: Vec<(u32, Codes, f64)> = failures
         .iter()
-        .filter_map(|f| f.age.map(|a| (f.idx, e.event_codes(f.code, f.mode), a)))
+        .filter_map(|f| {
+            f.age
+                .map(|a| (f.idx, e.event_codes(f.code, f.mode, f.component), a))
+        })
         .collect();
     aged.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)));
 
@@ -886,16 +984,26 @@ fn weibull_table(
     agg: &Aggregates,
     failures: &[Failure],
     query: &ReportQuery,
+    data: &ReliabilityData,
 ) -> Result<Vec<WeibullRow>, AnalyticsError> {
-    let (groups, pops) = populations(e, agg, failures);
+    let (groups, pops) = populations(e, agg, failures, data);
     let sides = query.sides;
     let z = z_value(query.confidence, sides)?;
-    let method = format!(
-        "MLE with right censoring (profile likelihood in β, safeguarded Newton); Fisher-matrix bounds as Python reliability Fit_Weibull_2P: {} {} % (Z = {:.4})",
-        sides.label(),
-        percent(query.confidence),
-        z
-    );
+    let method = if on_component_lives(e, data) {
+        format!(
+            "MLE on component lives (renewals; suspensions at preventive replacements and at the period's end) with right censoring and left truncation (delayed entry), as lifelines WeibullFitter with entry=; Fisher-matrix bounds: {} {} % (Z = {:.4})",
+            sides.label(),
+            percent(query.confidence),
+            z
+        )
+    } else {
+        format!(
+            "MLE with right censoring (profile likelihood in β, safeguarded Newton); Fisher-matrix bounds as Python reliability Fit_Weibull_2P: {} {} % (Z = {:.4})",
+            sides.label(),
+            percent(query.confidence),
+            z
+        )
+    };
     let mut rows = Vec::with_capacity(groups.len());
     for ((dk, ek), pop) in groups.iter().zip(pops) {
         let group = e.group(dk, ek);
@@ -928,7 +1036,12 @@ fn weibull_table(
             method: method.clone(),
             error: None,
         };
-        match weibull::fit(&pop.failures, &pop.suspensions) {
+        let fitted = if pop.lives.is_empty() {
+            weibull::fit(&pop.failures, &pop.suspensions)
+        } else {
+            weibull::fit_lives(&pop.lives)
+        };
+        match fitted {
             Err(err) => row.error = Some(err.to_string()),
             Ok(fit) => {
                 let (eb, bb) = (fit.eta_bounds(z, sides), fit.beta_bounds(z, sides));
@@ -1023,11 +1136,14 @@ fn mttr_table(
     repair_idx: &[u32],
     query: &ReportQuery,
 ) -> Vec<MttrRow> {
-    // the failure mode of the failure linked to each repair order
-    let mode_of_order: HashMap<i64, Option<&str>> = data
+    // the failure mode and component of the failure linked to each repair order
+    let mode_of_order: HashMap<i64, (Option<&str>, Option<&str>)> = data
         .failures
         .iter()
-        .filter_map(|f| f.order_id.map(|o| (o, f.failure_mode.as_deref())))
+        .filter_map(|f| {
+            f.order_id
+                .map(|o| (o, (f.failure_mode.as_deref(), f.component.as_deref())))
+        })
         .collect();
     let ftf = first_time_fix(
         &data.repairs,
@@ -1046,10 +1162,10 @@ fn mttr_table(
     for (i, r) in data.repairs.iter().enumerate() {
         let dk = e.device_codes(repair_idx[i]);
         let code = e.code.code(r.fault_code.as_deref());
-        let mode = e
-            .mode
-            .code(mode_of_order.get(&r.order_id).copied().flatten());
-        let ek = e.event_codes(code, mode);
+        let (mode, component) = mode_of_order.get(&r.order_id).copied().unwrap_or_default();
+        let mode = e.mode.code(mode);
+        let component = e.component.code(component);
+        let ek = e.event_codes(code, mode, component);
         let g = groups.entry((dk, ek)).or_default();
         if !g.add(r, ftf[i]) {
             invalid += 1;

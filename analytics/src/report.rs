@@ -8,6 +8,13 @@
 //! operating hours and the failures of that mode. Rows for event keys exist for the
 //! values observed in the period's failures (the catalog is not consulted, so a mode that
 //! never failed has no row).
+//!
+//! Weibull fits of groups split by component or failure mode (not by code) are on the
+//! **component lives** when the data holds them (`ReliabilityData::component_lives`): each
+//! part's life from its installation to its failure, suspended at a renewal without
+//! failure or at the period's end, with delayed entry for a part already running when
+//! observation began (docs/reliability.md). Without lives, and for every other grouping,
+//! a device's lifetimes are the runtime between its failures of the group, from meter 0.
 
 use std::collections::BTreeMap;
 
@@ -46,6 +53,9 @@ pub enum GroupKey {
     FailureMode,
     /// Fault or alarm code of the failure: an event key.
     Code,
+    /// Catalog component of the failure (`comp1`, `sieve_bed`, …): an event key. Its
+    /// Weibull fit is on the component lives (renewals, delayed entry).
+    Component,
 }
 
 impl GroupKey {
@@ -58,12 +68,23 @@ impl GroupKey {
             GroupKey::Region => "region",
             GroupKey::FailureMode => "failure_mode",
             GroupKey::Code => "code",
+            GroupKey::Component => "component",
         }
     }
 
-    /// Whether the key splits failures only (failure mode, code), not the population.
+    /// Whether the key splits failures only (failure mode, code, component), not the
+    /// population.
     pub fn is_event_key(self) -> bool {
-        matches!(self, GroupKey::FailureMode | GroupKey::Code)
+        matches!(
+            self,
+            GroupKey::FailureMode | GroupKey::Code | GroupKey::Component
+        )
+    }
+
+    /// Whether a Weibull fit of a group with this key is on component lives (when the
+    /// data has them).
+    pub fn fits_component_lives(self) -> bool {
+        matches!(self, GroupKey::FailureMode | GroupKey::Component)
     }
 }
 
@@ -422,6 +443,9 @@ pub struct WeibullSample {
     pub failures: Vec<f64>,
     /// Suspensions (runtime hours).
     pub suspensions: Vec<f64>,
+    /// Component lives with their entry ages (left truncation), when the fit is on
+    /// component lives; `failures` and `suspensions` are then their exit ages.
+    pub lives: Vec<crate::weibull::Life>,
 }
 
 /// The Weibull populations `compute` fits for `query`, one per group, in the same order

@@ -267,7 +267,7 @@ pub fn fit(failures: &[f64], suspensions: &[f64]) -> Result<WeibullFit, Analytic
 /// One life for [`fit_lives`]: observed from age `entry` (0 unless the life began before
 /// observation started: delayed entry, left truncation) to age `exit`, where it failed
 /// (`failed`) or was suspended (right censoring). Ages in hours on the component's axis.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Life {
     /// Age when observation of this life began (≥ 0).
     pub entry: f64,

@@ -65,6 +65,7 @@ fn failure(
         age_hours: age,
         code: Some(code.to_owned()),
         failure_mode: Some(mode.to_owned()),
+        component: None,
         source: FailureSource::RepairOrder,
         order_id: Some(100 + id),
         alarm_episode_id: None,
@@ -99,6 +100,8 @@ fn data() -> ReliabilityData {
             from: at(2026, 1, 1),
             to: at(2026, 4, 1),
         }),
+        as_of: None,
+        component_lives: Vec::new(),
         devices: vec![
             device("A1", "OC-5A", Some(3000.0)),
             device("A2", "OC-5A", Some(2500.0)),

@@ -64,6 +64,7 @@ use crate::routes;
         routes::history::import_meters,
         routes::history::import_telemetry,
         routes::history::maintenance,
+        routes::history::components,
         routes::history::meters,
         routes::predictions::list,
         routes::predictions::of_device,

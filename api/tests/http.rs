@@ -1684,6 +1684,59 @@ async fn imported_history_is_read_back_per_device() {
         app.get("/api/v1/devices/NOPE-1/maintenance").await.status,
         StatusCode::NOT_FOUND
     );
+
+    // the compressor failed at 900 h, was replaced at 905 h, failed again at 1 500 h:
+    // two lives from new, and the part fitted at the second failure
+    let read = app.get("/api/v1/devices/OC5-HIST/components").await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    let compressor = read
+        .body
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|c| c["component"] == json!("compressor"))
+        .cloned()
+        .expect("compressor");
+    let lives: Vec<(Value, Value, Value)> = compressor["lives"]
+        .as_array()
+        .expect("lives")
+        .iter()
+        .map(|l| {
+            (
+                l["entry"].clone(),
+                l["exit"].clone(),
+                l["failure_mode"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lives,
+        vec![
+            (json!(0.0), json!(900.0), json!("compressor")),
+            (json!(0.0), json!(595.0), json!("compressor")),
+        ],
+        "{compressor}"
+    );
+    assert_eq!(compressor["installed_at"], json!("2022-06-01T10:00:00Z"));
+    assert_eq!(compressor["age_hours"], json!(0.0), "{compressor}");
+    let early = app
+        .get("/api/v1/devices/OC5-HIST/components?as_of=2022-04-01T00:00:00Z")
+        .await;
+    let compressor = early
+        .body
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|c| c["component"] == json!("compressor"))
+        .cloned()
+        .expect("compressor");
+    assert_eq!(compressor["installed_at"], json!("2022-03-02T09:00:00Z"));
+    assert_eq!(
+        app.get("/api/v1/devices/OC5-HIST/components?as_of=2999-01-01T00:00:00Z")
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]

@@ -50,3 +50,25 @@ pub struct MeterQuery {
     /// At most this many values, oldest first.
     pub limit: usize,
 }
+
+/// One catalog component of a device: the part fitted now and its age, and its lives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeviceComponent {
+    /// Component id of the device's model.
+    pub component: String,
+    /// Its name.
+    pub name: String,
+    /// What its age is measured on: `runtime_hours`, `calendar`, `meter:<field>`.
+    pub ages_on: String,
+    /// Its failure modes.
+    pub failure_modes: Vec<String>,
+    /// When the part fitted now was fitted (commissioning or its last renewal); `None`:
+    /// the original part, fitted at an unknown time.
+    pub installed_at: Option<DateTime<Utc>>,
+    /// The fitted part's age at the as-of time (hours on its axis), from the last
+    /// reading before it; `None` when unknown.
+    pub age_hours: Option<f64>,
+    /// Its lives since the device was observed, oldest first; the last one, a
+    /// suspension, is the part fitted now.
+    pub lives: Vec<crate::reliability::ComponentLifeRecord>,
+}

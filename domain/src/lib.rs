@@ -18,6 +18,7 @@ pub mod device;
 pub mod dispatch;
 pub mod history;
 pub mod line_protocol;
+pub mod lives;
 pub mod order;
 pub mod policy;
 pub mod prediction;

@@ -85,6 +85,10 @@ pub struct FailureRecord {
     pub code: Option<String>,
     /// Failure mode from the catalog (`compressor`, `sieve_bed`, …), when known.
     pub failure_mode: Option<String>,
+    /// The component that failed (the event's own, else the catalog's owner of its
+    /// failure mode), when known.
+    #[serde(default)]
+    pub component: Option<String>,
     pub source: FailureSource,
     pub order_id: Option<i64>,
     pub alarm_episode_id: Option<i64>,
@@ -131,10 +135,61 @@ pub struct DataQualityIssue {
     pub detail: String,
 }
 
+/// One life of one installed component inside the period (docs/reliability.md,
+/// "Component lives and delayed entry"): from its installation (commissioning or a
+/// renewal) to its failure, or a suspension at a renewal without failure or at the end
+/// of the period. Ages are hours on the component's axis (`ages_on`) since it was fitted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ComponentLifeRecord {
+    pub serial: Serial,
+    /// Component id of the device's model.
+    pub component: String,
+    /// What its age is measured on: `runtime_hours`, `calendar`, `meter:<field>`.
+    pub ages_on: String,
+    /// When this part was fitted (`None`: the original part, fitted at an unknown time).
+    pub installed_at: Option<DateTime<Utc>>,
+    /// Age when observation began: 0 for a part fitted in the period, more for one that
+    /// was already running (delayed entry, left truncation).
+    pub entry: f64,
+    /// Age at its failure or suspension.
+    pub exit: f64,
+    /// The failure mode it failed in; `None`: a suspension.
+    pub failure_mode: Option<String>,
+}
+
+/// What to read for the reliability statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DataRequest {
+    pub period: Period,
+    /// Nothing recorded at or after this instant is read: the period ends here when it
+    /// is earlier, events and their later corrections (a retraction, a repair order's
+    /// confirmation, an order's closure) are as they were known then. `None`: now.
+    pub as_of: Option<DateTime<Utc>>,
+    /// Whether to build the component lives (Weibull per component and failure mode).
+    pub component_lives: bool,
+}
+
+impl DataRequest {
+    /// The period as it is, read as of now, without component lives.
+    pub fn period(period: Period) -> Self {
+        Self {
+            period,
+            as_of: None,
+            component_lives: false,
+        }
+    }
+}
+
 /// Everything the reliability statistics of one period read.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReliabilityData {
     pub period: Option<Period>,
+    /// The as-of time of the read (`None`: read as of now).
+    #[serde(default)]
+    pub as_of: Option<DateTime<Utc>>,
+    /// Lives of the installed components, when requested.
+    #[serde(default)]
+    pub component_lives: Vec<ComponentLifeRecord>,
     pub devices: Vec<PopulationDevice>,
     pub exposure: Vec<ExposureRow>,
     pub failures: Vec<FailureRecord>,
@@ -220,7 +275,17 @@ pub trait ReliabilitySource: Send + Sync + 'static {
     /// data-quality findings. Exposure is read from the consolidated device-month table,
     /// which the store keeps current from the hourly rollups (it refolds what changed
     /// before it reads).
-    async fn reliability_data(&self, period: Period) -> Result<ReliabilityData, StoreError>;
+    async fn reliability_data(&self, period: Period) -> Result<ReliabilityData, StoreError> {
+        self.reliability_data_for(DataRequest::period(period)).await
+    }
+
+    /// The reliability data of `request.period` as of `request.as_of` (see
+    /// [`DataRequest`]), with the component lives when requested. The period ends at the
+    /// as-of time when that is earlier; operating hours, ages and findings stop there.
+    async fn reliability_data_for(
+        &self,
+        request: DataRequest,
+    ) -> Result<ReliabilityData, StoreError>;
 
     /// Refolds the operating hours of every (month, serial) whose rollups changed since
     /// the last pass, at most `max_pairs` of them. A source without a consolidated
@@ -254,6 +319,17 @@ pub trait ReliabilitySource: Send + Sync + 'static {
         serial: &Serial,
     ) -> Result<Vec<crate::history::MaintenanceEntry>, StoreError> {
         let _ = serial;
+        Ok(Vec::new())
+    }
+
+    /// The device's catalog components as of `as_of` (`None`: now): the part fitted then,
+    /// its age and its lives (docs/reliability.md, "Component lives and delayed entry").
+    async fn device_components(
+        &self,
+        serial: &Serial,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<Vec<crate::history::DeviceComponent>, StoreError> {
+        let _ = (serial, as_of);
         Ok(Vec::new())
     }
 

@@ -102,10 +102,16 @@ pub struct ReliabilityReportArgs {
     /// End of the period (RFC 3339, exclusive); default: now.
     #[arg(long, value_name = "TIME")]
     pub to: Option<String>,
+    /// Read the data as it was known at this time (RFC 3339, not in the future): nothing
+    /// recorded at or after it is read; the period ends there when that is earlier.
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
     /// Directory the files are written to (created when missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Groupings, comma-separated: fleet, model, kind, region, failure_mode, code.
+    /// Groupings, comma-separated: fleet, model, kind, region, failure_mode, code,
+    /// component. Weibull fits by component or failure_mode are on component lives
+    /// (written to component_lives.csv).
     #[arg(long, value_name = "LIST", default_value = "fleet")]
     pub group_by: String,
     /// Confidence level of the bounds, 0 < c < 1.

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
 use fleetpulse_analytics::{GroupKey, ReportQuery};
-use fleetpulse_domain::reliability::{ImportKind, ImportReport, Period, ReliabilitySource};
+use fleetpulse_domain::reliability::{
+    ComponentLifeRecord, DataRequest, ImportKind, ImportReport, Period, ReliabilitySource,
+};
 
 use crate::app::{init_logging, open_store};
 use crate::cli::{ImportArgs, ImportCommand, ReliabilityReportArgs, ReportCommand};
@@ -82,8 +84,9 @@ fn group_keys(raw: &str) -> anyhow::Result<Vec<GroupKey>> {
             "region" => GroupKey::Region,
             "failure_mode" => GroupKey::FailureMode,
             "code" => GroupKey::Code,
+            "component" => GroupKey::Component,
             other => anyhow::bail!(
-                "--group-by: {other:?} is not one of fleet, model, kind, region, failure_mode, code"
+                "--group-by: {other:?} is not one of fleet, model, kind, region, failure_mode, code, component"
             ),
         };
         if !keys.contains(&key) {
@@ -105,6 +108,11 @@ async fn reliability(args: ReliabilityReportArgs) -> anyhow::Result<()> {
     let to = time_arg("--to", args.to.as_deref())?.unwrap_or_else(Utc::now);
     let from = time_arg("--from", args.from.as_deref())?.unwrap_or(to - Duration::days(365));
     anyhow::ensure!(from < to, "--from ({from}) must be before --to ({to})");
+    let as_of = time_arg("--as-of", args.as_of.as_deref())?;
+    if let Some(t) = as_of {
+        anyhow::ensure!(t <= Utc::now(), "--as-of ({t}) is in the future");
+        anyhow::ensure!(t > from, "--as-of ({t}) must be after --from ({from})");
+    }
     let query = ReportQuery {
         group_by: group_keys(&args.group_by)?,
         confidence: args.confidence,
@@ -115,11 +123,17 @@ async fn reliability(args: ReliabilityReportArgs) -> anyhow::Result<()> {
     init_logging("warn", cfg.log.format);
     let catalog = Arc::new(cfg.load_catalog()?);
     let store = open_store(&cfg, catalog, Arc::new(cfg.load_policy()?)).await?;
-    let period = Period { from, to };
+    let request = DataRequest {
+        period: Period { from, to },
+        as_of,
+        component_lives: query.keys().iter().any(|k| k.fits_component_lives()),
+    };
     let data = store
-        .reliability_data(period)
+        .reliability_data_for(request)
         .await
         .context("reading the reliability data")?;
+    let lives = lives_csv(&data.component_lives);
+    let to = data.period.map_or(to, |p| p.to);
     let report = tokio::task::spawn_blocking(move || fleetpulse_analytics::compute(&data, &query))
         .await
         .context("report task")?
@@ -128,6 +142,9 @@ async fn reliability(args: ReliabilityReportArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--out {}: cannot create the directory", args.out.display()))?;
     for (name, text) in report.tables_csv() {
         write(&args.out.join(format!("{name}.csv")), text.as_bytes())?;
+    }
+    if let Some(text) = lives {
+        write(&args.out.join("component_lives.csv"), text.as_bytes())?;
     }
     write(
         &args.out.join("reliability.json"),
@@ -142,6 +159,29 @@ async fn reliability(args: ReliabilityReportArgs) -> anyhow::Result<()> {
         report.warnings.len()
     );
     Ok(())
+}
+
+/// The component lives as CSV (`None` when none were read).
+fn lives_csv(lives: &[ComponentLifeRecord]) -> Option<String> {
+    if lives.is_empty() {
+        return None;
+    }
+    let mut out = String::from("serial,component,ages_on,installed_at,entry,exit,failure_mode\r\n");
+    for l in lives {
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{}\r\n",
+            l.serial.as_str(),
+            l.component,
+            l.ages_on,
+            l.installed_at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default(),
+            l.entry,
+            l.exit,
+            l.failure_mode.as_deref().unwrap_or("")
+        ));
+    }
+    Some(out)
 }
 
 fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

@@ -31,6 +31,7 @@ mod credentials;
 mod dispatch;
 mod exposure;
 mod import;
+mod lives;
 mod orders;
 mod predictions;
 mod read;
@@ -50,7 +51,7 @@ use fleetpulse_domain::alarm::AlarmEpisode;
 use fleetpulse_domain::catalog::Catalog;
 use fleetpulse_domain::order::Order;
 use fleetpulse_domain::reliability::{
-    ConsolidationReport, ImportKind, ImportReport, Period, ReliabilityData, ReliabilitySource,
+    ConsolidationReport, DataRequest, ImportKind, ImportReport, ReliabilityData, ReliabilitySource,
 };
 use fleetpulse_domain::rules::OrderRules;
 use fleetpulse_domain::serial::Serial;
@@ -538,31 +539,75 @@ const READ_FOLD_BOUND: usize = 1_000_000;
 
 #[async_trait::async_trait]
 impl ReliabilitySource for SqliteStore {
-    async fn reliability_data(&self, period: Period) -> Result<ReliabilityData, StoreError> {
+    async fn reliability_data_for(
+        &self,
+        request: DataRequest,
+    ) -> Result<ReliabilityData, StoreError> {
+        let period = request.period;
         if period.from >= period.to {
             return Err(StoreError::Invalid(format!(
                 "the period's start {} is not before its end {}",
                 period.from, period.to
             )));
         }
-        let folded = self.consolidate_exposure(READ_FOLD_BOUND).await?;
-        // the exposure scan dominates: two readers take a half of the months each
-        let (from, to) = (convert::ms(period.from), convert::ms(period.to));
-        let exposure = match reliability::split_months(from, to) {
-            Some(mid) => {
-                let (early, late) = tokio::try_join!(
-                    self.read(move |conn, _| reliability::exposure_part(conn, from, mid)),
-                    self.read(move |conn, _| reliability::exposure_part(conn, mid, to)),
-                )?;
-                early.then(late)
+        let now = Utc::now();
+        if let Some(as_of) = request.as_of {
+            if as_of <= period.from {
+                return Err(StoreError::Invalid(format!(
+                    "as_of {as_of} is not after the period's start {}",
+                    period.from
+                )));
             }
-            None => {
-                self.read(move |conn, _| reliability::exposure_part(conn, from, to))
-                    .await?
+            if as_of > now {
+                return Err(StoreError::Invalid(format!(
+                    "as_of {as_of} is in the future (now {now})"
+                )));
+            }
+        }
+        let folded = self.consolidate_exposure(READ_FOLD_BOUND).await?;
+        let bounds = reliability::Bounds::of(&request, now);
+        // the exposure scan dominates: two readers take a half of the months each
+        let (from, to) = (bounds.from, bounds.full_end);
+        let whole = async move {
+            if to <= exposure::month_of(from) {
+                return Ok(reliability::ExposurePart::default());
+            }
+            match reliability::split_months(from, to) {
+                Some(mid) => {
+                    let (early, late) = tokio::try_join!(
+                        self.read(move |conn, _| reliability::exposure_part(conn, from, mid)),
+                        self.read(move |conn, _| reliability::exposure_part(conn, mid, to)),
+                    )?;
+                    Ok::<_, StoreError>(early.then(late))
+                }
+                None => {
+                    self.read(move |conn, _| reliability::exposure_part(conn, from, to))
+                        .await
+                }
             }
         };
+        let partial = async move {
+            if !bounds.partial_month() {
+                return Ok((reliability::ExposurePart::default(), Vec::new()));
+            }
+            self.read(move |conn, _| {
+                reliability::exposure_partial(conn, bounds.full_end, bounds.to)
+            })
+            .await
+        };
+        let (whole, (partial, partial_quality)) = tokio::try_join!(whole, partial)?;
+        let exposure = whole.then(partial);
         let data = self
-            .read(move |conn, _| reliability::reliability_data(conn, period, Utc::now(), exposure))
+            .read(move |conn, opts| {
+                reliability::reliability_data(
+                    conn,
+                    &opts.catalog,
+                    request,
+                    now,
+                    exposure,
+                    partial_quality,
+                )
+            })
             .await?;
         if folded.remaining > 0 {
             tracing::warn!(
@@ -588,6 +633,23 @@ impl ReliabilitySource for SqliteStore {
     ) -> Result<ImportReport, StoreError> {
         self.write(move |conn, opts, _| import::import(conn, &opts.catalog, kind, &csv, Utc::now()))
             .await
+    }
+
+    async fn device_components(
+        &self,
+        serial: &Serial,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<Vec<fleetpulse_domain::history::DeviceComponent>, StoreError> {
+        let serial = serial.clone();
+        let now = Utc::now();
+        let (to, known) = match as_of {
+            Some(t) => (convert::ms(t.min(now)), convert::ms(t)),
+            None => (convert::ms(now) + 1, i64::MAX),
+        };
+        self.read(move |conn, opts| {
+            lives::device_components(conn, &opts.catalog, &serial, to, known)
+        })
+        .await
     }
 
     async fn device_maintenance(

@@ -21,11 +21,12 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use fleetpulse_domain::alarm::AlarmCode;
+use fleetpulse_domain::catalog::Catalog;
 use fleetpulse_domain::catalog::ModelSpec;
 use fleetpulse_domain::dispatch::CompletionOutcome;
 use fleetpulse_domain::order::{Cause, Order};
 use fleetpulse_domain::reliability::{
-    AlarmRecord, DataQualityIssue, ExposureRow, FailureRecord, FailureSource, Period,
+    AlarmRecord, DataQualityIssue, DataRequest, ExposureRow, FailureRecord, FailureSource, Period,
     PopulationDevice, ReliabilityData, RepairRecord,
 };
 use fleetpulse_domain::serial::Serial;
@@ -293,6 +294,39 @@ pub(crate) fn record_repair_outcome(
     Ok(effects)
 }
 
+/// A failure event as it was known at `:known` (the as-of time of a read; far in the
+/// future for "now"): a retraction at or after it has not happened yet, and an alarm
+/// event a repair order upgraded at or after it is still the alarm event, with the code
+/// and mode it had then (migration 0011 keeps them in `alarm_fault_code`,
+/// `alarm_failure_mode`).
+pub(crate) mod as_of {
+    /// Whether a repair order's upgrade happened at or after `:known`.
+    macro_rules! later {
+        () => {
+            "(confirmed_at IS NOT NULL AND confirmed_at >= :known)"
+        };
+    }
+    /// The event counts: not retracted as of `:known`.
+    pub(crate) const COUNTED: &str = "(retracted_at IS NULL OR retracted_at >= :known)";
+    /// `source` as of `:known`.
+    pub(crate) const SOURCE: &str =
+        concat!("CASE WHEN ", later!(), " THEN 'alarm' ELSE source END");
+    /// `fault_code` as of `:known`.
+    pub(crate) const CODE: &str = concat!(
+        "CASE WHEN ",
+        later!(),
+        " THEN COALESCE(alarm_fault_code, fault_code) ELSE fault_code END"
+    );
+    /// `failure_mode` as of `:known`.
+    pub(crate) const MODE: &str = concat!(
+        "CASE WHEN ",
+        later!(),
+        " THEN COALESCE(alarm_failure_mode, failure_mode) ELSE failure_mode END"
+    );
+    /// `order_id` as of `:known`.
+    pub(crate) const ORDER: &str = concat!("CASE WHEN ", later!(), " THEN NULL ELSE order_id END");
+}
+
 /// How long a device may be silent at the end of a period before it is reported.
 const TRAILING_SILENCE_MS: i64 = (GAP_THRESHOLD_HOURS as i64) * HOUR_MS;
 
@@ -413,17 +447,143 @@ pub(crate) fn exposure_part(
     Ok(part)
 }
 
-/// The reliability data of `period` (consolidated exposure must be folded first).
+/// The instants of a read: the period's start, its end (the as-of time when earlier),
+/// and the as-of time of corrections (`i64::MAX`: now, every correction counts).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bounds {
+    pub from: i64,
+    pub to: i64,
+    pub known: i64,
+    /// The end of the whole months read from the consolidated table; `[full_end, to)` is
+    /// folded from the hourly rollups at read time when it is not empty.
+    pub full_end: i64,
+}
+
+impl Bounds {
+    pub(crate) fn of(request: &DataRequest, now: DateTime<Utc>) -> Self {
+        let from = ms(request.period.from);
+        let known = request.as_of.map_or(i64::MAX, ms);
+        let to = ms(request.period.to).min(known);
+        // The consolidated row of a month the period ends inside counts the hours after
+        // the end: that month is folded up to the end at read time (unless nothing after
+        // the end can have been recorded yet). A read as of a time also folds the last
+        // month before a month boundary: its consolidated row shares out the meter's step
+        // to its first reading after the boundary, which was not known then.
+        let full_end = if to >= ms(now) {
+            to
+        } else if request.as_of.is_some() {
+            month_of(to - 1)
+        } else {
+            month_of(to)
+        };
+        Self {
+            from,
+            to,
+            known,
+            full_end,
+        }
+    }
+
+    /// Whether `[full_end, to)` is folded at read time.
+    pub(crate) fn partial_month(&self) -> bool {
+        self.full_end < self.to
+    }
+}
+
+/// The operating hours of `[month, end)` folded from the hourly rollups of every device
+/// (a period ending inside a month, or an as-of time): only hours that ended by `end`
+/// are read. Findings of the fold are returned as data-quality findings.
+pub(crate) fn exposure_partial(
+    conn: &Connection,
+    month: i64,
+    end: i64,
+) -> Result<(ExposurePart, Vec<DataQualityIssue>), StoreError> {
+    let mut part = ExposurePart::default();
+    let mut quality = Vec::new();
+    let serials: Vec<String> = {
+        let mut stmt = conn
+            .prepare_cached("SELECT serial FROM devices ORDER BY serial")
+            .map_err(sql_err)?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(sql_err)?;
+        rows.collect::<Result<_, _>>().map_err(sql_err)?
+    };
+    let mut before = conn
+        .prepare_cached(
+            "SELECT hour, last FROM rollups WHERE serial = ?1 AND field = 'runtime_hours' AND hour < ?2 \
+             ORDER BY hour DESC LIMIT 1",
+        )
+        .map_err(sql_err)?;
+    let mut within = conn
+        .prepare_cached(
+            "SELECT hour, last FROM rollups WHERE serial = ?1 AND field = 'runtime_hours' AND hour >= ?2 \
+             AND hour <= ?3 - 3600000 ORDER BY hour",
+        )
+        .map_err(sql_err)?;
+    for serial in serials {
+        let samples: Vec<(i64, f64)> = within
+            .query_map(params![serial, month, end], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sql_err)?
+            .collect::<Result<_, _>>()
+            .map_err(sql_err)?;
+        let Some(&(last_hour, last_value)) = samples.last() else {
+            continue;
+        };
+        let baseline: Option<(i64, f64)> = before
+            .query_row(params![serial, month], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(sql_err)?;
+        let fold = crate::exposure::fold_samples(baseline, &samples, None, month, end);
+        let parsed = parse_serial("devices.serial", &serial)?;
+        for f in fold.findings {
+            quality.push(DataQualityIssue {
+                serial: parsed.clone(),
+                kind: f.kind.to_owned(),
+                at: Some(from_ms(f.at)),
+                detail: f.detail,
+            });
+        }
+        part.rows.push(ExposureRow {
+            serial: parsed.clone(),
+            month: from_ms(month),
+            hours: fold.hours,
+            resets: fold.resets,
+            gap_hours: fold.gap_hours,
+        });
+        part.meters.insert(
+            serial,
+            (
+                parsed,
+                Meter {
+                    age_at_start: Some(baseline.map_or(samples[0].1, |b| b.1)),
+                    age_at_end: Some(last_value),
+                    last_hour: Some(last_hour),
+                },
+            ),
+        );
+    }
+    Ok((part, quality))
+}
+
+/// The reliability data of `request` (consolidated exposure must be folded first;
+/// `exposure` holds the whole months up to `bounds.full_end` and the partial month).
 pub(crate) fn reliability_data(
     conn: &Connection,
-    period: Period,
+    catalog: &Catalog,
+    request: DataRequest,
     now: DateTime<Utc>,
     exposure: ExposurePart,
+    partial_quality: Vec<DataQualityIssue>,
 ) -> Result<ReliabilityData, StoreError> {
-    let (from, to) = (ms(period.from), ms(period.to));
+    let b = Bounds::of(&request, now);
+    let (from, to, known) = (b.from, b.to, b.known);
     let first_month = month_of(from);
+    let period = Period {
+        from: request.period.from,
+        to: from_ms(to),
+    };
     let mut data = ReliabilityData {
         period: Some(period),
+        as_of: request.as_of,
         ..Default::default()
     };
 
@@ -441,7 +601,9 @@ pub(crate) fn reliability_data(
                  ORDER BY month, serial, at",
             )
             .map_err(sql_err)?;
-        let mut rows = stmt.query(params![first_month, to]).map_err(sql_err)?;
+        let mut rows = stmt
+            .query(params![first_month, b.full_end])
+            .map_err(sql_err)?;
         while let Some(r) = rows.next().map_err(sql_err)? {
             let serial: String = r.get(0).map_err(sql_err)?;
             data.quality.push(DataQualityIssue {
@@ -452,32 +614,70 @@ pub(crate) fn reliability_data(
             });
         }
     }
+    data.quality.extend(partial_quality);
 
-    // failures of the period, retracted ones left out
+    // failures of the period as known at the as-of time
     let mut failing: HashSet<String> = HashSet::new();
+    let mut models: HashMap<String, Option<String>> = HashMap::new();
     {
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT id, serial, at, runtime_hours, fault_code, failure_mode, source, order_id, alarm_episode_id \
-                 FROM failure_events WHERE at >= ?1 AND at < ?2 AND retracted_at IS NULL ORDER BY at, id",
-            )
+            .prepare_cached(&format!(
+                "SELECT id, serial, at, runtime_hours, {code}, {mode}, {source}, {order}, alarm_episode_id, component \
+                 FROM failure_events WHERE at >= :from AND at < :to AND {counted} ORDER BY at, id",
+                code = as_of::CODE,
+                mode = as_of::MODE,
+                source = as_of::SOURCE,
+                order = as_of::ORDER,
+                counted = as_of::COUNTED,
+            ))
             .map_err(sql_err)?;
-        let mut rows = stmt.query(params![from, to]).map_err(sql_err)?;
+        let mut rows = stmt
+            .query(rusqlite::named_params! {":from": from, ":to": to, ":known": known})
+            .map_err(sql_err)?;
         while let Some(r) = rows.next().map_err(sql_err)? {
             let serial_text: String = r.get(1).map_err(sql_err)?;
             let serial = parse_serial("failure_events.serial", &serial_text)?;
             let source: String = r.get(6).map_err(sql_err)?;
-            let rec = FailureRecord {
+            let mut rec = FailureRecord {
                 id: r.get(0).map_err(sql_err)?,
                 serial: serial.clone(),
                 at: from_ms(r.get(2).map_err(sql_err)?),
                 age_hours: r.get(3).map_err(sql_err)?,
                 code: r.get(4).map_err(sql_err)?,
                 failure_mode: r.get(5).map_err(sql_err)?,
+                component: r.get(9).map_err(sql_err)?,
                 source: failure_source(&source)?,
                 order_id: r.get(7).map_err(sql_err)?,
                 alarm_episode_id: r.get(8).map_err(sql_err)?,
             };
+            // the component of a failure that does not name it: the catalog's owner of
+            // its failure mode (or of the mode its code indicates)
+            if rec.component.is_none() {
+                if !models.contains_key(&serial_text) {
+                    let model: Option<String> = conn
+                        .query_row(
+                            "SELECT model FROM devices WHERE serial = ?1",
+                            [&serial_text],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .map_err(sql_err)?
+                        .flatten();
+                    models.insert(serial_text.clone(), model);
+                }
+                if let Some(model) = models.get(&serial_text).and_then(Option::as_deref) {
+                    let code = rec.code.as_deref().and_then(|c| AlarmCode::parse(c).ok());
+                    if let Ok(Some((c, m))) = catalog.resolve_failure(
+                        model,
+                        None,
+                        rec.failure_mode.as_deref(),
+                        code.as_ref(),
+                    ) {
+                        rec.component = Some(c.as_str().to_owned());
+                        rec.failure_mode = Some(m.as_str().to_owned());
+                    }
+                }
+            }
             if rec.age_hours.is_none() {
                 data.quality.push(DataQualityIssue {
                     serial,
@@ -569,13 +769,24 @@ pub(crate) fn reliability_data(
         }
     }
 
-    data.repairs = repairs(conn, from, to)?;
-    data.alarms = alarms(conn, from, to)?;
+    data.repairs = repairs(conn, from, to, known)?;
+    data.alarms = alarms(conn, from, to, known)?;
+    if request.component_lives {
+        let (lives, findings) = crate::lives::lives(conn, catalog, from, to, known)?;
+        data.component_lives = lives;
+        data.quality.extend(findings);
+    }
     Ok(data)
 }
 
-/// Repair orders created or closed in `[from, to)`.
-fn repairs(conn: &Connection, from: i64, to: i64) -> Result<Vec<RepairRecord>, StoreError> {
+/// Repair orders created or closed in `[from, to)`; one closed at or after `known` is
+/// still active.
+fn repairs(
+    conn: &Connection,
+    from: i64,
+    to: i64,
+    known: i64,
+) -> Result<Vec<RepairRecord>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT id, serial, cause, created_at, started_at, closed_at, status, outcome FROM orders \
@@ -587,8 +798,18 @@ fn repairs(conn: &Connection, from: i64, to: i64) -> Result<Vec<RepairRecord>, S
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(sql_err)? {
         let serial: String = r.get(1).map_err(sql_err)?;
-        let status: String = r.get(6).map_err(sql_err)?;
-        let outcome: Option<String> = r.get(7).map_err(sql_err)?;
+        let closed_at: Option<i64> = r.get(5).map_err(sql_err)?;
+        let closed_later = closed_at.is_some_and(|c| c >= known);
+        let status: String = if closed_later {
+            "open".into()
+        } else {
+            r.get(6).map_err(sql_err)?
+        };
+        let outcome: Option<String> = if closed_later {
+            None
+        } else {
+            r.get(7).map_err(sql_err)?
+        };
         let outcome: Option<Value> = outcome.and_then(|o| serde_json::from_str(&o).ok());
         let field = |k: &str| outcome.as_ref().and_then(|o| o.get(k).cloned());
         out.push(RepairRecord {
@@ -596,8 +817,12 @@ fn repairs(conn: &Connection, from: i64, to: i64) -> Result<Vec<RepairRecord>, S
             serial: parse_serial("orders.serial", &serial)?,
             cause: r.get(2).map_err(sql_err)?,
             created_at: from_ms(r.get(3).map_err(sql_err)?),
-            started_at: r.get::<_, Option<i64>>(4).map_err(sql_err)?.map(from_ms),
-            closed_at: r.get::<_, Option<i64>>(5).map_err(sql_err)?.map(from_ms),
+            started_at: r
+                .get::<_, Option<i64>>(4)
+                .map_err(sql_err)?
+                .filter(|&s| s < known)
+                .map(from_ms),
+            closed_at: closed_at.filter(|_| !closed_later).map(from_ms),
             completed: match status.as_str() {
                 "completed" => Some(true),
                 "cancelled" => Some(false),
@@ -613,15 +838,22 @@ fn repairs(conn: &Connection, from: i64, to: i64) -> Result<Vec<RepairRecord>, S
     Ok(out)
 }
 
-/// Alarm episodes that started in `[from, to)`.
-fn alarms(conn: &Connection, from: i64, to: i64) -> Result<Vec<AlarmRecord>, StoreError> {
+/// Alarm episodes that started in `[from, to)`; one that ended at or after `known` has no
+/// duration yet.
+fn alarms(
+    conn: &Connection,
+    from: i64,
+    to: i64,
+    known: i64,
+) -> Result<Vec<AlarmRecord>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT serial, code, severity, started_at, duration_s FROM alarm_episodes \
+            "SELECT serial, code, severity, started_at, CASE WHEN ended_at IS NULL OR ended_at >= ?3 \
+             THEN NULL ELSE duration_s END FROM alarm_episodes \
              WHERE started_at >= ?1 AND started_at < ?2 ORDER BY started_at, id",
         )
         .map_err(sql_err)?;
-    let mut rows = stmt.query(params![from, to]).map_err(sql_err)?;
+    let mut rows = stmt.query(params![from, to, known]).map_err(sql_err)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(sql_err)? {
         let serial: String = r.get(0).map_err(sql_err)?;

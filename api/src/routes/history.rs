@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use fleetpulse_domain::catalog::is_catalog_id;
 use fleetpulse_domain::dispatch::NewAudit;
-use fleetpulse_domain::history::{MaintenanceEntry, MeterQuery, MeterValue};
+use fleetpulse_domain::history::{DeviceComponent, MaintenanceEntry, MeterQuery, MeterValue};
 use fleetpulse_domain::reliability::{ImportKind, ImportReport};
 use serde::Deserialize;
 use serde_json::json;
@@ -37,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/history/import/telemetry", post(import_telemetry))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT_BYTES))
         .route("/api/v1/devices/{serial}/maintenance", get(maintenance))
+        .route("/api/v1/devices/{serial}/components", get(components))
         .route("/api/v1/devices/{serial}/meters", get(meters))
 }
 
@@ -242,6 +243,45 @@ async fn maintenance(
     let serial = extract::serial(&raw)?;
     ensure_registered(&state, &serial).await?;
     Ok(Json(state.reliability.device_maintenance(&serial).await?))
+}
+
+/// Query of `GET /api/v1/devices/{serial}/components`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentParams {
+    /// The components as they were at this instant (RFC 3339, not in the future): nothing
+    /// recorded at or after it is read. Default: now.
+    #[param(value_type = Option<String>, format = DateTime)]
+    as_of: Option<String>,
+}
+
+/// The device's catalog components: for each, the part fitted now (when it was fitted
+/// and its age on its axis: runtime hours, another meter or calendar hours) and its
+/// lives since the device was observed (installation or renewal to failure, or a
+/// suspension), the material of the Weibull fits per component.
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/components", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), ComponentParams), responses((status = 200, description = "Components in catalog order", body = Vec<DeviceComponent>)))]
+async fn components(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    Query(p): Query<ComponentParams>,
+) -> Result<Json<Vec<DeviceComponent>>, ApiError> {
+    caller.require(READERS)?;
+    let serial = extract::serial(&raw)?;
+    let as_of = extract::time("as_of", p.as_of.as_deref())?;
+    if let Some(t) = as_of
+        && t > chrono::Utc::now()
+    {
+        return Err(ApiError::parameter(
+            "as_of",
+            format!("as_of ({}) is in the future", t.to_rfc3339()),
+        ));
+    }
+    ensure_registered(&state, &serial).await?;
+    Ok(Json(
+        state.reliability.device_components(&serial, as_of).await?,
+    ))
 }
 
 /// Query of `GET /api/v1/devices/{serial}/meters`.

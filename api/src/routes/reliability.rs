@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use fleetpulse_analytics::mtbf::{Sides, Termination};
 use fleetpulse_analytics::{
     AnalyticsError, ConditionalQuery, GroupKey, MtbfRow, MttrRow, ParetoRow, ReliabilityReport,
@@ -25,7 +25,7 @@ use fleetpulse_analytics::{
 };
 use fleetpulse_domain::dispatch::Role;
 use fleetpulse_domain::reliability::{
-    FailureSource, ImportKind, ImportReport, Period, ReliabilityData,
+    DataRequest, FailureSource, ImportKind, ImportReport, Period, ReliabilityData,
 };
 use serde::{Deserialize, Serialize};
 
@@ -120,12 +120,22 @@ pub struct StatParams {
     #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
     /// End of the period (RFC 3339, exclusive); default now. At most 20 years after `from`.
+    /// A period ending inside a month counts that month's operating hours up to its end.
     #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
+    /// Read the data as it was known at this instant (RFC 3339, not in the future, after
+    /// `from`): nothing recorded at or after it is read, the period ends there when it is
+    /// earlier, and later corrections (a retraction, a repair order's confirmation, an
+    /// order's closure) are left out. Default: now.
+    #[param(value_type = Option<String>, format = DateTime)]
+    as_of: Option<String>,
     /// Grouping, comma-separated, in column order: `fleet` (default, no split), `model`,
-    /// `kind`, `region` (split the population) and `failure_mode`, `code` (split the
-    /// failures; each group keeps its devices' operating hours).
-    #[param(value_type = Option<String>, pattern = "^[\\s,]*((fleet|model|kind|region|failure_mode|code)(\\s*,[\\s,]*(fleet|model|kind|region|failure_mode|code))*[\\s,]*)?$")]
+    /// `kind`, `region` (split the population) and `failure_mode`, `code`, `component`
+    /// (split the failures; each group keeps its devices' operating hours). Weibull fits
+    /// split by `component` or `failure_mode` (not `code`) are on the component lives:
+    /// from installation or renewal to failure, suspended at a preventive replacement or
+    /// the period's end, with delayed entry for parts already running.
+    #[param(value_type = Option<String>, pattern = "^[\\s,]*((fleet|model|kind|region|failure_mode|code|component)(\\s*,[\\s,]*(fleet|model|kind|region|failure_mode|code|component))*[\\s,]*)?$")]
     group_by: Option<String>,
     /// Confidence level of every bound, strictly between 0 and 1; default 0.9.
     #[param(value_type = Option<f64>, exclusive_minimum = 0, exclusive_maximum = 1)]
@@ -180,13 +190,18 @@ pub struct Sample {
     pub alarms: usize,
     /// Data-quality findings of the store (summarised in `warnings`).
     pub quality_findings: usize,
+    /// Component lives read (for Weibull fits by component or failure mode).
+    pub component_lives: usize,
 }
 
 /// Fields every statistic's JSON answer has.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Context {
-    /// The period `[from, to)`.
+    /// The period `[from, to)` (ending at `as_of` when that is earlier).
     pub period: Period,
+    /// The as-of time of the read, when one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<DateTime<Utc>>,
     /// The query as understood: grouping, confidence, sides, termination, sources, ….
     pub query: ReportQuery,
     /// What the report was computed on.
@@ -258,6 +273,7 @@ enum Stat {
 /// A parsed request.
 struct Request {
     period: Period,
+    as_of: Option<DateTime<Utc>>,
     query: ReportQuery,
     csv: bool,
     pareto_of_alarms: bool,
@@ -313,6 +329,7 @@ const GROUP_KEYS: &[(&str, GroupKey)] = &[
     ("region", GroupKey::Region),
     ("failure_mode", GroupKey::FailureMode),
     ("code", GroupKey::Code),
+    ("component", GroupKey::Component),
 ];
 
 const SOURCES: &[(&str, FailureSource)] = &[
@@ -339,6 +356,25 @@ fn parse(p: &StatParams, headers: &HeaderMap) -> Result<Request, ApiError> {
             "to",
             format!("the period is longer than {MAX_PERIOD_DAYS} days; ask for a shorter one"),
         ));
+    }
+    let as_of = extract::time("as_of", p.as_of.as_deref())?;
+    if let Some(t) = as_of {
+        if t > Utc::now() {
+            return Err(ApiError::parameter(
+                "as_of",
+                format!("as_of ({}) is in the future", t.to_rfc3339()),
+            ));
+        }
+        if t <= from {
+            return Err(ApiError::parameter(
+                "as_of",
+                format!(
+                    "as_of ({}) must be after from ({})",
+                    t.to_rfc3339(),
+                    from.to_rfc3339()
+                ),
+            ));
+        }
     }
     let mut query = ReportQuery::default();
     for name in list(p.group_by.as_deref()) {
@@ -477,6 +513,7 @@ fn parse(p: &StatParams, headers: &HeaderMap) -> Result<Request, ApiError> {
     )?;
     Ok(Request {
         period: Period { from, to },
+        as_of,
         query,
         csv,
         pareto_of_alarms,
@@ -499,7 +536,14 @@ async fn report(
     state: &AppState,
     req: &Request,
 ) -> Result<(ReliabilityData, ReliabilityReport), ApiError> {
-    let data = state.reliability.reliability_data(req.period).await?;
+    let data = state
+        .reliability
+        .reliability_data_for(DataRequest {
+            period: req.period,
+            as_of: req.as_of,
+            component_lives: req.query.keys().iter().any(|k| k.fits_component_lives()),
+        })
+        .await?;
     let query = req.query.clone();
     tokio::task::spawn_blocking(move || {
         let report = fleetpulse_analytics::compute(&data, &query);
@@ -512,7 +556,8 @@ async fn report(
 
 fn context(period: Period, data: &ReliabilityData, report: &ReliabilityReport) -> Context {
     Context {
-        period,
+        period: data.period.unwrap_or(period),
+        as_of: data.as_of,
         query: report.query.clone(),
         sample: Sample {
             devices: data.devices.len(),
@@ -522,6 +567,7 @@ fn context(period: Period, data: &ReliabilityData, report: &ReliabilityReport) -
             repairs: data.repairs.len(),
             alarms: data.alarms.len(),
             quality_findings: data.quality.len(),
+            component_lives: data.component_lives.len(),
         },
         warnings: report.warnings.clone(),
     }

@@ -219,6 +219,7 @@ fn generate(args: &Args) -> anyhow::Result<ReliabilityData> {
                     age_hours: Some(t),
                     code: Some(code.to_owned()),
                     failure_mode: Some(mode.to_owned()),
+                    component: None,
                     source: if order.is_some() {
                         FailureSource::RepairOrder
                     } else {
