@@ -360,7 +360,7 @@ fn lives_of(
                     }
                     age => age,
                 },
-                age_at_w1: axis_at(&meters, device, &c.ages_on, to - 1, None, false)?,
+                age_at_w1: axis_at(&meters, device, &c.ages_on, to, None, false)?,
                 origin: match c.ages_on {
                     AgesOn::Calendar => None,
                     _ => Some(0.0),

@@ -11,6 +11,7 @@ mod delivery;
 mod demo;
 mod dispatch;
 mod e2e;
+mod fd001;
 mod history;
 mod hostile;
 mod nothing_stops;
