@@ -541,6 +541,7 @@ async fn one_model_is_deployed_per_failure_mode_and_outcomes_feed_back() {
             failure_mode: "compressor".into(),
             algorithm: "logistic_regression".into(),
             trained_at: Utc::now(),
+            as_of: None,
             horizon_days: 30.0,
             train_from: Utc::now(),
             train_to: Utc::now(),

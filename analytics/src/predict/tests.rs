@@ -21,6 +21,7 @@ pub(crate) fn device(daily: BTreeMap<String, Vec<FieldDay>>) -> DeviceHistory {
         status: LifecycleStatus::AtCustomer,
         criticality: Criticality::High,
         registered_at: t(2025, 1, 1),
+        commissioned_at: None,
         connection: ConnectionState::Online,
         last_seen_at: None,
         last_disconnect: None,
@@ -120,6 +121,7 @@ fn a_replacement_record_starts_a_new_life_even_without_a_visible_rise() {
         part: "filter".into(),
         at: t(2026, 1, 1) + Duration::days(40) - Duration::hours(1),
         runtime_hours: None,
+        component: None,
     });
     let with = forecast_depletion(&d, &filter(), Some(&u), as_of, 1.28).expect("forecast");
     assert!(
@@ -174,6 +176,7 @@ fn service_due_from_the_last_service_or_the_next_meter_multiple() {
         part: "service".into(),
         at: start + Duration::days(25),
         runtime_hours: Some(1250.0),
+        component: None,
     });
     let s = forecast_service(&d, 500.0, Some(&u), as_of, 1.28).expect("due");
     assert_eq!((s.basis, s.due_meter), ("service_replacement", 1750.0));
@@ -407,6 +410,7 @@ mod features {
             mode: "compressor".into(),
             fields: vec!["temperature_c".into()],
             codes: Vec::new(),
+            components: BTreeMap::new(),
         }
     }
 
@@ -530,6 +534,7 @@ mod features {
             part: "compressor".into(),
             at: start + Duration::days(126) + Duration::hours(10),
             runtime_hours: None,
+            component: None,
         });
         assert_eq!(feature(&d, as_of, "temperature_c:max_7d"), 40.0);
         assert_eq!(feature(&d, as_of, "temperature_c:mean_7d"), 40.0);
