@@ -360,9 +360,10 @@ fn settle_connection(d: &mut DeviceHistory) {
 
 /// Rule (devices): the devices in service before as_of: commissioned (registered, when
 /// the commissioning is not known) before it, and not retired then. Their lifecycle
-/// status is the one they had at as_of (`device_status_history`); a disconnect at or
-/// after as_of is left out, and so is a last-seen time (the rollup pass sets it from the
-/// readings before as_of).
+/// status is the one they had at as_of (`device_status_history`); one registered at or
+/// after as_of reads as registered at its commissioning; a disconnect at or after as_of
+/// is left out, and so is a last-seen time (the rollup pass sets it from the readings
+/// before as_of).
 fn read_devices(
     conn: &Connection,
     end: i64,
@@ -397,6 +398,14 @@ fn read_devices(
         let disconnected: Option<i64> = r.get(9).map_err(sql_err)?;
         let graceful: Option<bool> = r.get(10).map_err(sql_err)?;
         stale.push(seen.is_some_and(|t| t >= end) || disconnected.is_some_and(|t| t >= end));
+        // registered at or after as_of: back-filled history of a device commissioned
+        // before it, which as of then is known from its commissioning
+        let commissioned: Option<i64> = r.get(11).map_err(sql_err)?;
+        let registered: i64 = r.get(6).map_err(sql_err)?;
+        let registered = match commissioned {
+            Some(c) if registered >= end => c,
+            _ => registered,
+        };
         out.push(DeviceHistory {
             serial: serial_of(&text(0)?, "devices.serial")?,
             model: r.get(1).map_err(sql_err)?,
@@ -404,8 +413,8 @@ fn read_devices(
             region: r.get(3).map_err(sql_err)?,
             status,
             criticality: parse_col("devices.criticality", &text(5)?)?,
-            registered_at: from_ms(r.get(6).map_err(sql_err)?),
-            commissioned_at: r.get::<_, Option<i64>>(11).map_err(sql_err)?.map(from_ms),
+            registered_at: from_ms(registered),
+            commissioned_at: commissioned.map(from_ms),
             connection: parse_col("devices.connection", &text(7)?)?,
             last_seen_at: seen.filter(|&t| t < end).map(from_ms),
             last_disconnect: disconnected.filter(|&t| t < end).map(|at| Disconnect {
