@@ -733,7 +733,30 @@ async fn predict_as_of_a_past_time_raises_no_order_and_training_as_of_stores_the
     assert_eq!(now["raised"], json!(1), "{now}");
     assert_eq!(orders_of(&admin, "cause=silent_device").await?.len(), 1);
 
-    // training as of the past time: its reports and the stored models say it
+    // training as of the past time, on two months of history of a device commissioned
+    // before it: its reports and the stored models say the as-of
+    let commissioned = chrono::Utc::now() - chrono::Duration::days(100);
+    let a = admin
+        .post(
+            "/api/v1/devices",
+            &json!({"serial": "OC5-ASOF2", "model": "OC-5A", "status": "at_customer", "region": "north",
+                    "address": "1 Main St", "commissioned_at": commissioned.to_rfc3339()}),
+        )
+        .await?;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let history: Vec<Value> = (0..=60u32)
+        .map(|i| {
+            json!({
+                "seq": i + 1,
+                "ts": (chrono::Utc::now() - chrono::Duration::days(i64::from(61 - i))).to_rfc3339(),
+                "runtime_hours": 1000.0 + f64::from(i) * 12.0,
+                "o2_purity_pct": 93.5,
+                "alarms": [],
+            })
+        })
+        .collect();
+    publish_all(app.mqtt.expect("built-in endpoint"), "OC5-ASOF2", &history).await?;
+    app.applied().await?;
     let (ok, out, err) = cli_with(dir.path(), &["train", "--as-of", &as_of_text]).await?;
     anyhow::ensure!(ok, "fleetpulse train --as-of: {err}");
     let reports: Vec<Value> = serde_json::from_str(&out)?;
@@ -752,11 +775,11 @@ async fn predict_as_of_a_past_time_raises_no_order_and_training_as_of_stores_the
     assert_eq!(listed.len(), reports.len());
     assert!(listed.iter().all(|r| at(&r["as_of"]) == Some(millis)));
     let db = rusqlite::Connection::open(fleetpulse_system_tests::load::db_path(dir.path()))?;
-    let with_as_of: usize = db.query_row(
+    let with_as_of: i64 = db.query_row(
         "SELECT COUNT(*) FROM models WHERE as_of = ?1",
         [millis.timestamp_millis()],
         |r| r.get(0),
     )?;
-    assert_eq!(with_as_of, reports.len());
+    assert_eq!(usize::try_from(with_as_of)?, reports.len());
     Ok(())
 }
