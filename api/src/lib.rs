@@ -95,17 +95,24 @@ pub struct AppState {
 #[async_trait::async_trait]
 pub trait PredictionRunner: Send + Sync + 'static {
     /// `trigger` says who asked (`api`, `cli`, `schedule`); recorded with the run.
+    /// `as_of` (not in the future; `None`: now): nothing at or after it is read, and a
+    /// run as of a past time applies no order and is not stored (its report carries the
+    /// predictions). An `as_of` in the future is `StoreError::Invalid`.
     async fn run_now(
         &self,
         trigger: &str,
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<fleetpulse_domain::store::RunReport, fleetpulse_domain::store::StoreError>;
 
     /// Trains the failure-risk models now, as their schedule does (stored, deployed where
     /// they beat the baselines and the current model), and answers their reports. The
     /// run must not depend on this future: an HTTP client that hangs up drops it, and
-    /// the run still completes and is stored (the binary's worker spawns it).
+    /// the run still completes and is stored (the binary's worker spawns it). With
+    /// `as_of`, on the data before it, compared with the models deployed then; the models
+    /// are stored with that as-of.
     async fn train_now(
         &self,
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Vec<fleetpulse_domain::prediction::ModelReport>, fleetpulse_domain::store::StoreError>;
 }
 

@@ -123,6 +123,7 @@ impl fleetpulse_domain::store::PredictionPlanner for PlansNothing {
 impl fleetpulse_api::PredictionRunner for EmptyRuns {
     async fn train_now(
         &self,
+        _as_of: Option<chrono::DateTime<Utc>>,
     ) -> Result<Vec<fleetpulse_domain::prediction::ModelReport>, fleetpulse_domain::store::StoreError>
     {
         Ok(Vec::new())
@@ -131,9 +132,13 @@ impl fleetpulse_api::PredictionRunner for EmptyRuns {
     async fn run_now(
         &self,
         trigger: &str,
+        as_of: Option<chrono::DateTime<Utc>>,
     ) -> Result<fleetpulse_domain::store::RunReport, fleetpulse_domain::store::StoreError> {
         use fleetpulse_domain::store::PredictionStore;
-        let data = self.0.prediction_data(Utc::now(), 30, 7).await?;
+        let data = self
+            .0
+            .prediction_data(as_of.unwrap_or_else(Utc::now), 30, 7)
+            .await?;
         self.0
             .apply_predictions(
                 fleetpulse_domain::store::PredictionRun {

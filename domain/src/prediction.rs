@@ -72,11 +72,17 @@ pub struct FailureLabel {
 /// of a failure): the part's age starts again from here.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Replacement {
-    /// A catalog consumable id (`filter`) or failure mode (`compressor`), or `service`
-    /// for a preventive service.
+    /// A catalog consumable id (`filter`), failure mode (`compressor`) or component id
+    /// (a maintenance record that renews a component), or `service` for a preventive
+    /// service.
     pub part: String,
     pub at: DateTime<Utc>,
     pub runtime_hours: Option<f64>,
+    /// The catalog component renewed (a consumable is a component of the same id; the
+    /// repair of a failure renews the component of its mode): every failure mode of the
+    /// component starts again. `None`: no component known (a service, an old record).
+    #[serde(default)]
+    pub component: Option<String>,
 }
 
 /// How the device's connection last ended.
@@ -114,6 +120,10 @@ pub struct DeviceHistory {
     pub status: LifecycleStatus,
     pub criticality: Criticality,
     pub registered_at: DateTime<Utc>,
+    /// When the device entered service, where known (imported history): its age counts
+    /// from here, else from `registered_at`.
+    #[serde(default)]
+    pub commissioned_at: Option<DateTime<Utc>>,
     pub connection: ConnectionState,
     pub last_seen_at: Option<DateTime<Utc>>,
     pub last_disconnect: Option<Disconnect>,
@@ -126,6 +136,15 @@ pub struct DeviceHistory {
     pub failures: Vec<FailureLabel>,
     pub replacements: Vec<Replacement>,
     pub outcomes: Vec<PredictionOutcome>,
+}
+
+impl DeviceHistory {
+    /// When the device's life started: its commissioning where known, else its
+    /// registration. Back-filled history starts before the registration, never before
+    /// this.
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.commissioned_at.unwrap_or(self.registered_at)
+    }
 }
 
 /// What one prediction run reads.
@@ -252,7 +271,12 @@ pub struct ModelReport {
     pub failure_mode: String,
     /// `logistic_regression`, `random_forest`, …
     pub algorithm: String,
+    /// The `as_of` of the data it was trained on (the version's time stamp).
     pub trained_at: DateTime<Utc>,
+    /// The training run's as-of time: nothing at or after it was read. `None` in reports
+    /// from before as-of training (their `trained_at` is it).
+    #[serde(default)]
+    pub as_of: Option<DateTime<Utc>>,
     pub horizon_days: f64,
     pub train_from: DateTime<Utc>,
     pub train_to: DateTime<Utc>,

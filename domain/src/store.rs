@@ -679,6 +679,23 @@ pub struct RunReport {
     pub queued: usize,
     /// Order changes for the stream and the webhooks.
     pub orders: Vec<OrderChange>,
+    /// Whether the run was stored and its orders applied. `false` for a run as of a time
+    /// before now: a forecast of the past raises, updates, holds and releases no order
+    /// and is not stored (`run_id` 0); its predictions are in `forecasts`.
+    #[serde(default = "applied")]
+    pub orders_applied: bool,
+    /// The predictions of a run whose orders were not applied (the stored ones of an
+    /// applied run are at `GET /api/v1/predictions`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forecasts: Vec<crate::prediction::Prediction>,
+    /// Why the orders were not applied: `orders: not applied (as_of before now)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Runs stored before `orders_applied` existed applied their orders.
+const fn applied() -> bool {
+    true
 }
 
 /// A stored prediction with the order it raised (or whose visit carries it as a task).
@@ -729,9 +746,16 @@ pub trait PredictionStore: Send + Sync + 'static {
         query: PredictionQuery,
     ) -> Result<Page<StoredPrediction>, StoreError>;
 
-    /// Stores trained models; each with `report.deployed` replaces the deployed model of
-    /// its failure mode (one deployed per mode).
+    /// Stores trained models with their as-of (`report.as_of`, else `report.trained_at`);
+    /// each with `report.deployed` replaces the deployed model of its failure mode (one
+    /// deployed per mode), unless that one was trained as of a later time: a model of a
+    /// back-test does not displace the one that scores the fleet now.
     async fn save_models(&self, models: Vec<TrainedModel>) -> Result<usize, StoreError>;
+
+    /// The model of each failure mode that scored the fleet as of `as_of`, as far as the
+    /// store knows: the one with the latest as-of up to `as_of` whose training decided to
+    /// deploy it. A model trained on data from after `as_of` is never among them.
+    async fn models_as_of(&self, as_of: DateTime<Utc>) -> Result<Vec<TrainedModel>, StoreError>;
 
     /// Reports of every stored model, newest first.
     async fn model_reports(&self) -> Result<Vec<ModelReport>, StoreError>;

@@ -83,16 +83,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(cmd) => crate::report::import(cmd).await,
         Command::Report(cmd) => crate::report::report(cmd).await,
         Command::Predict(args) => {
-            let (worker, store) = analytics_worker(&args).await?;
-            let report = worker.predict("cli").await;
+            let (worker, store) = analytics_worker(&args.store).await?;
+            let report = worker.predict("cli", args.as_of).await;
             drop(worker);
             let closed = close_store(store).await;
-            println!("{}", serde_json::to_string(&report?)?);
+            let report = report?;
+            if let Some(note) = &report.note {
+                eprintln!("fleetpulse: {note}; the run is not stored");
+            }
+            println!("{}", serde_json::to_string(&report)?);
             closed
         }
         Command::Train(args) => {
-            let (worker, store) = analytics_worker(&args).await?;
-            let reports = worker.train("cli").await;
+            let (worker, store) = analytics_worker(&args.store).await?;
+            let reports = worker.train("cli", args.as_of).await;
             drop(worker);
             let closed = close_store(store).await;
             println!("{}", serde_json::to_string(&reports?)?);

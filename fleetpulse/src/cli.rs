@@ -51,12 +51,14 @@ pub enum Command {
     Report(ReportCommand),
     /// Run the predictors once over the store and raise their orders (due dates,
     /// bundling, storm control), as the analytics worker's schedule does; prints the run
-    /// report as JSON. Works while `serve` runs.
-    Predict(StoreArgs),
+    /// report as JSON. Works while `serve` runs. With --as-of (a past time) on the data
+    /// before it, raising no order and storing nothing: the forecasts are printed.
+    Predict(AnalyticsArgs),
     /// Train the failure-risk models once over the store, as the analytics worker's
     /// schedule does (stored; deployed only where they beat both baselines and the
-    /// current model); prints their reports as JSON. Works while `serve` runs.
-    Train(StoreArgs),
+    /// current model); prints their reports as JSON. Works while `serve` runs. With
+    /// --as-of, on the data before it; the models are stored with that as-of.
+    Train(AnalyticsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +151,23 @@ impl StoreArgs {
             ..Overrides::default()
         }
     }
+}
+
+/// `predict` and `train`: the store, and the as-of time of the run.
+#[derive(Debug, Clone, Args)]
+pub struct AnalyticsArgs {
+    /// Run as of this time (RFC 3339, e.g. 2025-06-01T00:00:00Z; not in the future;
+    /// default: now): nothing at or after it is read (docs/predictions.md, "As-of time").
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("not an RFC 3339 time such as 2025-06-01T00:00:00Z: {e}"))
 }
 
 #[derive(Debug, Clone, Args)]

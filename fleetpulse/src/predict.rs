@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use fleetpulse_domain::prediction::{
     Forecaster, ModelReport, Prediction, PredictionData, TrainedModel,
 };
@@ -173,22 +173,39 @@ impl AnalyticsWorker {
 
     /// One prediction run, in the caller's task: data as of now, forecasts with the
     /// deployed models, the run stored and its orders raised (held ones released as the
-    /// limits allow).
-    pub async fn predict(&self, trigger: &str) -> Result<RunReport, StoreError> {
-        self.inner.predict(trigger).await
+    /// limits allow). With `as_of` (not in the future): data as of then, forecasts with
+    /// the models that scored the fleet then ([`PredictionStore::models_as_of`]), and
+    /// nothing stored or applied: a forecast of the past is not a work order (the report
+    /// carries the predictions and says so).
+    pub async fn predict(
+        &self,
+        trigger: &str,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<RunReport, StoreError> {
+        self.inner.predict(trigger, as_of).await
     }
 
-    /// One training run, in the caller's task: models trained on the data, stored,
-    /// deployed where their report says so. Returns the reports of the models stored.
-    pub async fn train(&self, trigger: &str) -> Result<Vec<ModelReport>, StoreError> {
-        self.inner.train(trigger).await
+    /// One training run, in the caller's task: models trained on the data as of now (or
+    /// `as_of`, not in the future, compared with the models deployed then), stored with
+    /// that as-of, deployed where their report says so (see
+    /// [`PredictionStore::save_models`]). Returns the reports of the models stored.
+    pub async fn train(
+        &self,
+        trigger: &str,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<Vec<ModelReport>, StoreError> {
+        self.inner.train(trigger, as_of).await
     }
 
     /// A prediction run in a task of its own; the caller only waits for it.
-    pub async fn spawn_predict(&self, trigger: &str) -> Result<RunReport, StoreError> {
+    pub async fn spawn_predict(
+        &self,
+        trigger: &str,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<RunReport, StoreError> {
         let inner = self.inner.clone();
         let who = trigger.to_owned();
-        let run = async move { inner.predict(&who).await };
+        let run = async move { inner.predict(&who, as_of).await };
         spawned(&self.inner.predictions, "prediction", trigger, run, |r| {
             r.predictions
         })
@@ -198,10 +215,14 @@ impl AnalyticsWorker {
     /// A training run in a task of its own; the caller only waits for it. A caller
     /// that leaves does not stop it: the models are stored, and the run logs that its
     /// caller left.
-    pub async fn spawn_train(&self, trigger: &str) -> Result<Vec<ModelReport>, StoreError> {
+    pub async fn spawn_train(
+        &self,
+        trigger: &str,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<Vec<ModelReport>, StoreError> {
         let inner = self.inner.clone();
         let who = trigger.to_owned();
-        let run = async move { inner.train(&who).await };
+        let run = async move { inner.train(&who, as_of).await };
         spawned(&self.inner.trainings, "training", trigger, run, Vec::len).await
     }
 
@@ -221,12 +242,12 @@ impl AnalyticsWorker {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = predict.tick() => {
-                    if let Err(e) = self.spawn_predict("schedule").await {
+                    if let Err(e) = self.spawn_predict("schedule", None).await {
                         warn!(error = %e, "prediction run failed; the next one retries");
                     }
                 }
                 _ = train.tick() => {
-                    if let Err(e) = self.spawn_train("schedule").await {
+                    if let Err(e) = self.spawn_train("schedule", None).await {
                         warn!(error = %e, "training run failed; the next one retries");
                     }
                 }
@@ -316,22 +337,91 @@ where
     })?
 }
 
+/// What [`resolve_as_of`] says of a run's as-of time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AsOf {
+    /// No as-of asked for: the data as of now, the run stored and applied.
+    Now(DateTime<Utc>),
+    /// An as-of before now (a back-test): nothing at or after it is read, and a
+    /// prediction run applies nothing.
+    Past(DateTime<Utc>),
+}
+
+impl AsOf {
+    fn time(self) -> DateTime<Utc> {
+        match self {
+            AsOf::Now(t) | AsOf::Past(t) => t,
+        }
+    }
+}
+
+/// The as-of of a run asked for at `now`: an as-of in the future is refused (its data
+/// would be "now" read as if it were later: nothing honest to forecast or learn from).
+fn resolve_as_of(as_of: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<AsOf, StoreError> {
+    match as_of {
+        None => Ok(AsOf::Now(now)),
+        Some(t) if t > now => Err(StoreError::Invalid(format!(
+            "as_of {} is in the future (now {}): give a time up to now, or none for now",
+            t.to_rfc3339(),
+            now.to_rfc3339()
+        ))),
+        Some(t) => Ok(AsOf::Past(t)),
+    }
+}
+
+/// The note of a prediction run whose orders were not applied.
+pub const NOT_APPLIED: &str = "orders: not applied (as_of before now)";
+
 impl WorkerInner {
-    async fn predict(&self, trigger: &str) -> Result<RunReport, StoreError> {
+    async fn predict(
+        &self,
+        trigger: &str,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<RunReport, StoreError> {
+        let as_of = resolve_as_of(as_of, Utc::now())?;
         let _one = self.one_at_a_time.lock().await;
+        // "now" is when the run gets its turn
+        let as_of = match as_of {
+            AsOf::Now(_) => AsOf::Now(Utc::now()),
+            past => past,
+        };
         let started = std::time::Instant::now();
-        let now = Utc::now();
+        let now = as_of.time();
         let data = self
             .store
             .prediction_data(now, self.cfg.history_days, self.cfg.recent_days)
             .await?;
         let read_ms = started.elapsed().as_millis();
-        let models = self.store.deployed_models().await?;
+        let models = match as_of {
+            AsOf::Now(_) => self.store.deployed_models().await?,
+            AsOf::Past(t) => self.store.models_as_of(t).await?,
+        };
         let devices = data.devices.len();
         let forecaster = self.forecaster.clone();
         let predictions = tokio::task::spawn_blocking(move || forecaster.forecast(&data, &models))
             .await
             .map_err(|e| StoreError::Internal(format!("forecast task failed: {e}")))?;
+        if let AsOf::Past(t) = as_of {
+            // a forecast of the past is not a work order: nothing is stored or applied
+            info!(
+                trigger,
+                as_of = %t.to_rfc3339(),
+                devices,
+                predictions = predictions.len(),
+                read_ms,
+                total_ms = started.elapsed().as_millis(),
+                "prediction run as of a past time: orders not applied, run not stored"
+            );
+            return Ok(RunReport {
+                as_of: Some(t),
+                devices,
+                predictions: predictions.len(),
+                orders_applied: false,
+                forecasts: predictions,
+                note: Some(NOT_APPLIED.to_owned()),
+                ..RunReport::default()
+            });
+        }
         let report = self
             .store
             .apply_predictions(
@@ -367,13 +457,28 @@ impl WorkerInner {
         Ok(report)
     }
 
-    async fn train(&self, trigger: &str) -> Result<Vec<ModelReport>, StoreError> {
+    async fn train(
+        &self,
+        trigger: &str,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<Vec<ModelReport>, StoreError> {
+        let as_of = resolve_as_of(as_of, Utc::now())?;
         let _one = self.one_at_a_time.lock().await;
+        // "now" is when the run gets its turn
+        let as_of = match as_of {
+            AsOf::Now(_) => AsOf::Now(Utc::now()),
+            past => past,
+        };
         let data = self
             .store
-            .prediction_data(Utc::now(), self.cfg.history_days, self.cfg.recent_days)
+            .prediction_data(as_of.time(), self.cfg.history_days, self.cfg.recent_days)
             .await?;
-        let current = self.store.deployed_models().await?;
+        // what the new models are compared with: the models deployed then (none trained
+        // on data from after the as-of)
+        let current = match as_of {
+            AsOf::Now(_) => self.store.deployed_models().await?,
+            AsOf::Past(t) => self.store.models_as_of(t).await?,
+        };
         let forecaster = self.forecaster.clone();
         let trained = tokio::task::spawn_blocking(move || forecaster.train(&data, &current))
             .await
@@ -385,7 +490,7 @@ impl WorkerInner {
             .collect();
         let reports: Vec<ModelReport> = trained.iter().map(|m| m.report.clone()).collect();
         let stored = self.store.save_models(trained).await?;
-        info!(trigger, stored, ?deployed, "training run");
+        info!(trigger, as_of = %as_of.time().to_rfc3339(), stored, ?deployed, "training run");
         self.checkpoint_if_large("training run").await;
         Ok(reports)
     }
@@ -420,12 +525,19 @@ pub async fn checkpoint_if_large(store: &SqliteStore, after: &str) {
 
 #[async_trait::async_trait]
 impl fleetpulse_api::PredictionRunner for AnalyticsWorker {
-    async fn run_now(&self, trigger: &str) -> Result<RunReport, StoreError> {
-        self.spawn_predict(trigger).await
+    async fn run_now(
+        &self,
+        trigger: &str,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<RunReport, StoreError> {
+        self.spawn_predict(trigger, as_of).await
     }
 
-    async fn train_now(&self) -> Result<Vec<ModelReport>, StoreError> {
-        self.spawn_train("api").await
+    async fn train_now(
+        &self,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<Vec<ModelReport>, StoreError> {
+        self.spawn_train("api", as_of).await
     }
 }
 
@@ -475,6 +587,7 @@ mod tests {
                 failure_mode: "compressor".into(),
                 algorithm: "logistic_regression".into(),
                 trained_at: Utc::now(),
+                as_of: None,
                 horizon_days: 30.0,
                 train_from: Utc::now(),
                 train_to: Utc::now(),
@@ -584,7 +697,8 @@ mod tests {
     async fn a_training_run_whose_caller_left_is_stored_and_logged() {
         let f = fixture().await;
         let _log = capture(&f.log);
-        let waited = tokio::time::timeout(Duration::from_millis(50), f.worker.train_now()).await;
+        let waited =
+            tokio::time::timeout(Duration::from_millis(50), f.worker.train_now(None)).await;
         assert!(waited.is_err(), "the training waits at the gate");
         release(&f.gate).await;
         let stored = tokio::time::timeout(Duration::from_secs(10), async {
@@ -616,7 +730,7 @@ mod tests {
     async fn a_caller_that_waits_gets_the_reports() {
         let f = fixture().await;
         let waiting = f.worker.clone();
-        let call = tokio::spawn(async move { waiting.train_now().await });
+        let call = tokio::spawn(async move { waiting.train_now(None).await });
         release(&f.gate).await;
         let reports = call.await.expect("task").expect("trained");
         assert_eq!(reports.len(), 1);
@@ -628,7 +742,7 @@ mod tests {
         let f = fixture().await;
         let _log = capture(&f.log);
         let waiting = f.worker.clone();
-        let call = tokio::spawn(async move { waiting.train_now().await });
+        let call = tokio::spawn(async move { waiting.train_now(None).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         let cancelled = f.worker.finish(Duration::from_millis(100)).await;
         assert_eq!(
@@ -646,7 +760,7 @@ mod tests {
         // the caller hears of it instead of waiting for ever, and no run starts any more
         assert!(call.await.expect("task").is_err());
         assert!(matches!(
-            f.worker.train_now().await,
+            f.worker.train_now(None).await,
             Err(StoreError::Unavailable(_))
         ));
         release(&f.gate).await;

@@ -140,6 +140,7 @@ mod tests {
             status: LifecycleStatus::AtCustomer,
             criticality: Criticality::High,
             registered_at: t("2030-01-01T00:00:00Z"),
+            commissioned_at: None,
             connection: ConnectionState::Offline,
             last_seen_at: Some(t(last_seen)),
             last_disconnect: end.map(|(at, graceful)| Disconnect {

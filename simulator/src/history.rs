@@ -224,6 +224,7 @@ impl HistoryRecorder {
                     part: failure_mode.clone(),
                     at: *ts,
                     runtime_hours: Some(*runtime_hours),
+                    component: None,
                 }),
                 TruthEvent::ConsumableReplaced {
                     consumable,
@@ -234,6 +235,7 @@ impl HistoryRecorder {
                     part: consumable.clone(),
                     at: *ts,
                     runtime_hours: Some(*runtime_hours),
+                    component: Some(consumable.clone()),
                 }),
             }
         }
@@ -269,6 +271,7 @@ impl HistoryRecorder {
                     status: LifecycleStatus::AtCustomer,
                     criticality: self.criticality[i],
                     registered_at: self.start,
+                    commissioned_at: None,
                     connection: ConnectionState::Online,
                     last_seen_at: Some(as_of),
                     last_disconnect: None,
@@ -279,7 +282,7 @@ impl HistoryRecorder {
                         .iter()
                         .filter(|a| a.started_at < as_of)
                         .map(|a| AlarmSpan {
-                            ended_at: a.ended_at.filter(|e| *e <= as_of),
+                            ended_at: a.ended_at.filter(|e| *e < as_of),
                             ..a.clone()
                         })
                         .collect(),

@@ -715,6 +715,14 @@ impl fleetpulse_domain::store::PredictionStore for SqliteStore {
             .await
     }
 
+    async fn models_as_of(
+        &self,
+        as_of: DateTime<Utc>,
+    ) -> Result<Vec<fleetpulse_domain::prediction::TrainedModel>, StoreError> {
+        self.read(move |conn, _| predictions::models_as_of(conn, as_of))
+            .await
+    }
+
     async fn model_reports(
         &self,
     ) -> Result<Vec<fleetpulse_domain::prediction::ModelReport>, StoreError> {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use fleetpulse_domain::catalog::Catalog;
+use fleetpulse_domain::device::{ConnectionState, LifecycleStatus};
 use fleetpulse_domain::order::{Cause, OrderIntent, OrderStatus, OrderTask};
 use fleetpulse_domain::prediction::{
     AlarmSpan, DeviceHistory, Disconnect, FailureLabel, FieldDay, HourPoint, ModelReport,
@@ -32,6 +33,7 @@ use serde_json::json;
 use crate::convert::{from_ms, json_err, ms, parse_col, sql_err};
 
 const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
 /// Actor of the order changes predictions make.
 pub(crate) const ACTOR: &str = "predictions";
 
@@ -53,6 +55,9 @@ pub(crate) fn prediction_data(
     result
 }
 
+/// Reads everything known before `as_of` (see the module doc for the rules, one comment
+/// each below). Nothing dated at or after `as_of` changes the result: the as-of test
+/// (`store/tests/as_of.rs`) compares two stores that differ only after it.
 fn read_all(
     conn: &Connection,
     catalog: &Catalog,
@@ -64,25 +69,29 @@ fn read_all(
     // whole UTC days: the first day of the history starts at midnight
     let from = (end - i64::from(history_days) * DAY_MS).div_euclid(DAY_MS) * DAY_MS;
     let recent_from = end - i64::from(recent_days) * DAY_MS;
-    let mut devices = read_devices(conn)?;
+    let (mut devices, stale) = read_devices(conn, end)?;
     let index: HashMap<String, usize> = devices
         .iter()
         .enumerate()
         .map(|(i, d)| (d.serial.to_string(), i))
         .collect();
 
+    // Rule (rollups): an hour bucket [h, h + 1 h) is read only when it ended by `as_of`;
+    // the bucket of the hour containing `as_of` folds readings from after it.
     let mut rollups = conn
         .prepare_cached(
             "SELECT hour, field, count, sum, min, max, last FROM rollups \
-             WHERE serial = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY hour",
+             WHERE serial = ?1 AND hour >= ?2 AND hour <= ?3 ORDER BY hour",
         )
         .map_err(sql_err)?;
     for d in &mut devices {
         let mut rows = rollups
-            .query(params![d.serial.as_str(), from, end])
+            .query(params![d.serial.as_str(), from, end - HOUR_MS])
             .map_err(sql_err)?;
+        let mut last_hour: Option<i64> = None;
         while let Some(r) = rows.next().map_err(sql_err)? {
             let hour: i64 = r.get(0).map_err(sql_err)?;
+            last_hour = Some(hour);
             // the field name is borrowed from the row; a String only for a new series
             let field = r
                 .get_ref(1)
@@ -134,6 +143,20 @@ fn read_all(
                 f.mean /= f64::from(f.count.max(1));
             }
         }
+        // last seen: the latest reading before as_of, at least the start of the latest
+        // hour read (history imported without raw readings)
+        let reading: Option<i64> = conn
+            .prepare_cached("SELECT MAX(ts) FROM readings WHERE serial = ?1 AND ts < ?2")
+            .and_then(|mut s| s.query_row(params![d.serial.as_str(), end], |r| r.get(0)))
+            .map_err(sql_err)?;
+        let seen = [d.last_seen_at.map(ms), reading, last_hour]
+            .into_iter()
+            .flatten()
+            .max();
+        d.last_seen_at = seen.map(from_ms);
+    }
+    for (d, _) in devices.iter_mut().zip(&stale).filter(|(_, s)| **s) {
+        settle_connection(d);
     }
 
     let mut by_serial =
@@ -152,6 +175,8 @@ fn read_all(
             Ok(())
         };
 
+    // Rule (alarm episodes): an episode started before as_of; one that ended at or after
+    // it was still active then.
     by_serial(
         "SELECT serial, code, started_at, ended_at, runtime_hours_at_start FROM alarm_episodes \
          WHERE started_at < ?1 AND (ended_at IS NULL OR ended_at >= ?2) ORDER BY serial, started_at, id",
@@ -161,39 +186,76 @@ fn read_all(
             d.alarms.push(AlarmSpan {
                 code: r.get(1).map_err(sql_err)?,
                 started_at: from_ms(r.get(2).map_err(sql_err)?),
-                ended_at: ended.filter(|&e| e <= end).map(from_ms),
+                ended_at: ended.filter(|&e| e < end).map(from_ms),
                 runtime_hours_at_start: r.get(4).map_err(sql_err)?,
             });
             Ok(())
         },
     )?;
 
+    // Rule (failure events): an event dated before as_of (a repair order's own event is
+    // dated at its completion). A retraction at or after as_of had not happened: the
+    // event counts. An alarm event a repair order confirmed at or after as_of is the alarm
+    // event it was then: source `alarm`, the alarm's code and mode, the meter at the
+    // episode's start (the upgrade fills a missing meter from the completion). Events
+    // upgraded before `confirmed_at` existed (migration 0011) are told by their order's
+    // completion after the event and their episode's code.
     by_serial(
-        "SELECT serial, at, runtime_hours, failure_mode, fault_code, source, retracted_at FROM failure_events \
-         WHERE at < ?1 ORDER BY serial, at, id",
+        "SELECT f.serial, f.at, f.runtime_hours, f.failure_mode, f.fault_code, f.source, f.retracted_at, \
+         COALESCE(f.confirmed_at, CASE WHEN f.source = 'repair_order' AND e.id IS NOT NULL AND o.closed_at > f.at \
+         THEN o.closed_at END), COALESCE(f.alarm_fault_code, e.code), f.alarm_failure_mode, e.runtime_hours_at_start, \
+         f.component FROM failure_events f LEFT JOIN alarm_episodes e ON e.id = f.alarm_episode_id \
+         LEFT JOIN orders o ON o.id = f.order_id WHERE f.at < ?1 ORDER BY f.serial, f.at, f.id",
         &[&end],
         &mut |d, r| {
-            let code: Option<String> = r.get(4).map_err(sql_err)?;
-            let mode: Option<String> = r.get(3).map_err(sql_err)?;
+            let confirmed_later = r
+                .get::<_, Option<i64>>(7)
+                .map_err(sql_err)?
+                .is_some_and(|c| c >= end);
+            let (code, mode, source, hours): (Option<String>, Option<String>, String, Option<f64>) =
+                if confirmed_later {
+                    (
+                        r.get(8).map_err(sql_err)?,
+                        r.get(9).map_err(sql_err)?,
+                        "alarm".to_owned(),
+                        r.get(10).map_err(sql_err)?,
+                    )
+                } else {
+                    (
+                        r.get(4).map_err(sql_err)?,
+                        r.get(3).map_err(sql_err)?,
+                        r.get(5).map_err(sql_err)?,
+                        r.get(2).map_err(sql_err)?,
+                    )
+                };
+            let model = d.model.as_deref();
             // the catalog knows the mode of an alarm code where the event did not say it
             let mode = mode.or_else(|| {
-                let model = catalog.model(d.model.as_deref()?)?;
+                let model = catalog.model(model?)?;
                 let code = fleetpulse_domain::AlarmCode::parse(code.as_deref()?).ok()?;
                 model.alarm(&code)?.failure_mode.clone()
             });
-            let source: String = r.get(5).map_err(sql_err)?;
-            let retracted = r.get::<_, Option<i64>>(6).map_err(sql_err)?.is_some();
+            let retracted = r
+                .get::<_, Option<i64>>(6)
+                .map_err(sql_err)?
+                .is_some_and(|t| t < end);
             let at = from_ms(r.get(1).map_err(sql_err)?);
-            let hours: Option<f64> = r.get(2).map_err(sql_err)?;
-            // a repair that confirmed a failure replaced the failed part
+            // a repair that confirmed a failure replaced the failed part: its component
             if source == "repair_order"
                 && !retracted
                 && let Some(part) = &mode
             {
+                let component: Option<String> = r.get(11).map_err(sql_err)?;
+                let component = component.or_else(|| {
+                    catalog
+                        .failure_mode(model?, part)
+                        .map(|(c, _)| c.id.to_string())
+                });
                 d.replacements.push(Replacement {
                     part: part.clone(),
                     at,
                     runtime_hours: hours,
+                    component,
                 });
             }
             d.failures.push(FailureLabel {
@@ -208,21 +270,40 @@ fn read_all(
         },
     )?;
 
+    // Rule (replacements): those dated before as_of. A maintenance record of a kind that
+    // renews a component names it (every failure mode of the component starts again); a
+    // consumable is the component of the same id.
     by_serial(
-        "SELECT serial, consumable, at, runtime_hours FROM consumable_replacements WHERE at < ?1 \
-         UNION ALL SELECT serial, CASE WHEN kind = 'service' THEN 'service' ELSE COALESCE(consumable, kind) END, at, runtime_hours \
+        "SELECT serial, consumable, at, runtime_hours, 'consumable', consumable FROM consumable_replacements \
+         WHERE at < ?1 UNION ALL SELECT serial, consumable, at, runtime_hours, kind, component \
          FROM maintenance_records WHERE at < ?1 ORDER BY 1, 3",
         &[&end],
         &mut |d, r| {
+            let consumable: Option<String> = r.get(1).map_err(sql_err)?;
+            let kind: String = r.get(4).map_err(sql_err)?;
+            let component: Option<String> = r.get(5).map_err(sql_err)?;
+            let renewed = component.filter(|_| {
+                catalog
+                    .maintenance_kind(&kind)
+                    .is_some_and(|k| k.renews_component)
+            });
+            let part = if kind == "service" {
+                kind
+            } else {
+                renewed.clone().or(consumable).unwrap_or(kind)
+            };
             d.replacements.push(Replacement {
-                part: r.get(1).map_err(sql_err)?,
+                part,
                 at: from_ms(r.get(2).map_err(sql_err)?),
                 runtime_hours: r.get(3).map_err(sql_err)?,
+                component: renewed,
             });
             Ok(())
         },
     )?;
 
+    // Rule (prediction outcomes): orders raised before as_of; one closed at or after it
+    // was still open then (no closing time, no outcome).
     by_serial(
         "SELECT serial, id, cause, created_at, closed_at, json_extract(outcome, '$.failure_confirmed'), \
          json_extract(outcome, '$.fault_code'), json_extract(evidence, '$.model_version'), status FROM orders \
@@ -230,18 +311,24 @@ fn read_all(
          ORDER BY serial, id",
         &[&end],
         &mut |d, r| {
+            let closed_at = r
+                .get::<_, Option<i64>>(4)
+                .map_err(sql_err)?
+                .filter(|&c| c < end);
             let status: OrderStatus =
                 parse_col("orders.status", &r.get::<_, String>(8).map_err(sql_err)?)?;
             let confirmed: Option<i64> = r.get(5).map_err(sql_err)?;
+            let fault_code: Option<String> = r.get(6).map_err(sql_err)?;
+            let closed = closed_at.is_some();
             d.outcomes.push(PredictionOutcome {
                 order_id: r.get(1).map_err(sql_err)?,
                 cause: r.get(2).map_err(sql_err)?,
                 raised_at: from_ms(r.get(3).map_err(sql_err)?),
-                closed_at: r.get::<_, Option<i64>>(4).map_err(sql_err)?.map(from_ms),
-                failure_confirmed: (status == OrderStatus::Completed)
+                closed_at: closed_at.map(from_ms),
+                failure_confirmed: (closed && status == OrderStatus::Completed)
                     .then_some(confirmed.map(|c| c != 0))
                     .flatten(),
-                fault_code: r.get(6).map_err(sql_err)?,
+                fault_code: fault_code.filter(|_| closed),
                 model_version: r.get(7).map_err(sql_err)?,
             });
             Ok(())
@@ -258,30 +345,79 @@ fn read_all(
     })
 }
 
-fn read_devices(conn: &Connection) -> Result<Vec<DeviceHistory>, StoreError> {
+/// The connection as of the data: the registry keeps only the latest state and the
+/// latest disconnect. Where that state is dated at or after as_of (a reading, status or
+/// disconnect since), it is derived from what is known before: offline after a
+/// disconnect not followed by a report, online once the device reported, else unknown.
+fn settle_connection(d: &mut DeviceHistory) {
+    d.connection = match (d.last_seen_at, d.last_disconnect) {
+        (None, Some(_)) => ConnectionState::Offline,
+        (Some(seen), Some(end)) if end.at >= seen => ConnectionState::Offline,
+        (Some(_), _) => ConnectionState::Online,
+        (None, None) => ConnectionState::Unknown,
+    };
+}
+
+/// Rule (devices): the devices in service before as_of: commissioned (registered, when
+/// the commissioning is not known) before it, and not retired then. Their lifecycle
+/// status is the one they had at as_of (`device_status_history`); one registered at or
+/// after as_of reads as registered at its commissioning; a disconnect at or after as_of
+/// is left out, and so is a last-seen time (the rollup pass sets it from the readings
+/// before as_of).
+fn read_devices(
+    conn: &Connection,
+    end: i64,
+) -> Result<(Vec<DeviceHistory>, Vec<bool>), StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT serial, model, kind, region, status, criticality, registered_at, connection, last_seen_at, \
-             disconnected_at, disconnect_graceful FROM devices WHERE status <> 'retired' ORDER BY serial",
+             disconnected_at, disconnect_graceful, commissioned_at, \
+             (SELECT to_status FROM device_status_history h WHERE h.serial = d.serial AND h.at < ?1 \
+              ORDER BY h.at DESC, h.id DESC LIMIT 1), \
+             (SELECT from_status FROM device_status_history h WHERE h.serial = d.serial AND h.at >= ?1 \
+              ORDER BY h.at, h.id LIMIT 1) \
+             FROM devices d WHERE COALESCE(commissioned_at, registered_at) < ?1 ORDER BY serial",
         )
         .map_err(sql_err)?;
-    let mut rows = stmt.query([]).map_err(sql_err)?;
-    let mut out = Vec::new();
+    let mut rows = stmt.query([end]).map_err(sql_err)?;
+    let (mut out, mut stale) = (Vec::new(), Vec::new());
     while let Some(r) = rows.next().map_err(sql_err)? {
         let text = |i: usize| r.get::<_, String>(i).map_err(sql_err);
+        // the status then: set by the last change before as_of, else left by the first
+        // change after it, else the current one
+        let before: Option<String> = r.get(12).map_err(sql_err)?;
+        let after: Option<String> = r.get(13).map_err(sql_err)?;
+        let status: LifecycleStatus = match before.or(after) {
+            Some(s) => parse_col("device_status_history.status", &s)?,
+            None => parse_col("devices.status", &text(4)?)?,
+        };
+        if status == LifecycleStatus::Retired {
+            continue;
+        }
+        let seen: Option<i64> = r.get(8).map_err(sql_err)?;
         let disconnected: Option<i64> = r.get(9).map_err(sql_err)?;
         let graceful: Option<bool> = r.get(10).map_err(sql_err)?;
+        stale.push(seen.is_some_and(|t| t >= end) || disconnected.is_some_and(|t| t >= end));
+        // registered at or after as_of: back-filled history of a device commissioned
+        // before it, which as of then is known from its commissioning
+        let commissioned: Option<i64> = r.get(11).map_err(sql_err)?;
+        let registered: i64 = r.get(6).map_err(sql_err)?;
+        let registered = match commissioned {
+            Some(c) if registered >= end => c,
+            _ => registered,
+        };
         out.push(DeviceHistory {
             serial: serial_of(&text(0)?, "devices.serial")?,
             model: r.get(1).map_err(sql_err)?,
             kind: r.get(2).map_err(sql_err)?,
             region: r.get(3).map_err(sql_err)?,
-            status: parse_col("devices.status", &text(4)?)?,
+            status,
             criticality: parse_col("devices.criticality", &text(5)?)?,
-            registered_at: from_ms(r.get(6).map_err(sql_err)?),
+            registered_at: from_ms(registered),
+            commissioned_at: commissioned.map(from_ms),
             connection: parse_col("devices.connection", &text(7)?)?,
-            last_seen_at: r.get::<_, Option<i64>>(8).map_err(sql_err)?.map(from_ms),
-            last_disconnect: disconnected.map(|at| Disconnect {
+            last_seen_at: seen.filter(|&t| t < end).map(from_ms),
+            last_disconnect: disconnected.filter(|&t| t < end).map(|at| Disconnect {
                 at: from_ms(at),
                 graceful: graceful.unwrap_or(false),
             }),
@@ -293,7 +429,7 @@ fn read_devices(conn: &Connection) -> Result<Vec<DeviceHistory>, StoreError> {
             outcomes: Vec::new(),
         });
     }
-    Ok(out)
+    Ok((out, stale))
 }
 
 // ---- applying a run -------------------------------------------------------------------
@@ -616,6 +752,7 @@ pub(crate) fn apply_predictions(
         as_of: Some(run.as_of),
         devices: run.devices,
         predictions: run.predictions.len(),
+        orders_applied: true,
         ..RunReport::default()
     };
     let link = |tx: &Transaction<'_>, idx: &[usize], order_id: i64| -> Result<(), StoreError> {
@@ -796,35 +933,72 @@ pub(crate) fn predictions(
     Ok(Page { items, next })
 }
 
+/// See [`fleetpulse_domain::store::PredictionStore::save_models`]. A model's as-of is
+/// its report's `as_of` (else `trained_at`, the data's as-of before as-of training).
 pub(crate) fn save_models(
     conn: &mut Connection,
     models: &[TrainedModel],
 ) -> Result<usize, StoreError> {
     let tx = conn.transaction().map_err(sql_err)?;
     for m in models {
-        if m.report.deployed {
+        let as_of = ms(m.report.as_of.unwrap_or(m.report.trained_at));
+        let mut deployed = m.report.deployed;
+        if deployed {
+            // a model trained as of an earlier time (a back-test) does not displace the
+            // one that scores the fleet now when that one learned from later data
             tx.execute(
-                "UPDATE models SET deployed = 0 WHERE failure_mode = ?1 AND deployed = 1",
-                [&m.report.failure_mode],
+                "UPDATE models SET deployed = 0 WHERE failure_mode = ?1 AND deployed = 1 \
+                 AND COALESCE(as_of, trained_at) <= ?2",
+                params![m.report.failure_mode, as_of],
             )
             .map_err(sql_err)?;
+            let later: bool = tx
+                .prepare_cached("SELECT 1 FROM models WHERE failure_mode = ?1 AND deployed = 1")
+                .and_then(|mut s| s.exists([&m.report.failure_mode]))
+                .map_err(sql_err)?;
+            deployed = !later;
         }
         tx.execute(
-            "INSERT OR REPLACE INTO models (version, failure_mode, trained_at, deployed, report, parameters) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR REPLACE INTO models (version, failure_mode, trained_at, deployed, report, parameters, as_of) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 m.report.version,
                 m.report.failure_mode,
                 ms(m.report.trained_at),
-                m.report.deployed,
+                deployed,
                 serde_json::to_string(&m.report).map_err(json_err)?,
-                m.parameters.to_string()
+                m.parameters.to_string(),
+                as_of
             ],
         )
         .map_err(sql_err)?;
     }
     tx.commit().map_err(sql_err)?;
     Ok(models.len())
+}
+
+/// See [`fleetpulse_domain::store::PredictionStore::models_as_of`]: per failure mode, the
+/// model with the latest as-of up to `as_of` whose training decided to deploy it (the
+/// report as stored keeps that decision; the `deployed` column says what scores now).
+pub(crate) fn models_as_of(
+    conn: &Connection,
+    as_of: DateTime<Utc>,
+) -> Result<Vec<TrainedModel>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT report, parameters, 1 FROM models m WHERE json_extract(report, '$.deployed') = 1 \
+             AND COALESCE(as_of, trained_at) <= ?1 AND NOT EXISTS (SELECT 1 FROM models n \
+             WHERE n.failure_mode = m.failure_mode AND json_extract(n.report, '$.deployed') = 1 \
+             AND COALESCE(n.as_of, n.trained_at) <= ?1 AND (COALESCE(n.as_of, n.trained_at), n.version) \
+             > (COALESCE(m.as_of, m.trained_at), m.version)) ORDER BY failure_mode",
+        )
+        .map_err(sql_err)?;
+    let mut rows = stmt.query([ms(as_of)]).map_err(sql_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(sql_err)? {
+        out.push(model_from(r)?);
+    }
+    Ok(out)
 }
 
 fn model_from(r: &rusqlite::Row<'_>) -> Result<TrainedModel, StoreError> {

@@ -11,7 +11,9 @@
 //!   (`orders.alarm_episode_id`, set when it is created: [`link_order_to_episode`]).
 //! - When that order is completed ([`record_repair_outcome`]) with the failure confirmed,
 //!   the same event is upgraded (source `repair_order`, the order id, the outcome's fault
-//!   code and its failure mode), not a second one inserted; completed without a confirmed
+//!   code and its failure mode; `confirmed_at`, `alarm_fault_code` and
+//!   `alarm_failure_mode` keep when and what the alarm event was), not a second one
+//!   inserted; completed without a confirmed
 //!   failure (no fault found), the alarm event is retracted: kept with `retracted_at`
 //!   and the reason, and left out of the statistics. A confirmed repair order with no
 //!   alarm event behind it inserts its own event, at the completion and the meter then.
@@ -219,8 +221,12 @@ pub(crate) fn record_repair_outcome(
     let t = ms(now);
     match (outcome.failure_confirmed, incident) {
         (true, Some((id, claimed))) if claimed.is_none_or(|o| o == order.id) => {
+            // the alarm event as it was stays readable as of a time before the upgrade
+            // (`prediction_data`): when, and the alarm's code and mode (the first upgrade's)
             tx.execute(
                 "UPDATE failure_events SET source = 'repair_order', order_id = ?2, \
+                 confirmed_at = COALESCE(confirmed_at, ?7), alarm_fault_code = COALESCE(alarm_fault_code, fault_code), \
+                 alarm_failure_mode = COALESCE(alarm_failure_mode, failure_mode), \
                  fault_code = COALESCE(?3, fault_code), failure_mode = COALESCE(?4, failure_mode), \
                  runtime_hours = COALESCE(runtime_hours, ?5), notes = COALESCE(?6, notes), \
                  retracted_at = NULL, retract_reason = NULL, updated_at = ?7 WHERE id = ?1",

@@ -181,7 +181,22 @@ fn path_of(f: &Fixture) -> &Path {
 #[tokio::test]
 async fn prediction_data_folds_days_and_recent_hours_from_committed_rollups() {
     let f = fixture(100, 100).await;
-    register(&f.store, "OC5-D1", "north").await;
+    // in service before the readings (the data as of noon today leaves out a device
+    // registered later with no earlier commissioning)
+    f.store
+        .register_device(NewDevice {
+            serial: sn("OC5-D1"),
+            model: ModelId::parse("OC-5A").expect("model"),
+            status: Some(LifecycleStatus::AtCustomer),
+            criticality: None,
+            region: Some("north".into()),
+            address: Some("1 Main St".into()),
+            commissioned_at: Some(hour(30, 0)),
+            runtime_hours_at_registration: None,
+            observed_from: None,
+        })
+        .await
+        .expect("register");
     // two days ago: 3 readings over two hours; yesterday: 1; with an alarm episode
     let readings = vec![
         reading(
@@ -541,6 +556,7 @@ async fn one_model_is_deployed_per_failure_mode_and_outcomes_feed_back() {
             failure_mode: "compressor".into(),
             algorithm: "logistic_regression".into(),
             trained_at: Utc::now(),
+            as_of: None,
             horizon_days: 30.0,
             train_from: Utc::now(),
             train_to: Utc::now(),

@@ -43,12 +43,17 @@
 //!
 //! Per alarm code `c`: `alarm:c:7d`, `alarm:c:30d` — episodes started in the window.
 //! Part and device: `part:runtime_since_replacement` and `part:days_since_replacement`
-//! (since the last replacement of the part named by the failure mode or its last
-//! confirmed failure; since the device's start otherwise), `device:runtime_hours`,
-//! `device:age_days`. A missing value is NaN (imputed as the training mean).
+//! (since the last replacement of the part of the failure mode — a replacement named by
+//! the mode, or a renewal of the catalog component that owns the mode on the device's
+//! model, which renews every mode of it — or its last confirmed failure; since the
+//! device's start otherwise), `device:runtime_hours`, `device:age_days` (from the
+//! commissioning where known, else the registration: back-filled history has no negative
+//! age). A missing value is NaN (imputed as the training mean).
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use fleetpulse_domain::prediction::{DeviceHistory, FieldDay};
+use fleetpulse_domain::prediction::{DeviceHistory, FieldDay, Replacement};
 
 use super::depletion::{RUNTIME_FIELD, runtime_now};
 use super::usage::known_days;
@@ -93,6 +98,11 @@ pub struct FeatureSpec {
     pub mode: String,
     pub fields: Vec<String>,
     pub codes: Vec<String>,
+    /// The catalog component that owns `mode`, per model id (`Catalog::failure_mode`): a
+    /// renewal of it renews the mode's part. Empty in models trained before components
+    /// (a replacement must then name the mode).
+    #[serde(default)]
+    pub components: BTreeMap<String, String>,
 }
 
 impl FeatureSpec {
@@ -120,6 +130,18 @@ impl FeatureSpec {
         v
     }
 
+    /// The component of the mode on `device`'s model, when the catalog declared one.
+    pub fn component_of(&self, device: &DeviceHistory) -> Option<&str> {
+        self.components
+            .get(device.model.as_deref()?)
+            .map(String::as_str)
+    }
+
+    /// The age of the mode's part on `device` at `as_of` ([`part_age`]).
+    pub fn part_age(&self, device: &DeviceHistory, as_of: DateTime<Utc>) -> PartAge {
+        part_age(device, &self.mode, self.component_of(device), as_of)
+    }
+
     /// The feature vector of `device` at `as_of` (see the module documentation).
     pub fn compute(&self, device: &DeviceHistory, as_of: DateTime<Utc>) -> Vec<f64> {
         let mut v = Vec::with_capacity(self.fields.len() * FIELD_FEATURES.len() + 40);
@@ -145,11 +167,11 @@ impl FeatureSpec {
             v.push(count(7));
             v.push(count(30));
         }
-        let part = part_age(device, &self.mode, as_of);
+        let part = self.part_age(device, as_of);
         v.push(part.runtime_since);
         v.push(part.days_since);
         v.push(runtime_now(device, as_of).unwrap_or(f64::NAN));
-        v.push((as_of - device.registered_at).num_seconds() as f64 / 86_400.0);
+        v.push((as_of - device.started_at()).num_seconds() as f64 / 86_400.0);
         v
     }
 }
@@ -163,14 +185,28 @@ pub struct PartAge {
     pub known: bool,
 }
 
-/// Runtime hours and days since the part of `mode` was last replaced (or last failed:
-/// a confirmed failure is repaired by replacing it), at `as_of`.
-pub fn part_age(device: &DeviceHistory, mode: &str, as_of: DateTime<Utc>) -> PartAge {
+/// Whether `r` renewed the part of failure mode `mode`, owned by `component` on the
+/// device's model: a replacement named by the mode (consumables, modes with no component
+/// declared, records from before components), or a renewal of the component, which
+/// renews every failure mode of it.
+pub fn renews(r: &Replacement, mode: &str, component: Option<&str>) -> bool {
+    r.part == mode || component.is_some_and(|c| r.component.as_deref() == Some(c))
+}
+
+/// Runtime hours and days since the part of `mode` (owned by `component` on the device's
+/// model, when known) was last replaced (or last failed: a confirmed failure is repaired
+/// by replacing it), at `as_of`; since the device's start when neither is known.
+pub fn part_age(
+    device: &DeviceHistory,
+    mode: &str,
+    component: Option<&str>,
+    as_of: DateTime<Utc>,
+) -> PartAge {
     let meter = runtime_now(device, as_of).unwrap_or(f64::NAN);
     let replaced = device
         .replacements
         .iter()
-        .filter(|r| r.part == mode && r.at < as_of)
+        .filter(|r| renews(r, mode, component) && r.at < as_of)
         .map(|r| (r.at, r.runtime_hours));
     let failed = device
         .failures
@@ -188,7 +224,7 @@ pub fn part_age(device: &DeviceHistory, mode: &str, as_of: DateTime<Utc>) -> Par
         }
         None => PartAge {
             runtime_since: meter,
-            days_since: (as_of - device.registered_at).num_seconds() as f64 / 86_400.0,
+            days_since: (as_of - device.started_at()).num_seconds() as f64 / 86_400.0,
             known: false,
         },
     }

@@ -329,7 +329,7 @@ impl CatalogForecaster {
                     );
                 }
             }
-            let part = features::part_age(device, &p.spec.mode, as_of);
+            let part = p.spec.part_age(device, as_of);
             let weibull = p.score(Scorer::WeibullAge, device, as_of).map(|x| x.0);
             out.push(Prediction {
                 serial: device.serial.clone(),

@@ -60,7 +60,7 @@ use serde::{Deserialize, Serialize};
 
 use super::PredictOptions;
 use super::depletion::RUNTIME_FIELD;
-use super::features::{FeatureSpec, part_age};
+use super::features::{FeatureSpec, renews};
 use super::metrics::{
     ScoredSeries, choose_fleet_thresholds, choose_warning_threshold, curve_threshold,
     validation_metrics, warning_curve, warning_metrics,
@@ -214,7 +214,7 @@ impl RiskParameters {
             }
             Scorer::WeibullAge => {
                 let w = self.weibull.as_ref()?;
-                let p = weibull_probability(w, device, &self.spec.mode, as_of, self.horizon_days);
+                let p = weibull_probability(w, device, &self.spec, as_of, self.horizon_days);
                 Some((p, w.threshold))
             }
             Scorer::AlarmCount => {
@@ -284,11 +284,11 @@ fn horizon_hours(device: &DeviceHistory, as_of: DateTime<Utc>, horizon_days: f64
 fn weibull_probability(
     w: &WeibullBaseline,
     device: &DeviceHistory,
-    mode: &str,
+    spec: &FeatureSpec,
     as_of: DateTime<Utc>,
     horizon_days: f64,
 ) -> f64 {
-    let age = part_age(device, mode, as_of).runtime_since;
+    let age = spec.part_age(device, as_of).runtime_since;
     let Some(dt) = horizon_hours(device, as_of, horizon_days) else {
         return 0.0;
     };
@@ -353,10 +353,18 @@ pub fn feature_spec(catalog: &Catalog, data: &PredictionData, mode: &str) -> Fea
         .collect();
     codes.sort();
     codes.dedup();
+    let components = models
+        .iter()
+        .filter_map(|m| {
+            let (c, _) = catalog.failure_mode(m.id.as_str(), mode)?;
+            Some((m.id.to_string(), c.id.to_string()))
+        })
+        .collect();
     FeatureSpec {
         mode: mode.to_owned(),
         fields,
         codes,
+        components,
     }
 }
 
@@ -508,9 +516,10 @@ fn scaling(rows: &[&Sample], n: usize) -> (Vec<f64>, Vec<f64>) {
 fn weibull_sample(
     data: &PredictionData,
     model_ids: &[&str],
-    mode: &str,
+    spec: &FeatureSpec,
     to: DateTime<Utc>,
 ) -> (Vec<f64>, Vec<f64>) {
+    let mode = spec.mode.as_str();
     let (mut failures, mut suspensions) = (Vec::new(), Vec::new());
     for d in &data.devices {
         if !d.model.as_deref().is_some_and(|m| model_ids.contains(&m)) {
@@ -524,7 +533,7 @@ fn weibull_sample(
             .chain(
                 d.replacements
                     .iter()
-                    .filter(|r| r.part == mode && r.at < to)
+                    .filter(|r| renews(r, mode, spec.component_of(d)) && r.at < to)
                     .map(|r| (r.at, r.runtime_hours, false)),
             )
             .collect();
@@ -884,6 +893,7 @@ fn fit_mode(
             failure_mode: mode.to_owned(),
             algorithm: ALGORITHM.to_owned(),
             trained_at: end,
+            as_of: data.as_of,
             horizon_days,
             train_from: first,
             train_to: validate_from,
@@ -967,7 +977,7 @@ fn fit_mode(
     let valid_labels: Vec<bool> = valid.iter().map(|s| s.label).collect();
 
     // baselines, fitted on the training window only
-    let (wf, ws) = weibull_sample(data, &model_ids, mode, validate_from);
+    let (wf, ws) = weibull_sample(data, &model_ids, &spec, validate_from);
     if let Ok(w) = fit(&wf, &ws) {
         params.weibull = Some(WeibullBaseline {
             beta: w.beta,
@@ -1027,7 +1037,7 @@ fn fit_mode(
     if let Some(wb) = &params.weibull {
         let va: Vec<f64> = valid
             .iter()
-            .map(|s| weibull_probability(wb, &data.devices[s.device], mode, s.as_of, horizon_days))
+            .map(|s| weibull_probability(wb, &data.devices[s.device], &spec, s.as_of, horizon_days))
             .collect();
         baselines.insert(
             Scorer::WeibullAge.as_str().to_owned(),

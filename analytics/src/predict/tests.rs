@@ -21,6 +21,7 @@ pub(crate) fn device(daily: BTreeMap<String, Vec<FieldDay>>) -> DeviceHistory {
         status: LifecycleStatus::AtCustomer,
         criticality: Criticality::High,
         registered_at: t(2025, 1, 1),
+        commissioned_at: None,
         connection: ConnectionState::Online,
         last_seen_at: None,
         last_disconnect: None,
@@ -120,6 +121,7 @@ fn a_replacement_record_starts_a_new_life_even_without_a_visible_rise() {
         part: "filter".into(),
         at: t(2026, 1, 1) + Duration::days(40) - Duration::hours(1),
         runtime_hours: None,
+        component: None,
     });
     let with = forecast_depletion(&d, &filter(), Some(&u), as_of, 1.28).expect("forecast");
     assert!(
@@ -174,6 +176,7 @@ fn service_due_from_the_last_service_or_the_next_meter_multiple() {
         part: "service".into(),
         at: start + Duration::days(25),
         runtime_hours: Some(1250.0),
+        component: None,
     });
     let s = forecast_service(&d, 500.0, Some(&u), as_of, 1.28).expect("due");
     assert_eq!((s.basis, s.due_meter), ("service_replacement", 1750.0));
@@ -407,6 +410,7 @@ mod features {
             mode: "compressor".into(),
             fields: vec!["temperature_c".into()],
             codes: Vec::new(),
+            components: BTreeMap::new(),
         }
     }
 
@@ -530,11 +534,92 @@ mod features {
             part: "compressor".into(),
             at: start + Duration::days(126) + Duration::hours(10),
             runtime_hours: None,
+            component: None,
         });
         assert_eq!(feature(&d, as_of, "temperature_c:max_7d"), 40.0);
         assert_eq!(feature(&d, as_of, "temperature_c:mean_7d"), 40.0);
         // the baseline (90 to 30 days back) is not cut: the deviation is measured from 40
         assert!(feature(&d, as_of, "temperature_c:dev_1d").abs() < 1.0);
+    }
+
+    /// PM-1's component comp3 fails in two modes; comp1 in one.
+    const PM1: &str = r#"
+[[model]]
+id = "PM-1"
+name = "Press machine"
+kind = "other"
+default_criticality = "standard"
+service_interval_hours = 0
+service_skill = ""
+service_labour_minutes = 0
+
+[[model.component]]
+id = "comp1"
+[[model.component.failure_mode]]
+id = "comp1_wear"
+
+[[model.component]]
+id = "comp3"
+[[model.component.failure_mode]]
+id = "comp3_crack"
+[[model.component.failure_mode]]
+id = "comp3_wear"
+"#;
+
+    #[test]
+    fn a_component_renewal_renews_every_mode_of_it_and_age_counts_from_commissioning() {
+        let catalog = fleetpulse_domain::Catalog::from_toml_str(&format!(
+            "{}\n{PM1}",
+            include_str!("../../../config/catalog.toml")
+        ))
+        .expect("catalog");
+        let start = t(2025, 1, 1);
+        let as_of = start + Duration::days(30);
+        let mut d = temperatures(30, &[]);
+        d.model = Some("PM-1".into());
+        let data = fleetpulse_domain::prediction::PredictionData {
+            as_of: Some(as_of),
+            devices: vec![d.clone()],
+            ..Default::default()
+        };
+        let spec = crate::predict::risk::feature_spec(&catalog, &data, "comp3_crack");
+        assert_eq!(spec.component_of(&d), Some("comp3"));
+        assert!(!spec.part_age(&d, as_of).known);
+        // a renewal of another component does not renew comp3
+        d.replacements.push(Replacement {
+            part: "comp1".into(),
+            at: start + Duration::days(10),
+            runtime_hours: None,
+            component: Some("comp1".into()),
+        });
+        assert!(!spec.part_age(&d, as_of).known);
+        // one of comp3 renews comp3_crack although it does not name the mode
+        d.replacements.push(Replacement {
+            part: "comp3".into(),
+            at: start + Duration::days(20),
+            runtime_hours: None,
+            component: Some("comp3".into()),
+        });
+        let age = spec.part_age(&d, as_of);
+        assert!(age.known);
+        assert_eq!(age.days_since, 10.0);
+        // a model trained before components matches by mode only
+        let old = FeatureSpec {
+            components: BTreeMap::new(),
+            ..spec.clone()
+        };
+        assert!(!old.part_age(&d, as_of).known);
+        // imported long after its commissioning: ages count from the commissioning
+        d.registered_at = start + Duration::days(400);
+        d.commissioned_at = Some(start - Duration::days(100));
+        let i = spec
+            .names()
+            .iter()
+            .position(|n| n == "device:age_days")
+            .expect("age");
+        assert_eq!(spec.compute(&d, as_of)[i], 130.0);
+        d.replacements.clear();
+        assert_eq!(spec.part_age(&d, as_of).days_since, 130.0);
     }
 }
 

@@ -8,15 +8,19 @@
 //!   with their validation, baselines and deployment decision.
 //! - `GET /api/v1/orders/queue`: predicted orders held back by storm control, in release
 //!   order.
-//! - `POST /api/v1/predictions/run`: run the predictors now (roles `planner`, `admin`).
-//! - `POST /api/v1/models/train`: train the failure-risk models now and answer their
-//!   reports (roles `planner`, `admin`; a quality engineer reads them at `/models`).
+//! - `POST /api/v1/predictions/run?as_of=`: run the predictors now (roles `planner`,
+//!   `admin`); with `as_of` (RFC 3339, not in the future) on the data before it, and
+//!   no order raised, updated or held and nothing stored (a forecast of the past).
+//! - `POST /api/v1/models/train?as_of=`: train the failure-risk models now and answer
+//!   their reports (roles `planner`, `admin`; a quality engineer reads them at
+//!   `/models`); with `as_of`, on the data before it (stored with that as-of).
 //!
 //! Reading: every role.
 
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use fleetpulse_domain::dispatch::Role;
 use fleetpulse_domain::prediction::{ModelReport, PredictionKind};
 use fleetpulse_domain::store::{HeldOrder, Page, PredictionQuery, RunReport, StoredPrediction};
@@ -87,6 +91,34 @@ pub struct QueueParams {
     /// Page size, 1 to 1000 (default 100).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+}
+
+/// Query of `POST /api/v1/predictions/run` and `POST /api/v1/models/train`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AsOfParams {
+    /// Run as of this time (RFC 3339, not in the future; default: now): nothing at or
+    /// after it is read (see docs/predictions.md, "As-of time").
+    #[param(value_type = Option<String>, format = DateTime)]
+    as_of: Option<String>,
+}
+
+/// Parses `as_of`: an RFC 3339 time not after now.
+fn as_of(raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let t = extract::time("as_of", raw)?;
+    let now = Utc::now();
+    match t {
+        Some(t) if t > now => Err(ApiError::parameter(
+            "as_of",
+            format!(
+                "as_of = {} is in the future (now {}): give a time up to now, or leave it out for now",
+                t.to_rfc3339(),
+                now.to_rfc3339()
+            ),
+        )),
+        t => Ok(t),
+    }
 }
 
 fn cursor(raw: Option<&str>) -> Result<Option<(String, String, String)>, ApiError> {
@@ -205,21 +237,34 @@ async fn queue(
 /// Trains the failure-risk models now (as the schedule does): each is stored, and
 /// deployed only where its report says it beat both baselines and the current model.
 /// The run does not depend on the request: a client that leaves before the answer does
-/// not stop it (its models are stored, and the log says its caller left).
-#[utoipa::path(post, path = "/api/v1/models/train", tag = "predictions", responses((status = 200, description = "The reports of the models this run trained: validation, baselines, replayed warnings, deployment decision", body = Vec<ModelReport>)))]
+/// not stop it (its models are stored, and the log says its caller left). With `as_of`,
+/// the models learn from the data before it, are compared with the models deployed then,
+/// and are stored with that as-of (`as_of` in their reports); one does not displace a
+/// deployed model trained as of a later time.
+#[utoipa::path(post, path = "/api/v1/models/train", tag = "predictions", params(AsOfParams), responses((status = 200, description = "The reports of the models this run trained: validation, baselines, replayed warnings, deployment decision, as-of", body = Vec<ModelReport>), (status = 400, description = "as_of is not an RFC 3339 time, or is in the future")))]
 async fn train(
     caller: Caller,
     State(state): State<AppState>,
+    Query(p): Query<AsOfParams>,
 ) -> Result<Json<Vec<ModelReport>>, ApiError> {
     caller.require(PLANNERS)?;
-    Ok(Json(state.predictor.train_now().await?))
+    let as_of = as_of(p.as_of.as_deref())?;
+    Ok(Json(state.predictor.train_now(as_of).await?))
 }
 
-/// Runs the predictors now (as the schedule does) and answers what the run did.
-#[utoipa::path(post, path = "/api/v1/predictions/run", tag = "predictions", responses((status = 200, description = "What the run did: predictions, orders raised, updated, bundled, held, released", body = RunReport)))]
-async fn run(caller: Caller, State(state): State<AppState>) -> Result<Json<RunReport>, ApiError> {
+/// Runs the predictors now (as the schedule does) and answers what the run did. With
+/// `as_of` in the past, on the data before it with the models deployed then: no order is
+/// raised, updated, held or released and the run is not stored; the answer has
+/// `orders_applied: false`, the predictions in `forecasts` and `note`.
+#[utoipa::path(post, path = "/api/v1/predictions/run", tag = "predictions", params(AsOfParams), responses((status = 200, description = "What the run did: predictions, orders raised, updated, bundled, held, released (or, as of a past time, the forecasts and that no order was applied)", body = RunReport), (status = 400, description = "as_of is not an RFC 3339 time, or is in the future")))]
+async fn run(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(p): Query<AsOfParams>,
+) -> Result<Json<RunReport>, ApiError> {
     caller.require(PLANNERS)?;
-    let report = state.predictor.run_now("api").await?;
+    let as_of = as_of(p.as_of.as_deref())?;
+    let report = state.predictor.run_now("api", as_of).await?;
     if !report.orders.is_empty() {
         state.streams.order_changed();
     }

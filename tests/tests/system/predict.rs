@@ -3,7 +3,8 @@
 //! that disconnects gracefully does not; storm control holds predicted orders beyond its
 //! hourly limit in `/api/v1/orders/queue`; predictions, models and the on-demand run
 //! through the API; models trained on demand (`POST /api/v1/models/train`, `fleetpulse
-//! train`) are stored with their reports and served at `/api/v1/models`.
+//! train`) are stored with their reports and served at `/api/v1/models`; a run as of a
+//! past time (`--as-of`, `?as_of=`) raises no order and a training run stores its as-of.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -622,5 +623,163 @@ async fn predict_runs_in_serve_and_on_the_command_line_keep_the_wal_bounded() ->
             "run {run}: fleetpulse predict left {wal} bytes of WAL"
         );
     }
+    Ok(())
+}
+
+/// `fleetpulse <args> --data <dir>` beside the running service, with the test's policy:
+/// whether it succeeded, its standard output and its standard error.
+async fn cli_with(dir: &Path, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let out = tokio::process::Command::new(fleetpulse_system_tests::fleetpulse_bin())
+        .args(args)
+        .arg("--data")
+        .arg(dir)
+        .env("FLEETPULSE_POLICY__PATH", dir.join("policy.toml"))
+        .output()
+        .await?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Issue 21, item 4: a back-test without faketime or a copy of the store. A device went
+/// silent; `fleetpulse predict --as-of` a time after that forecasts it silent and raises
+/// nothing (a forecast of the past is not a work order, and the run is not stored),
+/// where the run as of now raises the inspection; the route does the same and refuses
+/// an as-of in the future; `fleetpulse train --as-of` stores its models with that as-of.
+#[tokio::test]
+async fn predict_as_of_a_past_time_raises_no_order_and_training_as_of_stores_the_as_of()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // silent after 2 s; the schedule's first run (after 15 minutes) is not in the test
+    let policy = POLICY.replace("silent_after = \"24h\"", "silent_after = \"2s\"");
+    anyhow::ensure!(policy.contains("\"2s\""), "policy template changed");
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, policy)?;
+    let path = path.display().to_string();
+    let app = App::spawn_with_env(
+        dir.path(),
+        &["serve", "--mqtt-listen", "127.0.0.1:0"],
+        &[("FLEETPULSE_POLICY__PATH", path.as_str())],
+    )
+    .await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    register(&admin, "OC5-ASOF1", "north").await?;
+    lose_connection(app.mqtt.expect("built-in endpoint"), "OC5-ASOF1").await?;
+    app.applied().await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let as_of = chrono::Utc::now() - chrono::Duration::milliseconds(200);
+    let as_of_text = as_of.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+
+    let (ok, out, err) = cli_with(dir.path(), &["predict", "--as-of", &as_of_text]).await?;
+    anyhow::ensure!(ok, "fleetpulse predict --as-of: {err}");
+    let run: Value = serde_json::from_str(&out)?;
+    assert_eq!(run["orders_applied"], json!(false), "{run}");
+    assert_eq!(run["note"], json!("orders: not applied (as_of before now)"));
+    assert_eq!(
+        (run["run_id"].clone(), run["raised"].clone()),
+        (json!(0), json!(0))
+    );
+    assert!(
+        err.contains("orders: not applied (as_of before now)"),
+        "{err}"
+    );
+    let silent = |run: &Value| {
+        run["forecasts"].as_array().is_some_and(|f| {
+            f.iter()
+                .any(|p| p["serial"] == json!("OC5-ASOF1") && p["kind"] == json!("silent"))
+        })
+    };
+    assert!(silent(&run), "{run}");
+    assert!(orders_of(&admin, "cause=silent_device").await?.is_empty());
+    let stored = admin.get("/api/v1/predictions").await?;
+    assert_eq!(
+        stored.body["items"],
+        json!([]),
+        "not stored: {}",
+        stored.body
+    );
+
+    // the route: the same, and an as-of in the future refused
+    let api = admin
+        .post(
+            &format!("/api/v1/predictions/run?as_of={as_of_text}"),
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(api.status, 200, "{}", api.body);
+    assert_eq!(api.body["orders_applied"], json!(false), "{}", api.body);
+    assert!(silent(&api.body), "{}", api.body);
+    for route in ["/api/v1/predictions/run", "/api/v1/models/train"] {
+        let future = admin
+            .post(&format!("{route}?as_of=2999-01-01T00:00:00Z"), &json!({}))
+            .await?;
+        assert_eq!(future.status, 400, "{route}: {}", future.body);
+        assert!(
+            future.body.to_string().contains("future"),
+            "{}",
+            future.body
+        );
+    }
+    let (ok, _, err) =
+        cli_with(dir.path(), &["predict", "--as-of", "2999-01-01T00:00:00Z"]).await?;
+    assert!(!ok && err.contains("in the future"), "{err}");
+    assert!(orders_of(&admin, "cause=silent_device").await?.is_empty());
+
+    // as of now, the same data raises the inspection
+    let now = run_cli(dir.path(), "predict").await?;
+    assert_eq!(now["orders_applied"], json!(true), "{now}");
+    assert_eq!(now["raised"], json!(1), "{now}");
+    assert_eq!(orders_of(&admin, "cause=silent_device").await?.len(), 1);
+
+    // training as of the past time, on two months of history of a device commissioned
+    // before it: its reports and the stored models say the as-of
+    let commissioned = chrono::Utc::now() - chrono::Duration::days(100);
+    let a = admin
+        .post(
+            "/api/v1/devices",
+            &json!({"serial": "OC5-ASOF2", "model": "OC-5A", "status": "at_customer", "region": "north",
+                    "address": "1 Main St", "commissioned_at": commissioned.to_rfc3339()}),
+        )
+        .await?;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let history: Vec<Value> = (0..=60u32)
+        .map(|i| {
+            json!({
+                "seq": i + 1,
+                "ts": (chrono::Utc::now() - chrono::Duration::days(i64::from(61 - i))).to_rfc3339(),
+                "runtime_hours": 1000.0 + f64::from(i) * 12.0,
+                "o2_purity_pct": 93.5,
+                "alarms": [],
+            })
+        })
+        .collect();
+    publish_all(app.mqtt.expect("built-in endpoint"), "OC5-ASOF2", &history).await?;
+    app.applied().await?;
+    let (ok, out, err) = cli_with(dir.path(), &["train", "--as-of", &as_of_text]).await?;
+    anyhow::ensure!(ok, "fleetpulse train --as-of: {err}");
+    let reports: Vec<Value> = serde_json::from_str(&out)?;
+    assert!(!reports.is_empty(), "{out}");
+    let at = |v: &Value| {
+        v.as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    let millis = chrono::DateTime::parse_from_rfc3339(&as_of_text)?.with_timezone(&chrono::Utc);
+    for r in &reports {
+        assert_eq!(at(&r["as_of"]), Some(millis), "{r}");
+    }
+    let listed = admin.get("/api/v1/models").await?;
+    let listed = listed.body.as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), reports.len());
+    assert!(listed.iter().all(|r| at(&r["as_of"]) == Some(millis)));
+    let db = rusqlite::Connection::open(fleetpulse_system_tests::load::db_path(dir.path()))?;
+    let with_as_of: i64 = db.query_row(
+        "SELECT COUNT(*) FROM models WHERE as_of = ?1",
+        [millis.timestamp_millis()],
+        |r| r.get(0),
+    )?;
+    assert_eq!(usize::try_from(with_as_of)?, reports.len());
     Ok(())
 }
