@@ -102,6 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&reports?)?);
             closed
         }
+        Command::Backtest(args) => crate::backtest::backtest(args).await,
         Command::CheckConfig(common) => {
             let cfg = load(&common)?;
             cfg.load_catalog()?;

@@ -59,6 +59,31 @@ pub enum Command {
     /// current model); prints their reports as JSON. Works while `serve` runs. With
     /// --as-of, on the data before it; the models are stored with that as-of.
     Train(AnalyticsArgs),
+    /// Backtest the failure-risk predictions: train with what was known at
+    /// --train-until, replay the forecasts over (train-until, until] every --step-hours as
+    /// the analytics worker raises warnings, and score them per failure mode next to the
+    /// baselines; prints a table and writes backtest.csv and backtest.json. Reads the
+    /// store only: nothing is stored, no order is raised.
+    Backtest(BacktestArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BacktestArgs {
+    /// Train as of this time (RFC 3339): nothing at or after it is read for training.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub train_until: chrono::DateTime<chrono::Utc>,
+    /// Replay up to this time (RFC 3339, not in the future; default: now).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Hours between two replayed forecasts of a device (the live worker forecasts every
+    /// analytics.predict_interval_s).
+    #[arg(long, value_name = "HOURS", default_value_t = 24.0)]
+    pub step_hours: f64,
+    /// Directory backtest.csv and backtest.json are written to (created when missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@
 //! chosen role(s), report how it ended.
 
 mod app;
+mod backtest;
 mod bridge;
 mod cli;
 mod config;

@@ -15,6 +15,7 @@
 //! Everything is pure: no I/O, no clock (the data's `as_of` is "now"), and a forecast at
 //! `as_of` reads nothing after it. Methods and definitions: `docs/predictions.md`.
 
+pub mod backtest;
 pub mod depletion;
 pub mod features;
 pub mod metrics;

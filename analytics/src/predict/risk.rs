@@ -598,7 +598,7 @@ pub const MIN_LEAD_DAYS: i64 = 3;
 /// of the mode's models (instants where the device is down are skipped): one series per
 /// device and scorer, with the device's failures of the mode from the first instant to
 /// one step after the last. Scores are computed as they come and only they are kept.
-fn replay(
+pub(crate) fn replay(
     params: &RiskParameters,
     data: &PredictionData,
     from: DateTime<Utc>,

@@ -352,6 +352,96 @@ mod on_simulated_data {
     }
 
     #[test]
+    fn a_backtest_trains_before_its_start_and_replays_only_after_it() {
+        let (catalog, data) = data();
+        let t2 = data.as_of.expect("as_of");
+        let t1 = t2 - Duration::days(100);
+        let train = PredictionData {
+            as_of: Some(t1),
+            devices: data.devices.iter().map(|d| truncate(d, t1)).collect(),
+            ..data.clone()
+        };
+        let options = PredictOptions {
+            sample_every_days: 10,
+            replay_every_days: 5,
+            ..PredictOptions::default()
+        };
+        let report = crate::predict::backtest::backtest(
+            catalog,
+            &options,
+            &train,
+            data,
+            Duration::days(2),
+            &|_| {},
+        )
+        .expect("backtest");
+        // trained as of T1: no training read past it
+        assert_eq!(report.trained_as_of, t1);
+        assert!(!report.modes.is_empty());
+        for m in &report.modes {
+            assert!(
+                m.validated_until <= t1,
+                "{}: {}",
+                m.failure_mode,
+                m.validated_until
+            );
+        }
+        let mut failures_after = 0;
+        for m in &report.modes {
+            let Some(serving) = m.scorers.first() else {
+                continue;
+            };
+            let learned = &m.scorers[1];
+            if m.deployed {
+                assert_eq!(
+                    (serving.warnings, serving.warned_3d),
+                    (learned.warnings, learned.warned_3d)
+                );
+            } else {
+                assert_eq!(serving.warnings, 0);
+            }
+            // every failure counted happened after T1 on a device scored then
+            let in_window: u64 = data
+                .devices
+                .iter()
+                .flat_map(|d| &d.failures)
+                .filter(|f| {
+                    !f.retracted
+                        && f.failure_mode.as_deref() == Some(m.failure_mode.as_str())
+                        && f.at > t1
+                        && f.at <= t2
+                })
+                .count() as u64;
+            for s in &m.scorers {
+                assert!(
+                    s.failures <= in_window,
+                    "{}: {s:?} of {in_window}",
+                    m.failure_mode
+                );
+                assert!(s.confirmed + s.expired <= s.warnings, "{s:?}");
+                assert!(
+                    s.warned_3d <= s.warned_1d && s.warned_1d <= s.warned_any,
+                    "{s:?}"
+                );
+            }
+            failures_after += learned.failures;
+        }
+        assert!(
+            failures_after > 0,
+            "the replay saw no failure: {}",
+            report.table()
+        );
+        let serving: u64 = report
+            .modes
+            .iter()
+            .filter_map(|m| m.scorers.first())
+            .map(|s| s.warnings)
+            .sum();
+        assert_eq!(report.overall[0].scorer, "serving");
+        assert_eq!(report.overall[0].warnings, serving);
+    }
+
+    #[test]
     fn fleet_thresholds_move_the_deployed_models_and_their_reports_follow() {
         let (catalog, data) = data();
         let options = PredictOptions {

@@ -3,6 +3,7 @@
 //! external mode, and assertions through the HTTP API (the exactly-once checks over
 //! 100 000 readings read the SQLite file once the process has stopped).
 
+mod backtest;
 mod bridge;
 mod cli;
 mod contract;

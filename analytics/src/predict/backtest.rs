@@ -1,0 +1,457 @@
+//! Backtests: train with what was known at `T1`, replay the forecasts over `(T1, T2]` at a
+//! chosen step, and score the warnings per failure mode and overall, next to the
+//! baselines in the same run.
+//!
+//! **Training.** [`train_modes`] on the data as of `T1` (the store reads nothing at or
+//! after it), with no deployed model to beat: the backtest judges the models a training
+//! at `T1` would have produced, nothing trained later.
+//!
+//! **Replay.** The data as of `T2`; each device of a mode's models is scored at every
+//! `step` from the first midnight after `T1` to `T2` by every scorer of the mode's model
+//! (the learned model and the `weibull_age` and `alarm_count` baselines, each at the
+//! threshold its training chose). Features at an instant read nothing after it, so the
+//! `T2` data gives the scores the live worker would have computed then. The warnings are
+//! those the order policy raises ([`warning_metrics`]): one open warning per device and
+//! mode, confirmed by a failure of the mode within the horizon, else expired at it.
+//!
+//! **Scores.** Per scorer: warnings, confirmed, expired, precision (confirmed over
+//! confirmed + expired; empty when none closed), the failures of the mode in the window
+//! and the share warned at any lead, at least one day and at least three days ahead, and
+//! the median lead of the confirmed warnings. `serving` is what the live worker would have
+//! used: the learned model when its training deployed it, else nothing (no warnings). The
+//! `overall` rows add the modes up.
+
+use chrono::{DateTime, Duration, Utc};
+use fleetpulse_domain::catalog::Catalog;
+use fleetpulse_domain::prediction::{PredictionData, WarningMetrics};
+use serde::Serialize;
+
+use super::PredictOptions;
+use super::metrics::{ScoredSeries, warning_metrics};
+use super::risk::{RiskParameters, SCORERS, Scorer, replay, train_modes};
+
+/// The scorer the live worker would have served with.
+pub const SERVING: &str = "serving";
+
+/// The warnings of one scorer in the replay.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ScorerResult {
+    /// `serving`, `model`, `weibull_age`, `alarm_count`.
+    pub scorer: String,
+    /// Its operating threshold (from training); `None` for a scorer with none.
+    pub threshold: Option<f64>,
+    pub warnings: u64,
+    pub confirmed: u64,
+    pub expired: u64,
+    /// Failures of the mode in the window, on the devices scored.
+    pub failures: u64,
+    /// Failures with a confirmed warning before them (any lead).
+    pub warned_any: u64,
+    /// … at least one day before.
+    pub warned_1d: u64,
+    /// … at least three days before.
+    pub warned_3d: u64,
+    /// `confirmed / (confirmed + expired)`; `None` when no warning closed.
+    pub precision: Option<f64>,
+    /// Share of the failures with a confirmed warning before them (any lead).
+    pub recall_any: Option<f64>,
+    /// … warned at least one day ahead.
+    pub recall_1d: Option<f64>,
+    /// … warned at least three days ahead.
+    pub recall_3d: Option<f64>,
+    /// Median days from a confirmed warning to its failure.
+    pub median_lead_days: Option<f64>,
+}
+
+impl ScorerResult {
+    fn from_replay(
+        scorer: &str,
+        threshold: Option<f64>,
+        series: &[ScoredSeries],
+        horizon: Duration,
+    ) -> Self {
+        let Some(t) = threshold else {
+            // no scorer: no warnings, every failure missed
+            let mut r = ScorerResult {
+                scorer: scorer.to_owned(),
+                failures: series.iter().map(|s| s.failures.len() as u64).sum(),
+                ..ScorerResult::default()
+            };
+            r.rates();
+            return r;
+        };
+        let at = |days: i64| warning_metrics(series, t, horizon, Duration::days(days));
+        let (any, one, three) = (at(0), at(1), at(3));
+        Self::from_metrics(scorer, Some(t), &any, one.warned_ahead, three.warned_ahead)
+    }
+
+    fn from_metrics(
+        scorer: &str,
+        threshold: Option<f64>,
+        any: &WarningMetrics,
+        ahead_1d: u64,
+        ahead_3d: u64,
+    ) -> Self {
+        let mut r = ScorerResult {
+            scorer: scorer.to_owned(),
+            threshold,
+            warnings: any.warnings,
+            confirmed: any.confirmed,
+            expired: any.expired,
+            failures: any.failures,
+            warned_any: any.warned_ahead,
+            warned_1d: ahead_1d,
+            warned_3d: ahead_3d,
+            median_lead_days: any.median_lead_days,
+            ..ScorerResult::default()
+        };
+        r.rates();
+        r
+    }
+
+    /// Precision and recalls from the counts.
+    fn rates(&mut self) {
+        let closed = self.confirmed + self.expired;
+        self.precision = (closed > 0).then(|| self.confirmed as f64 / closed as f64);
+        let failures = self.failures;
+        let share = |n: u64| (failures > 0).then(|| n as f64 / failures as f64);
+        self.recall_any = share(self.warned_any);
+        self.recall_1d = share(self.warned_1d);
+        self.recall_3d = share(self.warned_3d);
+    }
+
+    /// Both added up (the median lead is not additive: left out, as is the threshold).
+    fn add(&mut self, other: &ScorerResult) {
+        self.warnings += other.warnings;
+        self.confirmed += other.confirmed;
+        self.expired += other.expired;
+        self.failures += other.failures;
+        self.warned_any += other.warned_any;
+        self.warned_1d += other.warned_1d;
+        self.warned_3d += other.warned_3d;
+        self.rates();
+        self.threshold = None;
+        self.median_lead_days = None;
+    }
+}
+
+/// One failure mode of the backtest.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ModeResult {
+    pub failure_mode: String,
+    /// Warning horizon of the mode (days).
+    pub horizon_days: f64,
+    /// Whether the training at `T1` deployed its learned model.
+    pub deployed: bool,
+    /// The training's decision, or why there is no model.
+    pub decision: String,
+    /// End of the training's validation window (at most the training as-of time).
+    pub validated_until: DateTime<Utc>,
+    /// Devices scored in the replay.
+    pub devices: u64,
+    /// `serving`, then the learned model and each baseline.
+    pub scorers: Vec<ScorerResult>,
+}
+
+/// A whole backtest.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct BacktestReport {
+    /// Training as of this time.
+    pub trained_as_of: DateTime<Utc>,
+    /// Replay up to this time.
+    pub until: DateTime<Utc>,
+    /// Replay step (hours).
+    pub step_hours: f64,
+    pub modes: Vec<ModeResult>,
+    /// Every mode added up, per scorer.
+    pub overall: Vec<ScorerResult>,
+}
+
+/// Trains as of `train.as_of`, replays over `(T1, T2]` (`replay.as_of` is `T2`) at
+/// `step`, and scores (see the module doc). `progress` hears what it starts.
+pub fn backtest(
+    catalog: &Catalog,
+    options: &PredictOptions,
+    train: &PredictionData,
+    replay_data: &PredictionData,
+    step: Duration,
+    progress: &dyn Fn(&str),
+) -> Result<BacktestReport, String> {
+    let t1 = train.as_of.ok_or("the training data has no as-of time")?;
+    let t2 = replay_data
+        .as_of
+        .ok_or("the replay data has no as-of time")?;
+    if t2 <= t1 {
+        return Err(format!(
+            "the replay end {t2} is not after the training as-of {t1}"
+        ));
+    }
+    if step <= Duration::zero() {
+        return Err("the step must be positive".into());
+    }
+    progress(&format!("training every failure mode as of {t1}"));
+    let models = train_modes(catalog, train, options, &[]);
+    let total = models.len();
+    let mut modes = Vec::with_capacity(total);
+    for (i, model) in models.iter().enumerate() {
+        let mode = model.report.failure_mode.clone();
+        progress(&format!("[{}/{total}] replaying {mode}", i + 1));
+        let Some(params) = RiskParameters::from_trained(model) else {
+            modes.push(ModeResult {
+                failure_mode: mode,
+                horizon_days: model.report.horizon_days,
+                deployed: false,
+                decision: model.report.decision.clone(),
+                validated_until: model.report.validate_to,
+                devices: 0,
+                scorers: Vec::new(),
+            });
+            continue;
+        };
+        let horizon = Duration::seconds((params.horizon_days * 86_400.0).round() as i64);
+        let series = replay(&params, replay_data, t1, t2, step);
+        let thresholds = |s: Scorer| match s {
+            Scorer::Model => Some(params.threshold),
+            Scorer::WeibullAge => params.weibull.as_ref().map(|w| w.threshold),
+            Scorer::AlarmCount => Some(params.alarm_count.threshold),
+        };
+        let empty = Vec::new();
+        let of = |s: Scorer| series.get(&s).unwrap_or(&empty);
+        let devices = of(Scorer::Model).len() as u64;
+        let model_row = ScorerResult::from_replay(
+            Scorer::Model.as_str(),
+            thresholds(Scorer::Model),
+            of(Scorer::Model),
+            horizon,
+        );
+        let mut serving = if model.report.deployed {
+            model_row.clone()
+        } else {
+            ScorerResult::from_replay(SERVING, None, of(Scorer::Model), horizon)
+        };
+        serving.scorer = SERVING.to_owned();
+        let mut scorers = vec![serving, model_row];
+        for s in SCORERS.into_iter().filter(|s| *s != Scorer::Model) {
+            scorers.push(ScorerResult::from_replay(
+                s.as_str(),
+                thresholds(s),
+                of(s),
+                horizon,
+            ));
+        }
+        modes.push(ModeResult {
+            failure_mode: mode,
+            horizon_days: params.horizon_days,
+            deployed: model.report.deployed,
+            decision: model.report.decision.clone(),
+            validated_until: model.report.validate_to,
+            devices,
+            scorers,
+        });
+    }
+    let mut overall: Vec<ScorerResult> = Vec::new();
+    for m in &modes {
+        for s in &m.scorers {
+            match overall.iter_mut().find(|o| o.scorer == s.scorer) {
+                Some(o) => o.add(s),
+                None => {
+                    let mut first = s.clone();
+                    first.threshold = None;
+                    first.median_lead_days = None;
+                    overall.push(first);
+                }
+            }
+        }
+    }
+    Ok(BacktestReport {
+        trained_as_of: t1,
+        until: t2,
+        step_hours: step.num_seconds() as f64 / 3600.0,
+        modes,
+        overall,
+    })
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "—".to_owned(), |v| format!("{:.1} %", v * 100.0))
+}
+
+impl BacktestReport {
+    /// The results as a table for the terminal.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "backtest: trained as of {}, replayed to {} every {} h\n",
+            self.trained_as_of.to_rfc3339(),
+            self.until.to_rfc3339(),
+            self.step_hours
+        );
+        out.push_str(&format!(
+            "{:<24} {:<12} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10}\n",
+            "failure mode",
+            "scorer",
+            "warnings",
+            "failures",
+            "precision",
+            "recall",
+            "≥ 1 d",
+            "≥ 3 d",
+            "devices",
+            "median lead"
+        ));
+        let row = |out: &mut String, mode: &str, devices: String, s: &ScorerResult| {
+            out.push_str(&format!(
+                "{:<24} {:<12} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10}\n",
+                mode,
+                s.scorer,
+                s.warnings,
+                s.failures,
+                pct(s.precision),
+                pct(s.recall_any),
+                pct(s.recall_1d),
+                pct(s.recall_3d),
+                devices,
+                s.median_lead_days
+                    .map_or_else(|| "—".to_owned(), |d| format!("{d:.1} d"))
+            ));
+        };
+        for m in &self.modes {
+            if m.scorers.is_empty() {
+                out.push_str(&format!(
+                    "{:<24} no model: {}\n",
+                    m.failure_mode, m.decision
+                ));
+            }
+            for s in &m.scorers {
+                row(&mut out, &m.failure_mode, m.devices.to_string(), s);
+            }
+        }
+        for s in &self.overall {
+            row(&mut out, "(all modes)", String::new(), s);
+        }
+        out
+    }
+
+    /// One CSV row per mode and scorer, then the overall rows (mode `all`).
+    pub fn csv(&self) -> String {
+        let mut c = crate::csv::Csv::default();
+        c.fields(&[
+            "failure_mode",
+            "scorer",
+            "deployed",
+            "threshold",
+            "warnings",
+            "confirmed",
+            "expired",
+            "failures",
+            "precision",
+            "recall_any",
+            "recall_1d",
+            "recall_3d",
+            "median_lead_days",
+            "devices",
+        ]);
+        c.end_row();
+        let opt = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_default();
+        let mut row = |mode: &str, deployed: &str, devices: &str, s: &ScorerResult| {
+            c.field(mode);
+            c.field(&s.scorer);
+            c.field(deployed);
+            c.field(&opt(s.threshold));
+            c.field(&s.warnings.to_string());
+            c.field(&s.confirmed.to_string());
+            c.field(&s.expired.to_string());
+            c.field(&s.failures.to_string());
+            c.field(&opt(s.precision));
+            c.field(&opt(s.recall_any));
+            c.field(&opt(s.recall_1d));
+            c.field(&opt(s.recall_3d));
+            c.field(&opt(s.median_lead_days));
+            c.field(devices);
+            c.end_row();
+        };
+        for m in &self.modes {
+            for s in &m.scorers {
+                row(
+                    &m.failure_mode,
+                    &m.deployed.to_string(),
+                    &m.devices.to_string(),
+                    s,
+                );
+            }
+        }
+        for s in &self.overall {
+            row("all", "", "", s);
+        }
+        c.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn day(d: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0)
+            .single()
+            .expect("day")
+            + Duration::days(d)
+    }
+
+    /// A device scored daily over days 0..=20 with `high` days at 0.9 (else 0.1).
+    fn series(high: &[i64], failures: &[i64]) -> ScoredSeries {
+        ScoredSeries {
+            times: (0..=20).map(day).collect(),
+            scores: (0..=20)
+                .map(|d| if high.contains(&d) { 0.9 } else { 0.1 })
+                .collect(),
+            failures: failures.iter().map(|&d| day(d)).collect(),
+        }
+    }
+
+    #[test]
+    fn warnings_are_counted_with_their_leads_and_precision_is_empty_without_any() {
+        let horizon = Duration::days(7);
+        // device A: warned on day 2, fails on day 6 (4 days ahead); device B: warned on
+        // day 10, no failure by day 17 (expired); device C: fails on day 12 unwarned, and
+        // on day 19 warned the day before
+        let all = [
+            series(&[2], &[6]),
+            series(&[10], &[]),
+            series(&[18], &[12, 19]),
+        ];
+        let r = ScorerResult::from_replay("model", Some(0.5), &all, horizon);
+        assert_eq!(
+            (r.warnings, r.confirmed, r.expired, r.failures),
+            (3, 2, 1, 3),
+            "{r:?}"
+        );
+        assert_eq!((r.warned_any, r.warned_1d, r.warned_3d), (2, 2, 1), "{r:?}");
+        assert_eq!(r.precision, Some(2.0 / 3.0));
+        assert_eq!(r.recall_any, Some(2.0 / 3.0));
+        assert_eq!(r.recall_3d, Some(1.0 / 3.0));
+        assert_eq!(r.median_lead_days, Some(4.0));
+
+        // a threshold nothing reaches: no warning, precision empty (not 0), recall 0
+        let quiet = ScorerResult::from_replay("model", Some(0.95), &all, horizon);
+        assert_eq!((quiet.warnings, quiet.failures), (0, 3));
+        assert_eq!(quiet.precision, None);
+        assert_eq!(quiet.recall_any, Some(0.0));
+        // no scorer (a model the training did not deploy): the failures all missed
+        let none = ScorerResult::from_replay(SERVING, None, &all, horizon);
+        assert_eq!((none.warnings, none.failures, none.precision), (0, 3, None));
+        assert_eq!(none.recall_3d, Some(0.0));
+        // no failure at all: recall empty
+        let calm = ScorerResult::from_replay("model", Some(0.5), &[series(&[], &[])], horizon);
+        assert_eq!((calm.recall_any, calm.precision), (None, None));
+
+        // modes add up by counts, not by averaging rates
+        let mut sum = r.clone();
+        sum.add(&none);
+        assert_eq!((sum.warnings, sum.failures, sum.warned_3d), (3, 6, 1));
+        assert_eq!(sum.recall_3d, Some(1.0 / 6.0));
+        assert_eq!(sum.precision, Some(2.0 / 3.0));
+        assert_eq!(sum.median_lead_days, None);
+    }
+}
