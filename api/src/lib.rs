@@ -114,6 +114,26 @@ pub trait PredictionRunner: Send + Sync + 'static {
         &self,
         as_of: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Vec<fleetpulse_domain::prediction::ModelReport>, fleetpulse_domain::store::StoreError>;
+
+    /// Backtests the failure-risk predictions (docs/predictions.md, "Backtests"): trains
+    /// as of `train_until`, replays to `until` (`None`: now) every `step_hours`, and
+    /// scores per failure mode next to the baselines. Read-only. A window that is not one
+    /// (`train_until` not before `until`, `until` in the future, too many steps) is
+    /// `StoreError::Invalid`; a backtest already running, `StoreError::Unavailable`.
+    async fn backtest_now(
+        &self,
+        train_until: chrono::DateTime<chrono::Utc>,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        step_hours: f64,
+    ) -> Result<
+        fleetpulse_analytics::predict::backtest::BacktestReport,
+        fleetpulse_domain::store::StoreError,
+    > {
+        let _ = (train_until, until, step_hours);
+        Err(fleetpulse_domain::store::StoreError::Unavailable(
+            "this server runs no backtests".into(),
+        ))
+    }
 }
 
 /// Default of [`StreamStop::with_limits`]'s cap: open order streams per API token.

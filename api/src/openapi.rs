@@ -70,6 +70,7 @@ use crate::routes;
         routes::predictions::of_device,
         routes::predictions::models,
         routes::predictions::train,
+        routes::predictions::backtest,
         routes::predictions::model,
         routes::predictions::queue,
         routes::predictions::run

@@ -379,7 +379,8 @@ async fn serve(
         cfg.analytics.clone(),
     )
     .with_stream_wake(streams.clone())
-    .with_wal_checkpoint(wal.clone());
+    .with_wal_checkpoint(wal.clone())
+    .with_backtests(catalog.clone());
     let marked = store.mark_all_offline(Utc::now()).await?;
     info!(
         devices = marked,

@@ -81,6 +81,10 @@ struct WorkerInner {
     /// Runs spawned for callers that only wait for them, until shutdown.
     trainings: Runs,
     predictions: Runs,
+    /// The catalog backtests train and replay with (`None`: this worker runs none).
+    backtest_catalog: Option<Arc<fleetpulse_domain::catalog::Catalog>>,
+    /// One backtest at a time: a second one is refused while it runs.
+    backtests: tokio::sync::Semaphore,
 }
 
 /// The spawned runs of one kind: finished ones are reaped at the next spawn; at
@@ -148,6 +152,8 @@ impl AnalyticsWorker {
                 wal: None,
                 trainings: Runs::new(),
                 predictions: Runs::new(),
+                backtest_catalog: None,
+                backtests: tokio::sync::Semaphore::new(1),
             }),
         }
     }
@@ -158,6 +164,11 @@ impl AnalyticsWorker {
             None => warn!("analytics worker configured after it was shared; ignored"),
         }
         self
+    }
+
+    /// Runs backtests (`POST /api/v1/models/backtest`) with `catalog`.
+    pub fn with_backtests(self, catalog: Arc<fleetpulse_domain::catalog::Catalog>) -> Self {
+        self.configure(|w| w.backtest_catalog = Some(catalog))
     }
 
     /// Order streams to wake after a run that created or updated orders.
@@ -538,6 +549,55 @@ impl fleetpulse_api::PredictionRunner for AnalyticsWorker {
         as_of: Option<DateTime<Utc>>,
     ) -> Result<Vec<ModelReport>, StoreError> {
         self.spawn_train("api", as_of).await
+    }
+
+    async fn backtest_now(
+        &self,
+        train_until: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+        step_hours: f64,
+    ) -> Result<fleetpulse_analytics::predict::backtest::BacktestReport, StoreError> {
+        let inner = &self.inner;
+        let Some(catalog) = inner.backtest_catalog.clone() else {
+            return Err(StoreError::Unavailable(
+                "this process runs no backtests".into(),
+            ));
+        };
+        let window = crate::backtest::Window::check(
+            train_until,
+            until,
+            step_hours,
+            Utc::now(),
+            ["train_until", "until", "step_hours"],
+        )
+        .map_err(StoreError::Invalid)?;
+        let Ok(_one) = inner.backtests.try_acquire() else {
+            return Err(StoreError::Unavailable(
+                "a backtest is running; ask again when it has finished".into(),
+            ));
+        };
+        let started = std::time::Instant::now();
+        let report = crate::backtest::run(
+            inner.store.as_ref(),
+            catalog,
+            &inner.cfg,
+            &window,
+            Arc::new(move |what: &str| {
+                info!(
+                    elapsed_s = started.elapsed().as_secs_f64(),
+                    "backtest: {what}"
+                );
+            }),
+        )
+        .await?;
+        info!(
+            train_until = %window.train_until,
+            until = %window.until,
+            modes = report.modes.len(),
+            elapsed_s = started.elapsed().as_secs_f64(),
+            "backtest finished"
+        );
+        Ok(report)
     }
 }
 

@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/devices/{serial}/predictions", get(of_device))
         .route("/api/v1/models", get(models))
         .route("/api/v1/models/train", post(train))
+        .route("/api/v1/models/backtest", post(backtest))
         .route("/api/v1/models/{version}", get(model))
         .route("/api/v1/orders/queue", get(queue))
 }
@@ -102,6 +103,25 @@ pub struct AsOfParams {
     /// after it is read (see docs/predictions.md, "As-of time").
     #[param(value_type = Option<String>, format = DateTime)]
     as_of: Option<String>,
+}
+
+/// Query of `POST /api/v1/models/backtest`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestParams {
+    /// Train as of this time (RFC 3339, required): nothing at or after it is read for
+    /// training.
+    #[param(value_type = String, format = DateTime)]
+    train_until: Option<String>,
+    /// Replay up to this time (RFC 3339, after `train_until`, not in the future;
+    /// default: now).
+    #[param(value_type = Option<String>, format = DateTime)]
+    until: Option<String>,
+    /// Hours between two replayed forecasts of a device (default 24; at most 20 000
+    /// steps in the window).
+    #[param(value_type = Option<f64>, minimum = 0.0167, maximum = 8784)]
+    step_hours: Option<String>,
 }
 
 /// Parses `as_of`: an RFC 3339 time not after now.
@@ -250,6 +270,44 @@ async fn train(
     caller.require(PLANNERS)?;
     let as_of = as_of(p.as_of.as_deref())?;
     Ok(Json(state.predictor.train_now(as_of).await?))
+}
+
+/// Backtests the failure-risk predictions (docs/predictions.md, "Backtests"): trains
+/// every failure mode as of `train_until`, replays the forecasts over `(train_until,
+/// until]` every `step_hours` as the order policy raises warnings, and answers, per mode
+/// and scorer (the one the worker would have served, the learned model, the baselines),
+/// the warnings, precision, recall at any lead, ≥ 1 day and ≥ 3 days ahead and the median
+/// lead. Reads the store only: no model, run or order is stored. One backtest at a time.
+#[utoipa::path(post, path = "/api/v1/models/backtest", tag = "predictions", params(BacktestParams), responses((status = 200, description = "The backtest: per failure mode and scorer, and all modes together", body = fleetpulse_analytics::predict::backtest::BacktestReport), (status = 400, description = "a parameter is missing or not a time or number"), (status = 422, description = "not a window: train_until not before until, until in the future, or too many steps"), (status = 503, description = "a backtest is already running")))]
+async fn backtest(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(p): Query<BacktestParams>,
+) -> Result<Json<fleetpulse_analytics::predict::backtest::BacktestReport>, ApiError> {
+    caller.require(PLANNERS)?;
+    let train_until = extract::time("train_until", p.train_until.as_deref())?
+        .ok_or_else(|| ApiError::parameter("train_until", "train_until is required (RFC 3339)"))?;
+    let until = extract::time("until", p.until.as_deref())?;
+    let step_hours = match p.step_hours.as_deref() {
+        None => 24.0,
+        Some(raw) => raw
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|h| h.is_finite())
+            .ok_or_else(|| {
+                ApiError::parameter(
+                    "step_hours",
+                    format!("step_hours = {raw:?} is not a number"),
+                )
+            })?,
+    };
+    Ok(Json(
+        state
+            .predictor
+            .backtest_now(train_until, until, step_hours)
+            .await?,
+    ))
 }
 
 /// Runs the predictors now (as the schedule does) and answers what the run did. With

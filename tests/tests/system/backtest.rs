@@ -5,8 +5,9 @@
 use std::path::Path;
 
 use chrono::{Duration, Utc};
-use fleetpulse_system_tests::fleetpulse_bin;
+use fleetpulse_system_tests::dispatch::Client;
 use fleetpulse_system_tests::load::db_path;
+use fleetpulse_system_tests::{App, fleetpulse_bin};
 
 async fn fleetpulse(args: &[&str], data: &Path) -> anyhow::Result<(bool, String, String)> {
     let out = tokio::process::Command::new(fleetpulse_bin())
@@ -142,6 +143,30 @@ async fn a_backtest_scores_the_replay_and_stores_nothing() -> anyhow::Result<()>
     assert_eq!(count(&db, "models")?, 0);
     assert_eq!(count(&db, "prediction_runs")?, 0);
     assert_eq!(count(&db, "orders")?, 0);
+
+    // the route answers the same backtest, and stores nothing either
+    let mut app = App::serve_builtin(&data).await?;
+    let admin = Client::new(&app, Some(&app.admin_token))?;
+    let query = |t1: &str, t2: &str| {
+        format!(
+            "/api/v1/models/backtest?train_until={}&until={}&step_hours=24",
+            t1.replace('+', "%2B"),
+            t2.replace('+', "%2B")
+        )
+    };
+    let answer = admin.post(&query(&t1, &t2), &serde_json::json!({})).await?;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["modes"], json["modes"], "route and CLI differ");
+    assert_eq!(answer.body["overall"], json["overall"]);
+    let refused = admin.post(&query(&t2, &t1), &serde_json::json!({})).await?;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let missing = admin
+        .post("/api/v1/models/backtest", &serde_json::json!({}))
+        .await?;
+    assert_eq!(missing.status, 400, "{}", missing.body);
+    let models = admin.get("/api/v1/models").await?;
+    assert_eq!(models.body, serde_json::json!([]), "{}", models.body);
+    app.interrupt().await?;
 
     // refusals name the flag
     let (ok, _, err) = fleetpulse(
