@@ -226,7 +226,9 @@ pub struct ValidationMetrics {
     /// Area under the precision-recall curve.
     pub pr_auc: f64,
     pub threshold: f64,
-    pub precision: f64,
+    /// Share of the samples at or above the threshold that failed; `None` when no
+    /// sample reached it (no call, so no precision: not 0).
+    pub precision: Option<f64>,
     pub recall: f64,
     pub positives: u64,
     pub negatives: u64,
@@ -255,8 +257,9 @@ pub struct WarningMetrics {
     /// Failures warned at least `min_lead_days` ahead.
     pub warned_ahead: u64,
     pub min_lead_days: f64,
-    /// `confirmed / (confirmed + expired)` (0 when none closed).
-    pub precision: f64,
+    /// `confirmed / (confirmed + expired)`; `None` when no warning closed (no warning,
+    /// no precision: not 0).
+    pub precision: Option<f64>,
     /// `warned_ahead / failures` (0 without failures).
     pub recall: f64,
     /// Median days from a confirmed warning to its failure.

@@ -633,7 +633,7 @@ mod tests {
         let metrics = ValidationMetrics {
             pr_auc: 0.5,
             threshold: 0.4,
-            precision: 0.5,
+            precision: Some(0.5),
             recall: 0.5,
             positives: 3,
             negatives: 30,

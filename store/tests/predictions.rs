@@ -542,7 +542,7 @@ async fn one_model_is_deployed_per_failure_mode_and_outcomes_feed_back() {
     let metrics = ValidationMetrics {
         pr_auc: 0.5,
         threshold: 0.4,
-        precision: 0.5,
+        precision: Some(0.5),
         recall: 0.5,
         positives: 3,
         negatives: 30,

@@ -72,8 +72,9 @@ pub fn average_precision(scores: &[f64], labels: &[bool]) -> f64 {
     ap
 }
 
-/// Precision and recall when `score ≥ threshold` is called positive.
-pub fn precision_recall_at(scores: &[f64], labels: &[bool], threshold: f64) -> (f64, f64) {
+/// Precision and recall when `score ≥ threshold` is called positive; precision `None`
+/// when nothing is.
+pub fn precision_recall_at(scores: &[f64], labels: &[bool], threshold: f64) -> (Option<f64>, f64) {
     let (mut tp, mut fp, mut fn_) = (0u64, 0u64, 0u64);
     for (&s, &y) in scores.iter().zip(labels) {
         match (s >= threshold, y) {
@@ -83,11 +84,7 @@ pub fn precision_recall_at(scores: &[f64], labels: &[bool], threshold: f64) -> (
             (false, false) => {}
         }
     }
-    let precision = if tp + fp == 0 {
-        0.0
-    } else {
-        tp as f64 / (tp + fp) as f64
-    };
+    let precision = (tp + fp > 0).then(|| tp as f64 / (tp + fp) as f64);
     let recall = if tp + fn_ == 0 {
         0.0
     } else {
@@ -198,11 +195,7 @@ pub fn warning_metrics(
         }
     }
     let closed = m.confirmed + m.expired;
-    m.precision = if closed > 0 {
-        m.confirmed as f64 / closed as f64
-    } else {
-        0.0
-    };
+    m.precision = (closed > 0).then(|| m.confirmed as f64 / closed as f64);
     m.recall = if m.failures > 0 {
         m.warned_ahead as f64 / m.failures as f64
     } else {
@@ -260,14 +253,16 @@ pub fn curve_threshold(curve: &[(f64, WarningMetrics)], min_precision: f64) -> O
     let mut best: Option<(f64, f64)> = None; // (recall, threshold)
     let mut best_f1: Option<(f64, f64)> = None;
     for (t, m) in curve {
+        // a candidate without a closed warning has no precision: it counts as 0 here
+        let precision = m.precision.unwrap_or(0.0);
         if m.warned_ahead > 0
-            && m.precision >= min_precision
+            && precision >= min_precision
             && best.is_none_or(|(r, _)| m.recall > r)
         {
             best = Some((m.recall, *t));
         }
-        let f1 = if m.precision + m.recall > 0.0 {
-            2.0 * m.precision * m.recall / (m.precision + m.recall)
+        let f1 = if precision + m.recall > 0.0 {
+            2.0 * precision * m.recall / (precision + m.recall)
         } else {
             0.0
         };
@@ -304,10 +299,9 @@ pub fn choose_fleet_thresholds(
     // a candidate whose held-out warnings (when it has closed any) fall below the mode's
     // floor is out: a threshold that looks cheap on the window it was fitted on only
     let holds = |i: usize, k: usize| {
-        held_out
-            .get(i)
-            .and_then(|h| h.get(k))
-            .is_none_or(|m| m.confirmed + m.expired == 0 || m.precision >= min_mode_precision)
+        held_out.get(i).and_then(|h| h.get(k)).is_none_or(|m| {
+            m.confirmed + m.expired == 0 || m.precision.unwrap_or(0.0) >= min_mode_precision
+        })
     };
     let eligible: Vec<Vec<usize>> = curves
         .iter()
@@ -315,7 +309,9 @@ pub fn choose_fleet_thresholds(
         .map(|(i, c)| {
             (0..c.len())
                 .filter(|&k| {
-                    c[k].1.warned_ahead > 0 && c[k].1.precision >= min_mode_precision && holds(i, k)
+                    c[k].1.warned_ahead > 0
+                        && c[k].1.precision.unwrap_or(0.0) >= min_mode_precision
+                        && holds(i, k)
                 })
                 .collect()
         })
@@ -435,9 +431,10 @@ mod tests {
     fn precision_recall_at_a_threshold_by_hand() {
         // ≥ 0.6: 0.9+ 0.8− 0.7+ 0.6+ → precision 3/4; recall 3 of 4 positives
         let (p, r) = precision_recall_at(&SCORES, &LABELS, 0.6);
-        assert!((p - 0.75).abs() < 1e-12 && (r - 0.75).abs() < 1e-12);
+        assert!((p.expect("calls") - 0.75).abs() < 1e-12 && (r - 0.75).abs() < 1e-12);
         let (p, r) = precision_recall_at(&SCORES, &LABELS, 0.95);
-        assert_eq!((p, r), (0.0, 0.0));
+        // nothing called positive: no precision, not 0
+        assert_eq!((p, r), (None, 0.0));
     }
 
     #[test]
@@ -516,7 +513,7 @@ mod tests {
             ),
             (4, 2, 1, 2, 1)
         );
-        assert!((m.precision - 2.0 / 3.0).abs() < 1e-12);
+        assert!((m.precision.expect("closed") - 2.0 / 3.0).abs() < 1e-12);
         assert!((m.recall - 0.5).abs() < 1e-12);
         assert_eq!(m.median_lead_days, Some(6.0 + 5.0 / 24.0));
         // at 0.95: A alone, on day 8, 2.2 days ahead: precise but too late
@@ -525,7 +522,7 @@ mod tests {
             (m.warnings, m.confirmed, m.expired, m.warned_ahead),
             (1, 1, 0, 0)
         );
-        assert_eq!((m.precision, m.recall), (1.0, 0.0));
+        assert_eq!((m.precision, m.recall), (Some(1.0), 0.0));
         // a warning older than the horizon has expired before the failure it did not
         // announce
         let late = vec![ScoredSeries {
@@ -554,7 +551,10 @@ mod tests {
         let t = choose_warning_threshold(&series, 0.6, h, lead).expect("failures");
         assert!((t - 0.9).abs() < 1e-9, "{t}");
         let m = warning_metrics(&series, 0.1, h, lead);
-        assert!((m.precision - 2.0 / 7.0).abs() < 1e-12, "{m:?}");
+        assert!(
+            (m.precision.expect("closed") - 2.0 / 7.0).abs() < 1e-12,
+            "{m:?}"
+        );
         // B quiet for 60 days: its day-20 transient now expires, so no threshold with
         // recall > 0 reaches precision 0.9. The best F1 is taken: 0.8 (precision 2/3,
         // recall 1/2, F1 0.571) over 0.1 (1/3, 1: 0.5), 0.5 (1/2, 1/2) and 0.9 (1/2, 1/2).
@@ -565,7 +565,7 @@ mod tests {
         assert!((t - 0.8).abs() < 1e-9, "{t}");
         let m = warning_metrics(&series, t, h, lead);
         assert!(
-            (m.precision - 2.0 / 3.0).abs() < 1e-12 && m.recall == 0.5,
+            m.precision.is_some_and(|p| (p - 2.0 / 3.0).abs() < 1e-12) && m.recall == 0.5,
             "{m:?}"
         );
         let none: Vec<ScoredSeries> = vec![ScoredSeries {
@@ -584,7 +584,8 @@ mod tests {
             failures: 40,
             warned_ahead,
             min_lead_days: 3.0,
-            precision: confirmed as f64 / (confirmed + expired) as f64,
+            precision: (confirmed + expired > 0)
+                .then(|| confirmed as f64 / (confirmed + expired) as f64),
             recall: warned_ahead as f64 / 40.0,
             median_lead_days: None,
         };

@@ -42,7 +42,8 @@
 //!   3+), probability = the training share of failures within the horizon per count.
 //!
 //! **Deployment.** Deployed when its validation PR-AUC beats both baselines and the
-//! current model's on the same samples; `decision` says which comparison failed.
+//! current model's on the same samples and its operating threshold raises at least one
+//! warning on the validation replay; `decision` says which condition failed.
 
 use std::collections::BTreeMap;
 
@@ -723,11 +724,12 @@ pub fn train_modes(
             };
             let (t, m) = f.curve[k].clone();
             let why = format!(
-                "; operating threshold {t:.4} chosen with the other deployed modes ({modes} in all) for the most failures warned ahead at a precision of at least {} over all their warnings replayed on the training window, each mode at least {} there and on validation (this mode on training: {} warnings, precision {:.3}, recall {:.3}; its own target would have given {:.4})",
+                "; operating threshold {t:.4} chosen with the other deployed modes ({modes} in all) for the most failures warned ahead at a precision of at least {} over all their warnings replayed on the training window, each mode at least {} there and on validation (this mode on training: {} warnings, precision {}, recall {:.3}; its own target would have given {:.4})",
                 options.target_precision,
                 options.min_mode_precision,
                 m.warnings,
-                m.precision,
+                m.precision
+                    .map_or_else(|| "—".to_owned(), |p| format!("{p:.3}")),
                 m.recall,
                 f.own_threshold
             );
@@ -774,7 +776,7 @@ impl ModeFit {
             .curve
             .iter()
             .filter(|(_, m)| m.warned_ahead > 0)
-            .map(|(_, m)| m.precision)
+            .filter_map(|(_, m)| m.precision)
             .fold(0.0, f64::max);
         let r = &mut self.model.report;
         r.deployed = false;
@@ -1062,6 +1064,13 @@ fn fit_mode(
                 metrics.pr_auc, b.pr_auc
             ));
         }
+    }
+    // a model that raises no warning where it is judged would serve nothing: silent
+    if metrics.warnings.as_ref().is_none_or(|w| w.warnings == 0) {
+        reasons.push(format!(
+            "its operating threshold {:.4} raised no warning on the validation replay: deployed, it would stay silent",
+            params.threshold
+        ));
     }
     if !baselines.contains_key(Scorer::WeibullAge.as_str()) {
         reasons.push("the weibull_age baseline could not be fitted (fewer than 2 lifetimes in the training window), so the model was not compared with it".to_owned());

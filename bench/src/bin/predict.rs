@@ -144,7 +144,7 @@ fn main() -> anyhow::Result<()> {
             r.metrics.pr_auc,
             b("weibull_age"),
             b("alarm_count"),
-            r.metrics.precision,
+            r.metrics.precision.unwrap_or(f64::NAN),
             r.metrics.recall,
             r.metrics.brier.unwrap_or(f64::NAN),
             r.deployed
@@ -153,7 +153,9 @@ fn main() -> anyhow::Result<()> {
             m.warnings.as_ref().map_or("-".to_owned(), |w| {
                 format!(
                     "{} warnings, precision {:.3}, recall (>= 3 d) {:.3}",
-                    w.warnings, w.precision, w.recall
+                    w.warnings,
+                    w.precision.unwrap_or(f64::NAN),
+                    w.recall
                 )
             })
         };
