@@ -63,6 +63,7 @@ use crate::routes;
         routes::history::import_maintenance,
         routes::history::import_meters,
         routes::history::import_telemetry,
+        routes::history::import_alarms,
         routes::history::maintenance,
         routes::history::components,
         routes::history::meters,

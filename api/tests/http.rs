@@ -1745,6 +1745,102 @@ async fn imported_history_is_read_back_per_device() {
 }
 
 #[tokio::test]
+async fn imported_alarm_events_are_listed_with_the_live_episodes_and_raise_no_failure() {
+    let app = spawn_app().await;
+    assert_eq!(app.register("OC5-ALRM").await.status, StatusCode::CREATED);
+    // live: W201 from t0 to t0 + 1 h, W202 open since t0 + 2 h
+    let t0 = hours_ago(4);
+    app.feed(
+        "OC5-ALRM",
+        t0,
+        &[
+            json!({ "alarms": ["W201"] }),
+            json!({ "alarms": [] }),
+            json!({ "alarms": ["W202"] }),
+        ],
+    )
+    .await;
+
+    let csv = format!(
+        "serial,started_at,ended_at,code,severity,runtime_hours\n\
+         OC5-ALRM,2023-05-01T10:00:00Z,2023-05-01T10:05:00Z,E101,,1200\n\
+         OC5-ALRM,2023-05-02T10:00:00Z,,ERROR4,,\n\
+         OC5-ALRM,{},,W202,,\n\
+         OC5-ALRM,{},,W201,,\n",
+        rfc3339(t0 + Duration::hours(3)),
+        rfc3339(t0 + Duration::minutes(30)),
+    );
+    let r = app.post_csv("/api/v1/history/import/alarms", &csv).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["imported"], json!(2), "{}", r.body);
+    assert_eq!(r.body["errors"][0]["line"], json!(4), "{}", r.body);
+    assert!(
+        r.body["errors"][0]["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("open live episode")),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["same_incident"][0]["line"], json!(5), "{}", r.body);
+    let again = app.post_csv("/api/v1/history/import/alarms", &csv).await;
+    assert_eq!(
+        (
+            again.body["imported"].clone(),
+            again.body["duplicates"].clone()
+        ),
+        (json!(0), json!(2)),
+        "{}",
+        again.body
+    );
+
+    let alarms = app.get("/api/v1/devices/OC5-ALRM/alarms").await;
+    assert_eq!(alarms.status, StatusCode::OK, "{}", alarms.body);
+    let got: Vec<(Value, Value)> = alarms
+        .body
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|a| (a["code"].clone(), a["imported"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (json!("W202"), json!(false)),
+            (json!("W201"), json!(false)),
+            (json!("ERROR4"), json!(true)),
+            (json!("E101"), json!(true)),
+        ],
+        "newest first by start: {}",
+        alarms.body
+    );
+    let instant = &alarms.body[2];
+    assert_eq!(instant["ended_at"], instant["started_at"], "{instant}");
+    assert_eq!(instant["duration_s"], json!(0.0));
+    assert_eq!(instant["severity"], Value::Null, "no catalog entry");
+    assert_eq!(
+        alarms.body[3]["severity"],
+        json!("critical"),
+        "the catalog's"
+    );
+    assert_eq!(alarms.body[3]["duration_s"], json!(300.0));
+    assert_eq!(alarms.body[3]["runtime_hours_at_start"], json!(1200.0));
+
+    let failures = app.get("/api/v1/devices/OC5-ALRM/failures").await;
+    assert_eq!(
+        failures.body,
+        json!([]),
+        "E101 counts as a failure live, not imported"
+    );
+    let detail = app.get("/api/v1/devices/OC5-ALRM").await;
+    assert_eq!(
+        detail.body["open_alarms"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        detail.body
+    );
+}
+
+#[tokio::test]
 async fn devices_come_in_with_their_commissioning_and_show_it() {
     let app = spawn_app().await;
     let a = app

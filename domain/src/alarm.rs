@@ -80,7 +80,9 @@ string_enum!(
 );
 
 /// An alarm code raised and later cleared by a device. `ended_at` is `None` while the
-/// alarm is still active. Times are the device's timestamps.
+/// alarm is still active. Times are the device's timestamps. An imported episode
+/// (`fleetpulse import alarms`) has always ended, and has no sequence numbers
+/// (`started_seq` 0, `ended_seq` `None`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlarmEpisode {
     pub id: i64,
@@ -97,6 +99,9 @@ pub struct AlarmEpisode {
     pub duration_s: Option<f64>,
     /// Device runtime hours when the episode opened, if the device reported them.
     pub runtime_hours_at_start: Option<f64>,
+    /// Loaded by a history import (`true`), not reported live by the device.
+    #[serde(default)]
+    pub imported: bool,
 }
 
 #[cfg(test)]

@@ -210,7 +210,7 @@ pub struct ConsolidationReport {
     pub remaining: usize,
 }
 
-/// What a history import loads (`fleetpulse import failures|maintenance`).
+/// What a history import loads (`fleetpulse import <kind>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportKind {
@@ -228,6 +228,9 @@ pub enum ImportKind {
     /// Past maintenance of a catalog kind (service, consumable, replacement, inspection,
     /// declared kinds): `serial, at, runtime_hours, kind, component, consumable, notes`.
     Maintenance,
+    /// Past alarm (error) events as ended alarm episodes: `serial, started_at, ended_at,
+    /// code, severity, runtime_hours`. They raise no failure event and no order.
+    Alarms,
 }
 
 impl ImportKind {
@@ -239,6 +242,7 @@ impl ImportKind {
             Self::Maintenance => "maintenance",
             Self::Meters => "meters",
             Self::Telemetry => "telemetry",
+            Self::Alarms => "alarms",
         }
     }
 }
@@ -261,8 +265,10 @@ pub struct ImportReport {
     pub imported: usize,
     /// Rows an earlier import of the same records already loaded.
     pub duplicates: usize,
-    /// Failure rows left out because a recorded event (alarm or repair order) is the same
-    /// incident: same device and code within 24 hours.
+    /// Rows left out because the store holds the same incident: a failure row with a
+    /// recorded event (alarm or repair order) of the same device and code within 24
+    /// hours; an alarm row overlapping an episode of the same code the device reported
+    /// live.
     pub same_incident: Vec<ImportRowIssue>,
     /// Rows refused, with the reason.
     pub errors: Vec<ImportRowIssue>,

@@ -104,6 +104,10 @@ pub enum ImportCommand {
     /// Telemetry backfill of registered devices, of any age: serial, at and one column
     /// per telemetry field; written as hourly rollups.
     Telemetry(ImportArgs),
+    /// Past alarm (error) events as alarm episodes: serial, started_at, ended_at (empty:
+    /// an instant event), code, severity, runtime_hours. They raise no failure event and
+    /// no order.
+    Alarms(ImportArgs),
 }
 
 #[derive(Debug, Clone, Args)]

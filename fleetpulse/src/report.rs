@@ -25,6 +25,7 @@ pub async fn import(cmd: ImportCommand) -> anyhow::Result<()> {
         ImportCommand::Maintenance(a) => (ImportKind::Maintenance, a),
         ImportCommand::Meters(a) => (ImportKind::Meters, a),
         ImportCommand::Telemetry(a) => (ImportKind::Telemetry, a),
+        ImportCommand::Alarms(a) => (ImportKind::Alarms, a),
     };
     let cfg = Config::load(args.store.config.as_deref(), &args.store.overrides())?;
     init_logging("warn", cfg.log.format);

@@ -279,7 +279,8 @@ pub(crate) fn rollups(
     })
 }
 
-const EPISODE_COLS: &str = "id, serial, code, severity, started_at, started_seq, ended_at, ended_seq, duration_s, runtime_hours_at_start";
+const EPISODE_COLS: &str = "id, serial, code, severity, started_at, started_seq, ended_at, ended_seq, duration_s, runtime_hours_at_start, \
+     import_key IS NOT NULL";
 
 fn episode_from(row: &Row<'_>) -> Result<AlarmEpisode, StoreError> {
     let serial: String = row.get(1).map_err(sql_err)?;
@@ -304,6 +305,7 @@ fn episode_from(row: &Row<'_>) -> Result<AlarmEpisode, StoreError> {
             .and_then(|s| u64::try_from(s).ok()),
         duration_s: row.get(8).map_err(sql_err)?,
         runtime_hours_at_start: row.get(9).map_err(sql_err)?,
+        imported: row.get(10).map_err(sql_err)?,
     })
 }
 
@@ -314,7 +316,9 @@ pub(crate) fn alarm_episodes(
 ) -> Result<Vec<AlarmEpisode>, StoreError> {
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {EPISODE_COLS} FROM alarm_episodes WHERE serial = ?1 ORDER BY id DESC LIMIT ?2"
+            // by start, not by id: an imported episode is written after the live ones it
+            // may predate
+            "SELECT {EPISODE_COLS} FROM alarm_episodes WHERE serial = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2"
         ))
         .map_err(sql_err)?;
     let rows = stmt

@@ -1,5 +1,5 @@
 //! Property test ("fuzz") of the history CSV imports (`fleetpulse import failures|
-//! maintenance|devices|meters|telemetry`), on a real SQLite store: arbitrary bytes never panic or fail the store;
+//! maintenance|devices|meters|telemetry|alarms`), on a real SQLite store: arbitrary bytes never panic or fail the store;
 //! in a file whose header is valid, every data row is accounted for exactly once
 //! (imported, duplicate, same incident or reported with its line), every bad row is
 //! reported with its own line, every good row is kept, and importing the same file again
@@ -27,6 +27,7 @@ const DEVICE_HEADER: &str =
     "serial,model,status,region,commissioned_at,runtime_hours_at_registration,observed_from";
 const METER_HEADER: &str = "serial,at,runtime_hours,blower_hours";
 const TELEMETRY_HEADER: &str = "serial,at,runtime_hours,o2_purity_pct,filter_life_pct";
+const ALARM_HEADER: &str = "serial,started_at,ended_at,code,severity,runtime_hours";
 
 /// The kinds the fuzz covers.
 const KINDS: &[ImportKind] = &[
@@ -35,6 +36,7 @@ const KINDS: &[ImportKind] = &[
     ImportKind::Devices,
     ImportKind::Meters,
     ImportKind::Telemetry,
+    ImportKind::Alarms,
 ];
 
 fn header(kind: ImportKind) -> &'static str {
@@ -44,6 +46,7 @@ fn header(kind: ImportKind) -> &'static str {
         ImportKind::Devices => DEVICE_HEADER,
         ImportKind::Meters => METER_HEADER,
         ImportKind::Telemetry => TELEMETRY_HEADER,
+        ImportKind::Alarms => ALARM_HEADER,
     }
 }
 
@@ -125,6 +128,10 @@ fn good_row(kind: ImportKind, day: usize) -> String {
         ImportKind::Devices => format!("OC5-FZD{day},OC-5A,in_stock,north,{at},{},", day * 10),
         ImportKind::Meters => format!("OC5-FZ1,{at},{},{day}", day * 10),
         ImportKind::Telemetry => format!("OC5-FZ1,{at},{},95.5,80", day * 10),
+        ImportKind::Alarms => {
+            let ended = at.replace("T10:", "T11:");
+            format!("OC5-FZ1,{at},{ended},E101,,{}", day * 10)
+        }
     }
 }
 
@@ -147,6 +154,9 @@ fn other_row() -> impl Strategy<Value = String> {
             "inf",
             "E101",
             "E999",
+            "ERROR1",
+            "2025-03-01T09:00:00Z",
+            "critical",
             "compressor",
             "service",
             "consumable",
@@ -216,7 +226,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic_and_fail_only_as_invalid(
         kind in prop::sample::select(KINDS),
-        header in prop::option::of(prop::sample::select(vec![FAILURE_HEADER, MAINTENANCE_HEADER, DEVICE_HEADER, METER_HEADER, TELEMETRY_HEADER, "serial,at"])),
+        header in prop::option::of(prop::sample::select(vec![FAILURE_HEADER, MAINTENANCE_HEADER, DEVICE_HEADER, METER_HEADER, TELEMETRY_HEADER, ALARM_HEADER, "serial,at"])),
         bytes in prop::collection::vec(any::<u8>(), 0..400),
     ) {
         // what the CLI hands over: the file as text (it refuses a file that is not UTF-8)

@@ -1,7 +1,7 @@
 //! History of any age into the SQLite store and back: failures keyed by component and
 //! mode, maintenance kinds and components from the catalog, devices with their
-//! commissioning, meter history and telemetry backfill; every kind re-imported gives
-//! only duplicates.
+//! commissioning, meter history, telemetry backfill and alarm episodes; every kind
+//! re-imported gives only duplicates.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -556,4 +556,245 @@ async fn meter_history_is_kept_per_reading_merged_where_no_live_hour_and_read_ba
         .map(|r| (r.count, r.last))
         .collect();
     assert_eq!(runtime, vec![(2, 1000.5)], "merged into the hour");
+}
+
+#[tokio::test]
+async fn past_alarm_events_load_as_ended_episodes_the_predictors_read_and_raise_nothing() {
+    use fleetpulse_domain::prediction::AlarmSpan;
+    use fleetpulse_domain::store::{IngestBatch, OrderQuery, PredictionStore};
+    use fleetpulse_domain::telemetry::{TelemetryLimits, parse_telemetry};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("fp.db")).await;
+    let devices = import(
+        &store,
+        ImportKind::Devices,
+        "serial,model,commissioned_at\n\
+         PM-0500,PM-1,2019-01-01T00:00:00Z\n\
+         OC5-0500,OC-5A,2019-06-01T00:00:00Z\n",
+    )
+    .await;
+    assert_eq!(devices.imported, 2, "{:?}", devices.errors);
+    // live: W202 from 5 h to 4 h ago, W201 open since 2 h ago
+    let now = Utc::now();
+    let t = |minutes_ago: i64| {
+        chrono::DateTime::from_timestamp(
+            now.timestamp() - now.timestamp() % 60 - minutes_ago * 60,
+            0,
+        )
+        .expect("time")
+    };
+    let live = |seq: u64, at: chrono::DateTime<Utc>, alarms: &str| {
+        parse_telemetry(
+            &sn("OC5-0500"),
+            format!(
+                r#"{{"seq":{seq},"ts":"{}","runtime_hours":{},"alarms":{alarms}}}"#,
+                at.to_rfc3339(),
+                100 + seq
+            )
+            .as_bytes(),
+            now,
+            &TelemetryLimits::default(),
+        )
+        .into_iter()
+        .map(|r| r.expect("valid"))
+        .collect::<Vec<_>>()
+    };
+    let mut readings = live(1, t(300), r#"["W202"]"#);
+    readings.extend(live(2, t(240), "[]"));
+    readings.extend(live(3, t(120), r#"["W201"]"#));
+    store
+        .commit_batch(IngestBatch {
+            readings,
+            ..Default::default()
+        })
+        .await
+        .expect("commit");
+
+    let csv = format!(
+        "serial,started_at,ended_at,code,severity,runtime_hours\n\
+         PM-0500,2021-05-01T10:00:00Z,2021-05-01T10:30:00Z,ERROR1,,12000\n\
+         PM-0500,2021-05-02T10:00:00+02:00,,error2,warning,\n\
+         OC5-0500,2020-01-01T00:00:00Z,,E101,,500\n\
+         NOPE-9,2021-05-01T10:00:00Z,,ERROR1,,\n\
+         PM-0500,yesterday,,ERROR1,,\n\
+         PM-0500,2021-05-03T10:00:00Z,2021-05-03T09:00:00Z,ERROR1,,\n\
+         OC5-0500,{},{},W201,,\n\
+         OC5-0500,{},,W202,,\n\
+         PM-0500,2021-05-01T10:00:00Z,2021-05-01T10:30:00Z,ERROR1,,12000\n\
+         PM-0500,2021-05-04T10:00:00Z,,BAD CODE,,\n\
+         OC5-0500,{},{},W201,,\n",
+        t(180).to_rfc3339(),
+        t(60).to_rfc3339(),
+        t(290).to_rfc3339(),
+        t(180).to_rfc3339(),
+        t(150).to_rfc3339(),
+    );
+    let r = import(&store, ImportKind::Alarms, &csv).await;
+    assert_eq!(lines(&r), vec![5, 6, 7, 8, 11], "{:?}", r.errors);
+    assert!(
+        r.errors[0].reason.contains("not registered"),
+        "{:?}",
+        r.errors
+    );
+    assert!(r.errors[1].reason.contains("started_at \"yesterday\""));
+    assert!(r.errors[2].reason.contains("before started_at"));
+    assert!(
+        r.errors[3].reason.contains("open live episode"),
+        "{:?}",
+        r.errors
+    );
+    assert!(r.errors[4].reason.starts_with("code:"));
+    assert_eq!(
+        r.same_incident.iter().map(|i| i.line).collect::<Vec<_>>(),
+        vec![9],
+        "overlaps the ended live W202: {:?}",
+        r.same_incident
+    );
+    assert_eq!(
+        (r.imported, r.duplicates),
+        (4, 1),
+        "the same row twice in one file"
+    );
+    let again = import(&store, ImportKind::Alarms, &csv).await;
+    assert_eq!((again.imported, again.duplicates), (0, 5), "{again:?}");
+    assert_eq!(lines(&again), lines(&r));
+    let other_end = import(
+        &store,
+        ImportKind::Alarms,
+        "serial,started_at,ended_at,code\nPM-0500,2021-05-01T10:00:00Z,2021-05-01T11:00:00Z,ERROR1\n",
+    )
+    .await;
+    assert!(
+        other_end.errors[0]
+            .reason
+            .contains("imported before ending at"),
+        "{:?}",
+        other_end.errors
+    );
+
+    // read back, newest first by start
+    let pm = store
+        .alarm_episodes(&sn("PM-0500"), 10)
+        .await
+        .expect("episodes");
+    type Seen<'a> = (&'a str, Option<&'a str>, Option<f64>, Option<f64>, bool);
+    let got: Vec<Seen<'_>> = pm
+        .iter()
+        .map(|e| {
+            (
+                e.code.as_str(),
+                e.severity.map(|s| s.as_str()),
+                e.duration_s,
+                e.runtime_hours_at_start,
+                e.imported,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("ERROR2", Some("warning"), Some(0.0), None, true),
+            ("ERROR1", None, Some(1800.0), Some(12000.0), true),
+        ]
+    );
+    assert_eq!(pm[0].ended_at, Some(pm[0].started_at), "an instant event");
+    assert_eq!((pm[0].started_seq, pm[0].ended_seq), (0, None));
+
+    // live tracking goes on: the live W201 closes, the imported one keeps its end
+    store
+        .commit_batch(IngestBatch {
+            readings: live(4, t(30), "[]"),
+            ..Default::default()
+        })
+        .await
+        .expect("commit");
+    let oc = store
+        .alarm_episodes(&sn("OC5-0500"), 10)
+        .await
+        .expect("episodes");
+    let got: Vec<(&str, bool, Option<chrono::DateTime<Utc>>)> = oc
+        .iter()
+        .map(|e| (e.code.as_str(), e.imported, e.ended_at))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("W201", false, Some(t(30))),
+            ("W201", true, Some(t(150))),
+            ("W202", false, Some(t(240))),
+            (
+                "E101",
+                true,
+                Some(Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap())
+            ),
+        ]
+    );
+    assert_eq!(oc[3].severity.map(|s| s.as_str()), Some("critical"));
+
+    // E101 counts as a failure on OC-5A live; imported, it raises no event and no order
+    let events = store.failure_events(&sn("OC5-0500")).await.expect("events");
+    assert!(events.is_empty(), "{events:?}");
+    let orders = store
+        .list_orders(OrderQuery {
+            serial: Some(sn("OC5-0500")),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("orders");
+    assert!(
+        orders
+            .items
+            .iter()
+            .all(|o| o.cause.as_str() != "critical_alarm:E101"),
+        "{:?}",
+        orders.items
+    );
+
+    // the predictors read them as alarm spans
+    let data = store
+        .prediction_data(Utc.with_ymd_and_hms(2021, 6, 1, 0, 0, 0).unwrap(), 60, 3)
+        .await
+        .expect("data");
+    let pm = data
+        .devices
+        .iter()
+        .find(|d| d.serial.as_str() == "PM-0500")
+        .expect("PM-0500 in service then");
+    let at = |h: u32, m: u32, d: u32| Utc.with_ymd_and_hms(2021, 5, d, h, m, 0).unwrap();
+    assert_eq!(
+        pm.alarms,
+        vec![
+            AlarmSpan {
+                code: "ERROR1".into(),
+                started_at: at(10, 0, 1),
+                ended_at: Some(at(10, 30, 1)),
+                runtime_hours_at_start: Some(12000.0),
+            },
+            AlarmSpan {
+                code: "ERROR2".into(),
+                started_at: at(8, 0, 2),
+                ended_at: Some(at(8, 0, 2)),
+                runtime_hours_at_start: None,
+            },
+        ]
+    );
+    let data = store
+        .prediction_data(Utc::now(), 3000, 3)
+        .await
+        .expect("data");
+    let oc = data
+        .devices
+        .iter()
+        .find(|d| d.serial.as_str() == "OC5-0500")
+        .expect("OC5-0500");
+    assert_eq!(
+        oc.alarms
+            .iter()
+            .map(|a| a.code.as_str())
+            .collect::<Vec<_>>(),
+        vec!["E101", "W202", "W201", "W201"],
+        "oldest first, imported and live"
+    );
 }

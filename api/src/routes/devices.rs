@@ -213,8 +213,9 @@ pub struct AlarmParams {
     limit: Option<String>,
 }
 
-/// Alarm episodes of one device, newest first, as a JSON array; an episode still active
-/// has `ended_at: null`.
+/// Alarm episodes of one device, newest first (by start), as a JSON array; an episode
+/// still active has `ended_at: null`; one loaded by `POST /api/v1/history/import/alarms`
+/// has `imported: true`.
 #[utoipa::path(get, path = "/api/v1/devices/{serial}/alarms", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), AlarmParams), responses((status = 200, description = "Alarm episodes, newest first", body = Vec<AlarmEpisode>)))]
 async fn alarms(
     caller: Caller,

@@ -1,6 +1,7 @@
 //! History of any age: imports (`POST /api/v1/history/import/{kind}`, CSV with a header
 //! row; roles quality and admin, device-admin for devices) and read-back per device
-//! (`GET /api/v1/devices/{serial}/maintenance`, `…/meters`). The columns of each kind:
+//! (`GET /api/v1/devices/{serial}/maintenance`, `…/meters`; imported alarm episodes in
+//! `…/alarms`, routes/devices.rs). The columns of each kind:
 //! docs/reliability-data.md, "History import".
 
 use axum::body::Bytes;
@@ -35,6 +36,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/v1/history/import/meters", post(import_meters))
         .route("/api/v1/history/import/telemetry", post(import_telemetry))
+        .route("/api/v1/history/import/alarms", post(import_alarms))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT_BYTES))
         .route("/api/v1/devices/{serial}/maintenance", get(maintenance))
         .route("/api/v1/devices/{serial}/components", get(components))
@@ -156,6 +158,33 @@ async fn import_telemetry(
         headers,
         body,
         ImportKind::Telemetry,
+        "history",
+        MAX_IMPORT_BYTES,
+    )
+    .await
+}
+
+/// Loads past alarm (error) events as ended alarm episodes (columns `serial`,
+/// `started_at`, `ended_at`, `code`, `severity`, `runtime_hours`; an empty `ended_at` is
+/// an instant event). Any code the live ingest takes; no failure event, order or rule
+/// follows. An episode overlapping the device's open live episode of its code is refused
+/// on its line; one overlapping an ended live episode is the same incident, not loaded.
+/// Read back with `GET /api/v1/devices/{serial}/alarms` (`imported: true`).
+#[utoipa::path(post, path = "/api/v1/history/import/alarms", tag = "history",
+    request_body(content = String, content_type = "text/csv", description = "CSV with a header row"),
+    responses((status = 200, description = "What was loaded, and every refused row with its line and reason", body = ImportReport)))]
+async fn import_alarms(
+    caller: Caller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ImportReport>, ApiError> {
+    import_csv(
+        caller,
+        state,
+        headers,
+        body,
+        ImportKind::Alarms,
         "history",
         MAX_IMPORT_BYTES,
     )

@@ -1,6 +1,7 @@
-//! History import from CSV: past failures (`failure_events`, source `import`) and
-//! maintenance records (`maintenance_records`), so a company can start with years of
-//! history. Columns and rules: docs/reliability-data.md.
+//! History import from CSV: devices, past failures (`failure_events`, source `import`),
+//! maintenance records (`maintenance_records`), meter history, telemetry backfill and
+//! alarm episodes (`alarm_episodes` with an import key), so a company can start with
+//! years of history. Columns and rules: docs/reliability-data.md.
 //!
 //! - The header names the columns (any order); an unknown column or a missing required
 //!   one refuses the whole file, naming it (a typo is not a silently empty column).
@@ -10,13 +11,17 @@
 //! - Unknown serials are reported, not registered: history for a device nobody
 //!   registered would have no model, and statistics by model would silently miss it.
 //! - Re-importing is harmless: each row has an import key (failures: serial, time, fault
-//!   code, component and failure mode; maintenance: serial, time, kind and component) and
-//!   a row whose key was loaded before counts as a duplicate.
+//!   code, component and failure mode; maintenance: serial, time, kind and component;
+//!   alarms: serial, code and start) and a row whose key was loaded before counts as a
+//!   duplicate.
 //! - Components, failure modes and maintenance kinds are the catalog's: a name the
 //!   device's model does not have is refused on its line.
 //! - A failure row whose device already has a recorded (alarm or repair order) event of
-//!   the same code within 24 hours is the same incident: reported, not loaded.
+//!   the same code within 24 hours is the same incident: reported, not loaded; so is an
+//!   alarm row overlapping an ended live episode of its code (one overlapping the open
+//!   live episode is refused).
 
+mod alarms;
 mod devices;
 mod failures;
 mod maintenance;
@@ -173,9 +178,20 @@ pub(super) struct Common {
     device: DeviceFacts,
 }
 
+/// [`common_at`] with the time in the `at` column.
 fn common(
     tx: &Transaction<'_>,
     row: &Row,
+    now: DateTime<Utc>,
+) -> Result<Result<Common, String>, StoreError> {
+    common_at(tx, row, "at", now)
+}
+
+/// The shared checks, with the row's time in `time_column` (required).
+fn common_at(
+    tx: &Transaction<'_>,
+    row: &Row,
+    time_column: &str,
     now: DateTime<Utc>,
 ) -> Result<Result<Common, String>, StoreError> {
     let serial_text = row.get("serial").unwrap_or_default();
@@ -186,22 +202,15 @@ fn common(
         Ok(s) => s,
         Err(e) => return Ok(Err(format!("serial: {e}"))),
     };
-    let Some(at_text) = row.get("at") else {
-        return Ok(Err(
-            "at is empty (an RFC 3339 time, e.g. 2025-03-01T10:00:00Z)".into(),
-        ));
-    };
-    let at = match DateTime::parse_from_rfc3339(at_text) {
-        Ok(t) => t.with_timezone(&Utc),
-        Err(e) => {
+    let at = match time(row, time_column, now) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
             return Ok(Err(format!(
-                "at {at_text:?} is not an RFC 3339 time with an offset (e.g. 2025-03-01T10:00:00Z): {e}"
+                "{time_column} is empty (an RFC 3339 time, e.g. 2025-03-01T10:00:00Z)"
             )));
         }
+        Err(e) => return Ok(Err(e)),
     };
-    if at > now {
-        return Ok(Err(format!("at {at_text} is in the future")));
-    }
     let runtime_hours = match row.get("runtime_hours") {
         None => None,
         Some(t) => match t.parse::<f64>() {
@@ -232,6 +241,25 @@ fn common(
         notes,
         device,
     }))
+}
+
+/// The time in `column` (`None`: empty): RFC 3339 with an offset, of any age, not in the
+/// future.
+fn time(row: &Row, column: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, String> {
+    let Some(text) = row.get(column) else {
+        return Ok(None);
+    };
+    let at = DateTime::parse_from_rfc3339(text)
+        .map_err(|e| {
+            format!(
+                "{column} {text:?} is not an RFC 3339 time with an offset (e.g. 2025-03-01T10:00:00Z): {e}"
+            )
+        })?
+        .with_timezone(&Utc);
+    if at > now {
+        return Err(format!("{column} {text} is in the future"));
+    }
+    Ok(Some(at))
 }
 
 fn identifier(row: &Row, column: &str) -> Result<Option<String>, String> {
@@ -266,6 +294,7 @@ pub(crate) fn import(
         ImportKind::Maintenance => (Columns::Listed(maintenance::COLUMNS), REQUIRED),
         ImportKind::Meters => (Columns::Listed(&meter_columns), REQUIRED),
         ImportKind::Telemetry => (Columns::Fields, REQUIRED),
+        ImportKind::Alarms => (Columns::Listed(alarms::COLUMNS), alarms::REQUIRED),
     };
     let rows = rows(text, allowed, required)?;
     let tx = conn.transaction().map_err(sql_err)?;
@@ -293,6 +322,7 @@ pub(crate) fn import(
             ImportKind::Failures => failures::import(&tx, catalog, &row, now)?,
             ImportKind::Maintenance => maintenance::import(&tx, catalog, &row, now)?,
             ImportKind::Meters => meters::import(&tx, &row, now)?,
+            ImportKind::Alarms => alarms::import(&tx, catalog, &row, now)?,
             ImportKind::Telemetry => unreachable!("telemetry rows are loaded by the hour, above"),
         };
         match done {
