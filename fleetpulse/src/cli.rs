@@ -42,8 +42,9 @@ pub enum Command {
     /// Manage API tokens (works while `serve` runs).
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Load past failures or maintenance records from CSV (columns in
-    /// docs/reliability-data.md); bad rows are reported by line, the good ones load.
+    /// Load history of any age from CSV: devices, failures, maintenance, meters,
+    /// telemetry, alarms (columns in docs/reliability-data.md); bad rows are reported by
+    /// line, the good ones load, re-importing adds nothing.
     #[command(subcommand)]
     Import(ImportCommand),
     /// Write reliability reports as CSV and JSON files.
