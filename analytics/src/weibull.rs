@@ -651,6 +651,19 @@ impl WeibullFit {
         p.clamp(0.0, 1.0)
     }
 
+    /// Remaining life of a unit that survived to `age`: the `x` by which a fraction `q`
+    /// of such units has failed, `R(age + x) / R(age) = 1 − q`, so
+    /// `x = η ((age/η)^β − ln(1 − q))^(1/β) − age`. `None` for `q` outside (0, 1) or a
+    /// negative or non-finite age.
+    pub fn residual_quantile(&self, age: f64, q: f64) -> Option<f64> {
+        if !(q > 0.0 && q < 1.0 && age.is_finite() && age >= 0.0) {
+            return None;
+        }
+        let h = (age / self.eta).powf(self.beta) - (-q).ln_1p();
+        let x = self.eta * h.powf(1.0 / self.beta) - age;
+        (x.is_finite()).then_some(x.max(0.0))
+    }
+
     /// The B-life: the age by which a fraction `p` of units has failed,
     /// `η (−ln(1 − p))^(1/β)`.
     pub fn b_life(&self, p: f64) -> f64 {
@@ -743,6 +756,45 @@ fn log_bounds(x: f64, se: Option<f64>, z: f64, sides: Sides) -> Bounds {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn residual_quantiles_by_hand() {
+        let f = WeibullFit {
+            beta: 2.0,
+            eta: 1000.0,
+            log_likelihood: 0.0,
+            n_failures: 0,
+            n_suspensions: 0,
+            covariance: None,
+            iterations: 0,
+        };
+        // ((500 + x)/1000)² = 0.25 + ln 2  →  x = 1000·√(0.25 + ln 2) − 500
+        let want = 1000.0 * (0.25 + std::f64::consts::LN_2).sqrt() - 500.0;
+        let x = f.residual_quantile(500.0, 0.5).expect("median");
+        assert!((x - want).abs() < 1e-9, "{x} {want}");
+        // consistent with the conditional failure probability
+        assert!((f.conditional_failure(500.0, x) - 0.5).abs() < 1e-12);
+        let (lo, hi) = (
+            f.residual_quantile(500.0, 0.1).expect("q10"),
+            f.residual_quantile(500.0, 0.9).expect("q90"),
+        );
+        assert!(lo < x && x < hi);
+        assert!((f.conditional_failure(500.0, hi) - 0.9).abs() < 1e-12);
+        // wear-out: an older part has less life left
+        assert!(f.residual_quantile(1500.0, 0.5).expect("older") < x);
+        // memoryless at β = 1: the median remaining life is η ln 2 at any age
+        let e = WeibullFit { beta: 1.0, ..f };
+        for age in [0.0, 300.0, 5000.0] {
+            let m = e.residual_quantile(age, 0.5).expect("median");
+            assert!(
+                (m - 1000.0 * std::f64::consts::LN_2).abs() < 1e-6,
+                "{age}: {m}"
+            );
+        }
+        assert_eq!(f.residual_quantile(500.0, 1.0), None);
+        assert_eq!(f.residual_quantile(-1.0, 0.5), None);
+    }
+
     use super::*;
 
     use crate::refdata;

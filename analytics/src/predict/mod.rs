@@ -332,14 +332,28 @@ impl CatalogForecaster {
             }
             let part = p.spec.part_age(device, as_of);
             let weibull = p.score(Scorer::WeibullAge, device, as_of).map(|x| x.0);
+            // the expected failure date: the part's remaining Weibull life at its age,
+            // in runtime hours, run at the device's own usage rate
+            let residual = p.residual_life(device, as_of, self.options.interval_confidence);
+            let dates = residual.and_then(|r| {
+                let u =
+                    UsageProfile::from_meter(device.daily.get(depletion::RUNTIME_FIELD)?, as_of)?;
+                u.when_run(
+                    as_of,
+                    r.median_hours,
+                    r.low_hours,
+                    r.high_hours,
+                    self.options.z(),
+                )
+            });
             out.push(Prediction {
                 serial: device.serial.clone(),
                 kind: PredictionKind::FailureRisk,
                 target: p.spec.mode.clone(),
                 as_of,
-                due_at: None,
-                due_low: None,
-                due_high: None,
+                due_at: dates.as_ref().map(|d| d.due),
+                due_low: dates.as_ref().map(|d| d.low),
+                due_high: dates.as_ref().and_then(|d| d.high),
                 probability: Some(prob),
                 horizon_days: Some(p.horizon_days),
                 threshold: Some(p.threshold),
@@ -351,6 +365,14 @@ impl CatalogForecaster {
                     "part_runtime_hours_since_replacement": finite(part.runtime_since),
                     "part_replacement_known": part.known,
                     "weibull_age_probability": weibull,
+                    "remaining_life": residual.map(|r| json!({
+                        "method": "weibull_age: quantiles of the part's Weibull life given its age, run at the device's usage rate",
+                        "part_age_hours": finite(r.age_hours),
+                        "median_runtime_hours": finite(r.median_hours),
+                        "low_runtime_hours": finite(r.low_hours),
+                        "high_runtime_hours": finite(r.high_hours),
+                        "confidence": self.options.interval_confidence,
+                    })),
                 }),
             });
         }

@@ -308,6 +308,51 @@ fn weibull_probability(
     f.conditional_failure(age, dt)
 }
 
+/// The remaining life of a device's part, in runtime hours from now: the median and an
+/// interval of the part's Weibull life (the `weibull_age` baseline's fit) given that it
+/// has survived to its current age.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ResidualLife {
+    /// The part's age (runtime hours since its replacement, or since new).
+    pub age_hours: f64,
+    /// Median remaining runtime hours.
+    pub median_hours: f64,
+    /// Lower end of the interval.
+    pub low_hours: f64,
+    /// Upper end of the interval.
+    pub high_hours: f64,
+}
+
+impl RiskParameters {
+    /// The remaining life of `device`'s part of this mode at `as_of`, with a central
+    /// interval of `confidence`; `None` without a Weibull baseline or a known part age.
+    pub fn residual_life(
+        &self,
+        device: &DeviceHistory,
+        as_of: DateTime<Utc>,
+        confidence: f64,
+    ) -> Option<ResidualLife> {
+        let w = self.weibull.as_ref()?;
+        let age = self.spec.part_age(device, as_of).runtime_since;
+        let f = WeibullFit {
+            beta: w.beta,
+            eta: w.eta,
+            log_likelihood: 0.0,
+            n_failures: w.failures,
+            n_suspensions: w.suspensions,
+            covariance: None,
+            iterations: 0,
+        };
+        let tail = (1.0 - confidence.clamp(0.01, 0.999)) / 2.0;
+        Some(ResidualLife {
+            age_hours: age,
+            median_hours: f.residual_quantile(age, 0.5)?,
+            low_hours: f.residual_quantile(age, tail)?,
+            high_hours: f.residual_quantile(age, 1.0 - tail)?,
+        })
+    }
+}
+
 /// Catalog models with `mode` as a failure mode of one of their components.
 pub fn models_with_mode<'a>(catalog: &'a Catalog, mode: &str) -> Vec<&'a ModelSpec> {
     catalog

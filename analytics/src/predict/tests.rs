@@ -340,6 +340,31 @@ mod on_simulated_data {
                     && p.top_features.len() == 5
                     && p.model_version == r.version)
         );
+        // with an expected failure date: the part's remaining Weibull life at its age,
+        // at the device's usage rate, inside its interval
+        let params = RiskParameters::from_trained(sieve).expect("parameters");
+        let mut dated = 0;
+        for p in &risk {
+            let Some(due) = p.due_at else { continue };
+            dated += 1;
+            let low = p.due_low.expect("interval");
+            assert!(p.as_of <= low && low <= due, "{p:?}");
+            assert!(p.due_high.is_none_or(|h| due <= h), "{p:?}");
+            let rl = &p.evidence["remaining_life"];
+            let (median, lo, hi) = (
+                rl["median_runtime_hours"].as_f64().expect("median"),
+                rl["low_runtime_hours"].as_f64().expect("low"),
+                rl["high_runtime_hours"].as_f64().expect("high"),
+            );
+            assert!(lo <= median && median <= hi, "{rl}");
+            // the median is where the part's conditional survival is one half
+            let age = rl["part_age_hours"].as_f64().expect("age");
+            let w = params.weibull.as_ref().expect("weibull baseline");
+            let survival = |t: f64| (-(t / w.eta).powf(w.beta)).exp();
+            let half = survival(age + median) / survival(age);
+            assert!((half - 0.5).abs() < 1e-9, "{half} {rl}");
+        }
+        assert!(dated * 2 > risk.len(), "{dated} of {} dated", risk.len());
         // a retrained model is compared with the current one and loses to itself
         let again = train_mode(catalog, data, "sieve_bed", &options, Some(sieve))
             .expect("a sieve bed model");
