@@ -88,6 +88,21 @@ pub struct WeibullBaseline {
     pub threshold: f64,
 }
 
+impl WeibullBaseline {
+    /// The fit as a [`WeibullFit`] (its estimates; no likelihood or covariance kept).
+    pub fn fit(&self) -> WeibullFit {
+        WeibullFit {
+            beta: self.beta,
+            eta: self.eta,
+            log_likelihood: 0.0,
+            n_failures: self.failures,
+            n_suspensions: self.suspensions,
+            covariance: None,
+            iterations: 0,
+        }
+    }
+}
+
 /// The `alarm_count` baseline's table and threshold.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AlarmBaseline {
@@ -296,16 +311,7 @@ fn weibull_probability(
     if !age.is_finite() {
         return 0.0;
     }
-    let f = WeibullFit {
-        beta: w.beta,
-        eta: w.eta,
-        log_likelihood: 0.0,
-        n_failures: w.failures,
-        n_suspensions: w.suspensions,
-        covariance: None,
-        iterations: 0,
-    };
-    f.conditional_failure(age, dt)
+    w.fit().conditional_failure(age, dt)
 }
 
 /// The remaining life of a device's part, in runtime hours from now: the median and an
@@ -334,15 +340,7 @@ impl RiskParameters {
     ) -> Option<ResidualLife> {
         let w = self.weibull.as_ref()?;
         let age = self.spec.part_age(device, as_of).runtime_since;
-        let f = WeibullFit {
-            beta: w.beta,
-            eta: w.eta,
-            log_likelihood: 0.0,
-            n_failures: w.failures,
-            n_suspensions: w.suspensions,
-            covariance: None,
-            iterations: 0,
-        };
+        let f = w.fit();
         let tail = (1.0 - confidence.clamp(0.01, 0.999)) / 2.0;
         Some(ResidualLife {
             age_hours: age,
