@@ -61,6 +61,15 @@ fn weibull_row(dir: &Path) -> anyhow::Result<(u64, u64, f64, f64)> {
     ))
 }
 
+/// `fleetpulse report reliability ARGS --out OUT`, and its Weibull row.
+async fn report(args: &[&str], out: &Path, data: &Path) -> anyhow::Result<(u64, u64, f64, f64)> {
+    let mut all = vec!["report", "reliability"];
+    all.extend_from_slice(args);
+    all.extend(["--out", out.to_str().unwrap_or_default()]);
+    fleetpulse(&all, data).await?;
+    weibull_row(out)
+}
+
 fn close(got: f64, want: f64, rel: f64) -> bool {
     (got - want).abs() <= rel * want.abs()
 }
@@ -94,23 +103,19 @@ async fn fd001_comes_in_through_the_imports_and_its_lives_fit_as_lifelines_fits_
     // the training engines, commissioned 2024-01-01 + (unit − 1) days, all failed by June:
     // 100 lives from new, every one a failure — lifelines on the 100 training lives
     let train = dir.path().join("train");
-    fleetpulse(
+    let (failures, suspensions, beta, eta) = report(
         &[
-            "report",
-            "reliability",
             "--from",
             "2024-01-01T00:00:00Z",
             "--to",
             "2024-06-01T00:00:00Z",
             "--group-by",
             "component",
-            "--out",
-            train.to_str().unwrap_or_default(),
         ],
+        &train,
         &data,
     )
     .await?;
-    let (failures, suspensions, beta, eta) = weibull_row(&train)?;
     let want = &refdata::FD001_TRAIN;
     assert_eq!((failures, suspensions), (100, 0));
     assert!(
@@ -126,23 +131,19 @@ async fn fd001_comes_in_through_the_imports_and_its_lives_fit_as_lifelines_fits_
     // lifelines 0.30.3 WeibullFitter().fit(T, E) on the 100 training lives (E = 1) and the
     // 100 test units' last cycles (E = 0): λ 236.6255740482319, ρ 4.820018032859865
     let all = dir.path().join("all");
-    fleetpulse(
+    let (failures, suspensions, beta, eta) = report(
         &[
-            "report",
-            "reliability",
             "--from",
             "2024-01-01T00:00:00Z",
             "--to",
             "2025-01-01T00:00:00Z",
             "--group-by",
             "component",
-            "--out",
-            all.to_str().unwrap_or_default(),
         ],
+        &all,
         &data,
     )
     .await?;
-    let (failures, suspensions, beta, eta) = weibull_row(&all)?;
     assert_eq!((failures, suspensions), (100, 100));
     assert!(
         close(beta, 4.820018032859865, 1e-5) && close(eta, 236.6255740482319, 1e-5),
@@ -153,10 +154,8 @@ async fn fd001_comes_in_through_the_imports_and_its_lives_fit_as_lifelines_fits_
     // last cycle before that instant — lifelines on those lives: λ 214.02033503005654,
     // ρ 6.1085233033398065 (script in docs/examples/fd001/README.md)
     let as_of = dir.path().join("as_of");
-    fleetpulse(
+    let (failures, suspensions, beta, eta) = report(
         &[
-            "report",
-            "reliability",
             "--from",
             "2024-01-01T00:00:00Z",
             "--to",
@@ -165,13 +164,11 @@ async fn fd001_comes_in_through_the_imports_and_its_lives_fit_as_lifelines_fits_
             "2024-03-01T00:00:00Z",
             "--group-by",
             "failure_mode",
-            "--out",
-            as_of.to_str().unwrap_or_default(),
         ],
+        &as_of,
         &data,
     )
     .await?;
-    let (failures, suspensions, beta, eta) = weibull_row(&as_of)?;
     assert_eq!((failures, suspensions), (52, 8));
     assert!(
         close(beta, 6.1085233033398065, 1e-5) && close(eta, 214.02033503005654, 1e-5),
