@@ -291,6 +291,12 @@ pub struct ModelReport {
     pub baselines: BTreeMap<String, ValidationMetrics>,
     /// Whether this model now scores the fleet.
     pub deployed: bool,
+    /// The scorer that serves the failure mode: `model` (the learned model),
+    /// `weibull_age` or `alarm_count`, the best on validation by the criterion the
+    /// `decision` states; `None` when nothing serves (and in reports from before serving
+    /// selection, where a deployed model served itself).
+    #[serde(default)]
+    pub serving: Option<String>,
     /// Why (not) deployed, in words.
     pub decision: String,
     /// What dispatch said of the orders earlier versions of this mode's model raised (their

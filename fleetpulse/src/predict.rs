@@ -657,6 +657,7 @@ mod tests {
                 metrics,
                 baselines: Default::default(),
                 deployed: false,
+                serving: None,
                 decision: "test".into(),
                 field: Vec::new(),
             },

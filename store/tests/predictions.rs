@@ -566,6 +566,7 @@ async fn one_model_is_deployed_per_failure_mode_and_outcomes_feed_back() {
             metrics: metrics.clone(),
             baselines: Default::default(),
             deployed,
+            serving: deployed.then(|| "model".into()),
             decision: "test".into(),
             field: Vec::new(),
         },

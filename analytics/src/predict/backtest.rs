@@ -18,8 +18,9 @@
 //! confirmed + expired; empty when none closed), the failures of the mode in the window
 //! and the share warned at any lead, at least one day and at least three days ahead, and
 //! the median lead of the confirmed warnings. `serving` is what the live worker would have
-//! used: the learned model when its training deployed it, else nothing (no warnings). The
-//! `overall` rows add the modes up.
+//! used: the scorer the training chose to serve the mode ([`super::risk::choose_serving`]:
+//! the learned model or a baseline, the best on its validation window), else nothing (no
+//! warnings). The `overall` rows add the modes up.
 
 use chrono::{DateTime, Duration, Utc};
 use fleetpulse_domain::catalog::Catalog;
@@ -141,8 +142,11 @@ pub struct ModeResult {
     pub failure_mode: String,
     /// Warning horizon of the mode (days).
     pub horizon_days: f64,
-    /// Whether the training at `T1` deployed its learned model.
+    /// Whether the training at `T1` deployed a scorer for the mode.
     pub deployed: bool,
+    /// The scorer the training chose to serve (`model`, `weibull_age`, `alarm_count`);
+    /// `None` when the mode stays silent.
+    pub served_by: Option<String>,
     /// The training's decision, or why there is no model.
     pub decision: String,
     /// End of the training's validation window (at most the training as-of time).
@@ -201,6 +205,7 @@ pub fn backtest(
                 failure_mode: mode,
                 horizon_days: model.report.horizon_days,
                 deployed: false,
+                served_by: None,
                 decision: model.report.decision.clone(),
                 validated_until: model.report.validate_to,
                 devices: 0,
@@ -224,12 +229,12 @@ pub fn backtest(
             of(Scorer::Model),
             horizon,
         );
-        let mut serving = if model.report.deployed {
-            model_row.clone()
-        } else {
-            ScorerResult::from_replay(SERVING, None, of(Scorer::Model), horizon)
+        // what the live worker would have served: the training's choice, else silence
+        let served = model.report.deployed.then_some(params.serving);
+        let serving = match served {
+            Some(s) => ScorerResult::from_replay(SERVING, thresholds(s), of(s), horizon),
+            None => ScorerResult::from_replay(SERVING, None, of(Scorer::Model), horizon),
         };
-        serving.scorer = SERVING.to_owned();
         let mut scorers = vec![serving, model_row];
         for s in SCORERS.into_iter().filter(|s| *s != Scorer::Model) {
             scorers.push(ScorerResult::from_replay(
@@ -243,6 +248,7 @@ pub fn backtest(
             failure_mode: mode,
             horizon_days: params.horizon_days,
             deployed: model.report.deployed,
+            served_by: served.map(|s| s.as_str().to_owned()),
             decision: model.report.decision.clone(),
             validated_until: model.report.validate_to,
             devices,
@@ -286,7 +292,7 @@ impl BacktestReport {
             self.step_hours
         );
         out.push_str(&format!(
-            "{:<24} {:<12} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10}\n",
+            "{:<24} {:<22} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10}\n",
             "failure mode",
             "scorer",
             "warnings",
@@ -298,11 +304,11 @@ impl BacktestReport {
             "devices",
             "median lead"
         ));
-        let row = |out: &mut String, mode: &str, devices: String, s: &ScorerResult| {
+        let row = |out: &mut String, mode: &str, label: &str, devices: String, s: &ScorerResult| {
             out.push_str(&format!(
-                "{:<24} {:<12} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10}\n",
+                "{:<24} {:<22} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10}\n",
                 mode,
-                s.scorer,
+                label,
                 s.warnings,
                 s.failures,
                 pct(s.precision),
@@ -322,11 +328,16 @@ impl BacktestReport {
                 ));
             }
             for s in &m.scorers {
-                row(&mut out, &m.failure_mode, m.devices.to_string(), s);
+                let label = if s.scorer == SERVING {
+                    format!("{SERVING} ({})", m.served_by.as_deref().unwrap_or("none"))
+                } else {
+                    s.scorer.clone()
+                };
+                row(&mut out, &m.failure_mode, &label, m.devices.to_string(), s);
             }
         }
         for s in &self.overall {
-            row(&mut out, "(all modes)", String::new(), s);
+            row(&mut out, "(all modes)", &s.scorer, String::new(), s);
         }
         out
     }
@@ -338,6 +349,7 @@ impl BacktestReport {
             "failure_mode",
             "scorer",
             "deployed",
+            "served_by",
             "threshold",
             "warnings",
             "confirmed",
@@ -352,35 +364,38 @@ impl BacktestReport {
         ]);
         c.end_row();
         let opt = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_default();
-        let mut row = |mode: &str, deployed: &str, devices: &str, s: &ScorerResult| {
-            c.field(mode);
-            c.field(&s.scorer);
-            c.field(deployed);
-            c.field(&opt(s.threshold));
-            c.field(&s.warnings.to_string());
-            c.field(&s.confirmed.to_string());
-            c.field(&s.expired.to_string());
-            c.field(&s.failures.to_string());
-            c.field(&opt(s.precision));
-            c.field(&opt(s.recall_any));
-            c.field(&opt(s.recall_1d));
-            c.field(&opt(s.recall_3d));
-            c.field(&opt(s.median_lead_days));
-            c.field(devices);
-            c.end_row();
-        };
+        let mut row =
+            |mode: &str, deployed: &str, served_by: &str, devices: &str, s: &ScorerResult| {
+                c.field(mode);
+                c.field(&s.scorer);
+                c.field(deployed);
+                c.field(served_by);
+                c.field(&opt(s.threshold));
+                c.field(&s.warnings.to_string());
+                c.field(&s.confirmed.to_string());
+                c.field(&s.expired.to_string());
+                c.field(&s.failures.to_string());
+                c.field(&opt(s.precision));
+                c.field(&opt(s.recall_any));
+                c.field(&opt(s.recall_1d));
+                c.field(&opt(s.recall_3d));
+                c.field(&opt(s.median_lead_days));
+                c.field(devices);
+                c.end_row();
+            };
         for m in &self.modes {
             for s in &m.scorers {
                 row(
                     &m.failure_mode,
                     &m.deployed.to_string(),
+                    m.served_by.as_deref().unwrap_or(""),
                     &m.devices.to_string(),
                     s,
                 );
             }
         }
         for s in &self.overall {
-            row("all", "", "", s);
+            row("all", "", "", "", s);
         }
         c.finish()
     }

@@ -305,9 +305,22 @@ impl CatalogForecaster {
             if !p.covers(device.model.as_deref()) || risk::is_down(device, as_of) {
                 continue;
             }
-            let x = p.spec.compute(device, as_of);
-            let (prob, contributions) = p.score_features(&x);
-            let top = p.top_features(&x, &contributions, self.options.top_features);
+            // the serving scorer's probability and threshold; the learned model explains
+            // itself by its features, a baseline by the one input it reads
+            let (prob, threshold, top) = match p.serving {
+                Scorer::Model => {
+                    let x = p.spec.compute(device, as_of);
+                    let (prob, contributions) = p.score_features(&x);
+                    let top = p.top_features(&x, &contributions, self.options.top_features);
+                    (prob, p.threshold, top)
+                }
+                baseline => {
+                    let Some((prob, threshold)) = p.score(baseline, device, as_of) else {
+                        continue;
+                    };
+                    (prob, threshold, p.baseline_input(baseline, device, as_of))
+                }
+            };
             let since = as_of - Duration::days(7);
             let alarms: Vec<_> = device
                 .alarms
@@ -356,10 +369,11 @@ impl CatalogForecaster {
                 due_high: dates.as_ref().and_then(|d| d.high),
                 probability: Some(prob),
                 horizon_days: Some(p.horizon_days),
-                threshold: Some(p.threshold),
+                threshold: Some(threshold),
                 model_version: trained.report.version.clone(),
                 top_features: top,
                 evidence: json!({
+                    "scorer": p.serving.as_str(),
                     "telemetry": values,
                     "alarms_7d": alarms,
                     "part_runtime_hours_since_replacement": finite(part.runtime_since),

@@ -128,14 +128,20 @@ pub struct RiskParameters {
     pub threshold: f64,
     pub weibull: Option<WeibullBaseline>,
     pub alarm_count: AlarmBaseline,
+    /// The scorer whose probability and threshold the fleet is scored with: the best on
+    /// validation ([`choose_serving`]). Models trained before serving selection: `model`.
+    #[serde(default)]
+    pub serving: Scorer,
 }
 
 /// Every scorer of a trained model, in the order [`RiskParameters::score_each`] answers.
 pub const SCORERS: [Scorer; 3] = [Scorer::Model, Scorer::WeibullAge, Scorer::AlarmCount];
 
 /// Which scorer of a trained model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Scorer {
+    #[default]
     Model,
     WeibullAge,
     AlarmCount,
@@ -238,6 +244,37 @@ impl RiskParameters {
                 Some((self.alarm_count.rates[k.min(3)], self.alarm_count.threshold))
             }
         }
+    }
+
+    /// The one input a baseline reads, as a feature whose contribution is the log-odds
+    /// of the baseline's probability: the part's runtime hours since replacement
+    /// (`weibull_age`), the warning episodes of the last 7 days (`alarm_count`).
+    pub fn baseline_input(
+        &self,
+        scorer: Scorer,
+        device: &DeviceHistory,
+        as_of: DateTime<Utc>,
+    ) -> Vec<FeatureContribution> {
+        let Some((p, _)) = self.score(scorer, device, as_of) else {
+            return Vec::new();
+        };
+        let (feature, value) = match scorer {
+            Scorer::Model => return Vec::new(),
+            Scorer::WeibullAge => (
+                "part:runtime_since_replacement",
+                self.spec.part_age(device, as_of).runtime_since,
+            ),
+            Scorer::AlarmCount => (
+                "alarm:warnings:7d",
+                warning_count(device, &self.alarm_count.codes, as_of) as f64,
+            ),
+        };
+        let p = p.clamp(1e-12, 1.0 - 1e-12);
+        vec![FeatureContribution {
+            feature: feature.to_owned(),
+            value,
+            contribution: (p / (1.0 - p)).ln(),
+        }]
     }
 
     /// The largest contributions (by magnitude), at most `n`.
@@ -736,7 +773,7 @@ pub fn train_modes(
         .collect();
     if options.fleet_thresholds {
         let joint: Vec<usize> = (0..fits.len())
-            .filter(|&i| fits[i].model.report.deployed && !fits[i].curve.is_empty())
+            .filter(|&i| fits[i].model_serves() && !fits[i].curve.is_empty())
             .collect();
         let curves: Vec<&[(f64, WarningMetrics)]> =
             joint.iter().map(|&i| fits[i].curve.as_slice()).collect();
@@ -776,7 +813,7 @@ pub fn train_modes(
                 m.recall,
                 f.own_threshold
             );
-            f.set_threshold(t, &why);
+            f.set_threshold(t, &why, options.min_mode_precision);
         }
     }
     fits.into_iter().map(|f| f.model).collect()
@@ -796,6 +833,14 @@ struct ModeFit {
     /// The model's series replayed over the validation window.
     valid_replay: Vec<ScoredSeries>,
     horizon: Duration,
+    /// Why the learned model cannot serve (empty: it may).
+    model_reasons: Vec<String>,
+    /// Why this training replaces nothing (the current model is better).
+    blocked: Option<String>,
+    /// The validation PR-AUCs and sample counts, appended to the decision.
+    summary: String,
+    /// The fleet-wide threshold choice, appended to the decision.
+    fleet_note: String,
 }
 
 impl ModeFit {
@@ -809,11 +854,87 @@ impl ModeFit {
             valid_labels: Vec::new(),
             valid_replay: Vec::new(),
             horizon: Duration::zero(),
+            model_reasons: Vec::new(),
+            blocked: None,
+            summary: String::new(),
+            fleet_note: String::new(),
         }
     }
 
-    /// Takes a deployed model out: none of its thresholds keeps `min_mode_precision` on
-    /// the training and the validation replay, so its orders would mostly be wasted visits.
+    /// Whether the learned model serves the mode.
+    fn model_serves(&self) -> bool {
+        self.params
+            .as_ref()
+            .is_some_and(|p| p.serving == Scorer::Model)
+            && self.model.report.deployed
+    }
+
+    /// Chooses the serving scorer ([`choose_serving`]) and writes the decision.
+    fn decide(&mut self, min_precision: f64) {
+        let Some(params) = &mut self.params else {
+            return;
+        };
+        let r = &mut self.model.report;
+        let model_w = r.metrics.warnings.as_ref();
+        let mut candidates = vec![(
+            Scorer::Model,
+            self.model_reasons.is_empty().then_some(model_w).flatten(),
+        )];
+        let mut words = vec![if self.model_reasons.is_empty() {
+            format!("model: {}", warned_in_words(model_w))
+        } else {
+            format!(
+                "model: cannot serve, {} ({})",
+                self.model_reasons.join("; "),
+                warned_in_words(model_w)
+            )
+        }];
+        for s in [Scorer::WeibullAge, Scorer::AlarmCount] {
+            let w = r
+                .baselines
+                .get(s.as_str())
+                .and_then(|m| m.warnings.as_ref());
+            candidates.push((s, w));
+            words.push(match r.baselines.get(s.as_str()) {
+                Some(_) => format!("{}: {}", s.as_str(), warned_in_words(w)),
+                None => format!(
+                    "{}: not fitted (fewer than 2 lifetimes in the training window)",
+                    s.as_str()
+                ),
+            });
+        }
+        let chosen = choose_serving(&candidates, min_precision);
+        let criterion = format!(
+            "the most failures warned at least {MIN_LEAD_DAYS} days ahead on the validation replay among the scorers with a warning precision of at least {min_precision} there"
+        );
+        let (deployed, head) = match (&self.blocked, chosen) {
+            (Some(why), _) => (false, format!("not deployed: {why}")),
+            (None, Some(s)) => (
+                true,
+                format!("deployed, serving {}: {criterion}", s.as_str()),
+            ),
+            (None, None) => (
+                false,
+                format!(
+                    "not deployed: no scorer warns a failure at least {MIN_LEAD_DAYS} days ahead with a warning precision of at least {min_precision} on the validation replay, so the mode stays silent"
+                ),
+            ),
+        };
+        params.serving = chosen.unwrap_or_default();
+        r.deployed = deployed;
+        r.serving = deployed.then(|| params.serving.as_str().to_owned());
+        r.decision = format!(
+            "{head}. Validation warnings: {}{}{}",
+            words.join("; "),
+            self.summary,
+            self.fleet_note
+        );
+        self.model.parameters = parameters_json(params);
+    }
+
+    /// Takes the learned model out of serving: none of its thresholds keeps
+    /// `min_mode_precision` on the training and the validation replay, so its orders would
+    /// mostly be wasted visits; a baseline may serve instead.
     fn withdraw(&mut self, min_mode_precision: f64) {
         let best = self
             .curve
@@ -821,17 +942,15 @@ impl ModeFit {
             .filter(|(_, m)| m.warned_ahead > 0)
             .filter_map(|(_, m)| m.precision)
             .fold(0.0, f64::max);
-        let r = &mut self.model.report;
-        r.deployed = false;
-        r.decision = format!(
-            "not deployed: no operating threshold keeps a warning precision of at least {min_mode_precision} on both the training and the validation replay (best on training with a failure warned ahead: {best:.3}), although {}",
-            r.decision.trim_start_matches("deployed: ")
-        );
+        self.model_reasons.push(format!(
+            "no operating threshold keeps a warning precision of at least {min_mode_precision} on both the training and the validation replay (best on training with a failure warned ahead: {best:.3})"
+        ));
+        self.decide(min_mode_precision);
     }
 
     /// Moves the model's operating threshold: its parameters and validation metrics
     /// follow, `why` is appended to the decision.
-    fn set_threshold(&mut self, threshold: f64, why: &str) {
+    fn set_threshold(&mut self, threshold: f64, why: &str, min_precision: f64) {
         let Some(p) = &mut self.params else { return };
         p.threshold = threshold;
         self.model.report.metrics = held_out_metrics(
@@ -841,8 +960,8 @@ impl ModeFit {
             threshold,
             self.horizon,
         );
-        self.model.parameters = parameters_json(p);
-        self.model.report.decision.push_str(why);
+        self.fleet_note = why.to_owned();
+        self.decide(min_precision);
     }
 }
 
@@ -948,6 +1067,7 @@ fn fit_mode(
             metrics,
             baselines,
             deployed,
+            serving: None,
             decision: format!("{decision}{threshold_info}"),
             field: field_outcomes(data, mode),
         };
@@ -984,6 +1104,7 @@ fn fit_mode(
             rates: [0.0; 4],
             threshold: 1.0,
         },
+        serving: Scorer::Model,
     };
     let matrix = |rows: &[&Sample]| {
         let mut m = Array2::<f64>::zeros((rows.len(), names.len()));
@@ -1098,29 +1219,19 @@ fn fit_mode(
         scored(Scorer::AlarmCount, &va, params.alarm_count.threshold),
     );
 
-    // the decision
-    let mut reasons = Vec::new();
-    for (name, b) in &baselines {
-        if metrics.pr_auc <= b.pr_auc {
-            reasons.push(format!(
-                "PR-AUC {:.3} does not beat the {name} baseline's {:.3}",
-                metrics.pr_auc, b.pr_auc
-            ));
-        }
-    }
+    // the decision: whether the learned model may serve, then the best scorer
+    let mut model_reasons = Vec::new();
     // a model that raises no warning where it is judged would serve nothing: silent
     if metrics.warnings.as_ref().is_none_or(|w| w.warnings == 0) {
-        reasons.push(format!(
-            "its operating threshold {:.4} raised no warning on the validation replay: deployed, it would stay silent",
+        model_reasons.push(format!(
+            "its operating threshold {:.4} raised no warning on the validation replay",
             params.threshold
         ));
-    }
-    if !baselines.contains_key(Scorer::WeibullAge.as_str()) {
-        reasons.push("the weibull_age baseline could not be fitted (fewer than 2 lifetimes in the training window), so the model was not compared with it".to_owned());
     }
     let current_params = current
         .filter(|c| c.report.failure_mode == mode)
         .and_then(RiskParameters::from_trained);
+    let mut blocked = None;
     let mut compared_current = String::new();
     if let Some(cur) = &current_params {
         let cur_scores: Vec<f64> = valid
@@ -1137,39 +1248,31 @@ fn fit_mode(
         let cur_metrics = validation_metrics(&cur_scores, &valid_labels, cur.threshold, true);
         let cur_version = current.map_or("", |c| c.report.version.as_str());
         if metrics.pr_auc <= cur_metrics.pr_auc {
-            reasons.push(format!(
-                "PR-AUC {:.3} does not beat the current model {cur_version}'s {:.3} on the same validation samples",
+            blocked = Some(format!(
+                "PR-AUC {:.3} does not beat the current model {cur_version}'s {:.3} on the same validation samples: the current model stays",
                 metrics.pr_auc, cur_metrics.pr_auc
             ));
         } else {
             compared_current = format!(
-                ", and the current model {cur_version}'s {:.3}",
+                ", the current model {cur_version}'s {:.3}",
                 cur_metrics.pr_auc
             );
         }
     }
-    let deployed = reasons.is_empty();
-    let decision = if deployed {
-        let vs: Vec<String> = baselines
-            .iter()
-            .map(|(n, b)| format!("{n} {:.3}", b.pr_auc))
-            .collect();
-        format!(
-            "deployed: validation PR-AUC {:.3} beats {}{compared_current}",
-            metrics.pr_auc,
-            vs.join(" and ")
-        )
-    } else {
-        format!("not deployed: {}", reasons.join("; "))
-    };
-    let info = format!(
-        " ({} training samples with {train_pos} positives, {} validation samples with {valid_pos})",
+    let vs: Vec<String> = baselines
+        .iter()
+        .map(|(n, b)| format!("{n} {:.3}", b.pr_auc))
+        .collect();
+    let summary = format!(
+        ". Validation PR-AUC: model {:.3}, {}{compared_current} ({} training samples with {train_pos} positives, {} validation samples with {valid_pos})",
+        metrics.pr_auc,
+        vs.join(", "),
         train.len(),
         valid.len()
     );
-    Some(ModeFit {
+    let mut fit = ModeFit {
         model: TrainedModel {
-            report: report(metrics, baselines, deployed, decision, &info),
+            report: report(metrics, baselines, false, String::new(), ""),
             parameters: parameters_json(&params),
         },
         own_threshold: params.threshold,
@@ -1182,5 +1285,55 @@ fn fit_mode(
             .cloned()
             .unwrap_or_default(),
         horizon,
-    })
+        model_reasons,
+        blocked,
+        summary,
+        fleet_note: String::new(),
+    };
+    fit.decide(options.min_mode_precision);
+    Some(fit)
+}
+
+/// The scorer that serves a failure mode, from each candidate's warnings replayed over
+/// the validation window at its operating threshold (`None`: the candidate cannot serve).
+///
+/// **Criterion.** Among the candidates that raised a warning there, warned at least one
+/// failure [`MIN_LEAD_DAYS`] ahead and kept a warning precision of at least
+/// `min_precision`, the one that warned the most failures at least [`MIN_LEAD_DAYS`]
+/// ahead; ties go to the higher precision, then to the earlier in [`SCORERS`] (the learned
+/// model first). `None` when no candidate qualifies: the mode is then silent.
+pub fn choose_serving(
+    candidates: &[(Scorer, Option<&WarningMetrics>)],
+    min_precision: f64,
+) -> Option<Scorer> {
+    let mut best: Option<(Scorer, u64, f64)> = None;
+    for (scorer, w) in candidates {
+        let Some(w) = w else { continue };
+        let precision = w.precision.unwrap_or(0.0);
+        if w.warnings == 0 || w.warned_ahead == 0 || precision < min_precision {
+            continue;
+        }
+        let better = best.is_none_or(|(_, ahead, p)| {
+            w.warned_ahead > ahead || (w.warned_ahead == ahead && precision > p)
+        });
+        if better {
+            best = Some((*scorer, w.warned_ahead, precision));
+        }
+    }
+    best.map(|(s, _, _)| s)
+}
+
+/// One scorer's validation warnings in words.
+fn warned_in_words(w: Option<&WarningMetrics>) -> String {
+    match w {
+        None => "no replay".to_owned(),
+        Some(w) => format!(
+            "{} of {} failures warned at least {MIN_LEAD_DAYS} days ahead, {} warnings, precision {}",
+            w.warned_ahead,
+            w.failures,
+            w.warnings,
+            w.precision
+                .map_or_else(|| "—".to_owned(), |p| format!("{p:.3}"))
+        ),
+    }
 }

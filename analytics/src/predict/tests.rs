@@ -326,6 +326,14 @@ mod on_simulated_data {
             assert!(a < ahead, "{name}: {a} of {f} vs the model's {ahead}");
         }
         assert!(r.deployed, "{}", r.decision);
+        // it serves because it warned the most failures ahead at the precision floor
+        assert_eq!(r.serving.as_deref(), Some("model"), "{}", r.decision);
+        assert!(
+            r.decision
+                .starts_with("deployed, serving model: the most failures warned"),
+            "{}",
+            r.decision
+        );
         assert!(r.validate_from >= r.train_to && r.train_from < r.train_to);
         // a deployed model scores the fleet, with its evidence
         let predictions = forecaster.forecast(data, &models);
@@ -374,6 +382,33 @@ mod on_simulated_data {
             "{}",
             again.report.decision
         );
+        // a mode served by a baseline is scored with the baseline's probability and
+        // threshold, and explained by the one input it reads
+        let mut by_age = sieve.clone();
+        let mut p = params.clone();
+        p.serving = crate::predict::Scorer::WeibullAge;
+        by_age.parameters = serde_json::to_value(&p).expect("parameters");
+        let served = forecaster.forecast(data, std::slice::from_ref(&by_age));
+        let mut checked = 0;
+        for pr in served.iter().filter(|p| p.target == "sieve_bed") {
+            let d = data
+                .devices
+                .iter()
+                .find(|d| d.serial == pr.serial)
+                .expect("device");
+            let (prob, threshold) = p
+                .score(crate::predict::Scorer::WeibullAge, d, pr.as_of)
+                .expect("weibull_age applies");
+            assert_eq!(
+                (pr.probability, pr.threshold),
+                (Some(prob), Some(threshold))
+            );
+            assert_eq!(pr.evidence["scorer"], "weibull_age");
+            assert_eq!(pr.top_features.len(), 1);
+            assert_eq!(pr.top_features[0].feature, "part:runtime_since_replacement");
+            checked += 1;
+        }
+        assert_eq!(checked, risk.len());
     }
 
     #[test]
@@ -417,13 +452,20 @@ mod on_simulated_data {
                 continue;
             };
             let learned = &m.scorers[1];
-            if m.deployed {
-                assert_eq!(
-                    (serving.warnings, serving.warned_3d),
-                    (learned.warnings, learned.warned_3d)
-                );
-            } else {
-                assert_eq!(serving.warnings, 0);
+            // the serving row is the row of the scorer the training chose
+            match &m.served_by {
+                Some(by) => {
+                    let row = m.scorers[1..]
+                        .iter()
+                        .find(|s| &s.scorer == by)
+                        .expect("the served scorer's row");
+                    assert!(m.deployed);
+                    assert_eq!(
+                        (serving.warnings, serving.warned_3d, serving.threshold),
+                        (row.warnings, row.warned_3d, row.threshold)
+                    );
+                }
+                None => assert_eq!((m.deployed, serving.warnings), (false, 0)),
             }
             // every failure counted happened after T1 on a device scored then
             let in_window: u64 = data
@@ -479,7 +521,7 @@ mod on_simulated_data {
         let mut moved = 0;
         for m in &models {
             let r = &m.report;
-            if !r.deployed {
+            if r.serving.as_deref() != Some("model") {
                 assert!(!r.decision.contains(joint), "{}", r.decision);
                 continue;
             }
@@ -494,8 +536,20 @@ mod on_simulated_data {
         }
         // every model left deployed has its threshold from the joint choice; one whose
         // thresholds all fall below min_mode_precision was taken out, and says so
-        let deployed = models.iter().filter(|m| m.report.deployed).count();
+        let deployed = models
+            .iter()
+            .filter(|m| m.report.serving.as_deref() == Some("model"))
+            .count();
         assert!(moved >= 2 && moved == deployed, "{models:#?}");
+        // every mode says which scorer serves it, and a deployed one serves
+        for m in &models {
+            let r = &m.report;
+            assert_eq!(r.deployed, r.serving.is_some(), "{}", r.decision);
+            if r.deployed {
+                let params = RiskParameters::from_trained(m).expect("parameters");
+                assert_eq!(r.serving.as_deref(), Some(params.serving.as_str()));
+            }
+        }
         for m in models.iter().filter(|m| !m.report.deployed) {
             let d = &m.report.decision;
             assert!(
@@ -513,6 +567,52 @@ mod on_simulated_data {
                 == moved
         );
     }
+}
+
+#[test]
+fn the_serving_scorer_warns_the_most_failures_ahead_above_the_precision_floor() {
+    use crate::predict::Scorer;
+    use crate::predict::risk::choose_serving;
+    use fleetpulse_domain::prediction::WarningMetrics;
+    let w = |warnings, ahead, precision: Option<f64>| WarningMetrics {
+        warnings,
+        warned_ahead: ahead,
+        failures: 20,
+        precision,
+        ..WarningMetrics::default()
+    };
+    let (model, age, alarms) = (
+        w(10, 4, Some(0.5)),
+        w(30, 9, Some(0.35)),
+        w(200, 18, Some(0.08)),
+    );
+    // alarm_count warns the most but below the floor: weibull_age serves
+    let all = [
+        (Scorer::Model, Some(&model)),
+        (Scorer::WeibullAge, Some(&age)),
+        (Scorer::AlarmCount, Some(&alarms)),
+    ];
+    assert_eq!(choose_serving(&all, 0.3), Some(Scorer::WeibullAge));
+    // with no floor the most failures ahead wins
+    assert_eq!(choose_serving(&all, 0.0), Some(Scorer::AlarmCount));
+    // a learned model that may not serve leaves the choice to the baselines
+    let no_model = [(Scorer::Model, None), all[1], all[2]];
+    assert_eq!(choose_serving(&no_model, 0.3), Some(Scorer::WeibullAge));
+    // a tie on failures ahead goes to the higher precision, then to the model
+    let tied = w(10, 9, Some(0.5));
+    assert_eq!(
+        choose_serving(&[all[1], (Scorer::Model, Some(&tied))], 0.3),
+        Some(Scorer::Model)
+    );
+    let same = w(30, 9, Some(0.35));
+    assert_eq!(
+        choose_serving(&[(Scorer::Model, Some(&same)), all[1]], 0.3),
+        Some(Scorer::Model)
+    );
+    // nothing reaches the floor, or nothing warns ahead: silent, never a 0-precision pick
+    assert_eq!(choose_serving(&all, 0.6), None);
+    let quiet = w(0, 0, None);
+    assert_eq!(choose_serving(&[(Scorer::Model, Some(&quiet))], 0.0), None);
 }
 
 mod features {

@@ -130,7 +130,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!("\nvalidation inside the training window (ModelReport):");
     println!(
-        "{:<16} {:>6} {:>6} | {:>8} {:>8} {:>8} | {:>7} {:>7} {:>7} | deployed",
+        "{:<16} {:>6} {:>6} | {:>8} {:>8} {:>8} | {:>7} {:>7} {:>7} | serving",
         "mode", "pos", "neg", "PR-AUC", "weibull", "alarms", "prec", "recall", "brier"
     );
     for m in &models {
@@ -147,7 +147,7 @@ fn main() -> anyhow::Result<()> {
             r.metrics.precision.unwrap_or(f64::NAN),
             r.metrics.recall,
             r.metrics.brier.unwrap_or(f64::NAN),
-            r.deployed
+            r.serving.as_deref().unwrap_or("none")
         );
         let w = |m: &fleetpulse_domain::prediction::ValidationMetrics| {
             m.warnings.as_ref().map_or("-".to_owned(), |w| {
@@ -173,11 +173,14 @@ fn main() -> anyhow::Result<()> {
     // reads nothing after it: the leakage test in fleetpulse-analytics)
     let t = Instant::now();
     let data = rec.snapshot(end);
-    let params: Vec<(String, bool, RiskParameters)> = models
+    // (mode, the scorer serving it, parameters)
+    let params: Vec<(String, Option<Scorer>, RiskParameters)> = models
         .iter()
         .filter_map(|m| {
-            RiskParameters::from_trained(m)
-                .map(|p| (m.report.failure_mode.clone(), m.report.deployed, p))
+            RiskParameters::from_trained(m).map(|p| {
+                let served = m.report.deployed.then_some(p.serving);
+                (m.report.failure_mode.clone(), served, p)
+            })
         })
         .collect();
     let scorers = SCORERS;
@@ -379,16 +382,17 @@ fn main() -> anyhow::Result<()> {
         "precursor>=3d"
     );
     let mut risk_orders = 0u64;
-    // every mode together, per scorer: a mode whose model is not deployed warns nothing
+    // every mode together, per scorer: a mode its model does not serve warns nothing
     let mut all: Vec<Tally> = scorers.iter().map(|_| Tally::default()).collect();
-    for (k, (_, deployed, _)) in params.iter().enumerate() {
+    for (k, (_, served, _)) in params.iter().enumerate() {
+        let deployed = *served == Some(Scorer::Model);
         for (s, scorer) in scorers.iter().enumerate() {
             let Some(t) = tallies.get(&(k, s)) else {
                 continue;
             };
             let a = &mut all[s];
             a.failures += t.failures;
-            if *scorer != Scorer::Model || *deployed {
+            if *scorer != Scorer::Model || deployed {
                 a.warnings += t.warnings;
                 a.true_warnings += t.true_warnings;
                 a.no_fault_found += t.no_fault_found;
@@ -401,20 +405,20 @@ fn main() -> anyhow::Result<()> {
     let rows = params
         .iter()
         .enumerate()
-        .flat_map(|(k, (mode, deployed, _))| {
+        .flat_map(|(k, (mode, served, _))| {
             scorers
                 .iter()
                 .enumerate()
-                .map(move |(s, scorer)| (Some(k), mode.as_str(), *deployed, s, *scorer))
+                .map(move |(s, scorer)| (Some(k), mode.as_str(), *served, s, *scorer))
         })
         .chain(
             scorers
                 .iter()
                 .enumerate()
-                .map(|(s, scorer)| (None, "all modes", true, s, *scorer)),
+                .map(|(s, scorer)| (None, "all modes", Some(*scorer), s, *scorer)),
         )
         .collect::<Vec<_>>();
-    for (k, mode, deployed, s, scorer) in rows {
+    for (k, mode, served, s, scorer) in rows {
         let t = match k {
             Some(k) => match tallies.get_mut(&(k, s)) {
                 Some(t) => t,
@@ -442,11 +446,13 @@ fn main() -> anyhow::Result<()> {
         } else {
             f64::NAN
         };
-        if scorer == Scorer::Model && deployed && k.is_some() {
+        if served == Some(scorer) && k.is_some() {
             risk_orders += t.warnings;
         }
-        let name = if scorer == Scorer::Model && !deployed {
-            "model (not deployed)".to_owned()
+        let name = if scorer == Scorer::Model && served != Some(Scorer::Model) {
+            "model (not serving)".to_owned()
+        } else if served == Some(scorer) && k.is_some() {
+            format!("{} (serving)", scorer.as_str())
         } else {
             scorer.as_str().to_owned()
         };

@@ -118,9 +118,9 @@ async fn a_backtest_scores_the_replay_and_stores_nothing() -> anyhow::Result<()>
     let csv = std::fs::read_to_string(out_dir.join("backtest.csv"))?;
     let mut lines = csv.lines();
     assert!(
-        lines
-            .next()
-            .is_some_and(|h| h.starts_with("failure_mode,scorer,deployed,threshold,warnings")),
+        lines.next().is_some_and(
+            |h| h.starts_with("failure_mode,scorer,deployed,served_by,threshold,warnings")
+        ),
         "{csv}"
     );
     // the failures after T1 (devices 18, 21, 24, 27 fail on days 112..148) are what the
