@@ -18,6 +18,7 @@
 pub mod backtest;
 pub mod depletion;
 pub mod features;
+pub mod gbm;
 pub mod metrics;
 pub mod risk;
 pub mod usage;
