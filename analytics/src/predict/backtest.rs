@@ -28,8 +28,9 @@ use fleetpulse_domain::prediction::{PredictionData, WarningMetrics};
 use serde::Serialize;
 
 use super::PredictOptions;
-use super::metrics::{ScoredSeries, warning_metrics};
-use super::risk::{RiskParameters, SCORERS, Scorer, replay, train_modes};
+use super::metrics::{ScoredSeries, warning_curve, warning_metrics};
+use super::remaining::rmse;
+use super::risk::{MIN_LEAD_DAYS, RiskParameters, SCORERS, Scorer, replay, train_modes};
 
 /// The scorer the live worker would have served with.
 pub const SERVING: &str = "serving";
@@ -155,6 +156,168 @@ pub struct ModeResult {
     pub devices: u64,
     /// `serving`, then the learned model and each baseline.
     pub scorers: Vec<ScorerResult>,
+    /// The remaining-life estimates at the failures of the replay.
+    pub remaining_life: Vec<LifeScore>,
+    /// The learned model at each baseline's precision.
+    pub equal_precision: Vec<EqualPrecision>,
+}
+
+/// The learned model at a baseline's precision: of the thresholds at which its replayed
+/// warnings are at least as precise as the baseline's, the one warning the most failures
+/// at least 3 days ahead.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct EqualPrecision {
+    pub baseline: String,
+    /// The baseline's warning precision at its own threshold.
+    pub precision: f64,
+    /// The baseline's recall at ≥ 3 days there.
+    pub baseline_recall_3d: Option<f64>,
+    /// The model's threshold, precision and recall at ≥ 3 days (`None`: no threshold
+    /// of the model reaches the baseline's precision with a failure warned ahead).
+    pub model_threshold: Option<f64>,
+    pub model_precision: Option<f64>,
+    pub model_recall_3d: Option<f64>,
+}
+
+/// [`EqualPrecision`] of the model's replayed `series` against each baseline row.
+fn at_equal_precision(
+    series: &[ScoredSeries],
+    baselines: &[&ScorerResult],
+    horizon: Duration,
+) -> Vec<EqualPrecision> {
+    let curve = warning_curve(series, horizon, Duration::days(MIN_LEAD_DAYS));
+    baselines
+        .iter()
+        .filter_map(|b| {
+            let precision = b.precision?;
+            let best = curve
+                .iter()
+                .filter(|(_, m)| m.warned_ahead > 0 && m.precision.is_some_and(|p| p >= precision))
+                .max_by(|a, b| {
+                    (a.1.warned_ahead, a.1.precision.unwrap_or(0.0))
+                        .partial_cmp(&(b.1.warned_ahead, b.1.precision.unwrap_or(0.0)))
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                });
+            Some(EqualPrecision {
+                baseline: b.scorer.clone(),
+                precision,
+                baseline_recall_3d: b.recall_3d,
+                model_threshold: best.map(|(t, _)| *t),
+                model_precision: best.and_then(|(_, m)| m.precision),
+                model_recall_3d: best.map(|(_, m)| m.recall),
+            })
+        })
+        .collect()
+}
+
+/// The remaining-life estimates of one method, scored at the failures of the replay.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct LifeScore {
+    /// `sensor` (the mode's sensor remaining-life trees) or `weibull_age` (the part's
+    /// median Weibull remaining life at its age, at the device's usage rate).
+    pub method: String,
+    /// Whether predictions use this method (the better on the training's validation).
+    pub served: bool,
+    /// Failures estimated.
+    pub failures: u64,
+    /// Root mean square of (estimated − actual failure time), in days.
+    pub rmse_days: Option<f64>,
+    /// Mean absolute error, in days.
+    pub mae_days: Option<f64>,
+    /// Mean error, in days (positive: the failure came earlier than estimated).
+    pub bias_days: Option<f64>,
+    /// Every estimate, for a look at the failures behind the figures.
+    pub estimates: Vec<LifeEstimate>,
+}
+
+/// One remaining-life estimate at one failure.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct LifeEstimate {
+    pub serial: String,
+    pub failed_at: DateTime<Utc>,
+    /// When it was estimated: the first midnight after the last report before the failure.
+    pub estimated_at: DateTime<Utc>,
+    /// Days from `estimated_at` to the failure.
+    pub actual_days: f64,
+    pub estimated_days: f64,
+}
+
+impl LifeScore {
+    fn from_estimates(method: &str, served: bool, estimates: Vec<LifeEstimate>) -> Self {
+        let errors: Vec<f64> = estimates
+            .iter()
+            .map(|e| e.estimated_days - e.actual_days)
+            .collect();
+        let n = errors.len() as f64;
+        LifeScore {
+            method: method.to_owned(),
+            served,
+            estimates,
+            failures: errors.len() as u64,
+            rmse_days: rmse(&errors),
+            mae_days: (n > 0.0).then(|| errors.iter().map(|e| e.abs()).sum::<f64>() / n),
+            bias_days: (n > 0.0).then(|| errors.iter().sum::<f64>() / n),
+        }
+    }
+}
+
+/// The remaining-life errors (days, estimated − actual failure time) of each method at
+/// every failure of the mode in `(t1, t2]`, estimated at the first midnight after the
+/// device's last report before the failure (the C-MAPSS protocol: the estimate from the
+/// last data), when that midnight is after `t1`.
+fn life_scores(
+    params: &RiskParameters,
+    data: &PredictionData,
+    t1: DateTime<Utc>,
+    t2: DateTime<Utc>,
+) -> Vec<LifeScore> {
+    let (mut sensor, mut weibull) = (Vec::new(), Vec::new());
+    let days = |d: Duration| d.num_seconds() as f64 / 86_400.0;
+    for d in data.devices.iter().filter(|d| params.covers(d.model.as_deref())) {
+        for f in d.failures.iter().filter(|f| {
+            !f.retracted
+                && f.failure_mode.as_deref() == Some(params.spec.mode.as_str())
+                && f.at > t1
+                && f.at <= t2
+        }) {
+            let Some(last) = d
+                .daily
+                .values()
+                .filter_map(|s| s.iter().rev().find(|x| x.day < f.at).map(|x| x.day))
+                .max()
+            else {
+                continue;
+            };
+            let at = last + Duration::days(1);
+            if at <= t1 || at > f.at {
+                continue;
+            }
+            let estimate = |estimated_days| LifeEstimate {
+                serial: d.serial.to_string(),
+                failed_at: f.at,
+                estimated_at: at,
+                actual_days: days(f.at - at),
+                estimated_days,
+            };
+            if let Some(l) = &params.sensor_life {
+                sensor.push(estimate(l.predict_days(&params.spec.compute(d, at))));
+            }
+            if let Some(w) = params.weibull_days(d, at) {
+                weibull.push(estimate(w));
+            }
+        }
+    }
+    let preferred = params.sensor_life.as_ref().map(|l| l.preferred);
+    let mut out = Vec::new();
+    if let Some(p) = preferred {
+        out.push(LifeScore::from_estimates("sensor", p, sensor));
+    }
+    out.push(LifeScore::from_estimates(
+        Scorer::WeibullAge.as_str(),
+        preferred != Some(true),
+        weibull,
+    ));
+    out
 }
 
 /// A whole backtest.
@@ -210,6 +373,8 @@ pub fn backtest(
                 validated_until: model.report.validate_to,
                 devices: 0,
                 scorers: Vec::new(),
+                remaining_life: Vec::new(),
+                equal_precision: Vec::new(),
             });
             continue;
         };
@@ -252,7 +417,13 @@ pub fn backtest(
             decision: model.report.decision.clone(),
             validated_until: model.report.validate_to,
             devices,
+            equal_precision: at_equal_precision(
+                of(Scorer::Model),
+                &scorers[2..].iter().collect::<Vec<_>>(),
+                horizon,
+            ),
             scorers,
+            remaining_life: life_scores(&params, replay_data, t1, t2),
         });
     }
     let mut overall: Vec<ScorerResult> = Vec::new();
@@ -338,6 +509,44 @@ impl BacktestReport {
         }
         for s in &self.overall {
             row(&mut out, "(all modes)", &s.scorer, String::new(), s);
+        }
+        for m in self.modes.iter().filter(|m| !m.equal_precision.is_empty()) {
+            out.push_str(&format!("\n{}: the learned model at each baseline's precision\n", m.failure_mode));
+            for e in &m.equal_precision {
+                out.push_str(&format!(
+                    "  at {}'s {}: ≥ 3 d recall {} (threshold {}, precision {}) vs {}'s {}\n",
+                    e.baseline,
+                    pct(Some(e.precision)),
+                    pct(e.model_recall_3d),
+                    e.model_threshold.map_or_else(|| "—".to_owned(), |t| format!("{t:.4}")),
+                    pct(e.model_precision),
+                    e.baseline,
+                    pct(e.baseline_recall_3d)
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "\nremaining life at the failures (estimated at the first midnight after the last report)\n{:<24} {:<22} {:>8} {:>10} {:>10} {:>10}\n",
+            "failure mode", "method", "failures", "RMSE", "MAE", "bias"
+        ));
+        let days = |x: Option<f64>| x.map_or_else(|| "—".to_owned(), |d| format!("{d:.2} d"));
+        for m in &self.modes {
+            for l in &m.remaining_life {
+                let label = if l.served {
+                    format!("{} (served)", l.method)
+                } else {
+                    l.method.clone()
+                };
+                out.push_str(&format!(
+                    "{:<24} {:<22} {:>8} {:>10} {:>10} {:>10}\n",
+                    m.failure_mode,
+                    label,
+                    l.failures,
+                    days(l.rmse_days),
+                    days(l.mae_days),
+                    days(l.bias_days)
+                ));
+            }
         }
         out
     }

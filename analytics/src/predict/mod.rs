@@ -20,6 +20,7 @@ pub mod depletion;
 pub mod features;
 pub mod gbm;
 pub mod metrics;
+pub mod remaining;
 pub mod risk;
 pub mod usage;
 
@@ -128,6 +129,42 @@ pub struct PredictOptions {
     /// Feature contributions reported per risk prediction.
     #[serde(default = "default_top_features")]
     pub top_features: usize,
+    /// The failure-risk learner: `gradient_boosting` (trees: features that interact) or
+    /// `logistic_regression` (one weight per standardised feature).
+    #[serde(default)]
+    pub learner: Learner,
+    /// The trees of `gradient_boosting` (failure risk and sensor remaining life).
+    #[serde(default)]
+    pub gbm: gbm::GbmOptions,
+    /// Remaining life from the sensors: days to failure are learned up to this many days
+    /// (a part further from failure than this looks healthy, and its distance cannot be
+    /// read from its sensors).
+    #[serde(default = "default_remaining_life_cap_days")]
+    pub remaining_life_cap_days: f64,
+}
+
+const fn default_remaining_life_cap_days() -> f64 {
+    125.0
+}
+
+/// The failure-risk learner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Learner {
+    /// Gradient-boosted trees ([`gbm`]).
+    #[default]
+    GradientBoosting,
+    /// L2-regularised logistic regression (linfa-logistic).
+    LogisticRegression,
+}
+
+impl Learner {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Learner::GradientBoosting => "gradient_boosting",
+            Learner::LogisticRegression => "logistic_regression",
+        }
+    }
 }
 
 impl Default for PredictOptions {
@@ -145,6 +182,9 @@ impl Default for PredictOptions {
             max_iterations: default_max_iterations(),
             min_positives: default_min_positives(),
             top_features: default_top_features(),
+            learner: Learner::default(),
+            gbm: gbm::GbmOptions::default(),
+            remaining_life_cap_days: default_remaining_life_cap_days(),
         }
     }
 }
@@ -180,6 +220,10 @@ impl PredictOptions {
         if self.max_iterations == 0 || self.min_positives == 0 {
             return bad("max_iterations and min_positives", "must be at least 1");
         }
+        if !(self.remaining_life_cap_days.is_finite() && self.remaining_life_cap_days >= 1.0) {
+            return bad("remaining_life_cap_days", "must be at least 1");
+        }
+        self.gbm.check(&format!("{prefix}.gbm"))?;
         Ok(())
     }
 
@@ -349,10 +393,24 @@ impl CatalogForecaster {
             // the expected failure date: the part's remaining Weibull life at its age,
             // in runtime hours, run at the device's own usage rate
             let residual = p.residual_life(device, as_of, self.options.interval_confidence);
-            let dates = residual.and_then(|r| {
-                let u =
-                    UsageProfile::from_meter(device.daily.get(depletion::RUNTIME_FIELD)?, as_of)?;
-                u.when_run(
+            let usage = device
+                .daily
+                .get(depletion::RUNTIME_FIELD)
+                .and_then(|m| UsageProfile::from_meter(m, as_of));
+            // the sensors' estimate where it beat the Weibull one on validation
+            let sensor = p
+                .sensor_life
+                .as_ref()
+                .filter(|l| l.preferred)
+                .map(|l| l.estimate(&p.spec.compute(device, as_of)));
+            let days = |d: f64| as_of + Duration::seconds((d * 86_400.0).round() as i64);
+            let sensor_dates = sensor.map(|e| usage::DueDates {
+                due: days(e.median),
+                low: days(e.low),
+                high: e.high.map(days),
+            });
+            let weibull_dates = residual.and_then(|r| {
+                usage.as_ref()?.when_run(
                     as_of,
                     r.median_hours,
                     r.low_hours,
@@ -360,6 +418,29 @@ impl CatalogForecaster {
                     self.options.z(),
                 )
             });
+            let dates = sensor_dates.or(weibull_dates);
+            let rate = usage.as_ref().map(|u| u.rate_per_day);
+            let remaining = match (sensor, &p.sensor_life) {
+                (Some(e), Some(l)) => Some(json!({
+                    "method": "sensor: gradient-boosted trees from the mode's features to the days until failure (capped), interval from the validation residuals",
+                    "median_days": e.median,
+                    "low_days": e.low,
+                    "high_days": e.high,
+                    "cap_days": l.cap_days,
+                    "median_runtime_hours": rate.map(|r| r * e.median),
+                    "validation_rmse_days": finite(l.rmse_days),
+                    "weibull_validation_rmse_days": l.weibull_rmse_days,
+                    "confidence": self.options.interval_confidence,
+                })),
+                _ => residual.map(|r| json!({
+                    "method": "weibull_age: quantiles of the part's Weibull life given its age, run at the device's usage rate",
+                    "part_age_hours": finite(r.age_hours),
+                    "median_runtime_hours": finite(r.median_hours),
+                    "low_runtime_hours": finite(r.low_hours),
+                    "high_runtime_hours": finite(r.high_hours),
+                    "confidence": self.options.interval_confidence,
+                })),
+            };
             out.push(Prediction {
                 serial: device.serial.clone(),
                 kind: PredictionKind::FailureRisk,
@@ -380,14 +461,7 @@ impl CatalogForecaster {
                     "part_runtime_hours_since_replacement": finite(part.runtime_since),
                     "part_replacement_known": part.known,
                     "weibull_age_probability": weibull,
-                    "remaining_life": residual.map(|r| json!({
-                        "method": "weibull_age: quantiles of the part's Weibull life given its age, run at the device's usage rate",
-                        "part_age_hours": finite(r.age_hours),
-                        "median_runtime_hours": finite(r.median_hours),
-                        "low_runtime_hours": finite(r.low_hours),
-                        "high_runtime_hours": finite(r.high_hours),
-                        "confidence": self.options.interval_confidence,
-                    })),
+                    "remaining_life": remaining,
                 }),
             });
         }

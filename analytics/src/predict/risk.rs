@@ -59,8 +59,10 @@ use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
-use super::PredictOptions;
 use super::depletion::RUNTIME_FIELD;
+use super::gbm::{self, Gbm, Loss};
+use super::remaining::{LifeSample, SensorLife, fit_sensor_life, next_event, target_days};
+use super::{Learner, PredictOptions};
 use super::features::{FeatureSpec, renews};
 use super::metrics::{
     ScoredSeries, choose_fleet_thresholds, choose_warning_threshold, curve_threshold,
@@ -73,8 +75,6 @@ use crate::weibull::{WeibullFit, fit};
 pub const WARM_UP_DAYS: i64 = 30;
 /// A failed part not replaced for this long no longer marks the device as down.
 pub const DOWN_DAYS: i64 = 30;
-/// The algorithm name in reports.
-pub const ALGORITHM: &str = "logistic_regression";
 /// Standardised values are clipped to this many standard deviations.
 const CLIP: f64 = 8.0;
 
@@ -132,6 +132,14 @@ pub struct RiskParameters {
     /// validation ([`choose_serving`]). Models trained before serving selection: `model`.
     #[serde(default)]
     pub serving: Scorer,
+    /// The learned model's trees when its learner is `gradient_boosting` (on the raw
+    /// features; `weights` are then zero).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trees: Option<Gbm>,
+    /// Remaining life from the sensors ([`super::remaining`]), when enough samples had a
+    /// known target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensor_life: Option<SensorLife>,
 }
 
 /// Every scorer of a trained model, in the order [`RiskParameters::score_each`] answers.
@@ -180,8 +188,11 @@ impl RiskParameters {
             .collect()
     }
 
-    /// Probability and per-feature contributions from a raw feature vector.
+    /// Probability and per-feature contributions (log-odds) from a raw feature vector.
     pub fn score_features(&self, x: &[f64]) -> (f64, Vec<f64>) {
+        if let Some(trees) = &self.trees {
+            return (trees.predict(x), trees.contributions(x));
+        }
         let z = self.standardise(x);
         let contributions: Vec<f64> = z.iter().zip(&self.weights).map(|(a, b)| a * b).collect();
         let logit = self.intercept + contributions.iter().sum::<f64>();
@@ -388,6 +399,21 @@ impl RiskParameters {
     }
 }
 
+impl RiskParameters {
+    /// The `weibull_age` median remaining life of `device`'s part at `as_of` in calendar
+    /// days, at the device's usage rate; `None` without a fit, a part age or a rate.
+    pub fn weibull_days(&self, device: &DeviceHistory, as_of: DateTime<Utc>) -> Option<f64> {
+        let r = self.residual_life(device, as_of, 0.5)?;
+        let u = UsageProfile::from_meter(device.daily.get(RUNTIME_FIELD)?, as_of)?;
+        (u.rate_per_day > 0.0 && r.median_hours.is_finite())
+            .then(|| r.median_hours / u.rate_per_day)
+    }
+}
+
+/// Samples with a known remaining-life target before the validation window do not make a
+/// model below this many (and as many validation samples).
+const MIN_LIFE_SAMPLES: usize = 50;
+
 /// Catalog models with `mode` as a failure mode of one of their components.
 pub fn models_with_mode<'a>(catalog: &'a Catalog, mode: &str) -> Vec<&'a ModelSpec> {
     catalog
@@ -457,6 +483,8 @@ struct Sample {
     label: bool,
     x: Vec<f64>,
     warnings: usize,
+    /// The part's next failure (`true`) or renewal after `as_of` ([`next_event`]).
+    next: Option<(DateTime<Utc>, bool)>,
 }
 
 fn midnight(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -562,6 +590,7 @@ fn build_samples(
                     label: label(d, &spec.mode, t, horizon),
                     x: spec.compute(d, t),
                     warnings: warning_count(d, warning_codes, t),
+                    next: next_event(d, spec, t),
                 });
             }
             t += step;
@@ -686,8 +715,20 @@ pub(crate) fn replay(
     to: DateTime<Utc>,
     step: Duration,
 ) -> BTreeMap<Scorer, Vec<ScoredSeries>> {
+    replay_devices(params, data, from, to, step, |_| true)
+}
+
+/// [`replay`] of the devices whose index in `data` passes `keep`.
+fn replay_devices(
+    params: &RiskParameters,
+    data: &PredictionData,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    step: Duration,
+    keep: impl Fn(usize) -> bool,
+) -> BTreeMap<Scorer, Vec<ScoredSeries>> {
     let devices: Vec<usize> = (0..data.devices.len())
-        .filter(|&i| params.covers(data.devices[i].model.as_deref()))
+        .filter(|&i| keep(i) && params.covers(data.devices[i].model.as_deref()))
         .collect();
     let per_device = par_map(&devices, |&i| {
         let d = &data.devices[i];
@@ -904,8 +945,9 @@ impl ModeFit {
             });
         }
         let chosen = choose_serving(&candidates, min_precision);
+        let price = min_precision.clamp(0.0, 0.99) / (1.0 - min_precision.clamp(0.0, 0.99));
         let criterion = format!(
-            "the most failures warned at least {MIN_LEAD_DAYS} days ahead on the validation replay among the scorers with a warning precision of at least {min_precision} there"
+            "the most net failures warned at least {MIN_LEAD_DAYS} days ahead on the validation replay (failures warned ahead minus {price:.3} per expired warning, the price at which the precision floor {min_precision} breaks even), among the scorers with a warning precision of at least {min_precision} there"
         );
         let (deployed, head) = match (&self.blocked, chosen) {
             (Some(why), _) => (false, format!("not deployed: {why}")),
@@ -916,7 +958,7 @@ impl ModeFit {
             (None, None) => (
                 false,
                 format!(
-                    "not deployed: no scorer warns a failure at least {MIN_LEAD_DAYS} days ahead with a warning precision of at least {min_precision} on the validation replay, so the mode stays silent"
+                    "not deployed: no scorer warns more failures at least {MIN_LEAD_DAYS} days ahead than its expired warnings cost ({price:.3} each) with a warning precision of at least {min_precision} on the validation replay, so the mode stays silent"
                 ),
             ),
         };
@@ -989,6 +1031,27 @@ fn parameters_json(params: &RiskParameters) -> serde_json::Value {
         .expect("risk parameters are numbers and strings: they always serialize")
 }
 
+/// The logistic regression's weights and intercept on the standardised training matrix,
+/// as log-odds of a failure.
+fn fit_logistic(
+    x_train: &Array2<f64>,
+    train: &[&Sample],
+    options: &PredictOptions,
+) -> Result<(Vec<f64>, f64), String> {
+    let y_train: Array1<bool> = train.iter().map(|s| s.label).collect();
+    let fitted = LogisticRegression::default()
+        .alpha(options.l2_penalty)
+        .max_iterations(options.max_iterations)
+        .fit(&Dataset::new(x_train.clone(), y_train))
+        .map_err(|e| e.to_string())?;
+    // linfa's probabilities are those of its "positive" class: make ours P(failure)
+    let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+    Ok((
+        fitted.params().iter().map(|w| sign * w).collect(),
+        sign * fitted.intercept(),
+    ))
+}
+
 fn fit_mode(
     catalog: &Catalog,
     data: &PredictionData,
@@ -1055,7 +1118,7 @@ fn fit_mode(
         |metrics, baselines, deployed, decision: String, threshold_info: &str| ModelReport {
             version: version.clone(),
             failure_mode: mode.to_owned(),
-            algorithm: ALGORITHM.to_owned(),
+            algorithm: options.learner.as_str().to_owned(),
             trained_at: end,
             as_of: data.as_of,
             horizon_days,
@@ -1105,6 +1168,8 @@ fn fit_mode(
             threshold: 1.0,
         },
         serving: Scorer::Model,
+        trees: None,
+        sensor_life: None,
     };
     let matrix = |rows: &[&Sample]| {
         let mut m = Array2::<f64>::zeros((rows.len(), names.len()));
@@ -1115,31 +1180,31 @@ fn fit_mode(
         }
         m
     };
-    let x_train = matrix(&train);
-    let y_train: Array1<bool> = train.iter().map(|s| s.label).collect();
-    let fitted = LogisticRegression::default()
-        .alpha(options.l2_penalty)
-        .max_iterations(options.max_iterations)
-        .fit(&Dataset::new(x_train.clone(), y_train));
-    let fitted = match fitted {
-        Ok(f) => f,
-        Err(e) => {
-            return Some(ModeFit::untrained(TrainedModel {
-                report: report(
-                    empty_metrics(),
-                    BTreeMap::new(),
-                    false,
-                    format!("not trained: logistic regression failed: {e}"),
-                    "",
-                ),
-                parameters: serde_json::Value::Null,
-            }));
+    let fitted = match options.learner {
+        Learner::LogisticRegression => fit_logistic(&matrix(&train), &train, options).map(
+            |(weights, intercept)| {
+                params.weights = weights;
+                params.intercept = intercept;
+            },
+        ),
+        Learner::GradientBoosting => {
+            let rows: Vec<&[f64]> = train.iter().map(|s| s.x.as_slice()).collect();
+            let y: Vec<f64> = train.iter().map(|s| f64::from(u8::from(s.label))).collect();
+            gbm::fit(&rows, &y, Loss::Logistic, &options.gbm).map(|g| params.trees = Some(g))
         }
     };
-    // linfa's probabilities are those of its "positive" class: make ours P(failure)
-    let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
-    params.weights = fitted.params().iter().map(|w| sign * w).collect();
-    params.intercept = sign * fitted.intercept();
+    if let Err(e) = fitted {
+        return Some(ModeFit::untrained(TrainedModel {
+            report: report(
+                empty_metrics(),
+                BTreeMap::new(),
+                false,
+                format!("not trained: {} failed: {e}", options.learner.as_str()),
+                "",
+            ),
+            parameters: serde_json::Value::Null,
+        }));
+    }
     let valid_labels: Vec<bool> = valid.iter().map(|s| s.label).collect();
 
     // baselines, fitted on the training window only
@@ -1169,6 +1234,36 @@ fn fit_mode(
         };
     }
 
+    // remaining life from the sensors, validated against the Weibull median
+    let cap = options.remaining_life_cap_days;
+    fn life_samples<'a>(
+        rows: &[&'a Sample],
+        known_until: DateTime<Utc>,
+        cap: f64,
+        params: &RiskParameters,
+        data: &PredictionData,
+    ) -> Vec<LifeSample<'a>> {
+        rows.iter()
+            .filter_map(|s| {
+                Some(LifeSample {
+                    x: &s.x,
+                    days: target_days(s.as_of, s.next, known_until, cap)?,
+                    weibull_days: params.weibull_days(&data.devices[s.device], s.as_of),
+                })
+            })
+            .collect()
+    }
+    let life_train: Vec<&Sample> = samples.iter().filter(|s| s.as_of < validate_from).collect();
+    let life = fit_sensor_life(
+        &life_samples(&life_train, validate_from, cap, &params, data),
+        &life_samples(&valid, end, cap, &params, data),
+        cap,
+        options.interval_confidence,
+        &options.gbm,
+        MIN_LIFE_SAMPLES,
+    );
+    params.sensor_life = life.ok().flatten();
+
     // thresholds from the warnings each scorer would have raised in the training window,
     // replayed at every `replay_every_days`-th midnight; the same replay over validation
     let step = Duration::days(options.replay_every_days.max(1) as i64);
@@ -1181,10 +1276,40 @@ fn fit_mode(
             .and_then(|s| choose_warning_threshold(s, options.target_precision, horizon, lead))
             .unwrap_or(fallback)
     };
-    let curve = train_replay
-        .get(&Scorer::Model)
-        .map(|s| warning_curve(s, horizon, lead))
-        .unwrap_or_default();
+    // trees fit their training samples closely, so their scores there are no guide to a
+    // threshold: theirs is chosen on out-of-fold scores over the training window, each
+    // half of the devices replayed with trees fitted on the other half's samples
+    let held_out_curve = params.trees.as_ref().and_then(|_| {
+        let mut series: Vec<ScoredSeries> = Vec::new();
+        for fold in 0..2 {
+            let other: Vec<&Sample> = train
+                .iter()
+                .copied()
+                .filter(|s| s.device % 2 != fold)
+                .collect();
+            let rows: Vec<&[f64]> = other.iter().map(|s| s.x.as_slice()).collect();
+            let y: Vec<f64> = other.iter().map(|s| f64::from(u8::from(s.label))).collect();
+            let mut half = params.clone();
+            half.trees = Some(gbm::fit(&rows, &y, Loss::Logistic, &options.gbm).ok()?);
+            let mut r = replay_devices(&half, data, first, validate_from - horizon, step, |i| {
+                i % 2 == fold
+            });
+            series.extend(r.remove(&Scorer::Model).unwrap_or_default());
+        }
+        let curve = warning_curve(&series, horizon, lead);
+        (!curve.is_empty()).then_some(curve)
+    });
+    let threshold_note = match (&params.trees, held_out_curve.is_some()) {
+        (Some(_), true) => ". The trees' operating threshold was chosen on out-of-fold scores: each half of the devices replayed over the training window with trees fitted on the other half",
+        (Some(_), false) => ". The trees' operating threshold was chosen on their own training window (the out-of-fold replay found no failure)",
+        (None, _) => "",
+    };
+    let curve = held_out_curve.unwrap_or_else(|| {
+        train_replay
+            .get(&Scorer::Model)
+            .map(|s| warning_curve(s, horizon, lead))
+            .unwrap_or_default()
+    });
     params.threshold = curve_threshold(&curve, options.target_precision).unwrap_or(0.5);
     if let Some(wb) = &mut params.weibull {
         wb.threshold = threshold(Scorer::WeibullAge, 1.0);
@@ -1263,13 +1388,27 @@ fn fit_mode(
         .iter()
         .map(|(n, b)| format!("{n} {:.3}", b.pr_auc))
         .collect();
+    let life_note = match &params.sensor_life {
+        Some(l) => format!(
+            ". Remaining life: the sensors' estimate (trees, capped at {} days) has a validation RMSE of {:.2} days on {} samples, the weibull_age median {}: dates from the {}",
+            l.cap_days,
+            l.rmse_days,
+            l.samples,
+            l.weibull_rmse_days
+                .map_or_else(|| "none".to_owned(), |w| format!("{w:.2} days")),
+            if l.preferred { "sensors" } else { "weibull_age median" }
+        ),
+        None => format!(
+            ". Remaining life: dates from the weibull_age median (fewer than {MIN_LIFE_SAMPLES} samples with a known remaining life for the sensors' estimate)"
+        ),
+    };
     let summary = format!(
-        ". Validation PR-AUC: model {:.3}, {}{compared_current} ({} training samples with {train_pos} positives, {} validation samples with {valid_pos})",
+        ". Validation PR-AUC: model {:.3}, {}{compared_current} ({} training samples with {train_pos} positives, {} validation samples with {valid_pos}){life_note}",
         metrics.pr_auc,
         vs.join(", "),
         train.len(),
         valid.len()
-    );
+    ) + threshold_note;
     let mut fit = ModeFit {
         model: TrainedModel {
             report: report(metrics, baselines, false, String::new(), ""),
@@ -1297,30 +1436,40 @@ fn fit_mode(
 /// The scorer that serves a failure mode, from each candidate's warnings replayed over
 /// the validation window at its operating threshold (`None`: the candidate cannot serve).
 ///
-/// **Criterion.** Among the candidates that raised a warning there, warned at least one
-/// failure [`MIN_LEAD_DAYS`] ahead and kept a warning precision of at least
-/// `min_precision`, the one that warned the most failures at least [`MIN_LEAD_DAYS`]
-/// ahead; ties go to the higher precision, then to the earlier in [`SCORERS`] (the learned
-/// model first). `None` when no candidate qualifies: the mode is then silent.
+/// **Criterion.** The net failures warned ahead: failures warned at least
+/// [`MIN_LEAD_DAYS`] ahead minus the wasted visits (expired warnings) at the price
+/// `min_precision / (1 − min_precision)` of a caught failure each, so that a scorer whose
+/// warnings are confirmed exactly at the floor breaks even and one warning everybody pays
+/// for it. A candidate qualifies when it warned a failure ahead, its warning precision is at
+/// least `min_precision` and its net is positive; the largest net serves, ties going to
+/// the higher precision, then to the earlier in [`SCORERS`] (the learned model first).
+/// `None` when no candidate qualifies: the mode is then silent.
 pub fn choose_serving(
     candidates: &[(Scorer, Option<&WarningMetrics>)],
     min_precision: f64,
 ) -> Option<Scorer> {
-    let mut best: Option<(Scorer, u64, f64)> = None;
+    let mut best: Option<(Scorer, f64, f64)> = None;
     for (scorer, w) in candidates {
         let Some(w) = w else { continue };
         let precision = w.precision.unwrap_or(0.0);
-        if w.warnings == 0 || w.warned_ahead == 0 || precision < min_precision {
+        let net = net_warned(w, min_precision);
+        if w.warned_ahead == 0 || precision < min_precision || net <= 0.0 {
             continue;
         }
-        let better = best.is_none_or(|(_, ahead, p)| {
-            w.warned_ahead > ahead || (w.warned_ahead == ahead && precision > p)
+        let better = best.is_none_or(|(b, n, p)| {
+            (net, precision, std::cmp::Reverse(*scorer)) > (n, p, std::cmp::Reverse(b))
         });
         if better {
-            best = Some((*scorer, w.warned_ahead, precision));
+            best = Some((*scorer, net, precision));
         }
     }
     best.map(|(s, _, _)| s)
+}
+
+/// [`choose_serving`]'s net failures warned ahead.
+fn net_warned(w: &WarningMetrics, min_precision: f64) -> f64 {
+    let price = min_precision.clamp(0.0, 0.99) / (1.0 - min_precision.clamp(0.0, 0.99));
+    w.warned_ahead as f64 - price * w.expired as f64
 }
 
 /// One scorer's validation warnings in words.
@@ -1328,10 +1477,11 @@ fn warned_in_words(w: Option<&WarningMetrics>) -> String {
     match w {
         None => "no replay".to_owned(),
         Some(w) => format!(
-            "{} of {} failures warned at least {MIN_LEAD_DAYS} days ahead, {} warnings, precision {}",
+            "{} of {} failures warned at least {MIN_LEAD_DAYS} days ahead, {} warnings ({} expired), precision {}",
             w.warned_ahead,
             w.failures,
             w.warnings,
+            w.expired,
             w.precision
                 .map_or_else(|| "—".to_owned(), |p| format!("{p:.3}"))
         ),

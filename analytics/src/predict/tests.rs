@@ -326,7 +326,7 @@ mod on_simulated_data {
             assert!(a < ahead, "{name}: {a} of {f} vs the model's {ahead}");
         }
         assert!(r.deployed, "{}", r.decision);
-        // it serves because it warned the most failures ahead at the precision floor
+        // it serves because it warned the most failures ahead net of its wasted visits
         assert_eq!(r.serving.as_deref(), Some("model"), "{}", r.decision);
         assert!(
             r.decision
@@ -570,49 +570,60 @@ mod on_simulated_data {
 }
 
 #[test]
-fn the_serving_scorer_warns_the_most_failures_ahead_above_the_precision_floor() {
+fn the_serving_scorer_warns_the_most_failures_ahead_net_of_wasted_visits() {
     use crate::predict::Scorer;
     use crate::predict::risk::choose_serving;
     use fleetpulse_domain::prediction::WarningMetrics;
-    let w = |warnings, ahead, precision: Option<f64>| WarningMetrics {
+    // warnings, confirmed, expired, failures warned ≥ 3 d ahead
+    let w = |warnings, confirmed: u64, expired: u64, ahead| WarningMetrics {
         warnings,
+        confirmed,
+        expired,
         warned_ahead: ahead,
         failures: 20,
-        precision,
+        precision: (confirmed + expired > 0)
+            .then(|| confirmed as f64 / (confirmed + expired) as f64),
         ..WarningMetrics::default()
     };
-    let (model, age, alarms) = (
-        w(10, 4, Some(0.5)),
-        w(30, 9, Some(0.35)),
-        w(200, 18, Some(0.08)),
-    );
-    // alarm_count warns the most but below the floor: weibull_age serves
+    // floor 0.3: an expired warning costs 0.3 / 0.7 = 0.4286 of a caught failure
+    // model 4 − 0.4286·5 = 1.86; weibull_age 12 − 0.4286·10 = 7.71; alarm_count below the
+    // floor (precision 0.08), though it warns the most
+    let (model, age, alarms) = (w(10, 5, 5, 4), w(30, 20, 10, 12), w(200, 16, 184, 18));
     let all = [
         (Scorer::Model, Some(&model)),
         (Scorer::WeibullAge, Some(&age)),
         (Scorer::AlarmCount, Some(&alarms)),
     ];
     assert_eq!(choose_serving(&all, 0.3), Some(Scorer::WeibullAge));
-    // with no floor the most failures ahead wins
+    // with no floor a wasted visit costs nothing: the most failures ahead wins
     assert_eq!(choose_serving(&all, 0.0), Some(Scorer::AlarmCount));
+    // precise but few against many at the floor: 9 ahead with 1 wasted visit (8.57) beat
+    // 14 ahead with 14 wasted visits (8.0), though 14 > 9
+    let precise = w(12, 11, 1, 9);
+    let noisy = w(30, 16, 14, 14);
+    assert_eq!(
+        choose_serving(
+            &[(Scorer::Model, Some(&precise)), (Scorer::WeibullAge, Some(&noisy))],
+            0.3
+        ),
+        Some(Scorer::Model)
+    );
     // a learned model that may not serve leaves the choice to the baselines
     let no_model = [(Scorer::Model, None), all[1], all[2]];
     assert_eq!(choose_serving(&no_model, 0.3), Some(Scorer::WeibullAge));
-    // a tie on failures ahead goes to the higher precision, then to the model
-    let tied = w(10, 9, Some(0.5));
+    // a tie goes to the higher precision, then to the model
+    let same = w(30, 20, 10, 12);
     assert_eq!(
-        choose_serving(&[all[1], (Scorer::Model, Some(&tied))], 0.3),
-        Some(Scorer::Model)
-    );
-    let same = w(30, 9, Some(0.35));
-    assert_eq!(
-        choose_serving(&[(Scorer::Model, Some(&same)), all[1]], 0.3),
+        choose_serving(&[all[1], (Scorer::Model, Some(&same))], 0.3),
         Some(Scorer::Model)
     );
     // nothing reaches the floor, or nothing warns ahead: silent, never a 0-precision pick
-    assert_eq!(choose_serving(&all, 0.6), None);
-    let quiet = w(0, 0, None);
+    assert_eq!(choose_serving(&all, 0.7), None);
+    let quiet = w(0, 0, 0, 0);
     assert_eq!(choose_serving(&[(Scorer::Model, Some(&quiet))], 0.0), None);
+    // above the floor but its few early warnings do not pay for its wasted visits
+    let late = w(20, 14, 6, 1);
+    assert_eq!(choose_serving(&[(Scorer::Model, Some(&late))], 0.3), None);
 }
 
 mod features {
