@@ -56,8 +56,15 @@ fn payloads_and_truth_of_a_default_fleet_are_unchanged() {
     for e in &truth {
         fp.add(e.to_json_line().as_bytes());
     }
-    println!("payloads: {readings} readings, {} truth events, fnv {:#018x}", truth.len(), fp.0);
-    assert_eq!((readings, truth.len(), fp.0), (14_400, 41, 0x812f_8139_3061_0f71));
+    println!(
+        "payloads: {readings} readings, {} truth events, fnv {:#018x}",
+        truth.len(),
+        fp.0
+    );
+    assert_eq!(
+        (readings, truth.len(), fp.0),
+        (14_400, 41, 0x812f_8139_3061_0f71)
+    );
 }
 
 #[test]
