@@ -137,6 +137,7 @@ impl ModbusFleet {
                 devices: cfg.devices,
                 seed: cfg.seed,
                 serial_prefix: cfg.serial_prefix.clone(),
+                untidy: None,
             },
             catalog,
         )

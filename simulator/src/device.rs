@@ -11,6 +11,11 @@
 //! year) × a daily log-normal variation; consumable readings carry noise and rare stray
 //! values; failures come with full, weak or no precursors, false precursors come and go,
 //! and precursors raise warning alarms (constants below).
+//!
+//! With the untidy profile (`untidy.rs`), a third random stream per device draws its
+//! reporting rhythm, offline stretches, joining day, aged parts, scheduled replacements
+//! and wide precursor leads; without it none of this is drawn and the device is exactly
+//! the default one.
 
 use std::f64::consts::TAU;
 
@@ -25,6 +30,7 @@ use serde_json::{Map, Value, json};
 
 use crate::failure::{FailureModeSpec, failure_mode_spec};
 use crate::truth::{PrecursorStart, TruthEvent};
+use crate::untidy::{DeviceVariety, Untidy};
 
 /// Firmware versions a simulated device may run.
 const FIRMWARE: &[&str] = &["2.3.1", "2.4.0", "3.0.2"];
@@ -123,6 +129,9 @@ struct Component {
     excursion: Option<(f64, f64, f64)>,
     /// The random (warning) alarm this component's precursors raise, if any.
     warning: Option<usize>,
+    /// Replaced on schedule (untidy profile): (interval, part age of the next
+    /// replacement), in runtime hours.
+    schedule: Option<(f64, f64)>,
 }
 
 impl Component {
@@ -138,8 +147,15 @@ impl Component {
         self.lead_hours > 0.0 && self.age_hours >= self.lifetime_hours - self.lead_hours
     }
 
-    /// Draws the next life: lifetime from `age`, precursor strength and lead.
-    fn draw_life(&mut self, age: f64, usage_fraction: f64, rng: &mut ChaCha8Rng) {
+    /// Draws the next life: lifetime from `age`, precursor strength and lead (the
+    /// untidy profile draws the lead from its own wide range).
+    fn draw_life(
+        &mut self,
+        age: f64,
+        usage_fraction: f64,
+        rng: &mut ChaCha8Rng,
+        variety: Option<&mut DeviceVariety>,
+    ) {
         self.lifetime_hours = self
             .spec
             .weibull()
@@ -152,10 +168,10 @@ impl Component {
         } else {
             1.0
         };
-        self.lead_hours = if self.strength > 0.0 {
-            self.spec.precursor_days * 24.0 * usage_fraction * uniform(rng, LEAD_FACTOR)
-        } else {
-            0.0
+        self.lead_hours = match variety {
+            _ if self.strength == 0.0 => 0.0,
+            Some(v) => v.lead_hours() * usage_fraction,
+            None => self.spec.precursor_days * 24.0 * usage_fraction * uniform(rng, LEAD_FACTOR),
         };
     }
 
@@ -175,6 +191,15 @@ struct RandomAlarm {
     code: AlarmCode,
     mean_interval_h: f64,
     active_until_sim: Option<f64>,
+}
+
+impl RandomAlarm {
+    /// Starts an episode at `sim` unless one is under way.
+    fn raise(&mut self, sim: f64, rng: &mut ChaCha8Rng) {
+        if self.active_until_sim.is_none() {
+            self.active_until_sim = Some(sim + uniform(rng, EPISODE_DURATION_H));
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -228,6 +253,8 @@ pub(crate) struct SimDevice {
     /// (simulated day, that day's usage factor).
     today: (i64, f64),
     sim_now: f64,
+    /// The untidy profile's draw for this device (`None`: the default fleet).
+    variety: Option<DeviceVariety>,
 }
 
 fn uniform(rng: &mut ChaCha8Rng, (lo, hi): (f64, f64)) -> f64 {
@@ -294,18 +321,26 @@ fn counter_fields(kind: DeviceKind) -> &'static [(&'static str, &'static str)] {
 }
 
 impl SimDevice {
-    /// Draws device `index` of a fleet with `seed`. The draw depends only on
-    /// (seed, index, model): never on the fleet size or on timing.
-    pub(crate) fn new(seed: u64, index: usize, serial: Serial, model: &ModelSpec) -> Self {
+    /// Draws device `index` of a fleet with `seed`, with the `untidy` profile if any. The
+    /// draw depends only on (seed, index, model, profile): never on the fleet size or on
+    /// timing.
+    pub(crate) fn new(
+        seed: u64,
+        index: usize,
+        serial: Serial,
+        model: &ModelSpec,
+        untidy: Option<&Untidy>,
+    ) -> Self {
         let mut physics = ChaCha8Rng::seed_from_u64(seed);
         physics.set_stream(2 * index as u64);
         let mut noise = ChaCha8Rng::seed_from_u64(seed);
         noise.set_stream(2 * index as u64 + 1);
         let rng = &mut physics;
+        let mut variety = untidy.map(|p| DeviceVariety::new(p, seed, index));
 
         let firmware = FIRMWARE[rng.random_range(0..FIRMWARE.len())];
         let usage_fraction = uniform(rng, USAGE_HOURS_PER_DAY) / 24.0;
-        let runtime_hours = uniform(rng, INITIAL_RUNTIME_HOURS);
+        let mut runtime_hours = uniform(rng, INITIAL_RUNTIME_HOURS);
         let original_parts = rng.random::<f64>() < ORIGINAL_PARTS_SHARE;
 
         let mut consumables: Vec<Consumable> = Vec::new();
@@ -339,11 +374,15 @@ impl SimDevice {
                 continue;
             }
             let spec = failure_mode_spec(mode);
-            let age_hours = if original_parts {
-                runtime_hours
-            } else {
-                runtime_hours * rng.random::<f64>()
+            let age_hours = match variety.as_mut().filter(|v| v.aged) {
+                Some(v) => v.aged_part_hours(spec.eta_hours),
+                None if original_parts => runtime_hours,
+                None => runtime_hours * rng.random::<f64>(),
             };
+            let schedule = variety.as_mut().and_then(|v| {
+                let every = v.schedule_hours(mode, spec.eta_hours)?;
+                Some((every, v.next_due_age(age_hours, every)))
+            });
             let precursor_fields: Vec<String> = spec
                 .precursor
                 .iter()
@@ -363,9 +402,17 @@ impl SimDevice {
                 precursor_started: None,
                 excursion: None,
                 warning: None,
+                schedule,
             };
-            c.draw_life(age_hours, usage_fraction, rng);
+            c.draw_life(age_hours, usage_fraction, rng, variety.as_mut());
             components.push(c);
+        }
+        if variety.as_ref().is_some_and(|v| v.aged) {
+            // the meter has run at least as long as its oldest part
+            runtime_hours = components
+                .iter()
+                .map(|c| c.age_hours)
+                .fold(runtime_hours, f64::max);
         }
 
         let counters = counter_fields(model.kind)
@@ -451,7 +498,32 @@ impl SimDevice {
             seasonal_phase_days,
             today: (-1, 1.0),
             sim_now: 0.0,
+            variety,
         }
+    }
+
+    /// Whether the device logs a reading at the end of the step just lived (always,
+    /// without the untidy profile).
+    pub(crate) fn reports(&self) -> bool {
+        self.variety.as_ref().is_none_or(DeviceVariety::reports)
+    }
+
+    /// Simulated hour the device joins the fleet (0 unless the untidy profile has it join
+    /// later).
+    pub(crate) fn joins_at_hours(&self) -> f64 {
+        self.variety.as_ref().map_or(0.0, |v| v.joins_at_sim)
+    }
+
+    /// Simulated hours between two readings (1 without the untidy profile; steps longer
+    /// than that still give one reading each).
+    pub(crate) fn report_every_hours(&self) -> f64 {
+        self.variety.as_ref().map_or(1.0, |v| v.every_h)
+    }
+
+    /// The untidy profile's draw, for the tests.
+    #[cfg(test)]
+    pub(crate) fn variety(&self) -> Option<&DeviceVariety> {
+        self.variety.as_ref()
     }
 
     /// The usage factor of the simulated day containing `sim` (weekday × season × that
@@ -493,8 +565,15 @@ impl SimDevice {
         truth: &mut Vec<TruthEvent>,
     ) {
         self.sim_now = sim_end;
+        if let Some(v) = &mut self.variety {
+            v.step(sim_end - dt, sim_end);
+            if !v.joined(sim_end) {
+                return; // not in the fleet yet: its life here has not begun
+            }
+        }
         self.repair_if_due(sim_end, ts, truth);
         self.replace_consumables_if_due(sim_end, ts, truth);
+        self.replace_on_schedule(sim_end, ts, truth);
         let jitter = uniform(&mut self.physics, (0.85, 1.15));
         let day = self.day_factor(sim_end - dt.min(24.0) / 2.0);
         if self.failed.is_none() {
@@ -514,7 +593,12 @@ impl SimDevice {
         let usage_fraction = self.usage_fraction;
         let c = &mut self.components[failed.component];
         c.age_hours = 0.0;
-        c.draw_life(0.0, usage_fraction, &mut self.physics);
+        c.draw_life(
+            0.0,
+            usage_fraction,
+            &mut self.physics,
+            self.variety.as_mut(),
+        );
         c.fitted_in_sim = true;
         c.precursor_started = None;
         truth.push(TruthEvent::Repair {
@@ -559,6 +643,44 @@ impl SimDevice {
         }
     }
 
+    /// Replaces the parts whose scheduled age has come (untidy profile), unless the
+    /// device is down: the part starts a new life, and a precursor under way ends.
+    fn replace_on_schedule(
+        &mut self,
+        sim_end: f64,
+        ts: DateTime<Utc>,
+        truth: &mut Vec<TruthEvent>,
+    ) {
+        if self.failed.is_some() {
+            return;
+        }
+        let Some(v) = self.variety.as_mut() else {
+            return;
+        };
+        for c in &mut self.components {
+            let Some((every, due)) = c.schedule else {
+                continue;
+            };
+            if c.age_hours < due {
+                continue;
+            }
+            truth.push(TruthEvent::ScheduledReplacement {
+                serial: self.serial.clone(),
+                model: self.model.clone(),
+                failure_mode: c.mode.clone(),
+                ts,
+                sim_hours: sim_end,
+                runtime_hours: self.runtime_hours,
+                component_hours: c.age_hours,
+            });
+            c.age_hours = 0.0;
+            c.draw_life(0.0, self.usage_fraction, &mut self.physics, Some(&mut *v));
+            c.fitted_in_sim = true;
+            c.precursor_started = None;
+            c.schedule = Some((every, v.next_due_age(0.0, every)));
+        }
+    }
+
     /// Runs for `hours` of runtime, or until the first component fails within them.
     fn operate(
         &mut self,
@@ -594,6 +716,13 @@ impl SimDevice {
                     runtime_hours: self.runtime_hours,
                     fields: c.precursor_fields.clone(),
                 });
+                // untidy: a full precursor's warning comes as it starts
+                if let Some(w) = c
+                    .warning
+                    .filter(|_| self.variety.is_some() && c.strength >= 1.0)
+                {
+                    self.random_alarms[w].raise(sim_end, &mut self.physics);
+                }
             }
         }
         for c in &mut self.consumables {
@@ -658,6 +787,10 @@ impl SimDevice {
                     uniform(&mut self.physics, EXCURSION_DURATION_H),
                     uniform(&mut self.physics, EXCURSION_PEAK),
                 ));
+                // untidy: a false precursor raises its warning as it starts, as a real one
+                if let Some(w) = c.warning.filter(|_| self.variety.is_some()) {
+                    self.random_alarms[w].raise(sim_end, &mut self.physics);
+                }
             }
         }
     }
@@ -689,8 +822,8 @@ impl SimDevice {
             }
             let rate = 1.0 / a.mean_interval_h + extra[i];
             let raise = self.physics.random::<f64>() < 1.0 - (-dt * rate).exp();
-            if raise && !down && a.active_until_sim.is_none() {
-                a.active_until_sim = Some(sim_end + uniform(&mut self.physics, EPISODE_DURATION_H));
+            if raise && !down {
+                a.raise(sim_end, &mut self.physics);
             }
         }
     }

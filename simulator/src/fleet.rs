@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::{DeviceInfo, DeviceSample, SimDevice};
 use crate::truth::TruthEvent;
+use crate::untidy::Untidy;
 
 /// The shape of a simulated fleet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +35,12 @@ pub struct FleetConfig {
     pub seed: u64,
     /// Serial prefix: device `i` is `{prefix}-{i + 1:06}`.
     pub serial_prefix: String,
+    /// The untidy profile (mixed reporting rhythms, offline stretches, scheduled
+    /// replacements, devices joining mid-life, alarm leads from hours to weeks; see
+    /// [`Untidy`]). Absent (the default): every device reports at every step from the
+    /// start, as the fleet always did.
+    #[serde(default)]
+    pub untidy: Option<Untidy>,
 }
 
 /// Why a fleet cannot be built.
@@ -93,7 +100,13 @@ impl Fleet {
                 reason: e.to_string(),
             })?;
             let model = models[i % models.len()];
-            devices.push(SimDevice::new(cfg.seed, i, serial, model));
+            devices.push(SimDevice::new(
+                cfg.seed,
+                i,
+                serial,
+                model,
+                cfg.untidy.as_ref(),
+            ));
         }
         Ok(Fleet {
             devices,
@@ -125,6 +138,18 @@ impl Fleet {
         self.devices.get(index).map(SimDevice::runtime_hours)
     }
 
+    /// Simulated hour at which device `index` joins the fleet: 0 unless the untidy
+    /// profile has it join later (it reports nothing before).
+    pub fn joins_at_hours(&self, index: usize) -> Option<f64> {
+        self.devices.get(index).map(SimDevice::joins_at_hours)
+    }
+
+    /// Simulated hours between two readings of device `index`: 1 unless the untidy
+    /// profile gave it a slower rhythm.
+    pub fn report_every_hours(&self, index: usize) -> Option<f64> {
+        self.devices.get(index).map(SimDevice::report_every_hours)
+    }
+
     /// Every device's static facts, in index order.
     pub fn devices(&self) -> impl Iterator<Item = DeviceInfo> + '_ {
         self.devices.iter().map(SimDevice::info)
@@ -138,7 +163,9 @@ impl Fleet {
 
     /// Like [`Fleet::step`], but device `i` produces a reading only when `produce(i)`:
     /// a device whose firmware cannot store another reading lives on without logging
-    /// one (no `seq` is used up, so the service sees a gap in time, not in `seq`).
+    /// one (no `seq` is used up, so the service sees a gap in time, not in `seq`). With
+    /// the untidy profile, a device also logs nothing between the beats of its rhythm,
+    /// in its offline stretches and before it joins.
     pub fn step_where(
         &mut self,
         sim_dt_hours: f64,
@@ -149,7 +176,7 @@ impl Fleet {
         let mut out = Vec::with_capacity(self.devices.len());
         for (i, d) in self.devices.iter_mut().enumerate() {
             d.advance(dt, self.sim_hours, wall_ts, &mut self.truth);
-            if produce(i) {
+            if d.reports() && produce(i) {
                 let (seq, payload) = d.reading(wall_ts);
                 out.push(Message {
                     device: i,
@@ -168,16 +195,27 @@ impl Fleet {
     }
 
     /// Like [`Fleet::step`], but each device's reading comes as numbers (the values and
-    /// alarms its payload would carry, without JSON): for in-process consumers such as
-    /// the prediction benchmark. `wall_ts` stamps the ground truth.
-    pub fn step_samples(&mut self, sim_dt_hours: f64, wall_ts: DateTime<Utc>) -> Vec<DeviceSample> {
+    /// alarms its payload would carry, without JSON), in device order, `None` for a
+    /// device that logs nothing this step (untidy profile only): for in-process
+    /// consumers such as the prediction benchmark. `wall_ts` stamps the ground truth.
+    pub fn step_samples(
+        &mut self,
+        sim_dt_hours: f64,
+        wall_ts: DateTime<Utc>,
+    ) -> Vec<Option<DeviceSample>> {
         let (dt, wall_ts) = self.tick(sim_dt_hours, wall_ts);
         let mut out = Vec::with_capacity(self.devices.len());
         for d in &mut self.devices {
             d.advance(dt, self.sim_hours, wall_ts, &mut self.truth);
-            out.push(d.sample());
+            out.push(d.reports().then(|| d.sample()));
         }
         out
+    }
+
+    /// Device `index` itself, for the profile's tests.
+    #[cfg(test)]
+    pub(crate) fn sim_device(&self, index: usize) -> &SimDevice {
+        &self.devices[index]
     }
 
     /// Moves the simulated clock by `sim_dt_hours` (0 when negative or not finite) and
@@ -481,6 +519,7 @@ skill = "basic_maintenance"
             devices,
             seed,
             serial_prefix: "SIM".into(),
+            untidy: None,
         };
         Fleet::new(&cfg, &catalog()).expect("valid fleet")
     }
@@ -554,6 +593,7 @@ skill = "basic_maintenance"
             devices: 1,
             seed: 1,
             serial_prefix: "no/slash".into(),
+            untidy: None,
         };
         assert!(matches!(
             Fleet::new(&bad, &catalog()),

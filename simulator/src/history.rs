@@ -7,6 +7,12 @@
 //! alarm's episode gives them) and repairs and consumable replacements (as their
 //! completed orders give them) come from the ground truth.
 //!
+//! A device that logs nothing in a step (the untidy profile's rhythms, offline stretches
+//! and late joiners) adds nothing: its days have fewer readings, or none. A device is
+//! registered when it joins the fleet and appears in snapshots from then on; it is
+//! offline (`connection`, `last_seen_at`) when it has not reported for more than
+//! [`OFFLINE_AFTER_H`] hours, and otherwise online and seen at the snapshot's time.
+//!
 //! Hourly points ([`DeviceHistory::recent_hourly`]) are not kept: a two-year history of
 //! thousands of devices would not fit in memory, and the daily summaries carry what the
 //! predictors need.
@@ -24,6 +30,10 @@ use fleetpulse_domain::prediction::{
 use crate::device::DeviceSample;
 use crate::fleet::Fleet;
 use crate::truth::TruthEvent;
+
+/// Hours without a reading after which a device counts as offline: a day and an hour,
+/// so that the slowest rhythm (one reading a day) stays online.
+pub const OFFLINE_AFTER_H: i64 = 25;
 
 #[derive(Clone, Copy, Debug)]
 struct Acc {
@@ -73,6 +83,11 @@ struct DeviceRec {
     failures: Vec<FailureLabel>,
     replacements: Vec<Replacement>,
     last_runtime: f64,
+    /// The latest reading's time.
+    last_ts: Option<DateTime<Utc>>,
+    /// (last reading before, first reading after) of each silence longer than
+    /// [`OFFLINE_AFTER_H`].
+    silences: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 /// Records a fleet's readings and ground truth into [`DeviceHistory`] rows.
@@ -82,6 +97,7 @@ pub struct HistoryRecorder {
     models: Vec<Option<String>>,
     kinds: Vec<String>,
     criticality: Vec<Criticality>,
+    registered: Vec<DateTime<Utc>>,
     serials: Vec<fleetpulse_domain::Serial>,
     index: BTreeMap<String, usize>,
     /// Failure alarm code → failure mode, per model.
@@ -97,11 +113,12 @@ fn at_hour(h: i64) -> DateTime<Utc> {
 }
 
 impl HistoryRecorder {
-    /// A recorder for `fleet`, whose devices were all registered at `start`.
+    /// A recorder for `fleet` started at `start`: its devices are registered then, or
+    /// when they join ([`Fleet::joins_at_hours`]).
     pub fn new(fleet: &Fleet, catalog: &Catalog, start: DateTime<Utc>) -> Self {
         let mut devices = Vec::with_capacity(fleet.len());
-        let (mut models, mut kinds, mut criticality, mut serials) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut models, mut kinds, mut criticality, mut serials, mut registered) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut index = BTreeMap::new();
         for (i, info) in fleet.devices().enumerate() {
             let fields = fleet.field_names(i).unwrap_or_default();
@@ -118,7 +135,11 @@ impl HistoryRecorder {
                 failures: Vec::new(),
                 replacements: Vec::new(),
                 last_runtime: 0.0,
+                last_ts: None,
+                silences: Vec::new(),
             });
+            let joins = fleet.joins_at_hours(i).unwrap_or(0.0);
+            registered.push(start + Duration::seconds((joins * 3600.0).round() as i64));
             let spec = catalog.model(&info.model);
             criticality.push(spec.map_or(Criticality::Standard, |m| m.default_criticality));
             kinds.push(info.kind.as_str().to_owned());
@@ -140,25 +161,36 @@ impl HistoryRecorder {
             models,
             kinds,
             criticality,
+            registered,
             serials,
             index,
             failure_codes,
         }
     }
 
-    /// Takes one step's readings, all stamped `ts`.
-    pub fn record(&mut self, samples: &[DeviceSample], ts: DateTime<Utc>) {
+    /// Takes one step's readings, all stamped `ts`, in device order (`None`: the device
+    /// logged nothing). Hours and days that `ts` has passed are closed for every device.
+    pub fn record(&mut self, samples: &[Option<DeviceSample>], ts: DateTime<Utc>) {
         let hour = hour_of(ts);
         let day = hour.div_euclid(24);
         for (d, s) in self.devices.iter_mut().zip(samples) {
-            if d.hour != Some(hour) {
+            if d.hour.is_some_and(|h| h != hour) {
                 d.close_hour();
-                d.hour = Some(hour);
+                d.hour = None;
             }
-            if d.day != Some(day) {
+            if d.day.is_some_and(|x| x != day) {
                 d.close_day();
-                d.day = Some(day);
+                d.day = None;
             }
+            let Some(s) = s else { continue };
+            d.hour = Some(hour);
+            d.day = Some(day);
+            if let Some(prev) = d.last_ts
+                && ts - prev > Duration::hours(OFFLINE_AFTER_H)
+            {
+                d.silences.push((prev, ts));
+            }
+            d.last_ts = Some(ts);
             for (acc, &v) in d.hour_acc.iter_mut().zip(&s.values) {
                 match acc {
                     Some(a) => a.add(v),
@@ -192,8 +224,8 @@ impl HistoryRecorder {
         }
     }
 
-    /// Takes ground-truth events: failures, repairs (the failed part replaced) and
-    /// consumable replacements.
+    /// Takes ground-truth events: failures, repairs (the failed part replaced),
+    /// consumable replacements and scheduled replacements.
     pub fn record_truth(&mut self, events: &[TruthEvent]) {
         for e in events {
             let Some(&i) = self.index.get(e.serial().as_str()) else {
@@ -237,6 +269,17 @@ impl HistoryRecorder {
                     runtime_hours: Some(*runtime_hours),
                     component: Some(consumable.clone()),
                 }),
+                TruthEvent::ScheduledReplacement {
+                    failure_mode,
+                    ts,
+                    runtime_hours,
+                    ..
+                } => d.replacements.push(Replacement {
+                    part: failure_mode.clone(),
+                    at: *ts,
+                    runtime_hours: Some(*runtime_hours),
+                    component: None,
+                }),
             }
         }
     }
@@ -249,11 +292,13 @@ impl HistoryRecorder {
     }
 
     /// Every device's history so far (complete days only: the current day is left out),
-    /// as of `as_of`.
+    /// as of `as_of`; a device that joins the fleet after `as_of` is not in it.
     pub fn snapshot(&self, as_of: DateTime<Utc>) -> PredictionData {
         let devices = (0..self.devices.len())
+            .filter(|&i| self.registered[i] <= as_of)
             .map(|i| {
                 let d = &self.devices[i];
+                let (connection, last_seen_at) = d.seen(as_of);
                 let daily = d
                     .fields
                     .iter()
@@ -270,10 +315,10 @@ impl HistoryRecorder {
                     region: None,
                     status: LifecycleStatus::AtCustomer,
                     criticality: self.criticality[i],
-                    registered_at: self.start,
+                    registered_at: self.registered[i],
                     commissioned_at: None,
-                    connection: ConnectionState::Online,
-                    last_seen_at: Some(as_of),
+                    connection,
+                    last_seen_at: Some(last_seen_at),
                     last_disconnect: None,
                     daily,
                     recent_hourly: BTreeMap::new(),
@@ -313,6 +358,23 @@ impl HistoryRecorder {
 }
 
 impl DeviceRec {
+    /// Connection state at `as_of`: offline, last seen at its last reading, when that
+    /// was more than [`OFFLINE_AFTER_H`] before; else online, seen at `as_of`.
+    fn seen(&self, as_of: DateTime<Utc>) -> (ConnectionState, DateTime<Utc>) {
+        let silent_since = self
+            .silences
+            .iter()
+            .find(|(from, to)| *from < as_of && as_of <= *to)
+            .map(|s| s.0)
+            .or(self.last_ts.filter(|t| *t < as_of));
+        match silent_since {
+            Some(t) if as_of - t > Duration::hours(OFFLINE_AFTER_H) => {
+                (ConnectionState::Offline, t)
+            }
+            _ => (ConnectionState::Online, as_of),
+        }
+    }
+
     fn close_hour(&mut self) {
         for (day, hour) in self.day_acc.iter_mut().zip(self.hour_acc.iter_mut()) {
             if let Some(h) = hour.take() {

@@ -9,8 +9,13 @@
 //!   critical alarm at the failure, repairs after a delay, consumable replacements some
 //!   days after the order threshold, and occasional warning/info alarm episodes.
 //!   [`Fleet::step`] returns one v1 payload per device.
-//! - Ground truth ([`TruthEvent`]): every failure, repair and consumable replacement,
-//!   as the simulator knows it, to check the service's conclusions against.
+//! - Ground truth ([`TruthEvent`]): every failure, repair and consumable replacement
+//!   (and scheduled replacement, with the untidy profile), as the simulator knows it, to
+//!   check the service's conclusions against.
+//! - [`Untidy`] (opt-in, [`FleetConfig::untidy`]): a less convenient fleet — mixed
+//!   reporting rhythms, offline stretches, parts replaced on schedule, devices joining
+//!   mid-life with aged parts, warning leads from hours to weeks. Without it the fleet is
+//!   byte for byte what it always was.
 //! - [`DeviceLink`]: one device's MQTT 3.1.1 connection (rumqttc's codec), keeping every
 //!   reading until its PUBACK and resending after reconnects; [`FirmwarePublisher`] is
 //!   one such link usable alone.
@@ -50,6 +55,7 @@ pub mod publisher;
 pub mod runner;
 pub mod swarm;
 pub mod truth;
+pub mod untidy;
 
 pub use device::{DeviceInfo, DeviceSample};
 pub use device_link::{DeviceLink, LinkIdentity, LinkOptions, LinkState, LinkStats, LinkTls};
@@ -62,3 +68,4 @@ pub use publisher::{FirmwarePublisher, LinkError};
 pub use runner::{SimConfig, SimError, SimReport, run, run_with};
 pub use swarm::{Swarm, SwarmConfig, SwarmCounters, SwarmError, SwarmReport, SwarmSnapshot};
 pub use truth::{PrecursorStart, TruthEvent};
+pub use untidy::Untidy;

@@ -86,10 +86,12 @@ pub struct SimReport {
     pub connect_failures: u64,
     /// Readings still unacknowledged at the end (lost with the process).
     pub unacked_at_shutdown: u64,
-    /// Ground truth: failures injected, repairs done, consumables replaced.
+    /// Ground truth: failures injected, repairs done, consumables replaced, parts
+    /// replaced on schedule (untidy profile only).
     pub failures_injected: u64,
     pub repairs: u64,
     pub consumables_replaced: u64,
+    pub scheduled_replacements: u64,
     /// Where the ground truth went, and whether every event got there.
     pub ground_truth_path: Option<PathBuf>,
     pub ground_truth_complete: bool,
@@ -137,6 +139,7 @@ pub async fn run_with(
             devices: cfg.devices,
             seed: cfg.seed,
             serial_prefix: cfg.serial_prefix.clone(),
+            untidy: None,
         },
         &catalog,
     )?;
@@ -298,6 +301,7 @@ impl TruthSink {
                 TruthEvent::Failure { .. } => report.failures_injected += 1,
                 TruthEvent::Repair { .. } => report.repairs += 1,
                 TruthEvent::ConsumableReplaced { .. } => report.consumables_replaced += 1,
+                TruthEvent::ScheduledReplacement { .. } => report.scheduled_replacements += 1,
             }
             lines.push_str(&e.to_json_line());
         }

@@ -73,6 +73,19 @@ pub enum TruthEvent {
         /// When the level first reached the catalog's `order_at_pct`.
         crossed_threshold_ts: DateTime<Utc>,
     },
+    /// A working part was replaced preventively on its schedule (untidy profile only):
+    /// its age and life start again, and no failure came first.
+    ScheduledReplacement {
+        serial: Serial,
+        model: String,
+        /// The failure mode whose part was replaced.
+        failure_mode: String,
+        ts: DateTime<Utc>,
+        sim_hours: f64,
+        runtime_hours: f64,
+        /// Runtime hours of the part when it was replaced.
+        component_hours: f64,
+    },
 }
 
 impl TruthEvent {
@@ -80,7 +93,8 @@ impl TruthEvent {
         match self {
             TruthEvent::Failure { serial, .. }
             | TruthEvent::Repair { serial, .. }
-            | TruthEvent::ConsumableReplaced { serial, .. } => serial,
+            | TruthEvent::ConsumableReplaced { serial, .. }
+            | TruthEvent::ScheduledReplacement { serial, .. } => serial,
         }
     }
 
@@ -88,7 +102,8 @@ impl TruthEvent {
         match self {
             TruthEvent::Failure { ts, .. }
             | TruthEvent::Repair { ts, .. }
-            | TruthEvent::ConsumableReplaced { ts, .. } => *ts,
+            | TruthEvent::ConsumableReplaced { ts, .. }
+            | TruthEvent::ScheduledReplacement { ts, .. } => *ts,
         }
     }
 

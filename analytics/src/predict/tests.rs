@@ -221,6 +221,7 @@ mod on_simulated_data {
                     devices: 200,
                     seed: 5,
                     serial_prefix: "T".into(),
+                    untidy: None,
                 },
                 &catalog,
             )

@@ -89,6 +89,7 @@ fn main() -> anyhow::Result<()> {
             devices: args.devices,
             seed: args.seed,
             serial_prefix: "PB".into(),
+            untidy: None,
         },
         &catalog,
     )?;
