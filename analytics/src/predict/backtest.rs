@@ -263,8 +263,8 @@ impl LifeScore {
 
 /// The remaining-life errors (days, estimated − actual failure time) of each method at
 /// every failure of the mode in `(t1, t2]`, estimated at the first midnight after the
-/// device's last report before the failure (the C-MAPSS protocol: the estimate from the
-/// last data), when that midnight is after `t1`.
+/// device's last report before the failure, or at the failure day's midnight if that comes
+/// first (the C-MAPSS protocol: the estimate from the last data), when it is after `t1`.
 fn life_scores(
     params: &RiskParameters,
     data: &PredictionData,
@@ -273,7 +273,11 @@ fn life_scores(
 ) -> Vec<LifeScore> {
     let (mut sensor, mut weibull) = (Vec::new(), Vec::new());
     let days = |d: Duration| d.num_seconds() as f64 / 86_400.0;
-    for d in data.devices.iter().filter(|d| params.covers(d.model.as_deref())) {
+    for d in data
+        .devices
+        .iter()
+        .filter(|d| params.covers(d.model.as_deref()))
+    {
         for f in d.failures.iter().filter(|f| {
             !f.retracted
                 && f.failure_mode.as_deref() == Some(params.spec.mode.as_str())
@@ -288,7 +292,11 @@ fn life_scores(
             else {
                 continue;
             };
-            let at = last + Duration::days(1);
+            // a device reporting up to its failure is estimated at the failure's midnight
+            let failure_day =
+                DateTime::from_timestamp(f.at.timestamp().div_euclid(86_400) * 86_400, 0)
+                    .unwrap_or(f.at);
+            let at = (last + Duration::days(1)).min(failure_day);
             if at <= t1 || at > f.at {
                 continue;
             }
@@ -511,14 +519,18 @@ impl BacktestReport {
             row(&mut out, "(all modes)", &s.scorer, String::new(), s);
         }
         for m in self.modes.iter().filter(|m| !m.equal_precision.is_empty()) {
-            out.push_str(&format!("\n{}: the learned model at each baseline's precision\n", m.failure_mode));
+            out.push_str(&format!(
+                "\n{}: the learned model at each baseline's precision\n",
+                m.failure_mode
+            ));
             for e in &m.equal_precision {
                 out.push_str(&format!(
                     "  at {}'s {}: ≥ 3 d recall {} (threshold {}, precision {}) vs {}'s {}\n",
                     e.baseline,
                     pct(Some(e.precision)),
                     pct(e.model_recall_3d),
-                    e.model_threshold.map_or_else(|| "—".to_owned(), |t| format!("{t:.4}")),
+                    e.model_threshold
+                        .map_or_else(|| "—".to_owned(), |t| format!("{t:.4}")),
                     pct(e.model_precision),
                     e.baseline,
                     pct(e.baseline_recall_3d)
@@ -526,7 +538,7 @@ impl BacktestReport {
             }
         }
         out.push_str(&format!(
-            "\nremaining life at the failures (estimated at the first midnight after the last report)\n{:<24} {:<22} {:>8} {:>10} {:>10} {:>10}\n",
+            "\nremaining life at the failures (estimated at the first midnight after the last report, at the latest the failure day's)\n{:<24} {:<22} {:>8} {:>10} {:>10} {:>10}\n",
             "failure mode", "method", "failures", "RMSE", "MAE", "bias"
         ));
         let days = |x: Option<f64>| x.map_or_else(|| "—".to_owned(), |d| format!("{d:.2} d"));

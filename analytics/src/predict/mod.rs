@@ -129,8 +129,8 @@ pub struct PredictOptions {
     /// Feature contributions reported per risk prediction.
     #[serde(default = "default_top_features")]
     pub top_features: usize,
-    /// The failure-risk learner: `gradient_boosting` (trees: features that interact) or
-    /// `logistic_regression` (one weight per standardised feature).
+    /// The failure-risk learner: `logistic_regression` (one weight per standardised
+    /// feature) or `gradient_boosting` (trees: features that interact).
     #[serde(default)]
     pub learner: Learner,
     /// The trees of `gradient_boosting` (failure risk and sensor remaining life).
@@ -152,9 +152,10 @@ const fn default_remaining_life_cap_days() -> f64 {
 #[serde(rename_all = "snake_case")]
 pub enum Learner {
     /// Gradient-boosted trees ([`gbm`]).
-    #[default]
     GradientBoosting,
-    /// L2-regularised logistic regression (linfa-logistic).
+    /// L2-regularised logistic regression (linfa-logistic): the default, favoured by the
+    /// backtests of docs/benchmarks.md on FD001 and the untidy simulated fleet.
+    #[default]
     LogisticRegression,
 }
 

@@ -60,15 +60,15 @@ use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
 use super::depletion::RUNTIME_FIELD;
-use super::gbm::{self, Gbm, Loss};
-use super::remaining::{LifeSample, SensorLife, fit_sensor_life, next_event, target_days};
-use super::{Learner, PredictOptions};
 use super::features::{FeatureSpec, renews};
+use super::gbm::{self, Gbm, Loss};
 use super::metrics::{
     ScoredSeries, choose_fleet_thresholds, choose_warning_threshold, curve_threshold,
     validation_metrics, warning_curve, warning_metrics,
 };
+use super::remaining::{LifeSample, SensorLife, fit_sensor_life, next_event, target_days};
 use super::usage::UsageProfile;
+use super::{Learner, PredictOptions};
 use crate::weibull::{WeibullFit, fit};
 
 /// Days of a device's history before its first sample (the features' baseline).
@@ -958,7 +958,7 @@ impl ModeFit {
             (None, None) => (
                 false,
                 format!(
-                    "not deployed: no scorer warns more failures at least {MIN_LEAD_DAYS} days ahead than its expired warnings cost ({price:.3} each) with a warning precision of at least {min_precision} on the validation replay, so the mode stays silent"
+                    "not deployed: no scorer warns a failure at least {MIN_LEAD_DAYS} days ahead with a warning precision of at least {min_precision} on the validation replay, so the mode stays silent"
                 ),
             ),
         };
@@ -1181,12 +1181,12 @@ fn fit_mode(
         m
     };
     let fitted = match options.learner {
-        Learner::LogisticRegression => fit_logistic(&matrix(&train), &train, options).map(
-            |(weights, intercept)| {
+        Learner::LogisticRegression => {
+            fit_logistic(&matrix(&train), &train, options).map(|(weights, intercept)| {
                 params.weights = weights;
                 params.intercept = intercept;
-            },
-        ),
+            })
+        }
         Learner::GradientBoosting => {
             let rows: Vec<&[f64]> = train.iter().map(|s| s.x.as_slice()).collect();
             let y: Vec<f64> = train.iter().map(|s| f64::from(u8::from(s.label))).collect();
@@ -1300,8 +1300,12 @@ fn fit_mode(
         (!curve.is_empty()).then_some(curve)
     });
     let threshold_note = match (&params.trees, held_out_curve.is_some()) {
-        (Some(_), true) => ". The trees' operating threshold was chosen on out-of-fold scores: each half of the devices replayed over the training window with trees fitted on the other half",
-        (Some(_), false) => ". The trees' operating threshold was chosen on their own training window (the out-of-fold replay found no failure)",
+        (Some(_), true) => {
+            ". The trees' operating threshold was chosen on out-of-fold scores: each half of the devices replayed over the training window with trees fitted on the other half"
+        }
+        (Some(_), false) => {
+            ". The trees' operating threshold was chosen on their own training window (the out-of-fold replay found no failure)"
+        }
         (None, _) => "",
     };
     let curve = held_out_curve.unwrap_or_else(|| {
@@ -1396,7 +1400,11 @@ fn fit_mode(
             l.samples,
             l.weibull_rmse_days
                 .map_or_else(|| "none".to_owned(), |w| format!("{w:.2} days")),
-            if l.preferred { "sensors" } else { "weibull_age median" }
+            if l.preferred {
+                "sensors"
+            } else {
+                "weibull_age median"
+            }
         ),
         None => format!(
             ". Remaining life: dates from the weibull_age median (fewer than {MIN_LIFE_SAMPLES} samples with a known remaining life for the sensors' estimate)"
@@ -1440,9 +1448,10 @@ fn fit_mode(
 /// [`MIN_LEAD_DAYS`] ahead minus the wasted visits (expired warnings) at the price
 /// `min_precision / (1 − min_precision)` of a caught failure each, so that a scorer whose
 /// warnings are confirmed exactly at the floor breaks even and one warning everybody pays
-/// for it. A candidate qualifies when it warned a failure ahead, its warning precision is at
-/// least `min_precision` and its net is positive; the largest net serves, ties going to
-/// the higher precision, then to the earlier in [`SCORERS`] (the learned model first).
+/// for it. A candidate qualifies when it warned a failure ahead and its warning precision
+/// is at least `min_precision` (so a mode is not silent when one works); the largest net
+/// serves, ties going to the higher precision, then to the earlier in [`SCORERS`] (the
+/// learned model first).
 /// `None` when no candidate qualifies: the mode is then silent.
 pub fn choose_serving(
     candidates: &[(Scorer, Option<&WarningMetrics>)],
@@ -1453,7 +1462,7 @@ pub fn choose_serving(
         let Some(w) = w else { continue };
         let precision = w.precision.unwrap_or(0.0);
         let net = net_warned(w, min_precision);
-        if w.warned_ahead == 0 || precision < min_precision || net <= 0.0 {
+        if w.warned_ahead == 0 || precision < min_precision {
             continue;
         }
         let better = best.is_none_or(|(b, n, p)| {
