@@ -456,7 +456,10 @@ mod on_simulated_data {
             let x = params.spec.compute(d, as_of);
             let (p, c) = params.score_features(&x);
             let logit = trees.bias() + c.iter().sum::<f64>();
-            assert!((p - 1.0 / (1.0 + (-logit).exp())).abs() < 1e-9, "{p} {logit}");
+            assert!(
+                (p - 1.0 / (1.0 + (-logit).exp())).abs() < 1e-9,
+                "{p} {logit}"
+            );
         }
     }
 
