@@ -9,8 +9,8 @@
 //!
 //! Per field `f` (days `[as_of − w, as_of)`):
 //! - `f:mean_1d`, `f:mean_7d`, `f:mean_30d` — mean of the daily means;
-//! - `f:min_7d`, `f:max_7d` — extremes of the daily min/max;
-//! - `f:spread_7d` — mean within-day range (max − min);
+//! - `f:min_7d`, `f:max_7d` — extremes of the daily means;
+//! - `f:step_7d` — mean absolute change from one daily mean to the next;
 //! - `f:sd_7d` — standard deviation of the daily means;
 //! - `f:trend_7d` — least-squares slope of the daily means per day;
 //! - `f:dev_1d`, `f:dev_3d`, `f:dev_7d` — deviation of the 1-, 3- and 7-day means from
@@ -29,8 +29,14 @@
 //! - `f:dev_last` — deviation of the last reading of the last day (its `last`) from the
 //!   baseline, in robust sd: at midnight the last day's mean lags a precursor that grows
 //!   through the day by about half a day, its last reading does not;
-//! - `f:devlo_1d`, `f:devhi_1d` — deviation of the last day's smallest and largest
-//!   reading: the first hours of a precursor show in an extreme before they move a mean.
+//!
+//! **Independent of the reporting rhythm.** Every feature reads daily means, never a
+//! within-day extreme or range (`dev_last` reads one reading, the day's last, whose hour
+//! follows the rhythm): a day of 24 hourly readings
+//! and a day of 4 six-hourly ones of the same signal have the same mean, but not the same
+//! minimum, maximum or range (a device reporting once a day has a range of 0, a cumulative
+//! meter's range is the day's use only when it reports twice or more). Tested: the same
+//! signal reported hourly and every 6 hours gives the same features.
 //!
 //! The deviation features are compressed as `sign(x) · ln(1 + |x|)`: a shift of 50 robust
 //! sd and one of 500 are both "far off", and the linear model should not be dominated by
@@ -41,7 +47,9 @@
 //! start at the midnight after the repair, so the failure's own readings do not look like
 //! a new precursor.
 //!
-//! Per alarm code `c`: `alarm:c:7d`, `alarm:c:30d` — episodes started in the window.
+//! Per alarm code `c`: `alarm:c:1d`, `alarm:c:3d`, `alarm:c:7d`, `alarm:c:30d` — episodes
+//! started in the window. Per catalog model `m` when the mode spans several: `model:m`,
+//! 1 for the device's model, else 0.
 //! Part and device: `part:runtime_since_replacement` and `part:days_since_replacement`
 //! (since the last replacement of the part of the failure mode — a replacement named by
 //! the mode, or a renewal of the catalog component that owns the mode on the device's
@@ -74,7 +82,7 @@ pub const FIELD_FEATURES: &[&str] = &[
     "mean_30d",
     "min_7d",
     "max_7d",
-    "spread_7d",
+    "step_7d",
     "sd_7d",
     "trend_7d",
     "dev_1d",
@@ -87,8 +95,6 @@ pub const FIELD_FEATURES: &[&str] = &[
     "run_up",
     "run_down",
     "dev_last",
-    "devlo_1d",
-    "devhi_1d",
 ];
 
 /// What a model's features are made of.
@@ -103,7 +109,23 @@ pub struct FeatureSpec {
     /// (a replacement must then name the mode).
     #[serde(default)]
     pub components: BTreeMap<String, String>,
+    /// The catalog models the mode spans when more than one: an indicator feature each
+    /// (`model:<id>`). Empty with one model, and in models trained before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// The feature layout the vector follows ([`FEATURE_LAYOUT`]); 0 in models trained
+    /// before layouts, whose vectors this code no longer computes.
+    #[serde(default)]
+    pub layout: u32,
 }
+
+/// The layout of [`FeatureSpec::compute`]'s vector. 1: rhythm-independent field features,
+/// alarm counts over 1, 3, 7 and 30 days, model indicators (issue 22). A stored model of
+/// another layout is not served: its weights would meet other features.
+pub const FEATURE_LAYOUT: u32 = 1;
+
+/// The windows (days) of the per-code alarm counts.
+pub const ALARM_WINDOWS: [i64; 4] = [1, 3, 7, 30];
 
 impl FeatureSpec {
     /// Feature names, in vector order.
@@ -115,8 +137,12 @@ impl FeatureSpec {
             }
         }
         for c in &self.codes {
-            v.push(format!("alarm:{c}:7d"));
-            v.push(format!("alarm:{c}:30d"));
+            for w in ALARM_WINDOWS {
+                v.push(format!("alarm:{c}:{w}d"));
+            }
+        }
+        for m in &self.models {
+            v.push(format!("model:{m}"));
         }
         v.extend(
             [
@@ -164,8 +190,14 @@ impl FeatureSpec {
                     .filter(|a| a.code == *c && a.started_at >= from && a.started_at < as_of)
                     .count() as f64
             };
-            v.push(count(7));
-            v.push(count(30));
+            for w in ALARM_WINDOWS {
+                v.push(count(w));
+            }
+        }
+        for m in &self.models {
+            v.push(f64::from(u8::from(
+                device.model.as_deref() == Some(m.as_str()),
+            )));
         }
         let part = self.part_age(device, as_of);
         v.push(part.runtime_since);
@@ -336,17 +368,17 @@ fn field_features(
     out.push(mean(d30.iter().map(|d| d.mean)));
     out.push(
         d7.iter()
-            .map(|d| d.min)
+            .map(|d| d.mean)
             .reduce(f64::min)
             .unwrap_or(f64::NAN),
     );
     out.push(
         d7.iter()
-            .map(|d| d.max)
+            .map(|d| d.mean)
             .reduce(f64::max)
             .unwrap_or(f64::NAN),
     );
-    out.push(mean(d7.iter().map(|d| d.max - d.min)));
+    out.push(mean(d7.windows(2).map(|w| (w[1].mean - w[0].mean).abs())));
     let sd = if d7.len() >= 2 {
         let v = d7.iter().map(|d| (d.mean - m7).powi(2)).sum::<f64>() / (d7.len() - 1) as f64;
         v.sqrt()
@@ -380,10 +412,7 @@ fn field_features(
     out.push(compress(accel));
     out.push(run(d7, scale, 1.0));
     out.push(run(d7, scale, -1.0));
-    let latest = d1.last();
-    out.push(latest.map_or(f64::NAN, |d| dev(d.last)));
-    out.push(latest.map_or(f64::NAN, |d| dev(d.min)));
-    out.push(latest.map_or(f64::NAN, |d| dev(d.max)));
+    out.push(d1.last().map_or(f64::NAN, |d| dev(d.last)));
 }
 
 /// Least-squares slope of the daily means per day; NaN with fewer than 3 days.

@@ -60,7 +60,7 @@ use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
 use super::depletion::RUNTIME_FIELD;
-use super::features::{FeatureSpec, renews};
+use super::features::{FEATURE_LAYOUT, FeatureSpec, renews};
 use super::gbm::{self, Gbm, Loss};
 use super::metrics::{
     ScoredSeries, choose_fleet_thresholds, choose_warning_threshold, curve_threshold,
@@ -170,9 +170,12 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 impl RiskParameters {
-    /// The parameters of a trained model; `None` when they are not this crate's.
+    /// The parameters of a trained model; `None` when they are not this crate's or were
+    /// trained on another feature layout ([`FEATURE_LAYOUT`]).
     pub fn from_trained(model: &TrainedModel) -> Option<Self> {
-        serde_json::from_value(model.parameters.clone()).ok()
+        serde_json::from_value::<Self>(model.parameters.clone())
+            .ok()
+            .filter(|p| p.spec.layout == FEATURE_LAYOUT)
     }
 
     fn standardise(&self, x: &[f64]) -> Vec<f64> {
@@ -467,11 +470,20 @@ pub fn feature_spec(catalog: &Catalog, data: &PredictionData, mode: &str) -> Fea
             Some((m.id.to_string(), c.id.to_string()))
         })
         .collect();
+    let mut model_ids: Vec<String> = ids.iter().map(|m| m.to_string()).collect();
+    model_ids.sort();
     FeatureSpec {
         mode: mode.to_owned(),
         fields,
         codes,
         components,
+        // one model: its indicator would be constant
+        models: if model_ids.len() > 1 {
+            model_ids
+        } else {
+            Vec::new()
+        },
+        layout: FEATURE_LAYOUT,
     }
 }
 

@@ -695,6 +695,8 @@ mod features {
             fields: vec!["temperature_c".into()],
             codes: Vec::new(),
             components: BTreeMap::new(),
+            models: Vec::new(),
+            layout: crate::predict::features::FEATURE_LAYOUT,
         }
     }
 
@@ -759,7 +761,7 @@ mod features {
     }
 
     #[test]
-    fn the_last_day_s_last_reading_and_extremes_lead_its_mean() {
+    fn the_last_day_s_last_reading_leads_its_mean() {
         // baseline 40 (scale 0.4); the last day's readings climb from 39.8 to 45 in its
         // evening: its mean is still 40.2, its last reading 44.8
         let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
@@ -772,10 +774,83 @@ mod features {
         assert!(close(mean, (0.2f64 / 0.4).ln_1p()), "{mean}");
         let v = feature(&d, as_of, "temperature_c:dev_last");
         assert!(close(v, (4.8f64 / 0.4).ln_1p()), "{v}");
-        let v = feature(&d, as_of, "temperature_c:devhi_1d");
-        assert!(close(v, (5.0f64 / 0.4).ln_1p()), "{v}");
-        let v = feature(&d, as_of, "temperature_c:devlo_1d");
-        assert!(close(v, -(0.2f64 / 0.4).ln_1p()), "{v}");
+        // the day's extremes are not read: they depend on how often the device reports
+        assert_eq!(feature(&d, as_of, "temperature_c:max_7d"), 40.2);
+    }
+
+    /// A field read from a signal `f(hour)` every `every` hours for `n` days, folded
+    /// into daily summaries as the store folds hourly rollups.
+    fn reported(n: i64, every: i64, f: impl Fn(i64) -> f64) -> Vec<FieldDay> {
+        let start = t(2025, 1, 1);
+        (0..n)
+            .map(|i| {
+                let v: Vec<f64> = (0..24)
+                    .step_by(every as usize)
+                    .map(|h| f(i * 24 + h))
+                    .collect();
+                FieldDay {
+                    day: start + Duration::days(i),
+                    count: v.len() as u32,
+                    mean: v.iter().sum::<f64>() / v.len() as f64,
+                    min: v.iter().copied().fold(f64::INFINITY, f64::min),
+                    max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    last: *v.last().expect("a reading"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_device_reporting_every_6_hours_looks_like_one_reporting_hourly() {
+        // a temperature with a ±3 °C day cycle, a slow drift and a rise in the last week,
+        // and a runtime meter of 10 h a day: hourly and every 6 hours (the day cycle
+        // averages out over 4 equally spaced readings as over 24)
+        let temp = |h: i64| {
+            let day = h as f64 / 24.0;
+            40.0 + 3.0 * (std::f64::consts::TAU * day + 0.7).sin()
+                + 0.01 * (day - 20.0).sin()
+                + if day > 113.0 {
+                    0.5 * (day - 113.0)
+                } else {
+                    0.0
+                }
+        };
+        let meter = |h: i64| (h as f64 / 24.0).floor() * 10.0 + ((h % 24) as f64).min(10.0);
+        let fleet = |every: i64| {
+            device(BTreeMap::from([
+                ("temperature_c".to_owned(), reported(120, every, temp)),
+                ("runtime_hours".to_owned(), reported(120, every, meter)),
+            ]))
+        };
+        let (hourly, six) = (fleet(1), fleet(6));
+        let spec = FeatureSpec {
+            fields: vec!["runtime_hours".into(), "temperature_c".into()],
+            ..spec()
+        };
+        let as_of = t(2025, 1, 1) + Duration::days(120);
+        let (a, b) = (spec.compute(&hourly, as_of), spec.compute(&six, as_of));
+        let names = spec.names();
+        for (i, name) in names.iter().enumerate() {
+            // the same up to the sampling of a drift within a day; `dev_last` is one
+            // reading, at 23:00 hourly and at 18:00 every 6 hours
+            if name.ends_with("dev_last") {
+                continue;
+            }
+            let (x, y) = (a[i], b[i]);
+            let same = (x.is_nan() && y.is_nan()) || (x - y).abs() <= 0.05 * x.abs().max(1.0);
+            assert!(same, "{name}: hourly {x}, every 6 h {y}");
+        }
+        // the check has teeth: the days' ranges, which are not features, differ widely
+        let range = |d: &DeviceHistory| {
+            let last = d.daily["temperature_c"].last().expect("a day").clone();
+            last.max - last.min
+        };
+        assert!(
+            range(&hourly) - range(&six) > 1.0,
+            "{} {}",
+            range(&hourly),
+            range(&six)
+        );
     }
 
     #[test]
@@ -788,7 +863,7 @@ mod features {
         let x = spec.compute(&d, as_of);
         assert_eq!(x.len(), spec.names().len());
         assert!(feature(&d, as_of, "temperature_c:dev_1d").is_nan());
-        assert!(feature(&d, as_of, "temperature_c:devhi_1d").is_nan());
+        assert!(feature(&d, as_of, "temperature_c:dev_last").is_nan());
         assert!(feature(&d, as_of, "temperature_c:mean_7d").is_finite());
         assert!(feature(&d, as_of, "device:age_days").is_finite());
     }
