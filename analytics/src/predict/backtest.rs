@@ -177,6 +177,46 @@ pub struct EqualPrecision {
     pub model_threshold: Option<f64>,
     pub model_precision: Option<f64>,
     pub model_recall_3d: Option<f64>,
+    /// The counts behind the rates (to add modes up): failures, and per side the failures
+    /// warned ≥ 3 days ahead, confirmed and expired warnings (the model's 0 where no
+    /// threshold reaches the precision: silent).
+    pub failures: u64,
+    pub baseline_warned_3d: u64,
+    pub baseline_confirmed: u64,
+    pub baseline_expired: u64,
+    pub model_warned_3d: u64,
+    pub model_confirmed: u64,
+    pub model_expired: u64,
+}
+
+impl EqualPrecision {
+    /// The sum of the modes' rows against the same baseline, rates from the summed counts.
+    fn total(rows: &[&EqualPrecision]) -> Option<EqualPrecision> {
+        let first = rows.first()?;
+        let mut t = EqualPrecision {
+            baseline: first.baseline.clone(),
+            ..EqualPrecision::default()
+        };
+        for r in rows {
+            t.failures += r.failures;
+            t.baseline_warned_3d += r.baseline_warned_3d;
+            t.baseline_confirmed += r.baseline_confirmed;
+            t.baseline_expired += r.baseline_expired;
+            t.model_warned_3d += r.model_warned_3d;
+            t.model_confirmed += r.model_confirmed;
+            t.model_expired += r.model_expired;
+        }
+        let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+        t.precision = ratio(
+            t.baseline_confirmed,
+            t.baseline_confirmed + t.baseline_expired,
+        )
+        .unwrap_or(0.0);
+        t.baseline_recall_3d = ratio(t.baseline_warned_3d, t.failures);
+        t.model_precision = ratio(t.model_confirmed, t.model_confirmed + t.model_expired);
+        t.model_recall_3d = ratio(t.model_warned_3d, t.failures);
+        Some(t)
+    }
 }
 
 /// [`EqualPrecision`] of the model's replayed `series` against each baseline row.
@@ -205,6 +245,13 @@ fn at_equal_precision(
                 model_threshold: best.map(|(t, _)| *t),
                 model_precision: best.and_then(|(_, m)| m.precision),
                 model_recall_3d: best.map(|(_, m)| m.recall),
+                failures: b.failures,
+                baseline_warned_3d: b.warned_3d,
+                baseline_confirmed: b.confirmed,
+                baseline_expired: b.expired,
+                model_warned_3d: best.map_or(0, |(_, m)| m.warned_ahead),
+                model_confirmed: best.map_or(0, |(_, m)| m.confirmed),
+                model_expired: best.map_or(0, |(_, m)| m.expired),
             })
         })
         .collect()
@@ -340,6 +387,8 @@ pub struct BacktestReport {
     pub modes: Vec<ModeResult>,
     /// Every mode added up, per scorer.
     pub overall: Vec<ScorerResult>,
+    /// Every mode added up: the learned model at each baseline's precision, mode by mode.
+    pub overall_equal_precision: Vec<EqualPrecision>,
 }
 
 /// Trains as of `train.as_of`, replays over `(T1, T2]` (`replay.as_of` is `T2`) at
@@ -448,12 +497,24 @@ pub fn backtest(
             }
         }
     }
+    let overall_equal_precision = [Scorer::WeibullAge, Scorer::AlarmCount]
+        .iter()
+        .filter_map(|b| {
+            let rows: Vec<&EqualPrecision> = modes
+                .iter()
+                .flat_map(|m| &m.equal_precision)
+                .filter(|e| e.baseline == b.as_str())
+                .collect();
+            EqualPrecision::total(&rows)
+        })
+        .collect();
     Ok(BacktestReport {
         trained_as_of: t1,
         until: t2,
         step_hours: step.num_seconds() as f64 / 3600.0,
         modes,
         overall,
+        overall_equal_precision,
     })
 }
 
@@ -531,6 +592,22 @@ impl BacktestReport {
                     pct(e.model_recall_3d),
                     e.model_threshold
                         .map_or_else(|| "—".to_owned(), |t| format!("{t:.4}")),
+                    pct(e.model_precision),
+                    e.baseline,
+                    pct(e.baseline_recall_3d)
+                ));
+            }
+        }
+        if !self.overall_equal_precision.is_empty() {
+            out.push_str(
+                "\n(all modes): the learned model at each baseline's precision, mode by mode\n",
+            );
+            for e in &self.overall_equal_precision {
+                out.push_str(&format!(
+                    "  at {}'s {}: ≥ 3 d recall {} at precision {} vs {}'s {}\n",
+                    e.baseline,
+                    pct(Some(e.precision)),
+                    pct(e.model_recall_3d),
                     pct(e.model_precision),
                     e.baseline,
                     pct(e.baseline_recall_3d)
@@ -689,5 +766,36 @@ mod tests {
         assert_eq!(sum.recall_3d, Some(1.0 / 6.0));
         assert_eq!(sum.precision, Some(2.0 / 3.0));
         assert_eq!(sum.median_lead_days, None);
+
+        // the model at the baseline's precision: its best threshold at least as precise
+        let baseline = ScorerResult {
+            scorer: "weibull_age".into(),
+            precision: Some(0.6),
+            ..r.clone()
+        };
+        let eq = at_equal_precision(&all, &[&baseline], horizon);
+        let e = &eq[0];
+        assert_eq!(e.model_threshold, Some(0.9), "{e:?}");
+        assert!(e.model_precision.is_some_and(|p| p >= 0.6), "{e:?}");
+        assert_eq!((e.model_warned_3d, e.failures), (1, 3), "{e:?}");
+        // modes add up by counts
+        let other = EqualPrecision {
+            baseline: "weibull_age".into(),
+            failures: 7,
+            baseline_warned_3d: 1,
+            baseline_confirmed: 1,
+            baseline_expired: 3,
+            model_warned_3d: 4,
+            model_confirmed: 4,
+            model_expired: 0,
+            ..EqualPrecision::default()
+        };
+        let t = EqualPrecision::total(&[e, &other]).expect("rows");
+        assert_eq!((t.failures, t.model_warned_3d), (10, 5));
+        assert_eq!(t.model_recall_3d, Some(0.5));
+        assert_eq!(t.model_precision, Some(6.0 / 7.0));
+        assert_eq!(t.baseline_recall_3d, Some(2.0 / 10.0));
+        assert_eq!(t.precision, 3.0 / 7.0);
+        assert!(EqualPrecision::total(&[]).is_none());
     }
 }
