@@ -12,7 +12,8 @@
 //! - `f:min_7d`, `f:max_7d` — extremes of the daily means;
 //! - `f:step_7d` — mean absolute change from one daily mean to the next;
 //! - `f:sd_7d` — standard deviation of the daily means;
-//! - `f:trend_7d` — least-squares slope of the daily means per day;
+//! - `f:trend_7d`, `f:trend_30d` — least-squares slope of the daily means per day over 7
+//!   and 30 days (a slow wear-out shows in a month before it shows in a week);
 //! - `f:dev_1d`, `f:dev_3d`, `f:dev_7d` — deviation of the 1-, 3- and 7-day means from
 //!   the device's own baseline (median of the daily means in `[as_of − 90 d, as_of − 30 d)`),
 //!   in robust standard deviations (1.4826 · MAD, at least 1 % of the baseline's magnitude);
@@ -85,6 +86,7 @@ pub const FIELD_FEATURES: &[&str] = &[
     "step_7d",
     "sd_7d",
     "trend_7d",
+    "trend_30d",
     "dev_1d",
     "dev_3d",
     "dev_7d",
@@ -387,6 +389,7 @@ fn field_features(
     };
     out.push(sd);
     out.push(trend(d7));
+    out.push(trend(d30));
     let Some((b, scale)) = baseline else {
         // every feature measured from the baseline is missing
         out.resize(start + FIELD_FEATURES.len(), f64::NAN);
