@@ -50,6 +50,10 @@ struct Args {
     /// Directory for `backtest_<profile>.csv` and `.json`.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The failure-risk learner: `logistic_regression` or `gradient_boosting` (default:
+    /// the product's).
+    #[arg(long)]
+    learner: Option<String>,
 }
 
 fn quantile(sorted: &[f64], p: f64) -> f64 {
@@ -167,10 +171,16 @@ fn main() -> anyhow::Result<()> {
         replay.devices.len()
     );
 
+    let mut options = PredictOptions::default();
+    if let Some(l) = &args.learner {
+        options.learner = serde_json::from_value(serde_json::Value::String(l.clone()))
+            .with_context(|| format!("--learner {l}: logistic_regression or gradient_boosting"))?;
+    }
+    println!("learner: {}", options.learner.as_str());
     let t = Instant::now();
     let report = backtest(
         &catalog,
-        &PredictOptions::default(),
+        &options,
         &train,
         &replay,
         Duration::hours(args.step_hours),
