@@ -842,7 +842,7 @@ mod features {
         }
         // the check has teeth: the days' ranges, which are not features, differ widely
         let range = |d: &DeviceHistory| {
-            let last = d.daily["temperature_c"].last().expect("a day").clone();
+            let last = *d.daily["temperature_c"].last().expect("a day");
             last.max - last.min
         };
         assert!(
