@@ -458,7 +458,11 @@ pub fn backtest(
             None => ScorerResult::from_replay(SERVING, None, of(Scorer::Model), horizon),
         };
         let mut scorers = vec![serving, model_row];
-        for s in SCORERS.into_iter().filter(|s| *s != Scorer::Model) {
+        // a baseline the training could not fit has no row
+        for s in SCORERS
+            .into_iter()
+            .filter(|s| *s != Scorer::Model && series.contains_key(s))
+        {
             scorers.push(ScorerResult::from_replay(
                 s.as_str(),
                 thresholds(s),

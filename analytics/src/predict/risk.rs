@@ -39,7 +39,8 @@
 //!   window); probability = conditional failure within the runtime hours the device's
 //!   usage rate gives the horizon, at the part's current age.
 //! - `alarm_count`: episodes of the model's warning alarms in the last 7 days (0, 1, 2,
-//!   3+), probability = the training share of failures within the horizon per count.
+//!   3+), probability = the training share of failures within the horizon per count. Not
+//!   fitted when the mode's models have no warning alarms (it would be a constant).
 //!
 //! **Deployment.** Deployed when its validation PR-AUC beats both baselines and the
 //! current model's on the same samples and its operating threshold raises at least one
@@ -254,6 +255,10 @@ impl RiskParameters {
                 Some((p, w.threshold))
             }
             Scorer::AlarmCount => {
+                // without warning alarms to count the baseline is a constant: not fitted
+                if self.alarm_count.codes.is_empty() {
+                    return None;
+                }
                 let k = warning_count(device, &self.alarm_count.codes, as_of);
                 Some((self.alarm_count.rates[k.min(3)], self.alarm_count.threshold))
             }
@@ -948,9 +953,13 @@ impl ModeFit {
                 .get(s.as_str())
                 .and_then(|m| m.warnings.as_ref());
             candidates.push((s, w));
-            words.push(match r.baselines.get(s.as_str()) {
-                Some(_) => format!("{}: {}", s.as_str(), warned_in_words(w)),
-                None => format!(
+            words.push(match (r.baselines.get(s.as_str()), s) {
+                (Some(_), _) => format!("{}: {}", s.as_str(), warned_in_words(w)),
+                (None, Scorer::AlarmCount) => {
+                    "alarm_count: not fitted (the mode's models have no warning alarms to count)"
+                        .to_owned()
+                }
+                (None, _) => format!(
                     "{}: not fitted (fewer than 2 lifetimes in the training window)",
                     s.as_str()
                 ),
@@ -1351,14 +1360,16 @@ fn fit_mode(
             scored(Scorer::WeibullAge, &va, wb.threshold),
         );
     }
-    let va: Vec<f64> = valid
-        .iter()
-        .map(|s| params.alarm_count.rates[s.warnings.min(3)])
-        .collect();
-    baselines.insert(
-        Scorer::AlarmCount.as_str().to_owned(),
-        scored(Scorer::AlarmCount, &va, params.alarm_count.threshold),
-    );
+    if !params.alarm_count.codes.is_empty() {
+        let va: Vec<f64> = valid
+            .iter()
+            .map(|s| params.alarm_count.rates[s.warnings.min(3)])
+            .collect();
+        baselines.insert(
+            Scorer::AlarmCount.as_str().to_owned(),
+            scored(Scorer::AlarmCount, &va, params.alarm_count.threshold),
+        );
+    }
 
     // the decision: whether the learned model may serve, then the best scorer
     let mut model_reasons = Vec::new();

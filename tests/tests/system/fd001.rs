@@ -231,6 +231,14 @@ async fn fd001_backtest_beats_the_age_rule_and_its_remaining_life_beats_the_age_
         serde_json::from_str(&std::fs::read_to_string(out.join("backtest.json"))?)?;
     let mode = &r["modes"][0];
     assert_eq!(mode["served_by"], "model", "{}", mode["decision"]);
+    // FD001 has no alarms: no alarm_count baseline (it would be a constant)
+    let scorers: Vec<&str> = mode["scorers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["scorer"].as_str())
+        .collect();
+    assert_eq!(scorers, ["serving", "model", "weibull_age"]);
     let eq = r["overall_equal_precision"]
         .as_array()
         .and_then(|v| v.iter().find(|e| e["baseline"] == "weibull_age"))
