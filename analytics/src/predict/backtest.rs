@@ -29,8 +29,8 @@ use serde::Serialize;
 
 use super::PredictOptions;
 use super::metrics::{ScoredSeries, warning_curve, warning_metrics};
-use super::remaining::rmse;
-use super::risk::{MIN_LEAD_DAYS, RiskParameters, SCORERS, Scorer, replay, train_modes};
+use super::remaining::{days, rmse};
+use super::risk::{MIN_LEAD_DAYS, RiskParameters, SCORERS, Scorer, midnight, replay, train_modes};
 
 /// The scorer the live worker would have served with.
 pub const SERVING: &str = "serving";
@@ -319,7 +319,6 @@ fn life_scores(
     t2: DateTime<Utc>,
 ) -> Vec<LifeScore> {
     let (mut sensor, mut weibull) = (Vec::new(), Vec::new());
-    let days = |d: Duration| d.num_seconds() as f64 / 86_400.0;
     for d in data
         .devices
         .iter()
@@ -340,10 +339,7 @@ fn life_scores(
                 continue;
             };
             // a device reporting up to its failure is estimated at the failure's midnight
-            let failure_day =
-                DateTime::from_timestamp(f.at.timestamp().div_euclid(86_400) * 86_400, 0)
-                    .unwrap_or(f.at);
-            let at = (last + Duration::days(1)).min(failure_day);
+            let at = (last + Duration::days(1)).min(midnight(f.at));
             if at <= t1 || at > f.at {
                 continue;
             }

@@ -110,7 +110,6 @@ pub fn target_days(
     known_until: DateTime<Utc>,
     cap_days: f64,
 ) -> Option<f64> {
-    let days = |d: Duration| d.num_seconds() as f64 / 86_400.0;
     match next {
         Some((at, true)) if at <= known_until => Some(days(at - as_of).min(cap_days)),
         Some((at, false)) if at <= known_until => {
@@ -118,6 +117,11 @@ pub fn target_days(
         }
         _ => (days(known_until - as_of) >= cap_days).then_some(cap_days),
     }
+}
+
+/// A duration in days (fractional).
+pub fn days(d: Duration) -> f64 {
+    d.num_seconds() as f64 / 86_400.0
 }
 
 /// Root mean square of the errors; `None` when empty.

@@ -504,7 +504,8 @@ struct Sample {
     next: Option<(DateTime<Utc>, bool)>,
 }
 
-fn midnight(t: DateTime<Utc>) -> DateTime<Utc> {
+/// The start of `t`'s UTC day.
+pub(crate) fn midnight(t: DateTime<Utc>) -> DateTime<Utc> {
     let secs = t.timestamp().div_euclid(86_400) * 86_400;
     DateTime::from_timestamp(secs, 0).unwrap_or(t)
 }
@@ -1052,6 +1053,16 @@ fn parameters_json(params: &RiskParameters) -> serde_json::Value {
         .expect("risk parameters are numbers and strings: they always serialize")
 }
 
+/// Gradient-boosted trees (logistic loss) on the samples' raw features and labels.
+fn fit_trees(samples: &[&Sample], options: &PredictOptions) -> Result<Gbm, String> {
+    let rows: Vec<&[f64]> = samples.iter().map(|s| s.x.as_slice()).collect();
+    let y: Vec<f64> = samples
+        .iter()
+        .map(|s| f64::from(u8::from(s.label)))
+        .collect();
+    gbm::fit(&rows, &y, Loss::Logistic, &options.gbm)
+}
+
 /// The logistic regression's weights and intercept on the standardised training matrix,
 /// as log-odds of a failure.
 fn fit_logistic(
@@ -1208,11 +1219,7 @@ fn fit_mode(
                 params.intercept = intercept;
             })
         }
-        Learner::GradientBoosting => {
-            let rows: Vec<&[f64]> = train.iter().map(|s| s.x.as_slice()).collect();
-            let y: Vec<f64> = train.iter().map(|s| f64::from(u8::from(s.label))).collect();
-            gbm::fit(&rows, &y, Loss::Logistic, &options.gbm).map(|g| params.trees = Some(g))
-        }
+        Learner::GradientBoosting => fit_trees(&train, options).map(|g| params.trees = Some(g)),
     };
     if let Err(e) = fitted {
         return Some(ModeFit::untrained(TrainedModel {
@@ -1308,10 +1315,8 @@ fn fit_mode(
                 .copied()
                 .filter(|s| s.device % 2 != fold)
                 .collect();
-            let rows: Vec<&[f64]> = other.iter().map(|s| s.x.as_slice()).collect();
-            let y: Vec<f64> = other.iter().map(|s| f64::from(u8::from(s.label))).collect();
             let mut half = params.clone();
-            half.trees = Some(gbm::fit(&rows, &y, Loss::Logistic, &options.gbm).ok()?);
+            half.trees = Some(fit_trees(&other, options).ok()?);
             let mut r = replay_devices(&half, data, first, validate_from - horizon, step, |i| {
                 i % 2 == fold
             });
