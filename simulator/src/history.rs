@@ -247,7 +247,14 @@ impl HistoryRecorder {
                     source: "alarm".into(),
                     retracted: false,
                 }),
+                // a repair and a preventive replacement both put a new part in
                 TruthEvent::Repair {
+                    failure_mode,
+                    ts,
+                    runtime_hours,
+                    ..
+                }
+                | TruthEvent::ScheduledReplacement {
                     failure_mode,
                     ts,
                     runtime_hours,
@@ -268,17 +275,6 @@ impl HistoryRecorder {
                     at: *ts,
                     runtime_hours: Some(*runtime_hours),
                     component: Some(consumable.clone()),
-                }),
-                TruthEvent::ScheduledReplacement {
-                    failure_mode,
-                    ts,
-                    runtime_hours,
-                    ..
-                } => d.replacements.push(Replacement {
-                    part: failure_mode.clone(),
-                    at: *ts,
-                    runtime_hours: Some(*runtime_hours),
-                    component: None,
                 }),
             }
         }

@@ -70,6 +70,38 @@ async fn report(args: &[&str], out: &Path, data: &Path) -> anyhow::Result<(u64, 
     weibull_row(out)
 }
 
+/// The C-MAPSS files: `FLEETPULSE_CMAPSS_DIR`, else the copy in tests/data/cmapss.
+fn cmapss() -> PathBuf {
+    std::env::var_os("FLEETPULSE_CMAPSS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("tests/data/cmapss"))
+}
+
+/// `to_csv.py` on FD001 with `args` into `dir/csv`, then `fleetpulse import` of its
+/// devices, telemetry and failures into `data`: each kind with the import's output.
+async fn import_fd001(
+    dir: &Path,
+    args: &[&str],
+    data: &Path,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let csv = dir.join("csv");
+    let status = tokio::process::Command::new("python3")
+        .arg(repo().join("docs/examples/fd001/to_csv.py"))
+        .arg(cmapss())
+        .arg(&csv)
+        .args(args)
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "to_csv.py failed");
+    let mut out = Vec::new();
+    for kind in ["devices", "telemetry", "failures"] {
+        let file = csv.join(format!("{kind}.csv"));
+        let report = fleetpulse(&["import", kind, file.to_str().unwrap_or_default()], data).await?;
+        out.push((kind, report));
+    }
+    Ok(out)
+}
+
 fn close(got: f64, want: f64, rel: f64) -> bool {
     (got - want).abs() <= rel * want.abs()
 }
@@ -78,22 +110,9 @@ fn close(got: f64, want: f64, rel: f64) -> bool {
 async fn fd001_comes_in_through_the_imports_and_its_lives_fit_as_lifelines_fits_them()
 -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let csv = dir.path().join("csv");
     let data = dir.path().join("data");
-    let cmapss = std::env::var_os("FLEETPULSE_CMAPSS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("tests/data/cmapss"));
-    let status = tokio::process::Command::new("python3")
-        .arg(repo().join("docs/examples/fd001/to_csv.py"))
-        .arg(&cmapss)
-        .arg(&csv)
-        .status()
-        .await?;
-    anyhow::ensure!(status.success(), "to_csv.py failed");
-
-    for (kind, rows) in [("devices", 200), ("telemetry", 33_727), ("failures", 100)] {
-        let file = csv.join(format!("{kind}.csv"));
-        let out = fleetpulse(&["import", kind, file.to_str().unwrap_or_default()], &data).await?;
+    let imported = import_fd001(dir.path(), &[], &data).await?;
+    for ((kind, out), rows) in imported.iter().zip([200, 33_727, 100]) {
         assert!(
             out.contains(&format!("imported {rows} of {rows} rows")),
             "{kind}: {out}"
@@ -188,29 +207,16 @@ async fn fd001_comes_in_through_the_imports_and_its_lives_fit_as_lifelines_fits_
 async fn fd001_backtest_beats_the_age_rule_and_its_remaining_life_beats_the_age_floor()
 -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let csv = dir.path().join("csv");
     let data = dir.path().join("data");
-    let cmapss = std::env::var_os("FLEETPULSE_CMAPSS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("tests/data/cmapss"));
-    let status = tokio::process::Command::new("python3")
-        .arg(repo().join("docs/examples/fd001/to_csv.py"))
-        .arg(&cmapss)
-        .arg(&csv)
-        .args([
-            "--cycle-hours",
-            "24",
-            "--test-offset-days",
-            "300",
-            "--test-failures",
-        ])
-        .status()
-        .await?;
-    anyhow::ensure!(status.success(), "to_csv.py failed");
-    for kind in ["devices", "telemetry", "failures"] {
-        let file = csv.join(format!("{kind}.csv"));
-        fleetpulse(&["import", kind, file.to_str().unwrap_or_default()], &data).await?;
-    }
+    let args = [
+        "--cycle-hours",
+        "24",
+        "--test-offset-days",
+        "300",
+        "--test-failures",
+    ];
+    import_fd001(dir.path(), &args, &data).await?;
+    let cmapss = cmapss();
     let out = dir.path().join("bt");
     fleetpulse(
         &[
