@@ -598,6 +598,7 @@ async fn one_model_is_deployed_per_failure_mode_and_outcomes_feed_back() {
     let order = f.active("OC5-O1").await.remove(0);
     let dispatch: &dyn fleetpulse_domain::dispatch::Dispatch = &f.store;
     let mut version = order.version;
+    let done = Utc::now();
     for action in [
         fleetpulse_domain::dispatch::OrderAction::Acknowledge,
         fleetpulse_domain::dispatch::OrderAction::Assign {
@@ -615,15 +616,17 @@ async fn one_model_is_deployed_per_failure_mode_and_outcomes_feed_back() {
                 version,
                 action,
                 fleetpulse_domain::dispatch::Actor("test".into()),
-                Utc::now(),
+                done,
             )
             .await
             .expect("step")
             .version;
     }
+    // read as of a second after the completion: nothing recorded at or after the as-of
+    // time is read, and two clock readings can fall in the same stored millisecond
     let data = f
         .store
-        .prediction_data(Utc::now(), 7, 1)
+        .prediction_data(done + Duration::seconds(1), 7, 1)
         .await
         .expect("data");
     let d = data
