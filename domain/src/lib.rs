@@ -12,6 +12,7 @@
 
 pub mod alarm;
 pub mod catalog;
+pub mod clock;
 pub mod credentials;
 pub mod csv;
 pub mod device;
@@ -31,6 +32,7 @@ pub mod webhook;
 
 pub use alarm::{AlarmCode, AlarmEpisode, Category, Severity};
 pub use catalog::{Catalog, ModelId, ModelSpec};
+pub use clock::Clock;
 pub use device::{ConnectionState, Criticality, DeviceKind, LifecycleStatus};
 pub use order::{Cause, Order, OrderIntent, OrderKind, OrderStatus, Priority};
 pub use policy::Policy;
