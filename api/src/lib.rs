@@ -88,6 +88,9 @@ pub struct AppState {
     pub predictor: Arc<dyn PredictionRunner>,
     /// Ends long-lived answers (the order stream) when the server shuts down.
     pub streams: StreamStop,
+    /// The process's clock (`/health` shows it): every "now" of a request (default
+    /// period ends, `as_of` checks, SLA deadlines, lifecycle times) is read from it.
+    pub clock: fleetpulse_domain::Clock,
 }
 
 /// Runs the predictors now, as their schedule does: read the data, forecast, store the

@@ -96,6 +96,7 @@ pub struct PushWorker {
     store: Arc<dyn Store>,
     http: reqwest::Client,
     settings: PushSettings,
+    clock: fleetpulse_domain::Clock,
 }
 
 impl PushWorker {
@@ -109,14 +110,24 @@ impl PushWorker {
             store,
             http: http_client(settings.timeout)?,
             settings,
+            clock: fleetpulse_domain::Clock::Wall,
         })
+    }
+
+    /// Runs on `clock` (the process's): deliveries are due, attempted and retried on its
+    /// time. Backoffs stay wall-clock durations for the receiver (a simulated clock
+    /// advances `speed` times as far meanwhile), and the signature's timestamp stays the
+    /// wall clock's, since receivers compare it with their own.
+    pub fn with_clock(mut self, clock: fleetpulse_domain::Clock) -> PushWorker {
+        self.clock = clock;
+        self
     }
 
     /// Delivers until `stop` completes; the delivery in flight finishes first.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         loop {
-            let busy = match self.round(Utc::now()).await {
+            let busy = match self.round(self.clock.now()).await {
                 Ok(n) => n > 0,
                 Err(e) => {
                     tracing::warn!(error = %e, "webhook delivery round failed; retrying");
@@ -215,7 +226,7 @@ impl PushWorker {
         }
         if let Err(e) = self
             .webhooks
-            .record_attempt(d.delivery.id, outcome, Utc::now())
+            .record_attempt(d.delivery.id, outcome, self.clock.now())
             .await
         {
             // not recorded: it stays pending and is sent again (at least once)
@@ -225,8 +236,13 @@ impl PushWorker {
 
     fn failed(&self, attempt: u32, status: Option<u16>, error: String) -> AttemptResult {
         let retry_at = (attempt < self.settings.max_attempts).then(|| {
-            Utc::now()
-                + chrono::Duration::from_std(backoff(&self.settings, attempt))
+            self.clock.now()
+                + chrono::Duration::from_std(
+                    std::time::Duration::try_from_secs_f64(
+                        backoff(&self.settings, attempt).as_secs_f64() * self.clock.speed(),
+                    )
+                    .unwrap_or(std::time::Duration::MAX),
+                )
                     .unwrap_or(chrono::Duration::MAX)
         });
         AttemptResult::Failed {

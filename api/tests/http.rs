@@ -183,6 +183,7 @@ async fn spawn_app_with(ingest: Arc<dyn IngestStatus>, auth: AuthMode) -> TestAp
     let dir = tempfile::tempdir().expect("temp dir");
     let catalog = Arc::new(Catalog::from_toml_str(CATALOG).expect("test catalog is valid"));
     let opts = StoreOptions {
+ clock: Default::default(),
         catalog: catalog.clone(),
         rules: Arc::new(FilterRule),
         unknown_device: UnknownDevicePolicy::AutoRegister,
@@ -209,6 +210,7 @@ async fn spawn_app_with(ingest: Arc<dyn IngestStatus>, auth: AuthMode) -> TestAp
         // tests' dispatch.rs) but for the header's syntax
         auth,
         streams: Default::default(),
+        clock: Default::default(),
     });
     TestApp {
         router,
@@ -1065,6 +1067,7 @@ async fn broken_app(fail: fn() -> fleetpulse_domain::store::StoreError) -> TestA
     let dispatch = SqliteStore::open(
         &dir.path().join("fleetpulse.db"),
         StoreOptions {
+ clock: Default::default(),
             catalog: catalog.clone(),
             rules: Arc::new(FilterRule),
             unknown_device: UnknownDevicePolicy::AutoRegister,
@@ -1088,6 +1091,7 @@ async fn broken_app(fail: fn() -> fleetpulse_domain::store::StoreError) -> TestA
         policy: policy(),
         auth: AuthMode::Disabled,
         streams: Default::default(),
+        clock: Default::default(),
     });
     TestApp {
         router,
@@ -1533,6 +1537,7 @@ async fn the_shared_store_look_wakes_streams_for_another_process_revocation() {
             SqliteStore::open(
                 &dir.path().join("fleetpulse.db"),
                 StoreOptions {
+ clock: Default::default(),
                     catalog: catalog.clone(),
                     rules: Arc::new(FilterRule),
                     unknown_device: UnknownDevicePolicy::AutoRegister,

@@ -17,11 +17,13 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// Which clock a process runs on.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum Clock {
     /// The system's wall clock.
     #[default]
     Wall,
+    /// A clock that stands at one instant (loading a history that ends there, tests).
+    Fixed(DateTime<Utc>),
     /// Simulated time: `start` at the wall instant `origin`, `speed` simulated seconds per
     /// wall second after it.
     Simulated {
@@ -60,6 +62,7 @@ impl Clock {
     pub fn now(&self) -> DateTime<Utc> {
         match *self {
             Clock::Wall => Utc::now(),
+            Clock::Fixed(t) => t,
             Clock::Simulated {
                 origin,
                 start,
@@ -72,19 +75,21 @@ impl Clock {
     pub fn speed(&self) -> f64 {
         match *self {
             Clock::Wall => 1.0,
+            Clock::Fixed(_) => 0.0,
             Clock::Simulated { speed, .. } => speed,
         }
     }
 
+    /// Whether this is not the wall clock.
     pub fn is_simulated(&self) -> bool {
-        matches!(self, Clock::Simulated { .. })
+        !matches!(self, Clock::Wall)
     }
 
     /// How long the wall clock takes for `d` of this clock's time to pass (at least 1 ms
     /// for a positive `d`, so that a fast clock never turns a schedule into a busy loop).
     pub fn wall_duration(&self, d: Duration) -> Duration {
         match *self {
-            Clock::Wall => d,
+            Clock::Wall | Clock::Fixed(_) => d,
             Clock::Simulated { speed, .. } => {
                 if d.is_zero() {
                     return d;
@@ -97,10 +102,10 @@ impl Clock {
     /// What `/health` shows.
     pub fn status(&self) -> ClockStatus {
         ClockStatus {
-            kind: if self.is_simulated() {
-                "simulated"
-            } else {
-                "wall"
+            kind: match self {
+                Clock::Wall => "wall",
+                Clock::Fixed(_) => "fixed",
+                Clock::Simulated { .. } => "simulated",
             },
             now: self.now(),
             speed: self.speed(),

@@ -10,7 +10,7 @@ use fleetpulse_domain::Serial;
 use fleetpulse_domain::credentials::DeviceCredentials;
 use fleetpulse_domain::reliability::ReliabilitySource;
 use fleetpulse_domain::store::Store;
-use fleetpulse_domain::{Catalog, Policy};
+use fleetpulse_domain::{Catalog, Clock, Policy};
 use fleetpulse_ingest::credentials::DeviceToken;
 use fleetpulse_ingest::{
     AuthMode, EndpointConfig, InfluxSink, IngestStats, Journal, MqttEndpoint, Pipeline,
@@ -35,7 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let cfg = load(&args.common)?;
             let stop = shutdown_on_signal();
-            serve(cfg, stop, None, 0).await
+            serve(cfg, stop, None).await
         }
         Command::Demo(args) => {
             let cfg = load(&args.common)?;
@@ -48,7 +48,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "demo's simulated devices speak plain MQTT with no per-device token: run it without [mqtt.tls] and with mqtt.auth = \"none\" or \"shared_password\""
             );
             let stop = shutdown_on_signal();
-            serve(cfg, stop, Some(args.fleet), args.modbus_devices).await
+            serve(
+                cfg,
+                stop,
+                Some(Demo {
+                    fleet: args.fleet,
+                    modbus_devices: args.modbus_devices,
+                    history_days: args.history_days,
+                }),
+            )
+            .await
         }
         Command::Bridge(args) => crate::bridge::run_bridge(args).await,
         Command::SimulateModbus(args) => crate::bridge::simulate_modbus(args).await,
@@ -68,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     args.mqtt_url.clone(),
                     args.device_password.clone(),
                 ),
+                None,
                 Arc::new(catalog),
                 stop,
             )
@@ -338,14 +348,17 @@ pub(crate) fn announce(line: &str) {
     let _ = out.flush();
 }
 
-/// Every role in one process; with `fleet`, also a simulated fleet against the built-in
-/// endpoint. Returns after an orderly shutdown once `stop` is cancelled.
-async fn serve(
-    cfg: Config,
-    stop: CancellationToken,
-    fleet: Option<FleetArgs>,
+/// What `demo` adds to `serve`: a simulated fleet, its history and its clock.
+struct Demo {
+    fleet: FleetArgs,
     modbus_devices: usize,
-) -> anyhow::Result<()> {
+    history_days: u32,
+}
+
+/// Every role in one process; with `demo`, also a simulated fleet against the built-in
+/// endpoint, its history and a simulated clock. Returns after an orderly shutdown once
+/// `stop` is cancelled.
+async fn serve(cfg: Config, stop: CancellationToken, demo: Option<Demo>) -> anyhow::Result<()> {
     // Before anything reads or writes the directory: a second server on it would mark
     // the first one's devices offline and append to the same journal.
     let _data_lock =
@@ -353,11 +366,35 @@ async fn serve(
     let open_files = raise_open_file_limit();
     let catalog = Arc::new(cfg.load_catalog()?);
     let policy: Arc<Policy> = Arc::new(cfg.load_policy()?);
-    let auth = cfg.http.auth_mode(fleet.is_some())?;
+    let auth = cfg.http.auth_mode(demo.is_some())?;
     cfg.http.check_transport()?;
     let api_tls = api_tls_config(&cfg)?;
     let push_settings = cfg.webhooks.settings()?;
-    let sqlite = open_store(&cfg, catalog.clone(), policy.clone()).await?;
+    // the API's port before anything is written or announced: a clash stops the start
+    // before any listener says "listening"
+    let http_listener = bind_http(&cfg).await?;
+    let (clock, history_fleet) = match &demo {
+        Some(d) => {
+            std::fs::create_dir_all(&cfg.data.dir).with_context(|| {
+                format!("data.dir = {}: cannot create the directory", cfg.data.dir.display())
+            })?;
+            let start = crate::demo::prepare(
+                &cfg.data.dir.join("fleetpulse.db"),
+                async |clock| open_store_on(&cfg, catalog.clone(), policy.clone(), clock).await,
+                &d.fleet,
+                d.history_days,
+                &catalog,
+            )
+            .await?;
+            (start.clock, start.fleet)
+        }
+        None => (Clock::Wall, None),
+    };
+    let (fleet, modbus_devices) = match demo {
+        Some(d) => (Some(d.fleet), d.modbus_devices),
+        None => (None, 0),
+    };
+    let sqlite = open_store_on(&cfg, catalog.clone(), policy.clone(), clock).await?;
     let wal = sqlite.clone();
     let dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch> = sqlite.clone();
     let webhooks: Arc<dyn fleetpulse_domain::webhook::Webhooks> = sqlite.clone();
@@ -380,14 +417,16 @@ async fn serve(
     )
     .with_stream_wake(streams.clone())
     .with_wal_checkpoint(wal.clone())
-    .with_backtests(catalog.clone());
-    let marked = store.mark_all_offline(Utc::now()).await?;
+    .with_backtests(catalog.clone())
+    .with_clock(clock);
+    let marked = store.mark_all_offline(clock.now()).await?;
     info!(
         devices = marked,
         "every device marked offline until it reconnects"
     );
 
     let (pipeline, mut pipeline_handle) = Pipeline::new(store.clone(), cfg.ingest.clone());
+    pipeline_handle.set_clock(clock);
     let pipeline = attach_journal(&cfg, &store, pipeline, &mut pipeline_handle).await?;
     let sink_stop = CancellationToken::new();
     let (pipeline, sink) = match &cfg.sink {
@@ -396,7 +435,8 @@ async fn serve(
             info!(target = %fleetpulse_ingest::TelemetrySink::target(&influx), "time-series sink configured");
             let worker = SinkWorker::new(store.clone(), Arc::new(influx), sink_cfg.clone())
                 .await
-                .context("reading the time-series sink spool")?;
+                .context("reading the time-series sink spool")?
+                .with_clock(clock);
             let pipeline = pipeline.with_spool_gate(worker.gate());
             let stats = worker.stats();
             let stop = sink_stop.clone();
@@ -455,6 +495,8 @@ async fn serve(
             auth,
             tls: api_tls,
             open_files,
+            listener: http_listener,
+            clock,
         },
         catalog.clone(),
         PipelineStatus {
@@ -465,18 +507,41 @@ async fn serve(
     )
     .await?;
     let dispatch_for_sla = dispatch;
-    let retention_task = spawn_retention(store.clone(), cfg.data.retention_days, stop.clone());
-    let sla_task = spawn_sla_escalation(dispatch_for_sla, stop.clone());
-    let exposure_task = spawn_exposure_consolidation(reliability, wal.clone(), stop.clone());
+    let retention_task = spawn_retention(
+        store.clone(),
+        cfg.data.retention_days,
+        clock,
+        stop.clone(),
+    );
+    let sla_task = spawn_sla_escalation(dispatch_for_sla, clock, stop.clone());
+    let exposure_task =
+        spawn_exposure_consolidation(reliability, wal.clone(), clock, stop.clone());
     let analytics_task = cfg
         .analytics
         .enabled
         .then(|| tokio::spawn(analytics.clone().run(stop.clone())));
     let push_stop = CancellationToken::new();
     let push_worker = fleetpulse_api::push::PushWorker::new(webhooks, store.clone(), push_settings)
-        .map_err(|e| anyhow::anyhow!("webhook HTTP client: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("webhook HTTP client: {e}"))?
+        .with_clock(clock);
     let push_task = tokio::spawn(push_worker.run(push_stop.clone().cancelled_owned()));
 
+    if fleet.is_some() {
+        let docs = match cfg.http.listen.ip().is_unspecified() {
+            true => format!("127.0.0.1:{}", cfg.http.listen.port()),
+            false => cfg.http.listen.to_string(),
+        };
+        announce(&format!(
+            "demo: API documentation at http://{docs}/api/docs; API authentication is {} (demo only; `serve` needs tokens)",
+            match auth {
+                fleetpulse_api::AuthMode::Disabled => "OFF",
+                _ => "on",
+            }
+        ));
+        if cfg.analytics.enabled {
+            tokio::spawn(demo_first_runs(analytics.clone()));
+        }
+    }
     let modbus_task = match (&fleet, device_addr) {
         (Some(fleet), Some(addr)) if modbus_devices > 0 => Some(
             crate::bridge::start_demo_bridge(
@@ -493,7 +558,9 @@ async fn serve(
     };
     let sim_task = match (fleet, device_addr) {
         (Some(fleet), Some(addr)) => {
-            let sim_cfg = sim_config(&fleet, format!("mqtt://{addr}"), cfg.mqtt.password.clone());
+            let mut sim_cfg =
+                sim_config(&fleet, format!("mqtt://{addr}"), cfg.mqtt.password.clone());
+            sim_cfg.clock = clock;
             let sim_stop = stop.clone();
             let duration_stop = stop.clone();
             if let Some(secs) = fleet.duration {
@@ -505,6 +572,7 @@ async fn serve(
             }
             Some(tokio::spawn(run_simulator(
                 sim_cfg,
+                history_fleet,
                 catalog.clone(),
                 sim_stop,
             )))
@@ -572,6 +640,36 @@ async fn serve(
     }
     announce("stopped cleanly");
     Ok(())
+}
+
+/// The demo's first analytics runs, right after its start rather than at the schedule's
+/// first tick: the risk models are trained on the history, then the fleet is scored and
+/// the predictions raise their orders.
+async fn demo_first_runs(analytics: crate::predict::AnalyticsWorker) {
+    let t0 = std::time::Instant::now();
+    match analytics.spawn_train("demo", None).await {
+        Ok(reports) => {
+            let deployed = reports.iter().filter(|r| r.deployed).count();
+            announce(&format!(
+                "demo: risk models trained on the history in {:.1} s: {deployed} of {} failure modes deployed (GET /api/v1/models says why for each)",
+                t0.elapsed().as_secs_f64(),
+                reports.len()
+            ));
+        }
+        Err(e) => warn!(error = %e, "demo: training at start failed; the schedule retries"),
+    }
+    let t1 = std::time::Instant::now();
+    match analytics.spawn_predict("demo", None).await {
+        Ok(run) => announce(&format!(
+            "demo: fleet scored in {:.1} s: {} predictions, {} orders raised, {} bundled, {} held by storm control",
+            t1.elapsed().as_secs_f64(),
+            run.predictions,
+            run.raised,
+            run.bundled,
+            run.held
+        )),
+        Err(e) => warn!(error = %e, "demo: prediction run at start failed; the schedule retries"),
+    }
 }
 
 /// Watches a task the process cannot work without (the device source, the ingest
@@ -661,6 +759,16 @@ pub(crate) async fn open_store(
     catalog: Arc<Catalog>,
     policy: Arc<Policy>,
 ) -> anyhow::Result<Arc<SqliteStore>> {
+    open_store_on(cfg, catalog, policy, Clock::Wall).await
+}
+
+/// [`open_store`] on `clock` (the process's).
+pub(crate) async fn open_store_on(
+    cfg: &Config,
+    catalog: Arc<Catalog>,
+    policy: Arc<Policy>,
+    clock: Clock,
+) -> anyhow::Result<Arc<SqliteStore>> {
     std::fs::create_dir_all(&cfg.data.dir).with_context(|| {
         format!(
             "data.dir = {}: cannot create the directory",
@@ -669,6 +777,7 @@ pub(crate) async fn open_store(
     })?;
     let path = cfg.data.dir.join("fleetpulse.db");
     let opts = StoreOptions {
+        clock,
         catalog,
         rules: Arc::new(CatalogRules::new(policy)),
         unknown_device: cfg.registry.unknown_device,
@@ -684,6 +793,16 @@ pub(crate) async fn open_store(
         .with_context(|| format!("opening the store at {}", path.display()))?;
     info!(path = %path.display(), "store open");
     Ok(Arc::new(store))
+}
+
+/// Binds the HTTP API's port (before any listener is announced).
+async fn bind_http(cfg: &Config) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(cfg.http.listen).await.with_context(|| {
+        format!(
+            "http.listen = {}: cannot listen (is the port in use? pass --http)",
+            cfg.http.listen
+        )
+    })
 }
 
 /// Starts the built-in endpoint or the external-broker source. Returns the endpoint's
@@ -781,6 +900,10 @@ struct ApiParts {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The soft open-file limit in effect, which the HTTP connection cap must fit in.
     open_files: Option<u64>,
+    /// Bound before any listener announced itself, so that a port clash stops the start
+    /// before anything says "listening".
+    listener: TcpListener,
+    clock: Clock,
 }
 
 /// Raises the soft open-file limit to the hard one and logs both; the soft limit in
@@ -830,12 +953,7 @@ async fn start_api(
     status: PipelineStatus,
     stop: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let listener = TcpListener::bind(cfg.http.listen).await.with_context(|| {
-        format!(
-            "http.listen = {}: cannot listen (is the port in use? pass --http)",
-            cfg.http.listen
-        )
-    })?;
+    let listener = parts.listener;
     let addr = listener.local_addr()?;
     let (limits, lowered) = cfg.http.serve_limits(parts.open_files)?;
     if lowered {
@@ -874,6 +992,7 @@ async fn start_api(
         policy: parts.policy,
         auth: parts.auth,
         streams: streams.clone(),
+        clock: parts.clock,
     });
     let shutdown = async move {
         stop.cancelled().await;
@@ -902,16 +1021,18 @@ const SLA_CHECK: Duration = Duration::from_secs(5);
 
 fn spawn_sla_escalation(
     dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch>,
+    clock: Clock,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
+    let every = crate::predict::schedule_period(clock, SLA_CHECK, Duration::from_millis(500));
     tokio::spawn(async move {
         loop {
-            if let Err(e) = dispatch.escalate_sla_breaches(Utc::now()).await {
+            if let Err(e) = dispatch.escalate_sla_breaches(clock.now()).await {
                 warn!(error = %e, "SLA escalation failed; retrying");
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(SLA_CHECK) => {}
+                _ = tokio::time::sleep(every) => {}
             }
         }
     })
@@ -927,10 +1048,12 @@ const EXPOSURE_FOLD_PAIRS: usize = 200_000;
 fn spawn_exposure_consolidation(
     reliability: Arc<dyn ReliabilitySource>,
     wal: Arc<SqliteStore>,
+    clock: Clock,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
+    let every = crate::predict::schedule_period(clock, EXPOSURE_FOLD, Duration::from_secs(30));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(EXPOSURE_FOLD);
+        let mut tick = tokio::time::interval(every);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -954,18 +1077,25 @@ fn spawn_exposure_consolidation(
 }
 
 /// Deletes raw readings past the retention once an hour.
-fn spawn_retention(store: Arc<dyn Store>, days: u32, stop: CancellationToken) -> JoinHandle<()> {
+fn spawn_retention(
+    store: Arc<dyn Store>,
+    days: u32,
+    clock: Clock,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    let every =
+        crate::predict::schedule_period(clock, Duration::from_secs(3600), Duration::from_secs(60));
     tokio::spawn(async move {
         if days == 0 {
             return;
         }
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        let mut tick = tokio::time::interval(every);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let before = Utc::now() - chrono::Duration::days(i64::from(days));
+            let before = clock.now() - chrono::Duration::days(i64::from(days));
             match store.delete_readings_before(before).await {
                 Ok(0) => {}
                 Ok(n) => info!(
@@ -990,11 +1120,13 @@ fn sim_config(fleet: &FleetArgs, mqtt_url: String, password: Option<String>) -> 
         password,
         ground_truth_path: fleet.ground_truth.clone(),
         max_duration: fleet.duration.map(Duration::from_secs),
+        clock: Clock::Wall,
     }
 }
 
 async fn run_simulator(
     cfg: SimConfig,
+    fleet: Option<fleetpulse_simulator::Fleet>,
     catalog: Arc<Catalog>,
     stop: CancellationToken,
 ) -> anyhow::Result<SimReport> {
@@ -1002,7 +1134,19 @@ async fn run_simulator(
         "simulating {} devices against {}",
         cfg.devices, cfg.mqtt_url
     ));
-    Ok(fleetpulse_simulator::run(cfg, catalog, stop.cancelled_owned()).await?)
+    Ok(match fleet {
+        // the fleet its history ran goes on live from where the history ended
+        Some(fleet) => {
+            fleetpulse_simulator::run_fleet(
+                fleet,
+                cfg,
+                fleetpulse_simulator::LinkOptions::default(),
+                stop.cancelled_owned(),
+            )
+            .await?
+        }
+        None => fleetpulse_simulator::run(cfg, catalog, stop.cancelled_owned()).await?,
+    })
 }
 
 /// Stops the device sources (a connection ends once the acks of what it handed on are

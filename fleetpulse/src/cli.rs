@@ -305,8 +305,10 @@ pub struct FleetArgs {
     /// Seed: the same seed gives the same fleet, the same readings and the same failures.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Time-speed factor: simulated device seconds per wall-clock second (runtime hours,
-    /// wear and failures accelerate; timestamps stay wall-clock).
+    /// Time-speed factor: simulated seconds per wall-clock second. `demo` runs the whole
+    /// process on a simulated clock this fast (timestamps, runtime hours, wear, SLA
+    /// deadlines and statistics agree); `simulate` accelerates the devices' physics and
+    /// stamps readings with the wall clock.
     #[arg(long, default_value_t = 3600.0)]
     pub speed: f64,
     /// Wall-clock milliseconds between two readings of one device.
@@ -334,6 +336,11 @@ pub struct DemoArgs {
     /// bridge in the same process that publishes to the built-in endpoint.
     #[arg(long, default_value_t = 0)]
     pub modbus_devices: usize,
+    /// Days of the fleet's history written through the history import before the demo
+    /// goes live, ending at the demo clock's start (0: none). Only into a data directory
+    /// without devices.
+    #[arg(long, default_value_t = 730, value_name = "DAYS")]
+    pub history_days: u32,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,6 +9,7 @@ mod config;
 #[cfg(test)]
 mod config_fuzz;
 mod datalock;
+mod demo;
 mod fdlimit;
 mod predict;
 mod report;

@@ -62,6 +62,23 @@ impl Forecaster for Forecasters {
     }
 }
 
+/// Shortest wall-clock spacing of scheduled prediction and training runs on a fast
+/// simulated clock (`demo --speed`): a schedule counted in simulated time would otherwise
+/// run them back to back (a run takes seconds of wall time) and starve ingest of the
+/// machine's cores.
+pub const MIN_PREDICT_SPACING: Duration = Duration::from_secs(15);
+pub const MIN_TRAIN_SPACING: Duration = Duration::from_secs(300);
+
+/// The wall-clock period of a schedule of `every` on `clock`: `every` itself on the wall
+/// clock, `every / speed` on a simulated clock, but never shorter than `floor`.
+pub fn schedule_period(clock: fleetpulse_domain::Clock, every: Duration, floor: Duration) -> Duration {
+    if clock.is_simulated() {
+        clock.wall_duration(every).max(floor)
+    } else {
+        every
+    }
+}
+
 /// The worker. Cheap to clone: clones share one worker.
 #[derive(Clone)]
 pub struct AnalyticsWorker {
@@ -85,6 +102,8 @@ struct WorkerInner {
     backtest_catalog: Option<Arc<fleetpulse_domain::catalog::Catalog>>,
     /// One backtest at a time: a second one is refused while it runs.
     backtests: tokio::sync::Semaphore,
+    /// The process's clock: "now" of a run, and the schedules' pace.
+    clock: fleetpulse_domain::Clock,
 }
 
 /// The spawned runs of one kind: finished ones are reaped at the next spawn; at
@@ -154,6 +173,7 @@ impl AnalyticsWorker {
                 predictions: Runs::new(),
                 backtest_catalog: None,
                 backtests: tokio::sync::Semaphore::new(1),
+                clock: fleetpulse_domain::Clock::Wall,
             }),
         }
     }
@@ -169,6 +189,12 @@ impl AnalyticsWorker {
     /// Runs backtests (`POST /api/v1/models/backtest`) with `catalog`.
     pub fn with_backtests(self, catalog: Arc<fleetpulse_domain::catalog::Catalog>) -> Self {
         self.configure(|w| w.backtest_catalog = Some(catalog))
+    }
+
+    /// Runs on `clock` (the process's): "now" of every run, and the schedules, which
+    /// count `analytics.*_interval_s` in its time (see [`schedule_period`]).
+    pub fn with_clock(self, clock: fleetpulse_domain::Clock) -> Self {
+        self.configure(|w| w.clock = clock)
     }
 
     /// Order streams to wake after a run that created or updated orders.
@@ -240,8 +266,17 @@ impl AnalyticsWorker {
     /// Both schedules until `stop`. Each run is spawned: stopping the schedule leaves a
     /// run going to [`Self::finish`].
     pub async fn run(self, stop: CancellationToken) {
-        let predict_every = Duration::from_secs(self.inner.cfg.predict_interval_s.max(1));
-        let train_every = Duration::from_secs(self.inner.cfg.train_interval_s.max(1));
+        let clock = self.inner.clock;
+        let predict_every = schedule_period(
+            clock,
+            Duration::from_secs(self.inner.cfg.predict_interval_s.max(1)),
+            MIN_PREDICT_SPACING,
+        );
+        let train_every = schedule_period(
+            clock,
+            Duration::from_secs(self.inner.cfg.train_interval_s.max(1)),
+            MIN_TRAIN_SPACING,
+        );
         let mut predict =
             tokio::time::interval_at(tokio::time::Instant::now() + predict_every, predict_every);
         let mut train =
@@ -389,11 +424,11 @@ impl WorkerInner {
         trigger: &str,
         as_of: Option<DateTime<Utc>>,
     ) -> Result<RunReport, StoreError> {
-        let as_of = resolve_as_of(as_of, Utc::now())?;
+        let as_of = resolve_as_of(as_of, self.clock.now())?;
         let _one = self.one_at_a_time.lock().await;
         // "now" is when the run gets its turn
         let as_of = match as_of {
-            AsOf::Now(_) => AsOf::Now(Utc::now()),
+            AsOf::Now(_) => AsOf::Now(self.clock.now()),
             past => past,
         };
         let started = std::time::Instant::now();
@@ -473,11 +508,11 @@ impl WorkerInner {
         trigger: &str,
         as_of: Option<DateTime<Utc>>,
     ) -> Result<Vec<ModelReport>, StoreError> {
-        let as_of = resolve_as_of(as_of, Utc::now())?;
+        let as_of = resolve_as_of(as_of, self.clock.now())?;
         let _one = self.one_at_a_time.lock().await;
         // "now" is when the run gets its turn
         let as_of = match as_of {
-            AsOf::Now(_) => AsOf::Now(Utc::now()),
+            AsOf::Now(_) => AsOf::Now(self.clock.now()),
             past => past,
         };
         let data = self
@@ -567,7 +602,7 @@ impl fleetpulse_api::PredictionRunner for AnalyticsWorker {
             train_until,
             until,
             step_hours,
-            Utc::now(),
+            inner.clock.now(),
             ["train_until", "until", "step_hours"],
         )
         .map_err(StoreError::Invalid)?;
@@ -684,6 +719,7 @@ mod tests {
             SqliteStore::open(
                 &dir.path().join("fleetpulse.db"),
                 StoreOptions {
+ clock: Default::default(),
                     catalog: catalog.clone(),
                     rules: Arc::new(CatalogRules::new(policy.clone())),
                     unknown_device: UnknownDevicePolicy::AutoRegister,

@@ -38,7 +38,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
 use fleetpulse_domain::telemetry::{STATUS_FILTER, TELEMETRY_FILTER};
 use rumqttc::mqttbytes::Error as MqttBytesError;
 use rumqttc::mqttbytes::QoS;
@@ -415,7 +414,7 @@ fn inbound(
         &publish.topic,
         topic_client_id(&publish.topic),
         &publish.payload,
-        Utc::now(),
+        pipeline.now(),
         pipeline.limits(),
     );
     let ack = (publish.qos != QoS::AtMostOnce).then(|| {

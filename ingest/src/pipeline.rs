@@ -278,6 +278,8 @@ pub struct PipelineHandle {
     applied: Option<watch::Receiver<u64>>,
     /// The last record on disk when the journal was opened: applied before sources start.
     recovered_through: u64,
+    /// The process's clock: sources stamp and check readings with its time.
+    clock: fleetpulse_domain::Clock,
 }
 
 impl PipelineHandle {
@@ -337,6 +339,17 @@ impl PipelineHandle {
     pub fn limits(&self) -> &TelemetryLimits {
         &self.limits
     }
+
+    /// The clock's current time: when a message was received, and what its timestamp is
+    /// checked against.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    /// Runs the sources on `clock` (the process's); set before the handle is cloned.
+    pub fn set_clock(&mut self, clock: fleetpulse_domain::Clock) {
+        self.clock = clock;
+    }
 }
 
 /// The pipeline task. Build it with [`Pipeline::new`] and drive it with
@@ -367,6 +380,7 @@ impl Pipeline {
             limits: Arc::new(config.limits),
             applied: None,
             recovered_through: 0,
+            clock: fleetpulse_domain::Clock::Wall,
         };
         let pipeline = Pipeline {
             rx,

@@ -29,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
         password: None,
         ground_truth_path: None,
         max_duration: Some(Duration::from_secs(seconds.parse()?)),
+        clock: Default::default(),
     };
     let report = run(cfg, Arc::new(catalog), std::future::pending()).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -546,6 +546,19 @@ impl SimDevice {
         self.runtime_hours
     }
 
+    /// Mean share of the day the device runs.
+    pub(crate) fn usage_fraction(&self) -> f64 {
+        self.usage_fraction
+    }
+
+    /// Each failure-mode component's age in runtime hours now, in catalog order.
+    pub(crate) fn component_ages(&self) -> Vec<(String, f64)> {
+        self.components
+            .iter()
+            .map(|c| (c.mode.clone(), c.age_hours))
+            .collect()
+    }
+
     pub(crate) fn info(&self) -> DeviceInfo {
         DeviceInfo {
             serial: self.serial.clone(),

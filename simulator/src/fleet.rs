@@ -138,6 +138,19 @@ impl Fleet {
         self.devices.get(index).map(SimDevice::runtime_hours)
     }
 
+    /// Mean share of the day device `index` runs (its runtime meter advances this many
+    /// hours per hour, on average).
+    pub fn usage_fraction(&self, index: usize) -> Option<f64> {
+        self.devices.get(index).map(SimDevice::usage_fraction)
+    }
+
+    /// Device `index`'s failure-mode components and their ages in runtime hours now: at
+    /// the start, an original part's age is the runtime meter, a part replaced before the
+    /// simulation is younger.
+    pub fn component_ages(&self, index: usize) -> Option<Vec<(String, f64)>> {
+        self.devices.get(index).map(SimDevice::component_ages)
+    }
+
     /// Simulated hour at which device `index` joins the fleet: 0 unless the untidy
     /// profile has it join later (it reports nothing before).
     pub fn joins_at_hours(&self, index: usize) -> Option<f64> {

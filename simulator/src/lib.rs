@@ -44,6 +44,7 @@
 //!   while the process lives. The store is memory only and bounded: when it is full the
 //!   device stops producing readings rather than dropping stored ones.
 
+pub mod backlog;
 pub mod device;
 pub mod device_link;
 pub mod endpoint;
@@ -65,7 +66,7 @@ pub use fleet::{Fleet, FleetConfig, FleetError, Message};
 pub use history::{HistoryRecorder, simulate};
 pub use outbox::OutboxFull;
 pub use publisher::{FirmwarePublisher, LinkError};
-pub use runner::{SimConfig, SimError, SimReport, run, run_with};
+pub use runner::{SimConfig, SimError, SimReport, run, run_fleet, run_with};
 pub use swarm::{Swarm, SwarmConfig, SwarmCounters, SwarmError, SwarmReport, SwarmSnapshot};
 pub use truth::{PrecursorStart, TruthEvent};
 pub use untidy::Untidy;

@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use fleetpulse_domain::Catalog;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
@@ -58,6 +57,12 @@ pub struct SimConfig {
     pub ground_truth_path: Option<PathBuf>,
     /// Stop after this long (default: until `shutdown`).
     pub max_duration: Option<Duration>,
+    /// The clock readings are stamped with. On the wall clock (`simulate`), each tick
+    /// advances the devices by `speed × publish_interval`. On a simulated clock (`demo`,
+    /// the process's clock), each tick advances them by the clock's time since the last
+    /// tick (from the clock's start on the first), so device timestamps, runtime hours
+    /// and wear stay in step with the clock even when ticks are late.
+    pub clock: fleetpulse_domain::Clock,
 }
 
 /// What a run did.
@@ -131,10 +136,8 @@ pub async fn run_with(
     catalog: Arc<Catalog>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<SimReport, SimError> {
-    let sim_dt_hours = step_hours(&cfg)?;
-    let endpoint =
-        Endpoint::parse(&cfg.mqtt_url)?.require_tls_config(link_options.tls.is_some())?;
-    let mut fleet = Fleet::new(
+    step_hours(&cfg)?;
+    let fleet = Fleet::new(
         &FleetConfig {
             devices: cfg.devices,
             seed: cfg.seed,
@@ -143,6 +146,25 @@ pub async fn run_with(
         },
         &catalog,
     )?;
+    run_fleet(fleet, cfg, link_options, shutdown).await
+}
+
+/// [`run_with`] for a fleet built (and perhaps run through a history) by the caller;
+/// `cfg.devices` and `cfg.seed` are the fleet's own.
+pub async fn run_fleet(
+    mut fleet: Fleet,
+    cfg: SimConfig,
+    link_options: LinkOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<SimReport, SimError> {
+    let sim_dt_hours = step_hours(&cfg)?;
+    let endpoint =
+        Endpoint::parse(&cfg.mqtt_url)?.require_tls_config(link_options.tls.is_some())?;
+    let clock = cfg.clock;
+    let mut last_stamp = match clock {
+        fleetpulse_domain::Clock::Simulated { start, .. } => start,
+        other => other.now(),
+    };
     let mut truth = TruthSink::open(cfg.ground_truth_path.clone()).await?;
 
     let spacing =
@@ -184,7 +206,14 @@ pub async fn run_with(
             _ = sleep_until_opt(end) => break,
             _ = ticker.tick() => {}
         }
-        let messages = fleet.step_where(sim_dt_hours, Utc::now(), |i| links[i].has_room());
+        let now = clock.now();
+        let dt_hours = if clock.is_simulated() {
+            ((now - last_stamp).num_milliseconds().max(0) as f64) / 3_600_000.0
+        } else {
+            sim_dt_hours
+        };
+        last_stamp = now.max(last_stamp);
+        let messages = fleet.step_where(dt_hours, now, |i| links[i].has_room());
         report.ticks += 1;
         report.skipped_store_full += (links.len() - messages.len()) as u64;
         for m in messages {

@@ -25,6 +25,7 @@ fn config(url: String, ground_truth: Option<std::path::PathBuf>) -> SimConfig {
         password: None,
         ground_truth_path: ground_truth,
         max_duration: None,
+        clock: Default::default(),
     }
 }
 
@@ -65,6 +66,7 @@ async fn a_fleet_runs_for_its_duration_and_every_reading_is_acked_and_valid() ->
     let truth_path = dir.path().join("truth.jsonl");
     let cfg = SimConfig {
         max_duration: Some(Duration::from_secs(2)),
+        clock: Default::default(),
         ..config(broker.url(), Some(truth_path.clone()))
     };
 
@@ -128,6 +130,7 @@ async fn an_unreachable_endpoint_reports_what_stayed_unacknowledged() -> anyhow:
     let port = common::free_port();
     let cfg = SimConfig {
         max_duration: Some(Duration::from_millis(500)),
+        clock: Default::default(),
         ..config(format!("mqtt://127.0.0.1:{port}"), None)
     };
     let report = run(cfg, Arc::new(catalog()), std::future::pending()).await?;
@@ -192,6 +195,7 @@ async fn a_broker_restart_costs_reconnects_and_resends_but_no_reading() -> anyho
     let port = broker.port;
     let cfg = SimConfig {
         max_duration: Some(Duration::from_secs(6)),
+        clock: Default::default(),
         ..config(broker.url(), None)
     };
     let fleet = tokio::spawn(run(cfg, Arc::new(catalog()), std::future::pending()));

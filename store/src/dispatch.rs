@@ -44,7 +44,9 @@ impl Dispatch for SqliteStore {
         intent: OrderIntent,
         actor: Actor,
     ) -> Result<(Order, bool), StoreError> {
-        self.write(move |conn, _, _| orders::create_manual_order(conn, intent, &actor, Utc::now()))
+        self.write(move |conn, opts, _| {
+            orders::create_manual_order(conn, intent, &actor, opts.clock.now())
+        })
             .await
     }
 
@@ -100,8 +102,8 @@ impl Dispatch for SqliteStore {
         actor: Actor,
     ) -> Result<Device, StoreError> {
         let serial = serial.clone();
-        self.write(move |conn, _, _| {
-            orders::change_device_status(conn, &serial, change, &actor, Utc::now())
+        self.write(move |conn, opts, _| {
+            orders::change_device_status(conn, &serial, change, &actor, opts.clock.now())
         })
         .await
     }
@@ -123,8 +125,8 @@ impl Dispatch for SqliteStore {
         actor: Actor,
     ) -> Result<ApiToken, StoreError> {
         let name = name.to_owned();
-        self.write(move |conn, _, _| {
-            audit::create_token(conn, &name, role, digest, &actor, Utc::now())
+        self.write(move |conn, opts, _| {
+            audit::create_token(conn, &name, role, digest, &actor, opts.clock.now())
         })
         .await
     }
@@ -139,12 +141,12 @@ impl Dispatch for SqliteStore {
     }
 
     async fn revoke_api_token(&self, id: i64, actor: Actor) -> Result<ApiToken, StoreError> {
-        self.write(move |conn, _, _| audit::revoke_token(conn, id, &actor, Utc::now()))
+        self.write(move |conn, opts, _| audit::revoke_token(conn, id, &actor, opts.clock.now()))
             .await
     }
 
     async fn append_audit(&self, entry: NewAudit) -> Result<(), StoreError> {
-        self.write_keeping_cache(move |conn, _, _| audit::append(conn, &entry, Utc::now()))
+        self.write_keeping_cache(move |conn, opts, _| audit::append(conn, &entry, opts.clock.now()))
             .await
     }
 

@@ -49,6 +49,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use fleetpulse_domain::alarm::AlarmEpisode;
 use fleetpulse_domain::catalog::Catalog;
+use fleetpulse_domain::clock::Clock;
 use fleetpulse_domain::order::Order;
 use fleetpulse_domain::reliability::{
     ConsolidationReport, DataRequest, ImportKind, ImportReport, ReliabilityData, ReliabilitySource,
@@ -91,6 +92,9 @@ pub struct StoreOptions {
     pub sink_spool: bool,
     /// The writer connection's SQLite page cache, in MiB ([`DEFAULT_CACHE_MIB`]).
     pub cache_mib: u32,
+    /// The process's clock: every "now" the store stamps (commits, orders, events,
+    /// imports, SLA deadlines) is read from it.
+    pub clock: Clock,
 }
 
 /// The writer's page cache unless configured (`data.cache_mib`). A 64 MiB cache was no
@@ -168,6 +172,48 @@ const READER_POOL: usize = 4;
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     /// A database written by a newer fleetpulse is refused.
+    /// The latest instant the store file at `path` holds (readings, hourly rollups,
+    /// order events) and whether it has any device, read from the file without opening
+    /// the store (no migration, no writer); `(None, false)` when there is no file. A
+    /// process that runs on a simulated clock starts it after this instant.
+    pub fn latest_instant(path: &Path) -> Result<(Option<DateTime<Utc>>, bool), StoreError> {
+        if !path.exists() {
+            return Ok((None, false));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(convert::sql_err)?;
+        // a file from before a table existed answers None for it
+        let max = |sql: &str| -> Option<i64> {
+            conn.query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
+                .ok()
+                .flatten()
+        };
+        let latest = [
+            max("SELECT MAX(ts) FROM readings"),
+            max("SELECT MAX(hour) + 3600000 FROM rollups"),
+            max("SELECT MAX(at) FROM order_events"),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .and_then(DateTime::from_timestamp_millis);
+        let has_devices = max("SELECT COUNT(*) FROM devices").unwrap_or(0) > 0;
+        Ok((latest, has_devices))
+    }
+
+    /// The store's clock's current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.opts.clock.now()
+    }
+
+    /// The clock the store reads "now" from.
+    pub fn clock(&self) -> Clock {
+        self.inner.opts.clock
+    }
+
     pub async fn open(path: &Path, opts: StoreOptions) -> Result<SqliteStore, StoreError> {
         let path = path.to_owned();
         tokio::task::spawn_blocking(move || Self::open_blocking(path, opts))
@@ -409,7 +455,7 @@ impl Store for SqliteStore {
             return Ok(CommitReport::default());
         }
         self.with_writer(move |w, opts, readings| {
-            let report = write::commit_batch(&mut w.conn, &mut w.cache, opts, &batch, Utc::now())?;
+            let report = write::commit_batch(&mut w.conn, &mut w.cache, opts, &batch, opts.clock.now())?;
             readings.fetch_add(report.stored as u64, Ordering::Relaxed);
             Ok(report)
         })
@@ -417,7 +463,7 @@ impl Store for SqliteStore {
     }
 
     async fn register_device(&self, device: NewDevice) -> Result<Device, StoreError> {
-        self.write(move |conn, opts, _| write::register_device(conn, opts, device, Utc::now()))
+        self.write(move |conn, opts, _| write::register_device(conn, opts, device, opts.clock.now()))
             .await
     }
 
@@ -550,7 +596,7 @@ impl ReliabilitySource for SqliteStore {
                 period.from, period.to
             )));
         }
-        let now = Utc::now();
+        let now = self.now();
         if let Some(as_of) = request.as_of {
             if as_of <= period.from {
                 return Err(StoreError::Invalid(format!(
@@ -622,7 +668,9 @@ impl ReliabilitySource for SqliteStore {
         &self,
         max_pairs: usize,
     ) -> Result<ConsolidationReport, StoreError> {
-        self.write(move |conn, _, _| exposure::fold_dirty(conn, max_pairs, convert::ms(Utc::now())))
+        self.write(move |conn, opts, _| {
+            exposure::fold_dirty(conn, max_pairs, convert::ms(opts.clock.now()))
+        })
             .await
     }
 
@@ -631,7 +679,7 @@ impl ReliabilitySource for SqliteStore {
         kind: ImportKind,
         csv: String,
     ) -> Result<ImportReport, StoreError> {
-        self.write(move |conn, opts, _| import::import(conn, &opts.catalog, kind, &csv, Utc::now()))
+        self.write(move |conn, opts, _| import::import(conn, &opts.catalog, kind, &csv, opts.clock.now()))
             .await
     }
 
@@ -641,7 +689,7 @@ impl ReliabilitySource for SqliteStore {
         as_of: Option<DateTime<Utc>>,
     ) -> Result<Vec<fleetpulse_domain::history::DeviceComponent>, StoreError> {
         let serial = serial.clone();
-        let now = Utc::now();
+        let now = self.now();
         let (to, known) = match as_of {
             Some(t) => (convert::ms(t.min(now)), convert::ms(t)),
             None => (convert::ms(now) + 1, i64::MAX),
@@ -693,8 +741,8 @@ impl fleetpulse_domain::store::PredictionStore for SqliteStore {
     ) -> Result<fleetpulse_domain::store::RunReport, StoreError> {
         // orders change, and with a graceful end or a status the device rows: the
         // write path clears the writer's device cache
-        self.write(move |conn, _, _| {
-            predictions::apply_predictions(conn, &run, &planner, Utc::now())
+        self.write(move |conn, opts, _| {
+            predictions::apply_predictions(conn, &run, &planner, opts.clock.now())
         })
         .await
     }
@@ -781,6 +829,7 @@ mod tests {
             let store = SqliteStore::open(
                 &dir.path().join(format!("cache-{mib}.db")),
                 StoreOptions {
+ clock: Default::default(),
                     catalog: Arc::new(catalog),
                     rules: Arc::new(fleetpulse_rules::CatalogRules::new(Arc::new(policy))),
                     unknown_device: UnknownDevicePolicy::AutoRegister,

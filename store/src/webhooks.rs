@@ -101,8 +101,8 @@ impl Webhooks for SqliteStore {
         actor: Actor,
     ) -> Result<Webhook, StoreError> {
         let (name, url, secret) = (name.to_owned(), url.to_owned(), secret.to_owned());
-        self.write(move |conn, _, _| {
-            let now = Utc::now();
+        self.write(move |conn, opts, _| {
+            let now = opts.clock.now();
             let tx = conn.transaction().map_err(sql_err)?;
             // a new receiver starts with the next event, not the whole history
             let cursor: i64 = tx
@@ -141,8 +141,8 @@ impl Webhooks for SqliteStore {
     }
 
     async fn disable_webhook(&self, id: i64, actor: Actor) -> Result<Webhook, StoreError> {
-        self.write(move |conn, _, _| {
-            let now = Utc::now();
+        self.write(move |conn, opts, _| {
+            let now = opts.clock.now();
             let tx = conn.transaction().map_err(sql_err)?;
             let before =
                 webhook(&tx, id)?.ok_or_else(|| StoreError::NotFound(format!("webhook {id}")))?;

@@ -136,6 +136,14 @@ pub(crate) fn commit_batch(
     }
     tx.commit().map_err(sql_err)?;
     cache.apply(updates);
+    if report.registered > 0 {
+        // one line per commit, not one per device: a fleet's first connects would
+        // otherwise fill the log
+        tracing::info!(
+            devices = report.registered,
+            "unknown devices auto-registered as unassigned (GET /api/v1/devices?status=unassigned)"
+        );
+    }
     Ok(report)
 }
 
@@ -293,7 +301,7 @@ fn ensure_device(
     })
     .map_err(sql_err)?;
     report.registered += 1;
-    tracing::info!(serial = %serial, model = ?spec.map(|m| m.id.as_str()), "unknown device auto-registered as unassigned");
+    tracing::debug!(serial = %serial, model = ?spec.map(|m| m.id.as_str()), "unknown device auto-registered as unassigned");
     Ok(Some(CachedDevice {
         row: DeviceRow {
             model: spec.map(|m| m.id.to_string()),

@@ -29,6 +29,7 @@ async fn open_with_spool(path: &Path, unknown: UnknownDevicePolicy, spool: bool)
     SqliteStore::open(
         path,
         StoreOptions {
+ clock: Default::default(),
             catalog,
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: unknown,
@@ -504,6 +505,7 @@ async fn data_survives_reopening_and_a_newer_schema_is_refused() {
     let err = SqliteStore::open(
         &path,
         StoreOptions {
+ clock: Default::default(),
             catalog,
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: UnknownDevicePolicy::AutoRegister,

@@ -5,7 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use fleetpulse_domain::store::{
     Device, DeviceDetail, DeviceQuery, DeviceSummary, NewDevice, Page, ReadingQuery, Rollup,
     StoreError, StoredReading,
@@ -193,7 +193,7 @@ async fn rollups(
     caller.require(READERS)?;
     let serial = extract::serial(&raw)?;
     let from = extract::time("from", p.from.as_deref())?;
-    let to = extract::time("to", p.to.as_deref())?.unwrap_or_else(Utc::now);
+    let to = extract::time("to", p.to.as_deref())?.unwrap_or(state.clock.now());
     let from = from.unwrap_or(to - Duration::hours(DEFAULT_ROLLUP_WINDOW_HOURS));
     extract::ordered_range(Some(from), Some(to))?;
     let rows = state.store.rollups(&serial, from, to).await?;
@@ -252,7 +252,7 @@ pub(crate) async fn register_one(state: &AppState, new: NewDevice) -> Result<Dev
     // registering completes an `unassigned` device and replaces its address: only the
     // address given here counts
     require_address(new.status, new.address.as_deref())?;
-    new.check_history(chrono::Utc::now())
+    new.check_history(state.clock.now())
         .map_err(|message| ApiError::Unprocessable {
             code: "invalid_body",
             message,

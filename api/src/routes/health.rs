@@ -42,6 +42,19 @@ pub struct Health {
     /// Ingest counters (`docs/operations.md`).
     #[schema(value_type = Object)]
     pub ingest: serde_json::Value,
+    /// The clock the process runs on: `wall` (serve) or `simulated` (demo), its current
+    /// time and its speed (simulated seconds per wall second).
+    pub clock: ClockBody,
+}
+
+/// The process's clock, as `/health` shows it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ClockBody {
+    /// `wall` or `simulated`.
+    pub kind: &'static str,
+    pub now: chrono::DateTime<chrono::Utc>,
+    /// Simulated seconds per wall second (1 on the wall clock).
+    pub speed: f64,
 }
 
 /// Reports the store's counts and the ingest counters: `"status": "ok"` while all is
@@ -96,6 +109,14 @@ async fn health(State(state): State<AppState>) -> Response {
         reasons,
         store,
         ingest,
+        clock: {
+            let c = state.clock.status();
+            ClockBody {
+                kind: c.kind,
+                now: c.now,
+                speed: c.speed,
+            }
+        },
     };
     (code, Json(body)).into_response()
 }

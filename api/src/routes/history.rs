@@ -300,7 +300,7 @@ async fn components(
     let serial = extract::serial(&raw)?;
     let as_of = extract::time("as_of", p.as_of.as_deref())?;
     if let Some(t) = as_of
-        && t > chrono::Utc::now()
+        && t > state.clock.now()
     {
         return Err(ApiError::parameter(
             "as_of",

@@ -142,7 +142,7 @@ async fn list(
         sla: match extract::one_of::<SlaState>("sla", p.sla.as_deref())? {
             Some(s) => Some((
                 s,
-                extract::time("sla_at", p.sla_at.as_deref())?.unwrap_or_else(Utc::now),
+                extract::time("sla_at", p.sla_at.as_deref())?.unwrap_or(state.clock.now()),
             )),
             None if p.sla_at.is_some() => {
                 return Err(ApiError::parameter("sla_at", "sla_at needs sla="));
@@ -398,7 +398,7 @@ async fn apply(
     let version = matched_version(&state, id, condition, sent).await?;
     let order = state
         .dispatch
-        .transition(id, version, action, caller.actor, Utc::now())
+        .transition(id, version, action, caller.actor, state.clock.now())
         .await?;
     state.streams.order_changed();
     Ok(with_etag(StatusCode::OK, &order))
@@ -586,7 +586,7 @@ async fn create(
                 message: format!("device {} is not registered", body.serial),
                 details: Some(json!({ "field": "serial" })),
             })?;
-    let now = Utc::now();
+    let now = state.clock.now();
     let priority = body.priority.unwrap_or_else(|| {
         state
             .policy

@@ -125,9 +125,8 @@ pub struct BacktestParams {
 }
 
 /// Parses `as_of`: an RFC 3339 time not after now.
-fn as_of(raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+fn as_of(raw: Option<&str>, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ApiError> {
     let t = extract::time("as_of", raw)?;
-    let now = Utc::now();
     match t {
         Some(t) if t > now => Err(ApiError::parameter(
             "as_of",
@@ -268,7 +267,7 @@ async fn train(
     Query(p): Query<AsOfParams>,
 ) -> Result<Json<Vec<ModelReport>>, ApiError> {
     caller.require(PLANNERS)?;
-    let as_of = as_of(p.as_of.as_deref())?;
+    let as_of = as_of(p.as_of.as_deref(), state.clock.now())?;
     Ok(Json(state.predictor.train_now(as_of).await?))
 }
 
@@ -321,7 +320,7 @@ async fn run(
     Query(p): Query<AsOfParams>,
 ) -> Result<Json<RunReport>, ApiError> {
     caller.require(PLANNERS)?;
-    let as_of = as_of(p.as_of.as_deref())?;
+    let as_of = as_of(p.as_of.as_deref(), state.clock.now())?;
     let report = state.predictor.run_now("api", as_of).await?;
     if !report.orders.is_empty() {
         state.streams.order_changed();

@@ -338,8 +338,8 @@ const SOURCES: &[(&str, FailureSource)] = &[
     ("alarm", FailureSource::Alarm),
 ];
 
-fn parse(p: &StatParams, headers: &HeaderMap) -> Result<Request, ApiError> {
-    let to = extract::time("to", p.to.as_deref())?.unwrap_or_else(Utc::now);
+fn parse(p: &StatParams, headers: &HeaderMap, now: DateTime<Utc>) -> Result<Request, ApiError> {
+    let to = extract::time("to", p.to.as_deref())?.unwrap_or(now);
     let from = extract::time("from", p.from.as_deref())?.unwrap_or(to - Duration::days(365));
     if from >= to {
         return Err(ApiError::parameter(
@@ -359,7 +359,7 @@ fn parse(p: &StatParams, headers: &HeaderMap) -> Result<Request, ApiError> {
     }
     let as_of = extract::time("as_of", p.as_of.as_deref())?;
     if let Some(t) = as_of {
-        if t > Utc::now() {
+        if t > now {
             return Err(ApiError::parameter(
                 "as_of",
                 format!("as_of ({}) is in the future", t.to_rfc3339()),
@@ -600,7 +600,7 @@ async fn answer(
     stat: Stat,
 ) -> Result<Response, ApiError> {
     caller.require(READERS)?;
-    let req = parse(&p, &headers)?;
+    let req = parse(&p, &headers, state.clock.now())?;
     let (data, report) = report(&state, &req).await?;
     if req.csv {
         let table = match stat {

@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use serde::Deserialize;
 
 use crate::AppState;
@@ -40,7 +40,7 @@ async fn attainment(
     Query(p): Query<AttainmentParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(READERS)?;
-    let now = Utc::now();
+    let now = state.clock.now();
     let to = extract::time("to", p.to.as_deref())?.unwrap_or(now);
     let from = extract::time("from", p.from.as_deref())?.unwrap_or(to - Duration::days(30));
     extract::ordered_range(Some(from), Some(to))?;

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use chrono::Utc;
 use fleetpulse_domain::Serial;
 use fleetpulse_domain::telemetry::status_topic;
 use rumqttc::mqttbytes::v4::{
@@ -144,13 +143,13 @@ pub(super) async fn serve<S: DeviceStream>(
             &will.topic,
             serial.as_str(),
             &will.message,
-            Utc::now(),
+            pipeline.now(),
             pipeline.limits(),
         );
         // the will speaks for a device that could not say goodbye: the connection was lost
         decoded.connection_end = Some(ConnectionEnd {
             serial: serial.clone(),
-            at: Utc::now(),
+            at: pipeline.now(),
             graceful: false,
         });
         tokio::select! {
@@ -163,7 +162,7 @@ pub(super) async fn serve<S: DeviceStream>(
         let decoded = Decoded {
             connection_end: Some(ConnectionEnd {
                 serial: serial.clone(),
-                at: Utc::now(),
+                at: pipeline.now(),
                 graceful: true,
             }),
             ..Decoded::default()
@@ -462,7 +461,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             remaining,
             payload_bytes,
             self.max_packet_bytes,
-            Utc::now(),
+            self.pipeline.now(),
         );
         self.hand_on(decoded, header.qos, pkid).await
     }
@@ -516,7 +515,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             &publish.topic,
             self.serial.as_str(),
             &publish.payload,
-            Utc::now(),
+            self.pipeline.now(),
             self.pipeline.limits(),
         );
         // `offline` published by the device itself, on a live connection: a goodbye

@@ -43,7 +43,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use fleetpulse_domain::store::{IngestBatch, NewDeadLetter, SpoolChunk, Store};
 use fleetpulse_domain::telemetry::RejectReason;
 use futures::FutureExt;
@@ -184,6 +183,13 @@ impl SinkWorker {
         })
     }
 
+    /// Runs on `clock` (the process's, which stamps the spool's chunks): how long a chunk
+    /// has lingered, and when a refused line was dead-lettered.
+    pub fn with_clock(self, clock: fleetpulse_domain::Clock) -> Self {
+        self.stats.set_clock(clock);
+        self
+    }
+
     /// The gate the pipeline must wait on and report spooled bytes to.
     pub fn gate(&self) -> SpoolGate {
         self.gate.clone()
@@ -269,7 +275,7 @@ impl SinkWorker {
         if readings >= policy.max_readings || bytes >= policy.max_bytes {
             return None;
         }
-        let waited = (Utc::now() - chunks[0].created_at)
+        let waited = (self.stats.now() - chunks[0].created_at)
             .to_std()
             .unwrap_or_default();
         policy.linger.checked_sub(waited).filter(|d| !d.is_zero())
@@ -404,7 +410,7 @@ impl SinkWorker {
     async fn dead_letter(&self, line: &str, err: &SinkError) {
         let serial = serial_of(line).unwrap_or("unknown");
         let letter = NewDeadLetter {
-            received_at: Utc::now(),
+            received_at: self.stats.now(),
             topic: format!("fleetpulse/v1/devices/{serial}/telemetry"),
             client_id: serial.to_owned(),
             reason: RejectReason::SinkRejected,

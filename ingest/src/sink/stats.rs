@@ -4,7 +4,6 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use chrono::Utc;
 use fleetpulse_domain::store::SpoolStats;
 use serde::Serialize;
 
@@ -30,6 +29,8 @@ struct Inner {
     /// The last write attempt succeeded (or none was needed yet).
     healthy: AtomicBool,
     spool_full_waits: AtomicU64,
+    /// The process's clock, which stamps the spool's chunks (the wall clock until set).
+    clock: std::sync::OnceLock<fleetpulse_domain::Clock>,
 }
 
 /// A point-in-time copy of the sink's counters.
@@ -65,13 +66,23 @@ impl SinkStats {
         s
     }
 
+    /// Reads the spool's ages on `clock` (the one its chunks are stamped with); only the
+    /// first call counts.
+    pub fn set_clock(&self, clock: fleetpulse_domain::Clock) {
+        let _ = self.0.clock.set(clock);
+    }
+
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.0.clock.get().copied().unwrap_or_default().now()
+    }
+
     pub fn snapshot(&self) -> SinkStatsSnapshot {
         let i = &self.0;
         let oldest = i.spool_oldest_ms.load(Ordering::Relaxed);
         let age = if oldest == i64::MIN {
             0.0
         } else {
-            ((Utc::now().timestamp_millis() - oldest).max(0)) as f64 / 1000.0
+            ((self.now().timestamp_millis() - oldest).max(0)) as f64 / 1000.0
         };
         SinkStatsSnapshot {
             written_readings: i.written_readings.load(Ordering::Relaxed),

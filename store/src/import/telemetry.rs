@@ -40,7 +40,12 @@ fn limits() -> TelemetryLimits {
 }
 
 /// Checks a row as the live path checks a reading.
-fn check(row: &Row, serial: &Serial, at: DateTime<Utc>) -> Result<BTreeMap<String, f64>, String> {
+fn check(
+    row: &Row,
+    serial: &Serial,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<BTreeMap<String, f64>, String> {
     let mut obj = Map::new();
     obj.insert("seq".into(), Value::from(row.line as u64));
     obj.insert("ts".into(), Value::String(at.to_rfc3339()));
@@ -56,7 +61,7 @@ fn check(row: &Row, serial: &Serial, at: DateTime<Utc>) -> Result<BTreeMap<Strin
         obj.insert(k.clone(), Value::Number(n));
     }
     let payload = Value::Object(obj).to_string();
-    let mut parsed = parse_telemetry(serial, payload.as_bytes(), Utc::now(), &limits());
+    let mut parsed = parse_telemetry(serial, payload.as_bytes(), now, &limits());
     match parsed.pop() {
         Some(Ok(r)) if parsed.is_empty() => {
             if r.values.is_empty() {
@@ -113,7 +118,7 @@ pub(super) fn import(
                 continue;
             }
         };
-        match check(&row, &c.serial, c.at) {
+        match check(&row, &c.serial, c.at, now) {
             Ok(values) => {
                 let at = ms(c.at);
                 serials.insert(c.serial.to_string(), c.serial.clone());
