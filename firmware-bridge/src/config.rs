@@ -348,6 +348,9 @@ pub struct Device {
     pub timeout: Duration,
     pub retry_max: Duration,
     pub map: Arc<RegisterMap>,
+    /// The clock readings are stamped with: the wall clock, or the process's when the
+    /// bridge runs inside `demo` (its simulated clock).
+    pub clock: fleetpulse_domain::Clock,
 }
 
 /// The validated configuration.
@@ -605,6 +608,7 @@ impl BridgeConfig {
                 timeout: Duration::from_millis(timeout),
                 retry_max: Duration::from_millis(file.polling.retry_max_ms.max(interval)),
                 map,
+                clock: fleetpulse_domain::Clock::Wall,
             });
         }
         let mut mqtt = file.mqtt;

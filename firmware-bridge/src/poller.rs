@@ -359,7 +359,7 @@ fn reading(
     let mut m = Map::new();
     m.insert(
         "ts".into(),
-        json!(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
+        json!(dev.clock.now().to_rfc3339_opts(SecondsFormat::Millis, true)),
     );
     m.insert("model".into(), json!(dev.model));
     if let Some(fw) = &dev.fw {
@@ -375,7 +375,7 @@ fn reading(
     let mut probe = m.clone();
     probe.insert("seq".into(), json!(0));
     let payload = serde_json::to_vec(&Value::Object(probe)).unwrap_or_default();
-    if let Some(Err(rejection)) = parse_telemetry(&dev.serial, &payload, Utc::now(), limits)
+    if let Some(Err(rejection)) = parse_telemetry(&dev.serial, &payload, dev.clock.now(), limits)
         .into_iter()
         .next()
     {

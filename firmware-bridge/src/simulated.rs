@@ -60,6 +60,9 @@ pub struct ModbusFleetConfig {
     pub listen: IpAddr,
     /// Unit id every device answers for.
     pub unit: u8,
+    /// The clock of the process: on a simulated one, each refresh advances the devices
+    /// by its time since the last one and the bridge stamps their readings with it.
+    pub clock: fleetpulse_domain::Clock,
 }
 
 impl Default for ModbusFleetConfig {
@@ -72,6 +75,7 @@ impl Default for ModbusFleetConfig {
             serial_prefix: "MB".into(),
             listen: IpAddr::from([127, 0, 0, 1]),
             unit: 1,
+            clock: fleetpulse_domain::Clock::Wall,
         }
     }
 }
@@ -122,6 +126,7 @@ impl SimulatedDevice {
 pub struct ModbusFleet {
     devices: Vec<SimulatedDevice>,
     tasks: JoinSet<()>,
+    clock: fleetpulse_domain::Clock,
 }
 
 impl ModbusFleet {
@@ -181,7 +186,9 @@ impl ModbusFleet {
             });
         }
         let states: Vec<Arc<DeviceState>> = devices.iter().map(|d| d.state.clone()).collect();
-        refresh(&mut fleet, &states, 0.0);
+        let clock = cfg.clock;
+        let mut last = clock.now();
+        refresh(&mut fleet, &states, 0.0, last);
         let tick = cfg.tick.max(Duration::from_millis(10));
         let sim_dt_hours = cfg.speed.max(0.0) * tick.as_secs_f64() / 3600.0;
         tasks.spawn(async move {
@@ -191,11 +198,24 @@ impl ModbusFleet {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = interval.tick() => refresh(&mut fleet, &states, sim_dt_hours),
+                    _ = interval.tick() => {
+                        let now = clock.now();
+                        let dt = if clock.is_simulated() {
+                            (now - last).num_milliseconds().max(0) as f64 / 3_600_000.0
+                        } else {
+                            sim_dt_hours
+                        };
+                        last = now.max(last);
+                        refresh(&mut fleet, &states, dt, now);
+                    }
                 }
             }
         });
-        Ok(ModbusFleet { devices, tasks })
+        Ok(ModbusFleet {
+            devices,
+            tasks,
+            clock,
+        })
     }
 
     pub fn devices(&self) -> &[SimulatedDevice] {
@@ -229,6 +249,7 @@ impl ModbusFleet {
                 timeout,
                 retry_max: Duration::from_secs(30).max(interval),
                 map: d.state.map.clone(),
+                clock: self.clock,
             })
             .collect()
     }
@@ -240,8 +261,13 @@ impl ModbusFleet {
 }
 
 /// Advances the fleet and writes every device's new reading into its registers.
-fn refresh(fleet: &mut Fleet, states: &[Arc<DeviceState>], sim_dt_hours: f64) {
-    for m in fleet.step(sim_dt_hours, Utc::now()) {
+fn refresh(
+    fleet: &mut Fleet,
+    states: &[Arc<DeviceState>],
+    sim_dt_hours: f64,
+    now: chrono::DateTime<Utc>,
+) {
+    for m in fleet.step(sim_dt_hours, now) {
         let Some(state) = states.get(m.device) else {
             continue;
         };

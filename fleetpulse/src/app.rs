@@ -550,6 +550,7 @@ async fn serve(cfg: Config, stop: CancellationToken, demo: Option<Demo>) -> anyh
                 format!("mqtt://{addr}"),
                 &cfg,
                 &catalog,
+                clock,
                 stop.clone(),
             )
             .await?,

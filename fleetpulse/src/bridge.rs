@@ -97,6 +97,7 @@ pub async fn simulate_modbus(args: SimulateModbusArgs) -> anyhow::Result<()> {
             serial_prefix: args.serial_prefix.clone(),
             listen: args.listen,
             unit: 1,
+            clock: fleetpulse_domain::Clock::Wall,
         },
         &catalog,
         &maps,
@@ -152,6 +153,7 @@ pub async fn start_demo_bridge(
     mqtt_url: String,
     cfg: &Config,
     catalog: &Arc<Catalog>,
+    clock: fleetpulse_domain::Clock,
     stop: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
     let maps = built_in_maps(catalog)?;
@@ -165,6 +167,7 @@ pub async fn start_demo_bridge(
             speed: fleet.speed,
             tick: interval,
             serial_prefix: "MB".into(),
+            clock,
             ..ModbusFleetConfig::default()
         },
         catalog,

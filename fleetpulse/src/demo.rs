@@ -88,6 +88,12 @@ pub async fn prepare(
         let t0 = Instant::now();
         let files = history_files(&mut f, catalog, start, history_days, fleet_args.seed);
         let simulate_seconds = t0.elapsed().as_secs_f64();
+        if let Some(path) = &fleet_args.ground_truth {
+            // the history's truth first; the live fleet appends its own after it
+            let lines: String = files.truth.iter().map(|e| e.to_json_line()).collect();
+            std::fs::write(path, lines)
+                .with_context(|| format!("writing the ground truth to {}", path.display()))?;
+        }
         let t1 = Instant::now();
         let store = open(Clock::Fixed(start)).await?;
         let mut refused = 0;
@@ -103,6 +109,9 @@ pub async fn prepare(
             Ok(())
         };
         import(ImportKind::Devices, files.devices).await?;
+        if files.counts.meter_rows > 0 {
+            import(ImportKind::Meters, files.meters).await?;
+        }
         for text in files.telemetry {
             import(ImportKind::Telemetry, text).await?;
         }

@@ -13,9 +13,12 @@
 //!   oxygen concentrators of high criticality);
 //! - **maintenance** replacements of parts fitted before the history (the 30 % of devices
 //!   whose parts are not all original), at the meter reading the part's age gives;
-//! - **telemetry** every [`TELEMETRY_EVERY_H`] hours per device (one file per set of
-//!   fields, since models report different fields), which the store keeps as hourly
-//!   rollups: the predictors' features and the runtime meter the exposure is folded from;
+//! - **meters**: the runtime meter once a day per device until the last
+//!   [`TELEMETRY_DAYS`] (the exposure the statistics fold from it);
+//! - **telemetry** every [`TELEMETRY_EVERY_H`] hours per device in the last
+//!   [`TELEMETRY_DAYS`] (one file per set of fields, since models report different
+//!   fields), which the store keeps as hourly rollups: the predictors' features and the
+//!   runtime meter;
 //! - **failures** from the ground truth (time, meter, alarm code, failure mode), and the
 //!   **repairs** (replacements of the failed part) and **consumable changes** as
 //!   maintenance;
@@ -39,9 +42,16 @@ use rand_chacha::ChaCha8Rng;
 use crate::fleet::Fleet;
 use crate::truth::TruthEvent;
 
-/// Hours between two telemetry rows of one device in the history (the store keeps
-/// hourly rollups; the predictors read daily summaries, which four rows a day fill).
-pub const TELEMETRY_EVERY_H: u32 = 6;
+/// Hours between two telemetry rows of one device in the history's last
+/// [`TELEMETRY_DAYS`] (the store keeps hourly rollups; the predictors read daily
+/// summaries, which two rows a day fill).
+pub const TELEMETRY_EVERY_H: u32 = 12;
+/// Days at the end of the history with full telemetry: what the predictors read
+/// (`analytics.history_days`, 365). Before them the history has the runtime meter once a
+/// day (the exposure of the statistics), imported as meter history.
+pub const TELEMETRY_DAYS: u32 = 365;
+/// Hours between two meter rows of one device before the telemetry days.
+pub const METER_EVERY_H: u32 = 24;
 /// Rows per telemetry file: each file is one import (one transaction).
 pub const TELEMETRY_ROWS_PER_FILE: usize = 50_000;
 
@@ -60,10 +70,14 @@ pub struct HistoryFiles {
     pub devices: String,
     /// Replacements of parts fitted before the history, repairs and consumable changes.
     pub maintenance: String,
+    pub meters: String,
     pub telemetry: Vec<String>,
     pub failures: String,
     pub alarms: String,
     pub counts: HistoryCounts,
+    /// The simulator's ground truth of the history, every event (what the files state
+    /// and what they leave to the live fleet).
+    pub truth: Vec<TruthEvent>,
 }
 
 /// What the history holds.
@@ -71,6 +85,7 @@ pub struct HistoryFiles {
 pub struct HistoryCounts {
     pub devices: usize,
     pub days: u32,
+    pub meter_rows: usize,
     pub telemetry_rows: usize,
     pub failures: usize,
     pub repairs: usize,
@@ -171,11 +186,15 @@ pub fn history_files(
     // per device: active code -> when its episode started
     let mut active: Vec<BTreeMap<AlarmCode, DateTime<Utc>>> = vec![BTreeMap::new(); fleet.len()];
     let mut pending_failures: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut meters = String::from("serial,at,runtime_hours\n");
     let steps = days * 24;
+    let telemetry_from = steps.saturating_sub(TELEMETRY_DAYS * 24);
     for step in 0..steps {
         let t = start + Duration::hours(i64::from(step) + 1) - Duration::minutes(1);
         let samples = fleet.step_samples(1.0, t);
-        let row_due = (step + 1) % TELEMETRY_EVERY_H == 0;
+        let full = step >= telemetry_from;
+        let row_due = full && (step + 1) % TELEMETRY_EVERY_H == 0;
+        let meter_due = !full && (step + 1) % METER_EVERY_H == 0;
         for (i, sample) in samples.iter().enumerate() {
             let Some(sample) = sample else { continue };
             let serial = fleet.device(i).map(|d| d.serial.to_string()).unwrap_or_default();
@@ -194,6 +213,11 @@ pub fn history_files(
             for code in now {
                 active[i].entry(code.clone()).or_insert(t);
             }
+            if meter_due && let Some(runtime) = sample.values.first() {
+                // runtime_hours is every device's first value
+                let _ = writeln!(meters, "{serial},{},{runtime}", ts(t));
+                files.counts.meter_rows += 1;
+            }
             if row_due {
                 let (text, rows) = telemetry
                     .entry(names[i].clone())
@@ -211,8 +235,9 @@ pub fn history_files(
                 }
             }
         }
-        for event in fleet.take_ground_truth() {
-            match &event {
+        let events = fleet.take_ground_truth();
+        for event in &events {
+            match event {
                 TruthEvent::Failure {
                     serial,
                     failure_mode,
@@ -287,6 +312,7 @@ pub fn history_files(
                 }
             }
         }
+        files.truth.extend(events);
     }
     for (fields, (body, rows)) in telemetry {
         if rows > 0 {
@@ -294,6 +320,7 @@ pub fn history_files(
         }
     }
     files.maintenance = maintenance;
+    files.meters = meters;
     files.failures = failures;
     files.alarms = alarms;
     files
@@ -341,15 +368,16 @@ mod tests {
         let c = files.counts;
         assert_eq!(c.devices, 40);
         assert_eq!(files.devices.lines().count(), 41);
-        // one row every 6 hours per device
-        assert_eq!(c.telemetry_rows, 40 * 365 * 4);
+        // two telemetry rows a day per device in the last year, a meter row a day before
+        assert_eq!(c.telemetry_rows, 40 * 365 * 2);
+        assert_eq!(c.meter_rows, 0);
         let telemetry_lines: usize = files.telemetry.iter().map(|f| f.lines().count() - 1).sum();
         assert_eq!(telemetry_lines, c.telemetry_rows);
         assert!(c.failures > 0 && c.repairs >= c.failures, "{c:?}");
         assert!(c.alarm_episodes > 0 && c.consumable_changes > 0, "{c:?}");
         assert_eq!(files.failures.lines().count(), c.failures + 1);
         // nothing at or after the end
-        for file in [&files.failures, &files.alarms, &files.maintenance] {
+        for file in [&files.failures, &files.alarms, &files.maintenance, &files.meters] {
             for line in file.lines().skip(1) {
                 let at = line.split(',').nth(1).unwrap();
                 let at = DateTime::parse_from_rfc3339(at).unwrap();
