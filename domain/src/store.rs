@@ -286,6 +286,9 @@ pub struct DeviceQuery {
     pub limit: usize,
     pub status: Option<LifecycleStatus>,
     pub model: Option<String>,
+    /// Devices of this region only.
+    pub region: Option<String>,
+    pub criticality: Option<crate::device::Criticality>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use fleetpulse_domain::AlarmCode;
 use fleetpulse_domain::telemetry::{TelemetryLimits, parse_telemetry};
 use serde_json::{Map, Value, json};

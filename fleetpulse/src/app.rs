@@ -373,6 +373,7 @@ async fn serve(cfg: Config, stop: CancellationToken, demo: Option<Demo>) -> anyh
     // the API's port before anything is written or announced: a clash stops the start
     // before any listener says "listening"
     let http_listener = bind_http(&cfg).await?;
+    let http_addr = http_listener.local_addr()?;
     let (clock, history_fleet) = match &demo {
         Some(d) => {
             std::fs::create_dir_all(&cfg.data.dir).with_context(|| {
@@ -527,9 +528,9 @@ async fn serve(cfg: Config, stop: CancellationToken, demo: Option<Demo>) -> anyh
     let push_task = tokio::spawn(push_worker.run(push_stop.clone().cancelled_owned()));
 
     if fleet.is_some() {
-        let docs = match cfg.http.listen.ip().is_unspecified() {
-            true => format!("127.0.0.1:{}", cfg.http.listen.port()),
-            false => cfg.http.listen.to_string(),
+        let docs = match http_addr.ip().is_unspecified() {
+            true => format!("127.0.0.1:{}", http_addr.port()),
+            false => http_addr.to_string(),
         };
         announce(&format!(
             "demo: API documentation at http://{docs}/api/docs; API authentication is {} (demo only; `serve` needs tokens)",

@@ -176,6 +176,14 @@ pub(crate) fn list_devices(
         sql.push_str(" AND d.model = ?");
         args.push(SqlValue::Text(model.clone()));
     }
+    if let Some(region) = &q.region {
+        sql.push_str(" AND d.region = ?");
+        args.push(SqlValue::Text(region.clone()));
+    }
+    if let Some(c) = q.criticality {
+        sql.push_str(" AND d.criticality = ?");
+        args.push(SqlValue::Text(c.as_str().to_owned()));
+    }
     sql.push_str(" ORDER BY d.serial LIMIT ?");
     args.push(SqlValue::Integer(limit as i64));
     let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;

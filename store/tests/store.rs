@@ -554,6 +554,61 @@ async fn pages_follow_their_cursor_to_the_end() {
 }
 
 #[tokio::test]
+async fn devices_are_listed_by_region_and_criticality() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;
+    for (serial, region, criticality) in [
+        ("RG1", "north", Some(fleetpulse_domain::Criticality::High)),
+        ("RG2", "north", None),
+        ("RG3", "south", Some(fleetpulse_domain::Criticality::High)),
+    ] {
+        store
+            .register_device(NewDevice {
+                serial: sn(serial),
+                model: fleetpulse_domain::catalog::ModelId::parse("OC-10").expect("model"),
+                status: Some(LifecycleStatus::AtCustomer),
+                criticality,
+                region: Some(region.into()),
+                address: Some("1 Mill Lane, Leeds".into()),
+                commissioned_at: None,
+                runtime_hours_at_registration: None,
+                observed_from: None,
+            })
+            .await
+            .expect("register");
+    }
+    let list = |region: Option<&str>, criticality| {
+        let store = store.clone();
+        let region = region.map(str::to_owned);
+        async move {
+            store
+                .list_devices(DeviceQuery {
+                    limit: 100,
+                    region,
+                    criticality,
+                    ..Default::default()
+                })
+                .await
+                .expect("list")
+                .items
+                .into_iter()
+                .map(|d| d.device.serial.to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(Some("north"), None).await, ["RG1", "RG2"]);
+    assert_eq!(
+        list(None, Some(fleetpulse_domain::Criticality::High)).await,
+        ["RG1", "RG3"]
+    );
+    assert_eq!(
+        list(Some("south"), Some(fleetpulse_domain::Criticality::High)).await,
+        ["RG3"]
+    );
+    assert!(list(Some("west"), None).await.is_empty());
+}
+
+#[tokio::test]
 async fn retention_deletes_old_raw_readings_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;

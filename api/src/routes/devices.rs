@@ -48,6 +48,12 @@ pub struct ListParams {
     /// Model id, e.g. `OC-5A`.
     #[param(value_type = Option<String>, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     model: Option<String>,
+    /// Region (1 to 100 characters), as registered.
+    #[param(value_type = Option<String>, min_length = 1, max_length = 100)]
+    region: Option<String>,
+    /// Criticality.
+    #[param(value_type = Option<fleetpulse_domain::Criticality>)]
+    criticality: Option<String>,
 }
 
 /// Lists devices in serial order with their latest state, keyset-paginated:
@@ -64,6 +70,17 @@ async fn list(
         limit: extract::limit(p.limit.as_deref(), LIST_LIMIT)?,
         status: extract::one_of::<LifecycleStatus>("status", p.status.as_deref())?,
         model: extract::optional("model", p.model.as_deref(), ModelId::parse)?.map(String::from),
+        region: extract::optional("region", p.region.as_deref(), |s: &str| {
+            if s.is_empty() || s.chars().count() > 100 {
+                Err("must be 1 to 100 characters".to_owned())
+            } else {
+                Ok(s.to_owned())
+            }
+        })?,
+        criticality: extract::one_of::<fleetpulse_domain::Criticality>(
+            "criticality",
+            p.criticality.as_deref(),
+        )?,
     };
     Ok(Json(state.store.list_devices(query).await?))
 }

@@ -14,6 +14,13 @@ use serde_json::{Value, json};
 /// devices, two years), so that a debug build loads it within the App's start limit.
 const DEVICES: &str = "150";
 const HISTORY_DAYS: i64 = 365;
+/// The first minute of a release build (docs/benchmarks.md has its figures); a debug
+/// build trains the models several times slower.
+const FIRST_MINUTE: Duration = if cfg!(debug_assertions) {
+    Duration::from_secs(420)
+} else {
+    Duration::from_secs(60)
+};
 
 fn at(v: &Value) -> DateTime<Utc> {
     v.as_str()
@@ -178,7 +185,7 @@ async fn demo_tells_the_truth_in_its_first_minute() -> anyhow::Result<()> {
     // Within the first minute: models trained (or why not), predictions with due dates and
     // intervals, risk orders with evidence, SLA states on orders.
     eventually(
-        Duration::from_secs(60).saturating_sub(live_since.elapsed()),
+        FIRST_MINUTE.saturating_sub(live_since.elapsed()),
         "risk models trained and predictions with due dates",
         || async {
             let models = app.get_ok("/api/v1/models").await?;
@@ -197,6 +204,10 @@ async fn demo_tells_the_truth_in_its_first_minute() -> anyhow::Result<()> {
         },
     )
     .await?;
+    eprintln!(
+        "models trained and fleet scored {:.0} s after the API listened",
+        live_since.elapsed().as_secs_f64()
+    );
     let models = app.get_ok("/api/v1/models").await?;
     for r in models.as_array().cloned().unwrap_or_default() {
         assert!(
