@@ -188,6 +188,11 @@ pub struct AlarmSpec {
     /// Unset: `analytics.model.horizon_days`.
     #[serde(default)]
     pub warning_horizon_days: Option<f64>,
+    /// An order for this alarm stays open when the alarm clears: the fault calls for an
+    /// engineer even if the device stopped reporting it (policy `[resolution]`). Unset:
+    /// [`AlarmSpec::needs_visit`] derives it from the severity and the device.
+    #[serde(default)]
+    pub needs_visit: Option<bool>,
     /// What the engineer should do.
     pub solution: String,
     /// Standard labour of the repair.
@@ -197,6 +202,17 @@ pub struct AlarmSpec {
     /// Parts the repair suggests.
     #[serde(default)]
     pub parts: Vec<PartRef>,
+}
+
+impl AlarmSpec {
+    /// Whether an order for this alarm needs a visit even after the alarm cleared: the
+    /// catalog's `needs_visit` when set, otherwise `true` for a critical alarm and for any
+    /// alarm of a life-supporting device (a ventilator's alarm is not left to chance).
+    pub fn needs_visit(&self, criticality: Criticality) -> bool {
+        self.needs_visit.unwrap_or(
+            self.severity == Severity::Critical || criticality == Criticality::LifeSupporting,
+        )
+    }
 }
 
 /// A validated catalog: models, their resolved components, and the maintenance kinds.
