@@ -539,6 +539,27 @@ skill = "concentrator_repair"
 "#;
 
     #[test]
+    fn an_alarm_needs_a_visit_when_critical_or_on_a_life_supporting_device_unless_declared() {
+        let c = Catalog::from_toml_str(GOOD).expect("valid");
+        let m = c.model("OC-5A").expect("model");
+        let critical = m.alarms[0].clone();
+        assert!(critical.needs_visit(Criticality::High));
+        let warning = AlarmSpec {
+            severity: Severity::Warning,
+            ..critical.clone()
+        };
+        assert!(!warning.needs_visit(Criticality::High));
+        assert!(warning.needs_visit(Criticality::LifeSupporting));
+        let declared = GOOD.replace("code = \"E101\"\n", "code = \"E101\"\nneeds_visit = false\n");
+        let c = Catalog::from_toml_str(&declared).expect("valid");
+        let a = &c.model("OC-5A").expect("model").alarms[0];
+        assert!(!a.needs_visit(Criticality::LifeSupporting), "the catalog's word wins");
+        let bad = GOOD.replace("code = \"E101\"\n", "code = \"E101\"\nneeds_visit = \"yes\"\n");
+        let err = Catalog::from_toml_str(&bad).expect_err("refused").to_string();
+        assert!(err.contains("needs_visit") || err.contains("bool"), "{err}");
+    }
+
+    #[test]
     fn a_good_catalog_loads() {
         let c = Catalog::from_toml_str(GOOD).expect("valid catalog");
         let m = c.model("OC-5A").expect("model present");

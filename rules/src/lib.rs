@@ -440,6 +440,123 @@ mod tests {
         );
     }
 
+    /// What [`CatalogRules::resolve`] says of the step from `before` to `after` (the
+    /// reading reported everything `after` holds).
+    fn resolved(
+        f: &Fixture,
+        model: &str,
+        criticality: Criticality,
+        before: &LatestState,
+        after: &LatestState,
+    ) -> Vec<ConditionChange> {
+        let opened: Vec<AlarmCode> = after
+            .alarms
+            .iter()
+            .filter(|c| !before.alarms.contains(c))
+            .cloned()
+            .collect();
+        let device = DeviceContext {
+            serial: &f.serial,
+            model: f.catalog.model(model),
+            criticality,
+            status: LifecycleStatus::AtCustomer,
+        };
+        let reading = Reading {
+            serial: f.serial.clone(),
+            seq: after.seq,
+            ts: DateTime::<Utc>::UNIX_EPOCH,
+            received_at: DateTime::<Utc>::UNIX_EPOCH,
+            model: None,
+            firmware: None,
+            alarms: Some(after.alarms.clone()),
+            values: after.values.clone(),
+        };
+        let change = StateChange {
+            before: Some(before),
+            after,
+            reading: &reading,
+            opened_alarms: &opened,
+        };
+        f.rules.resolve(&device, &change)
+    }
+
+    fn action_of(changes: &[ConditionChange]) -> Vec<(String, Option<ResolveAction>)> {
+        changes
+            .iter()
+            .map(|c| match c {
+                ConditionChange::Gone { cause, action, .. } => (cause.to_string(), Some(*action)),
+                ConditionChange::Returned { cause, .. } => (cause.to_string(), None),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_filter_is_fresh_once_when_it_crosses_fresh_at_pct() {
+        let f = fixture();
+        let low = state(&[("filter_life_pct", 12.0)], &[]);
+        let half = state(&[("filter_life_pct", 50.0)], &[]);
+        let new = state(&[("filter_life_pct", 100.0)], &[]);
+        let std = Criticality::Standard;
+        assert!(resolved(&f, "OC-5A", std, &low, &half).is_empty(), "50 % is not fresh");
+        let gone = resolved(&f, "OC-5A", std, &half, &new);
+        assert_eq!(
+            action_of(&gone),
+            [("filter_depletion".to_owned(), Some(ResolveAction::Close))]
+        );
+        let ConditionChange::Gone { evidence, .. } = &gone[0] else {
+            unreachable!("checked above")
+        };
+        assert_eq!(
+            (&evidence["field"], &evidence["value"], &evidence["seq"]),
+            (&json!("filter_life_pct"), &json!(100.0), &json!(10))
+        );
+        assert!(
+            resolved(&f, "OC-5A", std, &new, &new).is_empty(),
+            "still fresh is no new news"
+        );
+    }
+
+    #[test]
+    fn a_cleared_alarm_is_marked_when_it_needs_a_visit_and_cancelled_later_when_not() {
+        let f = fixture();
+        let (critical, warning) = first_critical(&f, "OC-5A");
+        let two_hours = ResolveAction::CancelAfter(chrono::Duration::hours(2));
+        let quiet = state(&[], &[]);
+        for (code, criticality, wanted) in [
+            (&critical, Criticality::High, ResolveAction::Mark),
+            (&warning, Criticality::High, two_hours),
+            // every alarm of a life-supporting device needs a visit by default
+            (&warning, Criticality::LifeSupporting, ResolveAction::Mark),
+        ] {
+            let active = state(&[], &[code.as_str()]);
+            assert_eq!(
+                action_of(&resolved(&f, "OC-5A", criticality, &active, &quiet)),
+                [(format!("critical_alarm:{code}"), Some(wanted))],
+                "{code} on a {criticality} device"
+            );
+            assert_eq!(
+                action_of(&resolved(&f, "OC-5A", criticality, &quiet, &active)),
+                [(format!("critical_alarm:{code}"), None)],
+                "{code} opening again is news for a marked order"
+            );
+        }
+    }
+
+    #[test]
+    fn keep_in_the_policy_resolves_nothing() {
+        let mut policy = Policy::from_toml_str(POLICY).expect("policy");
+        policy.resolution.consumable = fleetpulse_domain::policy::WhenGone::Keep;
+        policy.resolution.alarm_needs_visit = fleetpulse_domain::policy::WhenGone::Keep;
+        let f = Fixture {
+            rules: CatalogRules::new(Arc::new(policy)),
+            ..fixture()
+        };
+        let (critical, _) = first_critical(&f, "OC-5A");
+        let before = state(&[("filter_life_pct", 10.0)], &[critical.as_str()]);
+        let after = state(&[("filter_life_pct", 100.0)], &[]);
+        assert!(resolved(&f, "OC-5A", Criticality::High, &before, &after).is_empty());
+    }
+
     /// The catalog example of docs/reliability-data.md ("Catalog: components, …").
     fn docs_example_catalog() -> Catalog {
         let doc = include_str!("../../docs/reliability-data.md");
