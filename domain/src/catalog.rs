@@ -550,12 +550,23 @@ skill = "concentrator_repair"
         };
         assert!(!warning.needs_visit(Criticality::High));
         assert!(warning.needs_visit(Criticality::LifeSupporting));
-        let declared = GOOD.replace("code = \"E101\"\n", "code = \"E101\"\nneeds_visit = false\n");
+        let declared = GOOD.replace(
+            "code = \"E101\"\n",
+            "code = \"E101\"\nneeds_visit = false\n",
+        );
         let c = Catalog::from_toml_str(&declared).expect("valid");
         let a = &c.model("OC-5A").expect("model").alarms[0];
-        assert!(!a.needs_visit(Criticality::LifeSupporting), "the catalog's word wins");
-        let bad = GOOD.replace("code = \"E101\"\n", "code = \"E101\"\nneeds_visit = \"yes\"\n");
-        let err = Catalog::from_toml_str(&bad).expect_err("refused").to_string();
+        assert!(
+            !a.needs_visit(Criticality::LifeSupporting),
+            "the catalog's word wins"
+        );
+        let bad = GOOD.replace(
+            "code = \"E101\"\n",
+            "code = \"E101\"\nneeds_visit = \"yes\"\n",
+        );
+        let err = Catalog::from_toml_str(&bad)
+            .expect_err("refused")
+            .to_string();
         assert!(err.contains("needs_visit") || err.contains("bool"), "{err}");
     }
 

@@ -389,7 +389,10 @@ complete = "14d"
         let partial = format!("{POLICY}\n[resolution]\nconsumable = \"mark\"\n");
         let p = Policy::from_toml_str(&partial).expect("valid policy");
         assert_eq!(p.resolution.consumable, WhenGone::Mark);
-        assert_eq!(p.resolution.fresh_at_pct, 80.0, "the other keys keep their default");
+        assert_eq!(
+            p.resolution.fresh_at_pct, 80.0,
+            "the other keys keep their default"
+        );
         let shipped = Policy::from_toml_str(include_str!("../../config/policy.toml"))
             .expect("shipped policy is valid");
         assert_eq!(shipped.resolution, ResolutionPolicy::default());
@@ -400,16 +403,20 @@ complete = "14d"
         for (section, wanted) in [
             ("fresh_at_pct = 120", "fresh_at_pct must be in (0, 100]"),
             ("fresh_at_pct = 0", "fresh_at_pct must be in (0, 100]"),
-            ("failure_risk = \"close\"", "failure_risk = \"close\" is not allowed"),
-            ("alarm_needs_visit = \"close\"", "alarm_needs_visit = \"close\""),
+            (
+                "failure_risk = \"close\"",
+                "failure_risk = \"close\" is not allowed",
+            ),
+            (
+                "alarm_needs_visit = \"close\"",
+                "alarm_needs_visit = \"close\"",
+            ),
             ("consumable = \"delete\"", "unknown variant `delete`"),
             ("cancel_cleared_alarm_after = \"2 hours\"", "2 hours"),
             ("cancel_after = \"2h\"", "unknown field `cancel_after`"),
         ] {
             let text = format!("{POLICY}\n[resolution]\n{section}\n");
-            let err = Policy::from_toml_str(&text)
-                .expect_err(section)
-                .to_string();
+            let err = Policy::from_toml_str(&text).expect_err(section).to_string();
             assert!(err.contains(wanted), "{section}: {err}");
         }
     }

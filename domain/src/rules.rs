@@ -84,9 +84,7 @@ pub enum ConditionChange {
 impl ConditionChange {
     pub fn cause(&self) -> &Cause {
         match self {
-            ConditionChange::Gone { cause, .. } | ConditionChange::Returned { cause, .. } => {
-                cause
-            }
+            ConditionChange::Gone { cause, .. } | ConditionChange::Returned { cause, .. } => cause,
         }
     }
 }

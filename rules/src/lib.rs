@@ -497,7 +497,10 @@ mod tests {
         let half = state(&[("filter_life_pct", 50.0)], &[]);
         let new = state(&[("filter_life_pct", 100.0)], &[]);
         let std = Criticality::Standard;
-        assert!(resolved(&f, "OC-5A", std, &low, &half).is_empty(), "50 % is not fresh");
+        assert!(
+            resolved(&f, "OC-5A", std, &low, &half).is_empty(),
+            "50 % is not fresh"
+        );
         let gone = resolved(&f, "OC-5A", std, &half, &new);
         assert_eq!(
             action_of(&gone),

@@ -838,9 +838,7 @@ pub(crate) fn apply_predictions(
                     "probability": probability,
                     "threshold": threshold,
                 });
-                if let Some(change) =
-                    crate::resolution::risk_fell(&tx, order_id, &evidence, now)?
-                {
+                if let Some(change) = crate::resolution::risk_fell(&tx, order_id, &evidence, now)? {
                     report.risk_cleared += 1;
                     report.orders.push(change);
                 }

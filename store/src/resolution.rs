@@ -51,7 +51,17 @@ impl Target {
 
 const TARGET_COLS: &str = "id, serial, cause, status, origin, condition_cleared_at, cancel_at";
 
-fn target_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, String, String, Option<i64>, Option<i64>)> {
+fn target_from(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Option<i64>,
+    Option<i64>,
+)> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -64,7 +74,15 @@ fn target_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, 
 }
 
 fn parse_target(
-    row: (i64, String, String, String, String, Option<i64>, Option<i64>),
+    row: (
+        i64,
+        String,
+        String,
+        String,
+        String,
+        Option<i64>,
+        Option<i64>,
+    ),
 ) -> Result<Target, StoreError> {
     let (id, serial, cause, status, origin, cleared_at, cancel_at) = row;
     Ok(Target {
@@ -80,7 +98,11 @@ fn parse_target(
     })
 }
 
-fn active(tx: &Transaction<'_>, serial: &Serial, cause: &Cause) -> Result<Option<Target>, StoreError> {
+fn active(
+    tx: &Transaction<'_>,
+    serial: &Serial,
+    cause: &Cause,
+) -> Result<Option<Target>, StoreError> {
     let row = tx
         .prepare_cached(&format!(
             "SELECT {TARGET_COLS} FROM orders WHERE serial = ?1 AND cause = ?2 \
@@ -360,7 +382,9 @@ pub(crate) fn cancel_due(
             ))
             .map_err(sql_err)?;
         let rows = stmt
-            .query_map([ms(now)], |r| Ok((target_from(r)?, r.get::<_, Option<String>>(7)?)))
+            .query_map([ms(now)], |r| {
+                Ok((target_from(r)?, r.get::<_, Option<String>>(7)?))
+            })
             .map_err(sql_err)?;
         let mut due = Vec::new();
         for row in rows {

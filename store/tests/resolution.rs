@@ -175,7 +175,12 @@ async fn a_fresh_filter_closes_its_order_with_the_reading_as_evidence() {
             &evidence["field"],
             &evidence["value"]
         ),
-        (&json!("OC5-R0001"), &json!(3), &json!("filter_life_pct"), &json!(100.0))
+        (
+            &json!("OC5-R0001"),
+            &json!(3),
+            &json!("filter_life_pct"),
+            &json!(100.0)
+        )
     );
     assert!(evidence["ts"].is_string(), "{evidence}");
     assert_eq!(closed.version, raised.version + 1);
@@ -226,13 +231,22 @@ async fn a_cleared_ventilator_alarm_keeps_its_order_open_and_shows_since_when() 
     let before = Utc::now();
     f.report("HV2-R0001", 2, json!({"alarms": []})).await;
     let cleared = f.order("HV2-R0001", "critical_alarm:V101").await;
-    assert_eq!(cleared.status, OrderStatus::Open, "a ventilator's critical alarm needs a visit");
+    assert_eq!(
+        cleared.status,
+        OrderStatus::Open,
+        "a ventilator's critical alarm needs a visit"
+    );
     let at = cleared.condition_cleared_at.expect("cleared at");
     assert!(at >= before - Duration::seconds(1) && at <= Utc::now());
     assert_eq!(cleared.cancel_at, None, "nothing will cancel it");
     let evidence = cleared.condition_evidence.clone().expect("evidence");
     assert_eq!(
-        (&evidence["alarm"], &evidence["seq"], &evidence["field"], &evidence["needs_visit"]),
+        (
+            &evidence["alarm"],
+            &evidence["seq"],
+            &evidence["field"],
+            &evidence["needs_visit"]
+        ),
         (&json!("V101"), &json!(2), &json!("alarms"), &json!(true))
     );
     assert_eq!(cleared.version, raised.version + 1);
@@ -256,11 +270,17 @@ async fn a_cleared_ventilator_alarm_keeps_its_order_open_and_shows_since_when() 
     // the alarm comes back: the mark goes, with its event after the trigger's own
     f.report("HV2-R0001", 3, json!({"alarms": ["V101"]})).await;
     let back = f.order("HV2-R0001", "critical_alarm:V101").await;
-    assert_eq!((back.condition_cleared_at, back.condition_evidence), (None, None));
+    assert_eq!(
+        (back.condition_cleared_at, back.condition_evidence),
+        (None, None)
+    );
     let kinds = f.kinds(back.id).await;
     assert_eq!(
         kinds[kinds.len() - 2..],
-        [kind_actor("updated", "rules"), kind_actor("condition_returned", "system")]
+        [
+            kind_actor("updated", "rules"),
+            kind_actor("condition_returned", "system")
+        ]
     );
 }
 
@@ -287,17 +307,29 @@ async fn a_cleared_alarm_that_needs_no_visit_is_cancelled_after_the_delay_unless
     let pending = f.order("OC5-R0002", "critical_alarm:E103").await;
     let cleared_at = pending.condition_cleared_at.expect("cleared");
     assert_eq!(pending.cancel_at, Some(cleared_at + delay));
-    assert_eq!(pending.condition_evidence.as_ref().map(|e| e["needs_visit"].clone()), Some(json!(false)));
+    assert_eq!(
+        pending
+            .condition_evidence
+            .as_ref()
+            .map(|e| e["needs_visit"].clone()),
+        Some(json!(false))
+    );
 
     // OC5-R0003's alarm comes back within the delay: its cancel is off
     f.report("OC5-R0003", 3, json!({"alarms": ["E103"]})).await;
     let returned = f.order("OC5-R0003", "critical_alarm:E103").await;
-    assert_eq!((returned.condition_cleared_at, returned.cancel_at), (None, None));
+    assert_eq!(
+        (returned.condition_cleared_at, returned.cancel_at),
+        (None, None)
+    );
 
     // not before the delay
     let just_before = cleared_at + delay - Duration::seconds(1);
     assert_eq!(
-        f.store.cancel_cleared_orders(just_before).await.expect("cancel"),
+        f.store
+            .cancel_cleared_orders(just_before)
+            .await
+            .expect("cancel"),
         0
     );
     assert_eq!(
@@ -314,10 +346,16 @@ async fn a_cleared_alarm_that_needs_no_visit_is_cancelled_after_the_delay_unless
     assert_eq!(cancelled.condition_cleared_at, Some(cleared_at));
     assert_eq!(cancelled.cancel_at, None);
     let reason = cancelled.cancel_reason.clone().expect("reason");
-    assert!(reason.contains("alarm E103 cleared at") && reason.ends_with("stayed clear for 2h"), "{reason}");
+    assert!(
+        reason.contains("alarm E103 cleared at") && reason.ends_with("stayed clear for 2h"),
+        "{reason}"
+    );
     let history = f.store.order_history(cancelled.id).await.expect("history");
     let last = history.last().expect("events");
-    assert_eq!((last.kind.as_str(), last.actor.as_str()), ("cancelled", "system"));
+    assert_eq!(
+        (last.kind.as_str(), last.actor.as_str()),
+        ("cancelled", "system")
+    );
     assert_eq!(last.data["evidence"]["seq"], json!(2));
     assert_eq!(last.at, due);
 
@@ -353,7 +391,11 @@ fn risk(serial: &str, mode: &str, probability: f64, threshold: f64) -> Predictio
     }
 }
 
-async fn run(f: &Fixture, predictions: Vec<Prediction>, at: DateTime<Utc>) -> fleetpulse_domain::store::RunReport {
+async fn run(
+    f: &Fixture,
+    predictions: Vec<Prediction>,
+    at: DateTime<Utc>,
+) -> fleetpulse_domain::store::RunReport {
     f.store
         .apply_predictions(
             PredictionRun {
@@ -372,20 +414,37 @@ async fn run(f: &Fixture, predictions: Vec<Prediction>, at: DateTime<Utc>) -> fl
 async fn a_risk_that_fell_below_its_threshold_marks_its_order_and_a_rise_clears_the_mark() {
     let f = fixture().await;
     f.register("OC5-R0004", "OC-5A").await;
-    let raised = run(&f, vec![risk("OC5-R0004", "compressor", 0.8, 0.5)], Utc::now()).await;
+    let raised = run(
+        &f,
+        vec![risk("OC5-R0004", "compressor", 0.8, 0.5)],
+        Utc::now(),
+    )
+    .await;
     assert_eq!(raised.raised, 1);
     let order = f.order("OC5-R0004", "failure_risk:compressor").await;
     assert_eq!(order.condition_cleared_at, None);
 
-    let fell = run(&f, vec![risk("OC5-R0004", "compressor", 0.2, 0.5)], Utc::now()).await;
+    let fell = run(
+        &f,
+        vec![risk("OC5-R0004", "compressor", 0.2, 0.5)],
+        Utc::now(),
+    )
+    .await;
     assert_eq!(fell.risk_cleared, 1);
-    assert_eq!(fell.orders.iter().map(|c| c.order_id).collect::<Vec<_>>(), [order.id]);
+    assert_eq!(
+        fell.orders.iter().map(|c| c.order_id).collect::<Vec<_>>(),
+        [order.id]
+    );
     let marked = f.order("OC5-R0004", "failure_risk:compressor").await;
     assert_eq!(marked.status, OrderStatus::Open, "marked, not closed");
     assert!(marked.condition_cleared_at.is_some());
     let evidence = marked.condition_evidence.clone().expect("evidence");
     assert_eq!(
-        (&evidence["run_id"], &evidence["probability"], &evidence["threshold"]),
+        (
+            &evidence["run_id"],
+            &evidence["probability"],
+            &evidence["threshold"]
+        ),
         (&json!(fell.run_id), &json!(0.2), &json!(0.5))
     );
     assert_eq!(
@@ -394,14 +453,32 @@ async fn a_risk_that_fell_below_its_threshold_marks_its_order_and_a_rise_clears_
     );
 
     // a second low run marks nothing again (one event per change)
-    let again = run(&f, vec![risk("OC5-R0004", "compressor", 0.1, 0.5)], Utc::now()).await;
+    let again = run(
+        &f,
+        vec![risk("OC5-R0004", "compressor", 0.1, 0.5)],
+        Utc::now(),
+    )
+    .await;
     assert_eq!(again.risk_cleared, 0);
-    assert_eq!(f.order("OC5-R0004", "failure_risk:compressor").await.version, marked.version);
+    assert_eq!(
+        f.order("OC5-R0004", "failure_risk:compressor")
+            .await
+            .version,
+        marked.version
+    );
 
     // the risk rises again: the mark goes
-    run(&f, vec![risk("OC5-R0004", "compressor", 0.9, 0.5)], Utc::now()).await;
+    run(
+        &f,
+        vec![risk("OC5-R0004", "compressor", 0.9, 0.5)],
+        Utc::now(),
+    )
+    .await;
     let back = f.order("OC5-R0004", "failure_risk:compressor").await;
-    assert_eq!((back.condition_cleared_at, back.condition_evidence), (None, None));
+    assert_eq!(
+        (back.condition_cleared_at, back.condition_evidence),
+        (None, None)
+    );
     assert_eq!(
         f.kinds(back.id).await.last(),
         Some(&kind_actor("condition_returned", "system"))
