@@ -51,9 +51,8 @@ impl Target {
 
 const TARGET_COLS: &str = "id, serial, cause, status, origin, condition_cleared_at, cancel_at";
 
-fn target_from(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(
+/// A row of [`TARGET_COLS`] as SQLite gives it.
+type RawTarget = (
     i64,
     String,
     String,
@@ -61,7 +60,9 @@ fn target_from(
     String,
     Option<i64>,
     Option<i64>,
-)> {
+);
+
+fn target_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawTarget> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -73,17 +74,7 @@ fn target_from(
     ))
 }
 
-fn parse_target(
-    row: (
-        i64,
-        String,
-        String,
-        String,
-        String,
-        Option<i64>,
-        Option<i64>,
-    ),
-) -> Result<Target, StoreError> {
+fn parse_target(row: RawTarget) -> Result<Target, StoreError> {
     let (id, serial, cause, status, origin, cleared_at, cancel_at) = row;
     Ok(Target {
         id,
