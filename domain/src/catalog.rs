@@ -188,6 +188,11 @@ pub struct AlarmSpec {
     /// Unset: `analytics.model.horizon_days`.
     #[serde(default)]
     pub warning_horizon_days: Option<f64>,
+    /// An order for this alarm stays open when the alarm clears: the fault calls for an
+    /// engineer even if the device stopped reporting it (policy `[resolution]`). Unset:
+    /// [`AlarmSpec::needs_visit`] derives it from the severity and the device.
+    #[serde(default)]
+    pub needs_visit: Option<bool>,
     /// What the engineer should do.
     pub solution: String,
     /// Standard labour of the repair.
@@ -197,6 +202,17 @@ pub struct AlarmSpec {
     /// Parts the repair suggests.
     #[serde(default)]
     pub parts: Vec<PartRef>,
+}
+
+impl AlarmSpec {
+    /// Whether an order for this alarm needs a visit even after the alarm cleared: the
+    /// catalog's `needs_visit` when set, otherwise `true` for a critical alarm and for any
+    /// alarm of a life-supporting device (a ventilator's alarm is not left to chance).
+    pub fn needs_visit(&self, criticality: Criticality) -> bool {
+        self.needs_visit.unwrap_or(
+            self.severity == Severity::Critical || criticality == Criticality::LifeSupporting,
+        )
+    }
 }
 
 /// A validated catalog: models, their resolved components, and the maintenance kinds.
@@ -521,6 +537,38 @@ solution = "Replace the compressor"
 labour_minutes = 120
 skill = "concentrator_repair"
 "#;
+
+    #[test]
+    fn an_alarm_needs_a_visit_when_critical_or_on_a_life_supporting_device_unless_declared() {
+        let c = Catalog::from_toml_str(GOOD).expect("valid");
+        let m = c.model("OC-5A").expect("model");
+        let critical = m.alarms[0].clone();
+        assert!(critical.needs_visit(Criticality::High));
+        let warning = AlarmSpec {
+            severity: Severity::Warning,
+            ..critical.clone()
+        };
+        assert!(!warning.needs_visit(Criticality::High));
+        assert!(warning.needs_visit(Criticality::LifeSupporting));
+        let declared = GOOD.replace(
+            "code = \"E101\"\n",
+            "code = \"E101\"\nneeds_visit = false\n",
+        );
+        let c = Catalog::from_toml_str(&declared).expect("valid");
+        let a = &c.model("OC-5A").expect("model").alarms[0];
+        assert!(
+            !a.needs_visit(Criticality::LifeSupporting),
+            "the catalog's word wins"
+        );
+        let bad = GOOD.replace(
+            "code = \"E101\"\n",
+            "code = \"E101\"\nneeds_visit = \"yes\"\n",
+        );
+        let err = Catalog::from_toml_str(&bad)
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("needs_visit") || err.contains("bool"), "{err}");
+    }
 
     #[test]
     fn a_good_catalog_loads() {

@@ -157,7 +157,8 @@ pub struct OrderEvent {
     pub at: DateTime<Utc>,
     pub actor: String,
     /// `created`, `escalated`, `updated`, `task_added`, `acknowledged`, `assigned`,
-    /// `started`, `completed`, `cancelled`, `sla_breached`.
+    /// `started`, `completed`, `cancelled`, `sla_breached`, `condition_cleared`,
+    /// `condition_returned` (actor `system`, policy `[resolution]`).
     pub kind: String,
     pub from_status: Option<OrderStatus>,
     pub to_status: OrderStatus,
@@ -297,6 +298,14 @@ pub trait Dispatch: Send + Sync + 'static {
     /// Records an `sla_breached` order event (actor `sla`) for each deadline that passed
     /// before `now` and was not escalated yet. Returns how many.
     async fn escalate_sla_breaches(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
+
+    /// Cancels every active order whose pending cancel (`cancel_at`, policy
+    /// `[resolution]`: an alarm that needs no visit stayed clear for
+    /// `cancel_cleared_alarm_after`) is at or before `now`, each with a `cancelled` event
+    /// (actor `system`, `data.resolved_by_device`, the reading that cleared it as
+    /// evidence). Returns how many. Meant for the same periodic task as
+    /// [`Self::escalate_sla_breaches`].
+    async fn cancel_cleared_orders(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
 
     /// SLA attainment per priority of the orders created in `[from, to)`, at `now`:
     /// for respond, arrive (work started on site) and complete, how many deadlines were

@@ -287,6 +287,22 @@ pub struct Order {
     /// within the policy's `bundle_window`); the order's own cause is not repeated here.
     #[serde(default)]
     pub tasks: Vec<OrderTask>,
+    /// When the device (or a prediction run, for a failure risk) last showed the
+    /// condition behind the cause gone: a fresh consumable, the alarm cleared, the risk
+    /// below the model's threshold (policy `[resolution]`); `null` while the condition
+    /// holds, and again once it returns. How long it has been clear is now minus this.
+    #[serde(default)]
+    pub condition_cleared_at: Option<DateTime<Utc>>,
+    /// What showed it: the reading (`serial`, `seq`, `ts`, `field`, `value`) or the
+    /// prediction (`run_id`, `probability`, `threshold`, …); `null` with
+    /// `condition_cleared_at`.
+    #[serde(default)]
+    pub condition_evidence: Option<serde_json::Value>,
+    /// When the system cancels the order unless the condition returns first (an alarm
+    /// that needs no visit, after the policy's `cancel_cleared_alarm_after`); `null` when
+    /// no such cancel is pending.
+    #[serde(default)]
+    pub cancel_at: Option<DateTime<Utc>>,
 }
 
 /// Work bundled into an order's visit: one more thing to do on the same device, so the

@@ -110,6 +110,98 @@ impl Default for StormPolicy {
     }
 }
 
+/// What the system does with an order when the device (or a prediction run) shows that
+/// the condition behind its cause has gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenGone {
+    /// Close the order: cancelled with the reason `resolved by the device` (a consumable
+    /// at once; an alarm that needs no visit after `cancel_cleared_alarm_after`).
+    Close,
+    /// Leave it open, marked with when the condition cleared and what showed it.
+    Mark,
+    /// Do nothing (the behaviour before `[resolution]` existed).
+    Keep,
+}
+
+impl WhenGone {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhenGone::Close => "close",
+            WhenGone::Mark => "mark",
+            WhenGone::Keep => "keep",
+        }
+    }
+}
+
+/// What happens to an order when its device shows the condition has gone
+/// (`[resolution]`). Only orders the system raised are closed: an order a person created
+/// (`origin = manual`) and one whose work has started (`in_progress`) are marked instead.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResolutionPolicy {
+    /// A consumable order (`<consumable>_depletion`) whose device reports the consumable
+    /// at or above `fresh_at_pct` (a new filter): `close`, `mark` or `keep`.
+    pub consumable: WhenGone,
+    /// The level (percent of life left) that shows a fresh consumable. A level must also
+    /// be above the consumable's `order_at_pct` in the catalog to count.
+    pub fresh_at_pct: f64,
+    /// An alarm order (`critical_alarm:<code>`) whose alarm cleared, when the catalog says
+    /// the alarm needs a visit (`needs_visit`; by default critical alarms and every alarm
+    /// of a life-supporting device): `mark` or `keep` (never closed).
+    pub alarm_needs_visit: WhenGone,
+    /// The same for an alarm that needs no visit: `close` (cancelled once the alarm has
+    /// stayed clear for `cancel_cleared_alarm_after`), `mark` or `keep`.
+    pub alarm_no_visit: WhenGone,
+    /// How long an alarm that needs no visit must stay clear before its order is
+    /// cancelled; the alarm coming back within it cancels nothing.
+    pub cancel_cleared_alarm_after: HumanDuration,
+    /// A failure-risk order (`failure_risk:<mode>`) whose latest prediction fell below the
+    /// model's threshold: `mark` or `keep` (never closed: a lower score is no repair).
+    pub failure_risk: WhenGone,
+}
+
+impl Default for ResolutionPolicy {
+    fn default() -> Self {
+        Self {
+            consumable: WhenGone::Close,
+            fresh_at_pct: 80.0,
+            alarm_needs_visit: WhenGone::Mark,
+            alarm_no_visit: WhenGone::Close,
+            cancel_cleared_alarm_after: HumanDuration(Duration::hours(2)),
+            failure_risk: WhenGone::Mark,
+        }
+    }
+}
+
+impl ResolutionPolicy {
+    fn validate(&self) -> Result<(), PolicyError> {
+        if !(self.fresh_at_pct > 0.0 && self.fresh_at_pct <= 100.0) {
+            return Err(PolicyError::Invalid(format!(
+                "[resolution] fresh_at_pct must be in (0, 100], not {}",
+                self.fresh_at_pct
+            )));
+        }
+        for (key, when) in [
+            ("alarm_needs_visit", self.alarm_needs_visit),
+            ("failure_risk", self.failure_risk),
+        ] {
+            if when == WhenGone::Close {
+                return Err(PolicyError::Invalid(format!(
+                    "[resolution] {key} = \"close\" is not allowed: such an order stays open \
+                     (use \"mark\" or \"keep\")"
+                )));
+            }
+        }
+        if self.cancel_cleared_alarm_after.0 < Duration::zero() {
+            return Err(PolicyError::Invalid(
+                "[resolution] cancel_cleared_alarm_after must not be negative".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The order policy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,6 +212,8 @@ pub struct Policy {
     pub prediction: PredictionPolicy,
     #[serde(default)]
     pub storm: StormPolicy,
+    #[serde(default)]
+    pub resolution: ResolutionPolicy,
 }
 
 /// Why a policy was refused.
@@ -169,6 +263,7 @@ impl Policy {
                 "[prediction] risk_order_kind must be inspection or repair".into(),
             ));
         }
+        p.resolution.validate()?;
         Ok(p)
     }
 
@@ -279,6 +374,51 @@ complete = "14d"
         let sla = p.sla_for(Priority::P1, t);
         assert_eq!(sla.respond_by - t, Duration::minutes(15));
         assert_eq!(sla.complete_by - t, Duration::hours(8));
+    }
+
+    #[test]
+    fn resolution_defaults_apply_when_the_section_is_absent() {
+        let p = Policy::from_toml_str(POLICY).expect("valid policy");
+        let r = &p.resolution;
+        assert_eq!(r.consumable, WhenGone::Close);
+        assert_eq!(r.fresh_at_pct, 80.0);
+        assert_eq!(r.alarm_needs_visit, WhenGone::Mark);
+        assert_eq!(r.alarm_no_visit, WhenGone::Close);
+        assert_eq!(r.cancel_cleared_alarm_after.0, Duration::hours(2));
+        assert_eq!(r.failure_risk, WhenGone::Mark);
+        let partial = format!("{POLICY}\n[resolution]\nconsumable = \"mark\"\n");
+        let p = Policy::from_toml_str(&partial).expect("valid policy");
+        assert_eq!(p.resolution.consumable, WhenGone::Mark);
+        assert_eq!(
+            p.resolution.fresh_at_pct, 80.0,
+            "the other keys keep their default"
+        );
+        let shipped = Policy::from_toml_str(include_str!("../../config/policy.toml"))
+            .expect("shipped policy is valid");
+        assert_eq!(shipped.resolution, ResolutionPolicy::default());
+    }
+
+    #[test]
+    fn bad_resolution_values_are_refused_with_the_key() {
+        for (section, wanted) in [
+            ("fresh_at_pct = 120", "fresh_at_pct must be in (0, 100]"),
+            ("fresh_at_pct = 0", "fresh_at_pct must be in (0, 100]"),
+            (
+                "failure_risk = \"close\"",
+                "failure_risk = \"close\" is not allowed",
+            ),
+            (
+                "alarm_needs_visit = \"close\"",
+                "alarm_needs_visit = \"close\"",
+            ),
+            ("consumable = \"delete\"", "unknown variant `delete`"),
+            ("cancel_cleared_alarm_after = \"2 hours\"", "2 hours"),
+            ("cancel_after = \"2h\"", "unknown field `cancel_after`"),
+        ] {
+            let text = format!("{POLICY}\n[resolution]\n{section}\n");
+            let err = Policy::from_toml_str(&text).expect_err(section).to_string();
+            assert!(err.contains(wanted), "{section}: {err}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::alarm::AlarmCode;
 use crate::catalog::ModelSpec;
 use crate::device::{Criticality, LifecycleStatus};
-use crate::order::OrderIntent;
+use crate::order::{Cause, OrderIntent};
 use crate::serial::Serial;
 use crate::telemetry::Reading;
 
@@ -53,6 +53,42 @@ pub struct StateChange<'a> {
     pub opened_alarms: &'a [AlarmCode],
 }
 
+/// What the system does with the active order of a cause whose condition has gone
+/// (from the policy's `[resolution]`, already decided for the device and cause).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResolveAction {
+    /// Cancel the order now as resolved by the device.
+    Close,
+    /// Mark it cleared, and cancel it after this long unless the condition returns.
+    CancelAfter(chrono::Duration),
+    /// Mark it cleared; it stays open.
+    Mark,
+}
+
+/// One step's news about the condition behind an order cause: it went, or it came back.
+/// The store applies it to the device's active order of that cause, if there is one.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConditionChange {
+    Gone {
+        cause: Cause,
+        action: ResolveAction,
+        /// What showed it: the reading's `serial`, `seq`, `ts`, `field`, `value`.
+        evidence: serde_json::Value,
+    },
+    Returned {
+        cause: Cause,
+        evidence: serde_json::Value,
+    },
+}
+
+impl ConditionChange {
+    pub fn cause(&self) -> &Cause {
+        match self {
+            ConditionChange::Gone { cause, .. } | ConditionChange::Returned { cause, .. } => cause,
+        }
+    }
+}
+
 /// Streaming rules: pure, fast, deterministic. Called inside the commit transaction.
 pub trait OrderRules: Send + Sync + 'static {
     fn evaluate(
@@ -61,4 +97,14 @@ pub trait OrderRules: Send + Sync + 'static {
         change: &StateChange<'_>,
         now: DateTime<Utc>,
     ) -> Vec<OrderIntent>;
+
+    /// The causes whose condition this step showed gone or back (policy `[resolution]`).
+    /// Called after [`Self::evaluate`] for the same step. None by default.
+    fn resolve(
+        &self,
+        _device: &DeviceContext<'_>,
+        _change: &StateChange<'_>,
+    ) -> Vec<ConditionChange> {
+        Vec::new()
+    }
 }

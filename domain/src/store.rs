@@ -640,6 +640,15 @@ pub enum PlanAction {
         reason: String,
         predictions: Vec<usize>,
     },
+    /// Mark an active failure-risk order: the run's prediction of its mode fell below the
+    /// model's threshold (policy `[resolution] failure_risk = "mark"`). The order stays
+    /// open; a later prediction at or above the threshold clears the mark.
+    RiskFell {
+        order_id: i64,
+        prediction: usize,
+        probability: f64,
+        threshold: f64,
+    },
 }
 
 /// Turns predictions into order actions. Pure and deterministic.
@@ -680,6 +689,9 @@ pub struct RunReport {
     pub dropped: usize,
     /// Orders still waiting in the queue after the run.
     pub queued: usize,
+    /// Active failure-risk orders marked in this run: their risk fell below the threshold.
+    #[serde(default)]
+    pub risk_cleared: usize,
     /// Order changes for the stream and the webhooks.
     pub orders: Vec<OrderChange>,
     /// Whether the run was stored and its orders applied. `false` for a run as of a time

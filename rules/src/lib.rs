@@ -16,6 +16,13 @@
 //! Orders from predictions (due dates, bundling, storm control) are planned in
 //! [`predicted`]; silent devices are detected in [`silent`].
 //!
+//! What a step shows about conditions that went away ([`CatalogRules::resolve`], policy
+//! `[resolution]`): a consumable reported at or above `fresh_at_pct` (and above its
+//! `order_at_pct`) after it was not; an alarm that cleared (an order that needs a visit,
+//! catalog `needs_visit`, is only marked; one that needs none is cancelled after
+//! `cancel_cleared_alarm_after`); an alarm that came back. The store applies these to the
+//! device's active order of the cause, when there is one.
+//!
 //! Priority comes from the policy per cause, one step more urgent (by default) for
 //! life-supporting devices; SLA deadlines from the policy per priority. Devices that are
 //! `retired` or `in_repair` raise nothing (they are not at a patient's home).
@@ -27,7 +34,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use fleetpulse_domain::catalog::{AlarmSpec, ConsumableSpec, ModelSpec};
-use fleetpulse_domain::rules::{DeviceContext, OrderRules, StateChange};
+use fleetpulse_domain::policy::WhenGone;
+use fleetpulse_domain::rules::{
+    ConditionChange, DeviceContext, OrderRules, ResolveAction, StateChange,
+};
 use fleetpulse_domain::{Cause, LifecycleStatus, OrderIntent, OrderKind, Policy, Severity};
 use serde_json::json;
 
@@ -136,7 +146,134 @@ fn starts_depletion_episode(consumable: &ConsumableSpec, change: &StateChange<'_
         .is_none_or(|&prev| prev > consumable.order_at_pct)
 }
 
+/// The reading behind a step, as the evidence of a resolution.
+fn reading_evidence(
+    device: &DeviceContext<'_>,
+    change: &StateChange<'_>,
+    field: &str,
+    value: serde_json::Value,
+) -> serde_json::Value {
+    json!({
+        "serial": device.serial,
+        "seq": change.reading.seq,
+        "ts": change.reading.ts,
+        "received_at": change.reading.received_at,
+        "field": field,
+        "value": value,
+    })
+}
+
+impl CatalogRules {
+    /// A level that shows a fresh consumable: at or above the policy's `fresh_at_pct`
+    /// and above the consumable's own order threshold.
+    fn is_fresh(&self, consumable: &ConsumableSpec, level: f64) -> bool {
+        level >= self.policy.resolution.fresh_at_pct && level > consumable.order_at_pct
+    }
+
+    /// Consumables this step showed fresh after they were not (or were not known).
+    fn fresh_consumables(
+        &self,
+        device: &DeviceContext<'_>,
+        model: &ModelSpec,
+        change: &StateChange<'_>,
+        out: &mut Vec<ConditionChange>,
+    ) {
+        let action = match self.policy.resolution.consumable {
+            WhenGone::Keep => return,
+            WhenGone::Close => ResolveAction::Close,
+            WhenGone::Mark => ResolveAction::Mark,
+        };
+        for c in &model.consumables {
+            let Some(&level) = change.reading.values.get(&c.field) else {
+                continue;
+            };
+            let was_fresh = change
+                .before
+                .and_then(|b| b.values.get(&c.field))
+                .is_some_and(|&prev| self.is_fresh(c, prev));
+            if self.is_fresh(c, level) && !was_fresh {
+                let mut evidence = reading_evidence(device, change, &c.field, json!(level));
+                evidence["rule"] = json!("consumable_fresh");
+                evidence["fresh_at_pct"] = json!(self.policy.resolution.fresh_at_pct);
+                out.push(ConditionChange::Gone {
+                    cause: Cause::consumable_depletion(&c.id),
+                    action,
+                    evidence,
+                });
+            }
+        }
+    }
+
+    /// Alarms this step cleared (active before, not after) and alarms it opened.
+    fn alarm_changes(
+        &self,
+        device: &DeviceContext<'_>,
+        model: &ModelSpec,
+        change: &StateChange<'_>,
+        out: &mut Vec<ConditionChange>,
+    ) {
+        let pol = &self.policy.resolution;
+        let before: &[fleetpulse_domain::AlarmCode] = change.before.map_or(&[], |b| &b.alarms);
+        for code in before.iter().filter(|c| !change.after.alarms.contains(c)) {
+            // a code the catalog does not know needs a visit: nothing is left to chance
+            let needs_visit = model
+                .alarm(code)
+                .is_none_or(|a| a.needs_visit(device.criticality));
+            let when = if needs_visit {
+                pol.alarm_needs_visit
+            } else {
+                pol.alarm_no_visit
+            };
+            let action = match when {
+                WhenGone::Keep => continue,
+                WhenGone::Mark => ResolveAction::Mark,
+                WhenGone::Close => ResolveAction::CancelAfter(pol.cancel_cleared_alarm_after.0),
+            };
+            let mut evidence =
+                reading_evidence(device, change, "alarms", json!(change.after.alarms));
+            evidence["rule"] = json!("alarm_cleared");
+            evidence["alarm"] = json!(code);
+            evidence["needs_visit"] = json!(needs_visit);
+            out.push(ConditionChange::Gone {
+                cause: Cause::critical_alarm(code),
+                action,
+                evidence,
+            });
+        }
+        for code in change.opened_alarms {
+            let mut evidence =
+                reading_evidence(device, change, "alarms", json!(change.after.alarms));
+            evidence["rule"] = json!("alarm_returned");
+            evidence["alarm"] = json!(code);
+            out.push(ConditionChange::Returned {
+                cause: Cause::critical_alarm(code),
+                evidence,
+            });
+        }
+    }
+}
+
 impl OrderRules for CatalogRules {
+    fn resolve(
+        &self,
+        device: &DeviceContext<'_>,
+        change: &StateChange<'_>,
+    ) -> Vec<ConditionChange> {
+        if matches!(
+            device.status,
+            LifecycleStatus::Retired | LifecycleStatus::InRepair
+        ) {
+            return Vec::new();
+        }
+        let Some(model) = device.model else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        self.fresh_consumables(device, model, change, &mut out);
+        self.alarm_changes(device, model, change, &mut out);
+        out
+    }
+
     fn evaluate(
         &self,
         device: &DeviceContext<'_>,
@@ -301,6 +438,126 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    /// What [`CatalogRules::resolve`] says of the step from `before` to `after` (the
+    /// reading reported everything `after` holds).
+    fn resolved(
+        f: &Fixture,
+        model: &str,
+        criticality: Criticality,
+        before: &LatestState,
+        after: &LatestState,
+    ) -> Vec<ConditionChange> {
+        let opened: Vec<AlarmCode> = after
+            .alarms
+            .iter()
+            .filter(|c| !before.alarms.contains(c))
+            .cloned()
+            .collect();
+        let device = DeviceContext {
+            serial: &f.serial,
+            model: f.catalog.model(model),
+            criticality,
+            status: LifecycleStatus::AtCustomer,
+        };
+        let reading = Reading {
+            serial: f.serial.clone(),
+            seq: after.seq,
+            ts: DateTime::<Utc>::UNIX_EPOCH,
+            received_at: DateTime::<Utc>::UNIX_EPOCH,
+            model: None,
+            firmware: None,
+            alarms: Some(after.alarms.clone()),
+            values: after.values.clone(),
+        };
+        let change = StateChange {
+            before: Some(before),
+            after,
+            reading: &reading,
+            opened_alarms: &opened,
+        };
+        f.rules.resolve(&device, &change)
+    }
+
+    fn action_of(changes: &[ConditionChange]) -> Vec<(String, Option<ResolveAction>)> {
+        changes
+            .iter()
+            .map(|c| match c {
+                ConditionChange::Gone { cause, action, .. } => (cause.to_string(), Some(*action)),
+                ConditionChange::Returned { cause, .. } => (cause.to_string(), None),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_filter_is_fresh_once_when_it_crosses_fresh_at_pct() {
+        let f = fixture();
+        let low = state(&[("filter_life_pct", 12.0)], &[]);
+        let half = state(&[("filter_life_pct", 50.0)], &[]);
+        let new = state(&[("filter_life_pct", 100.0)], &[]);
+        let std = Criticality::Standard;
+        assert!(
+            resolved(&f, "OC-5A", std, &low, &half).is_empty(),
+            "50 % is not fresh"
+        );
+        let gone = resolved(&f, "OC-5A", std, &half, &new);
+        assert_eq!(
+            action_of(&gone),
+            [("filter_depletion".to_owned(), Some(ResolveAction::Close))]
+        );
+        let ConditionChange::Gone { evidence, .. } = &gone[0] else {
+            unreachable!("checked above")
+        };
+        assert_eq!(
+            (&evidence["field"], &evidence["value"], &evidence["seq"]),
+            (&json!("filter_life_pct"), &json!(100.0), &json!(10))
+        );
+        assert!(
+            resolved(&f, "OC-5A", std, &new, &new).is_empty(),
+            "still fresh is no new news"
+        );
+    }
+
+    #[test]
+    fn a_cleared_alarm_is_marked_when_it_needs_a_visit_and_cancelled_later_when_not() {
+        let f = fixture();
+        let (critical, warning) = first_critical(&f, "OC-5A");
+        let two_hours = ResolveAction::CancelAfter(chrono::Duration::hours(2));
+        let quiet = state(&[], &[]);
+        for (code, criticality, wanted) in [
+            (&critical, Criticality::High, ResolveAction::Mark),
+            (&warning, Criticality::High, two_hours),
+            // every alarm of a life-supporting device needs a visit by default
+            (&warning, Criticality::LifeSupporting, ResolveAction::Mark),
+        ] {
+            let active = state(&[], &[code.as_str()]);
+            assert_eq!(
+                action_of(&resolved(&f, "OC-5A", criticality, &active, &quiet)),
+                [(format!("critical_alarm:{code}"), Some(wanted))],
+                "{code} on a {criticality} device"
+            );
+            assert_eq!(
+                action_of(&resolved(&f, "OC-5A", criticality, &quiet, &active)),
+                [(format!("critical_alarm:{code}"), None)],
+                "{code} opening again is news for a marked order"
+            );
+        }
+    }
+
+    #[test]
+    fn keep_in_the_policy_resolves_nothing() {
+        let mut policy = Policy::from_toml_str(POLICY).expect("policy");
+        policy.resolution.consumable = fleetpulse_domain::policy::WhenGone::Keep;
+        policy.resolution.alarm_needs_visit = fleetpulse_domain::policy::WhenGone::Keep;
+        let f = Fixture {
+            rules: CatalogRules::new(Arc::new(policy)),
+            ..fixture()
+        };
+        let (critical, _) = first_critical(&f, "OC-5A");
+        let before = state(&[("filter_life_pct", 10.0)], &[critical.as_str()]);
+        let after = state(&[("filter_life_pct", 100.0)], &[]);
+        assert!(resolved(&f, "OC-5A", Criticality::High, &before, &after).is_empty());
     }
 
     /// The catalog example of docs/reliability-data.md ("Catalog: components, …").

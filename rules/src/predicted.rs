@@ -25,6 +25,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use fleetpulse_domain::catalog::ModelSpec;
 use fleetpulse_domain::order::OrderTask;
+use fleetpulse_domain::policy::WhenGone;
 use fleetpulse_domain::prediction::{Prediction, PredictionKind};
 use fleetpulse_domain::store::{
     PlanAction, PlanDevice, PlanInput, PlannedOrder, PredictionPlanner, StormCounts,
@@ -450,7 +451,46 @@ impl PredictionPlanner for PredictionOrders {
                 }
             }
         }
+        self.risks_fallen(input, &mut actions);
         actions
+    }
+}
+
+impl PredictionOrders {
+    /// Active failure-risk orders whose mode this run scores below its threshold: marked
+    /// (`[resolution] failure_risk = "mark"`), never closed.
+    fn risks_fallen(&self, input: &PlanInput<'_>, actions: &mut Vec<PlanAction>) {
+        if self.policy.resolution.failure_risk != WhenGone::Mark {
+            return;
+        }
+        for (i, p) in input.predictions.iter().enumerate() {
+            if p.kind != PredictionKind::FailureRisk {
+                continue;
+            }
+            let Some(probability) = p.probability else {
+                continue;
+            };
+            let threshold = p
+                .threshold
+                .unwrap_or(self.policy.prediction.default_risk_threshold);
+            if probability >= threshold {
+                continue;
+            }
+            let Some(device) = input.devices.get(&p.serial) else {
+                continue;
+            };
+            let Ok(cause) = Cause::parse(&format!("failure_risk:{}", p.target)) else {
+                continue;
+            };
+            if let Some(active) = device.active.iter().find(|a| a.cause == cause) {
+                actions.push(PlanAction::RiskFell {
+                    order_id: active.id,
+                    prediction: i,
+                    probability,
+                    threshold,
+                });
+            }
+        }
     }
 }
 

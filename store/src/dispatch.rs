@@ -79,6 +79,14 @@ impl Dispatch for SqliteStore {
             .await
     }
 
+    async fn cancel_cleared_orders(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        // orders only: the device cache stays
+        self.write_keeping_cache(move |conn, _, _| {
+            crate::resolution::cancel_due(conn, now).map(|v| v.len())
+        })
+        .await
+    }
+
     async fn sla_attainment(
         &self,
         from: DateTime<Utc>,

@@ -36,6 +36,7 @@ mod orders;
 mod predictions;
 mod read;
 mod reliability;
+mod resolution;
 mod schema;
 mod sla;
 mod spool;

@@ -51,6 +51,25 @@ pub(crate) fn upsert_recorded(
     if change.created {
         crate::reliability::link_order_to_episode(tx, &change, now)?;
     }
+    record_upsert(tx, intent, &change, upsert.changes, now, actor)?;
+    // the trigger shows the condition back: a mark of it cleared goes (after the
+    // trigger's own event, so the versions of the events rise in order)
+    if upsert.was_cleared {
+        crate::resolution::trigger_returned(tx, change.order_id, &intent.evidence, now)?;
+    }
+    Ok(change)
+}
+
+/// The history event of what [`crate::write::upsert_order`] did (none for a repeat
+/// trigger that changed nothing).
+fn record_upsert(
+    tx: &Transaction<'_>,
+    intent: &OrderIntent,
+    change: &OrderChange,
+    changes: serde_json::Map<String, Value>,
+    now: DateTime<Utc>,
+    actor: &str,
+) -> Result<(), StoreError> {
     let (kind, data) = if change.created {
         let data = json!({
             "cause": intent.cause,
@@ -58,13 +77,11 @@ pub(crate) fn upsert_recorded(
             "evidence": intent.evidence,
         });
         ("created", data)
-    } else if upsert.changes.is_empty() {
-        return Ok(change);
+    } else if changes.is_empty() {
+        return Ok(());
     } else {
-        let escalated = URGENCY_FIELDS
-            .iter()
-            .any(|f| upsert.changes.contains_key(*f));
-        let mut data = json!({ "changes": upsert.changes });
+        let escalated = URGENCY_FIELDS.iter().any(|f| changes.contains_key(*f));
+        let mut data = json!({ "changes": changes });
         if intent.new_episode {
             data["evidence"] = intent.evidence.clone();
         }
@@ -88,7 +105,7 @@ pub(crate) fn upsert_recorded(
         version,
         &data,
     )?;
-    Ok(change)
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -262,8 +279,10 @@ pub(crate) fn transition(
              WHERE id = ?1",
             params![id, status, engineer, planned_visit_at.map(ms), t],
         ),
+        // work started on site: the system no longer cancels it (policy `[resolution]`)
         OrderAction::Start => tx.execute(
-            "UPDATE orders SET status = ?2, started_at = ?3, updated_at = ?3, version = version + 1 WHERE id = ?1",
+            "UPDATE orders SET status = ?2, started_at = ?3, updated_at = ?3, cancel_at = NULL, \
+             version = version + 1 WHERE id = ?1",
             params![id, status, t],
         ),
         OrderAction::Complete(outcome) => tx.execute(

@@ -821,6 +821,28 @@ pub(crate) fn apply_predictions(
                 hold(&tx, &order, region.as_deref(), &reason, now)?;
                 report.held += 1;
             }
+            PlanAction::RiskFell {
+                order_id,
+                prediction,
+                probability,
+                threshold,
+            } => {
+                let p = run.predictions.get(prediction);
+                let evidence = json!({
+                    "rule": "risk_below_threshold",
+                    "run_id": run_id,
+                    "serial": p.map(|p| &p.serial),
+                    "target": p.map(|p| &p.target),
+                    "as_of": p.map(|p| p.as_of),
+                    "model_version": p.map(|p| &p.model_version),
+                    "probability": probability,
+                    "threshold": threshold,
+                });
+                if let Some(change) = crate::resolution::risk_fell(&tx, order_id, &evidence, now)? {
+                    report.risk_cleared += 1;
+                    report.orders.push(change);
+                }
+            }
         }
     }
     report.queued = tx

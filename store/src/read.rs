@@ -337,7 +337,8 @@ pub(crate) fn alarm_episodes(
 
 pub(crate) const ORDER_COLS: &str = "id, serial, cause, kind, priority, status, title, solution, skills, parts, labour_minutes, \
      evidence, respond_by, arrive_by, complete_by, created_at, updated_at, trigger_count, last_triggered_at, version, \
-     origin, engineer, planned_visit_at, acknowledged_at, started_at, closed_at, cancel_reason, outcome, due_at";
+     origin, engineer, planned_visit_at, acknowledged_at, started_at, closed_at, cancel_reason, outcome, due_at, \
+     condition_cleared_at, condition_evidence, cancel_at";
 
 pub(crate) fn order_from(row: &Row<'_>) -> Result<Order, StoreError> {
     let text = |i: usize| row.get::<_, String>(i).map_err(sql_err);
@@ -383,6 +384,14 @@ pub(crate) fn order_from(row: &Row<'_>) -> Result<Order, StoreError> {
             .map_err(json_err)?,
         due_at: row.get::<_, Option<i64>>(28).map_err(sql_err)?.map(from_ms),
         tasks: Vec::new(),
+        condition_cleared_at: row.get::<_, Option<i64>>(29).map_err(sql_err)?.map(from_ms),
+        condition_evidence: row
+            .get::<_, Option<String>>(30)
+            .map_err(sql_err)?
+            .map(|t| serde_json::from_str(&t))
+            .transpose()
+            .map_err(json_err)?,
+        cancel_at: row.get::<_, Option<i64>>(31).map_err(sql_err)?.map(from_ms),
     })
 }
 

@@ -441,6 +441,11 @@ fn apply_readings(
                     .orders
                     .push(crate::orders::upsert_recorded(tx, &intent, now, "rules")?);
             }
+            for gone_or_back in opts.rules.resolve(&ctx, &change) {
+                if let Some(c) = crate::resolution::apply(tx, serial, &gone_or_back, now)? {
+                    report.orders.push(c);
+                }
+            }
         }
     }
     drop(insert);
@@ -608,6 +613,9 @@ fn write_latest(tx: &Transaction<'_>, serial: &Serial, s: &LatestState) -> Resul
 pub(crate) struct OrderUpsert {
     pub(crate) change: OrderChange,
     pub(crate) changes: serde_json::Map<String, serde_json::Value>,
+    /// The active order was marked with its condition cleared (policy `[resolution]`):
+    /// this trigger shows it back.
+    pub(crate) was_cleared: bool,
 }
 
 /// The fields of an active order a repeat trigger may change.
@@ -623,13 +631,15 @@ struct ActiveOrder {
     parts: String,
     labour_minutes: u32,
     trigger_count: u32,
+    /// The order is marked with its condition cleared (`condition_cleared_at`).
+    cleared: bool,
 }
 
 fn active_order(tx: &Transaction<'_>, o: &OrderIntent) -> Result<Option<ActiveOrder>, StoreError> {
     tx.prepare_cached(
         "SELECT id, priority, respond_by, arrive_by, complete_by, title, solution, skills, parts, \
-         labour_minutes, trigger_count FROM orders WHERE serial = ?1 AND cause = ?2 \
-         AND status IN ('open', 'acknowledged', 'assigned', 'in_progress')",
+         labour_minutes, trigger_count, condition_cleared_at IS NOT NULL FROM orders \
+         WHERE serial = ?1 AND cause = ?2 AND status IN ('open', 'acknowledged', 'assigned', 'in_progress')",
     )
     .and_then(|mut s| {
         s.query_row(params![o.serial.as_str(), o.cause.as_str()], |r| {
@@ -645,6 +655,7 @@ fn active_order(tx: &Transaction<'_>, o: &OrderIntent) -> Result<Option<ActiveOr
                 parts: r.get(8)?,
                 labour_minutes: r.get(9)?,
                 trigger_count: r.get(10)?,
+                cleared: r.get(11)?,
             })
         })
         .optional()
@@ -730,6 +741,7 @@ fn retrigger(
         parts: parts.to_string(),
         labour_minutes,
         trigger_count,
+        cleared: a.cleared,
     };
     Ok((next, c))
 }
@@ -783,6 +795,7 @@ pub(crate) fn upsert_order(
                 created: false,
             },
             changes,
+            was_cleared: active.cleared,
         });
     }
     tx.prepare_cached(
@@ -821,6 +834,7 @@ pub(crate) fn upsert_order(
             created: true,
         },
         changes: serde_json::Map::new(),
+        was_cleared: false,
     })
 }
 

@@ -274,8 +274,14 @@ async fn a_repeated_trigger_updates_the_one_active_order_and_a_closed_order_allo
         ]))
         .await
         .expect("commit");
-    assert_eq!(c2.orders.len(), 1);
-    assert!(!c2.orders[0].created);
+    // seq 2 clears the alarm (the order is marked: policy [resolution]), seq 3 raises it
+    // again (a new episode, and the mark goes): two changes of the one order
+    assert_eq!(c2.orders.len(), 2);
+    assert!(
+        c2.orders
+            .iter()
+            .all(|c| !c.created && c.order_id == c1.orders[0].order_id)
+    );
     let orders = store
         .list_orders(OrderQuery {
             active_only: true,
@@ -288,7 +294,8 @@ async fn a_repeated_trigger_updates_the_one_active_order_and_a_closed_order_allo
     let o = &orders.items[0];
     assert_eq!(
         (o.cause.as_str(), o.trigger_count, o.version, o.status),
-        ("critical_alarm:V101", 2, 2, OrderStatus::Open)
+        // versions: created, condition_cleared, updated, condition_returned
+        ("critical_alarm:V101", 2, 4, OrderStatus::Open)
     );
     assert_eq!(
         o.priority,
