@@ -131,9 +131,9 @@ mod tests {
     #[test]
     fn a_simulated_clock_starts_at_its_start_and_runs_at_its_speed() {
         let start = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-            .unwrap()
+            .expect("a time")
             .with_timezone(&Utc);
-        let c = Clock::simulated(start, 3600.0).unwrap();
+        let c = Clock::simulated(start, 3600.0).expect("a clock");
         let t0 = c.now();
         assert!(
             t0 >= start && t0 < start + chrono::Duration::seconds(60),

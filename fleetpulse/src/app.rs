@@ -485,7 +485,7 @@ async fn serve(cfg: Config, stop: CancellationToken, demo: Option<Demo>) -> anyh
     let api_task = start_api(
         &cfg,
         ApiParts {
-            streams,
+            streams: streams.clone(),
             store: store.clone(),
             dispatch: dispatch.clone(),
             webhooks: webhooks.clone(),
@@ -514,7 +514,7 @@ async fn serve(cfg: Config, stop: CancellationToken, demo: Option<Demo>) -> anyh
         clock,
         stop.clone(),
     );
-    let sla_task = spawn_sla_escalation(dispatch_for_sla, clock, stop.clone());
+    let sla_task = spawn_sla_escalation(dispatch_for_sla, streams.clone(), clock, stop.clone());
     let exposure_task =
         spawn_exposure_consolidation(reliability, wal.clone(), clock, stop.clone());
     let analytics_task = cfg
@@ -1023,6 +1023,7 @@ const SLA_CHECK: Duration = Duration::from_secs(5);
 
 fn spawn_sla_escalation(
     dispatch: Arc<dyn fleetpulse_domain::dispatch::Dispatch>,
+    streams: fleetpulse_api::StreamStop,
     clock: Clock,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
@@ -1031,6 +1032,15 @@ fn spawn_sla_escalation(
         loop {
             if let Err(e) = dispatch.escalate_sla_breaches(clock.now()).await {
                 warn!(error = %e, "SLA escalation failed; retrying");
+            }
+            // orders whose condition cleared and that need no visit ([resolution])
+            match dispatch.cancel_cleared_orders(clock.now()).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    info!(orders = n, "orders cancelled: their condition stayed clear");
+                    streams.order_changed();
+                }
+                Err(e) => warn!(error = %e, "cancelling cleared orders failed; retrying"),
             }
             tokio::select! {
                 _ = stop.cancelled() => return,

@@ -359,9 +359,9 @@ mod tests {
             },
             &catalog,
         )
-        .unwrap();
+        .expect("test data");
         let end = DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z")
-            .unwrap()
+            .expect("test data")
             .with_timezone(&Utc);
         let files = history_files(&mut fleet, &catalog, end, 365, 7);
         assert!((fleet.sim_hours() - 365.0 * 24.0).abs() < 1e-9);
@@ -379,8 +379,8 @@ mod tests {
         // nothing at or after the end
         for file in [&files.failures, &files.alarms, &files.maintenance, &files.meters] {
             for line in file.lines().skip(1) {
-                let at = line.split(',').nth(1).unwrap();
-                let at = DateTime::parse_from_rfc3339(at).unwrap();
+                let at = line.split(',').nth(1).expect("test data");
+                let at = DateTime::parse_from_rfc3339(at).expect("test data");
                 assert!(at < end, "{line}");
             }
         }
@@ -398,7 +398,7 @@ mod tests {
             },
             &catalog,
         )
-        .unwrap();
+        .expect("test data");
         let twice = history_files(&mut again, &catalog, end, 365, 7);
         assert_eq!(twice.failures, files.failures);
         assert_eq!(twice.devices, files.devices);

@@ -215,7 +215,7 @@ async fn demo_tells_the_truth_in_its_first_minute() -> anyhow::Result<()> {
             "a model report says whether it serves, and why: {r}"
         );
     }
-    let orders = app.orders("status=open&limit=1000").await?;
+    let orders = app.orders("status=open").await?;
     let risk: Vec<&Value> = orders
         .iter()
         .filter(|o| o["cause"] == json!("failure_risk") || o["cause"] == json!("filter_forecast"))
@@ -236,7 +236,7 @@ async fn demo_tells_the_truth_in_its_first_minute() -> anyhow::Result<()> {
     let mut by_state = BTreeMap::new();
     for state in ["on_track", "at_risk", "breached"] {
         let n = app
-            .orders(&format!("status=open&sla={state}&limit=1000"))
+            .orders(&format!("status=open&sla={state}"))
             .await?
             .len();
         by_state.insert(state, n);
