@@ -770,6 +770,55 @@ async fn orders_are_filtered_by_status_and_fetched_by_id() {
 }
 
 #[tokio::test]
+async fn orders_carry_their_device_in_the_list_and_alone_and_say_so_in_the_openapi_document() {
+    let app = spawn_app().await;
+    let registered = app
+        .post_json(
+            "/api/v1/devices",
+            &json!({ "serial": "OC5-000060", "model": "OC-5A", "status": "at_customer",
+                     "criticality": "life_supporting", "region": "north", "address": "1 Main St" }),
+        )
+        .await;
+    assert_eq!(registered.status, StatusCode::CREATED, "{}", registered.body);
+    app.feed(
+        "OC5-000060",
+        hours_ago(1),
+        &[json!({ "filter_life_pct": 10.0, "fw": "3.1.0" })],
+    )
+    .await;
+
+    let listed = app.get("/api/v1/orders?serial=OC5-000060").await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let id = listed.body["items"][0]["id"].as_i64().expect("order id");
+    let one = app.get(&format!("/api/v1/orders/{id}")).await;
+    let device = json!({
+        "model": "OC-5A",
+        "kind": "oxygen_concentrator",
+        "region": "north",
+        "address": "1 Main St",
+        "criticality": "life_supporting",
+        "firmware": "3.1.0",
+    });
+    assert_eq!(listed.body["items"][0]["device"], device, "{}", listed.body);
+    assert_eq!(one.body["device"], device, "{}", one.body);
+
+    let doc = app.get("/api/openapi.json").await;
+    let schemas = &doc.body["components"]["schemas"];
+    let on_order = &schemas["Order"]["properties"]["device"];
+    assert!(on_order.is_object(), "{on_order}");
+    assert!(on_order.to_string().contains("OrderDevice"), "{on_order}");
+    let properties = schemas["OrderDevice"]["properties"]
+        .as_object()
+        .expect("OrderDevice has properties");
+    let mut names: Vec<&str> = properties.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["address", "criticality", "firmware", "kind", "model", "region"]
+    );
+}
+
+#[tokio::test]
 async fn dead_letters_are_listed_and_filtered_by_reason() {
     let app = spawn_app().await;
     let letter = |reason: RejectReason, payload: &str| NewDeadLetter {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use fleetpulse_domain::alarm::{AlarmCode, AlarmEpisode};
 use fleetpulse_domain::catalog::ModelId;
-use fleetpulse_domain::order::{Cause, Order, PartRef, Sla};
+use fleetpulse_domain::order::{Cause, Order, OrderDevice, PartRef, Sla};
 use fleetpulse_domain::rules::LatestState;
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::{
@@ -375,7 +375,30 @@ pub(crate) fn order_from(row: &Row<'_>) -> Result<Order, StoreError> {
             .map_err(json_err)?,
         due_at: row.get::<_, Option<i64>>(28).map_err(sql_err)?.map(from_ms),
         tasks: Vec::new(),
+        device: None,
     })
+}
+
+/// Fills in each order's device as the registry has it now (one lookup per device of
+/// the page), so an order follows its device's moves and updates.
+pub(crate) fn attach_devices(conn: &Connection, orders: &mut [Order]) -> Result<(), StoreError> {
+    let mut seen: std::collections::HashMap<Serial, Option<OrderDevice>> =
+        std::collections::HashMap::new();
+    for o in orders.iter_mut() {
+        if !seen.contains_key(&o.serial) {
+            let device = device_row(conn, &o.serial)?.map(|d| OrderDevice {
+                model: d.model,
+                kind: d.kind,
+                region: d.region,
+                address: d.address,
+                criticality: d.criticality,
+                firmware: d.firmware,
+            });
+            seen.insert(o.serial.clone(), device);
+        }
+        o.device = seen[&o.serial].clone();
+    }
+    Ok(())
 }
 
 /// Fills in the tasks bundled into each order (one query for the page).
@@ -460,6 +483,7 @@ pub(crate) fn list_orders(conn: &Connection, q: &OrderQuery) -> Result<Page<Orde
         order_from,
     )?;
     attach_tasks(conn, &mut items)?;
+    attach_devices(conn, &mut items)?;
     let next = (items.len() == limit)
         .then(|| items.last().map(|o| o.id.to_string()))
         .flatten();
@@ -476,6 +500,7 @@ pub(crate) fn order(conn: &Connection, id: i64) -> Result<Option<Order>, StoreEr
     };
     let mut order = [order_from(row)?];
     attach_tasks(conn, &mut order)?;
+    attach_devices(conn, &mut order)?;
     let [order] = order;
     Ok(Some(order))
 }

@@ -942,6 +942,66 @@ async fn a_reading_that_escalates_priority_is_a_new_version_with_its_event() {
 }
 
 #[tokio::test]
+async fn an_order_carries_its_device_as_the_registry_has_it_when_read() {
+    use fleetpulse_domain::dispatch::{Actor, StatusChange};
+    use fleetpulse_domain::order::OrderDevice;
+    use fleetpulse_domain::{Criticality, DeviceKind};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;
+    let low = reading(
+        "OC5-CTX",
+        1,
+        t0(),
+        json!({"filter_life_pct": 14.0, "fw": "2.4.1"}),
+    );
+    store.commit_batch(batch(vec![low])).await.expect("commit");
+    let raised = only_order(&store, "OC5-CTX").await;
+    let device = |region: Option<&str>, address: Option<&str>, criticality| {
+        Some(OrderDevice {
+            model: Some(fleetpulse_domain::ModelId::parse("OC-5A").expect("model")),
+            kind: Some(DeviceKind::OxygenConcentrator),
+            region: region.map(str::to_owned),
+            address: address.map(str::to_owned),
+            criticality,
+            firmware: Some("2.4.1".to_owned()),
+        })
+    };
+    assert_eq!(
+        raised.device,
+        device(None, None, Criticality::High),
+        "{raised:?}"
+    );
+
+    // the device moves after the order was raised: the order shows where it is now
+    store
+        .change_device_status(
+            &sn("OC5-CTX"),
+            StatusChange {
+                status: LifecycleStatus::AtCustomer,
+                criticality: Some(Criticality::LifeSupporting),
+                region: Some("north".into()),
+                address: Some("2 Dock Road".into()),
+                reason: None,
+            },
+            Actor("test".into()),
+        )
+        .await
+        .expect("status");
+    let moved = device(
+        Some("north"),
+        Some("2 Dock Road"),
+        Criticality::LifeSupporting,
+    );
+    let listed = only_order(&store, "OC5-CTX").await;
+    let one = store.order(raised.id).await.expect("read").expect("order");
+    for o in [&listed, &one] {
+        assert_eq!(o.device, moved, "{o:?}");
+        // read with the order, not written to it: the order itself did not change
+        assert_eq!(o.version, raised.version, "{o:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_condition_that_clears_and_returns_is_a_second_episode() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;
