@@ -617,9 +617,15 @@ async fn rollups_cover_the_last_day_by_default_and_alarms_list_episodes() {
     assert_eq!(flow.len(), 2, "one rollup per hour: {}", rollups.body);
     assert_eq!(old.body, json!([]));
     assert_eq!(alarms.status, StatusCode::OK);
-    assert_eq!(alarms.body[0]["code"], json!("E101"), "{}", alarms.body);
+    assert_eq!(
+        alarms.body["items"][0]["code"],
+        json!("E101"),
+        "{}",
+        alarms.body
+    );
+    assert_eq!(alarms.body["next"], Value::Null, "{}", alarms.body);
     assert!(
-        alarms.body[0]["ended_at"].is_string(),
+        alarms.body["items"][0]["ended_at"].is_string(),
         "cleared by the second reading: {}",
         alarms.body
     );
@@ -627,6 +633,115 @@ async fn rollups_cover_the_last_day_by_default_and_alarms_list_episodes() {
 
 // ---------------------------------------------------------------------------------------
 // lists
+
+/// `(code, hours after t0 it started, still open)` of each episode of a page.
+fn episodes(page: &Value) -> Vec<(String, i64, bool)> {
+    page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let started = e["started_at"]
+                .as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .expect("started_at");
+            (
+                e["code"].as_str().unwrap_or_default().to_owned(),
+                started.timestamp(),
+                e["ended_at"].is_null(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn alarms_page_newest_first_and_filter_by_state_severity_code_and_start() {
+    let app = spawn_app().await;
+    // an OC-5A, so E101 has the catalog's severity (W9 is not in the catalog: none)
+    assert_eq!(app.register("OC5-000070").await.status, StatusCode::CREATED);
+    let t0 = hours_ago(10);
+    app.feed(
+        "OC5-000070",
+        t0,
+        &[
+            json!({ "alarms": ["E101"] }),
+            json!({ "alarms": [] }),
+            json!({ "alarms": ["E101"] }),
+            json!({ "alarms": ["W9"] }),
+            json!({ "alarms": ["W9", "E101"] }),
+        ],
+    )
+    .await;
+    let at = |h: i64| (t0 + Duration::hours(h)).timestamp();
+    let path = "/api/v1/devices/OC5-000070/alarms";
+
+    let all = app.get(path).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    let newest_first = vec![
+        ("E101".to_owned(), at(4), true),
+        ("W9".to_owned(), at(3), true),
+        ("E101".to_owned(), at(2), false),
+        ("E101".to_owned(), at(0), false),
+    ];
+    assert_eq!(episodes(&all.body), newest_first, "{}", all.body);
+    assert_eq!(all.body["next"], Value::Null);
+
+    // pages of two follow their cursor: none lost, none twice, the last says so
+    let mut paged = Vec::new();
+    let mut next = format!("{path}?limit=2");
+    for _ in 0..3 {
+        let page = app.get(&next).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        paged.extend(episodes(&page.body));
+        match page.body["next"].as_str() {
+            Some(cursor) => next = format!("{path}?limit=2&after={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, newest_first);
+
+    let client = &app;
+    let filtered = |query: &str| {
+        let q = format!("{path}?{query}");
+        async move {
+            let a = client.get(&q).await;
+            assert_eq!(a.status, StatusCode::OK, "{q}: {}", a.body);
+            episodes(&a.body)
+        }
+    };
+    assert_eq!(filtered("active=true").await, newest_first[..2]);
+    assert_eq!(filtered("active=false").await, newest_first[2..]);
+    let critical = filtered("severity=critical").await;
+    assert_eq!(critical.len(), 3, "{critical:?}");
+    assert!(critical.iter().all(|e| e.0 == "E101"), "{critical:?}");
+    assert_eq!(filtered("code=w9").await, newest_first[1..2]);
+    let from = rfc3339(t0 + Duration::hours(2));
+    let to = rfc3339(t0 + Duration::hours(4));
+    assert_eq!(
+        filtered(&format!("from={from}&to={to}")).await,
+        newest_first[1..3]
+    );
+    assert_eq!(
+        filtered("active=false&code=E101&limit=1").await,
+        newest_first[2..3]
+    );
+
+    let reversed = format!("from={to}&to={from}");
+    for (query, parameter) in [
+        ("active=yes", "active"),
+        ("severity=loud", "severity"),
+        ("code=a%20b", "code"),
+        ("after=12", "after"),
+        ("limit=0", "limit"),
+        (reversed.as_str(), "from"),
+    ] {
+        let bad = app.get(&format!("{path}?{query}")).await;
+        assert_error_shape(&bad, StatusCode::BAD_REQUEST, "invalid_parameter");
+        assert!(message(&bad).contains(parameter), "{query}: {}", bad.body);
+    }
+    let unknown = app.get("/api/v1/devices/OC5-NOBODY/alarms").await;
+    assert_error_shape(&unknown, StatusCode::NOT_FOUND, "not_found");
+}
 
 #[tokio::test]
 async fn devices_are_paginated_with_next_over_250_devices() {
@@ -1081,9 +1196,8 @@ mod broken {
         }
         async fn alarm_episodes(
             &self,
-            _: &Serial,
-            _: usize,
-        ) -> Result<Vec<AlarmEpisode>, StoreError> {
+            _: fleetpulse_domain::store::AlarmQuery,
+        ) -> Result<Page<AlarmEpisode>, StoreError> {
             Err(self.0())
         }
         async fn list_orders(&self, _: OrderQuery) -> Result<Page<Order>, StoreError> {
@@ -1844,8 +1958,7 @@ async fn imported_alarm_events_are_listed_with_the_live_episodes_and_raise_no_fa
 
     let alarms = app.get("/api/v1/devices/OC5-ALRM/alarms").await;
     assert_eq!(alarms.status, StatusCode::OK, "{}", alarms.body);
-    let got: Vec<(Value, Value)> = alarms
-        .body
+    let got: Vec<(Value, Value)> = alarms.body["items"]
         .as_array()
         .expect("array")
         .iter()
@@ -1862,17 +1975,20 @@ async fn imported_alarm_events_are_listed_with_the_live_episodes_and_raise_no_fa
         "newest first by start: {}",
         alarms.body
     );
-    let instant = &alarms.body[2];
+    let instant = &alarms.body["items"][2];
     assert_eq!(instant["ended_at"], instant["started_at"], "{instant}");
     assert_eq!(instant["duration_s"], json!(0.0));
     assert_eq!(instant["severity"], Value::Null, "no catalog entry");
     assert_eq!(
-        alarms.body[3]["severity"],
+        alarms.body["items"][3]["severity"],
         json!("critical"),
         "the catalog's"
     );
-    assert_eq!(alarms.body[3]["duration_s"], json!(300.0));
-    assert_eq!(alarms.body[3]["runtime_hours_at_start"], json!(1200.0));
+    assert_eq!(alarms.body["items"][3]["duration_s"], json!(300.0));
+    assert_eq!(
+        alarms.body["items"][3]["runtime_hours_at_start"],
+        json!(1200.0)
+    );
 
     let failures = app.get("/api/v1/devices/OC5-ALRM/failures").await;
     assert_eq!(

@@ -56,7 +56,7 @@ use fleetpulse_domain::reliability::{
 use fleetpulse_domain::rules::OrderRules;
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::{
-    CommitReport, DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary,
+    AlarmQuery, CommitReport, DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary,
     IngestBatch, NewDevice, OrderQuery, Page, ReadingQuery, Rollup, SpoolChunk, SpoolStats, Store,
     StoreError, StoreStats, StoredReading, UnknownDevicePolicy,
 };
@@ -447,13 +447,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn alarm_episodes(
-        &self,
-        serial: &Serial,
-        limit: usize,
-    ) -> Result<Vec<AlarmEpisode>, StoreError> {
-        let serial = serial.clone();
-        self.read(move |conn, _| read::alarm_episodes(conn, &serial, limit))
+    async fn alarm_episodes(&self, query: AlarmQuery) -> Result<Page<AlarmEpisode>, StoreError> {
+        self.read(move |conn, _| read::alarm_episodes(conn, &query))
             .await
     }
 

@@ -9,7 +9,7 @@ use fleetpulse_domain::order::{Cause, Order, OrderDevice, PartRef, Sla};
 use fleetpulse_domain::rules::LatestState;
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::{
-    DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary, OrderQuery,
+    AlarmQuery, DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary, OrderQuery,
     Page, ReadingCursor, ReadingQuery, Rollup, StoreError, StoreStats, StoredReading,
 };
 use rusqlite::types::Value as SqlValue;
@@ -311,20 +311,61 @@ fn episode_from(row: &Row<'_>) -> Result<AlarmEpisode, StoreError> {
 
 pub(crate) fn alarm_episodes(
     conn: &Connection,
-    serial: &Serial,
-    limit: usize,
-) -> Result<Vec<AlarmEpisode>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            // by start, not by id: an imported episode is written after the live ones it
-            // may predate
-            "SELECT {EPISODE_COLS} FROM alarm_episodes WHERE serial = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2"
-        ))
-        .map_err(sql_err)?;
-    let rows = stmt
-        .query(params![serial.as_str(), page_limit(limit) as i64])
-        .map_err(sql_err)?;
-    collect(rows, episode_from)
+    q: &AlarmQuery,
+) -> Result<Page<AlarmEpisode>, StoreError> {
+    let limit = page_limit(q.limit);
+    let mut sql = format!("SELECT {EPISODE_COLS} FROM alarm_episodes WHERE serial = ?");
+    let mut args: Vec<SqlValue> = vec![SqlValue::Text(q.serial.as_str().to_owned())];
+    match q.active {
+        Some(true) => sql.push_str(" AND ended_at IS NULL"),
+        Some(false) => sql.push_str(" AND ended_at IS NOT NULL"),
+        None => {}
+    }
+    if let Some(severity) = q.severity {
+        sql.push_str(" AND severity = ?");
+        args.push(SqlValue::Text(severity.as_str().to_owned()));
+    }
+    if let Some(code) = &q.code {
+        sql.push_str(" AND code = ?");
+        args.push(SqlValue::Text(code.as_str().to_owned()));
+    }
+    if let Some(from) = q.from {
+        sql.push_str(" AND started_at >= ?");
+        args.push(SqlValue::Integer(ms(from)));
+    }
+    if let Some(to) = q.to {
+        sql.push_str(" AND started_at < ?");
+        args.push(SqlValue::Integer(ms(to)));
+    }
+    if let Some(after) = q.after {
+        sql.push_str(" AND (started_at < ? OR (started_at = ? AND id < ?))");
+        args.extend([
+            SqlValue::Integer(after.ts_ms),
+            SqlValue::Integer(after.ts_ms),
+            SqlValue::Integer(after.seq),
+        ]);
+    }
+    // by start, not by id: an imported episode is written after the live ones it may
+    // predate
+    sql.push_str(" ORDER BY started_at DESC, id DESC LIMIT ?");
+    args.push(SqlValue::Integer(limit as i64));
+    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+    let items = collect(
+        stmt.query(params_from_iter(args)).map_err(sql_err)?,
+        episode_from,
+    )?;
+    let next = (items.len() == limit)
+        .then(|| {
+            items.last().map(|e| {
+                ReadingCursor {
+                    ts_ms: ms(e.started_at),
+                    seq: e.id,
+                }
+                .to_string()
+            })
+        })
+        .flatten();
+    Ok(Page { items, next })
 }
 
 pub(crate) const ORDER_COLS: &str = "id, serial, cause, kind, priority, status, title, solution, skills, parts, labour_minutes, \

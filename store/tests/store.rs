@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use fleetpulse_domain::dispatch::Dispatch;
 use fleetpulse_domain::store::{
-    DeadLetterQuery, DeviceQuery, IngestBatch, NewDeadLetter, NewDevice, OrderQuery, ReadingQuery,
+    AlarmQuery, DeadLetterQuery, DeviceQuery, IngestBatch, NewDeadLetter, NewDevice, OrderQuery, ReadingQuery,
     SpoolStats, Store, StoreError, UnknownDevicePolicy,
 };
 use fleetpulse_domain::telemetry::{RejectReason, TelemetryLimits, parse_telemetry};
@@ -43,6 +43,20 @@ async fn open_with_spool(path: &Path, unknown: UnknownDevicePolicy, spool: bool)
 
 fn sn(s: &str) -> Serial {
     Serial::parse(s).expect("serial")
+}
+
+/// A query of a device's alarm episodes without filters: the first 100.
+fn every_alarm_of(serial: &str) -> AlarmQuery {
+    AlarmQuery {
+        serial: sn(serial),
+        active: None,
+        severity: None,
+        code: None,
+        from: None,
+        to: None,
+        after: None,
+        limit: 100,
+    }
 }
 
 fn t0() -> DateTime<Utc> {
@@ -205,9 +219,10 @@ async fn alarm_episodes_open_and_close_with_their_duration() {
         .await
         .expect("commit");
     let eps = store
-        .alarm_episodes(&sn("OC3"), 10)
+        .alarm_episodes(every_alarm_of("OC3"))
         .await
-        .expect("episodes");
+        .expect("episodes")
+        .items;
     assert_eq!(eps.len(), 2);
     let w = eps
         .iter()
