@@ -631,6 +631,55 @@ async fn rollups_cover_the_last_day_by_default_and_alarms_list_episodes() {
     );
 }
 
+#[tokio::test]
+async fn rollups_of_one_field_leave_the_others_out() {
+    let app = spawn_app().await;
+    app.feed(
+        "OC5-000008",
+        hours_ago(2),
+        &[
+            json!({ "flow_lpm": 2.0, "o2_purity_pct": 93.0 }),
+            json!({ "flow_lpm": 4.0, "o2_purity_pct": 94.0 }),
+        ],
+    )
+    .await;
+    let fields = |a: &Answer| -> Vec<String> {
+        a.body
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["field"].as_str().map(str::to_owned))
+            .collect()
+    };
+
+    let all = app.get("/api/v1/devices/OC5-000008/rollups").await;
+    let flow = app
+        .get("/api/v1/devices/OC5-000008/rollups?field=flow_lpm")
+        .await;
+    let none = app
+        .get("/api/v1/devices/OC5-000008/rollups?field=not_reported")
+        .await;
+    let bad = app
+        .get("/api/v1/devices/OC5-000008/rollups?field=Flow")
+        .await;
+
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    assert!(fields(&all).contains(&"o2_purity_pct".to_owned()), "{}", all.body);
+    assert_eq!(flow.status, StatusCode::OK, "{}", flow.body);
+    assert_eq!(fields(&flow), ["flow_lpm", "flow_lpm"], "one per hour: {}", flow.body);
+    let all_flow: Vec<&Value> = all
+        .body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["field"] == json!("flow_lpm"))
+        .collect();
+    assert_eq!(flow.body.as_array().map(|a| a.iter().collect::<Vec<_>>()), Some(all_flow));
+    assert_eq!(none.body, json!([]), "{}", none.body);
+    assert_error_shape(&bad, StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert!(message(&bad).contains("field name"), "{}", bad.body);
+}
+
 // ---------------------------------------------------------------------------------------
 // lists
 

@@ -490,6 +490,20 @@ pub trait Store: Send + Sync + 'static {
         to: DateTime<Utc>,
     ) -> Result<Vec<Rollup>, StoreError>;
 
+    /// Hourly rollups of one field of one device in `[from, to)`. The default reads every
+    /// field and keeps the one; a store that can select it reads only that.
+    async fn field_rollups(
+        &self,
+        serial: &Serial,
+        field: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        let mut rows = self.rollups(serial, from, to).await?;
+        rows.retain(|r| r.field == field);
+        Ok(rows)
+    }
+
     /// Alarm episodes of one device matching `query`, newest first (by start, then id),
     /// keyset-paginated.
     async fn alarm_episodes(&self, query: AlarmQuery) -> Result<Page<AlarmEpisode>, StoreError>;

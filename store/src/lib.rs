@@ -443,7 +443,20 @@ impl Store for SqliteStore {
         to: DateTime<Utc>,
     ) -> Result<Vec<Rollup>, StoreError> {
         let serial = serial.clone();
-        self.read(move |conn, _| read::rollups(conn, &serial, from, to))
+        self.read(move |conn, _| read::rollups(conn, &serial, None, from, to))
+            .await
+    }
+
+    async fn field_rollups(
+        &self,
+        serial: &Serial,
+        field: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        let serial = serial.clone();
+        let field = field.to_owned();
+        self.read(move |conn, _| read::rollups(conn, &serial, Some(&field), from, to))
             .await
     }
 

@@ -250,20 +250,23 @@ pub(crate) fn readings(
     })
 }
 
+/// Hourly rollups of one device in `[from, to)`, of every field or of `field`.
 pub(crate) fn rollups(
     conn: &Connection,
     serial: &Serial,
+    field: Option<&str>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<Rollup>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT hour, field, count, sum, min, max, last FROM rollups \
-             WHERE serial = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY hour, field",
+             WHERE serial = ?1 AND hour >= ?2 AND hour < ?3 AND (?4 IS NULL OR field = ?4) \
+             ORDER BY hour, field",
         )
         .map_err(sql_err)?;
     let rows = stmt
-        .query(params![serial.as_str(), ms(from), ms(to)])
+        .query(params![serial.as_str(), ms(from), ms(to), field])
         .map_err(sql_err)?;
     collect(rows, |row| {
         Ok(Rollup {

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{Duration, Utc};
+use fleetpulse_domain::catalog::is_catalog_id;
 use fleetpulse_domain::store::{
     AlarmQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary, NewDevice, Page, ReadingQuery, Rollup,
     StoreError, StoredReading,
@@ -173,6 +174,9 @@ async fn readings(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RollupParams {
+    /// Only this field (`flow_lpm`, `runtime_hours`, …); default every field.
+    #[param(value_type = Option<String>, pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    field: Option<String>,
     /// Inclusive start hour (RFC 3339); default 24 h before `to`.
     #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
@@ -182,7 +186,7 @@ pub struct RollupParams {
 }
 
 /// Hourly rollups (count, sum, min, max, last per field) of one device in `[from, to)`,
-/// as a JSON array; the last 24 hours by default.
+/// as a JSON array; the last 24 hours by default; with `field`, of that field only.
 #[utoipa::path(get, path = "/api/v1/devices/{serial}/rollups", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), RollupParams), responses((status = 200, description = "Hourly rollups", body = Vec<Rollup>)))]
 async fn rollups(
     caller: Caller,
@@ -192,11 +196,22 @@ async fn rollups(
 ) -> Result<Json<Vec<Rollup>>, ApiError> {
     caller.require(READERS)?;
     let serial = extract::serial(&raw)?;
+    if let Some(f) = p.field.as_deref()
+        && !is_catalog_id(f)
+    {
+        return Err(ApiError::parameter(
+            "field",
+            format!("{f:?} is not a field name ([a-z][a-z0-9_]{{0,63}})"),
+        ));
+    }
     let from = extract::time("from", p.from.as_deref())?;
     let to = extract::time("to", p.to.as_deref())?.unwrap_or_else(Utc::now);
     let from = from.unwrap_or(to - Duration::hours(DEFAULT_ROLLUP_WINDOW_HOURS));
     extract::ordered_range(Some(from), Some(to))?;
-    let rows = state.store.rollups(&serial, from, to).await?;
+    let rows = match p.field.as_deref() {
+        Some(field) => state.store.field_rollups(&serial, field, from, to).await?,
+        None => state.store.rollups(&serial, from, to).await?,
+    };
     if rows.is_empty() {
         ensure_registered(&state, &serial).await?;
     }
