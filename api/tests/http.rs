@@ -1817,6 +1817,36 @@ impl TestApp {
 }
 
 #[tokio::test]
+async fn imported_failures_without_meter_history_report_zero_operating_hours_not_minus_zero() {
+    let app = spawn_app().await;
+    assert_eq!(app.register("OC5-NOEXP").await.status, StatusCode::CREATED);
+    let failures = app
+        .post_csv(
+            "/api/v1/history/import/failures",
+            "serial,at,runtime_hours,fault_code,component\n\
+             OC5-NOEXP,2022-03-01T10:00:00Z,900,E101,\n",
+        )
+        .await;
+    assert_eq!(failures.body["imported"], json!(1), "{}", failures.body);
+
+    let period = "from=2022-01-01T00:00:00Z&to=2023-01-01T00:00:00Z";
+    for stat in ["mtbf", "trend"] {
+        let req = Request::get(format!("/api/v1/reliability/{stat}?{period}"))
+            .body(Body::empty())
+            .expect("request");
+        let (status, _, bytes) = app.send_raw(req).await;
+        let text = String::from_utf8(bytes).expect("utf-8");
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let body: Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(body["sample"]["failures"], json!(1), "{text}");
+        assert_eq!(body["sample"]["exposure_rows"], json!(0), "{text}");
+        let hours = body["sample"]["operating_hours"].as_f64().expect("hours");
+        assert!(hours == 0.0 && hours.is_sign_positive(), "{text}");
+        assert!(!text.contains("-0.0") && !text.contains(":-0"), "{text}");
+    }
+}
+
+#[tokio::test]
 async fn imported_history_is_read_back_per_device() {
     let app = spawn_app().await;
     assert_eq!(app.register("OC5-HIST").await.status, StatusCode::CREATED);
