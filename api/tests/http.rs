@@ -664,9 +664,18 @@ async fn rollups_of_one_field_leave_the_others_out() {
         .await;
 
     assert_eq!(all.status, StatusCode::OK, "{}", all.body);
-    assert!(fields(&all).contains(&"o2_purity_pct".to_owned()), "{}", all.body);
+    assert!(
+        fields(&all).contains(&"o2_purity_pct".to_owned()),
+        "{}",
+        all.body
+    );
     assert_eq!(flow.status, StatusCode::OK, "{}", flow.body);
-    assert_eq!(fields(&flow), ["flow_lpm", "flow_lpm"], "one per hour: {}", flow.body);
+    assert_eq!(
+        fields(&flow),
+        ["flow_lpm", "flow_lpm"],
+        "one per hour: {}",
+        flow.body
+    );
     let all_flow: Vec<&Value> = all
         .body
         .as_array()
@@ -674,7 +683,10 @@ async fn rollups_of_one_field_leave_the_others_out() {
         .flatten()
         .filter(|r| r["field"] == json!("flow_lpm"))
         .collect();
-    assert_eq!(flow.body.as_array().map(|a| a.iter().collect::<Vec<_>>()), Some(all_flow));
+    assert_eq!(
+        flow.body.as_array().map(|a| a.iter().collect::<Vec<_>>()),
+        Some(all_flow)
+    );
     assert_eq!(none.body, json!([]), "{}", none.body);
     assert_error_shape(&bad, StatusCode::BAD_REQUEST, "invalid_parameter");
     assert!(message(&bad).contains("field name"), "{}", bad.body);
@@ -943,7 +955,12 @@ async fn orders_carry_their_device_in_the_list_and_alone_and_say_so_in_the_opena
                      "criticality": "life_supporting", "region": "north", "address": "1 Main St" }),
         )
         .await;
-    assert_eq!(registered.status, StatusCode::CREATED, "{}", registered.body);
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.body
+    );
     app.feed(
         "OC5-000060",
         hours_ago(1),
@@ -978,7 +995,14 @@ async fn orders_carry_their_device_in_the_list_and_alone_and_say_so_in_the_opena
     names.sort_unstable();
     assert_eq!(
         names,
-        ["address", "criticality", "firmware", "kind", "model", "region"]
+        [
+            "address",
+            "criticality",
+            "firmware",
+            "kind",
+            "model",
+            "region"
+        ]
     );
 }
 

@@ -56,9 +56,9 @@ use fleetpulse_domain::reliability::{
 use fleetpulse_domain::rules::OrderRules;
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::{
-    AlarmQuery, CommitReport, DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary,
-    IngestBatch, NewDevice, OrderQuery, Page, ReadingQuery, Rollup, SpoolChunk, SpoolStats, Store,
-    StoreError, StoreStats, StoredReading, UnknownDevicePolicy,
+    AlarmQuery, CommitReport, DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery,
+    DeviceSummary, IngestBatch, NewDevice, OrderQuery, Page, ReadingQuery, Rollup, SpoolChunk,
+    SpoolStats, Store, StoreError, StoreStats, StoredReading, UnknownDevicePolicy,
 };
 use rusqlite::{Connection, OpenFlags};
 

@@ -9,8 +9,8 @@ use fleetpulse_domain::order::{Cause, Order, OrderDevice, PartRef, Sla};
 use fleetpulse_domain::rules::LatestState;
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::{
-    AlarmQuery, DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary, OrderQuery,
-    Page, ReadingCursor, ReadingQuery, Rollup, StoreError, StoreStats, StoredReading,
+    AlarmQuery, DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary,
+    OrderQuery, Page, ReadingCursor, ReadingQuery, Rollup, StoreError, StoreStats, StoredReading,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use fleetpulse_domain::dispatch::Dispatch;
 use fleetpulse_domain::store::{
-    AlarmQuery, DeadLetterQuery, DeviceQuery, IngestBatch, NewDeadLetter, NewDevice, OrderQuery, ReadingQuery,
-    SpoolStats, Store, StoreError, UnknownDevicePolicy,
+    AlarmQuery, DeadLetterQuery, DeviceQuery, IngestBatch, NewDeadLetter, NewDevice, OrderQuery,
+    ReadingQuery, SpoolStats, Store, StoreError, UnknownDevicePolicy,
 };
 use fleetpulse_domain::telemetry::{RejectReason, TelemetryLimits, parse_telemetry};
 use fleetpulse_domain::{Catalog, LifecycleStatus, OrderStatus, Policy, Priority, Reading, Serial};

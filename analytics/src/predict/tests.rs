@@ -197,9 +197,7 @@ mod on_simulated_data {
 
     use chrono::{DateTime, Duration, TimeZone, Utc};
     use fleetpulse_domain::Catalog;
-    use fleetpulse_domain::prediction::{
-        DeviceHistory, Forecaster, PredictionData, TrainedModel,
-    };
+    use fleetpulse_domain::prediction::{DeviceHistory, Forecaster, PredictionData, TrainedModel};
 
     use crate::predict::{RiskParameters, failure_modes, train_mode, train_modes};
     use fleetpulse_simulator::{Fleet, FleetConfig, simulate};
@@ -657,10 +655,10 @@ mod on_simulated_data {
     #[test]
     fn every_catalog_mode_answers_a_report_with_its_reason_when_not_trained() {
         let options = PredictOptions::default();
-        let all_modes = failure_modes(&Catalog::from_toml_str(include_str!(
-            "../../../config/catalog.toml"
-        ))
-        .expect("shipped catalog"));
+        let all_modes = failure_modes(
+            &Catalog::from_toml_str(include_str!("../../../config/catalog.toml"))
+                .expect("shipped catalog"),
+        );
         assert!(all_modes.len() > 3, "{all_modes:?}");
 
         // 20 days: shorter than the warm-up, no training window at all
@@ -695,14 +693,17 @@ mod on_simulated_data {
             if catalog.failure_mode(oc.id.as_str(), mode).is_some() {
                 with += 1;
                 assert!(
-                    d.starts_with("not trained: ") && d.contains("failures in the training window (at least 10 needed)"),
+                    d.starts_with("not trained: ")
+                        && d.contains("failures in the training window (at least 10 needed)"),
                     "{mode}: {d}"
                 );
             } else {
                 without += 1;
                 assert!(
                     d.starts_with("not trained: no device of ")
-                        && d.contains("has daily runtime history in the data; 0 failures of this mode"),
+                        && d.contains(
+                            "has daily runtime history in the data; 0 failures of this mode"
+                        ),
                     "{mode}: {d}"
                 );
                 assert!(!d.contains("OC-5A"), "{mode}: {d}");

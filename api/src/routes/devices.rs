@@ -8,8 +8,8 @@ use axum::{Json, Router};
 use chrono::{Duration, Utc};
 use fleetpulse_domain::catalog::is_catalog_id;
 use fleetpulse_domain::store::{
-    AlarmQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary, NewDevice, Page, ReadingQuery, Rollup,
-    StoreError, StoredReading,
+    AlarmQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary, NewDevice, Page, ReadingQuery,
+    Rollup, StoreError, StoredReading,
 };
 use fleetpulse_domain::{AlarmCode, AlarmEpisode, LifecycleStatus, ModelId, Serial, Severity};
 use serde::Deserialize;
