@@ -209,6 +209,17 @@ mod tests {
             crate::extract::ID_CURSOR_PATTERN
         );
         assert_eq!(parameter(&doc, "/api/v1/orders", "limit")["maximum"], 1000);
+        assert_eq!(
+            parameter(&doc, "/api/v1/devices/{serial}/rollups", "field")["pattern"],
+            "^[a-z][a-z0-9_]{0,63}$"
+        );
+        let alarms = "/api/v1/devices/{serial}/alarms";
+        assert_eq!(
+            parameter(&doc, alarms, "after")["pattern"],
+            fleetpulse_domain::store::ReadingCursor::PATTERN
+        );
+        assert_eq!(parameter(&doc, alarms, "active")["type"], "boolean");
+        assert_eq!(parameter(&doc, alarms, "from")["format"], "date-time");
         // every `$ref` of a parameter resolves
         let components = &doc["components"]["schemas"];
         for (path, item) in doc["paths"].as_object().expect("paths") {

@@ -243,7 +243,7 @@ impl PushWorker {
                     )
                     .unwrap_or(std::time::Duration::MAX),
                 )
-                    .unwrap_or(chrono::Duration::MAX)
+                .unwrap_or(chrono::Duration::MAX)
         });
         AttemptResult::Failed {
             status,

@@ -183,7 +183,7 @@ async fn spawn_app_with(ingest: Arc<dyn IngestStatus>, auth: AuthMode) -> TestAp
     let dir = tempfile::tempdir().expect("temp dir");
     let catalog = Arc::new(Catalog::from_toml_str(CATALOG).expect("test catalog is valid"));
     let opts = StoreOptions {
- clock: Default::default(),
+        clock: Default::default(),
         catalog: catalog.clone(),
         rules: Arc::new(FilterRule),
         unknown_device: UnknownDevicePolicy::AutoRegister,
@@ -619,16 +619,192 @@ async fn rollups_cover_the_last_day_by_default_and_alarms_list_episodes() {
     assert_eq!(flow.len(), 2, "one rollup per hour: {}", rollups.body);
     assert_eq!(old.body, json!([]));
     assert_eq!(alarms.status, StatusCode::OK);
-    assert_eq!(alarms.body[0]["code"], json!("E101"), "{}", alarms.body);
+    assert_eq!(
+        alarms.body["items"][0]["code"],
+        json!("E101"),
+        "{}",
+        alarms.body
+    );
+    assert_eq!(alarms.body["next"], Value::Null, "{}", alarms.body);
     assert!(
-        alarms.body[0]["ended_at"].is_string(),
+        alarms.body["items"][0]["ended_at"].is_string(),
         "cleared by the second reading: {}",
         alarms.body
     );
 }
 
+#[tokio::test]
+async fn rollups_of_one_field_leave_the_others_out() {
+    let app = spawn_app().await;
+    app.feed(
+        "OC5-000008",
+        hours_ago(2),
+        &[
+            json!({ "flow_lpm": 2.0, "o2_purity_pct": 93.0 }),
+            json!({ "flow_lpm": 4.0, "o2_purity_pct": 94.0 }),
+        ],
+    )
+    .await;
+    let fields = |a: &Answer| -> Vec<String> {
+        a.body
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["field"].as_str().map(str::to_owned))
+            .collect()
+    };
+
+    let all = app.get("/api/v1/devices/OC5-000008/rollups").await;
+    let flow = app
+        .get("/api/v1/devices/OC5-000008/rollups?field=flow_lpm")
+        .await;
+    let none = app
+        .get("/api/v1/devices/OC5-000008/rollups?field=not_reported")
+        .await;
+    let bad = app
+        .get("/api/v1/devices/OC5-000008/rollups?field=Flow")
+        .await;
+
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    assert!(
+        fields(&all).contains(&"o2_purity_pct".to_owned()),
+        "{}",
+        all.body
+    );
+    assert_eq!(flow.status, StatusCode::OK, "{}", flow.body);
+    assert_eq!(
+        fields(&flow),
+        ["flow_lpm", "flow_lpm"],
+        "one per hour: {}",
+        flow.body
+    );
+    let all_flow: Vec<&Value> = all
+        .body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["field"] == json!("flow_lpm"))
+        .collect();
+    assert_eq!(
+        flow.body.as_array().map(|a| a.iter().collect::<Vec<_>>()),
+        Some(all_flow)
+    );
+    assert_eq!(none.body, json!([]), "{}", none.body);
+    assert_error_shape(&bad, StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert!(message(&bad).contains("field name"), "{}", bad.body);
+}
+
 // ---------------------------------------------------------------------------------------
 // lists
+
+/// `(code, hours after t0 it started, still open)` of each episode of a page.
+fn episodes(page: &Value) -> Vec<(String, i64, bool)> {
+    page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let started = e["started_at"]
+                .as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .expect("started_at");
+            (
+                e["code"].as_str().unwrap_or_default().to_owned(),
+                started.timestamp(),
+                e["ended_at"].is_null(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn alarms_page_newest_first_and_filter_by_state_severity_code_and_start() {
+    let app = spawn_app().await;
+    // an OC-5A, so E101 has the catalog's severity (W9 is not in the catalog: none)
+    assert_eq!(app.register("OC5-000070").await.status, StatusCode::CREATED);
+    let t0 = hours_ago(10);
+    app.feed(
+        "OC5-000070",
+        t0,
+        &[
+            json!({ "alarms": ["E101"] }),
+            json!({ "alarms": [] }),
+            json!({ "alarms": ["E101"] }),
+            json!({ "alarms": ["W9"] }),
+            json!({ "alarms": ["W9", "E101"] }),
+        ],
+    )
+    .await;
+    let at = |h: i64| (t0 + Duration::hours(h)).timestamp();
+    let path = "/api/v1/devices/OC5-000070/alarms";
+
+    let all = app.get(path).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    let newest_first = vec![
+        ("E101".to_owned(), at(4), true),
+        ("W9".to_owned(), at(3), true),
+        ("E101".to_owned(), at(2), false),
+        ("E101".to_owned(), at(0), false),
+    ];
+    assert_eq!(episodes(&all.body), newest_first, "{}", all.body);
+    assert_eq!(all.body["next"], Value::Null);
+
+    // pages of two follow their cursor: none lost, none twice, the last says so
+    let mut paged = Vec::new();
+    let mut next = format!("{path}?limit=2");
+    for _ in 0..3 {
+        let page = app.get(&next).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        paged.extend(episodes(&page.body));
+        match page.body["next"].as_str() {
+            Some(cursor) => next = format!("{path}?limit=2&after={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, newest_first);
+
+    let client = &app;
+    let filtered = |query: &str| {
+        let q = format!("{path}?{query}");
+        async move {
+            let a = client.get(&q).await;
+            assert_eq!(a.status, StatusCode::OK, "{q}: {}", a.body);
+            episodes(&a.body)
+        }
+    };
+    assert_eq!(filtered("active=true").await, newest_first[..2]);
+    assert_eq!(filtered("active=false").await, newest_first[2..]);
+    let critical = filtered("severity=critical").await;
+    assert_eq!(critical.len(), 3, "{critical:?}");
+    assert!(critical.iter().all(|e| e.0 == "E101"), "{critical:?}");
+    assert_eq!(filtered("code=w9").await, newest_first[1..2]);
+    let from = rfc3339(t0 + Duration::hours(2));
+    let to = rfc3339(t0 + Duration::hours(4));
+    assert_eq!(
+        filtered(&format!("from={from}&to={to}")).await,
+        newest_first[1..3]
+    );
+    assert_eq!(
+        filtered("active=false&code=E101&limit=1").await,
+        newest_first[2..3]
+    );
+
+    let reversed = format!("from={to}&to={from}");
+    for (query, parameter) in [
+        ("active=yes", "active"),
+        ("severity=loud", "severity"),
+        ("code=a%20b", "code"),
+        ("after=12", "after"),
+        ("limit=0", "limit"),
+        (reversed.as_str(), "from"),
+    ] {
+        let bad = app.get(&format!("{path}?{query}")).await;
+        assert_error_shape(&bad, StatusCode::BAD_REQUEST, "invalid_parameter");
+        assert!(message(&bad).contains(parameter), "{query}: {}", bad.body);
+    }
+    let unknown = app.get("/api/v1/devices/OC5-NOBODY/alarms").await;
+    assert_error_shape(&unknown, StatusCode::NOT_FOUND, "not_found");
+}
 
 #[tokio::test]
 async fn devices_are_paginated_with_next_over_250_devices() {
@@ -769,6 +945,67 @@ async fn orders_are_filtered_by_status_and_fetched_by_id() {
     assert_eq!(one.body["evidence"]["value"], json!(10.0));
     assert_error_shape(&missing, StatusCode::NOT_FOUND, "not_found");
     assert_error_shape(&not_a_number, StatusCode::BAD_REQUEST, "invalid_parameter");
+}
+
+#[tokio::test]
+async fn orders_carry_their_device_in_the_list_and_alone_and_say_so_in_the_openapi_document() {
+    let app = spawn_app().await;
+    let registered = app
+        .post_json(
+            "/api/v1/devices",
+            &json!({ "serial": "OC5-000060", "model": "OC-5A", "status": "at_customer",
+                     "criticality": "life_supporting", "region": "north", "address": "1 Main St" }),
+        )
+        .await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.body
+    );
+    app.feed(
+        "OC5-000060",
+        hours_ago(1),
+        &[json!({ "filter_life_pct": 10.0, "fw": "3.1.0" })],
+    )
+    .await;
+
+    let listed = app.get("/api/v1/orders?serial=OC5-000060").await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let id = listed.body["items"][0]["id"].as_i64().expect("order id");
+    let one = app.get(&format!("/api/v1/orders/{id}")).await;
+    let device = json!({
+        "model": "OC-5A",
+        "kind": "oxygen_concentrator",
+        "region": "north",
+        "address": "1 Main St",
+        "criticality": "life_supporting",
+        "firmware": "3.1.0",
+    });
+    assert_eq!(listed.body["items"][0]["device"], device, "{}", listed.body);
+    assert_eq!(one.body["device"], device, "{}", one.body);
+
+    let doc = app.get("/api/openapi.json").await;
+    let schemas = &doc.body["components"]["schemas"];
+    let on_order = &schemas["Order"]["properties"]["device"];
+    assert!(on_order.is_object(), "{on_order}");
+    assert!(on_order.to_string().contains("OrderDevice"), "{on_order}");
+    let properties = schemas["OrderDevice"]["properties"]
+        .as_object()
+        .expect("OrderDevice has properties");
+    let mut names: Vec<&str> = properties.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "address",
+            "criticality",
+            "firmware",
+            "kind",
+            "model",
+            "region"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -1034,9 +1271,8 @@ mod broken {
         }
         async fn alarm_episodes(
             &self,
-            _: &Serial,
-            _: usize,
-        ) -> Result<Vec<AlarmEpisode>, StoreError> {
+            _: fleetpulse_domain::store::AlarmQuery,
+        ) -> Result<Page<AlarmEpisode>, StoreError> {
             Err(self.0())
         }
         async fn list_orders(&self, _: OrderQuery) -> Result<Page<Order>, StoreError> {
@@ -1067,7 +1303,7 @@ async fn broken_app(fail: fn() -> fleetpulse_domain::store::StoreError) -> TestA
     let dispatch = SqliteStore::open(
         &dir.path().join("fleetpulse.db"),
         StoreOptions {
- clock: Default::default(),
+            clock: Default::default(),
             catalog: catalog.clone(),
             rules: Arc::new(FilterRule),
             unknown_device: UnknownDevicePolicy::AutoRegister,
@@ -1537,7 +1773,7 @@ async fn the_shared_store_look_wakes_streams_for_another_process_revocation() {
             SqliteStore::open(
                 &dir.path().join("fleetpulse.db"),
                 StoreOptions {
- clock: Default::default(),
+                    clock: Default::default(),
                     catalog: catalog.clone(),
                     rules: Arc::new(FilterRule),
                     unknown_device: UnknownDevicePolicy::AutoRegister,
@@ -1606,6 +1842,36 @@ impl TestApp {
             .body(Body::from(csv.to_owned()))
             .expect("request");
         self.send(req).await
+    }
+}
+
+#[tokio::test]
+async fn imported_failures_without_meter_history_report_zero_operating_hours_not_minus_zero() {
+    let app = spawn_app().await;
+    assert_eq!(app.register("OC5-NOEXP").await.status, StatusCode::CREATED);
+    let failures = app
+        .post_csv(
+            "/api/v1/history/import/failures",
+            "serial,at,runtime_hours,fault_code,component\n\
+             OC5-NOEXP,2022-03-01T10:00:00Z,900,E101,\n",
+        )
+        .await;
+    assert_eq!(failures.body["imported"], json!(1), "{}", failures.body);
+
+    let period = "from=2022-01-01T00:00:00Z&to=2023-01-01T00:00:00Z";
+    for stat in ["mtbf", "trend"] {
+        let req = Request::get(format!("/api/v1/reliability/{stat}?{period}"))
+            .body(Body::empty())
+            .expect("request");
+        let (status, _, bytes) = app.send_raw(req).await;
+        let text = String::from_utf8(bytes).expect("utf-8");
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let body: Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(body["sample"]["failures"], json!(1), "{text}");
+        assert_eq!(body["sample"]["exposure_rows"], json!(0), "{text}");
+        let hours = body["sample"]["operating_hours"].as_f64().expect("hours");
+        assert!(hours == 0.0 && hours.is_sign_positive(), "{text}");
+        assert!(!text.contains("-0.0") && !text.contains(":-0"), "{text}");
     }
 }
 
@@ -1800,8 +2066,7 @@ async fn imported_alarm_events_are_listed_with_the_live_episodes_and_raise_no_fa
 
     let alarms = app.get("/api/v1/devices/OC5-ALRM/alarms").await;
     assert_eq!(alarms.status, StatusCode::OK, "{}", alarms.body);
-    let got: Vec<(Value, Value)> = alarms
-        .body
+    let got: Vec<(Value, Value)> = alarms.body["items"]
         .as_array()
         .expect("array")
         .iter()
@@ -1818,17 +2083,20 @@ async fn imported_alarm_events_are_listed_with_the_live_episodes_and_raise_no_fa
         "newest first by start: {}",
         alarms.body
     );
-    let instant = &alarms.body[2];
+    let instant = &alarms.body["items"][2];
     assert_eq!(instant["ended_at"], instant["started_at"], "{instant}");
     assert_eq!(instant["duration_s"], json!(0.0));
     assert_eq!(instant["severity"], Value::Null, "no catalog entry");
     assert_eq!(
-        alarms.body[3]["severity"],
+        alarms.body["items"][3]["severity"],
         json!("critical"),
         "the catalog's"
     );
-    assert_eq!(alarms.body[3]["duration_s"], json!(300.0));
-    assert_eq!(alarms.body[3]["runtime_hours_at_start"], json!(1200.0));
+    assert_eq!(alarms.body["items"][3]["duration_s"], json!(300.0));
+    assert_eq!(
+        alarms.body["items"][3]["runtime_hours_at_start"],
+        json!(1200.0)
+    );
 
     let failures = app.get("/api/v1/devices/OC5-ALRM/failures").await;
     assert_eq!(

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::alarm::AlarmCode;
-use crate::device::string_enum;
+use crate::catalog::ModelId;
+use crate::device::{Criticality, DeviceKind, string_enum};
 use crate::serial::Serial;
 
 string_enum!(
@@ -303,6 +304,25 @@ pub struct Order {
     /// no such cancel is pending.
     #[serde(default)]
     pub cancel_at: Option<DateTime<Utc>>,
+    /// The device the order is for, as the registry has it when the order is read (not
+    /// copied at creation: a device moved or updated shows its new region, address or
+    /// firmware here), so a dispatcher needs no second call. `None` only in orders
+    /// serialised before it existed.
+    #[serde(default)]
+    pub device: Option<OrderDevice>,
+}
+
+/// What a dispatcher needs to know of an order's device: what it is, where, how
+/// critical, on which firmware.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderDevice {
+    /// Catalog model id; `None` for an auto-registered device of unknown model.
+    pub model: Option<ModelId>,
+    pub kind: Option<DeviceKind>,
+    pub region: Option<String>,
+    pub address: Option<String>,
+    pub criticality: Criticality,
+    pub firmware: Option<String>,
 }
 
 /// Work bundled into an order's visit: one more thing to do on the same device, so the

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::alarm::{AlarmCode, AlarmEpisode};
+use crate::alarm::{AlarmCode, AlarmEpisode, Severity};
 use crate::catalog::ModelId;
 use crate::device::{ConnectionState, Criticality, DeviceKind, LifecycleStatus};
 use crate::order::{Cause, Order, OrderKind, OrderStatus, Priority};
@@ -367,6 +367,25 @@ pub struct OrderQuery {
     pub sla: Option<(crate::order::SlaState, DateTime<Utc>)>,
 }
 
+/// Query of one device's alarm episodes; filters combine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlarmQuery {
+    pub serial: Serial,
+    /// `Some(true)`: only episodes still open; `Some(false)`: only ended ones.
+    pub active: Option<bool>,
+    pub severity: Option<Severity>,
+    pub code: Option<AlarmCode>,
+    /// Episodes that started at or after this time.
+    pub from: Option<DateTime<Utc>>,
+    /// Episodes that started before this time.
+    pub to: Option<DateTime<Utc>>,
+    /// Episodes after this one in the list's order (newest first): the previous page's
+    /// `next`, `<started_at in Unix ms>_<episode id>` in [`ReadingCursor`]'s form (its
+    /// `seq` is the episode id).
+    pub after: Option<ReadingCursor>,
+    pub limit: usize,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DeadLetterQuery {
     pub reason: Option<RejectReason>,
@@ -474,12 +493,23 @@ pub trait Store: Send + Sync + 'static {
         to: DateTime<Utc>,
     ) -> Result<Vec<Rollup>, StoreError>;
 
-    /// Alarm episodes of one device, newest first.
-    async fn alarm_episodes(
+    /// Hourly rollups of one field of one device in `[from, to)`. The default reads every
+    /// field and keeps the one; a store that can select it reads only that.
+    async fn field_rollups(
         &self,
         serial: &Serial,
-        limit: usize,
-    ) -> Result<Vec<AlarmEpisode>, StoreError>;
+        field: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        let mut rows = self.rollups(serial, from, to).await?;
+        rows.retain(|r| r.field == field);
+        Ok(rows)
+    }
+
+    /// Alarm episodes of one device matching `query`, newest first (by start, then id),
+    /// keyset-paginated.
+    async fn alarm_episodes(&self, query: AlarmQuery) -> Result<Page<AlarmEpisode>, StoreError>;
 
     async fn list_orders(&self, query: OrderQuery) -> Result<Page<Order>, StoreError>;
 

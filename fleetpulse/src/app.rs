@@ -377,7 +377,10 @@ async fn serve(cfg: Config, stop: CancellationToken, demo: Option<Demo>) -> anyh
     let (clock, history_fleet) = match &demo {
         Some(d) => {
             std::fs::create_dir_all(&cfg.data.dir).with_context(|| {
-                format!("data.dir = {}: cannot create the directory", cfg.data.dir.display())
+                format!(
+                    "data.dir = {}: cannot create the directory",
+                    cfg.data.dir.display()
+                )
             })?;
             let start = crate::demo::prepare(
                 &cfg.data.dir.join("fleetpulse.db"),
@@ -508,15 +511,10 @@ async fn serve(cfg: Config, stop: CancellationToken, demo: Option<Demo>) -> anyh
     )
     .await?;
     let dispatch_for_sla = dispatch;
-    let retention_task = spawn_retention(
-        store.clone(),
-        cfg.data.retention_days,
-        clock,
-        stop.clone(),
-    );
+    let retention_task =
+        spawn_retention(store.clone(), cfg.data.retention_days, clock, stop.clone());
     let sla_task = spawn_sla_escalation(dispatch_for_sla, streams.clone(), clock, stop.clone());
-    let exposure_task =
-        spawn_exposure_consolidation(reliability, wal.clone(), clock, stop.clone());
+    let exposure_task = spawn_exposure_consolidation(reliability, wal.clone(), clock, stop.clone());
     let analytics_task = cfg
         .analytics
         .enabled

@@ -57,17 +57,15 @@ pub async fn prepare(
         "--speed {} must be a number above 0 and at most 10 000 000",
         fleet_args.speed
     );
-    let (latest, has_devices) = SqliteStore::latest_instant(db)
-        .with_context(|| format!("reading {}", db.display()))?;
+    let (latest, has_devices) =
+        SqliteStore::latest_instant(db).with_context(|| format!("reading {}", db.display()))?;
     let wall = Utc::now()
         .duration_trunc(chrono::Duration::minutes(1))
         .unwrap_or_else(|_| Utc::now());
     let start = match latest {
-        Some(t) if t >= wall => {
-            (t + chrono::Duration::minutes(1))
-                .duration_trunc(chrono::Duration::minutes(1))
-                .unwrap_or(t)
-        }
+        Some(t) if t >= wall => (t + chrono::Duration::minutes(1))
+            .duration_trunc(chrono::Duration::minutes(1))
+            .unwrap_or(t),
         _ => wall,
     };
     let mut fleet = None;

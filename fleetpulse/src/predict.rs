@@ -71,7 +71,11 @@ pub const MIN_TRAIN_SPACING: Duration = Duration::from_secs(300);
 
 /// The wall-clock period of a schedule of `every` on `clock`: `every` itself on the wall
 /// clock, `every / speed` on a simulated clock, but never shorter than `floor`.
-pub fn schedule_period(clock: fleetpulse_domain::Clock, every: Duration, floor: Duration) -> Duration {
+pub fn schedule_period(
+    clock: fleetpulse_domain::Clock,
+    every: Duration,
+    floor: Duration,
+) -> Duration {
     if clock.is_simulated() {
         clock.wall_duration(every).max(floor)
     } else {
@@ -719,7 +723,7 @@ mod tests {
             SqliteStore::open(
                 &dir.path().join("fleetpulse.db"),
                 StoreOptions {
- clock: Default::default(),
+                    clock: Default::default(),
                     catalog: catalog.clone(),
                     rules: Arc::new(CatalogRules::new(policy.clone())),
                     unknown_device: UnknownDevicePolicy::AutoRegister,

@@ -1095,9 +1095,8 @@ mod tests {
         }
         async fn alarm_episodes(
             &self,
-            _: &Serial,
-            _: usize,
-        ) -> Result<Vec<AlarmEpisode>, StoreError> {
+            _: fleetpulse_domain::store::AlarmQuery,
+        ) -> Result<Page<AlarmEpisode>, StoreError> {
             unused()
         }
         async fn list_orders(&self, _: OrderQuery) -> Result<Page<Order>, StoreError> {

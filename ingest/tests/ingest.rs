@@ -56,7 +56,7 @@ impl OrderRules for NoRules {
 
 async fn open_store(dir: &Path) -> Arc<SqliteStore> {
     let options = StoreOptions {
- clock: Default::default(),
+        clock: Default::default(),
         catalog: Arc::new(
             Catalog::from_toml_str(include_str!("../../config/catalog.toml"))
                 .expect("the example catalog is valid"),

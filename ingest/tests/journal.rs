@@ -28,7 +28,7 @@ async fn open_store(path: &Path) -> Arc<SqliteStore> {
         SqliteStore::open(
             path,
             StoreOptions {
- clock: Default::default(),
+                clock: Default::default(),
                 catalog: Arc::new(catalog),
                 rules: Arc::new(CatalogRules::new(Arc::new(policy))),
                 unknown_device: UnknownDevicePolicy::AutoRegister,

@@ -34,7 +34,7 @@ async fn open_store(dir: &Path) -> Arc<SqliteStore> {
         SqliteStore::open(
             &dir.join("fleet.db"),
             StoreOptions {
- clock: Default::default(),
+                clock: Default::default(),
                 catalog,
                 rules: Arc::new(CatalogRules::new(policy)),
                 unknown_device: UnknownDevicePolicy::AutoRegister,

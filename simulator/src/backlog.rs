@@ -57,11 +57,31 @@ pub const TELEMETRY_ROWS_PER_FILE: usize = 50_000;
 
 /// Regions of the demo fleet and a few streets in each, for addresses.
 const REGIONS: &[(&str, &str, &[&str])] = &[
-    ("north", "Leeds", &["Harbour Street", "Mill Lane", "Kirkgate"]),
-    ("south", "Brighton", &["Marine Parade", "Church Road", "Queens Road"]),
-    ("east", "Norwich", &["Elm Hill", "Prince of Wales Road", "Magdalen Street"]),
-    ("west", "Bristol", &["Park Street", "Gloucester Road", "Whiteladies Road"]),
-    ("central", "Birmingham", &["Broad Street", "Corporation Street", "Digbeth"]),
+    (
+        "north",
+        "Leeds",
+        &["Harbour Street", "Mill Lane", "Kirkgate"],
+    ),
+    (
+        "south",
+        "Brighton",
+        &["Marine Parade", "Church Road", "Queens Road"],
+    ),
+    (
+        "east",
+        "Norwich",
+        &["Elm Hill", "Prince of Wales Road", "Magdalen Street"],
+    ),
+    (
+        "west",
+        "Bristol",
+        &["Park Street", "Gloucester Road", "Whiteladies Road"],
+    ),
+    (
+        "central",
+        "Birmingham",
+        &["Broad Street", "Corporation Street", "Digbeth"],
+    ),
 ];
 
 /// The import files of a fleet's history, in the order they are imported.
@@ -197,7 +217,10 @@ pub fn history_files(
         let meter_due = !full && (step + 1) % METER_EVERY_H == 0;
         for (i, sample) in samples.iter().enumerate() {
             let Some(sample) = sample else { continue };
-            let serial = fleet.device(i).map(|d| d.serial.to_string()).unwrap_or_default();
+            let serial = fleet
+                .device(i)
+                .map(|d| d.serial.to_string())
+                .unwrap_or_default();
             let now: BTreeSet<&AlarmCode> = sample.alarms.iter().collect();
             let ended: Vec<AlarmCode> = active[i]
                 .keys()
@@ -377,7 +400,12 @@ mod tests {
         assert!(c.alarm_episodes > 0 && c.consumable_changes > 0, "{c:?}");
         assert_eq!(files.failures.lines().count(), c.failures + 1);
         // nothing at or after the end
-        for file in [&files.failures, &files.alarms, &files.maintenance, &files.meters] {
+        for file in [
+            &files.failures,
+            &files.alarms,
+            &files.maintenance,
+            &files.meters,
+        ] {
             for line in file.lines().skip(1) {
                 let at = line.split(',').nth(1).expect("test data");
                 let at = DateTime::parse_from_rfc3339(at).expect("test data");

@@ -32,7 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = SqliteStore::open(
         &dir.path().join("load.db"),
         StoreOptions {
- clock: Default::default(),
+            clock: Default::default(),
             catalog,
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: UnknownDevicePolicy::AutoRegister,

@@ -47,7 +47,7 @@ impl Dispatch for SqliteStore {
         self.write(move |conn, opts, _| {
             orders::create_manual_order(conn, intent, &actor, opts.clock.now())
         })
-            .await
+        .await
     }
 
     async fn order_history(&self, id: i64) -> Result<Vec<OrderEvent>, StoreError> {

@@ -58,9 +58,9 @@ use fleetpulse_domain::reliability::{
 use fleetpulse_domain::rules::OrderRules;
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::{
-    CommitReport, DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary,
-    IngestBatch, NewDevice, OrderQuery, Page, ReadingQuery, Rollup, SpoolChunk, SpoolStats, Store,
-    StoreError, StoreStats, StoredReading, UnknownDevicePolicy,
+    AlarmQuery, CommitReport, DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery,
+    DeviceSummary, IngestBatch, NewDevice, OrderQuery, Page, ReadingQuery, Rollup, SpoolChunk,
+    SpoolStats, Store, StoreError, StoreStats, StoredReading, UnknownDevicePolicy,
 };
 use rusqlite::{Connection, OpenFlags};
 
@@ -456,7 +456,8 @@ impl Store for SqliteStore {
             return Ok(CommitReport::default());
         }
         self.with_writer(move |w, opts, readings| {
-            let report = write::commit_batch(&mut w.conn, &mut w.cache, opts, &batch, opts.clock.now())?;
+            let report =
+                write::commit_batch(&mut w.conn, &mut w.cache, opts, &batch, opts.clock.now())?;
             readings.fetch_add(report.stored as u64, Ordering::Relaxed);
             Ok(report)
         })
@@ -464,8 +465,10 @@ impl Store for SqliteStore {
     }
 
     async fn register_device(&self, device: NewDevice) -> Result<Device, StoreError> {
-        self.write(move |conn, opts, _| write::register_device(conn, opts, device, opts.clock.now()))
-            .await
+        self.write(move |conn, opts, _| {
+            write::register_device(conn, opts, device, opts.clock.now())
+        })
+        .await
     }
 
     async fn device(&self, serial: &Serial) -> Result<Option<DeviceDetail>, StoreError> {
@@ -490,17 +493,25 @@ impl Store for SqliteStore {
         to: DateTime<Utc>,
     ) -> Result<Vec<Rollup>, StoreError> {
         let serial = serial.clone();
-        self.read(move |conn, _| read::rollups(conn, &serial, from, to))
+        self.read(move |conn, _| read::rollups(conn, &serial, None, from, to))
             .await
     }
 
-    async fn alarm_episodes(
+    async fn field_rollups(
         &self,
         serial: &Serial,
-        limit: usize,
-    ) -> Result<Vec<AlarmEpisode>, StoreError> {
+        field: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Rollup>, StoreError> {
         let serial = serial.clone();
-        self.read(move |conn, _| read::alarm_episodes(conn, &serial, limit))
+        let field = field.to_owned();
+        self.read(move |conn, _| read::rollups(conn, &serial, Some(&field), from, to))
+            .await
+    }
+
+    async fn alarm_episodes(&self, query: AlarmQuery) -> Result<Page<AlarmEpisode>, StoreError> {
+        self.read(move |conn, _| read::alarm_episodes(conn, &query))
             .await
     }
 
@@ -672,7 +683,7 @@ impl ReliabilitySource for SqliteStore {
         self.write(move |conn, opts, _| {
             exposure::fold_dirty(conn, max_pairs, convert::ms(opts.clock.now()))
         })
-            .await
+        .await
     }
 
     async fn import_history(
@@ -680,8 +691,10 @@ impl ReliabilitySource for SqliteStore {
         kind: ImportKind,
         csv: String,
     ) -> Result<ImportReport, StoreError> {
-        self.write(move |conn, opts, _| import::import(conn, &opts.catalog, kind, &csv, opts.clock.now()))
-            .await
+        self.write(move |conn, opts, _| {
+            import::import(conn, &opts.catalog, kind, &csv, opts.clock.now())
+        })
+        .await
     }
 
     async fn device_components(
@@ -830,7 +843,7 @@ mod tests {
             let store = SqliteStore::open(
                 &dir.path().join(format!("cache-{mib}.db")),
                 StoreOptions {
- clock: Default::default(),
+                    clock: Default::default(),
                     catalog: Arc::new(catalog),
                     rules: Arc::new(fleetpulse_rules::CatalogRules::new(Arc::new(policy))),
                     unknown_device: UnknownDevicePolicy::AutoRegister,

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use fleetpulse_domain::alarm::{AlarmCode, AlarmEpisode};
 use fleetpulse_domain::catalog::ModelId;
-use fleetpulse_domain::order::{Cause, Order, PartRef, Sla};
+use fleetpulse_domain::order::{Cause, Order, OrderDevice, PartRef, Sla};
 use fleetpulse_domain::rules::LatestState;
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::{
-    DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary, OrderQuery,
-    Page, ReadingCursor, ReadingQuery, Rollup, StoreError, StoreStats, StoredReading,
+    AlarmQuery, DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary,
+    OrderQuery, Page, ReadingCursor, ReadingQuery, Rollup, StoreError, StoreStats, StoredReading,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -258,20 +258,23 @@ pub(crate) fn readings(
     })
 }
 
+/// Hourly rollups of one device in `[from, to)`, of every field or of `field`.
 pub(crate) fn rollups(
     conn: &Connection,
     serial: &Serial,
+    field: Option<&str>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<Rollup>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT hour, field, count, sum, min, max, last FROM rollups \
-             WHERE serial = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY hour, field",
+             WHERE serial = ?1 AND hour >= ?2 AND hour < ?3 AND (?4 IS NULL OR field = ?4) \
+             ORDER BY hour, field",
         )
         .map_err(sql_err)?;
     let rows = stmt
-        .query(params![serial.as_str(), ms(from), ms(to)])
+        .query(params![serial.as_str(), ms(from), ms(to), field])
         .map_err(sql_err)?;
     collect(rows, |row| {
         Ok(Rollup {
@@ -319,20 +322,61 @@ fn episode_from(row: &Row<'_>) -> Result<AlarmEpisode, StoreError> {
 
 pub(crate) fn alarm_episodes(
     conn: &Connection,
-    serial: &Serial,
-    limit: usize,
-) -> Result<Vec<AlarmEpisode>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            // by start, not by id: an imported episode is written after the live ones it
-            // may predate
-            "SELECT {EPISODE_COLS} FROM alarm_episodes WHERE serial = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2"
-        ))
-        .map_err(sql_err)?;
-    let rows = stmt
-        .query(params![serial.as_str(), page_limit(limit) as i64])
-        .map_err(sql_err)?;
-    collect(rows, episode_from)
+    q: &AlarmQuery,
+) -> Result<Page<AlarmEpisode>, StoreError> {
+    let limit = page_limit(q.limit);
+    let mut sql = format!("SELECT {EPISODE_COLS} FROM alarm_episodes WHERE serial = ?");
+    let mut args: Vec<SqlValue> = vec![SqlValue::Text(q.serial.as_str().to_owned())];
+    match q.active {
+        Some(true) => sql.push_str(" AND ended_at IS NULL"),
+        Some(false) => sql.push_str(" AND ended_at IS NOT NULL"),
+        None => {}
+    }
+    if let Some(severity) = q.severity {
+        sql.push_str(" AND severity = ?");
+        args.push(SqlValue::Text(severity.as_str().to_owned()));
+    }
+    if let Some(code) = &q.code {
+        sql.push_str(" AND code = ?");
+        args.push(SqlValue::Text(code.as_str().to_owned()));
+    }
+    if let Some(from) = q.from {
+        sql.push_str(" AND started_at >= ?");
+        args.push(SqlValue::Integer(ms(from)));
+    }
+    if let Some(to) = q.to {
+        sql.push_str(" AND started_at < ?");
+        args.push(SqlValue::Integer(ms(to)));
+    }
+    if let Some(after) = q.after {
+        sql.push_str(" AND (started_at < ? OR (started_at = ? AND id < ?))");
+        args.extend([
+            SqlValue::Integer(after.ts_ms),
+            SqlValue::Integer(after.ts_ms),
+            SqlValue::Integer(after.seq),
+        ]);
+    }
+    // by start, not by id: an imported episode is written after the live ones it may
+    // predate
+    sql.push_str(" ORDER BY started_at DESC, id DESC LIMIT ?");
+    args.push(SqlValue::Integer(limit as i64));
+    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+    let items = collect(
+        stmt.query(params_from_iter(args)).map_err(sql_err)?,
+        episode_from,
+    )?;
+    let next = (items.len() == limit)
+        .then(|| {
+            items.last().map(|e| {
+                ReadingCursor {
+                    ts_ms: ms(e.started_at),
+                    seq: e.id,
+                }
+                .to_string()
+            })
+        })
+        .flatten();
+    Ok(Page { items, next })
 }
 
 pub(crate) const ORDER_COLS: &str = "id, serial, cause, kind, priority, status, title, solution, skills, parts, labour_minutes, \
@@ -392,7 +436,30 @@ pub(crate) fn order_from(row: &Row<'_>) -> Result<Order, StoreError> {
             .transpose()
             .map_err(json_err)?,
         cancel_at: row.get::<_, Option<i64>>(31).map_err(sql_err)?.map(from_ms),
+        device: None,
     })
+}
+
+/// Fills in each order's device as the registry has it now (one lookup per device of
+/// the page), so an order follows its device's moves and updates.
+pub(crate) fn attach_devices(conn: &Connection, orders: &mut [Order]) -> Result<(), StoreError> {
+    let mut seen: std::collections::HashMap<Serial, Option<OrderDevice>> =
+        std::collections::HashMap::new();
+    for o in orders.iter_mut() {
+        if !seen.contains_key(&o.serial) {
+            let device = device_row(conn, &o.serial)?.map(|d| OrderDevice {
+                model: d.model,
+                kind: d.kind,
+                region: d.region,
+                address: d.address,
+                criticality: d.criticality,
+                firmware: d.firmware,
+            });
+            seen.insert(o.serial.clone(), device);
+        }
+        o.device = seen[&o.serial].clone();
+    }
+    Ok(())
 }
 
 /// Fills in the tasks bundled into each order (one query for the page).
@@ -477,6 +544,7 @@ pub(crate) fn list_orders(conn: &Connection, q: &OrderQuery) -> Result<Page<Orde
         order_from,
     )?;
     attach_tasks(conn, &mut items)?;
+    attach_devices(conn, &mut items)?;
     let next = (items.len() == limit)
         .then(|| items.last().map(|o| o.id.to_string()))
         .flatten();
@@ -493,6 +561,7 @@ pub(crate) fn order(conn: &Connection, id: i64) -> Result<Option<Order>, StoreEr
     };
     let mut order = [order_from(row)?];
     attach_tasks(conn, &mut order)?;
+    attach_devices(conn, &mut order)?;
     let [order] = order;
     Ok(Some(order))
 }

@@ -41,7 +41,7 @@ async fn fixture() -> Fixture {
     let store = SqliteStore::open(
         &dir.path().join("as_of.db"),
         StoreOptions {
- clock: Default::default(),
+            clock: Default::default(),
             catalog: catalog.clone(),
             rules: Arc::new(CatalogRules::new(policy.clone())),
             unknown_device: fleetpulse_domain::store::UnknownDevicePolicy::AutoRegister,

@@ -19,7 +19,7 @@ async fn open(path: &Path) -> SqliteStore {
     SqliteStore::open(
         path,
         StoreOptions {
- clock: Default::default(),
+            clock: Default::default(),
             catalog,
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: UnknownDevicePolicy::AutoRegister,

@@ -75,7 +75,7 @@ async fn open(dir: &std::path::Path) -> SqliteStore {
     let store = SqliteStore::open(
         &dir.join("fleetpulse.db"),
         StoreOptions {
- clock: Default::default(),
+            clock: Default::default(),
             catalog,
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: UnknownDevicePolicy::AutoRegister,

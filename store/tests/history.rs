@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{TimeZone, Utc};
 use fleetpulse_domain::dispatch::Dispatch;
 use fleetpulse_domain::reliability::{ImportKind, ImportReport, ReliabilitySource};
-use fleetpulse_domain::store::{NewDevice, Store, UnknownDevicePolicy};
+use fleetpulse_domain::store::{AlarmQuery, NewDevice, Store, UnknownDevicePolicy};
 use fleetpulse_domain::{Catalog, ModelId, Policy, Serial};
 use fleetpulse_rules::CatalogRules;
 use fleetpulse_store::{Durability, SqliteStore, StoreOptions};
@@ -63,7 +63,7 @@ async fn open(path: &Path) -> SqliteStore {
     SqliteStore::open(
         path,
         StoreOptions {
- clock: Default::default(),
+            clock: Default::default(),
             catalog: Arc::new(catalog()),
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: UnknownDevicePolicy::AutoRegister,
@@ -676,9 +676,19 @@ async fn past_alarm_events_load_as_ended_episodes_the_predictors_read_and_raise_
 
     // read back, newest first by start
     let pm = store
-        .alarm_episodes(&sn("PM-0500"), 10)
+        .alarm_episodes(AlarmQuery {
+            serial: sn("PM-0500"),
+            active: None,
+            severity: None,
+            code: None,
+            from: None,
+            to: None,
+            after: None,
+            limit: 10,
+        })
         .await
-        .expect("episodes");
+        .expect("episodes")
+        .items;
     type Seen<'a> = (&'a str, Option<&'a str>, Option<f64>, Option<f64>, bool);
     let got: Vec<Seen<'_>> = pm
         .iter()
@@ -711,9 +721,19 @@ async fn past_alarm_events_load_as_ended_episodes_the_predictors_read_and_raise_
         .await
         .expect("commit");
     let oc = store
-        .alarm_episodes(&sn("OC5-0500"), 10)
+        .alarm_episodes(AlarmQuery {
+            serial: sn("OC5-0500"),
+            active: None,
+            severity: None,
+            code: None,
+            from: None,
+            to: None,
+            after: None,
+            limit: 10,
+        })
         .await
-        .expect("episodes");
+        .expect("episodes")
+        .items;
     let got: Vec<(&str, bool, Option<chrono::DateTime<Utc>>)> = oc
         .iter()
         .map(|e| (e.code.as_str(), e.imported, e.ended_at))

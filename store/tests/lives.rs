@@ -62,7 +62,7 @@ async fn open(path: &Path) -> SqliteStore {
     SqliteStore::open(
         path,
         StoreOptions {
- clock: Default::default(),
+            clock: Default::default(),
             catalog: Arc::new(catalog),
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: UnknownDevicePolicy::AutoRegister,

@@ -72,7 +72,7 @@ async fn open(path: &Path) -> SqliteStore {
     SqliteStore::open(
         path,
         StoreOptions {
- clock: Default::default(),
+            clock: Default::default(),
             catalog,
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: UnknownDevicePolicy::Reject,

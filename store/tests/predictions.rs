@@ -41,7 +41,7 @@ async fn fixture(max_per_hour: u32, max_per_region: u32) -> Fixture {
     let store = SqliteStore::open(
         &dir.path().join("p.db"),
         StoreOptions {
- clock: Default::default(),
+            clock: Default::default(),
             catalog: catalog.clone(),
             rules: Arc::new(CatalogRules::new(policy.clone())),
             unknown_device: fleetpulse_domain::store::UnknownDevicePolicy::AutoRegister,

@@ -25,7 +25,7 @@ async fn open(dir: &std::path::Path) -> (SqliteStore, Arc<Policy>) {
     let store = SqliteStore::open(
         &dir.join("fleetpulse.db"),
         StoreOptions {
- clock: Default::default(),
+            clock: Default::default(),
             catalog,
             rules: Arc::new(CatalogRules::new(policy.clone())),
             unknown_device: UnknownDevicePolicy::AutoRegister,

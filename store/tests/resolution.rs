@@ -38,7 +38,7 @@ async fn fixture_with(catalog: &str) -> Fixture {
     let store = SqliteStore::open(
         &dir.path().join("resolution.db"),
         StoreOptions {
- clock: Default::default(),
+            clock: Default::default(),
             catalog: catalog.clone(),
             rules: Arc::new(CatalogRules::new(policy.clone())),
             unknown_device: UnknownDevicePolicy::Reject,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use fleetpulse_domain::dispatch::Dispatch;
 use fleetpulse_domain::store::{
-    DeadLetterQuery, DeviceQuery, IngestBatch, NewDeadLetter, NewDevice, OrderQuery, ReadingQuery,
-    SpoolStats, Store, StoreError, UnknownDevicePolicy,
+    AlarmQuery, DeadLetterQuery, DeviceQuery, IngestBatch, NewDeadLetter, NewDevice, OrderQuery,
+    ReadingQuery, SpoolStats, Store, StoreError, UnknownDevicePolicy,
 };
 use fleetpulse_domain::telemetry::{RejectReason, TelemetryLimits, parse_telemetry};
 use fleetpulse_domain::{Catalog, LifecycleStatus, OrderStatus, Policy, Priority, Reading, Serial};
@@ -29,7 +29,7 @@ async fn open_with_spool(path: &Path, unknown: UnknownDevicePolicy, spool: bool)
     SqliteStore::open(
         path,
         StoreOptions {
- clock: Default::default(),
+            clock: Default::default(),
             catalog,
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: unknown,
@@ -44,6 +44,20 @@ async fn open_with_spool(path: &Path, unknown: UnknownDevicePolicy, spool: bool)
 
 fn sn(s: &str) -> Serial {
     Serial::parse(s).expect("serial")
+}
+
+/// A query of a device's alarm episodes without filters: the first 100.
+fn every_alarm_of(serial: &str) -> AlarmQuery {
+    AlarmQuery {
+        serial: sn(serial),
+        active: None,
+        severity: None,
+        code: None,
+        from: None,
+        to: None,
+        after: None,
+        limit: 100,
+    }
 }
 
 fn t0() -> DateTime<Utc> {
@@ -206,9 +220,10 @@ async fn alarm_episodes_open_and_close_with_their_duration() {
         .await
         .expect("commit");
     let eps = store
-        .alarm_episodes(&sn("OC3"), 10)
+        .alarm_episodes(every_alarm_of("OC3"))
         .await
-        .expect("episodes");
+        .expect("episodes")
+        .items;
     assert_eq!(eps.len(), 2);
     let w = eps
         .iter()
@@ -512,7 +527,7 @@ async fn data_survives_reopening_and_a_newer_schema_is_refused() {
     let err = SqliteStore::open(
         &path,
         StoreOptions {
- clock: Default::default(),
+            clock: Default::default(),
             catalog,
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: UnknownDevicePolicy::AutoRegister,
@@ -1003,6 +1018,66 @@ async fn a_reading_that_escalates_priority_is_a_new_version_with_its_event() {
         "{:?}",
         escalated.data
     );
+}
+
+#[tokio::test]
+async fn an_order_carries_its_device_as_the_registry_has_it_when_read() {
+    use fleetpulse_domain::dispatch::{Actor, StatusChange};
+    use fleetpulse_domain::order::OrderDevice;
+    use fleetpulse_domain::{Criticality, DeviceKind};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;
+    let low = reading(
+        "OC5-CTX",
+        1,
+        t0(),
+        json!({"filter_life_pct": 14.0, "fw": "2.4.1"}),
+    );
+    store.commit_batch(batch(vec![low])).await.expect("commit");
+    let raised = only_order(&store, "OC5-CTX").await;
+    let device = |region: Option<&str>, address: Option<&str>, criticality| {
+        Some(OrderDevice {
+            model: Some(fleetpulse_domain::ModelId::parse("OC-5A").expect("model")),
+            kind: Some(DeviceKind::OxygenConcentrator),
+            region: region.map(str::to_owned),
+            address: address.map(str::to_owned),
+            criticality,
+            firmware: Some("2.4.1".to_owned()),
+        })
+    };
+    assert_eq!(
+        raised.device,
+        device(None, None, Criticality::High),
+        "{raised:?}"
+    );
+
+    // the device moves after the order was raised: the order shows where it is now
+    store
+        .change_device_status(
+            &sn("OC5-CTX"),
+            StatusChange {
+                status: LifecycleStatus::AtCustomer,
+                criticality: Some(Criticality::LifeSupporting),
+                region: Some("north".into()),
+                address: Some("2 Dock Road".into()),
+                reason: None,
+            },
+            Actor("test".into()),
+        )
+        .await
+        .expect("status");
+    let moved = device(
+        Some("north"),
+        Some("2 Dock Road"),
+        Criticality::LifeSupporting,
+    );
+    let listed = only_order(&store, "OC5-CTX").await;
+    let one = store.order(raised.id).await.expect("read").expect("order");
+    for o in [&listed, &one] {
+        assert_eq!(o.device, moved, "{o:?}");
+        // read with the order, not written to it: the order itself did not change
+        assert_eq!(o.version, raised.version, "{o:?}");
+    }
 }
 
 #[tokio::test]

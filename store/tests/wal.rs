@@ -50,7 +50,7 @@ impl Setup {
         SqliteStore::open(
             &self.path,
             StoreOptions {
- clock: Default::default(),
+                clock: Default::default(),
                 catalog: self.catalog.clone(),
                 rules: Arc::new(CatalogRules::new(self.policy.clone())),
                 unknown_device: UnknownDevicePolicy::AutoRegister,

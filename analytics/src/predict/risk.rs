@@ -796,18 +796,21 @@ fn empty_metrics() -> ValidationMetrics {
 }
 
 /// Trains, validates and decides on one failure mode, its operating threshold chosen on
-/// its own (`target_precision` for this mode's warnings); `None` when no device has it.
+/// its own (`target_precision` for this mode's warnings). A mode the data cannot train
+/// (no device of its models, too short a history, too few failures) answers an
+/// undeployed report whose `decision` says why.
 pub fn train_mode(
     catalog: &Catalog,
     data: &PredictionData,
     mode: &str,
     options: &PredictOptions,
     current: Option<&TrainedModel>,
-) -> Option<TrainedModel> {
-    fit_mode(catalog, data, mode, options, current).map(|f| f.model)
+) -> TrainedModel {
+    fit_mode(catalog, data, mode, options, current).model
 }
 
-/// Trains every failure mode of the catalog (`current`: the deployed models so far).
+/// Trains every failure mode of the catalog (`current`: the deployed models so far): one
+/// model per mode, those not trained with the reason in their report's `decision`.
 /// With `fleet_thresholds`, the deployed models' operating thresholds are then chosen
 /// together ([`choose_fleet_thresholds`]): the most failures warned ahead over all modes
 /// with the precision of all their warnings, replayed over the training window, at least
@@ -822,7 +825,7 @@ pub fn train_modes(
 ) -> Vec<TrainedModel> {
     let mut fits: Vec<ModeFit> = failure_modes(catalog)
         .iter()
-        .filter_map(|mode| {
+        .map(|mode| {
             let cur = current
                 .iter()
                 .filter(|m| m.report.deployed && m.report.failure_mode == *mode)
@@ -1084,22 +1087,98 @@ fn fit_logistic(
     ))
 }
 
+/// Confirmed (not retracted) failures of `mode` in the data, up to its as-of.
+fn failures_of(data: &PredictionData, mode: &str) -> usize {
+    data.devices
+        .iter()
+        .flat_map(|d| &d.failures)
+        .filter(|f| !f.retracted && f.failure_mode.as_deref() == Some(mode))
+        .filter(|f| data.as_of.is_none_or(|t| f.at < t))
+        .count()
+}
+
+/// The report of a mode whose data give no training window at all (`why`), so that
+/// every mode of the catalog answers: not deployed, every window bound at `end`.
+fn too_little_data(
+    mode: &str,
+    options: &PredictOptions,
+    horizon_days: f64,
+    data: &PredictionData,
+    end: DateTime<Utc>,
+    why: String,
+) -> ModeFit {
+    let failures = failures_of(data, mode);
+    ModeFit::untrained(TrainedModel {
+        report: ModelReport {
+            version: format!("risk-{mode}-{}", end.format("%Y%m%dT%H%M%SZ")),
+            failure_mode: mode.to_owned(),
+            algorithm: options.learner.as_str().to_owned(),
+            trained_at: end,
+            as_of: data.as_of,
+            horizon_days,
+            train_from: end,
+            train_to: end,
+            validate_from: end,
+            validate_to: end,
+            features: Vec::new(),
+            metrics: empty_metrics(),
+            baselines: BTreeMap::new(),
+            deployed: false,
+            serving: None,
+            decision: format!(
+                "not trained: {why}; {failures} failure{} of this mode in the data, at least {} needed in the training window",
+                if failures == 1 { "" } else { "s" },
+                options.min_positives
+            ),
+            field: field_outcomes(data, mode),
+        },
+        parameters: serde_json::Value::Null,
+    })
+}
+
 fn fit_mode(
     catalog: &Catalog,
     data: &PredictionData,
     mode: &str,
     options: &PredictOptions,
     current: Option<&TrainedModel>,
-) -> Option<ModeFit> {
+) -> ModeFit {
     let models = models_with_mode(catalog, mode);
     let model_ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
-    let end = data_end(data)?;
-    let start = data
+    let horizon_days = warning_horizon_days(catalog, mode).unwrap_or(options.horizon_days);
+    let Some(end) = data_end(data) else {
+        return too_little_data(
+            mode,
+            options,
+            horizon_days,
+            data,
+            DateTime::UNIX_EPOCH,
+            "the data have no as-of time and no device's daily runtime".to_owned(),
+        );
+    };
+    let Some(start) = data
         .devices
         .iter()
         .filter(|d| d.model.as_deref().is_some_and(|m| model_ids.contains(&m)))
         .filter_map(first_day)
-        .min()?;
+        .min()
+    else {
+        return too_little_data(
+            mode,
+            options,
+            horizon_days,
+            data,
+            end,
+            format!(
+                "no device of {} has daily runtime history in the data",
+                if model_ids.is_empty() {
+                    "any catalog model".to_owned()
+                } else {
+                    model_ids.join(", ")
+                }
+            ),
+        );
+    };
     let spec = feature_spec(catalog, data, mode);
     let names = spec.names();
     let mut warning_codes: Vec<String> = models
@@ -1111,12 +1190,25 @@ fn fit_mode(
     warning_codes.sort();
     warning_codes.dedup();
 
-    let horizon_days = warning_horizon_days(catalog, mode).unwrap_or(options.horizon_days);
     let horizon = Duration::seconds((horizon_days * 86_400.0) as i64);
     let first = ceil_midnight(start + Duration::days(WARM_UP_DAYS));
     let last = end - horizon;
     if last <= first {
-        return None;
+        let days = |d: Duration| d.num_seconds() as f64 / 86_400.0;
+        return too_little_data(
+            mode,
+            options,
+            horizon_days,
+            data,
+            end,
+            format!(
+                "{:.1} days of history (from {} to {}), more than {:.1} needed ({WARM_UP_DAYS} days of warm-up before the first sample, then its {horizon_days}-day horizon)",
+                days(end - start),
+                start.format("%Y-%m-%d"),
+                end.format("%Y-%m-%d %H:%M"),
+                days(first - start + horizon),
+            ),
+        );
     }
     let samples = build_samples(
         data,
@@ -1167,7 +1259,7 @@ fn fit_mode(
             field: field_outcomes(data, mode),
         };
     if train_pos < options.min_positives || valid_pos == 0 || train.len() == train_pos {
-        return Some(ModeFit::untrained(TrainedModel {
+        return ModeFit::untrained(TrainedModel {
             report: report(
                 empty_metrics(),
                 BTreeMap::new(),
@@ -1179,7 +1271,7 @@ fn fit_mode(
                 "",
             ),
             parameters: serde_json::Value::Null,
-        }));
+        });
     }
 
     // the model
@@ -1222,7 +1314,7 @@ fn fit_mode(
         Learner::GradientBoosting => fit_trees(&train, options).map(|g| params.trees = Some(g)),
     };
     if let Err(e) = fitted {
-        return Some(ModeFit::untrained(TrainedModel {
+        return ModeFit::untrained(TrainedModel {
             report: report(
                 empty_metrics(),
                 BTreeMap::new(),
@@ -1231,7 +1323,7 @@ fn fit_mode(
                 "",
             ),
             parameters: serde_json::Value::Null,
-        }));
+        });
     }
     let valid_labels: Vec<bool> = valid.iter().map(|s| s.label).collect();
 
@@ -1466,7 +1558,7 @@ fn fit_mode(
         fleet_note: String::new(),
     };
     fit.decide(options.min_mode_precision);
-    Some(fit)
+    fit
 }
 
 /// The scorer that serves a failure mode, from each candidate's warnings replayed over

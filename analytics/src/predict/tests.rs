@@ -192,13 +192,14 @@ fn service_due_from_the_last_service_or_the_next_meter_multiple() {
 }
 
 mod on_simulated_data {
+    use std::collections::BTreeMap;
     use std::sync::{Arc, OnceLock};
 
     use chrono::{DateTime, Duration, TimeZone, Utc};
     use fleetpulse_domain::Catalog;
-    use fleetpulse_domain::prediction::{DeviceHistory, Forecaster, PredictionData};
+    use fleetpulse_domain::prediction::{DeviceHistory, Forecaster, PredictionData, TrainedModel};
 
-    use crate::predict::{RiskParameters, train_mode, train_modes};
+    use crate::predict::{RiskParameters, failure_modes, train_mode, train_modes};
     use fleetpulse_simulator::{Fleet, FleetConfig, simulate};
 
     use crate::predict::risk::feature_spec;
@@ -299,8 +300,7 @@ mod on_simulated_data {
             ..PredictOptions::default()
         };
         let forecaster = CatalogForecaster::new(catalog.clone(), options.clone());
-        let sieve =
-            train_mode(catalog, data, "sieve_bed", &options, None).expect("a sieve bed model");
+        let sieve = train_mode(catalog, data, "sieve_bed", &options, None);
         let models = vec![sieve.clone()];
         let sieve = &models[0];
         let r = &sieve.report;
@@ -392,8 +392,7 @@ mod on_simulated_data {
         }
         assert!(dated * 2 > risk.len(), "{dated} of {} dated", risk.len());
         // a retrained model is compared with the current one and loses to itself
-        let again = train_mode(catalog, data, "sieve_bed", &options, Some(sieve))
-            .expect("a sieve bed model");
+        let again = train_mode(catalog, data, "sieve_bed", &options, Some(sieve));
         assert!(!again.report.deployed, "{}", again.report.decision);
         assert!(
             again.report.decision.contains("current model"),
@@ -438,7 +437,7 @@ mod on_simulated_data {
             learner: crate::predict::Learner::GradientBoosting,
             ..PredictOptions::default()
         };
-        let m = train_mode(catalog, data, "sieve_bed", &options, None).expect("a model");
+        let m = train_mode(catalog, data, "sieve_bed", &options, None);
         let r = &m.report;
         assert_eq!(r.algorithm, "gradient_boosting", "{}", r.decision);
         assert!(r.decision.contains("out-of-fold"), "{}", r.decision);
@@ -618,6 +617,99 @@ mod on_simulated_data {
                 .count()
                 == moved
         );
+    }
+
+    /// The shipped catalog (every model) over a small fleet for `days`.
+    fn small_fleet(days: u32) -> (Catalog, PredictionData) {
+        let catalog = Catalog::from_toml_str(include_str!("../../../config/catalog.toml"))
+            .expect("shipped catalog");
+        let config = FleetConfig {
+            devices: 24,
+            seed: 11,
+            serial_prefix: "S".into(),
+            untidy: None,
+        };
+        let mut fleet = Fleet::new(&config, &catalog).expect("fleet");
+        let start = Utc
+            .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+            .single()
+            .expect("start");
+        let (rec, _) = simulate(&mut fleet, &catalog, start, days);
+        let data = rec.snapshot(start + Duration::days(i64::from(days)));
+        (catalog, data)
+    }
+
+    /// The trained models' failure modes, sorted, and each decision by mode.
+    fn decisions(models: &[TrainedModel]) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for m in models {
+            assert!(!m.report.deployed, "{}", m.report.decision);
+            assert_eq!(m.report.serving, None, "{}", m.report.decision);
+            assert!(m.parameters.is_null(), "{}", m.report.decision);
+            let old = out.insert(m.report.failure_mode.clone(), m.report.decision.clone());
+            assert!(old.is_none(), "{} twice", m.report.failure_mode);
+        }
+        out
+    }
+
+    #[test]
+    fn every_catalog_mode_answers_a_report_with_its_reason_when_not_trained() {
+        let options = PredictOptions::default();
+        let all_modes = failure_modes(
+            &Catalog::from_toml_str(include_str!("../../../config/catalog.toml"))
+                .expect("shipped catalog"),
+        );
+        assert!(all_modes.len() > 3, "{all_modes:?}");
+
+        // 20 days: shorter than the warm-up, no training window at all
+        let (catalog, short) = small_fleet(20);
+        let got = decisions(&train_modes(&catalog, &short, &options, &[]));
+        assert_eq!(got.keys().cloned().collect::<Vec<_>>(), all_modes);
+        for (mode, d) in &got {
+            assert!(
+                d.starts_with("not trained: 20.0 days of history (from 2024-01-01 to 2024-01-21 00:00), more than "),
+                "{mode}: {d}"
+            );
+            assert!(d.contains("days of warm-up"), "{mode}: {d}");
+            assert!(
+                d.contains("failures of this mode in the data, at least 10 needed"),
+                "{mode}: {d}"
+            );
+        }
+
+        // 120 days of the OC-5A alone: its modes have a window but too few failures in it;
+        // the modes only other models have find no device
+        let (catalog, mut long) = small_fleet(120);
+        long.devices.retain(|d| d.model.as_deref() == Some("OC-5A"));
+        assert!(!long.devices.is_empty());
+        let got = decisions(&train_modes(&catalog, &long, &options, &[]));
+        assert_eq!(got.keys().cloned().collect::<Vec<_>>(), all_modes);
+        let oc = catalog
+            .models()
+            .find(|m| m.id.as_str() == "OC-5A")
+            .expect("OC-5A");
+        let (mut with, mut without) = (0, 0);
+        for (mode, d) in &got {
+            if catalog.failure_mode(oc.id.as_str(), mode).is_some() {
+                with += 1;
+                assert!(
+                    d.starts_with("not trained: ")
+                        && d.contains("failures in the training window (at least 10 needed)"),
+                    "{mode}: {d}"
+                );
+            } else {
+                without += 1;
+                assert!(
+                    d.starts_with("not trained: no device of ")
+                        && d.contains(
+                            "has daily runtime history in the data; 0 failures of this mode"
+                        ),
+                    "{mode}: {d}"
+                );
+                assert!(!d.contains("OC-5A"), "{mode}: {d}");
+            }
+        }
+        assert!(with > 0 && without > 0, "{got:#?}");
     }
 }
 

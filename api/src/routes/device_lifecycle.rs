@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fleetpulse_domain::dispatch::{FailureEvent, StatusChange};
-use fleetpulse_domain::store::{Device, OrderQuery};
+use fleetpulse_domain::store::{AlarmQuery, Device, OrderQuery};
 use fleetpulse_domain::{Criticality, LifecycleStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -129,7 +129,20 @@ async fn history(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("device {serial} is not registered")))?;
     let status_history = state.dispatch.device_status_history(&serial).await?;
-    let alarms = state.store.alarm_episodes(&serial, 1000).await?;
+    let alarms = state
+        .store
+        .alarm_episodes(AlarmQuery {
+            serial: serial.clone(),
+            active: None,
+            severity: None,
+            code: None,
+            from: None,
+            to: None,
+            after: None,
+            limit: 1000,
+        })
+        .await?
+        .items;
     let orders = state
         .store
         .list_orders(OrderQuery {

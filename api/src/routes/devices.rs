@@ -6,11 +6,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Duration;
+use fleetpulse_domain::catalog::is_catalog_id;
 use fleetpulse_domain::store::{
-    Device, DeviceDetail, DeviceQuery, DeviceSummary, NewDevice, Page, ReadingQuery, Rollup,
-    StoreError, StoredReading,
+    AlarmQuery, Device, DeviceDetail, DeviceQuery, DeviceSummary, NewDevice, Page, ReadingQuery,
+    Rollup, StoreError, StoredReading,
 };
-use fleetpulse_domain::{AlarmEpisode, LifecycleStatus, ModelId, Serial};
+use fleetpulse_domain::{AlarmCode, AlarmEpisode, LifecycleStatus, ModelId, Serial, Severity};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -190,6 +191,9 @@ async fn readings(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RollupParams {
+    /// Only this field (`flow_lpm`, `runtime_hours`, …); default every field.
+    #[param(value_type = Option<String>, pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    field: Option<String>,
     /// Inclusive start hour (RFC 3339); default 24 h before `to`.
     #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
@@ -199,7 +203,7 @@ pub struct RollupParams {
 }
 
 /// Hourly rollups (count, sum, min, max, last per field) of one device in `[from, to)`,
-/// as a JSON array; the last 24 hours by default.
+/// as a JSON array; the last 24 hours by default; with `field`, of that field only.
 #[utoipa::path(get, path = "/api/v1/devices/{serial}/rollups", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), RollupParams), responses((status = 200, description = "Hourly rollups", body = Vec<Rollup>)))]
 async fn rollups(
     caller: Caller,
@@ -209,11 +213,22 @@ async fn rollups(
 ) -> Result<Json<Vec<Rollup>>, ApiError> {
     caller.require(READERS)?;
     let serial = extract::serial(&raw)?;
+    if let Some(f) = p.field.as_deref()
+        && !is_catalog_id(f)
+    {
+        return Err(ApiError::parameter(
+            "field",
+            format!("{f:?} is not a field name ([a-z][a-z0-9_]{{0,63}})"),
+        ));
+    }
     let from = extract::time("from", p.from.as_deref())?;
     let to = extract::time("to", p.to.as_deref())?.unwrap_or(state.clock.now());
     let from = from.unwrap_or(to - Duration::hours(DEFAULT_ROLLUP_WINDOW_HOURS));
     extract::ordered_range(Some(from), Some(to))?;
-    let rows = state.store.rollups(&serial, from, to).await?;
+    let rows = match p.field.as_deref() {
+        Some(field) => state.store.field_rollups(&serial, field, from, to).await?,
+        None => state.store.rollups(&serial, from, to).await?,
+    };
     if rows.is_empty() {
         ensure_registered(&state, &serial).await?;
     }
@@ -225,29 +240,65 @@ async fn rollups(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlarmParams {
-    /// At most this many episodes, 1 to 1000 (default 100).
+    /// `true`: only episodes still open; `false`: only ended ones; absent: both.
+    #[param(value_type = Option<bool>)]
+    active: Option<String>,
+    /// Only this severity (from the catalog when the episode opened).
+    #[param(value_type = Option<Severity>)]
+    severity: Option<String>,
+    /// Only this alarm code, e.g. `E101`.
+    #[param(value_type = Option<String>, pattern = "^[A-Za-z0-9._-]{1,32}$")]
+    code: Option<String>,
+    /// Episodes that started at or after this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
+    from: Option<String>,
+    /// Episodes that started before this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
+    to: Option<String>,
+    /// The `next` cursor of the previous page.
+    #[param(value_type = Option<String>, pattern = "^-?[0-9]{1,18}_[0-9]{1,18}$")]
+    after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
-/// Alarm episodes of one device, newest first (by start), as a JSON array; an episode
-/// still active has `ended_at: null`; one loaded by `POST /api/v1/history/import/alarms`
-/// has `imported: true`.
-#[utoipa::path(get, path = "/api/v1/devices/{serial}/alarms", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), AlarmParams), responses((status = 200, description = "Alarm episodes, newest first", body = Vec<AlarmEpisode>)))]
+/// Alarm episodes of one device, newest first (by start, then id), keyset-paginated:
+/// `{"items": [...], "next": cursor|null}`; pass `next` back as `after`. Filters
+/// combine: `?active=true&severity=critical`. An episode still active has
+/// `ended_at: null`; one loaded by `POST /api/v1/history/import/alarms` has
+/// `imported: true`.
+#[utoipa::path(get, path = "/api/v1/devices/{serial}/alarms", tag = "devices", params(("serial" = String, Path, description = "device serial", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), AlarmParams), responses((status = 200, description = "Alarm episodes, newest first, keyset-paginated", body = Page<AlarmEpisode>)))]
 async fn alarms(
     caller: Caller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
     Query(p): Query<AlarmParams>,
-) -> Result<Json<Vec<AlarmEpisode>>, ApiError> {
+) -> Result<Json<Page<AlarmEpisode>>, ApiError> {
     caller.require(READERS)?;
     let serial = extract::serial(&raw)?;
-    let limit = extract::limit(p.limit.as_deref(), LIST_LIMIT)?;
-    let rows = state.store.alarm_episodes(&serial, limit).await?;
-    if rows.is_empty() {
+    let from = extract::time("from", p.from.as_deref())?;
+    let to = extract::time("to", p.to.as_deref())?;
+    extract::ordered_range(from, to)?;
+    let query = AlarmQuery {
+        serial: serial.clone(),
+        active: extract::optional("active", p.active.as_deref(), |s| match s {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(format!("active = {other:?} is not one of true, false")),
+        })?,
+        severity: extract::one_of::<Severity>("severity", p.severity.as_deref())?,
+        code: extract::optional("code", p.code.as_deref(), AlarmCode::parse)?,
+        from,
+        to,
+        after: extract::reading_cursor(p.after.as_deref())?,
+        limit: extract::limit(p.limit.as_deref(), LIST_LIMIT)?,
+    };
+    let page = state.store.alarm_episodes(query).await?;
+    if page.items.is_empty() {
         ensure_registered(&state, &serial).await?;
     }
-    Ok(Json(rows))
+    Ok(Json(page))
 }
 
 /// Registers one device as `POST /api/v1/devices` and each row of an import do, with

@@ -562,7 +562,9 @@ fn context(period: Period, data: &ReliabilityData, report: &ReliabilityReport) -
         sample: Sample {
             devices: data.devices.len(),
             exposure_rows: data.exposure.len(),
-            operating_hours: data.exposure.iter().map(|e| e.hours).sum(),
+            // from +0.0: `Sum` of no f64 is -0.0 (a period without exposure, e.g. imported
+            // failures without meter history, would print `-0.0`)
+            operating_hours: data.exposure.iter().fold(0.0, |sum, e| sum + e.hours),
             failures: data.failures.len(),
             repairs: data.repairs.len(),
             alarms: data.alarms.len(),

@@ -76,7 +76,7 @@ async fn open(path: &std::path::Path) -> anyhow::Result<SqliteStore> {
     Ok(SqliteStore::open(
         path,
         StoreOptions {
- clock: Default::default(),
+            clock: Default::default(),
             catalog,
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: UnknownDevicePolicy::AutoRegister,

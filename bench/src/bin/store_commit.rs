@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
     let policy = Policy::from_toml_str(include_str!("../../../config/policy.toml"))
         .context("the shipped policy")?;
     let opts = StoreOptions {
- clock: Default::default(),
+        clock: Default::default(),
         catalog: Arc::new(catalog),
         rules: Arc::new(CatalogRules::new(Arc::new(policy))),
         unknown_device: UnknownDevicePolicy::AutoRegister,

@@ -77,7 +77,10 @@ async fn demo_tells_the_truth_in_its_first_minute() -> anyhow::Result<()> {
             .or_default() += 1;
     }
     let truth_failures: u64 = failures_by_model.values().sum();
-    assert!(truth_failures >= 40, "the history holds {truth_failures} failures");
+    assert!(
+        truth_failures >= 40,
+        "the history holds {truth_failures} failures"
+    );
 
     // MTBF per model over the history: the failures are the simulator's (an open one at
     // the end may be recorded live a moment later), and each MTBF's bounds hold the
@@ -113,7 +116,10 @@ async fn demo_tells_the_truth_in_its_first_minute() -> anyhow::Result<()> {
         assert!(lo <= truth_mtbf && truth_mtbf <= hi, "{model}: {row}");
         // operating hours come from the history's meters: months of them per device
         let devices = row["devices"].as_f64().unwrap_or(0.0);
-        assert!(hours > devices * 6.0 * 300.0, "{model}: {hours} h on {devices} devices");
+        assert!(
+            hours > devices * 6.0 * 300.0,
+            "{model}: {hours} h on {devices} devices"
+        );
     }
 
     // Weibull β per failure mode, against the simulator's configured shapes.
@@ -176,7 +182,9 @@ async fn demo_tells_the_truth_in_its_first_minute() -> anyhow::Result<()> {
     assert!(distinct("status") >= 2, "statuses");
     assert!(distinct("criticality") >= 2, "criticalities");
     assert!(items.iter().all(|d| d["address"].is_string()), "addresses");
-    let north = app.get_ok("/api/v1/devices?region=north&limit=1000").await?;
+    let north = app
+        .get_ok("/api/v1/devices?region=north&limit=1000")
+        .await?;
     assert!(
         north["items"].as_array().is_some_and(|a| !a.is_empty()),
         "{north}"
@@ -235,14 +243,15 @@ async fn demo_tells_the_truth_in_its_first_minute() -> anyhow::Result<()> {
     );
     let mut by_state = BTreeMap::new();
     for state in ["on_track", "at_risk", "breached"] {
-        let n = app
-            .orders(&format!("status=open&sla={state}"))
-            .await?
-            .len();
+        let n = app.orders(&format!("status=open&sla={state}")).await?.len();
         by_state.insert(state, n);
     }
     eprintln!("open orders by SLA state: {by_state:?}");
-    assert_eq!(by_state.values().sum::<usize>(), orders.len(), "{by_state:?}");
+    assert_eq!(
+        by_state.values().sum::<usize>(),
+        orders.len(),
+        "{by_state:?}"
+    );
     let queue = app.get("/api/v1/orders/queue").await?;
     assert_eq!(queue.0, 200, "{:?}", queue.1);
 
