@@ -142,7 +142,7 @@ pub fn history_files(
         },
         ..HistoryFiles::default()
     };
-    let mut draw = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_de30);
+    let mut draw = ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_de30);
     let mut devices = String::from(
         "serial,model,status,criticality,region,address,commissioned_at,runtime_hours_at_registration,observed_from\n",
     );

@@ -581,7 +581,11 @@ async fn devices_are_listed_by_region_and_criticality() {
     let store = open(&dir.path().join("a.db"), UnknownDevicePolicy::AutoRegister).await;
     for (serial, region, criticality) in [
         ("RG1", "north", Some(fleetpulse_domain::Criticality::High)),
-        ("RG2", "north", Some(fleetpulse_domain::Criticality::Standard)),
+        (
+            "RG2",
+            "north",
+            Some(fleetpulse_domain::Criticality::Standard),
+        ),
         ("RG3", "south", Some(fleetpulse_domain::Criticality::High)),
     ] {
         store
