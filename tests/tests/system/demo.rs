@@ -226,7 +226,7 @@ async fn demo_tells_the_truth_in_its_first_minute() -> anyhow::Result<()> {
     let orders = app.orders("status=open").await?;
     let risk: Vec<&Value> = orders
         .iter()
-        .filter(|o| o["cause"] == json!("failure_risk") || o["cause"] == json!("filter_forecast"))
+        .filter(|o| o["origin"] == json!("prediction"))
         .collect();
     eprintln!(
         "first minute: {} open orders, {} raised from predictions",
@@ -234,8 +234,12 @@ async fn demo_tells_the_truth_in_its_first_minute() -> anyhow::Result<()> {
         risk.len()
     );
     assert!(
-        risk.iter().any(|o| !o["evidence"].is_null()),
-        "prediction orders carry their evidence"
+        !risk.is_empty() && risk.iter().all(|o| o["evidence"].is_object()),
+        "orders raised from predictions, each with its evidence"
+    );
+    assert!(
+        orders.iter().all(|o| o["device"]["region"].is_string()),
+        "orders carry their device's region"
     );
     assert!(
         orders.iter().all(|o| o["sla"]["complete_by"].is_string()),
