@@ -103,3 +103,35 @@ fn a_taken_device_port_names_the_setting() {
         "{text}"
     );
 }
+
+/// A taken HTTP port stops the start before any listener says "listening" (issue 23):
+/// the device endpoint used to announce itself first, then the start failed on the API's
+/// port, and a script waiting for the endpoint's line went on with a dead process.
+#[test]
+fn a_taken_http_port_stops_the_start_before_anything_listens() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for command in ["serve", "demo"] {
+        let mut args = vec![
+            command,
+            "--http",
+            &addr,
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--data",
+            dir.path().to_str().expect("utf-8"),
+        ];
+        if command == "demo" {
+            args.extend(["--devices", "3", "--history-days", "2"]);
+        }
+        let (ok, text) = run(&args, &[]);
+        assert!(!ok, "{command} must fail: {text}");
+        assert!(
+            text.contains("http.listen") && text.contains(&addr),
+            "{command}: {text}"
+        );
+        assert!(!text.contains("listening"), "{command}: {text}");
+        assert!(!text.contains("history loaded"), "{command}: {text}");
+    }
+}
