@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use fleetpulse_domain::{AlarmCode, Catalog, Serial};
-use fleetpulse_simulator::{Fleet, FleetConfig};
+use fleetpulse_simulator::{Fleet, FleetClock, FleetConfig};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -187,10 +187,9 @@ impl ModbusFleet {
         }
         let states: Vec<Arc<DeviceState>> = devices.iter().map(|d| d.state.clone()).collect();
         let clock = cfg.clock;
-        let mut last = clock.now();
-        refresh(&mut fleet, &states, 0.0, last);
         let tick = cfg.tick.max(Duration::from_millis(10));
-        let sim_dt_hours = cfg.speed.max(0.0) * tick.as_secs_f64() / 3600.0;
+        let mut steps = FleetClock::new(clock, cfg.speed.max(0.0) * tick.as_secs_f64() / 3600.0);
+        refresh(&mut fleet, &states, 0.0, steps.last);
         tasks.spawn(async move {
             let mut interval = tokio::time::interval(tick);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -199,14 +198,8 @@ impl ModbusFleet {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = interval.tick() => {
-                        let now = clock.now();
-                        let dt = if clock.is_simulated() {
-                            (now - last).num_milliseconds().max(0) as f64 / 3_600_000.0
-                        } else {
-                            sim_dt_hours
-                        };
-                        last = now.max(last);
-                        refresh(&mut fleet, &states, dt, now);
+                        let (hours, now) = steps.tick();
+                        refresh(&mut fleet, &states, hours, now);
                     }
                 }
             }

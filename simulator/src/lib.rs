@@ -66,7 +66,7 @@ pub use fleet::{Fleet, FleetConfig, FleetError, Message};
 pub use history::{HistoryRecorder, simulate};
 pub use outbox::OutboxFull;
 pub use publisher::{FirmwarePublisher, LinkError};
-pub use runner::{SimConfig, SimError, SimReport, run, run_fleet, run_with};
+pub use runner::{FleetClock, SimConfig, SimError, SimReport, run, run_fleet, run_with};
 pub use swarm::{Swarm, SwarmConfig, SwarmCounters, SwarmError, SwarmReport, SwarmSnapshot};
 pub use truth::{PrecursorStart, TruthEvent};
 pub use untidy::Untidy;

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use fleetpulse_domain::Catalog;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
@@ -160,11 +161,11 @@ pub async fn run_fleet(
     let sim_dt_hours = step_hours(&cfg)?;
     let endpoint =
         Endpoint::parse(&cfg.mqtt_url)?.require_tls_config(link_options.tls.is_some())?;
-    let clock = cfg.clock;
-    let mut last_stamp = match clock {
-        fleetpulse_domain::Clock::Simulated { start, .. } => start,
-        other => other.now(),
-    };
+    let mut steps = FleetClock::new(cfg.clock, sim_dt_hours);
+    if let fleetpulse_domain::Clock::Simulated { start, .. } = cfg.clock {
+        // the fleet stands at the clock's start (where its history ended)
+        steps.last = start;
+    }
     let mut truth = TruthSink::open(cfg.ground_truth_path.clone()).await?;
 
     let spacing =
@@ -206,13 +207,7 @@ pub async fn run_fleet(
             _ = sleep_until_opt(end) => break,
             _ = ticker.tick() => {}
         }
-        let now = clock.now();
-        let dt_hours = if clock.is_simulated() {
-            ((now - last_stamp).num_milliseconds().max(0) as f64) / 3_600_000.0
-        } else {
-            sim_dt_hours
-        };
-        last_stamp = now.max(last_stamp);
+        let (dt_hours, now) = steps.tick();
         let messages = fleet.step_where(dt_hours, now, |i| links[i].has_room());
         report.ticks += 1;
         report.skipped_store_full += (links.len() - messages.len()) as u64;
@@ -255,6 +250,41 @@ pub async fn run_fleet(
     report.unacked_at_shutdown = total.queued;
     info!(?report, "simulated fleet stopped");
     Ok(report)
+}
+
+/// How far each tick moves a fleet, and the time it stamps: on the wall clock a fixed
+/// step of simulated hours, stamped with the wall time; on a simulated clock the clock's
+/// time since the previous tick, stamped with the clock's time, so that the devices'
+/// runtime hours and wear keep pace with the clock even when ticks are late.
+#[derive(Clone, Copy, Debug)]
+pub struct FleetClock {
+    clock: fleetpulse_domain::Clock,
+    fixed_hours: f64,
+    /// The previous tick's stamp.
+    pub last: DateTime<Utc>,
+}
+
+impl FleetClock {
+    /// Starts at `clock`'s time now.
+    pub fn new(clock: fleetpulse_domain::Clock, fixed_hours: f64) -> Self {
+        FleetClock {
+            clock,
+            fixed_hours,
+            last: clock.now(),
+        }
+    }
+
+    /// The next tick: simulated hours to advance and the time to stamp.
+    pub fn tick(&mut self) -> (f64, DateTime<Utc>) {
+        let now = self.clock.now();
+        let hours = if self.clock.is_simulated() {
+            ((now - self.last).num_milliseconds().max(0) as f64) / 3_600_000.0
+        } else {
+            self.fixed_hours
+        };
+        self.last = now.max(self.last);
+        (hours, now)
+    }
 }
 
 fn step_hours(cfg: &SimConfig) -> Result<f64, SimError> {
