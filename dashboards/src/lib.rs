@@ -1,1 +1,6 @@
-//! Web pages served by the binary (no CDN, no build step) and Grafana dashboard JSON will live here. Nothing here claims to work yet.
+//! The pages planners, quality engineers and dispatchers look at, served by the binary
+//! beside the API: rendered on the server (maud, checked at compile time), charts drawn
+//! as SVG in Rust ([`charts`]), every asset embedded, a little hand-written script only
+//! where a page must change live.
+
+pub mod charts;

@@ -1,0 +1,1 @@
+//! SVG charts drawn in Rust: every chart is a function of its data.
