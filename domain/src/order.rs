@@ -189,6 +189,55 @@ pub struct Sla {
     pub complete_by: DateTime<Utc>,
 }
 
+impl Sla {
+    /// The deadline that counts next for an order in `status` (`respond_by` while open,
+    /// `arrive_by` until in progress, `complete_by` until closed), with its name; `None`
+    /// for a closed order.
+    pub fn next_deadline(&self, status: OrderStatus) -> Option<(&'static str, DateTime<Utc>)> {
+        match status {
+            OrderStatus::Open => Some(("respond_by", self.respond_by)),
+            OrderStatus::Acknowledged | OrderStatus::Assigned => {
+                Some(("arrive_by", self.arrive_by))
+            }
+            OrderStatus::InProgress => Some(("complete_by", self.complete_by)),
+            OrderStatus::Completed | OrderStatus::Cancelled => None,
+        }
+    }
+
+    /// Where an order in `status`, created at `created_at`, stands at `now`: the same
+    /// definition as the store's `sla` filter (store/src/sla.rs): breached when a counting
+    /// deadline passed, at risk when less than a fifth of a counting deadline's time
+    /// (from creation) is left; `None` for a closed order.
+    pub fn state(
+        &self,
+        status: OrderStatus,
+        created_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<SlaState> {
+        let counting: &[DateTime<Utc>] = match status {
+            OrderStatus::Open => &[self.respond_by, self.arrive_by, self.complete_by],
+            OrderStatus::Acknowledged | OrderStatus::Assigned => {
+                &[self.arrive_by, self.complete_by]
+            }
+            OrderStatus::InProgress => &[self.complete_by],
+            OrderStatus::Completed | OrderStatus::Cancelled => return None,
+        };
+        if counting.iter().any(|d| *d < now) {
+            return Some(SlaState::Breached);
+        }
+        // the store compares milliseconds; so does this
+        let ms = |t: DateTime<Utc>| t.timestamp_millis();
+        let at_risk = counting
+            .iter()
+            .any(|d| 5 * (ms(*d) - ms(now)) < ms(*d) - ms(created_at));
+        Some(if at_risk {
+            SlaState::AtRisk
+        } else {
+            SlaState::OnTrack
+        })
+    }
+}
+
 string_enum!(
     /// Where an active order stands against its SLA deadlines. The deadlines that count
     /// depend on the status: `respond_by` while `open`, `arrive_by` until `in_progress`,
@@ -349,6 +398,32 @@ fn rule_origin() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sla_state_follows_the_counting_deadlines() {
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().expect("time");
+        let h = chrono::Duration::hours;
+        let sla = Sla {
+            respond_by: t0 + h(10),
+            arrive_by: t0 + h(20),
+            complete_by: t0 + h(100),
+        };
+        let at = |hours: i64, status| sla.state(status, t0, t0 + h(hours));
+        assert_eq!(at(1, OrderStatus::Open), Some(SlaState::OnTrack));
+        // 1 h of respond_by's 10 h left: less than a fifth
+        assert_eq!(at(9, OrderStatus::Open), Some(SlaState::AtRisk));
+        assert_eq!(at(11, OrderStatus::Open), Some(SlaState::Breached));
+        // respond_by no longer counts once acknowledged
+        assert_eq!(at(11, OrderStatus::Acknowledged), Some(SlaState::OnTrack));
+        assert_eq!(at(17, OrderStatus::Assigned), Some(SlaState::AtRisk));
+        assert_eq!(at(50, OrderStatus::InProgress), Some(SlaState::OnTrack));
+        assert_eq!(at(101, OrderStatus::InProgress), Some(SlaState::Breached));
+        assert_eq!(at(101, OrderStatus::Completed), None);
+        assert_eq!(
+            sla.next_deadline(OrderStatus::Assigned),
+            Some(("arrive_by", t0 + h(20)))
+        );
+    }
 
     #[test]
     fn causes_have_stable_forms() {

@@ -530,6 +530,7 @@ async fn serve(cfg: Config, stop: CancellationToken, demo: Option<Demo>) -> anyh
             true => format!("127.0.0.1:{}", http_addr.port()),
             false => http_addr.to_string(),
         };
+        announce(&format!("demo: open http://{docs}/ (the fleet, planner, quality, dispatch and operations pages)"));
         announce(&format!(
             "demo: API documentation at http://{docs}/api/docs; API authentication is {} (demo only; `serve` needs tokens)",
             match auth {
@@ -980,7 +981,7 @@ async fn start_api(
     let dispatch = parts.dispatch.clone();
     let period = Duration::from_millis(cfg.http.streams.store_poll_ms);
     tokio::spawn(async move { watcher.watch_store(dispatch, period).await });
-    let router = fleetpulse_api::router(AppState {
+    let app = AppState {
         store: parts.store,
         catalog,
         ingest: Arc::new(status),
@@ -993,7 +994,16 @@ async fn start_api(
         auth: parts.auth,
         streams: streams.clone(),
         clock: parts.clock,
-    });
+    };
+    // the pages beside the API, on the same listener, reading through the same traits
+    let pages = fleetpulse_dashboards::router(
+        app.clone(),
+        fleetpulse_dashboards::UiOptions {
+            secure_cookies: parts.tls.is_some(),
+            ..Default::default()
+        },
+    );
+    let router = fleetpulse_api::router(app).merge(pages);
     let shutdown = async move {
         stop.cancelled().await;
         // open order streams end, so the graceful shutdown does not wait for their clients

@@ -199,13 +199,25 @@ async fn stream(
     headers: HeaderMap,
     Query(p): Query<FeedParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    caller.require(READERS)?;
     if p.limit.is_some() {
         return Err(ApiError::parameter(
             "limit",
             "the stream has no pages; use /api/v1/orders/events to page",
         ));
     }
+    open_stream(caller, state, &headers, p.after.as_deref()).await
+}
+
+/// The order stream of `caller` (readers only), starting after `Last-Event-ID`, else
+/// `after`, else the newest event: the API's `/api/v1/orders/stream` and the dispatch
+/// page's live queue (signed in by a page session) are this one stream.
+pub async fn open_stream(
+    caller: Caller,
+    state: AppState,
+    headers: &HeaderMap,
+    after: Option<&str>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>, ApiError> {
+    caller.require(READERS)?;
     let slot = state
         .streams
         .open(caller.token.map(|(id, _)| id))
@@ -215,7 +227,7 @@ async fn stream(
             message: e.to_string(),
             details: Some(json!({ "open": e.open, "max_streams_per_token": e.cap })),
         })?;
-    let after = start_after(&state, &headers, p.after.as_deref()).await?;
+    let after = start_after(&state, headers, after).await?;
     let cursor = Cursor {
         changes: state.streams.changes(),
         revocations: state.streams.revocations(),
