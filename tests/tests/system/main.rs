@@ -5,6 +5,7 @@
 
 mod backtest;
 mod bridge;
+mod browser;
 mod cli;
 mod contract;
 mod crash;
