@@ -531,20 +531,23 @@ fn analytics_err(e: AnalyticsError) -> ApiError {
     }
 }
 
-/// Reads the period and computes the report (off the async workers).
-async fn report(
+/// Reads the period (as known at `as_of`, `None`: now) and computes the report for
+/// `query` off the async workers: the statistics routes and the quality page.
+pub async fn report(
     state: &AppState,
-    req: &Request,
+    period: Period,
+    as_of: Option<DateTime<Utc>>,
+    query: &ReportQuery,
 ) -> Result<(ReliabilityData, ReliabilityReport), ApiError> {
     let data = state
         .reliability
         .reliability_data_for(DataRequest {
-            period: req.period,
-            as_of: req.as_of,
-            component_lives: req.query.keys().iter().any(|k| k.fits_component_lives()),
+            period,
+            as_of,
+            component_lives: query.keys().iter().any(|k| k.fits_component_lives()),
         })
         .await?;
-    let query = req.query.clone();
+    let query = query.clone();
     tokio::task::spawn_blocking(move || {
         let report = fleetpulse_analytics::compute(&data, &query);
         report.map(|r| (data, r))
@@ -603,7 +606,7 @@ async fn answer(
 ) -> Result<Response, ApiError> {
     caller.require(READERS)?;
     let req = parse(&p, &headers, state.clock.now())?;
-    let (data, report) = report(&state, &req).await?;
+    let (data, report) = report(&state, req.period, req.as_of, &req.query).await?;
     if req.csv {
         let table = match stat {
             Stat::Mtbf => "mtbf",
