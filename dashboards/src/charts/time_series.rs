@@ -710,7 +710,7 @@ pub fn time_series(chart: &TimeSeriesChart) -> String {
                 "<text class=\"forecast-label\" x=\"{}\" y=\"{}\" text-anchor=\"{anchor}\" \
                  font-size=\"11\" fill=\"#333\" {HALO}>{}</text>",
                 N(lx + dx),
-                N((fy + 18.0).clamp(plot.y + 12.0, plot.bottom() - 4.0)),
+                N((fy - 8.0).clamp(plot.y + 12.0, plot.bottom() - 4.0)),
                 Esc(&f.label)
             );
         }
@@ -980,6 +980,26 @@ mod tests {
     }
 
     #[test]
+    fn extreme_time_ranges_stay_finite() {
+        let mut c = chart(vec![(hours(1), 1.0), (hours(2), 2.0)]);
+        c.from = DateTime::<Utc>::MIN_UTC;
+        c.to = DateTime::<Utc>::MAX_UTC;
+        c.max_gap = Some(TimeDelta::milliseconds(1));
+        c.spans = vec![Span {
+            from: DateTime::<Utc>::MIN_UTC,
+            to: None,
+            ..Default::default()
+        }];
+        let svg = time_series(&c);
+        assert_valid(&svg);
+        // one minute
+        let mut c = chart(vec![(hours(0), 1.0), (t0() + TimeDelta::seconds(30), 2.0)]);
+        c.to = t0() + TimeDelta::minutes(1);
+        let svg = time_series(&c);
+        assert_valid(&svg);
+    }
+
+    #[test]
     fn unsorted_points_are_sorted() {
         let pts = vec![(hours(10), 3.0), (hours(0), 1.0), (hours(5), 2.0)];
         let svg = time_series(&chart(pts));
@@ -1022,7 +1042,13 @@ mod tests {
         let mut c = chart(pts);
         c.series[0].band = band;
         c.max_gap = Some(TimeDelta::minutes(5));
+        let start = std::time::Instant::now();
         let svg = time_series(&c);
+        eprintln!(
+            "100 000-point series with band: {:?}, {} bytes",
+            start.elapsed(),
+            svg.len()
+        );
         assert_valid(&svg);
         assert!(svg.len() < 300_000, "{} bytes", svg.len());
         let p = path_points(attr(tags(&svg, "path class=\"series s0\"")[0], "d").expect("d"));
