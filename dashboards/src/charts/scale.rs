@@ -492,7 +492,9 @@ mod tests {
     use chrono::TimeZone;
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).single().expect("valid")
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .single()
+            .expect("valid")
     }
 
     #[test]
@@ -505,10 +507,21 @@ mod tests {
         let t = nice_ticks(-7.0, 12.0, 8);
         assert_eq!(t.step.value(), 5.0);
         assert_eq!(t.values, vec![-10.0, -5.0, 0.0, 5.0, 10.0, 15.0]);
-        for (lo, hi) in [(0.001, 0.0047), (12345.0, 98765.0), (-3e7, -1e7), (0.1, 0.35)] {
+        for (lo, hi) in [
+            (0.001, 0.0047),
+            (12345.0, 98765.0),
+            (-3e7, -1e7),
+            (0.1, 0.35),
+        ] {
             let t = nice_ticks(lo, hi, 6);
-            assert!(t.values.len() <= 6 && t.values.len() >= 2, "{lo}..{hi}: {t:?}");
-            assert!(t.extent().0 <= lo && t.extent().1 >= hi, "{lo}..{hi}: {t:?}");
+            assert!(
+                t.values.len() <= 6 && t.values.len() >= 2,
+                "{lo}..{hi}: {t:?}"
+            );
+            assert!(
+                t.extent().0 <= lo && t.extent().1 >= hi,
+                "{lo}..{hi}: {t:?}"
+            );
             assert!([1, 2, 5].contains(&t.step.mantissa));
         }
     }
@@ -550,7 +563,11 @@ mod tests {
         assert!((hi - lo).is_finite());
         let t = nice_ticks(-f64::MAX, f64::INFINITY, 6);
         assert!(t.values.iter().all(|v| v.is_finite()));
-        assert!(t.labels().iter().all(|l| !l.contains("inf") && !l.contains("NaN")));
+        assert!(
+            t.labels()
+                .iter()
+                .all(|l| !l.contains("inf") && !l.contains("NaN"))
+        );
         let t = nice_ticks(1e15, 1e15 + 1.0, 6);
         assert!(t.values.len() >= 2 && t.values.len() <= 6, "{t:?}");
         let s = LinearScale::new((2.0, 2.0), (0.0, 100.0));
@@ -576,7 +593,9 @@ mod tests {
         let labels: Vec<_> = t.iter().map(|t| t.label.as_str()).collect();
         assert_eq!(
             labels,
-            ["04 Mar", "03:00", "06:00", "09:00", "12:00", "15:00", "18:00", "21:00", "05 Mar"]
+            [
+                "04 Mar", "03:00", "06:00", "09:00", "12:00", "15:00", "18:00", "21:00", "05 Mar"
+            ]
         );
         // 30 days: weekly ticks on Mondays
         let t = time_ticks(utc(2024, 3, 1, 12, 0), utc(2024, 3, 31, 0, 0), 8);

@@ -5,8 +5,14 @@
 
 use std::fmt::{self, Display, Write};
 
+use super::scale::{LinearScale, Ticks};
+
 /// Text shown (and class set) when a chart has nothing to draw.
 pub const NO_DATA_TEXT: &str = "No data for this selection";
+
+/// Attributes giving a label a white halo, so it stays legible over lines and shading.
+pub(crate) const HALO: &str =
+    "stroke=\"#fff\" stroke-width=\"3\" stroke-opacity=\"0.85\" paint-order=\"stroke\"";
 
 /// Fonts of every chart: the platform's UI font, no web font is loaded.
 pub const FONT_FAMILY: &str = "system-ui, sans-serif";
@@ -15,9 +21,9 @@ pub const FONT_FAMILY: &str = "system-ui, sans-serif";
 /// `width="100%"` and scales to its container, keeping this aspect ratio.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Size {
-    /// Width in user units (at least 160 is used).
+    /// Width in user units (at least 40 is used).
     pub width: u32,
-    /// Height in user units (at least 100 is used).
+    /// Height in user units (at least 16 is used).
     pub height: u32,
 }
 
@@ -35,8 +41,8 @@ impl Size {
     /// The size with the minimums applied, as floats.
     pub(crate) fn dims(&self) -> (f64, f64) {
         (
-            f64::from(self.width.max(160)),
-            f64::from(self.height.max(100)),
+            f64::from(self.width.max(40)),
+            f64::from(self.height.max(16)),
         )
     }
 }
@@ -111,7 +117,7 @@ impl Display for N {
         }
         let sign = if tenths < 0 { "-" } else { "" };
         let a = tenths.unsigned_abs();
-        if a % 10 == 0 {
+        if a.is_multiple_of(10) {
             write!(f, "{sign}{}", a / 10)
         } else {
             write!(f, "{sign}{}.{}", a / 10, a % 10)
@@ -165,15 +171,28 @@ impl Default for Margins {
     }
 }
 
-/// The plot area for a chart of `size` with `m` margins (never narrower than 40 units).
+/// The plot area for a chart of `size` with `m` margins (never smaller than 20 units).
 pub(crate) fn plot_area(size: Size, m: Margins) -> Rect {
     let (w, h) = size.dims();
     Rect {
         x: m.left,
         y: m.top,
-        w: (w - m.left - m.right).max(40.0),
-        h: (h - m.top - m.bottom).max(40.0),
+        w: (w - m.left - m.right).max(20.0),
+        h: (h - m.top - m.bottom).max(20.0),
     }
+}
+
+/// Pixel positions and labels of linear ticks within the scale's domain.
+pub(crate) fn tick_positions(ticks: &Ticks, scale: &LinearScale) -> Vec<(f64, String)> {
+    let (d0, d1) = scale.domain;
+    let tol = (d1 - d0) * 1e-9;
+    ticks
+        .values
+        .iter()
+        .zip(ticks.labels())
+        .filter(|(v, _)| **v >= d0 - tol && **v <= d1 + tol)
+        .map(|(v, l)| (scale.map(*v), l))
+        .collect()
 }
 
 /// Series colours used inline (`s0`, `s1`, …); the page stylesheet may override them
@@ -209,6 +228,20 @@ pub(crate) fn kind_colour(kind: &str) -> &'static str {
 /// Opens the root `<svg>` element with its `<title>` and `<desc>` (the accessible name and
 /// description) and the visible title.
 pub(crate) fn open(out: &mut String, kind: &str, size: Size, title: &str, desc: &str) {
+    open_untitled(out, kind, size, title, desc);
+    if !title.is_empty() {
+        w!(
+            out,
+            "<text class=\"chart-title\" x=\"12\" y=\"22\" font-size=\"15\" font-weight=\"600\" \
+             fill=\"#222\">{}</text>",
+            Esc(title)
+        );
+    }
+}
+
+/// Opens the root `<svg>` element with its `<title>` and `<desc>` but no visible title
+/// (for tiles whose page shows the heading).
+pub(crate) fn open_untitled(out: &mut String, kind: &str, size: Size, title: &str, desc: &str) {
     let (w, h) = size.dims();
     w!(
         out,
@@ -218,15 +251,12 @@ pub(crate) fn open(out: &mut String, kind: &str, size: Size, title: &str, desc: 
         N(w),
         N(h)
     );
-    w!(out, "<title>{}</title><desc>{}</desc>", Esc(title), Esc(desc));
-    if !title.is_empty() {
-        w!(
-            out,
-            "<text class=\"chart-title\" x=\"12\" y=\"22\" font-size=\"15\" font-weight=\"600\" \
-             fill=\"#222\">{}</text>",
-            Esc(title)
-        );
-    }
+    w!(
+        out,
+        "<title>{}</title><desc>{}</desc>",
+        Esc(title),
+        Esc(desc)
+    );
 }
 
 pub(crate) fn close(out: &mut String) {
@@ -377,7 +407,9 @@ pub(crate) fn x_axis(
     );
     let y = plot.bottom() + 16.0;
     if rotate {
-        out.push_str("<g class=\"tick-labels\" font-size=\"11\" fill=\"#444\" text-anchor=\"end\">");
+        out.push_str(
+            "<g class=\"tick-labels\" font-size=\"11\" fill=\"#444\" text-anchor=\"end\">",
+        );
     } else {
         out.push_str(
             "<g class=\"tick-labels\" font-size=\"11\" fill=\"#444\" text-anchor=\"middle\">",
@@ -411,7 +443,7 @@ pub(crate) fn x_axis(
             "<text class=\"axis-title\" x=\"{}\" y=\"{}\" text-anchor=\"middle\" \
              fill=\"#333\">{}</text>",
             N(plot.x + plot.w / 2.0),
-            N(plot.bottom() + if rotate { 62.0 } else { 36.0 }),
+            N(plot.bottom() + if rotate { 92.0 } else { 36.0 }),
             Esc(title)
         );
     }

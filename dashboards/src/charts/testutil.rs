@@ -5,9 +5,18 @@
 /// `<desc>`, `role="img"`, a `viewBox`, `width="100%"`, and no `NaN`/`inf`.
 #[track_caller]
 pub fn assert_valid(svg: &str) {
-    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""), "{svg}");
+    assert!(
+        svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{svg}"
+    );
     assert!(svg.ends_with("</svg>"));
-    for needle in ["role=\"img\"", "viewBox=\"0 0 ", "width=\"100%\"", "<title>", "<desc>"] {
+    for needle in [
+        "role=\"img\"",
+        "viewBox=\"0 0 ",
+        "width=\"100%\"",
+        "<title>",
+        "<desc>",
+    ] {
         assert!(svg.contains(needle), "missing {needle}");
     }
     assert!(!svg.contains("NaN"), "NaN in output");
@@ -97,21 +106,22 @@ pub fn path_points(d: &str) -> Vec<(f64, f64)> {
     let mut cmd = ' ';
     let mut pending: Vec<f64> = Vec::new();
     let mut token = String::new();
-    let flush = |token: &mut String, cmd: char, pending: &mut Vec<f64>, out: &mut Vec<(f64, f64)>| {
-        if token.is_empty() {
-            return;
-        }
-        let v: f64 = token.parse().expect("number in path");
-        token.clear();
-        if cmd == 'h' {
-            return;
-        }
-        pending.push(v);
-        if pending.len() == 2 {
-            out.push((pending[0], pending[1]));
-            pending.clear();
-        }
-    };
+    let flush =
+        |token: &mut String, cmd: char, pending: &mut Vec<f64>, out: &mut Vec<(f64, f64)>| {
+            if token.is_empty() {
+                return;
+            }
+            let v: f64 = token.parse().expect("number in path");
+            token.clear();
+            if cmd == 'h' {
+                return;
+            }
+            pending.push(v);
+            if pending.len() == 2 {
+                out.push((pending[0], pending[1]));
+                pending.clear();
+            }
+        };
     for c in d.chars() {
         if c.is_ascii_alphabetic() {
             flush(&mut token, cmd, &mut pending, &mut out);

@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::scale::{LinearScale, TimeScale, clamp_value, nice_ticks, time_ticks};
 use super::svg::{
-    Esc, LegendEntry, Margins, N, Side, Size, axis_title, class_names, close, kind_colour,
+    Esc, HALO, LegendEntry, Margins, N, Side, Size, axis_title, class_names, close, kind_colour,
     legend, no_data, open, open_clip, palette, plot_area, truncate, w, x_axis, y_axis,
 };
 
@@ -253,7 +253,16 @@ fn prepare(s: &Series, from: i64, to: i64, gap: Option<i64>) -> Prepared {
     let pts: Vec<(i64, f64)> = s
         .points
         .iter()
-        .map(|&(t, v)| (ms(t), if v.is_finite() { clamp_value(v) } else { f64::NAN }))
+        .map(|&(t, v)| {
+            (
+                ms(t),
+                if v.is_finite() {
+                    clamp_value(v)
+                } else {
+                    f64::NAN
+                },
+            )
+        })
         .collect();
     let pts = window(pts, from, to);
     let mut extent = None;
@@ -369,7 +378,18 @@ pub fn time_series(chart: &TimeSeriesChart) -> String {
     }
     let (lo, hi) = match chart.y_range {
         Some((a, b)) if a.is_finite() && b.is_finite() => (a, b),
-        _ => extent.unwrap_or((0.0, 1.0)),
+        _ => {
+            // 5 % headroom so lines and labels at the extremes stay off the frame; data
+            // that never goes below 0 keeps 0 as its floor
+            let (a, b) = extent.unwrap_or((0.0, 1.0));
+            let pad = (b / 2.0 - a / 2.0) * 0.1;
+            let a2 = if a >= 0.0 {
+                (a - pad).max(0.0)
+            } else {
+                a - pad
+            };
+            (a2, b + pad)
+        }
     };
 
     let named: Vec<(usize, &Series)> = chart
@@ -459,10 +479,9 @@ pub fn time_series(chart: &TimeSeriesChart) -> String {
         let (x0, x1) = (xm(a), xm(b));
         let cls = class_names(&format!("{} {}", s.kind, s.severity));
         let colour = kind_colour(&format!("{} {}", s.kind, s.severity));
-        let until = s
-            .to
-            .map(fmt_time)
-            .unwrap_or_else(|| "still open".to_string());
+        let until =
+            s.to.map(fmt_time)
+                .unwrap_or_else(|| "still open".to_string());
         w!(
             &mut out,
             "<rect class=\"span {cls}\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" \
@@ -480,7 +499,7 @@ pub fn time_series(chart: &TimeSeriesChart) -> String {
             w!(
                 &mut out,
                 "<text class=\"span-label {cls}\" x=\"{}\" y=\"{}\" font-size=\"10\" \
-                 fill=\"{colour}\">{}</text>",
+                 fill=\"{colour}\" {HALO}>{}</text>",
                 N(x0 + 4.0),
                 N(plot.y + 12.0),
                 Esc(&s.label)
@@ -576,7 +595,11 @@ pub fn time_series(chart: &TimeSeriesChart) -> String {
         }
         let y = ys.map(t.value);
         let cls = class_names(&t.kind);
-        let colour = kind_colour(if t.kind.is_empty() { "critical" } else { &t.kind });
+        let colour = kind_colour(if t.kind.is_empty() {
+            "critical"
+        } else {
+            &t.kind
+        });
         w!(
             &mut out,
             "<g class=\"threshold {cls}\"><line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" \
@@ -590,7 +613,7 @@ pub fn time_series(chart: &TimeSeriesChart) -> String {
             w!(
                 &mut out,
                 "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" font-size=\"10\" \
-                 fill=\"{colour}\">{}</text>",
+                 fill=\"{colour}\" {HALO}>{}</text>",
                 N(plot.right() - 4.0),
                 N(y - 4.0),
                 Esc(&t.label)
@@ -624,7 +647,7 @@ pub fn time_series(chart: &TimeSeriesChart) -> String {
             w!(
                 &mut out,
                 "<text x=\"{}\" y=\"{}\" transform=\"rotate(90 {} {})\" font-size=\"10\" \
-                 fill=\"{colour}\">{}</text>",
+                 fill=\"{colour}\" {HALO}>{}</text>",
                 N(x + 3.0),
                 N(plot.y + 4.0),
                 N(x + 3.0),
@@ -685,7 +708,7 @@ pub fn time_series(chart: &TimeSeriesChart) -> String {
             w!(
                 &mut out,
                 "<text class=\"forecast-label\" x=\"{}\" y=\"{}\" text-anchor=\"{anchor}\" \
-                 font-size=\"11\" fill=\"#333\">{}</text>",
+                 font-size=\"11\" fill=\"#333\" {HALO}>{}</text>",
                 N(lx + dx),
                 N((fy - 8.0).clamp(plot.y + 12.0, plot.bottom() - 4.0)),
                 Esc(&f.label)
@@ -780,14 +803,16 @@ mod tests {
 
     #[test]
     fn y_positions_follow_the_scale() {
-        // values 0..=100 → y ticks 0..100, plot from y=58 (legend) to y=312
+        // values 0..=100, with 5 % headroom 0..105 → y ticks 0..120 by 20; the plot runs
+        // from y = 312 (bottom) to 58 (below the legend): y(v) = 312 − v/120 × 254
         let pts = vec![(hours(0), 0.0), (hours(24), 50.0), (hours(48), 100.0)];
         let svg = time_series(&chart(pts));
         let d = attr(tags(&svg, "path class=\"series s0\"")[0], "d")
             .expect("d")
             .to_string();
         let p = path_points(&d);
-        assert_eq!(p, vec![(68.0, 312.0), (382.0, 185.0), (696.0, 58.0)]);
+        assert_eq!(p, vec![(68.0, 312.0), (382.0, 206.2), (696.0, 100.3)]);
+        assert!(texts(&svg).contains(&"120"));
     }
 
     #[test]
@@ -826,7 +851,9 @@ mod tests {
 
     #[test]
     fn bands_thresholds_markers_spans_and_forecast() {
-        let pts: Vec<_> = (0..24).map(|h| (hours(h), 100.0 + 2.0 * h as f64)).collect();
+        let pts: Vec<_> = (0..24)
+            .map(|h| (hours(h), 100.0 + 2.0 * h as f64))
+            .collect();
         let band: Vec<_> = (0..24)
             .map(|h| (hours(h), 95.0 + 2.0 * h as f64, 105.0 + 2.0 * h as f64))
             .collect();
@@ -953,6 +980,26 @@ mod tests {
     }
 
     #[test]
+    fn extreme_time_ranges_stay_finite() {
+        let mut c = chart(vec![(hours(1), 1.0), (hours(2), 2.0)]);
+        c.from = DateTime::<Utc>::MIN_UTC;
+        c.to = DateTime::<Utc>::MAX_UTC;
+        c.max_gap = Some(TimeDelta::milliseconds(1));
+        c.spans = vec![Span {
+            from: DateTime::<Utc>::MIN_UTC,
+            to: None,
+            ..Default::default()
+        }];
+        let svg = time_series(&c);
+        assert_valid(&svg);
+        // one minute
+        let mut c = chart(vec![(hours(0), 1.0), (t0() + TimeDelta::seconds(30), 2.0)]);
+        c.to = t0() + TimeDelta::minutes(1);
+        let svg = time_series(&c);
+        assert_valid(&svg);
+    }
+
+    #[test]
     fn unsorted_points_are_sorted() {
         let pts = vec![(hours(10), 3.0), (hours(0), 1.0), (hours(5), 2.0)];
         let svg = time_series(&chart(pts));
@@ -963,7 +1010,12 @@ mod tests {
     #[test]
     fn the_line_enters_from_outside_the_range() {
         // a point before `from` and one after `to` are kept so the line reaches the edges
-        let pts = vec![(hours(-2), 1.0), (hours(10), 2.0), (hours(50), 3.0), (hours(90), 9.0)];
+        let pts = vec![
+            (hours(-2), 1.0),
+            (hours(10), 2.0),
+            (hours(50), 3.0),
+            (hours(90), 9.0),
+        ];
         let svg = time_series(&chart(pts));
         let p = path_points(attr(tags(&svg, "path class=\"series s0\"")[0], "d").expect("d"));
         assert_eq!(p.len(), 3);
@@ -990,7 +1042,13 @@ mod tests {
         let mut c = chart(pts);
         c.series[0].band = band;
         c.max_gap = Some(TimeDelta::minutes(5));
+        let start = std::time::Instant::now();
         let svg = time_series(&c);
+        eprintln!(
+            "100 000-point series with band: {:?}, {} bytes",
+            start.elapsed(),
+            svg.len()
+        );
         assert_valid(&svg);
         assert!(svg.len() < 300_000, "{} bytes", svg.len());
         let p = path_points(attr(tags(&svg, "path class=\"series s0\"")[0], "d").expect("d"));
