@@ -64,7 +64,7 @@ async function json(path) {
 
 try {
   // 1. every page loads with its key elements and no console error
-  await visit("/", "fleet", ["main[data-page=fleet]", "#fleet-tiles .tile", "#table-models", "svg"]);
+  await visit("/", "fleet", ["main[data-page=fleet]", "#fleet-tiles .tile", "#table-devices", "figure.chart svg"]);
   const devices = await json("/api/v1/devices?limit=50");
   // the device with the most to show: one with an open order if any
   const orders = await json("/api/v1/orders?limit=20");

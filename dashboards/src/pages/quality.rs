@@ -511,4 +511,74 @@ mod tests {
             assert!(selection(&Params::parse(Some(bad)), now).is_err(), "{bad}");
         }
     }
+
+    /// A fit's row as the report has it, from the fit of these failures (the analytics
+    /// crate's own MLE and Fisher matrix).
+    fn row(failures: &[f64], suspensions: &[f64]) -> WeibullRow {
+        let fit = fleetpulse_analytics::weibull::fit(failures, suspensions).expect("fit");
+        let cov = fit.covariance.expect("covariance");
+        WeibullRow {
+            group: Vec::new(),
+            group_label: "model=OC-5A".into(),
+            n_failures: failures.len() as u64,
+            n_suspensions: suspensions.len() as u64,
+            beta: Some(fit.beta),
+            beta_se: Some(cov[1][1].sqrt()),
+            beta_lower: Some(fit.beta * 0.8),
+            beta_upper: Some(fit.beta * 1.2),
+            eta: Some(fit.eta),
+            eta_se: Some(cov[0][0].sqrt()),
+            eta_lower: Some(fit.eta * 0.9),
+            eta_upper: Some(fit.eta * 1.1),
+            cov_eta_beta: Some(cov[0][1]),
+            log_likelihood: Some(fit.log_likelihood),
+            aic: None,
+            bic: None,
+            b10_hours: Some(fit.eta * (-(0.9f64).ln()).powf(1.0 / fit.beta)),
+            b10_lower: None,
+            b10_upper: None,
+            b50_hours: None,
+            b50_lower: None,
+            b50_upper: None,
+            reliability: Vec::new(),
+            conditional: None,
+            confidence: 0.9,
+            method: "MLE".into(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_weibull_plot_has_a_point_per_failure_the_fit_its_band_and_the_legend() {
+        let failures = [310.0, 520.0, 640.0, 790.0, 1020.0, 1180.0];
+        let suspensions = [900.0, 1500.0];
+        let r = row(&failures, &suspensions);
+        let sample = WeibullSample {
+            group: Vec::new(),
+            group_label: r.group_label.clone(),
+            failures: failures.to_vec(),
+            suspensions: suspensions.to_vec(),
+            lives: Vec::new(),
+        };
+        let svg = weibull_chart(&r, Some(&sample), &ReportQuery::default());
+        assert_eq!(svg.matches("class=\"point failure\"").count(), failures.len());
+        assert_eq!(svg.matches("class=\"suspension\"").count(), suspensions.len());
+        assert_eq!(svg.matches("class=\"fit\"").count(), 1);
+        assert_eq!(svg.matches("class=\"band\"").count(), 1, "the Fisher band is drawn");
+        assert!(svg.contains(&format!("β = {}", crate::charts::format_value(r.beta.expect("β"), 3))), "{svg}");
+        assert!(svg.contains("90 % two-sided"), "the confidence is in the legend");
+        assert!(svg.contains("model=OC-5A"));
+        let curve = reliability_chart(&r, &ReportQuery::default()).expect("a fitted group has R(t)");
+        assert!(curve.contains("B10"), "B10 is marked");
+        // a group without a fit says why instead of drawing a line
+        let mut none = row(&failures, &suspensions);
+        (none.beta, none.eta, none.error) = (None, None, Some("too few failures (1; at least 2 needed)".into()));
+        let svg = weibull_chart(&none, Some(&sample), &ReportQuery::default());
+        assert_eq!(svg.matches("class=\"fit\"").count(), 0);
+        assert!(svg.contains("too few failures"), "the reason is in the description");
+        assert!(reliability_chart(&none, &ReportQuery::default()).is_none());
+        // no data at all: the no-data state, not an error
+        let empty = weibull_chart(&none, None, &ReportQuery::default());
+        assert!(empty.contains("no-data"));
+    }
 }
