@@ -48,6 +48,8 @@ pub struct UiState {
     pub app: AppState,
     pub sessions: Arc<session::Sessions>,
     pub options: UiOptions,
+    /// Readings stored per second, sampled when the fleet page looks.
+    pub readings_rate: Arc<pages::fleet::RateSampler>,
 }
 
 /// Every page, the sign-in and the embedded assets. Merge it into the API's router (it
@@ -57,6 +59,7 @@ pub fn router(app: AppState, options: UiOptions) -> Router {
         app,
         sessions: Arc::new(session::Sessions::new(options.sessions)),
         options,
+        readings_rate: Default::default(),
     };
     Router::new()
         .route("/", get(pages::fleet::page))
