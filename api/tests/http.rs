@@ -1293,6 +1293,20 @@ mod broken {
         async fn stats(&self) -> Result<StoreStats, StoreError> {
             Err(self.0())
         }
+        async fn fleet_overview(
+            &self,
+            _: DateTime<Utc>,
+            _: chrono::Duration,
+        ) -> Result<FleetOverview, StoreError> {
+            Err(self.0())
+        }
+        async fn order_counts_by_day(
+            &self,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+        ) -> Result<Vec<DayCount>, StoreError> {
+            Err(self.0())
+        }
     }
 }
 

@@ -410,6 +410,112 @@ pub struct StoreStats {
     pub wal_bytes: u64,
 }
 
+/// One bucket of a breakdown: a key (a status, a model id, a region, …) and how many
+/// things have it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Count {
+    pub key: String,
+    pub count: u64,
+}
+
+impl Count {
+    /// The breakdown of `pairs` as the store answers it: counts of the same key added
+    /// up, keys counted zero times left out, most frequent first and equal counts by
+    /// key, so the order never depends on how the rows were read.
+    pub fn ranked(pairs: impl IntoIterator<Item = (String, u64)>) -> Vec<Count> {
+        let mut sums: BTreeMap<String, u64> = BTreeMap::new();
+        for (key, count) in pairs {
+            *sums.entry(key).or_default() += count;
+        }
+        let mut out: Vec<Count> = sums
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(key, count)| Count { key, count })
+            .collect();
+        out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+        out
+    }
+
+    /// The count of `key` in a breakdown; 0 when it is not there (a breakdown leaves out
+    /// the keys it counted zero times).
+    pub fn of(list: &[Count], key: &str) -> u64 {
+        list.iter().find(|c| c.key == key).map_or(0, |c| c.count)
+    }
+}
+
+/// The key under which [`FleetOverview`] counts devices without a model or a region,
+/// and alarm episodes whose code has no severity in the catalog.
+pub const UNKNOWN_KEY: &str = "unknown";
+
+/// The key of [`FleetOverview::by_connection`] for silent devices.
+pub const SILENT_KEY: &str = "silent";
+
+/// The fleet at a glance, for the overview page: every figure is a count the store makes
+/// itself (SQL `GROUP BY`), so the page costs the same whatever the fleet's size. Each
+/// breakdown is a [`Count`] list ordered as [`Count::ranked`] orders it (most frequent
+/// first, then by key) and leaves out keys counted zero times: read a key with
+/// [`Count::of`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FleetOverview {
+    /// Every device in the registry, retired ones included.
+    pub devices: u64,
+    /// Devices by lifecycle status (`at_customer`, `in_stock`, …).
+    pub by_status: Vec<Count>,
+    /// Devices by catalog model id; `unknown` for devices registered without one.
+    pub by_model: Vec<Count>,
+    /// Devices by region; `unknown` for devices without one.
+    pub by_region: Vec<Count>,
+    /// Devices by criticality (`life_supporting`, `high`, `standard`).
+    pub by_criticality: Vec<Count>,
+    /// Devices by connection: `online`, `offline`, `unreachable` and `unknown` as the
+    /// registry holds it, and `silent`. A device is **silent** at `now` when it is
+    /// `at_customer` (the one status the silent-device rule watches), has reported at
+    /// least once, its last report (`last_seen_at`) is at least `silent_after` old
+    /// (`last_seen_at <= now - silent_after`), and its last connection did not end
+    /// gracefully at or after that report (a device switched off normally, with an MQTT
+    /// DISCONNECT or its own `offline`, is not silent). These are the silent-device
+    /// rule's conditions (`fleetpulse_rules::silent`) but one: the rule also waits out
+    /// the device's habitual off-time (up to 7 days, from its daily history), which only
+    /// a prediction run computes, so a device used on weekdays only shows here as silent
+    /// over a weekend before the rule raises its inspection order. A device that never
+    /// reported is not silent: it stays in its connection bucket (`unknown`, as a rule).
+    /// A silent device is counted under `silent` only, not under its connection.
+    pub by_connection: Vec<Count>,
+    /// Open alarm episodes (not yet ended) by severity (`critical`, `warning`, `info`;
+    /// `unknown` for codes the catalog gives no severity).
+    pub active_alarms_by_severity: Vec<Count>,
+    /// Active orders (`open`, `acknowledged`, `assigned`, `in_progress`) by status.
+    pub orders_by_status: Vec<Count>,
+    /// Active orders by priority (`P1` … `P4`).
+    pub orders_by_priority: Vec<Count>,
+    /// Active orders by SLA state at `now` (`breached`, `at_risk`, `on_track`): the
+    /// states [`OrderQuery::sla`] filters on ([`crate::order::SlaState`]).
+    pub orders_by_sla: Vec<Count>,
+    /// Dead letters first received in `[now - 24 h, now)` (rows, as the dead-letter list
+    /// shows them: a message refused again within 24 h of its first receipt counts on
+    /// its row, not again).
+    pub dead_letters_24h: u64,
+    /// The same dead letters by reason.
+    pub dead_letters_by_reason_24h: Vec<Count>,
+}
+
+/// How much active work falls due on one UTC day (the planner's calendar): the active
+/// orders whose SLA completion deadline (`sla.complete_by`) is on that day.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DayCount {
+    /// The UTC day, e.g. `2026-03-01`.
+    pub day: chrono::NaiveDate,
+    /// Active orders due that day.
+    pub orders: u64,
+    /// The same orders by priority: always `P1` to `P4` in that order, zeros included,
+    /// so every day has the same series (a stacked bar per day).
+    pub by_priority: Vec<Count>,
+    /// Standard labour of that work in minutes: each order's own plus that of the tasks
+    /// bundled into its visit. What the day asks of the engineers, where a count of
+    /// orders treats a five-minute check like a day's repair.
+    pub labour_minutes: u64,
+}
+
 /// One committed batch's new readings, waiting for the time-series sink, as line
 /// protocol ([`crate::line_protocol`], millisecond precision).
 #[derive(Clone, Debug, PartialEq)]
@@ -525,6 +631,24 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_all_offline(&self, at: DateTime<Utc>) -> Result<u64, StoreError>;
 
     async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// The fleet at a glance at `now` (see [`FleetOverview`] for what each count is);
+    /// `silent_after` is the policy's `prediction.silent_after`. Counted by the store
+    /// (no row is read into the caller), in one read snapshot.
+    async fn fleet_overview(
+        &self,
+        now: DateTime<Utc>,
+        silent_after: chrono::Duration,
+    ) -> Result<FleetOverview, StoreError>;
+
+    /// Active orders whose SLA completion deadline (`sla.complete_by`) is in
+    /// `[from, to)`, counted per UTC day of that deadline, oldest day first; days with
+    /// no such order are left out. Pass midnights for whole days.
+    async fn order_counts_by_day(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<DayCount>, StoreError>;
 
     /// The oldest chunks of the time-series sink spool, in commit order: the first chunk
     /// whatever its size, then more while the totals stay within `max_readings` and

@@ -1117,6 +1117,20 @@ mod tests {
         async fn stats(&self) -> Result<StoreStats, StoreError> {
             unused()
         }
+        async fn fleet_overview(
+            &self,
+            _: DateTime<Utc>,
+            _: chrono::Duration,
+        ) -> Result<FleetOverview, StoreError> {
+            unused()
+        }
+        async fn order_counts_by_day(
+            &self,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+        ) -> Result<Vec<DayCount>, StoreError> {
+            unused()
+        }
     }
 
     fn reading(seq: u64) -> Reading {

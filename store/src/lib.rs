@@ -33,6 +33,7 @@ mod exposure;
 mod import;
 mod lives;
 mod orders;
+mod overview;
 mod predictions;
 mod read;
 mod reliability;
@@ -58,9 +59,10 @@ use fleetpulse_domain::reliability::{
 use fleetpulse_domain::rules::OrderRules;
 use fleetpulse_domain::serial::Serial;
 use fleetpulse_domain::store::{
-    AlarmQuery, CommitReport, DeadLetter, DeadLetterQuery, Device, DeviceDetail, DeviceQuery,
-    DeviceSummary, IngestBatch, NewDevice, OrderQuery, Page, ReadingQuery, Rollup, SpoolChunk,
-    SpoolStats, Store, StoreError, StoreStats, StoredReading, UnknownDevicePolicy,
+    AlarmQuery, CommitReport, DayCount, DeadLetter, DeadLetterQuery, Device, DeviceDetail,
+    DeviceQuery, DeviceSummary, FleetOverview, IngestBatch, NewDevice, OrderQuery, Page,
+    ReadingQuery, Rollup, SpoolChunk, SpoolStats, Store, StoreError, StoreStats, StoredReading,
+    UnknownDevicePolicy,
 };
 use rusqlite::{Connection, OpenFlags};
 
@@ -554,6 +556,24 @@ impl Store for SqliteStore {
             .await?;
         stats.wal_bytes = self.wal_bytes();
         Ok(stats)
+    }
+
+    async fn fleet_overview(
+        &self,
+        now: DateTime<Utc>,
+        silent_after: chrono::Duration,
+    ) -> Result<FleetOverview, StoreError> {
+        self.read(move |conn, _| overview::fleet_overview(conn, now, silent_after))
+            .await
+    }
+
+    async fn order_counts_by_day(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<DayCount>, StoreError> {
+        self.read(move |conn, _| overview::order_counts_by_day(conn, from, to))
+            .await
     }
 
     async fn spool_peek(

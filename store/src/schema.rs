@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_dead_letter_repeats.sql"),
     include_str!("../migrations/0011_components.sql"),
     include_str!("../migrations/0012_order_resolution.sql"),
+    include_str!("../migrations/0013_overview_indexes.sql"),
 ];
 
 /// The schema version this build writes.

@@ -87,7 +87,7 @@ async fn open(path: &Path) -> SqliteStore {
 
 #[tokio::test]
 async fn a_version_10_store_with_rows_opens_at_the_current_version() {
-    assert_eq!(SCHEMA_VERSION, 12);
+    assert_eq!(SCHEMA_VERSION, 13);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("fleetpulse.db");
     v10_database_with_rows(&path);
@@ -162,6 +162,15 @@ async fn a_version_10_store_with_rows_opens_at_the_current_version() {
         .query_row("SELECT import_key FROM alarm_episodes", [], |r| r.get(0))
         .expect("episode");
     assert_eq!(episode_key, None);
+    // version 13: the overview's index of dead letters by receipt time
+    let index: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'dead_letters_by_received'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("index");
+    assert_eq!(index, 1);
     for table in ["meter_history", "backfill_hours"] {
         let n: i64 = conn
             .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))

@@ -4,13 +4,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
-use fleetpulse_domain::dispatch::Dispatch;
+use chrono::{DateTime, Duration, DurationRound, TimeZone, Utc};
+use fleetpulse_domain::clock::Clock;
+use fleetpulse_domain::dispatch::{Dispatch, OrderAction};
+use fleetpulse_domain::order::{Cause, OrderIntent, OrderKind, Sla, SlaState};
 use fleetpulse_domain::store::{
-    AlarmQuery, DeadLetterQuery, DeviceQuery, IngestBatch, NewDeadLetter, NewDevice, OrderQuery,
-    ReadingQuery, SpoolStats, Store, StoreError, UnknownDevicePolicy,
+    AlarmQuery, ConnectionEnd, Count, DayCount, DeadLetterQuery, DeviceQuery, FleetOverview,
+    IngestBatch, NewDeadLetter, NewDevice, OrderQuery, ReadingQuery, SpoolStats, Store, StoreError,
+    UnknownDevicePolicy,
 };
-use fleetpulse_domain::telemetry::{RejectReason, TelemetryLimits, parse_telemetry};
+use fleetpulse_domain::telemetry::{RejectReason, StatusUpdate, TelemetryLimits, parse_telemetry};
 use fleetpulse_domain::{Catalog, LifecycleStatus, OrderStatus, Policy, Priority, Reading, Serial};
 use fleetpulse_rules::CatalogRules;
 use fleetpulse_store::{Durability, SCHEMA_VERSION, SqliteStore, StoreOptions};
@@ -24,12 +27,23 @@ async fn open(path: &Path, unknown: UnknownDevicePolicy) -> SqliteStore {
 }
 
 async fn open_with_spool(path: &Path, unknown: UnknownDevicePolicy, spool: bool) -> SqliteStore {
+    open_with_clock(path, unknown, spool, Clock::Wall).await
+}
+
+/// [`open_with_spool`] on `clock`: a fixed clock stamps every order it creates (and their
+/// SLA's start) at one known instant.
+async fn open_with_clock(
+    path: &Path,
+    unknown: UnknownDevicePolicy,
+    spool: bool,
+    clock: Clock,
+) -> SqliteStore {
     let catalog = Arc::new(Catalog::from_toml_str(CATALOG).expect("catalog"));
     let policy = Arc::new(Policy::from_toml_str(POLICY).expect("policy"));
     SqliteStore::open(
         path,
         StoreOptions {
-            clock: Default::default(),
+            clock,
             catalog,
             rules: Arc::new(CatalogRules::new(policy)),
             unknown_device: unknown,
@@ -1283,4 +1297,442 @@ async fn a_refused_reading_received_again_is_one_dead_letter() {
         "{}",
         rows[0].payload
     );
+}
+
+// ---- the overview page's counts ---------------------------------------------------------
+
+/// Registers a device of `model` (`OC-5A` or `OC-10`) with its status, region and
+/// criticality (at a customer: with an address, as the registry requires).
+async fn register(
+    store: &SqliteStore,
+    serial: &str,
+    model: &str,
+    status: LifecycleStatus,
+    region: Option<&str>,
+    criticality: fleetpulse_domain::Criticality,
+) {
+    store
+        .register_device(NewDevice {
+            serial: sn(serial),
+            model: fleetpulse_domain::catalog::ModelId::parse(model).expect("model"),
+            status: Some(status),
+            criticality: Some(criticality),
+            region: region.map(str::to_owned),
+            address: (status == LifecycleStatus::AtCustomer).then(|| "1 Mill Lane, Leeds".into()),
+            commissioned_at: None,
+            runtime_hours_at_registration: None,
+            observed_from: None,
+        })
+        .await
+        .expect("register");
+}
+
+fn status(
+    serial: &str,
+    state: fleetpulse_domain::ConnectionState,
+    at: DateTime<Utc>,
+) -> StatusUpdate {
+    StatusUpdate {
+        serial: sn(serial),
+        state,
+        at,
+        firmware: None,
+        model: None,
+    }
+}
+
+/// A manual order with its SLA deadlines `hours` after `t` (respond, arrive, complete).
+fn manual(
+    serial: &str,
+    cause: &str,
+    priority: Priority,
+    t: DateTime<Utc>,
+    hours: [f64; 3],
+    labour_minutes: u32,
+) -> OrderIntent {
+    let at = |h: f64| t + Duration::seconds((h * 3600.0) as i64);
+    OrderIntent {
+        serial: sn(serial),
+        cause: Cause::parse(cause).expect("cause"),
+        kind: OrderKind::Repair,
+        priority,
+        title: cause.to_owned(),
+        solution: String::new(),
+        skills: vec![],
+        parts: vec![],
+        labour_minutes,
+        evidence: json!({}),
+        triggered_at: t,
+        sla: Sla {
+            respond_by: at(hours[0]),
+            arrive_by: at(hours[1]),
+            complete_by: at(hours[2]),
+        },
+        new_episode: true,
+    }
+}
+
+fn counts(pairs: &[(&str, u64)]) -> Vec<Count> {
+    pairs
+        .iter()
+        .map(|(key, count)| Count {
+            key: (*key).to_owned(),
+            count: *count,
+        })
+        .collect()
+}
+
+/// Every count of the overview and of the calendar, on a fleet built for it through the
+/// store's own calls (registry, statuses, readings with alarms, orders and their
+/// transitions, dead letters), with the boundaries of each window on both sides.
+#[tokio::test]
+async fn the_overview_counts_the_fleet_orders_alarms_and_dead_letters() {
+    use LifecycleStatus::{AtCustomer, InRepair, InStock, Retired};
+    use fleetpulse_domain::ConnectionState::{Offline, Online, Unreachable};
+    use fleetpulse_domain::Criticality::{High, LifeSupporting, Standard};
+
+    // t: 08:00 UTC today, the fixed clock's time (every order is created then). The
+    // counts are taken at now = t + 10 h (18:00), with the policy's silent_after of 24 h.
+    let day = Utc::now().duration_trunc(Duration::days(1)).expect("day");
+    let t = day + Duration::hours(8);
+    let now = t + Duration::hours(10);
+    let silent_after = Duration::hours(24);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_with_clock(
+        &dir.path().join("a.db"),
+        UnknownDevicePolicy::AutoRegister,
+        false,
+        Clock::Fixed(t),
+    )
+    .await;
+
+    // an empty store counts nothing
+    assert_eq!(
+        store
+            .fleet_overview(now, silent_after)
+            .await
+            .expect("overview"),
+        FleetOverview::default()
+    );
+    assert_eq!(
+        store
+            .order_counts_by_day(day, day + Duration::days(9))
+            .await
+            .expect("days"),
+        []
+    );
+
+    // -- devices: A* at a customer (the status the silent-device rule watches)
+    register(&store, "A1", "OC-5A", AtCustomer, Some("north"), High).await; // reports now
+    register(&store, "A2", "OC-5A", AtCustomer, Some("north"), High).await; // online, quiet 30 h: silent
+    register(
+        &store,
+        "A3",
+        "OC-10",
+        AtCustomer,
+        Some("south"),
+        LifeSupporting,
+    )
+    .await; // lost 48 h ago: silent
+    register(&store, "A4", "OC-10", AtCustomer, Some("south"), High).await; // said goodbye: offline
+    register(&store, "A5", "OC-5A", AtCustomer, None, Standard).await; // never seen: unknown
+    register(&store, "A6", "OC-5A", AtCustomer, Some("north"), High).await; // unreachable 25 h: silent
+    register(&store, "A7", "OC-5A", AtCustomer, Some("north"), High).await; // quiet exactly 24 h: silent
+    register(&store, "A8", "OC-10", AtCustomer, Some("south"), High).await; // goodbye, then reported: silent
+    register(&store, "A9", "OC-5A", AtCustomer, Some("north"), High).await; // quiet 24 h less 1 ms: online
+    register(&store, "S1", "OC-5A", InStock, Some("north"), Standard).await; // reports now
+    register(&store, "R1", "OC-10", InRepair, None, High).await; // unreachable 2 h ago
+    register(&store, "RT", "OC-5A", Retired, Some("north"), High).await; // never seen: unknown
+    let hours = |h: i64| now - Duration::hours(h);
+    store
+        .commit_batch(IngestBatch {
+            statuses: vec![
+                status("A2", Online, hours(30)),
+                status("A3", Offline, hours(48)),
+                status("A4", Online, hours(48)),
+                status("A6", Unreachable, hours(25)),
+                status("A7", Online, now - silent_after),
+                status("A9", Online, now - silent_after + Duration::milliseconds(1)),
+                status("R1", Unreachable, hours(2)),
+                // auto-registered: unassigned, no model, no region, standard
+                status("U1", Online, hours(1)),
+            ],
+            connection_ends: vec![
+                ConnectionEnd {
+                    serial: sn("A4"),
+                    at: hours(47),
+                    graceful: true,
+                },
+                ConnectionEnd {
+                    serial: sn("A8"),
+                    at: hours(50),
+                    graceful: true,
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .expect("statuses");
+    store
+        .commit_batch(IngestBatch {
+            statuses: vec![status("A8", Online, hours(40))],
+            ..Default::default()
+        })
+        .await
+        .expect("A8 back");
+
+    // -- alarms (readings dated two days ago, received now): on A1 W201 opens and
+    // closes, E101 (critical: raises a P2 repair order at t), W203 (info) and X999 (a
+    // code the catalog does not know) stay open; on S1 two warnings stay open
+    store
+        .commit_batch(batch(vec![
+            reading(
+                "A1",
+                1,
+                t0(),
+                json!({"alarms": ["E101", "W201", "W203", "X999"]}),
+            ),
+            reading(
+                "A1",
+                2,
+                t0() + Duration::minutes(1),
+                json!({"alarms": ["E101", "W203", "X999"]}),
+            ),
+            reading("S1", 1, t0(), json!({"alarms": ["W201", "W202"]})),
+        ]))
+        .await
+        .expect("alarms");
+
+    // -- orders, all created at t, SLA states at now = t + 10 h
+    let actor = fleetpulse_domain::dispatch::Actor("test".into());
+    let mut ids = std::collections::BTreeMap::new();
+    for (name, intent) in [
+        // open, respond_by passed: breached (complete t + 30 h: tomorrow)
+        (
+            "o1",
+            manual("A2", "ov_one", Priority::P1, t, [9.0, 20.0, 30.0], 10),
+        ),
+        // open, 1 h of 11 left to respond: at risk
+        (
+            "o2",
+            manual("A3", "ov_two", Priority::P2, t, [11.0, 20.0, 30.0], 20),
+        ),
+        // acknowledged: its passed respond_by no longer counts: on track
+        (
+            "o3",
+            manual("A4", "ov_three", Priority::P3, t, [1.0, 100.0, 200.0], 30),
+        ),
+        // assigned, arrive_by passed: breached
+        (
+            "o4",
+            manual("A5", "ov_four", Priority::P3, t, [1.0, 9.5, 200.0], 40),
+        ),
+        // in progress: only complete_by counts, 2 h of 12 left: at risk (due 20:00 today)
+        (
+            "o5",
+            manual("A6", "ov_five", Priority::P4, t, [1.0, 1.0, 12.0], 50),
+        ),
+        // in progress, 90 h of 100 left: on track
+        (
+            "o6",
+            manual("A7", "ov_six", Priority::P4, t, [1.0, 1.0, 100.0], 60),
+        ),
+        // open, exactly a fifth of 12.5 h left to respond: not yet at risk; complete_by
+        // is the calendar's end (t + 208 h = midnight in 9 days)
+        (
+            "o9",
+            manual("A9", "ov_nine", Priority::P3, t, [12.5, 100.0, 208.0], 90),
+        ),
+        // closed: counted nowhere
+        (
+            "o7",
+            manual("S1", "ov_seven", Priority::P2, t, [1.0, 2.0, 12.0], 70),
+        ),
+        (
+            "o8",
+            manual("R1", "ov_eight", Priority::P1, t, [1.0, 2.0, 20.0], 80),
+        ),
+    ] {
+        let (order, created) = store
+            .create_manual_order(intent, actor.clone())
+            .await
+            .expect("order");
+        assert!(created, "{name}");
+        ids.insert(name, order.id);
+    }
+    let advance = |name: &'static str, actions: Vec<OrderAction>| {
+        let store = store.clone();
+        let actor = actor.clone();
+        let id = ids[name];
+        async move {
+            for action in actions {
+                let order = store.order(id).await.expect("read").expect("order");
+                store
+                    .transition(id, order.version, action, actor.clone(), t)
+                    .await
+                    .expect("transition");
+            }
+        }
+    };
+    let assign = || OrderAction::Assign {
+        engineer: "eng-1".into(),
+        planned_visit_at: None,
+    };
+    use OrderAction::{Acknowledge, Start};
+    advance("o3", vec![Acknowledge]).await;
+    advance("o4", vec![Acknowledge, assign()]).await;
+    advance("o5", vec![Acknowledge, assign(), Start]).await;
+    advance("o6", vec![Acknowledge, assign(), Start]).await;
+    advance(
+        "o7",
+        vec![
+            Acknowledge,
+            assign(),
+            Start,
+            OrderAction::Complete(Default::default()),
+        ],
+    )
+    .await;
+    advance(
+        "o8",
+        vec![OrderAction::Cancel {
+            reason: "duplicate".into(),
+        }],
+    )
+    .await;
+    // work bundled into o6's visit (bundles come from prediction runs; written here
+    // directly): its labour counts on o6's day
+    let side = rusqlite::Connection::open(dir.path().join("a.db")).expect("side connection");
+    side.execute(
+        "INSERT INTO order_tasks (order_id, cause, title, skills, parts, labour_minutes, evidence, added_at, updated_at) \
+         VALUES (?1, 'filter_depletion', 'filter', '[]', '[]', 25, '{}', 0, 0)",
+        [ids["o6"]],
+    )
+    .expect("task");
+    drop(side);
+
+    // -- dead letters: the window is [now - 24 h, now) = [t - 14 h, t + 10 h)
+    let start = now - Duration::hours(24);
+    let with = |reason: RejectReason, l: NewDeadLetter| NewDeadLetter { reason, ..l };
+    store
+        .commit_batch(letters(vec![
+            letter("c1", "fleet/a", b"a", start), // first instant: in
+            letter("c1", "fleet/a", b"b", t),
+            letter("c1", "fleet/a", b"b", t + Duration::hours(1)), // received again: same row
+            with(
+                RejectReason::UnknownDevice,
+                letter("c2", "fleet/b", b"c", t + Duration::hours(9)),
+            ),
+            with(
+                RejectReason::TimestampSkew,
+                letter("c1", "fleet/a", b"d", now),
+            ), // now: out
+            letter("c1", "fleet/a", b"e", start - Duration::milliseconds(1)), // out
+            with(
+                RejectReason::BadAlarmCode,
+                letter("c3", "fleet/c", b"f", t - Duration::days(3)),
+            ),
+        ]))
+        .await
+        .expect("dead letters");
+
+    let overview = store
+        .fleet_overview(now, silent_after)
+        .await
+        .expect("overview");
+    assert_eq!(
+        overview,
+        FleetOverview {
+            devices: 13,
+            by_status: counts(&[
+                ("at_customer", 9),
+                ("in_repair", 1),
+                ("in_stock", 1),
+                ("retired", 1),
+                ("unassigned", 1),
+            ]),
+            by_model: counts(&[("OC-5A", 8), ("OC-10", 4), ("unknown", 1)]),
+            by_region: counts(&[("north", 7), ("south", 3), ("unknown", 3)]),
+            by_criticality: counts(&[("high", 9), ("standard", 3), ("life_supporting", 1)]),
+            // silent: A2, A3, A6, A7, A8; online: A1, A9, S1, U1; unknown: A5, RT
+            by_connection: counts(&[
+                ("silent", 5),
+                ("online", 4),
+                ("unknown", 2),
+                ("offline", 1),
+                ("unreachable", 1),
+            ]),
+            active_alarms_by_severity: counts(&[
+                ("warning", 2),
+                ("critical", 1),
+                ("info", 1),
+                ("unknown", 1),
+            ]),
+            // o1, o2, o9 and E101's repair order (P2, respond within 1 h of t: breached)
+            orders_by_status: counts(&[
+                ("open", 4),
+                ("in_progress", 2),
+                ("acknowledged", 1),
+                ("assigned", 1),
+            ]),
+            orders_by_priority: counts(&[("P3", 3), ("P2", 2), ("P4", 2), ("P1", 1)]),
+            orders_by_sla: counts(&[("breached", 3), ("on_track", 3), ("at_risk", 2)]),
+            dead_letters_24h: 3,
+            dead_letters_by_reason_24h: counts(&[("malformed_json", 2), ("unknown_device", 1)]),
+        }
+    );
+    assert_eq!(Count::of(&overview.by_connection, "silent"), 5);
+    assert_eq!(Count::of(&overview.orders_by_sla, "nothing"), 0);
+
+    // the SLA states are those the order list filters on, at the same instant
+    for state in SlaState::ALL {
+        let listed = store
+            .list_orders(OrderQuery {
+                active_only: true,
+                sla: Some((*state, now)),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .items
+            .len() as u64;
+        assert_eq!(
+            Count::of(&overview.orders_by_sla, state.as_str()),
+            listed,
+            "{state:?}"
+        );
+    }
+
+    // -- the calendar from 20:00 today (o5's completion deadline: included) to midnight
+    // in 9 days (o9's: left out); closed orders are not work due
+    let date = |days: i64| (day + Duration::days(days)).date_naive();
+    let day_count = |days: i64, p: [u64; 4], labour_minutes: u64| DayCount {
+        day: date(days),
+        orders: p.iter().sum(),
+        by_priority: counts(&[("P1", p[0]), ("P2", p[1]), ("P3", p[2]), ("P4", p[3])]),
+        labour_minutes,
+    };
+    assert_eq!(
+        store
+            .order_counts_by_day(t + Duration::hours(12), day + Duration::days(9))
+            .await
+            .expect("days"),
+        [
+            day_count(0, [0, 0, 0, 1], 50),  // o5
+            day_count(1, [1, 1, 0, 0], 30),  // o1, o2
+            day_count(2, [0, 1, 0, 0], 120), // E101's repair order (catalog labour 120 min)
+            day_count(4, [0, 0, 0, 1], 85),  // o6 with its bundled task
+            day_count(8, [0, 0, 2, 0], 70),  // o3, o4
+        ]
+    );
+    // and from 20:00 plus a millisecond, o5 is out
+    let later = store
+        .order_counts_by_day(
+            t + Duration::hours(12) + Duration::milliseconds(1),
+            day + Duration::days(2),
+        )
+        .await
+        .expect("days");
+    assert_eq!(later.iter().map(|d| d.day).collect::<Vec<_>>(), [date(1)]);
 }
