@@ -164,7 +164,8 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
             Cell::text(alarms),
         ]);
     }
-    let with = |k: &'static str| move |v: &str| Some(format!("/{}#table-devices", p.with(k, Some(v))));
+    let pr = &p;
+    let with = |k: &'static str| move |v: &str| Some(format!("/{}#table-devices", pr.with(k, Some(v))));
     let (status_chart, status_table) = breakdown("by_status", "Devices by status", &overview.by_status, |k| format!("status-{k}"), with("status"));
     let (conn_chart, conn_table) = breakdown("by_connection", "Devices by connection", &overview.by_connection, |k| format!("conn-{k}"), with("connection"));
     let (model_chart, model_table) = breakdown("by_model", "Devices by model", &overview.by_model, |_| String::new(), with("model"));
