@@ -12,6 +12,8 @@ use crate::session::Viewer;
 pub const CSS: &str = include_str!("../assets/app.css");
 /// The script, embedded: the live order queue and SLA countdowns; nothing else needs it.
 pub const JS: &str = include_str!("../assets/app.js");
+/// The icon of the browser tab, embedded.
+pub const ICON: &str = include_str!("../assets/icon.svg");
 
 /// The pages of the top bar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +51,7 @@ pub fn page(
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · fleetpulse" }
+                link rel="icon" href="/ui/icon.svg" type="image/svg+xml";
                 link rel="stylesheet" href="/ui/app.css";
                 script src="/ui/app.js" defer {}
             }
@@ -97,6 +100,7 @@ pub fn refusal(status: StatusCode, message: &str) -> Response {
             head {
                 meta charset="utf-8";
                 title { "Refused · fleetpulse" }
+                link rel="icon" href="/ui/icon.svg" type="image/svg+xml";
                 link rel="stylesheet" href="/ui/app.css";
             }
             body {
@@ -127,6 +131,11 @@ pub async fn stylesheet() -> Response {
 
 pub async fn script() -> Response {
     asset("text/javascript; charset=utf-8", JS)
+}
+
+/// The tab icon (also at `/favicon.ico`, where browsers look without a link).
+pub async fn icon() -> Response {
+    asset("image/svg+xml", ICON)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -81,5 +81,7 @@ pub fn router(app: AppState, options: UiOptions) -> Router {
         .route("/sign-out", post(pages::sign_in::sign_out))
         .route("/ui/app.css", get(layout::stylesheet))
         .route("/ui/app.js", get(layout::script))
+        .route("/ui/icon.svg", get(layout::icon))
+        .route("/favicon.ico", get(layout::icon))
         .with_state(state)
 }

@@ -58,7 +58,7 @@ fn segments(list: &[Count], kind: impl Fn(&str) -> String) -> Vec<CountSegment> 
 /// A breakdown as a stacked bar and a table (its data, sortable, as CSV), each key
 /// linking to `link(key)`.
 fn breakdown(id: &'static str, title: &str, list: &[Count], kind: impl Fn(&str) -> String, link: impl Fn(&str) -> Option<String>) -> (Markup, Table) {
-    let chart = charts::count_bar(&CountBar { title: title.into(), segments: segments(list, kind), ..Default::default() });
+    let chart = charts::count_bar(&CountBar { title: title.into(), segments: segments(list, kind), size: charts::Size { width: 720, height: 72 } });
     let mut t = Table::new(id, title, vec![text("key", "Key"), number("count", "Count")]).empty("None.");
     for c in list {
         let cell = Cell::text(c.key.clone());
