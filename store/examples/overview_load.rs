@@ -1,15 +1,18 @@
 //! Measures `fleet_overview` and `order_counts_by_day` on a large store.
 //!
 //! `cargo run -p fleetpulse-store --example overview_load -- [DEVICES] [ORDERS] [ACTIVE_PCT] [DB]`
-//! (defaults 10 000 devices, 100 000 orders, 10 % of them active): the schema comes from
-//! opening the store; the rows are inserted straight into it with SQL (the counts read
-//! tables and indexes, not how the rows got there): devices over six statuses, five
-//! models (a tenth without), nine regions (a tenth without), four connection states and
-//! last reports over the past three days; orders created over a year with their SLA
-//! deadlines from the shipped policy, `ACTIVE_PCT` % of them still active, one in five
-//! active orders with a bundled task; 200 000 alarm episodes (1 % open); 200 000 dead
-//! letters over 30 days. Each call is then timed 20 times and the min, median and max
-//! printed.
+//! (defaults 10 000 devices, 100 000 orders, 10 % of them active; a fourth argument keeps
+//! the database there, to look at its query plans). The schema comes from opening the
+//! store; the rows are inserted straight into it with SQL (the counts read tables and
+//! indexes, not how the rows got there), from a fixed pseudo-random sequence: devices at
+//! a customer (half), in stock, in repair or retired, of five models (a tenth without),
+//! in nine regions (a tenth without), in four connection states, last seen over the past
+//! three days (one in fifty never), a quarter with a connection end; orders created over
+//! a year (active ones over the last three weeks) with the shipped policy's SLA
+//! deadlines, `ACTIVE_PCT` % of them active, one in five active orders with a bundled
+//! task; 200 000 alarm episodes over a year (1 % open); 200 000 dead letters over 30 days.
+//! Each call is then timed 20 times on the store's pooled read connections and the min,
+//! median and max printed.
 
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
@@ -28,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let orders: i64 = args.next().map_or(Ok(100_000), |a| a.parse())?;
     let active_pct: i64 = args.next().map_or(Ok(10), |a| a.parse())?;
     let dir = tempfile::tempdir()?;
-    // a fifth argument keeps the store there, to look at its query plans
+    // a fourth argument keeps the store there, to look at its query plans
     let path = match args.next() {
         Some(p) => std::path::PathBuf::from(p),
         None => dir.path().join("overview.db"),
@@ -144,7 +147,12 @@ fn fill(
     const CONNECTION: [&str; 4] = ["online", "offline", "unreachable", "unknown"];
     const ACTIVE: [&str; 4] = ["open", "acknowledged", "assigned", "in_progress"];
     const CLOSED: [&str; 2] = ["completed", "cancelled"];
-    const REASONS: [&str; 4] = ["bad_json", "unknown_device", "schema", "payload_too_large"];
+    const REASONS: [&str; 4] = [
+        "malformed_json",
+        "unknown_device",
+        "missing_field",
+        "payload_too_large",
+    ];
     let now_ms = now.timestamp_millis();
     let mut rng = Lcg(42);
     let mut conn = Connection::open(path)?;

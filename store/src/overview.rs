@@ -7,6 +7,7 @@ use fleetpulse_domain::order::{Priority, SlaState};
 use fleetpulse_domain::store::{
     Count, DayCount, FleetOverview, SILENT_KEY, StoreError, UNKNOWN_KEY,
 };
+use fleetpulse_domain::telemetry::RejectReason;
 use rusqlite::{Connection, params};
 
 use crate::convert::{from_ms, ms, sql_err};
@@ -70,9 +71,20 @@ fn orders_sql() -> String {
     )
 }
 
-/// Dead letters first received in `[?1, ?2)` by reason: a range of their receipt index.
-const LETTERS_SQL: &str = "SELECT reason, COUNT(*) FROM dead_letters \
-     WHERE received_at >= ?1 AND received_at < ?2 GROUP BY reason";
+/// Dead letters first received in `[?1, ?2)` by reason: for each reason a range of the
+/// (reason, receipt) index, counted in index order (no sort). Every reason the store
+/// writes is a [`RejectReason`], and each is listed.
+fn letters_sql() -> String {
+    let reasons: Vec<String> = RejectReason::ALL
+        .iter()
+        .map(|r| format!("'{}'", r.as_str()))
+        .collect();
+    format!(
+        "SELECT reason, COUNT(*) FROM dead_letters WHERE reason IN ({}) \
+         AND received_at >= ?1 AND received_at < ?2 GROUP BY reason",
+        reasons.join(", ")
+    )
+}
 
 /// Active orders whose completion deadline is in `[?1, ?2)` per (UTC day since 1970,
 /// priority), with their labour and that of their bundled tasks (through the tasks'
@@ -124,7 +136,7 @@ fn read_overview(
 
     let letters = grouped(
         conn,
-        LETTERS_SQL,
+        &letters_sql(),
         params![ms(now - Duration::hours(24)), ms(now)],
     )?;
 
@@ -254,10 +266,16 @@ mod tests {
         );
         let p = plan(&days_sql());
         assert!(p.contains("COVERING INDEX orders_active_sla"), "{p}");
-        let p = plan(LETTERS_SQL);
+        let p = plan(&letters_sql());
         assert!(
-            p.contains("COVERING INDEX dead_letters_by_received (received_at>? AND received_at<?)"),
+            p.contains(
+                "COVERING INDEX dead_letters_by_reason_received (reason=? AND received_at>? AND received_at<?)"
+            ),
             "{p}"
+        );
+        assert!(
+            !p.contains("TEMP B-TREE"),
+            "groups stream in index order: {p}"
         );
         let p = plan(&connection_sql());
         assert!(p.starts_with("SCAN devices"), "{p}");

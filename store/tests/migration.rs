@@ -162,10 +162,10 @@ async fn a_version_10_store_with_rows_opens_at_the_current_version() {
         .query_row("SELECT import_key FROM alarm_episodes", [], |r| r.get(0))
         .expect("episode");
     assert_eq!(episode_key, None);
-    // version 13: the overview's index of dead letters by receipt time
+    // version 13: the overview's index of dead letters by reason and receipt time
     let index: i64 = conn
         .query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'dead_letters_by_received'",
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'dead_letters_by_reason_received'",
             [],
             |r| r.get(0),
         )
