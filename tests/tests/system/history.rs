@@ -97,3 +97,91 @@ async fn devices_old_telemetry_and_component_failures_come_in_through_the_cli() 
     );
     Ok(())
 }
+
+/// The session cookie of a sign-in through the page form (the token as a person pastes it).
+async fn sign_in(app: &App, token: &str) -> anyhow::Result<String> {
+    let http = fleetpulse_system_tests::http_client()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let form = http.get(app.url("/sign-in")).send().await?;
+    let cookie = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| c.strip_prefix(&format!("{name}=")).map(|v| v.split(';').next().unwrap_or("").to_owned()))
+    };
+    let nonce = cookie(&form, "fp_signin").ok_or_else(|| anyhow::anyhow!("no sign-in nonce"))?;
+    let done = http
+        .post(app.url("/sign-in"))
+        .header(reqwest::header::COOKIE, format!("fp_signin={nonce}"))
+        .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(format!("token={token}&nonce={nonce}&next=%2F"))
+        .send()
+        .await?;
+    anyhow::ensure!(done.status() == 303, "sign-in answered {}", done.status());
+    cookie(&done, "fp_session").ok_or_else(|| anyhow::anyhow!("no session cookie"))
+}
+
+/// The pages of `serve` (authentication on) over a history brought in through the CLI:
+/// a quality engineer signs in and reads the component's Weibull fit, a device's charts
+/// and failures, and the fleet; a dispatcher's token is refused nothing it may read.
+#[tokio::test]
+async fn the_pages_show_imported_history_to_a_signed_in_quality_engineer() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let app = App::serve_builtin(&data).await?;
+    let start = Utc::now() - chrono::Duration::days(2 * 365);
+    let start = start - chrono::Duration::seconds(start.timestamp().rem_euclid(3600));
+    let at = |h: i64| (start + chrono::Duration::hours(h)).to_rfc3339();
+    // six concentrators, each running from hour 0, whose compressors fail at 300 to 800 h
+    let lives = [300, 420, 510, 600, 690, 800];
+    let mut devices = String::from("serial,model,commissioned_at,runtime_hours_at_registration,region\n");
+    let mut meters = String::from("serial,at,runtime_hours\n");
+    let mut failures = String::from("serial,at,runtime_hours,component\n");
+    for (i, life) in lives.iter().enumerate() {
+        let serial = format!("OC5-PG{i:03}");
+        devices.push_str(&format!("{serial},OC-5A,{},0,north\n", at(0)));
+        for h in (0..=900).step_by(100) {
+            meters.push_str(&format!("{serial},{},{h}\n", at(h)));
+        }
+        failures.push_str(&format!("{serial},{},{life},compressor\n", at(*life)));
+    }
+    for (kind, body) in [("devices", devices), ("meters", meters), ("failures", failures)] {
+        let file = dir.path().join(format!("{kind}.csv"));
+        std::fs::write(&file, body)?;
+        import(kind, &file, &data).await?;
+    }
+    let token = fleetpulse_system_tests::dispatch::create_token(&data, "quality", "qe").await?;
+    let session = sign_in(&app, &token).await?;
+    let http = fleetpulse_system_tests::http_client()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let page = |path: &str| {
+        let req = http
+            .get(app.url(path))
+            .header(reqwest::header::COOKIE, format!("fp_session={session}"));
+        async move {
+            let r = req.send().await?;
+            let status = r.status().as_u16();
+            Ok::<_, anyhow::Error>((status, r.text().await?))
+        }
+    };
+    let (status, quality) = page("/quality?period=1825d&group_by=component").await?;
+    assert_eq!(status, 200, "{quality}");
+    assert!(quality.contains("component=compressor"), "the component's group");
+    assert_eq!(quality.matches("class=\"point failure\"").count(), lives.len(), "a point per failure");
+    assert!(quality.contains("β = "), "a fit with its legend");
+    let (status, device) = page("/devices/OC5-PG000?range=365d").await?;
+    assert_eq!(status, 200);
+    assert!(device.contains("compressor") && device.contains("Failures"), "the failure is listed");
+    for path in ["/", "/planner", "/dispatch", "/operations"] {
+        let (status, body) = page(path).await?;
+        assert_eq!(status, 200, "{path}");
+        assert!(body.contains("data-page="), "{path}");
+    }
+    // without the session, the same page sends to the sign-in
+    let anonymous = http.get(app.url("/quality")).send().await?;
+    assert_eq!(anonymous.status().as_u16(), 303);
+    Ok(())
+}
