@@ -451,8 +451,8 @@ pub const UNKNOWN_KEY: &str = "unknown";
 pub const SILENT_KEY: &str = "silent";
 
 /// The fleet at a glance, for the overview page: every figure is a count the store makes
-/// itself (SQL `GROUP BY`), so the page costs the same whatever the fleet's size. Each
-/// breakdown is a [`Count`] list ordered as [`Count::ranked`] orders it (most frequent
+/// itself (in SQLite, `GROUP BY` over indexes), so the caller receives counts, never the
+/// rows behind them. Each breakdown is a [`Count`] list ordered as [`Count::ranked`] orders it (most frequent
 /// first, then by key) and leaves out keys counted zero times: read a key with
 /// [`Count::of`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -945,7 +945,22 @@ pub trait PredictionStore: Send + Sync + 'static {
 
 #[cfg(test)]
 mod tests {
-    use super::ReadingCursor;
+    use super::{Count, ReadingCursor};
+
+    #[test]
+    fn a_breakdown_adds_up_its_keys_drops_zeros_and_ranks_by_count_then_key() {
+        let ranked = Count::ranked([
+            ("b".to_owned(), 2),
+            ("c".to_owned(), 0),
+            ("a".to_owned(), 1),
+            ("d".to_owned(), 3),
+            ("a".to_owned(), 1),
+        ]);
+        let pairs: Vec<(&str, u64)> = ranked.iter().map(|c| (c.key.as_str(), c.count)).collect();
+        assert_eq!(pairs, [("d", 3), ("a", 2), ("b", 2)]);
+        assert_eq!(Count::of(&ranked, "a"), 2);
+        assert_eq!(Count::of(&ranked, "c"), 0);
+    }
 
     #[test]
     fn a_reading_cursor_reads_back_what_it_writes_and_nothing_else() {

@@ -1,6 +1,8 @@
-//! The overview page's counts: each a `GROUP BY` over an index or one table, answered
-//! in one read snapshot, so the page reads a few dozen grouped rows however large the
-//! fleet is (measured by `examples/overview_load.rs`).
+//! The overview page's counts, in one read snapshot: each is a `GROUP BY` that SQLite
+//! answers from an index (only the devices' connection reads the table), so what comes
+//! back is a few dozen grouped rows, never the fleet's rows. The work is one walk of an
+//! index per count, over the devices, the active orders, the open alarm episodes and
+//! the day's dead letters; `examples/overview_load.rs` measures it.
 
 use chrono::{DateTime, Duration, Utc};
 use fleetpulse_domain::order::{Priority, SlaState};
@@ -45,8 +47,9 @@ fn device_group_sql(column: &str) -> String {
 }
 
 /// Devices by connection, silent ones apart (`?1`: the silence cutoff). No index: ingest
-/// rewrites `connection` and `last_seen_at` on every report, and an index of them would
-/// be rewritten with it; this one reads the table's rows.
+/// rewrites `connection` and `last_seen_at` when a device reports (once a minute at
+/// most), and an index holding them would be rewritten with every such update, a cost
+/// on the ingest path; this count reads the table instead.
 fn connection_sql() -> String {
     format!(
         "SELECT CASE WHEN {SILENT} THEN '{SILENT_KEY}' ELSE connection END, COUNT(*) \
@@ -88,8 +91,8 @@ fn letters_sql() -> String {
 
 /// Active orders whose completion deadline is in `[?1, ?2)` per (UTC day since 1970,
 /// priority), with their labour and that of their bundled tasks (through the tasks'
-/// `(order_id, cause)` index). Integer division truncates towards zero: a deadline
-/// before 1970 is moved down a day.
+/// `(order_id, cause)` index). SQLite's division truncates towards zero, so a deadline
+/// before 1970 is moved down a day: the day is always the one the deadline falls on.
 fn days_sql() -> String {
     format!(
         "SELECT complete_by / {DAY_MS} - (complete_by % {DAY_MS} < 0), priority, COUNT(*), \
