@@ -120,7 +120,10 @@ pub fn api_error(e: fleetpulse_api::ApiError) -> Response {
     let status = e.status();
     if status.is_server_error() {
         tracing::error!(error = %e, "page failed");
-        return refusal(status, "Something went wrong on the server; the log has the detail.");
+        return refusal(
+            status,
+            "Something went wrong on the server; the log has the detail.",
+        );
     }
     refusal(status, &e.to_string())
 }
@@ -242,7 +245,10 @@ mod tests {
         assert_eq!(num(None, 2), "—");
         assert_eq!(num(Some(f64::NAN), 2), "—");
         let now: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().expect("t");
-        assert_eq!(relative(now + chrono::Duration::minutes(90), now), "in 1 h 30 min");
+        assert_eq!(
+            relative(now + chrono::Duration::minutes(90), now),
+            "in 1 h 30 min"
+        );
         assert_eq!(relative(now - chrono::Duration::days(5), now), "5 d ago");
     }
 }

@@ -69,10 +69,7 @@ pub fn router(app: AppState, options: UiOptions) -> Router {
         .route("/dispatch", get(pages::dispatch::page))
         .route("/dispatch/stream", get(pages::dispatch::stream))
         .route("/dispatch/orders/{id}", get(pages::dispatch::order))
-        .route(
-            "/dispatch/orders/{id}/{action}",
-            post(pages::dispatch::act),
-        )
+        .route("/dispatch/orders/{id}/{action}", post(pages::dispatch::act))
         .route("/operations", get(pages::operations::page))
         .route(
             "/sign-in",

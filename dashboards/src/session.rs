@@ -117,11 +117,7 @@ impl Sessions {
         let mut map = self.lock();
         map.retain(|_, s| self.live(s, now));
         if map.len() >= self.limits.max {
-            if let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, s)| s.last_seen)
-                .map(|(k, _)| *k)
-            {
+            if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| *k) {
                 map.remove(&oldest);
             }
         }
@@ -327,7 +323,10 @@ mod tests {
     #[test]
     fn cookies_are_found_among_others() {
         let mut h = HeaderMap::new();
-        h.append(COOKIE, HeaderValue::from_static("a=1; fp_session=abc ; b=2"));
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("a=1; fp_session=abc ; b=2"),
+        );
         h.append(COOKIE, HeaderValue::from_static("fp_signin=xyz"));
         assert_eq!(cookie(&h, "fp_session"), Some("abc"));
         assert_eq!(cookie(&h, "fp_signin"), Some("xyz"));
@@ -338,7 +337,13 @@ mod tests {
     fn session_cookies_are_strict_http_only_and_secure_under_tls() {
         let c = set_cookie(SESSION_COOKIE, "v", true, None);
         let c = c.to_str().expect("ascii");
-        for part in ["fp_session=v", "HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+        for part in [
+            "fp_session=v",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Secure",
+            "Path=/",
+        ] {
             assert!(c.contains(part), "{c} lacks {part}");
         }
         let plain = set_cookie(SESSION_COOKIE, "v", false, Some(0));
@@ -368,6 +373,9 @@ mod tests {
             ..SessionLimits::default()
         });
         let d = idle.start(4, [4; 32]);
-        assert!(idle.touch(&d).is_none(), "an idle limit of zero ends it at once");
+        assert!(
+            idle.touch(&d).is_none(),
+            "an idle limit of zero ends it at once"
+        );
     }
 }

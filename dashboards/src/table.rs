@@ -44,7 +44,10 @@ impl Params {
         if kept.is_empty() {
             return "?".to_owned();
         }
-        format!("?{}", serde_urlencoded::to_string(&kept).unwrap_or_default())
+        format!(
+            "?{}",
+            serde_urlencoded::to_string(&kept).unwrap_or_default()
+        )
     }
 
     /// Hidden inputs carrying every parameter but `except` (for GET filter forms).
@@ -223,10 +226,12 @@ impl Table {
                 })
             })
             .collect();
-        let asked = p.get(&self.sort_param()).map(|s| match s.strip_prefix('-') {
-            Some(k) => (k.to_owned(), true),
-            None => (s.to_owned(), false),
-        });
+        let asked = p
+            .get(&self.sort_param())
+            .map(|s| match s.strip_prefix('-') {
+                Some(k) => (k.to_owned(), true),
+                None => (s.to_owned(), false),
+            });
         let sort = asked
             .or_else(|| self.default_sort.map(|(k, d)| (k.to_owned(), d)))
             .and_then(|(k, desc)| {
@@ -336,7 +341,8 @@ impl Table {
 
 fn csv_field(s: &str) -> String {
     // a leading =, +, - or @ would be a formula in a spreadsheet: quote it as text
-    let formula = s.starts_with(['=', '+', '@']) || (s.starts_with('-') && s.parse::<f64>().is_err());
+    let formula =
+        s.starts_with(['=', '+', '@']) || (s.starts_with('-') && s.parse::<f64>().is_err());
     if formula {
         return format!("\"'{}\"", s.replace('"', "\"\""));
     }
@@ -371,8 +377,12 @@ mod tests {
     use super::*;
 
     fn sample() -> Table {
-        let mut t = Table::new("devices", "Devices", vec![text("serial", "Serial"), number("hours", "Hours")])
-            .filterable();
+        let mut t = Table::new(
+            "devices",
+            "Devices",
+            vec![text("serial", "Serial"), number("hours", "Hours")],
+        )
+        .filterable();
         t.push(vec![Cell::text("OC-2"), Cell::num(Some(20.0), 0)]);
         t.push(vec![Cell::text("OC-10"), Cell::num(None, 0)]);
         t.push(vec![Cell::text("VT-1"), Cell::num(Some(5.0), 0)]);
@@ -393,7 +403,10 @@ mod tests {
         assert_eq!(serials(&t, ""), ["OC-2", "OC-10", "VT-1"]);
         assert_eq!(serials(&t, "sort.devices=hours"), ["VT-1", "OC-2", "OC-10"]);
         // absent values stay last when descending too
-        assert_eq!(serials(&t, "sort.devices=-hours"), ["OC-2", "VT-1", "OC-10"]);
+        assert_eq!(
+            serials(&t, "sort.devices=-hours"),
+            ["OC-2", "VT-1", "OC-10"]
+        );
         assert_eq!(serials(&t, "q.devices=oc"), ["OC-2", "OC-10"]);
         assert_eq!(serials(&t, "q.devices=oc+10"), ["OC-10"]);
         // an unknown column keeps the given order, never fails
@@ -403,12 +416,22 @@ mod tests {
     #[test]
     fn headings_link_to_the_other_direction_and_keep_other_parameters() {
         let t = sample();
-        let html = t.render(&Params::parse(Some("model=OC-5A&sort.devices=hours"))).into_string();
-        assert!(html.contains(r#"href="?model=OC-5A&amp;sort.devices=-hours""#), "{html}");
+        let html = t
+            .render(&Params::parse(Some("model=OC-5A&sort.devices=hours")))
+            .into_string();
+        assert!(
+            html.contains(r#"href="?model=OC-5A&amp;sort.devices=-hours""#),
+            "{html}"
+        );
         assert!(html.contains(r#"aria-sort="ascending""#));
         assert!(html.contains("3 of 3"));
         let empty = Table::new("x", "X", vec![text("a", "A")]).empty("No orders.");
-        assert!(empty.render(&Params::default()).into_string().contains("No orders."));
+        assert!(
+            empty
+                .render(&Params::default())
+                .into_string()
+                .contains("No orders.")
+        );
     }
 
     #[test]

@@ -204,7 +204,10 @@ impl Answer {
     /// The value of the first hidden input `name` on the page.
     fn hidden(&self, name: &str) -> String {
         let marker = format!(r#"name="{name}" value=""#);
-        let at = self.body.find(&marker).unwrap_or_else(|| panic!("no {name} in {}", self.body));
+        let at = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {name} in {}", self.body));
         let rest = &self.body[at + marker.len()..];
         rest[..rest.find('"').expect("closing quote")].to_owned()
     }
@@ -234,13 +237,14 @@ impl Pages {
     }
 
     async fn post(&self, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Answer {
-        let mut req = Request::post(path)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        let mut req =
+            Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         if let Some(c) = cookie {
             req = req.header(header::COOKIE, c);
         }
         let body = serde_urlencoded::to_string(form).expect("form");
-        self.send(req.body(Body::from(body)).expect("request")).await
+        self.send(req.body(Body::from(body)).expect("request"))
+            .await
     }
 
     async fn token(&self, role: Role) -> (i64, String) {
@@ -287,10 +291,21 @@ impl Pages {
 #[tokio::test]
 async fn without_a_session_pages_send_to_sign_in_and_a_wrong_token_is_refused() {
     let p = pages(AuthMode::Required).await;
-    for path in ["/", "/dispatch", "/planner", "/quality", "/operations", "/devices/OC-0001"] {
+    for path in [
+        "/",
+        "/dispatch",
+        "/planner",
+        "/quality",
+        "/operations",
+        "/devices/OC-0001",
+    ] {
         let a = p.get(path, None).await;
         assert_eq!(a.status, StatusCode::SEE_OTHER, "{path}");
-        assert!(a.location().starts_with("/sign-in?next="), "{path}: {}", a.location());
+        assert!(
+            a.location().starts_with("/sign-in?next="),
+            "{path}: {}",
+            a.location()
+        );
     }
     let bogus = p.get("/dispatch", Some("not-a-session")).await;
     assert_eq!(bogus.location(), "/sign-in?next=%2Fdispatch&reason=expired");
@@ -299,14 +314,20 @@ async fn without_a_session_pages_send_to_sign_in_and_a_wrong_token_is_refused() 
     let form = p.get("/sign-in", None).await;
     let nonce = form.cookie("fp_signin").expect("nonce");
     let wrong = p
-        .post("/sign-in", Some(&format!("fp_signin={nonce}")), &[("token", "fpt_0000"), ("nonce", &nonce)])
+        .post(
+            "/sign-in",
+            Some(&format!("fp_signin={nonce}")),
+            &[("token", "fpt_0000"), ("nonce", &nonce)],
+        )
         .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert!(wrong.body.contains("unknown or revoked"), "{}", wrong.body);
     assert!(wrong.cookie("fp_session").is_none());
     // a form posted from elsewhere (no double-submit cookie) is refused
     let (_, token) = p.token(Role::Dispatcher).await;
-    let forged = p.post("/sign-in", None, &[("token", &token), ("nonce", &nonce)]).await;
+    let forged = p
+        .post("/sign-in", None, &[("token", &token), ("nonce", &nonce)])
+        .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
     assert!(forged.cookie("fp_session").is_none());
 }
@@ -319,42 +340,82 @@ async fn a_dispatcher_acts_with_the_csrf_token_and_a_stale_version_is_a_plain_co
     let cookie = format!("fp_session={session}");
     let queue = p.get("/dispatch", Some(&session)).await;
     assert_eq!(queue.status, StatusCode::OK);
-    assert!(queue.body.contains(&format!("/dispatch/orders/{}", p.order)), "the order is listed");
+    assert!(
+        queue
+            .body
+            .contains(&format!("/dispatch/orders/{}", p.order)),
+        "the order is listed"
+    );
     let path = format!("/dispatch/orders/{}", p.order);
     let page = p.get(&path, Some(&session)).await;
-    assert!(page.body.contains("Acknowledge"), "a dispatcher gets the actions");
+    assert!(
+        page.body.contains("Acknowledge"),
+        "a dispatcher gets the actions"
+    );
     let csrf = page.hidden("csrf");
     let version = page.hidden("version");
     // no CSRF token, or another one: refused, nothing changes
     for bad in ["", "0000"] {
         let refused = p
-            .post(&format!("{path}/acknowledge"), Some(&cookie), &[("csrf", bad), ("version", &version)])
+            .post(
+                &format!("{path}/acknowledge"),
+                Some(&cookie),
+                &[("csrf", bad), ("version", &version)],
+            )
             .await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN, "{bad:?}");
     }
     let o = p.store.order(p.order).await.expect("read").expect("order");
     assert_eq!(o.status.as_str(), "open");
     let done = p
-        .post(&format!("{path}/acknowledge"), Some(&cookie), &[("csrf", &csrf), ("version", &version)])
+        .post(
+            &format!("{path}/acknowledge"),
+            Some(&cookie),
+            &[("csrf", &csrf), ("version", &version)],
+        )
         .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     assert_eq!(done.location(), format!("{path}?done=acknowledged"));
     let o = p.store.order(p.order).await.expect("read").expect("order");
     assert_eq!(o.status.as_str(), "acknowledged");
     let history = p.store.order_history(p.order).await.expect("history");
-    assert!(history.iter().any(|e| e.kind == "acknowledged" && e.actor.contains("dispatcher")));
+    assert!(
+        history
+            .iter()
+            .any(|e| e.kind == "acknowledged" && e.actor.contains("dispatcher"))
+    );
     // the same form again carries the old version: a conflict, said plainly
     let stale = p
-        .post(&format!("{path}/assign"), Some(&cookie), &[("csrf", &csrf), ("version", &version), ("engineer", "eng-1")])
+        .post(
+            &format!("{path}/assign"),
+            Some(&cookie),
+            &[
+                ("csrf", &csrf),
+                ("version", &version),
+                ("engineer", "eng-1"),
+            ],
+        )
         .await;
     assert_eq!(stale.status, StatusCode::CONFLICT);
-    assert!(stale.body.contains("someone changed this order"), "{}", stale.body);
+    assert!(
+        stale.body.contains("someone changed this order"),
+        "{}",
+        stale.body
+    );
     // and with the current version it goes through to completion
-    for (action, extra) in [("assign", ("engineer", "eng-1")), ("start", ("notes", "")), ("complete", ("consumable", "filter"))] {
+    for (action, extra) in [
+        ("assign", ("engineer", "eng-1")),
+        ("start", ("notes", "")),
+        ("complete", ("consumable", "filter")),
+    ] {
         let page = p.get(&path, Some(&session)).await;
         let v = page.hidden("version");
         let r = p
-            .post(&format!("{path}/{action}"), Some(&cookie), &[("csrf", &csrf), ("version", &v), extra])
+            .post(
+                &format!("{path}/{action}"),
+                Some(&cookie),
+                &[("csrf", &csrf), ("version", &v), extra],
+            )
             .await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{action}: {}", r.body);
     }
@@ -371,11 +432,18 @@ async fn a_quality_engineer_reads_orders_but_gets_no_actions() {
     let path = format!("/dispatch/orders/{}", p.order);
     let page = p.get(&path, Some(&session)).await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(!page.body.contains(">Acknowledge<"), "no lifecycle buttons for quality");
+    assert!(
+        !page.body.contains(">Acknowledge<"),
+        "no lifecycle buttons for quality"
+    );
     assert!(page.body.contains("dispatchers act on them"));
     let csrf = page.hidden("csrf");
     let r = p
-        .post(&format!("{path}/acknowledge"), Some(&format!("fp_session={session}")), &[("csrf", &csrf), ("version", "1")])
+        .post(
+            &format!("{path}/acknowledge"),
+            Some(&format!("fp_session={session}")),
+            &[("csrf", &csrf), ("version", "1")],
+        )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let o = p.store.order(p.order).await.expect("read").expect("order");
@@ -392,21 +460,43 @@ async fn sign_out_and_revocation_end_the_session() {
     let csrf = page.hidden("csrf");
     let cookie = format!("fp_session={session}");
     // sign-out needs the CSRF token too
-    assert_eq!(p.post("/sign-out", Some(&cookie), &[("csrf", "x")]).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        p.post("/sign-out", Some(&cookie), &[("csrf", "x")])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
     let out = p.post("/sign-out", Some(&cookie), &[("csrf", &csrf)]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     assert_eq!(out.cookie("fp_session").as_deref(), Some(""));
-    assert_eq!(p.get("/dispatch", Some(&session)).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        p.get("/dispatch", Some(&session)).await.status,
+        StatusCode::SEE_OTHER
+    );
 
     let again = p.sign_in(&token).await;
-    assert_eq!(p.get("/dispatch", Some(&again)).await.status, StatusCode::OK);
-    p.store.revoke_api_token(id, Actor("test".into())).await.expect("revoke");
+    assert_eq!(
+        p.get("/dispatch", Some(&again)).await.status,
+        StatusCode::OK
+    );
+    p.store
+        .revoke_api_token(id, Actor("test".into()))
+        .await
+        .expect("revoke");
     let after = p.get("/dispatch", Some(&again)).await;
     assert_eq!(after.status, StatusCode::SEE_OTHER);
-    assert!(after.location().ends_with("reason=revoked"), "{}", after.location());
+    assert!(
+        after.location().ends_with("reason=revoked"),
+        "{}",
+        after.location()
+    );
     // and the session is gone for good, not only refused once
     let later = p.get("/dispatch", Some(&again)).await;
-    assert!(later.location().ends_with("reason=expired"), "{}", later.location());
+    assert!(
+        later.location().ends_with("reason=expired"),
+        "{}",
+        later.location()
+    );
 }
 
 #[tokio::test]
@@ -419,9 +509,17 @@ async fn with_auth_disabled_pages_open_directly_and_forms_still_need_the_csrf_to
     let path = format!("/dispatch/orders/{}", p.order);
     let page = p.get(&path, None).await;
     let csrf = page.hidden("csrf");
-    let forged = p.post(&format!("{path}/acknowledge"), None, &[("version", "1")]).await;
+    let forged = p
+        .post(&format!("{path}/acknowledge"), None, &[("version", "1")])
+        .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
-    let ok = p.post(&format!("{path}/acknowledge"), None, &[("csrf", &csrf), ("version", "1")]).await;
+    let ok = p
+        .post(
+            &format!("{path}/acknowledge"),
+            None,
+            &[("csrf", &csrf), ("version", "1")],
+        )
+        .await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
     // the API is still there, beside the pages
     assert_eq!(p.get("/api/v1/orders", None).await.status, StatusCode::OK);
@@ -433,12 +531,26 @@ async fn tables_download_as_csv_and_sort_by_url() {
     let p = pages(AuthMode::Disabled).await;
     let csv = p.get("/dispatch?csv=queue", None).await;
     assert_eq!(csv.status, StatusCode::OK);
-    assert!(csv.headers[header::CONTENT_TYPE].to_str().expect("ascii").starts_with("text/csv"));
+    assert!(
+        csv.headers[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/csv")
+    );
     let mut lines = csv.body.lines();
-    assert_eq!(lines.next(), Some("id,priority,status,sla,due,device,model,region,cause,title,updated"));
+    assert_eq!(
+        lines.next(),
+        Some("id,priority,status,sla,due,device,model,region,cause,title,updated")
+    );
     let row = lines.next().expect("one order");
-    assert!(row.starts_with(&format!("{},P2,open,on_track,", p.order)), "{row}");
-    assert!(row.contains("OC-0001,OC-5A,north,filter_depletion,Replace the inlet filter"), "{row}");
+    assert!(
+        row.starts_with(&format!("{},P2,open,on_track,", p.order)),
+        "{row}"
+    );
+    assert!(
+        row.contains("OC-0001,OC-5A,north,filter_depletion,Replace the inlet filter"),
+        "{row}"
+    );
     let filtered = p.get("/dispatch?priority=P1", None).await;
     assert!(filtered.body.contains("No order matches these filters."));
     let bad = p.get("/dispatch?priority=P9", None).await;

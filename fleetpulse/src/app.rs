@@ -530,7 +530,9 @@ async fn serve(cfg: Config, stop: CancellationToken, demo: Option<Demo>) -> anyh
             true => format!("127.0.0.1:{}", http_addr.port()),
             false => http_addr.to_string(),
         };
-        announce(&format!("demo: open http://{docs}/ (the fleet, planner, quality, dispatch and operations pages)"));
+        announce(&format!(
+            "demo: open http://{docs}/ (the fleet, planner, quality, dispatch and operations pages)"
+        ));
         announce(&format!(
             "demo: API documentation at http://{docs}/api/docs; API authentication is {} (demo only; `serve` needs tokens)",
             match auth {

@@ -12,10 +12,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Duration, Utc};
 use fleetpulse_api::auth::READERS;
+use fleetpulse_domain::Serial;
 use fleetpulse_domain::alarm::AlarmEpisode;
 use fleetpulse_domain::prediction::PredictionKind;
-use fleetpulse_domain::store::{AlarmQuery, OrderQuery, PredictionQuery, ReadingQuery, StoredPrediction};
-use fleetpulse_domain::Serial;
+use fleetpulse_domain::store::{
+    AlarmQuery, OrderQuery, PredictionQuery, ReadingQuery, StoredPrediction,
+};
 use maud::{Markup, html};
 
 use crate::UiState;
@@ -63,7 +65,11 @@ pub fn field_chart(
         .map(|e| Span {
             from: e.started_at,
             to: e.ended_at,
-            label: format!("{} {}", e.code.as_str(), e.severity.map_or("", |s| s.as_str())),
+            label: format!(
+                "{} {}",
+                e.code.as_str(),
+                e.severity.map_or("", |s| s.as_str())
+            ),
             kind: "alarm".into(),
             severity: e.severity.map_or("info", |s| s.as_str()).into(),
         })
@@ -74,13 +80,21 @@ pub fn field_chart(
             "{field} from {} to {}: {}",
             layout::time(from),
             layout::time(to),
-            if raw { "readings" } else { "hourly mean with the hour's minimum and maximum" }
+            if raw {
+                "readings"
+            } else {
+                "hourly mean with the hour's minimum and maximum"
+            }
         ),
         y_label: field.replace('_', " "),
         y_unit: unit.into(),
         from,
         to,
-        series: vec![Series { name: field.into(), points: data.points, band: data.band }],
+        series: vec![Series {
+            name: field.into(),
+            points: data.points,
+            band: data.band,
+        }],
         thresholds: threshold.into_iter().collect(),
         markers: markers.to_vec(),
         spans,
@@ -127,7 +141,13 @@ async fn field_data(
             let page = state
                 .app
                 .store
-                .readings(ReadingQuery { serial: serial.clone(), from: Some(from), to: Some(to), after, limit: 10_000 })
+                .readings(ReadingQuery {
+                    serial: serial.clone(),
+                    from: Some(from),
+                    to: Some(to),
+                    after,
+                    limit: 10_000,
+                })
                 .await?;
             read += page.items.len();
             let more = page.next.is_some() && read < MAX_READINGS;
@@ -144,7 +164,11 @@ async fn field_data(
     } else {
         for r in state.app.store.rollups(serial, from, to).await? {
             let f = fields.entry(r.field.clone()).or_default();
-            let mean = if r.count > 0 { r.sum / r.count as f64 } else { r.last };
+            let mean = if r.count > 0 {
+                r.sum / r.count as f64
+            } else {
+                r.last
+            };
             f.points.push((r.hour, mean));
             f.band.push((r.hour, r.min, r.max));
         }
@@ -189,7 +213,12 @@ fn risk_rows(predictions: &[StoredPrediction]) -> Markup {
 }
 
 /// `GET /devices/{serial}?range=24h|7d|30d|90d|365d`.
-pub async fn page(viewer: Viewer, State(state): State<UiState>, Path(raw_serial): Path<String>, RawQuery(raw): RawQuery) -> Response {
+pub async fn page(
+    viewer: Viewer,
+    State(state): State<UiState>,
+    Path(raw_serial): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     if let Err(e) = viewer.caller.require(READERS) {
         return layout::api_error(e);
     }
@@ -199,12 +228,20 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, Path(raw_serial)
     let p = Params::parse(raw.as_deref());
     let range = p.get("range").unwrap_or("7d");
     let Some(&(range, days, raw_readings)) = RANGES.iter().find(|(r, _, _)| *r == range) else {
-        return layout::refusal(StatusCode::BAD_REQUEST, "range must be one of 24h, 7d, 30d, 90d, 365d");
+        return layout::refusal(
+            StatusCode::BAD_REQUEST,
+            "range must be one of 24h, 7d, 30d, 90d, 365d",
+        );
     };
     let now = state.app.clock.now();
     let detail = match state.app.store.device(&serial).await {
         Ok(Some(d)) => d,
-        Ok(None) => return layout::refusal(StatusCode::NOT_FOUND, &format!("No device {serial} is registered.")),
+        Ok(None) => {
+            return layout::refusal(
+                StatusCode::NOT_FOUND,
+                &format!("No device {serial} is registered."),
+            );
+        }
         Err(e) => return layout::api_error(e.into()),
     };
     let d = &detail.device;
@@ -216,21 +253,74 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, Path(raw_serial)
         Ok(f) => f,
         Err(e) => return layout::api_error(e),
     };
-    let episodes = match state.app.store.alarm_episodes(AlarmQuery { serial: serial.clone(), active: None, severity: None, code: None, from: Some(from), to: Some(to), after: None, limit: MAX_EPISODES }).await {
+    let episodes = match state
+        .app
+        .store
+        .alarm_episodes(AlarmQuery {
+            serial: serial.clone(),
+            active: None,
+            severity: None,
+            code: None,
+            from: Some(from),
+            to: Some(to),
+            after: None,
+            limit: MAX_EPISODES,
+        })
+        .await
+    {
         Ok(p) => p.items,
         Err(e) => return layout::api_error(e.into()),
     };
-    let orders = match state.app.store.list_orders(OrderQuery { status: None, active_only: false, serial: Some(serial.clone()), cause: None, kind: None, priority: None, after: None, limit: 1000, region: None, model: None, updated_since: None, sla: None }).await {
+    let orders = match state
+        .app
+        .store
+        .list_orders(OrderQuery {
+            status: None,
+            active_only: false,
+            serial: Some(serial.clone()),
+            cause: None,
+            kind: None,
+            priority: None,
+            after: None,
+            limit: 1000,
+            region: None,
+            model: None,
+            updated_since: None,
+            sla: None,
+        })
+        .await
+    {
         Ok(p) => p.items,
         Err(e) => return layout::api_error(e.into()),
     };
-    let failures = state.app.dispatch.failure_events(&serial).await.unwrap_or_default();
-    let status_history = state.app.dispatch.device_status_history(&serial).await.unwrap_or_default();
-    let maintenance = state.app.reliability.device_maintenance(&serial).await.unwrap_or_default();
+    let failures = state
+        .app
+        .dispatch
+        .failure_events(&serial)
+        .await
+        .unwrap_or_default();
+    let status_history = state
+        .app
+        .dispatch
+        .device_status_history(&serial)
+        .await
+        .unwrap_or_default();
+    let maintenance = state
+        .app
+        .reliability
+        .device_maintenance(&serial)
+        .await
+        .unwrap_or_default();
     let predictions = state
         .app
         .predictions
-        .predictions(PredictionQuery { serial: Some(serial.clone()), kind: None, target: None, after: None, limit: 100 })
+        .predictions(PredictionQuery {
+            serial: Some(serial.clone()),
+            kind: None,
+            target: None,
+            after: None,
+            limit: 100,
+        })
         .await
         .map(|p| p.items)
         .unwrap_or_default();
@@ -238,18 +328,40 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, Path(raw_serial)
     let mut markers: Vec<Marker> = orders
         .iter()
         .filter(|o| o.created_at >= from && o.created_at < to)
-        .map(|o| Marker { at: o.created_at, label: format!("order #{} {}", o.id, o.cause.as_str()), kind: "order".into() })
+        .map(|o| Marker {
+            at: o.created_at,
+            label: format!("order #{} {}", o.id, o.cause.as_str()),
+            kind: "order".into(),
+        })
         .collect();
-    markers.extend(failures.iter().filter(|f| f.at >= from && f.at < to).map(|f| Marker {
-        at: f.at,
-        label: format!("failure {}", f.failure_mode.as_deref().or(f.fault_code.as_deref()).unwrap_or("")),
-        kind: "failure".into(),
-    }));
-    let model = d.model.as_ref().and_then(|m| state.app.catalog.model(m.as_str()));
+    markers.extend(
+        failures
+            .iter()
+            .filter(|f| f.at >= from && f.at < to)
+            .map(|f| Marker {
+                at: f.at,
+                label: format!(
+                    "failure {}",
+                    f.failure_mode
+                        .as_deref()
+                        .or(f.fault_code.as_deref())
+                        .unwrap_or("")
+                ),
+                kind: "failure".into(),
+            }),
+    );
+    let model = d
+        .model
+        .as_ref()
+        .and_then(|m| state.app.catalog.model(m.as_str()));
     let mut charts_html = Vec::new();
     for (field, data) in fields {
         let consumable = model.and_then(|m| m.consumables.iter().find(|c| c.field == field));
-        let threshold = consumable.map(|c| Threshold { value: c.order_at_pct, label: format!("order at {} %", c.order_at_pct), kind: "order-level".into() });
+        let threshold = consumable.map(|c| Threshold {
+            value: c.order_at_pct,
+            label: format!("order at {} %", c.order_at_pct),
+            kind: "order-level".into(),
+        });
         let forecast = consumable.and_then(|c| {
             predictions
                 .iter()
@@ -267,31 +379,72 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, Path(raw_serial)
                 })
         });
         let note = forecast.as_ref().map(|f| match (f.lower, f.upper) {
-            (Some(l), Some(h)) => format!("forecast: reaches its order level on {} (interval {} – {})", layout::day(f.at), layout::day(l), layout::day(h)),
+            (Some(l), Some(h)) => format!(
+                "forecast: reaches its order level on {} (interval {} – {})",
+                layout::day(f.at),
+                layout::day(l),
+                layout::day(h)
+            ),
             _ => format!("forecast: reaches its order level on {}", layout::day(f.at)),
         });
-        let chart = field_chart(&field, data, from, to, raw_readings, &episodes, &markers, threshold, forecast);
+        let chart = field_chart(
+            &field,
+            data,
+            from,
+            to,
+            raw_readings,
+            &episodes,
+            &markers,
+            threshold,
+            forecast,
+        );
         charts_html.push((field, chart, note));
     }
 
-    let mut order_table = Table::new("orders", "Orders", vec![number("id", "Order"), number("created", "Created"), text("cause", "Cause"), text("priority", "Priority"), text("status", "Status"), number("closed", "Closed"), text("title", "Title")])
-        .sorted_by("created", true)
-        .filterable()
-        .empty("No order for this device.");
+    let mut order_table = Table::new(
+        "orders",
+        "Orders",
+        vec![
+            number("id", "Order"),
+            number("created", "Created"),
+            text("cause", "Cause"),
+            text("priority", "Priority"),
+            text("status", "Status"),
+            number("closed", "Closed"),
+            text("title", "Title"),
+        ],
+    )
+    .sorted_by("created", true)
+    .filterable()
+    .empty("No order for this device.");
     for o in &orders {
         order_table.push(vec![
             Cell::count(o.id.max(0) as u64).link(&format!("/dispatch/orders/{}", o.id)),
             Cell::time(Some(o.created_at)),
             Cell::text(o.cause.as_str()),
             Cell::text(o.priority.as_str()),
-            Cell::text(o.status.as_str()).shown(badge(&format!("status-{}", o.status.as_str()), &o.status.as_str().replace('_', " "))),
+            Cell::text(o.status.as_str()).shown(badge(
+                &format!("status-{}", o.status.as_str()),
+                &o.status.as_str().replace('_', " "),
+            )),
             Cell::time(o.closed_at),
             Cell::text(o.title.clone()),
         ]);
     }
-    let mut failure_table = Table::new("failures", "Failures", vec![number("at", "At"), number("hours", "Runtime h"), text("mode", "Failure mode"), text("code", "Code"), text("component", "Component"), text("source", "Source")])
-        .sorted_by("at", true)
-        .empty("No failure recorded.");
+    let mut failure_table = Table::new(
+        "failures",
+        "Failures",
+        vec![
+            number("at", "At"),
+            number("hours", "Runtime h"),
+            text("mode", "Failure mode"),
+            text("code", "Code"),
+            text("component", "Component"),
+            text("source", "Source"),
+        ],
+    )
+    .sorted_by("at", true)
+    .empty("No failure recorded.");
     for f in &failures {
         failure_table.push(vec![
             Cell::time(Some(f.at)),
@@ -302,9 +455,20 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, Path(raw_serial)
             Cell::text(f.source.clone()),
         ]);
     }
-    let mut maint = Table::new("maintenance", "Maintenance", vec![number("at", "At"), text("kind", "Kind"), text("component", "Component"), number("hours", "Runtime h"), text("source", "Source"), text("notes", "Notes")])
-        .sorted_by("at", true)
-        .empty("No maintenance recorded.");
+    let mut maint = Table::new(
+        "maintenance",
+        "Maintenance",
+        vec![
+            number("at", "At"),
+            text("kind", "Kind"),
+            text("component", "Component"),
+            number("hours", "Runtime h"),
+            text("source", "Source"),
+            text("notes", "Notes"),
+        ],
+    )
+    .sorted_by("at", true)
+    .empty("No maintenance recorded.");
     for m in &maintenance {
         maint.push(vec![
             Cell::time(Some(m.at)),
@@ -315,9 +479,19 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, Path(raw_serial)
             Cell::text(m.notes.clone().unwrap_or_default()),
         ]);
     }
-    let mut statuses = Table::new("status", "Status history", vec![number("at", "At"), text("from", "From"), text("to", "To"), text("by", "By"), text("reason", "Reason")])
-        .sorted_by("at", true)
-        .empty("No status change recorded.");
+    let mut statuses = Table::new(
+        "status",
+        "Status history",
+        vec![
+            number("at", "At"),
+            text("from", "From"),
+            text("to", "To"),
+            text("by", "By"),
+            text("reason", "Reason"),
+        ],
+    )
+    .sorted_by("at", true)
+    .empty("No status change recorded.");
     for s in &status_history {
         statuses.push(vec![
             Cell::time(Some(s.at)),
@@ -327,19 +501,35 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, Path(raw_serial)
             Cell::text(s.reason.clone().unwrap_or_default()),
         ]);
     }
-    let mut alarms = Table::new("alarms", "Alarm episodes in the range", vec![number("from", "Started"), number("to", "Ended"), text("code", "Code"), text("severity", "Severity"), number("duration", "Duration (min)")])
-        .sorted_by("from", true)
-        .empty("No alarm in this range.");
+    let mut alarms = Table::new(
+        "alarms",
+        "Alarm episodes in the range",
+        vec![
+            number("from", "Started"),
+            number("to", "Ended"),
+            text("code", "Code"),
+            text("severity", "Severity"),
+            number("duration", "Duration (min)"),
+        ],
+    )
+    .sorted_by("from", true)
+    .empty("No alarm in this range.");
     for e in &episodes {
         alarms.push(vec![
             Cell::time(Some(e.started_at)),
             Cell::time(e.ended_at),
             Cell::text(e.code.as_str()),
-            Cell::text(e.severity.map_or("", |s| s.as_str())).shown(badge(&format!("sev-{}", e.severity.map_or("info", |s| s.as_str())), e.severity.map_or("unknown", |s| s.as_str()))),
+            Cell::text(e.severity.map_or("", |s| s.as_str())).shown(badge(
+                &format!("sev-{}", e.severity.map_or("info", |s| s.as_str())),
+                e.severity.map_or("unknown", |s| s.as_str()),
+            )),
             Cell::num(e.duration_s.map(|s| s / 60.0), 0),
         ]);
     }
-    if let Some(csv) = crate::table::csv_download(&p, &[&order_table, &failure_table, &maint, &statuses, &alarms]) {
+    if let Some(csv) = crate::table::csv_download(
+        &p,
+        &[&order_table, &failure_table, &maint, &statuses, &alarms],
+    ) {
         return csv;
     }
     let latest = detail.latest.as_ref();
@@ -401,7 +591,13 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, Path(raw_serial)
         (maint.render(&p))
         (statuses.render(&p))
     };
-    layout::page(Some(&viewer), Nav::Device, &format!("Device {serial}"), &state.app.clock, body)
+    layout::page(
+        Some(&viewer),
+        Nav::Device,
+        &format!("Device {serial}"),
+        &state.app.clock,
+        body,
+    )
 }
 
 #[cfg(test)]
@@ -421,7 +617,9 @@ mod tests {
     fn a_field_chart_shades_episodes_and_marks_orders() {
         let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().expect("t");
         let data = FieldData {
-            points: (0..48).map(|h| (t0 + Duration::hours(h), 90.0 - h as f64)).collect(),
+            points: (0..48)
+                .map(|h| (t0 + Duration::hours(h), 90.0 - h as f64))
+                .collect(),
             band: Vec::new(),
         };
         let episode = AlarmEpisode {
@@ -437,8 +635,22 @@ mod tests {
             runtime_hours_at_start: None,
             imported: false,
         };
-        let order = Marker { at: t0 + Duration::hours(11), label: "order #7".into(), kind: "order".into() };
-        let svg = field_chart("filter_life_pct", data, t0, t0 + Duration::hours(48), true, &[episode], &[order], None, None);
+        let order = Marker {
+            at: t0 + Duration::hours(11),
+            label: "order #7".into(),
+            kind: "order".into(),
+        };
+        let svg = field_chart(
+            "filter_life_pct",
+            data,
+            t0,
+            t0 + Duration::hours(48),
+            true,
+            &[episode],
+            &[order],
+            None,
+            None,
+        );
         assert!(svg.contains("E101"), "the episode is labelled");
         assert!(svg.contains("order #7"), "the order is marked");
         assert!(svg.contains("filter life pct"));

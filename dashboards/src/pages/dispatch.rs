@@ -28,7 +28,10 @@ pub const QUEUE_LIMIT: usize = 500;
 /// A badge class for an SLA state.
 fn sla_badge(state: Option<SlaState>) -> Markup {
     match state {
-        Some(s) => badge(&format!("sla-{}", s.as_str()), &s.as_str().replace('_', " ")),
+        Some(s) => badge(
+            &format!("sla-{}", s.as_str()),
+            &s.as_str().replace('_', " "),
+        ),
         None => badge("sla-closed", "closed"),
     }
 }
@@ -107,12 +110,22 @@ pub fn queue_table(orders: &[Order], now: DateTime<Utc>) -> Table {
         let device = o.device.as_ref();
         t.push(vec![
             Cell::num(Some(o.id as f64), 0).link(&format!("/dispatch/orders/{}", o.id)),
-            Cell::text(o.priority.as_str()).shown(badge(&format!("prio-{}", o.priority.as_str().to_lowercase()), o.priority.as_str())),
-            Cell::text(o.status.as_str()).shown(badge(&format!("status-{}", o.status.as_str()), &o.status.as_str().replace('_', " "))),
+            Cell::text(o.priority.as_str()).shown(badge(
+                &format!("prio-{}", o.priority.as_str().to_lowercase()),
+                o.priority.as_str(),
+            )),
+            Cell::text(o.status.as_str()).shown(badge(
+                &format!("status-{}", o.status.as_str()),
+                &o.status.as_str().replace('_', " "),
+            )),
             Cell::text(sla.map_or("closed", |s| s.as_str())).shown(sla_badge(sla)),
             Cell::time(deadline).shown(countdown(o, now)),
             Cell::text(o.serial.as_str()).link(&format!("/devices/{}", o.serial.as_str())),
-            Cell::text(device.and_then(|d| d.model.as_ref()).map_or("—", |m| m.as_str())),
+            Cell::text(
+                device
+                    .and_then(|d| d.model.as_ref())
+                    .map_or("—", |m| m.as_str()),
+            ),
             Cell::text(device.and_then(|d| d.region.as_deref()).unwrap_or("—")),
             Cell::text(o.cause.as_str()),
             Cell::text(o.title.clone()),
@@ -157,7 +170,11 @@ fn filters(p: &Params) -> Markup {
 }
 
 /// `GET /dispatch`: the queue. `?fragment=queue` answers only the table (the live refresh).
-pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): RawQuery) -> Response {
+pub async fn page(
+    viewer: Viewer,
+    State(state): State<UiState>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     if let Err(e) = viewer.caller.require(READERS) {
         return layout::api_error(e);
     }
@@ -191,11 +208,22 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
         }
         div #queue-live { (rendered) }
     };
-    layout::page(Some(&viewer), Nav::Dispatch, "Dispatch", &state.app.clock, body)
+    layout::page(
+        Some(&viewer),
+        Nav::Dispatch,
+        "Dispatch",
+        &state.app.clock,
+        body,
+    )
 }
 
 /// `GET /dispatch/stream`: the API's order stream for a page session.
-pub async fn stream(viewer: Viewer, State(state): State<UiState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+pub async fn stream(
+    viewer: Viewer,
+    State(state): State<UiState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let p = Params::parse(raw.as_deref());
     match fleetpulse_api::routes::order_feed::open_stream(
         viewer.caller,
@@ -280,11 +308,22 @@ fn actions(o: &Order, viewer: &Viewer, catalog_consumables: &[String]) -> Markup
     }
 }
 
-async fn order_view(state: &UiState, viewer: &Viewer, id: i64, notice: Option<(bool, String)>, status: StatusCode) -> Response {
+async fn order_view(
+    state: &UiState,
+    viewer: &Viewer,
+    id: i64,
+    notice: Option<(bool, String)>,
+    status: StatusCode,
+) -> Response {
     let now = state.app.clock.now();
     let order = match state.app.store.order(id).await {
         Ok(Some(o)) => o,
-        Ok(None) => return layout::refusal(StatusCode::NOT_FOUND, &format!("Order {id} does not exist.")),
+        Ok(None) => {
+            return layout::refusal(
+                StatusCode::NOT_FOUND,
+                &format!("Order {id} does not exist."),
+            );
+        }
         Err(e) => return layout::api_error(e.into()),
     };
     let history = match state.app.dispatch.order_history(id).await {
@@ -299,8 +338,20 @@ async fn order_view(state: &UiState, viewer: &Viewer, id: i64, notice: Option<(b
         .map(|m| m.consumables.iter().map(|c| c.id.clone()).collect())
         .unwrap_or_default();
     let sla = order.sla.state(order.status, order.created_at, now);
-    let mut hist = Table::new("history", "History", vec![number("at", "At"), text("kind", "Event"), text("from", "From"), text("to", "To"), text("actor", "By"), number("version", "Version"), text("data", "Detail")])
-        .sorted_by("at", false);
+    let mut hist = Table::new(
+        "history",
+        "History",
+        vec![
+            number("at", "At"),
+            text("kind", "Event"),
+            text("from", "From"),
+            text("to", "To"),
+            text("actor", "By"),
+            number("version", "Version"),
+            text("data", "Detail"),
+        ],
+    )
+    .sorted_by("at", false);
     for e in &history {
         hist.push(vec![
             Cell::time(Some(e.at)),
@@ -309,7 +360,11 @@ async fn order_view(state: &UiState, viewer: &Viewer, id: i64, notice: Option<(b
             Cell::text(e.to_status.as_str()),
             Cell::text(e.actor.clone()),
             Cell::count(u64::from(e.version)),
-            Cell::text(if e.data.is_null() { String::new() } else { e.data.to_string() }),
+            Cell::text(if e.data.is_null() {
+                String::new()
+            } else {
+                e.data.to_string()
+            }),
         ]);
     }
     let p = Params::default();
@@ -379,13 +434,24 @@ async fn order_view(state: &UiState, viewer: &Viewer, id: i64, notice: Option<(b
         (actions(&order, viewer, &consumables))
         (hist.render(&p))
     };
-    let mut r = layout::page(Some(viewer), Nav::Dispatch, &format!("Order {}", order.id), &state.app.clock, body);
+    let mut r = layout::page(
+        Some(viewer),
+        Nav::Dispatch,
+        &format!("Order {}", order.id),
+        &state.app.clock,
+        body,
+    );
     *r.status_mut() = status;
     r
 }
 
 /// `GET /dispatch/orders/{id}`.
-pub async fn order(viewer: Viewer, State(state): State<UiState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Response {
+pub async fn order(
+    viewer: Viewer,
+    State(state): State<UiState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     if let Err(e) = viewer.caller.require(READERS) {
         return layout::api_error(e);
     }
@@ -393,7 +459,9 @@ pub async fn order(viewer: Viewer, State(state): State<UiState>, Path(id): Path<
         return layout::refusal(StatusCode::NOT_FOUND, "No such order.");
     };
     let p = Params::parse(raw.as_deref());
-    let notice = p.get("done").map(|d| (true, format!("Done: the order is {}.", d.replace('_', " "))));
+    let notice = p
+        .get("done")
+        .map(|d| (true, format!("Done: the order is {}.", d.replace('_', " "))));
     order_view(&state, &viewer, id, notice, StatusCode::OK).await
 }
 
@@ -453,7 +521,9 @@ fn action_of(name: &str, f: &ActionForm) -> Result<OrderAction, String> {
         "acknowledge" => OrderAction::Acknowledge,
         "start" => OrderAction::Start,
         "assign" => OrderAction::Assign {
-            engineer: nonempty(f.engineer.as_deref()).ok_or("name the engineer")?.to_owned(),
+            engineer: nonempty(f.engineer.as_deref())
+                .ok_or("name the engineer")?
+                .to_owned(),
             planned_visit_at: match nonempty(f.planned_visit_at.as_deref()) {
                 None => None,
                 Some(t) => Some(
@@ -472,16 +542,24 @@ fn action_of(name: &str, f: &ActionForm) -> Result<OrderAction, String> {
             parts_replaced: Vec::new(),
             consumables_replaced: f.consumable.clone(),
             labour_minutes: nonempty(f.labour_minutes.as_deref())
-                .map(|m| m.parse::<u32>().map_err(|_| format!("labour minutes {m:?} is not a whole number")))
+                .map(|m| {
+                    m.parse::<u32>()
+                        .map_err(|_| format!("labour minutes {m:?} is not a whole number"))
+                })
                 .transpose()?,
             notes: nonempty(f.notes.as_deref()).map(str::to_owned),
             signature_ref: None,
             device_status: nonempty(f.device_status.as_deref())
-                .map(|s| s.parse::<LifecycleStatus>().map_err(|_| format!("device status {s:?} is not one")))
+                .map(|s| {
+                    s.parse::<LifecycleStatus>()
+                        .map_err(|_| format!("device status {s:?} is not one"))
+                })
                 .transpose()?,
         }),
         "cancel" => OrderAction::Cancel {
-            reason: nonempty(f.reason.as_deref()).ok_or("give a reason to cancel")?.to_owned(),
+            reason: nonempty(f.reason.as_deref())
+                .ok_or("give a reason to cancel")?
+                .to_owned(),
         },
         other => return Err(format!("{other:?} is not an order action")),
     })
@@ -505,35 +583,74 @@ pub async fn act(
         return layout::refusal(StatusCode::NOT_FOUND, "No such order.");
     };
     let Some(version) = f.version.as_deref().and_then(|v| v.parse::<u32>().ok()) else {
-        return layout::refusal(StatusCode::BAD_REQUEST, "The form lacks the order's version; reload the order.");
+        return layout::refusal(
+            StatusCode::BAD_REQUEST,
+            "The form lacks the order's version; reload the order.",
+        );
     };
     let step = match action_of(&action, &f) {
         Ok(a) => a,
-        Err(m) => return order_view(&state, &viewer, id, Some((false, m)), StatusCode::UNPROCESSABLE_ENTITY).await,
+        Err(m) => {
+            return order_view(
+                &state,
+                &viewer,
+                id,
+                Some((false, m)),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+        }
     };
     let now = state.app.clock.now();
-    match state.app.dispatch.transition(id, version, step, viewer.caller.actor.clone(), now).await {
+    match state
+        .app
+        .dispatch
+        .transition(id, version, step, viewer.caller.actor.clone(), now)
+        .await
+    {
         Ok(o) => {
             state.app.streams.order_changed();
             let mut r = StatusCode::SEE_OTHER.into_response();
-            if let Ok(v) = axum::http::HeaderValue::from_str(&format!("/dispatch/orders/{}?done={}", o.id, o.status.as_str())) {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&format!(
+                "/dispatch/orders/{}?done={}",
+                o.id,
+                o.status.as_str()
+            )) {
                 r.headers_mut().insert(axum::http::header::LOCATION, v);
             }
             r
         }
-        Err(TransitionError::VersionMismatch { current, expected, .. }) => {
+        Err(TransitionError::VersionMismatch {
+            current, expected, ..
+        }) => {
             let m = format!(
                 "Not done: someone changed this order while you had it open (you saw version {expected}, it is at version {current} now). Its current state is below; check it and act again."
             );
             order_view(&state, &viewer, id, Some((false, m)), StatusCode::CONFLICT).await
         }
-        Err(TransitionError::Illegal { current, wanted, .. }) => {
-            let m = format!("Not done: the order is {} and cannot become {}.", current.as_str().replace('_', " "), wanted.as_str().replace('_', " "));
+        Err(TransitionError::Illegal {
+            current, wanted, ..
+        }) => {
+            let m = format!(
+                "Not done: the order is {} and cannot become {}.",
+                current.as_str().replace('_', " "),
+                wanted.as_str().replace('_', " ")
+            );
             order_view(&state, &viewer, id, Some((false, m)), StatusCode::CONFLICT).await
         }
-        Err(TransitionError::NotFound(_)) => layout::refusal(StatusCode::NOT_FOUND, &format!("Order {id} does not exist.")),
+        Err(TransitionError::NotFound(_)) => layout::refusal(
+            StatusCode::NOT_FOUND,
+            &format!("Order {id} does not exist."),
+        ),
         Err(e @ (TransitionError::Invalid(_) | TransitionError::AddressRequired { .. })) => {
-            order_view(&state, &viewer, id, Some((false, format!("Not done: {e}"))), StatusCode::UNPROCESSABLE_ENTITY).await
+            order_view(
+                &state,
+                &viewer,
+                id,
+                Some((false, format!("Not done: {e}"))),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
         }
         Err(TransitionError::Store(e)) => layout::api_error(e.into()),
     }
@@ -557,7 +674,10 @@ mod tests {
                 planned_visit_at: Some("2026-03-01T09:30:00Z".parse().expect("t")),
             })
         );
-        assert_eq!(action_of("assign", &ActionForm::default()), Err("name the engineer".into()));
+        assert_eq!(
+            action_of("assign", &ActionForm::default()),
+            Err("name the engineer".into())
+        );
         let done = ActionForm {
             failure_confirmed: Some("true".into()),
             fault_code: Some("E101".into()),

@@ -37,9 +37,15 @@ impl RateSampler {
     /// Records `total` now; answers the rate over the last minute, `None` until two
     /// samples a second or more apart exist.
     pub fn sample(&self, total: u64, at: Instant) -> Option<f64> {
-        let mut s = self.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = self
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.push_back((at, total));
-        while s.len() > 2 && s.front().is_some_and(|(t, _)| at.duration_since(*t).as_secs() > 60) {
+        while s.len() > 2
+            && s.front()
+                .is_some_and(|(t, _)| at.duration_since(*t).as_secs() > 60)
+        {
             s.pop_front();
         }
         while s.len() > 120 {
@@ -52,17 +58,47 @@ impl RateSampler {
 }
 
 fn segments(list: &[Count], kind: impl Fn(&str) -> String) -> Vec<CountSegment> {
-    list.iter().map(|c| CountSegment { label: c.key.replace('_', " "), count: c.count, kind: kind(&c.key) }).collect()
+    list.iter()
+        .map(|c| CountSegment {
+            label: c.key.replace('_', " "),
+            count: c.count,
+            kind: kind(&c.key),
+        })
+        .collect()
 }
 
 /// A breakdown as a stacked bar and a table (its data, sortable, as CSV), each key
 /// linking to `link(key)`.
-fn breakdown(id: &'static str, title: &str, list: &[Count], kind: impl Fn(&str) -> String, link: impl Fn(&str) -> Option<String>) -> (Markup, Table) {
-    let chart = charts::count_bar(&CountBar { title: title.into(), segments: segments(list, kind), size: charts::Size { width: 720, height: 72 } });
-    let mut t = Table::new(id, title, vec![text("key", "Key"), number("count", "Count")]).empty("None.");
+fn breakdown(
+    id: &'static str,
+    title: &str,
+    list: &[Count],
+    kind: impl Fn(&str) -> String,
+    link: impl Fn(&str) -> Option<String>,
+) -> (Markup, Table) {
+    let chart = charts::count_bar(&CountBar {
+        title: title.into(),
+        segments: segments(list, kind),
+        size: charts::Size {
+            width: 720,
+            height: 72,
+        },
+    });
+    let mut t = Table::new(
+        id,
+        title,
+        vec![text("key", "Key"), number("count", "Count")],
+    )
+    .empty("None.");
     for c in list {
         let cell = Cell::text(c.key.clone());
-        t.push(vec![match link(&c.key) { Some(href) => cell.link(&href), None => cell }, Cell::count(c.count)]);
+        t.push(vec![
+            match link(&c.key) {
+                Some(href) => cell.link(&href),
+                None => cell,
+            },
+            Cell::count(c.count),
+        ]);
     }
     (html! { figure.chart.breakdown { (svg(chart)) } }, t)
 }
@@ -71,7 +107,10 @@ fn tiles(o: &FleetOverview, ingest: &serde_json::Value, rate: Option<f64>) -> Ma
     let of = |l: &[Count], k: &str| Count::of(l, k);
     let n = |k: &str| ingest.get(k).and_then(serde_json::Value::as_u64);
     let active: u64 = o.orders_by_status.iter().map(|c| c.count).sum();
-    let spool = ingest.get("sink").and_then(|s| s.get("spool_readings")).and_then(serde_json::Value::as_u64);
+    let spool = ingest
+        .get("sink")
+        .and_then(|s| s.get("spool_readings"))
+        .and_then(serde_json::Value::as_u64);
     html! {
         div.tiles #fleet-tiles data-poll="/?fragment=tiles" data-every="5000" {
             (tile("devices", &o.devices.to_string(), Some("#table-devices"), ""))
@@ -94,18 +133,30 @@ fn tiles(o: &FleetOverview, ingest: &serde_json::Value, rate: Option<f64>) -> Ma
 }
 
 /// `GET /` (`?fragment=tiles`: the figures only, for the refresh).
-pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): RawQuery) -> Response {
+pub async fn page(
+    viewer: Viewer,
+    State(state): State<UiState>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     if let Err(e) = viewer.caller.require(READERS) {
         return layout::api_error(e);
     }
     let p = Params::parse(raw.as_deref());
     let now = state.app.clock.now();
-    let overview = match state.app.store.fleet_overview(now, state.app.policy.prediction.silent_after.0).await {
+    let overview = match state
+        .app
+        .store
+        .fleet_overview(now, state.app.policy.prediction.silent_after.0)
+        .await
+    {
         Ok(o) => o,
         Err(e) => return layout::api_error(e.into()),
     };
     let ingest = state.app.ingest.snapshot();
-    let stored = ingest.get("readings_stored").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let stored = ingest
+        .get("readings_stored")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
     let rate = state.readings_rate.sample(stored, Instant::now());
     if p.get("fragment") == Some("tiles") {
         // the refresh replaces the tiles' inside
@@ -115,45 +166,109 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
         return Html(inner[start..end].to_owned()).into_response();
     }
     // the device list, filtered by the URL
-    let status = match p.get("status").map(str::parse::<LifecycleStatus>).transpose() {
+    let status = match p
+        .get("status")
+        .map(str::parse::<LifecycleStatus>)
+        .transpose()
+    {
         Ok(s) => s,
-        Err(_) => return layout::refusal(StatusCode::BAD_REQUEST, "status is not a lifecycle status"),
+        Err(_) => {
+            return layout::refusal(StatusCode::BAD_REQUEST, "status is not a lifecycle status");
+        }
     };
-    let criticality = match p.get("criticality").map(str::parse::<Criticality>).transpose() {
+    let criticality = match p
+        .get("criticality")
+        .map(str::parse::<Criticality>)
+        .transpose()
+    {
         Ok(c) => c,
         Err(_) => return layout::refusal(StatusCode::BAD_REQUEST, "criticality is not one"),
     };
     let connection = p.get("connection");
-    let devices = match state
-        .app
-        .store
-        .list_devices(DeviceQuery { after: None, limit: DEVICE_LIMIT, status, model: p.get("model").map(str::to_owned), region: p.get("region").map(str::to_owned), criticality })
-        .await
-    {
-        Ok(page) => page.items,
-        Err(e) => return layout::api_error(e.into()),
-    };
     let silent_after = state.app.policy.prediction.silent_after.0;
+    // silent in the list: at a customer, not online, not heard from for `silent_after`
+    // (the tile's count also leaves out devices whose last connection ended gracefully,
+    // which the list does not know)
     let is_silent = |d: &fleetpulse_domain::store::DeviceSummary| {
         d.device.status == LifecycleStatus::AtCustomer
             && d.device.connection.as_str() != "online"
-            && d.device.last_seen_at.is_some_and(|t| t <= now - silent_after)
+            && d.device
+                .last_seen_at
+                .is_some_and(|t| t <= now - silent_after)
     };
-    let mut table = Table::new("devices", "Devices", vec![
-        text("serial", "Serial"), text("model", "Model"), text("status", "Status"), text("connection", "Connection"), text("region", "Region"), text("criticality", "Criticality"), text("firmware", "Firmware"), number("seen", "Last seen"), text("alarms", "Active alarms"),
-    ])
+    let conn_of = |d: &fleetpulse_domain::store::DeviceSummary| {
+        if is_silent(d) {
+            "silent"
+        } else {
+            d.device.connection.as_str()
+        }
+    };
+    // the store filters by status, model, region and criticality; the connection is
+    // looked at here, page by page, until the list is full
+    let mut devices = Vec::new();
+    let mut after = None;
+    loop {
+        let page = match state
+            .app
+            .store
+            .list_devices(DeviceQuery {
+                after,
+                limit: 1000.min(DEVICE_LIMIT * 2),
+                status,
+                model: p.get("model").map(str::to_owned),
+                region: p.get("region").map(str::to_owned),
+                criticality,
+            })
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => return layout::api_error(e.into()),
+        };
+        devices.extend(
+            page.items
+                .into_iter()
+                .filter(|d| connection.is_none_or(|c| c == conn_of(d))),
+        );
+        match page.next {
+            Some(next) if devices.len() < DEVICE_LIMIT => after = Some(next),
+            _ => break,
+        }
+    }
+    devices.truncate(DEVICE_LIMIT);
+    let mut table = Table::new(
+        "devices",
+        "Devices",
+        vec![
+            text("serial", "Serial"),
+            text("model", "Model"),
+            text("status", "Status"),
+            text("connection", "Connection"),
+            text("region", "Region"),
+            text("criticality", "Criticality"),
+            text("firmware", "Firmware"),
+            number("seen", "Last seen"),
+            text("alarms", "Active alarms"),
+        ],
+    )
     .filterable()
     .sorted_by("serial", false)
     .empty("No device matches these filters.");
     for d in &devices {
-        let silent = is_silent(d);
-        let conn = if silent { "silent" } else { d.device.connection.as_str() };
-        if connection.is_some_and(|c| c != conn) {
-            continue;
-        }
-        let alarms = d.latest.as_ref().map(|l| l.alarms.iter().map(|a| a.as_str().to_owned()).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+        let conn = conn_of(d);
+        let alarms = d
+            .latest
+            .as_ref()
+            .map(|l| {
+                l.alarms
+                    .iter()
+                    .map(|a| a.as_str().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
         table.push(vec![
-            Cell::text(d.device.serial.as_str()).link(&format!("/devices/{}", d.device.serial.as_str())),
+            Cell::text(d.device.serial.as_str())
+                .link(&format!("/devices/{}", d.device.serial.as_str())),
             Cell::text(d.device.model.as_ref().map_or("—", |m| m.as_str())),
             Cell::text(d.device.status.as_str().replace('_', " ")),
             Cell::text(conn).shown(badge(&format!("conn-{conn}"), conn)),
@@ -165,20 +280,81 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
         ]);
     }
     let pr = &p;
-    let with = |k: &'static str| move |v: &str| Some(format!("/{}#table-devices", pr.with(k, Some(v))));
-    let (status_chart, status_table) = breakdown("by_status", "Devices by status", &overview.by_status, |k| format!("status-{k}"), with("status"));
-    let (conn_chart, conn_table) = breakdown("by_connection", "Devices by connection", &overview.by_connection, |k| format!("conn-{k}"), with("connection"));
-    let (model_chart, model_table) = breakdown("by_model", "Devices by model", &overview.by_model, |_| String::new(), with("model"));
-    let (region_chart, region_table) = breakdown("by_region", "Devices by region", &overview.by_region, |_| String::new(), with("region"));
-    let (alarm_chart, alarm_table) = breakdown("alarms", "Open alarms by severity", &overview.active_alarms_by_severity, |k| format!("sev-{k}"), |_| None);
-    let (ostatus_chart, ostatus_table) = breakdown("orders_by_status", "Active orders by status", &overview.orders_by_status, |k| format!("status-{k}"), |k| Some(format!("/dispatch?status={k}")));
-    let (prio_chart, prio_table) = breakdown("orders_by_priority", "Active orders by priority", &overview.orders_by_priority, |k| format!("prio-{}", k.to_lowercase()), |k| Some(format!("/dispatch?priority={k}")));
-    let (sla_chart, sla_table) = breakdown("orders_by_sla", "Active orders by SLA state", &overview.orders_by_sla, |k| format!("sla-{k}"), |k| Some(format!("/dispatch?sla={k}")));
-    let all = [&status_table, &conn_table, &model_table, &region_table, &alarm_table, &ostatus_table, &prio_table, &sla_table, &table];
+    let with =
+        |k: &'static str| move |v: &str| Some(format!("/{}#table-devices", pr.with(k, Some(v))));
+    let (status_chart, status_table) = breakdown(
+        "by_status",
+        "Devices by status",
+        &overview.by_status,
+        |k| format!("status-{k}"),
+        with("status"),
+    );
+    let (conn_chart, conn_table) = breakdown(
+        "by_connection",
+        "Devices by connection",
+        &overview.by_connection,
+        |k| format!("conn-{k}"),
+        with("connection"),
+    );
+    let (model_chart, model_table) = breakdown(
+        "by_model",
+        "Devices by model",
+        &overview.by_model,
+        |_| String::new(),
+        with("model"),
+    );
+    let (region_chart, region_table) = breakdown(
+        "by_region",
+        "Devices by region",
+        &overview.by_region,
+        |_| String::new(),
+        with("region"),
+    );
+    let (alarm_chart, alarm_table) = breakdown(
+        "alarms",
+        "Open alarms by severity",
+        &overview.active_alarms_by_severity,
+        |k| format!("sev-{k}"),
+        |_| None,
+    );
+    let (ostatus_chart, ostatus_table) = breakdown(
+        "orders_by_status",
+        "Active orders by status",
+        &overview.orders_by_status,
+        |k| format!("status-{k}"),
+        |k| Some(format!("/dispatch?status={k}")),
+    );
+    let (prio_chart, prio_table) = breakdown(
+        "orders_by_priority",
+        "Active orders by priority",
+        &overview.orders_by_priority,
+        |k| format!("prio-{}", k.to_lowercase()),
+        |k| Some(format!("/dispatch?priority={k}")),
+    );
+    let (sla_chart, sla_table) = breakdown(
+        "orders_by_sla",
+        "Active orders by SLA state",
+        &overview.orders_by_sla,
+        |k| format!("sla-{k}"),
+        |k| Some(format!("/dispatch?sla={k}")),
+    );
+    let all = [
+        &status_table,
+        &conn_table,
+        &model_table,
+        &region_table,
+        &alarm_table,
+        &ostatus_table,
+        &prio_table,
+        &sla_table,
+        &table,
+    ];
     if let Some(csv) = crate::table::csv_download(&p, &all) {
         return csv;
     }
-    let filtered = ["status", "model", "region", "criticality", "connection"].iter().any(|k| p.get(k).is_some());
+    let filtered = ["status", "model", "region", "criticality", "connection"]
+        .iter()
+        .any(|k| p.get(k).is_some());
     let body = html! {
         h1 { "Fleet" }
         (tiles(&overview, &ingest, rate))
@@ -215,7 +391,9 @@ mod tests {
         assert_eq!(s.sample(300, t0 + Duration::from_secs(2)), Some(100.0));
         // samples older than a minute drop out, but the last two always stay: a quiet
         // spell between looks still gives a rate (over the time since the previous look)
-        let later = s.sample(10_300, t0 + Duration::from_secs(122)).expect("rate");
+        let later = s
+            .sample(10_300, t0 + Duration::from_secs(122))
+            .expect("rate");
         assert!((later - 10_000.0 / 120.0).abs() < 1e-9, "{later}");
     }
 }

@@ -26,7 +26,10 @@ pub fn ingest_tiles(snapshot: &serde_json::Value) -> Markup {
     let n = |k: &str| snapshot.get(k).and_then(serde_json::Value::as_u64);
     let shown = |k: &str| n(k).map_or("—".to_owned(), |v| v.to_string());
     let sink = snapshot.get("sink");
-    let s = |k: &str| sink.and_then(|s| s.get(k)).and_then(serde_json::Value::as_u64);
+    let s = |k: &str| {
+        sink.and_then(|s| s.get(k))
+            .and_then(serde_json::Value::as_u64)
+    };
     html! {
         div.tiles {
             (tile("messages received", &shown("received_messages"), None, ""))
@@ -49,7 +52,11 @@ pub fn ingest_tiles(snapshot: &serde_json::Value) -> Markup {
 }
 
 /// `GET /operations`.
-pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): RawQuery) -> Response {
+pub async fn page(
+    viewer: Viewer,
+    State(state): State<UiState>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     if let Err(e) = viewer.caller.require(READERS) {
         return layout::api_error(e);
     }
@@ -58,10 +65,24 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
         None => None,
         Some(r) => match r.parse::<RejectReason>() {
             Ok(r) => Some(r),
-            Err(_) => return layout::refusal(StatusCode::BAD_REQUEST, &format!("reason = {r:?} is not a dead-letter reason")),
+            Err(_) => {
+                return layout::refusal(
+                    StatusCode::BAD_REQUEST,
+                    &format!("reason = {r:?} is not a dead-letter reason"),
+                );
+            }
         },
     };
-    let letters = match state.app.store.dead_letters(DeadLetterQuery { reason, after: None, limit: DEAD_LETTER_LIMIT }).await {
+    let letters = match state
+        .app
+        .store
+        .dead_letters(DeadLetterQuery {
+            reason,
+            after: None,
+            limit: DEAD_LETTER_LIMIT,
+        })
+        .await
+    {
         Ok(page) => page.items,
         Err(e) => return layout::api_error(e.into()),
     };
@@ -72,15 +93,41 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
         e.0 += 1;
         e.1 += d.repeats;
     }
-    let mut reasons = Table::new("reasons", "Dead letters by reason (listed below)", vec![text("reason", "Reason"), number("letters", "Letters"), number("repeats", "Repeats")])
-        .sorted_by("letters", true);
+    let mut reasons = Table::new(
+        "reasons",
+        "Dead letters by reason (listed below)",
+        vec![
+            text("reason", "Reason"),
+            number("letters", "Letters"),
+            number("repeats", "Repeats"),
+        ],
+    )
+    .sorted_by("letters", true);
     for (r, (n, rep)) in &by_reason {
-        reasons.push(vec![Cell::text(*r).link(&format!("/operations{}", p.with("reason", Some(r)))), Cell::count(*n), Cell::count(*rep)]);
+        reasons.push(vec![
+            Cell::text(*r).link(&format!("/operations{}", p.with("reason", Some(r)))),
+            Cell::count(*n),
+            Cell::count(*rep),
+        ]);
     }
-    let mut dead = Table::new("dead_letters", "Dead letters", vec![number("id", "Id"), number("received", "Received"), number("last", "Last seen"), text("reason", "Reason"), text("topic", "Topic"), text("client", "Client"), text("detail", "Detail"), number("repeats", "Repeats"), text("payload", "Payload")])
-        .filterable()
-        .sorted_by("id", true)
-        .empty("No dead letters: every message was accepted.");
+    let mut dead = Table::new(
+        "dead_letters",
+        "Dead letters",
+        vec![
+            number("id", "Id"),
+            number("received", "Received"),
+            number("last", "Last seen"),
+            text("reason", "Reason"),
+            text("topic", "Topic"),
+            text("client", "Client"),
+            text("detail", "Detail"),
+            number("repeats", "Repeats"),
+            text("payload", "Payload"),
+        ],
+    )
+    .filterable()
+    .sorted_by("id", true)
+    .empty("No dead letters: every message was accepted.");
     for d in &letters {
         let shown: String = d.payload.chars().take(400).collect();
         dead.push(vec![
@@ -95,12 +142,37 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
             Cell::text(d.payload.clone()).shown(html! { details { summary { (d.payload.chars().take(40).collect::<String>()) "…" } pre { (shown) } } }),
         ]);
     }
-    let mut hooks_table = Table::new("webhooks", "Webhooks", vec![number("id", "Id"), text("name", "Name"), text("url", "URL"), text("state", "State"), number("pending", "Pending"), number("dead", "Dead")])
-        .empty("No webhooks registered (POST /api/v1/webhooks).");
-    let mut deliveries = Table::new("deliveries", "Latest deliveries", vec![number("id", "Id"), number("webhook", "Webhook"), number("event", "Event"), number("order", "Order"), text("state", "State"), number("attempts", "Attempts"), number("last", "Last attempt"), number("status", "Status"), text("error", "Error")])
-        .filterable()
-        .sorted_by("id", true)
-        .empty("No deliveries yet.");
+    let mut hooks_table = Table::new(
+        "webhooks",
+        "Webhooks",
+        vec![
+            number("id", "Id"),
+            text("name", "Name"),
+            text("url", "URL"),
+            text("state", "State"),
+            number("pending", "Pending"),
+            number("dead", "Dead"),
+        ],
+    )
+    .empty("No webhooks registered (POST /api/v1/webhooks).");
+    let mut deliveries = Table::new(
+        "deliveries",
+        "Latest deliveries",
+        vec![
+            number("id", "Id"),
+            number("webhook", "Webhook"),
+            number("event", "Event"),
+            number("order", "Order"),
+            text("state", "State"),
+            number("attempts", "Attempts"),
+            number("last", "Last attempt"),
+            number("status", "Status"),
+            text("error", "Error"),
+        ],
+    )
+    .filterable()
+    .sorted_by("id", true)
+    .empty("No deliveries yet.");
     let admin = viewer.may(ADMINS);
     if admin {
         let hooks = state.app.webhooks.list_webhooks().await.unwrap_or_default();
@@ -109,17 +181,27 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
                 Cell::count(h.id.max(0) as u64),
                 Cell::text(h.name.clone()),
                 Cell::text(h.url.clone()),
-                Cell::text(if h.disabled_at.is_some() { "disabled" } else { "active" }),
+                Cell::text(if h.disabled_at.is_some() {
+                    "disabled"
+                } else {
+                    "active"
+                }),
                 Cell::count(h.pending),
                 Cell::count(h.dead),
             ]);
-            if let Ok(page) = state.app.webhooks.deliveries(h.id, None, None, DELIVERY_LIMIT).await {
+            if let Ok(page) = state
+                .app
+                .webhooks
+                .deliveries(h.id, None, None, DELIVERY_LIMIT)
+                .await
+            {
                 for d in page.items {
                     deliveries.push(vec![
                         Cell::count(d.id.max(0) as u64),
                         Cell::count(d.webhook_id.max(0) as u64),
                         Cell::count(d.event_id.max(0) as u64),
-                        Cell::count(d.order_id.max(0) as u64).link(&format!("/dispatch/orders/{}", d.order_id)),
+                        Cell::count(d.order_id.max(0) as u64)
+                            .link(&format!("/dispatch/orders/{}", d.order_id)),
                         Cell::text(format!("{:?}", d.state).to_lowercase()),
                         Cell::count(u64::from(d.attempts)),
                         Cell::time(d.last_attempt_at),
@@ -130,7 +212,8 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
             }
         }
     }
-    if let Some(csv) = crate::table::csv_download(&p, &[&reasons, &dead, &hooks_table, &deliveries]) {
+    if let Some(csv) = crate::table::csv_download(&p, &[&reasons, &dead, &hooks_table, &deliveries])
+    {
         return csv;
     }
     let reasons_offered: Vec<&str> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
@@ -176,5 +259,11 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
             }
         }
     };
-    layout::page(Some(&viewer), Nav::Operations, "Operations", &state.app.clock, body)
+    layout::page(
+        Some(&viewer),
+        Nav::Operations,
+        "Operations",
+        &state.app.clock,
+        body,
+    )
 }

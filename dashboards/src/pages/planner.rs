@@ -40,21 +40,33 @@ pub fn criticality_weight(c: Criticality) -> f64 {
     }
 }
 
-async fn all_predictions(state: &UiState) -> Result<Vec<StoredPrediction>, fleetpulse_api::ApiError> {
+async fn all_predictions(
+    state: &UiState,
+) -> Result<Vec<StoredPrediction>, fleetpulse_api::ApiError> {
     let mut out = Vec::new();
     let mut after = None;
     loop {
         let page = state
             .app
             .predictions
-            .predictions(PredictionQuery { serial: None, kind: None, target: None, after, limit: 1000 })
+            .predictions(PredictionQuery {
+                serial: None,
+                kind: None,
+                target: None,
+                after,
+                limit: 1000,
+            })
             .await?;
         out.extend(page.items);
         match page.next {
             Some(_) if out.len() < MAX_PREDICTIONS => {
                 after = out.last().map(|p| {
                     let p = &p.prediction;
-                    (p.serial.as_str().to_owned(), p.kind.as_str().to_owned(), p.target.clone())
+                    (
+                        p.serial.as_str().to_owned(),
+                        p.kind.as_str().to_owned(),
+                        p.target.clone(),
+                    )
                 });
             }
             _ => return Ok(out),
@@ -64,11 +76,20 @@ async fn all_predictions(state: &UiState) -> Result<Vec<StoredPrediction>, fleet
 
 /// Predicted work whose due date falls in `[now, now + days)` (overdue work included:
 /// it is due now), soonest first.
-pub fn due_within(predictions: &[StoredPrediction], now: DateTime<Utc>, days: i64) -> Vec<&StoredPrediction> {
+pub fn due_within(
+    predictions: &[StoredPrediction],
+    now: DateTime<Utc>,
+    days: i64,
+) -> Vec<&StoredPrediction> {
     let end = now + Duration::days(days);
     let mut due: Vec<&StoredPrediction> = predictions
         .iter()
-        .filter(|p| matches!(p.prediction.kind, PredictionKind::ConsumableDepletion | PredictionKind::ServiceInterval))
+        .filter(|p| {
+            matches!(
+                p.prediction.kind,
+                PredictionKind::ConsumableDepletion | PredictionKind::ServiceInterval
+            )
+        })
         .filter(|p| p.prediction.due_at.is_some_and(|d| d < end))
         .collect();
     due.sort_by_key(|p| p.prediction.due_at);
@@ -82,7 +103,10 @@ pub fn calendar(due: &[&StoredPrediction], now: DateTime<Utc>, days: i64) -> Mar
     let mut per_day: BTreeMap<chrono::NaiveDate, Vec<&Prediction>> = BTreeMap::new();
     for p in due {
         if let Some(d) = p.prediction.due_at {
-            per_day.entry(d.date_naive().max(today)).or_default().push(&p.prediction);
+            per_day
+                .entry(d.date_naive().max(today))
+                .or_default()
+                .push(&p.prediction);
         }
     }
     use chrono::Datelike;
@@ -111,7 +135,10 @@ fn summary(jobs: &[&Prediction]) -> String {
     for j in jobs {
         *by.entry(j.target.as_str()).or_default() += 1;
     }
-    by.iter().map(|(t, n)| format!("{n} {t}")).collect::<Vec<_>>().join(", ")
+    by.iter()
+        .map(|(t, n)| format!("{n} {t}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// When each held order can be released at the earliest, in whole hours from now: the
@@ -138,13 +165,24 @@ fn features(p: &Prediction) -> String {
     p.top_features
         .iter()
         .take(3)
-        .map(|f| format!("{} = {} ({:+.2})", f.feature, layout::num(Some(f.value), 2), f.contribution))
+        .map(|f| {
+            format!(
+                "{} = {} ({:+.2})",
+                f.feature,
+                layout::num(Some(f.value), 2),
+                f.contribution
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
 
 /// `GET /planner?days=7|30`.
-pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): RawQuery) -> Response {
+pub async fn page(
+    viewer: Viewer,
+    State(state): State<UiState>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     if let Err(e) = viewer.caller.require(READERS) {
         return layout::api_error(e);
     }
@@ -153,7 +191,12 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
         None => 30,
         Some(d) => match d.parse::<i64>() {
             Ok(d @ 1..=90) => d,
-            _ => return layout::refusal(StatusCode::BAD_REQUEST, "days must be a whole number from 1 to 90"),
+            _ => {
+                return layout::refusal(
+                    StatusCode::BAD_REQUEST,
+                    "days must be a whole number from 1 to 90",
+                );
+            }
         },
     };
     let now = state.app.clock.now();
@@ -165,9 +208,19 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
     let due_7 = due_within(&predictions, now, 7).len();
     let due_30 = due_within(&predictions, now, 30).len();
 
-    let mut due_table = Table::new("due", format!("Work due in the next {days} days"), vec![
-        number("due", "Due"), text("interval", "Interval"), text("device", "Device"), text("kind", "Work"), text("target", "For"), text("order", "Order"), text("model", "Model version"),
-    ])
+    let mut due_table = Table::new(
+        "due",
+        format!("Work due in the next {days} days"),
+        vec![
+            number("due", "Due"),
+            text("interval", "Interval"),
+            text("device", "Device"),
+            text("kind", "Work"),
+            text("target", "For"),
+            text("order", "Order"),
+            text("model", "Model version"),
+        ],
+    )
     .filterable()
     .sorted_by("due", false)
     .empty("Nothing is due in this window.");
@@ -199,7 +252,11 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
         .filter(|pr| pr.kind == PredictionKind::FailureRisk)
         .filter(|pr| matches!((pr.probability, pr.threshold), (Some(p), Some(t)) if p >= t))
         .collect();
-    risky.sort_by(|a, b| b.probability.partial_cmp(&a.probability).unwrap_or(std::cmp::Ordering::Equal));
+    risky.sort_by(|a, b| {
+        b.probability
+            .partial_cmp(&a.probability)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     risky.truncate(AT_RISK_LIMIT);
     let mut criticality: HashMap<Serial, Criticality> = HashMap::new();
     for pr in &risky {
@@ -209,14 +266,28 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
             }
         }
     }
-    let mut risk_table = Table::new("at_risk", "Devices at risk", vec![
-        number("rank", "Probability × criticality"), text("device", "Device"), text("criticality", "Criticality"), text("mode", "Failure mode"), number("p", "Probability"), number("threshold", "Threshold"), number("horizon", "Horizon (d)"), text("features", "Top features (contribution)"),
-    ])
+    let mut risk_table = Table::new(
+        "at_risk",
+        "Devices at risk",
+        vec![
+            number("rank", "Probability × criticality"),
+            text("device", "Device"),
+            text("criticality", "Criticality"),
+            text("mode", "Failure mode"),
+            number("p", "Probability"),
+            number("threshold", "Threshold"),
+            number("horizon", "Horizon (d)"),
+            text("features", "Top features (contribution)"),
+        ],
+    )
     .filterable()
     .sorted_by("rank", true)
     .empty("No device is at or above its model's threshold.");
     for pr in &risky {
-        let c = criticality.get(&pr.serial).copied().unwrap_or(Criticality::Standard);
+        let c = criticality
+            .get(&pr.serial)
+            .copied()
+            .unwrap_or(Criticality::Standard);
         let prob = pr.probability.unwrap_or(0.0);
         risk_table.push(vec![
             Cell::num(Some(prob * criticality_weight(c)), 3),
@@ -234,15 +305,37 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
     let orders: Vec<Order> = match state
         .app
         .store
-        .list_orders(OrderQuery { status: None, active_only: true, serial: None, cause: None, kind: None, priority: None, after: None, limit: 1000, region: None, model: None, updated_since: None, sla: None })
+        .list_orders(OrderQuery {
+            status: None,
+            active_only: true,
+            serial: None,
+            cause: None,
+            kind: None,
+            priority: None,
+            after: None,
+            limit: 1000,
+            region: None,
+            model: None,
+            updated_since: None,
+            sla: None,
+        })
         .await
     {
         Ok(page) => page.items,
         Err(e) => return layout::api_error(e.into()),
     };
-    let mut bundles = Table::new("bundles", "Visits that bundle several jobs", vec![
-        number("order", "Order"), text("device", "Device"), text("main", "Main job"), text("also", "Also on this visit"), number("labour", "Labour (min)"), number("due", "Due"),
-    ])
+    let mut bundles = Table::new(
+        "bundles",
+        "Visits that bundle several jobs",
+        vec![
+            number("order", "Order"),
+            text("device", "Device"),
+            text("main", "Main job"),
+            text("also", "Also on this visit"),
+            number("labour", "Labour (min)"),
+            number("due", "Due"),
+        ],
+    )
     .sorted_by("due", false)
     .empty("No visit bundles several jobs right now.");
     for o in orders.iter().filter(|o| !o.tasks.is_empty()) {
@@ -251,7 +344,13 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
             Cell::count(o.id as u64).link(&format!("/dispatch/orders/{}", o.id)),
             Cell::text(o.serial.as_str()).link(&format!("/devices/{}", o.serial.as_str())),
             Cell::text(o.title.clone()),
-            Cell::text(o.tasks.iter().map(|t| t.title.as_str()).collect::<Vec<_>>().join("; ")),
+            Cell::text(
+                o.tasks
+                    .iter()
+                    .map(|t| t.title.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
             Cell::count(u64::from(labour)),
             Cell::time(o.due_at),
         ]);
@@ -264,9 +363,21 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
     let storm = &state.app.policy.storm;
     let regions: Vec<Option<&str>> = held.iter().map(|h| h.region.as_deref()).collect();
     let waits = release_estimate(&regions, storm.max_per_hour, storm.max_per_region_per_hour);
-    let mut held_table = Table::new("held", "Storm-control queue (release order)", vec![
-        number("position", "Position"), text("device", "Device"), text("cause", "Cause"), text("priority", "Priority"), text("region", "Region"), number("due", "Due"), number("held", "Held since"), number("release", "Released within (h, earliest)"), text("reason", "Why held"),
-    ])
+    let mut held_table = Table::new(
+        "held",
+        "Storm-control queue (release order)",
+        vec![
+            number("position", "Position"),
+            text("device", "Device"),
+            text("cause", "Cause"),
+            text("priority", "Priority"),
+            text("region", "Region"),
+            number("due", "Due"),
+            number("held", "Held since"),
+            number("release", "Released within (h, earliest)"),
+            text("reason", "Why held"),
+        ],
+    )
     .empty("Nothing is held: predicted orders are within the hourly limits.");
     for (k, (h, wait)) in held.iter().zip(&waits).enumerate() {
         held_table.push(vec![
@@ -282,7 +393,12 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
         ]);
     }
 
-    let reports = state.app.predictions.model_reports().await.unwrap_or_default();
+    let reports = state
+        .app
+        .predictions
+        .model_reports()
+        .await
+        .unwrap_or_default();
     let mut models = Table::new("models", "Failure-risk models", vec![
         text("mode", "Failure mode"), text("version", "Version"), text("algorithm", "Algorithm"), number("trained", "Trained"), text("deployed", "Deployed"), number("pr_auc", "PR-AUC"), number("best_baseline", "Best baseline PR-AUC"), number("precision", "Warning precision"), number("recall", "Warned ahead"), text("decision", "Decision"),
     ])
@@ -290,14 +406,27 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
     .sorted_by("trained", true)
     .empty("No model trained yet (the analytics worker trains on its schedule, or POST /api/v1/models/train).");
     for r in &reports {
-        let best = r.baselines.values().map(|b| b.pr_auc).fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+        let best = r
+            .baselines
+            .values()
+            .map(|b| b.pr_auc)
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
         let w = r.metrics.warnings.as_ref();
         models.push(vec![
             Cell::text(r.failure_mode.clone()),
             Cell::text(r.version.clone()),
             Cell::text(r.algorithm.clone()),
             Cell::time(Some(r.trained_at)),
-            Cell::text(if r.deployed { "deployed" } else { "not deployed" }).shown(if r.deployed { badge("deployed", "deployed") } else { badge("", "not deployed") }),
+            Cell::text(if r.deployed {
+                "deployed"
+            } else {
+                "not deployed"
+            })
+            .shown(if r.deployed {
+                badge("deployed", "deployed")
+            } else {
+                badge("", "not deployed")
+            }),
             Cell::num(Some(r.metrics.pr_auc), 3),
             Cell::num(best, 3),
             Cell::num(w.and_then(|w| w.precision), 2),
@@ -306,7 +435,10 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
         ]);
     }
 
-    if let Some(csv) = crate::table::csv_download(&p, &[&due_table, &risk_table, &bundles, &held_table, &models]) {
+    if let Some(csv) = crate::table::csv_download(
+        &p,
+        &[&due_table, &risk_table, &bundles, &held_table, &models],
+    ) {
         return csv;
     }
     let body = html! {
@@ -338,7 +470,13 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
         }
         (models.render(&p))
     };
-    layout::page(Some(&viewer), Nav::Planner, "Planner", &state.app.clock, body)
+    layout::page(
+        Some(&viewer),
+        Nav::Planner,
+        "Planner",
+        &state.app.clock,
+        body,
+    )
 }
 
 #[cfg(test)]

@@ -14,13 +14,16 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use fleetpulse_analytics::mtbf::{Sides, Termination};
-use fleetpulse_analytics::{GroupKey, ReliabilityReport, ReportQuery, Warning, WeibullRow, WeibullSample};
+use fleetpulse_analytics::{
+    GroupKey, ReliabilityReport, ReportQuery, Warning, WeibullRow, WeibullSample,
+};
 use fleetpulse_domain::reliability::Period;
 use maud::{Markup, html};
 
 use crate::UiState;
 use crate::charts::{
-    self, Bar, BarChart, BoundSides, Confidence, LifeMarker, ReliabilityCurve, TrendChart, TrendGroup, TrendPoint, WeibullLine, WeibullPlot,
+    self, Bar, BarChart, BoundSides, Confidence, LifeMarker, ReliabilityCurve, TrendChart,
+    TrendGroup, TrendPoint, WeibullLine, WeibullPlot,
 };
 use crate::layout::{self, Nav, svg};
 use crate::session::Viewer;
@@ -100,7 +103,10 @@ pub fn selection(p: &Params, now: DateTime<Utc>) -> Result<Selection, String> {
     if from >= to {
         return Err("from must be before to".into());
     }
-    let mut query = ReportQuery { group_by: keys(grouping), ..ReportQuery::default() };
+    let mut query = ReportQuery {
+        group_by: keys(grouping),
+        ..ReportQuery::default()
+    };
     if let Some(c) = p.get("confidence") {
         query.confidence = c
             .parse::<f64>()
@@ -119,7 +125,11 @@ pub fn selection(p: &Params, now: DateTime<Utc>) -> Result<Selection, String> {
         Some("failure") => Termination::Failure,
         Some(t) => return Err(format!("termination = {t:?} is not time or failure")),
     };
-    Ok(Selection { period: Period { from, to }, grouping, query })
+    Ok(Selection {
+        period: Period { from, to },
+        grouping,
+        query,
+    })
 }
 
 /// Where a data-quality warning belongs: the Weibull section (ages, lives), MTTR
@@ -157,24 +167,40 @@ fn both(a: Option<f64>, b: Option<f64>) -> Option<(f64, f64)> {
 
 /// The Weibull probability plot of one group.
 pub fn weibull_chart(row: &WeibullRow, sample: Option<&WeibullSample>, q: &ReportQuery) -> String {
-    let (failures, suspensions) = sample.map_or((Vec::new(), Vec::new()), |s| (s.failures.clone(), s.suspensions.clone()));
+    let (failures, suspensions) = sample.map_or((Vec::new(), Vec::new()), |s| {
+        (s.failures.clone(), s.suspensions.clone())
+    });
     let fit = match (row.beta, row.eta) {
         (Some(beta), Some(eta)) => Some(WeibullLine {
             beta,
             eta,
             beta_bounds: both(row.beta_lower, row.beta_upper),
             eta_bounds: both(row.eta_lower, row.eta_upper),
-            confidence: Some(Confidence { level: q.confidence, sides: sides(q) }),
+            confidence: Some(Confidence {
+                level: q.confidence,
+                sides: sides(q),
+            }),
         }),
         _ => None,
     };
     let band = match (row.beta, row.eta, row.beta_se, row.eta_se, row.cov_eta_beta) {
         (Some(beta), Some(eta), Some(bse), Some(ese), Some(cov)) => {
             let z = fleetpulse_analytics::weibull::z_value(q.confidence, q.sides).unwrap_or(1.645);
-            let all: Vec<f64> = failures.iter().chain(&suspensions).copied().filter(|t| *t > 0.0).collect();
+            let all: Vec<f64> = failures
+                .iter()
+                .chain(&suspensions)
+                .copied()
+                .filter(|t| *t > 0.0)
+                .collect();
             let lo = all.iter().copied().fold(eta, f64::min) * 0.5;
             let hi = all.iter().copied().fold(eta, f64::max) * 2.0;
-            charts::fisher_band(&charts::log_space(lo, hi, 60), beta, eta, [[ese * ese, cov], [cov, bse * bse]], z)
+            charts::fisher_band(
+                &charts::log_space(lo, hi, 60),
+                beta,
+                eta,
+                [[ese * ese, cov], [cov, bse * bse]],
+                z,
+            )
         }
         _ => Vec::new(),
     };
@@ -202,7 +228,10 @@ pub fn weibull_chart(row: &WeibullRow, sample: Option<&WeibullSample>, q: &Repor
 pub fn reliability_chart(row: &WeibullRow, q: &ReportQuery) -> Option<String> {
     let (beta, eta) = (row.beta?, row.eta?);
     let times: Vec<f64> = (0..=80).map(|i| eta * 2.5 * f64::from(i) / 80.0).collect();
-    let points = times.iter().map(|&t| (t, 1.0 - charts::weibull_unreliability(t, beta, eta))).collect();
+    let points = times
+        .iter()
+        .map(|&t| (t, 1.0 - charts::weibull_unreliability(t, beta, eta)))
+        .collect();
     let band = match (row.beta_se, row.eta_se, row.cov_eta_beta) {
         (Some(bse), Some(ese), Some(cov)) => {
             let z = fleetpulse_analytics::weibull::z_value(q.confidence, q.sides).unwrap_or(1.645);
@@ -215,10 +244,18 @@ pub fn reliability_chart(row: &WeibullRow, q: &ReportQuery) -> Option<String> {
     };
     let mut markers = Vec::new();
     if let Some(b10) = row.b10_hours {
-        markers.push(LifeMarker { at: b10, label: format!("B10 {} h", layout::num(Some(b10), 0)), kind: "b10".into() });
+        markers.push(LifeMarker {
+            at: b10,
+            label: format!("B10 {} h", layout::num(Some(b10), 0)),
+            kind: "b10".into(),
+        });
     }
     if let Some(b50) = row.b50_hours {
-        markers.push(LifeMarker { at: b50, label: format!("B50 {} h", layout::num(Some(b50), 0)), kind: "b50".into() });
+        markers.push(LifeMarker {
+            at: b50,
+            label: format!("B50 {} h", layout::num(Some(b50), 0)),
+            kind: "b50".into(),
+        });
     }
     Some(charts::reliability_curve(&ReliabilityCurve {
         title: format!("Reliability R(t): {}", row.group_label),
@@ -233,9 +270,21 @@ pub fn reliability_chart(row: &WeibullRow, q: &ReportQuery) -> Option<String> {
 }
 
 fn tables(report: &ReliabilityReport) -> (Table, Table, Table, Table, Table, Table) {
-    let mut mtbf = Table::new("mtbf", "MTBF", vec![
-        text("group", "Group"), number("devices", "Devices"), number("hours", "Operating h"), number("failures", "Failures"), number("mtbf", "MTBF (h)"), number("lower", "Lower"), number("upper", "Upper"), number("rate", "Failures / 1000 h"), text("method", "Method"),
-    ])
+    let mut mtbf = Table::new(
+        "mtbf",
+        "MTBF",
+        vec![
+            text("group", "Group"),
+            number("devices", "Devices"),
+            number("hours", "Operating h"),
+            number("failures", "Failures"),
+            number("mtbf", "MTBF (h)"),
+            number("lower", "Lower"),
+            number("upper", "Upper"),
+            number("rate", "Failures / 1000 h"),
+            text("method", "Method"),
+        ],
+    )
     .sorted_by("failures", true)
     .empty("No group has operating hours in this period.");
     for r in &report.mtbf {
@@ -251,9 +300,23 @@ fn tables(report: &ReliabilityReport) -> (Table, Table, Table, Table, Table, Tab
             Cell::text(r.method.clone()),
         ]);
     }
-    let mut weibull = Table::new("weibull", "Weibull fits", vec![
-        text("group", "Group"), number("failures", "Failures"), number("suspensions", "Suspensions"), number("beta", "β"), number("beta_lower", "β lower"), number("beta_upper", "β upper"), number("eta", "η (h)"), number("eta_lower", "η lower"), number("eta_upper", "η upper"), number("b10", "B10 (h)"), text("note", "Method or why no fit"),
-    ])
+    let mut weibull = Table::new(
+        "weibull",
+        "Weibull fits",
+        vec![
+            text("group", "Group"),
+            number("failures", "Failures"),
+            number("suspensions", "Suspensions"),
+            number("beta", "β"),
+            number("beta_lower", "β lower"),
+            number("beta_upper", "β upper"),
+            number("eta", "η (h)"),
+            number("eta_lower", "η lower"),
+            number("eta_upper", "η upper"),
+            number("b10", "B10 (h)"),
+            text("note", "Method or why no fit"),
+        ],
+    )
     .sorted_by("failures", true)
     .empty("No group to fit.");
     for r in &report.weibull {
@@ -272,9 +335,20 @@ fn tables(report: &ReliabilityReport) -> (Table, Table, Table, Table, Table, Tab
         ]);
     }
     let pareto = |id: &'static str, caption: &str, rows: &[fleetpulse_analytics::ParetoRow]| {
-        let mut t = Table::new(id, caption, vec![text("group", "Group"), text("by", "By"), text("value", "Value"), number("count", "Count"), number("share", "Share"), number("cumulative", "Cumulative share")])
-            .sorted_by("count", true)
-            .empty("Nothing in this period.");
+        let mut t = Table::new(
+            id,
+            caption,
+            vec![
+                text("group", "Group"),
+                text("by", "By"),
+                text("value", "Value"),
+                number("count", "Count"),
+                number("share", "Share"),
+                number("cumulative", "Cumulative share"),
+            ],
+        )
+        .sorted_by("count", true)
+        .empty("Nothing in this period.");
         for r in rows {
             t.push(vec![
                 Cell::text(r.group_label.clone()),
@@ -287,11 +361,30 @@ fn tables(report: &ReliabilityReport) -> (Table, Table, Table, Table, Table, Tab
         }
         t
     };
-    let pf = pareto("pareto_failures", "Failures by code and failure mode", &report.pareto_failures);
-    let pa = pareto("pareto_alarms", "Alarm episodes by code", &report.pareto_alarms);
-    let mut trend = Table::new("trend", "Failure rate by month", vec![
-        text("group", "Group"), text("month", "Month"), number("devices", "Devices"), number("hours", "Operating h"), number("failures", "Failures"), number("rate", "Failures / 1000 h"), number("lower", "Lower"), number("upper", "Upper"),
-    ])
+    let pf = pareto(
+        "pareto_failures",
+        "Failures by code and failure mode",
+        &report.pareto_failures,
+    );
+    let pa = pareto(
+        "pareto_alarms",
+        "Alarm episodes by code",
+        &report.pareto_alarms,
+    );
+    let mut trend = Table::new(
+        "trend",
+        "Failure rate by month",
+        vec![
+            text("group", "Group"),
+            text("month", "Month"),
+            number("devices", "Devices"),
+            number("hours", "Operating h"),
+            number("failures", "Failures"),
+            number("rate", "Failures / 1000 h"),
+            number("lower", "Lower"),
+            number("upper", "Upper"),
+        ],
+    )
     .empty("No month with operating hours.");
     for r in &report.trend {
         trend.push(vec![
@@ -305,9 +398,20 @@ fn tables(report: &ReliabilityReport) -> (Table, Table, Table, Table, Table, Tab
             Cell::num(r.rate_upper, 4),
         ]);
     }
-    let mut mttr = Table::new("mttr", "MTTR and first-time fix", vec![
-        text("group", "Group"), number("repairs", "Repairs"), number("completed", "Completed"), number("mean", "MTTR mean (h)"), number("median", "MTTR median (h)"), number("hands_on", "Hands-on mean (h)"), number("ftf", "First-time fix"), number("eligible", "FTF eligible"),
-    ])
+    let mut mttr = Table::new(
+        "mttr",
+        "MTTR and first-time fix",
+        vec![
+            text("group", "Group"),
+            number("repairs", "Repairs"),
+            number("completed", "Completed"),
+            number("mean", "MTTR mean (h)"),
+            number("median", "MTTR median (h)"),
+            number("hands_on", "Hands-on mean (h)"),
+            number("ftf", "First-time fix"),
+            number("eligible", "FTF eligible"),
+        ],
+    )
     .sorted_by("repairs", true)
     .empty("No repair order in this period.");
     for r in &report.mttr {
@@ -332,7 +436,10 @@ fn pareto_chart(title: &str, rows: &[fleetpulse_analytics::ParetoRow], by: &str)
         .iter()
         .filter(|r| r.by == by && Some(&r.group_label) == first.as_ref())
         .take(15)
-        .map(|r| Bar { label: r.value.clone().unwrap_or_else(|| "unknown".into()), value: r.count as f64 })
+        .map(|r| Bar {
+            label: r.value.clone().unwrap_or_else(|| "unknown".into()),
+            value: r.count as f64,
+        })
         .collect();
     charts::bar_chart(&BarChart {
         title: title.into(),
@@ -354,9 +461,19 @@ fn trend_chart(report: &ReliabilityReport) -> String {
     };
     let mut groups: BTreeMap<String, Vec<TrendPoint>> = BTreeMap::new();
     for r in &report.trend {
-        let Some(value) = r.rate_per_1000h else { continue };
+        let Some(value) = r.rate_per_1000h else {
+            continue;
+        };
         let period = months.iter().position(|m| *m == r.month).unwrap_or(0);
-        groups.entry(r.group_label.clone()).or_default().push(TrendPoint { period, value, lower: r.rate_lower, upper: r.rate_upper });
+        groups
+            .entry(r.group_label.clone())
+            .or_default()
+            .push(TrendPoint {
+                period,
+                value,
+                lower: r.rate_lower,
+                upper: r.rate_upper,
+            });
     }
     charts::rate_trend(&TrendChart {
         title: "Failures per 1 000 device-hours by month".into(),
@@ -364,7 +481,11 @@ fn trend_chart(report: &ReliabilityReport) -> String {
         y_label: "failures per 1 000 h".into(),
         x_label: "month".into(),
         periods: months,
-        groups: groups.into_iter().take(8).map(|(name, points)| TrendGroup { name, points }).collect(),
+        groups: groups
+            .into_iter()
+            .take(8)
+            .map(|(name, points)| TrendGroup { name, points })
+            .collect(),
         ..Default::default()
     })
 }
@@ -395,8 +516,15 @@ fn filters(p: &Params, sel: &Selection) -> Markup {
 }
 
 /// `GET /quality`.
-pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): RawQuery) -> Response {
-    if let Err(e) = viewer.caller.require(fleetpulse_api::routes::reliability::READERS) {
+pub async fn page(
+    viewer: Viewer,
+    State(state): State<UiState>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    if let Err(e) = viewer
+        .caller
+        .require(fleetpulse_api::routes::reliability::READERS)
+    {
         return layout::api_error(e);
     }
     let p = Params::parse(raw.as_deref());
@@ -405,21 +533,32 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
         Ok(s) => s,
         Err(m) => return layout::refusal(StatusCode::BAD_REQUEST, &m),
     };
-    let (data, report) = match fleetpulse_api::routes::reliability::report(&state.app, sel.period, None, &sel.query).await {
-        Ok(r) => r,
-        Err(e) => return layout::api_error(e),
-    };
+    let (data, report) =
+        match fleetpulse_api::routes::reliability::report(&state.app, sel.period, None, &sel.query)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return layout::api_error(e),
+        };
     let samples = {
         let q = sel.query.clone();
-        tokio::task::spawn_blocking(move || fleetpulse_analytics::weibull_samples(&data, &q).unwrap_or_default())
-            .await
-            .unwrap_or_default()
+        tokio::task::spawn_blocking(move || {
+            fleetpulse_analytics::weibull_samples(&data, &q).unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default()
     };
     let (mtbf, weibull, pf, pa, trend, mttr) = tables(&report);
     if let Some(csv) = crate::table::csv_download(&p, &[&mtbf, &weibull, &pf, &pa, &trend, &mttr]) {
         return csv;
     }
-    let by_section = |s: &str| report.warnings.iter().filter(|w| section_of(w) == s).collect::<Vec<_>>();
+    let by_section = |s: &str| {
+        report
+            .warnings
+            .iter()
+            .filter(|w| section_of(w) == s)
+            .collect::<Vec<_>>()
+    };
     let mut rows: Vec<(&WeibullRow, Option<&WeibullSample>)> = report
         .weibull
         .iter()
@@ -482,13 +621,23 @@ pub async fn page(viewer: Viewer, State(state): State<UiState>, RawQuery(raw): R
             (mttr.render(&p))
         }
     };
-    layout::page(Some(&viewer), Nav::Quality, "Quality", &state.app.clock, body)
+    layout::page(
+        Some(&viewer),
+        Nav::Quality,
+        "Quality",
+        &state.app.clock,
+        body,
+    )
 }
 
 fn data_summary(report: &ReliabilityReport) -> String {
     let failures: u64 = report.mtbf.iter().map(|r| r.failures).sum();
     let hours: f64 = report.mtbf.iter().map(|r| r.operating_hours).sum();
-    format!("{} groups, {failures} failures over {} operating hours", report.mtbf.len(), layout::num(Some(hours), 0))
+    format!(
+        "{} groups, {failures} failures over {} operating hours",
+        report.mtbf.len(),
+        layout::num(Some(hours), 0)
+    )
 }
 
 #[cfg(test)]
@@ -498,16 +647,32 @@ mod tests {
     #[test]
     fn the_selection_reads_the_url_and_refuses_what_it_does_not_offer() {
         let now: DateTime<Utc> = "2026-06-01T00:00:00Z".parse().expect("t");
-        let s = selection(&Params::parse(Some("group_by=model%2Cfailure_mode&period=90d&confidence=0.95&sides=lower")), now).expect("valid");
+        let s = selection(
+            &Params::parse(Some(
+                "group_by=model%2Cfailure_mode&period=90d&confidence=0.95&sides=lower",
+            )),
+            now,
+        )
+        .expect("valid");
         assert_eq!(s.query.group_by, [GroupKey::Model, GroupKey::FailureMode]);
         assert_eq!(s.period.to, now);
         assert_eq!(s.period.from, now - Duration::days(90));
         assert_eq!(s.query.confidence, 0.95);
         assert_eq!(s.query.sides, Sides::Lower);
-        let dated = selection(&Params::parse(Some("from=2026-01-01&to=2026-03-01")), now).expect("dates");
-        assert_eq!(dated.period.from, "2026-01-01T00:00:00Z".parse::<DateTime<Utc>>().expect("t"));
+        let dated =
+            selection(&Params::parse(Some("from=2026-01-01&to=2026-03-01")), now).expect("dates");
+        assert_eq!(
+            dated.period.from,
+            "2026-01-01T00:00:00Z".parse::<DateTime<Utc>>().expect("t")
+        );
         assert!(dated.query.group_by.is_empty(), "fleet: no split");
-        for bad in ["group_by=serial", "period=1d", "confidence=1.5", "from=2026-03-01&to=2026-01-01", "from=yesterday"] {
+        for bad in [
+            "group_by=serial",
+            "period=1d",
+            "confidence=1.5",
+            "from=2026-03-01&to=2026-01-01",
+            "from=yesterday",
+        ] {
             assert!(selection(&Params::parse(Some(bad)), now).is_err(), "{bad}");
         }
     }
@@ -561,21 +726,48 @@ mod tests {
             lives: Vec::new(),
         };
         let svg = weibull_chart(&r, Some(&sample), &ReportQuery::default());
-        assert_eq!(svg.matches("class=\"point failure\"").count(), failures.len());
-        assert_eq!(svg.matches("class=\"suspension\"").count(), suspensions.len());
+        assert_eq!(
+            svg.matches("class=\"point failure\"").count(),
+            failures.len()
+        );
+        assert_eq!(
+            svg.matches("class=\"suspension\"").count(),
+            suspensions.len()
+        );
         assert_eq!(svg.matches("class=\"fit\"").count(), 1);
-        assert_eq!(svg.matches("class=\"band\"").count(), 1, "the Fisher band is drawn");
-        assert!(svg.contains(&format!("β = {}", crate::charts::format_value(r.beta.expect("β"), 3))), "{svg}");
-        assert!(svg.contains("90 % two-sided"), "the confidence is in the legend");
+        assert_eq!(
+            svg.matches("class=\"band\"").count(),
+            1,
+            "the Fisher band is drawn"
+        );
+        assert!(
+            svg.contains(&format!(
+                "β = {}",
+                crate::charts::format_value(r.beta.expect("β"), 3)
+            )),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("90 % two-sided"),
+            "the confidence is in the legend"
+        );
         assert!(svg.contains("model=OC-5A"));
-        let curve = reliability_chart(&r, &ReportQuery::default()).expect("a fitted group has R(t)");
+        let curve =
+            reliability_chart(&r, &ReportQuery::default()).expect("a fitted group has R(t)");
         assert!(curve.contains("B10"), "B10 is marked");
         // a group without a fit says why instead of drawing a line
         let mut none = row(&failures, &suspensions);
-        (none.beta, none.eta, none.error) = (None, None, Some("too few failures (1; at least 2 needed)".into()));
+        (none.beta, none.eta, none.error) = (
+            None,
+            None,
+            Some("too few failures (1; at least 2 needed)".into()),
+        );
         let svg = weibull_chart(&none, Some(&sample), &ReportQuery::default());
         assert_eq!(svg.matches("class=\"fit\"").count(), 0);
-        assert!(svg.contains("too few failures"), "the reason is in the description");
+        assert!(
+            svg.contains("too few failures"),
+            "the reason is in the description"
+        );
         assert!(reliability_chart(&none, &ReportQuery::default()).is_none());
         // no data at all: the no-data state, not an error
         let empty = weibull_chart(&none, None, &ReportQuery::default());

@@ -73,7 +73,12 @@ fn render(state: &UiState, next: &str, message: Option<&str>, status: StatusCode
     *r.status_mut() = status;
     r.headers_mut().append(
         SET_COOKIE,
-        session::set_cookie(SIGN_IN_COOKIE, &nonce, state.options.secure_cookies, Some(600)),
+        session::set_cookie(
+            SIGN_IN_COOKIE,
+            &nonce,
+            state.options.secure_cookies,
+            Some(600),
+        ),
     );
     r
 }
@@ -103,7 +108,8 @@ pub async fn submit(
     if state.app.auth == AuthMode::Disabled {
         return redirect(&next);
     }
-    let nonce_ok = session::cookie(&headers, SIGN_IN_COOKIE).is_some_and(|c| session::same(c, &f.nonce));
+    let nonce_ok =
+        session::cookie(&headers, SIGN_IN_COOKIE).is_some_and(|c| session::same(c, &f.nonce));
     if !nonce_ok {
         return render(
             &state,
@@ -166,7 +172,11 @@ pub async fn sign_out(
     if let Some(id) = session::cookie(&headers, SESSION_COOKIE) {
         state.sessions.end(id);
     }
-    let mut r = redirect(if viewer.signed_in { "/sign-in?reason=signed_out" } else { "/" });
+    let mut r = redirect(if viewer.signed_in {
+        "/sign-in?reason=signed_out"
+    } else {
+        "/"
+    });
     r.headers_mut().append(
         SET_COOKIE,
         session::set_cookie(SESSION_COOKIE, "", state.options.secure_cookies, Some(0)),
@@ -181,7 +191,12 @@ mod tests {
     #[test]
     fn next_is_a_path_of_this_site_only() {
         assert_eq!(safe_next(Some("/dispatch?x=1")), "/dispatch?x=1");
-        for bad in ["//evil.example/", "https://evil.example/", "/\\evil", "dispatch"] {
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil",
+            "dispatch",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");

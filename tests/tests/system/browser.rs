@@ -34,16 +34,31 @@ async fn pages_work_in_a_real_browser() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let mut app = App::spawn(
         data.path(),
-        &["demo", "--devices", DEVICES, "--history-days", HISTORY_DAYS, "--mqtt-listen", "127.0.0.1:0"],
+        &[
+            "demo",
+            "--devices",
+            DEVICES,
+            "--history-days",
+            HISTORY_DAYS,
+            "--mqtt-listen",
+            "127.0.0.1:0",
+        ],
     )
     .await?;
     let mqtt = app.mqtt.context("the demo announces its device endpoint")?;
     // the first prediction run and training have stored something for the planner
-    eventually(Duration::from_secs(300), "the demo's first models", || async {
-        let (status, body) = app.get("/api/v1/models").await?;
-        anyhow::ensure!(status == 200 && body.as_array().is_some_and(|m| !m.is_empty()), "{body}");
-        Ok(())
-    })
+    eventually(
+        Duration::from_secs(300),
+        "the demo's first models",
+        || async {
+            let (status, body) = app.get("/api/v1/models").await?;
+            anyhow::ensure!(
+                status == 200 && body.as_array().is_some_and(|m| !m.is_empty()),
+                "{body}"
+            );
+            Ok(())
+        },
+    )
     .await?;
     let shots = match std::env::var_os("FLEETPULSE_SCREENSHOTS") {
         Some(d) => PathBuf::from(d),
@@ -70,10 +85,26 @@ async fn pages_work_in_a_real_browser() -> anyhow::Result<()> {
         out.status,
         shots.display()
     );
-    for page in ["fleet", "device", "planner", "quality", "quality-by-model", "dispatch", "dispatch-live", "operations", "order-completed"] {
+    for page in [
+        "fleet",
+        "device",
+        "planner",
+        "quality",
+        "quality-by-model",
+        "dispatch",
+        "dispatch-live",
+        "operations",
+        "order-completed",
+    ] {
         let png = shots.join(format!("{page}.png"));
-        let size = std::fs::metadata(&png).with_context(|| format!("{}", png.display()))?.len();
-        anyhow::ensure!(size > 10_000, "{} is {size} bytes: not a page", png.display());
+        let size = std::fs::metadata(&png)
+            .with_context(|| format!("{}", png.display()))?
+            .len();
+        anyhow::ensure!(
+            size > 10_000,
+            "{} is {size} bytes: not a page",
+            png.display()
+        );
     }
     app.interrupt().await?;
     Ok(())

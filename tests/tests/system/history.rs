@@ -109,13 +109,19 @@ async fn sign_in(app: &App, token: &str) -> anyhow::Result<String> {
             .get_all(reqwest::header::SET_COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .find_map(|c| c.strip_prefix(&format!("{name}=")).map(|v| v.split(';').next().unwrap_or("").to_owned()))
+            .find_map(|c| {
+                c.strip_prefix(&format!("{name}="))
+                    .map(|v| v.split(';').next().unwrap_or("").to_owned())
+            })
     };
     let nonce = cookie(&form, "fp_signin").ok_or_else(|| anyhow::anyhow!("no sign-in nonce"))?;
     let done = http
         .post(app.url("/sign-in"))
         .header(reqwest::header::COOKIE, format!("fp_signin={nonce}"))
-        .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
         .body(format!("token={token}&nonce={nonce}&next=%2F"))
         .send()
         .await?;
@@ -136,7 +142,8 @@ async fn the_pages_show_imported_history_to_a_signed_in_quality_engineer() -> an
     let at = |h: i64| (start + chrono::Duration::hours(h)).to_rfc3339();
     // six concentrators, each running from hour 0, whose compressors fail at 300 to 800 h
     let lives = [300, 420, 510, 600, 690, 800];
-    let mut devices = String::from("serial,model,commissioned_at,runtime_hours_at_registration,region\n");
+    let mut devices =
+        String::from("serial,model,commissioned_at,runtime_hours_at_registration,region\n");
     let mut meters = String::from("serial,at,runtime_hours\n");
     let mut failures = String::from("serial,at,runtime_hours,component\n");
     for (i, life) in lives.iter().enumerate() {
@@ -147,7 +154,11 @@ async fn the_pages_show_imported_history_to_a_signed_in_quality_engineer() -> an
         }
         failures.push_str(&format!("{serial},{},{life},compressor\n", at(*life)));
     }
-    for (kind, body) in [("devices", devices), ("meters", meters), ("failures", failures)] {
+    for (kind, body) in [
+        ("devices", devices),
+        ("meters", meters),
+        ("failures", failures),
+    ] {
         let file = dir.path().join(format!("{kind}.csv"));
         std::fs::write(&file, body)?;
         import(kind, &file, &data).await?;
@@ -169,12 +180,22 @@ async fn the_pages_show_imported_history_to_a_signed_in_quality_engineer() -> an
     };
     let (status, quality) = page("/quality?period=1825d&group_by=component").await?;
     assert_eq!(status, 200, "{quality}");
-    assert!(quality.contains("component=compressor"), "the component's group");
-    assert_eq!(quality.matches("class=\"point failure\"").count(), lives.len(), "a point per failure");
+    assert!(
+        quality.contains("component=compressor"),
+        "the component's group"
+    );
+    assert_eq!(
+        quality.matches("class=\"point failure\"").count(),
+        lives.len(),
+        "a point per failure"
+    );
     assert!(quality.contains("β = "), "a fit with its legend");
     let (status, device) = page("/devices/OC5-PG000?range=365d").await?;
     assert_eq!(status, 200);
-    assert!(device.contains("compressor") && device.contains("Failures"), "the failure is listed");
+    assert!(
+        device.contains("compressor") && device.contains("Failures"),
+        "the failure is listed"
+    );
     for path in ["/", "/planner", "/dispatch", "/operations"] {
         let (status, body) = page(path).await?;
         assert_eq!(status, 200, "{path}");
