@@ -883,6 +883,10 @@ pub struct PredictionQuery {
     /// Keyset cursor: the `next` of the previous page.
     pub after: Option<(String, String, String)>,
     pub limit: usize,
+    /// Only predictions with a due date before this instant (the planner's window).
+    pub due_before: Option<DateTime<Utc>>,
+    /// Only predictions with a probability at or above this (devices at risk).
+    pub min_probability: Option<f64>,
 }
 
 /// Predictions, their runs, trained models and the storm queue.

@@ -931,6 +931,14 @@ pub(crate) fn predictions(
         sql.push_str(" AND target = ?");
         args.push(SqlValue::Text(t.clone()));
     }
+    if let Some(t) = q.due_before {
+        sql.push_str(" AND due_at < ?");
+        args.push(SqlValue::Integer(crate::convert::ms(t)));
+    }
+    if let Some(p) = q.min_probability {
+        sql.push_str(" AND probability >= ?");
+        args.push(SqlValue::Real(p));
+    }
     sql.push_str(" ORDER BY serial, kind, target LIMIT ?");
     args.push(SqlValue::Integer(limit as i64));
     let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;

@@ -322,6 +322,23 @@ async fn a_predicted_depletion_is_the_threshold_rules_order_with_a_due_date() {
         .expect("predictions");
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].order_id, Some(before[0].id));
+    // the planner's window: due in 5 days is in a 6-day window, not in a 4-day one
+    let within = |days: i64| PredictionQuery {
+        serial: Some(sn("OC5-F1")),
+        limit: 10,
+        due_before: Some(Utc::now() + Duration::days(days)),
+        ..Default::default()
+    };
+    let count = |q| async { f.store.predictions(q).await.expect("predictions").items.len() };
+    assert_eq!(count(within(6)).await, 1);
+    assert_eq!(count(within(4)).await, 0);
+    // a depletion forecast has no probability: never "at risk"
+    let risky = PredictionQuery {
+        min_probability: Some(0.0),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(count(risky).await, 0);
 }
 
 #[tokio::test]

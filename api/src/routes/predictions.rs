@@ -175,6 +175,8 @@ async fn list(
 ) -> Result<Json<Page<StoredPrediction>>, ApiError> {
     caller.require(READERS)?;
     let query = PredictionQuery {
+        due_before: None,
+        min_probability: None,
         serial: extract::optional(
             "serial",
             p.serial.as_deref(),
@@ -199,6 +201,8 @@ async fn of_device(
     caller.require(READERS)?;
     let serial = extract::serial(&raw)?;
     let query = PredictionQuery {
+        due_before: None,
+        min_probability: None,
         serial: Some(serial.clone()),
         after: cursor(p.after.as_deref())?,
         limit: extract::limit(p.limit.as_deref(), LIST_LIMIT)?,

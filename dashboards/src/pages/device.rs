@@ -82,6 +82,8 @@ pub fn field_chart(
             layout::time(to),
             if raw {
                 "readings"
+            } else if to - from > Duration::days(90) {
+                "daily mean of the hourly rollups with the day's minimum and maximum"
             } else {
                 "hourly mean with the hour's minimum and maximum"
             }
@@ -99,8 +101,15 @@ pub fn field_chart(
         markers: markers.to_vec(),
         spans,
         forecast,
-        // a reading every few minutes: a gap of 6 h (raw) or 6 hourly rollups breaks the line
-        max_gap: Some(Duration::hours(if raw { 6 } else { 12 })),
+        // a reading every few minutes: a gap of 6 h (raw), of 12 hourly rollups or of 2
+        // days breaks the line
+        max_gap: Some(Duration::hours(if raw {
+            6
+        } else if to - from > Duration::days(90) {
+            48
+        } else {
+            12
+        })),
         ..Default::default()
     })
 }
@@ -162,15 +171,24 @@ async fn field_data(
             after = fleetpulse_api::extract::reading_cursor(page.next.as_deref())?;
         }
     } else {
+        // hourly rollups, folded into buckets of `bucket` hours (1 up to 90 days; a day
+        // beyond: 365 points a year instead of 8 760, the same min–max envelope)
+        let bucket = if to - from > Duration::days(90) { 24 } else { 1 };
+        let mut acc: BTreeMap<(String, i64), (f64, u64, f64, f64, f64)> = BTreeMap::new();
         for r in state.app.store.rollups(serial, from, to).await? {
-            let f = fields.entry(r.field.clone()).or_default();
-            let mean = if r.count > 0 {
-                r.sum / r.count as f64
-            } else {
-                r.last
-            };
-            f.points.push((r.hour, mean));
-            f.band.push((r.hour, r.min, r.max));
+            let key = (r.field.clone(), r.hour.timestamp().div_euclid(bucket * 3600));
+            let e = acc.entry(key).or_insert((0.0, 0, f64::INFINITY, f64::NEG_INFINITY, r.last));
+            e.0 += r.sum;
+            e.1 += r.count;
+            e.2 = e.2.min(r.min);
+            e.3 = e.3.max(r.max);
+            e.4 = r.last;
+        }
+        for ((field, slot), (sum, count, min, max, last)) in acc {
+            let Some(at) = DateTime::from_timestamp(slot * bucket * 3600, 0) else { continue };
+            let f = fields.entry(field).or_default();
+            f.points.push((at, if count > 0 { sum / count as f64 } else { last }));
+            f.band.push((at, min, max));
         }
     }
     Ok(fields)
@@ -315,6 +333,8 @@ pub async fn page(
         .app
         .predictions
         .predictions(PredictionQuery {
+            due_before: None,
+            min_probability: None,
             serial: Some(serial.clone()),
             kind: None,
             target: None,
@@ -573,7 +593,7 @@ pub async fn page(
                     @if *r == range { strong { (r) } } @else { a href=(format!("/devices/{}{}", serial.as_str(), p.with("range", Some(r)))) { (r) } }
                     " "
                 }
-                span.note { @if raw_readings { "readings" } @else { "hourly rollups: mean, with the hour's min–max band" } " · alarm episodes shaded, orders and failures marked" }
+                span.note { @if raw_readings { "readings" } @else if days > 90 { "daily from the hourly rollups: mean, with the day's min–max band" } @else { "hourly rollups: mean, with the hour's min–max band" } " · alarm episodes shaded, orders and failures marked" }
             }
             @if charts_html.is_empty() { p.empty { "No reading in this range." } }
             div.grid {

@@ -23,7 +23,7 @@ use crate::session::Viewer;
 use crate::table::{Cell, Params, Table, number, text};
 
 /// Most orders the queue shows at once (filters narrow it).
-pub const QUEUE_LIMIT: usize = 500;
+pub const QUEUE_LIMIT: usize = 300;
 
 /// A badge class for an SLA state.
 fn sla_badge(state: Option<SlaState>) -> Markup {

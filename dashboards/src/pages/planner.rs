@@ -27,6 +27,8 @@ use crate::table::{Cell, Params, Table, number, text};
 pub const MAX_PREDICTIONS: usize = 100_000;
 /// Devices at risk listed.
 pub const AT_RISK_LIMIT: usize = 200;
+/// Rows of the work-due list (soonest first; the calendar counts every job).
+pub const DUE_ROWS: usize = 300;
 /// Held orders listed.
 pub const HELD_LIMIT: usize = 500;
 
@@ -40,38 +42,34 @@ pub fn criticality_weight(c: Criticality) -> f64 {
     }
 }
 
-async fn all_predictions(
-    state: &UiState,
-) -> Result<Vec<StoredPrediction>, fleetpulse_api::ApiError> {
+/// Every stored prediction `query` selects (pages of 1000, at most [`MAX_PREDICTIONS`]).
+async fn read_predictions(state: &UiState, mut query: PredictionQuery) -> Result<Vec<StoredPrediction>, fleetpulse_api::ApiError> {
     let mut out = Vec::new();
-    let mut after = None;
+    query.limit = 1000;
     loop {
-        let page = state
-            .app
-            .predictions
-            .predictions(PredictionQuery {
-                serial: None,
-                kind: None,
-                target: None,
-                after,
-                limit: 1000,
-            })
-            .await?;
+        let page = state.app.predictions.predictions(query.clone()).await?;
         out.extend(page.items);
         match page.next {
             Some(_) if out.len() < MAX_PREDICTIONS => {
-                after = out.last().map(|p| {
+                query.after = out.last().map(|p| {
                     let p = &p.prediction;
-                    (
-                        p.serial.as_str().to_owned(),
-                        p.kind.as_str().to_owned(),
-                        p.target.clone(),
-                    )
+                    (p.serial.as_str().to_owned(), p.kind.as_str().to_owned(), p.target.clone())
                 });
             }
             _ => return Ok(out),
         }
     }
+}
+
+/// The predictions the page shows: consumable and service work due before
+/// `due_before`, and failure risks at or above `min_probability`.
+async fn planner_predictions(state: &UiState, due_before: DateTime<Utc>, min_probability: f64) -> Result<Vec<StoredPrediction>, fleetpulse_api::ApiError> {
+    let mut out = Vec::new();
+    for kind in [PredictionKind::ConsumableDepletion, PredictionKind::ServiceInterval] {
+        out.extend(read_predictions(state, PredictionQuery { kind: Some(kind), due_before: Some(due_before), ..Default::default() }).await?);
+    }
+    out.extend(read_predictions(state, PredictionQuery { kind: Some(PredictionKind::FailureRisk), min_probability: Some(min_probability), ..Default::default() }).await?);
+    Ok(out)
 }
 
 /// Predicted work whose due date falls in `[now, now + days)` (overdue work included:
@@ -200,7 +198,15 @@ pub async fn page(
         },
     };
     let now = state.app.clock.now();
-    let predictions = match all_predictions(&state).await {
+    let reports = state.app.predictions.model_reports().await.unwrap_or_default();
+    // the lowest threshold a risk can be held against: of the deployed models, and the
+    // policy's default for predictions that carry none
+    let min_threshold = reports
+        .iter()
+        .filter(|r| r.deployed)
+        .map(|r| r.metrics.threshold)
+        .fold(state.app.policy.prediction.default_risk_threshold, f64::min);
+    let predictions = match planner_predictions(&state, now + Duration::days(days.max(30)), min_threshold).await {
         Ok(p) => p,
         Err(e) => return layout::api_error(e),
     };
@@ -224,7 +230,7 @@ pub async fn page(
     .filterable()
     .sorted_by("due", false)
     .empty("Nothing is due in this window.");
-    for sp in &due {
+    for sp in due.iter().take(DUE_ROWS) {
         let pr = &sp.prediction;
         let interval = match (pr.due_low, pr.due_high) {
             (Some(l), Some(h)) => format!("{} – {}", layout::day(l), layout::day(h)),
@@ -460,6 +466,7 @@ pub async fn page(
             h2 { "Calendar" }
             (calendar(&due, now, days))
         }
+        @if due.len() > DUE_ROWS { p.note { "The list shows the " (DUE_ROWS) " soonest of " (due.len()) " jobs; the calendar counts them all, and " a href=(format!("/planner{}", p.with("csv", Some("due")))) { "the CSV" } " lists these rows." } }
         (due_table.render(&p))
         (risk_table.render(&p))
         (bundles.render(&p))
