@@ -116,10 +116,10 @@ impl Sessions {
         let now = Instant::now();
         let mut map = self.lock();
         map.retain(|_, s| self.live(s, now));
-        if map.len() >= self.limits.max {
-            if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| *k) {
-                map.remove(&oldest);
-            }
+        if map.len() >= self.limits.max
+            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| *k)
+        {
+            map.remove(&oldest);
         }
         map.insert(
             token_digest_of(&id),
@@ -221,11 +221,12 @@ impl Viewer {
         self.caller.role.map_or("every role", |r| r.as_str())
     }
 
-    /// Refuses a state change whose CSRF token is not this session's.
-    pub fn check_csrf(&self, presented: Option<&str>) -> Result<(), Response> {
+    /// The refusal of a state change whose CSRF token is not this session's; `None`
+    /// when it is.
+    pub fn csrf_refusal(&self, presented: Option<&str>) -> Option<Response> {
         match presented {
-            Some(p) if same(p, &self.csrf) => Ok(()),
-            _ => Err(crate::layout::refusal(
+            Some(p) if same(p, &self.csrf) => None,
+            _ => Some(crate::layout::refusal(
                 StatusCode::FORBIDDEN,
                 "This form is stale or did not come from this site (its CSRF token does not match your session). Reload the page and try again.",
             )),

@@ -329,7 +329,14 @@ async fn a_predicted_depletion_is_the_threshold_rules_order_with_a_due_date() {
         due_before: Some(Utc::now() + Duration::days(days)),
         ..Default::default()
     };
-    let count = |q| async { f.store.predictions(q).await.expect("predictions").items.len() };
+    let count = |q| async {
+        f.store
+            .predictions(q)
+            .await
+            .expect("predictions")
+            .items
+            .len()
+    };
     assert_eq!(count(within(6)).await, 1);
     assert_eq!(count(within(4)).await, 0);
     // a depletion forecast has no probability: never "at risk"

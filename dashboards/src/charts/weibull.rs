@@ -528,7 +528,11 @@ pub fn weibull_plot(plot_def: &WeibullPlot) -> String {
         .iter()
         .copied()
         .filter(|&(t, f)| {
-            titles || seen.insert(((xp(t) * 2.0).round() as i64, (yp(weibull_y(f)) * 2.0).round() as i64))
+            titles
+                || seen.insert((
+                    (xp(t) * 2.0).round() as i64,
+                    (yp(weibull_y(f)) * 2.0).round() as i64,
+                ))
         })
         .collect();
     out.push_str("<g class=\"points\" fill=\"#d62728\" fill-opacity=\"0.85\">");

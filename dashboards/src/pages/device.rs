@@ -39,6 +39,15 @@ pub const MAX_READINGS: usize = 50_000;
 /// Most alarm episodes marked on the charts.
 pub const MAX_EPISODES: usize = 2_000;
 
+/// Hourly rollups folded into one bucket.
+struct Bucket {
+    sum: f64,
+    count: u64,
+    min: f64,
+    max: f64,
+    last: f64,
+}
+
 /// One field's points: (time, value) and, from rollups, (time, min, max).
 #[derive(Debug, Default)]
 pub struct FieldData {
@@ -173,21 +182,47 @@ async fn field_data(
     } else {
         // hourly rollups, folded into buckets of `bucket` hours (1 up to 90 days; a day
         // beyond: 365 points a year instead of 8 760, the same min–max envelope)
-        let bucket = if to - from > Duration::days(90) { 24 } else { 1 };
-        let mut acc: BTreeMap<(String, i64), (f64, u64, f64, f64, f64)> = BTreeMap::new();
+        let bucket = if to - from > Duration::days(90) {
+            24
+        } else {
+            1
+        };
+        let mut acc: BTreeMap<(String, i64), Bucket> = BTreeMap::new();
         for r in state.app.store.rollups(serial, from, to).await? {
-            let key = (r.field.clone(), r.hour.timestamp().div_euclid(bucket * 3600));
-            let e = acc.entry(key).or_insert((0.0, 0, f64::INFINITY, f64::NEG_INFINITY, r.last));
-            e.0 += r.sum;
-            e.1 += r.count;
-            e.2 = e.2.min(r.min);
-            e.3 = e.3.max(r.max);
-            e.4 = r.last;
+            let key = (
+                r.field.clone(),
+                r.hour.timestamp().div_euclid(bucket * 3600),
+            );
+            let e = acc.entry(key).or_insert(Bucket {
+                sum: 0.0,
+                count: 0,
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                last: r.last,
+            });
+            e.sum += r.sum;
+            e.count += r.count;
+            e.min = e.min.min(r.min);
+            e.max = e.max.max(r.max);
+            e.last = r.last;
         }
-        for ((field, slot), (sum, count, min, max, last)) in acc {
-            let Some(at) = DateTime::from_timestamp(slot * bucket * 3600, 0) else { continue };
+        for (
+            (field, slot),
+            Bucket {
+                sum,
+                count,
+                min,
+                max,
+                last,
+            },
+        ) in acc
+        {
+            let Some(at) = DateTime::from_timestamp(slot * bucket * 3600, 0) else {
+                continue;
+            };
             let f = fields.entry(field).or_default();
-            f.points.push((at, if count > 0 { sum / count as f64 } else { last }));
+            f.points
+                .push((at, if count > 0 { sum / count as f64 } else { last }));
             f.band.push((at, min, max));
         }
     }

@@ -573,7 +573,7 @@ pub async fn act(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     let f = ActionForm::from_pairs(pairs);
-    if let Err(refused) = viewer.check_csrf(f.csrf.as_deref()) {
+    if let Some(refused) = viewer.csrf_refusal(f.csrf.as_deref()) {
         return refused;
     }
     if let Err(e) = viewer.caller.require(DISPATCHERS) {

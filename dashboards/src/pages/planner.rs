@@ -43,7 +43,10 @@ pub fn criticality_weight(c: Criticality) -> f64 {
 }
 
 /// Every stored prediction `query` selects (pages of 1000, at most [`MAX_PREDICTIONS`]).
-async fn read_predictions(state: &UiState, mut query: PredictionQuery) -> Result<Vec<StoredPrediction>, fleetpulse_api::ApiError> {
+async fn read_predictions(
+    state: &UiState,
+    mut query: PredictionQuery,
+) -> Result<Vec<StoredPrediction>, fleetpulse_api::ApiError> {
     let mut out = Vec::new();
     query.limit = 1000;
     loop {
@@ -53,7 +56,11 @@ async fn read_predictions(state: &UiState, mut query: PredictionQuery) -> Result
             Some(_) if out.len() < MAX_PREDICTIONS => {
                 query.after = out.last().map(|p| {
                     let p = &p.prediction;
-                    (p.serial.as_str().to_owned(), p.kind.as_str().to_owned(), p.target.clone())
+                    (
+                        p.serial.as_str().to_owned(),
+                        p.kind.as_str().to_owned(),
+                        p.target.clone(),
+                    )
                 });
             }
             _ => return Ok(out),
@@ -63,12 +70,39 @@ async fn read_predictions(state: &UiState, mut query: PredictionQuery) -> Result
 
 /// The predictions the page shows: consumable and service work due before
 /// `due_before`, and failure risks at or above `min_probability`.
-async fn planner_predictions(state: &UiState, due_before: DateTime<Utc>, min_probability: f64) -> Result<Vec<StoredPrediction>, fleetpulse_api::ApiError> {
+async fn planner_predictions(
+    state: &UiState,
+    due_before: DateTime<Utc>,
+    min_probability: f64,
+) -> Result<Vec<StoredPrediction>, fleetpulse_api::ApiError> {
     let mut out = Vec::new();
-    for kind in [PredictionKind::ConsumableDepletion, PredictionKind::ServiceInterval] {
-        out.extend(read_predictions(state, PredictionQuery { kind: Some(kind), due_before: Some(due_before), ..Default::default() }).await?);
+    for kind in [
+        PredictionKind::ConsumableDepletion,
+        PredictionKind::ServiceInterval,
+    ] {
+        out.extend(
+            read_predictions(
+                state,
+                PredictionQuery {
+                    kind: Some(kind),
+                    due_before: Some(due_before),
+                    ..Default::default()
+                },
+            )
+            .await?,
+        );
     }
-    out.extend(read_predictions(state, PredictionQuery { kind: Some(PredictionKind::FailureRisk), min_probability: Some(min_probability), ..Default::default() }).await?);
+    out.extend(
+        read_predictions(
+            state,
+            PredictionQuery {
+                kind: Some(PredictionKind::FailureRisk),
+                min_probability: Some(min_probability),
+                ..Default::default()
+            },
+        )
+        .await?,
+    );
     Ok(out)
 }
 
@@ -198,7 +232,12 @@ pub async fn page(
         },
     };
     let now = state.app.clock.now();
-    let reports = state.app.predictions.model_reports().await.unwrap_or_default();
+    let reports = state
+        .app
+        .predictions
+        .model_reports()
+        .await
+        .unwrap_or_default();
     // the lowest threshold a risk can be held against: of the deployed models, and the
     // policy's default for predictions that carry none
     let min_threshold = reports
@@ -206,7 +245,13 @@ pub async fn page(
         .filter(|r| r.deployed)
         .map(|r| r.metrics.threshold)
         .fold(state.app.policy.prediction.default_risk_threshold, f64::min);
-    let predictions = match planner_predictions(&state, now + Duration::days(days.max(30)), min_threshold).await {
+    let predictions = match planner_predictions(
+        &state,
+        now + Duration::days(days.max(30)),
+        min_threshold,
+    )
+    .await
+    {
         Ok(p) => p,
         Err(e) => return layout::api_error(e),
     };
@@ -266,10 +311,10 @@ pub async fn page(
     risky.truncate(AT_RISK_LIMIT);
     let mut criticality: HashMap<Serial, Criticality> = HashMap::new();
     for pr in &risky {
-        if !criticality.contains_key(&pr.serial) {
-            if let Ok(Some(d)) = state.app.store.device(&pr.serial).await {
-                criticality.insert(pr.serial.clone(), d.device.criticality);
-            }
+        if !criticality.contains_key(&pr.serial)
+            && let Ok(Some(d)) = state.app.store.device(&pr.serial).await
+        {
+            criticality.insert(pr.serial.clone(), d.device.criticality);
         }
     }
     let mut risk_table = Table::new(

@@ -564,7 +564,7 @@ pub async fn page(
         .iter()
         .map(|r| (r, samples.iter().find(|s| s.group_label == r.group_label)))
         .collect();
-    rows.sort_by(|a, b| b.0.n_failures.cmp(&a.0.n_failures));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0.n_failures));
     let plotted: Vec<_> = rows.iter().take(MAX_PLOTS).collect();
     let period = sel.period;
     let body = html! {

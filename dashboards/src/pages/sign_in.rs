@@ -166,7 +166,7 @@ pub async fn sign_out(
     headers: HeaderMap,
     Form(f): Form<SignOut>,
 ) -> Response {
-    if let Err(refused) = viewer.check_csrf(f.csrf.as_deref()) {
+    if let Some(refused) = viewer.csrf_refusal(f.csrf.as_deref()) {
         return refused;
     }
     if let Some(id) = session::cookie(&headers, SESSION_COOKIE) {
