@@ -55,11 +55,21 @@ pub struct UiState {
 /// Every page, the sign-in and the embedded assets. Merge it into the API's router (it
 /// has no fallback of its own; the API's answers unknown paths).
 pub fn router(app: AppState, options: UiOptions) -> Router {
+    // the first sample is the process's start: the fleet page's first look already has
+    // a rate (since the start), later looks the last minute's
+    let readings_rate = Arc::new(pages::fleet::RateSampler::default());
+    let stored = app
+        .ingest
+        .snapshot()
+        .get("readings_stored")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    readings_rate.sample(stored, std::time::Instant::now());
     let state = UiState {
         app,
         sessions: Arc::new(session::Sessions::new(options.sessions)),
         options,
-        readings_rate: Default::default(),
+        readings_rate,
     };
     Router::new()
         .route("/", get(pages::fleet::page))
