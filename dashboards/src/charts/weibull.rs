@@ -216,8 +216,8 @@ pub struct WeibullPlot {
 }
 
 /// Up to this many failures (or suspensions) every one is drawn, each point with a
-/// tooltip; beyond it, points (and suspension ticks) on the same half-pixel as one
-/// already drawn are merged, which keeps a plot of thousands of units small.
+/// tooltip; beyond it, points (and suspension ticks) on the same pixel as one already
+/// drawn are merged, which keeps a plot of thousands of units small.
 pub const MERGE_ABOVE: usize = 500;
 
 /// Unreliability levels (percent) with gridlines on the paper.
@@ -520,9 +520,9 @@ pub fn weibull_plot(plot_def: &WeibullPlot) -> String {
         }
     }
     let titles = positions.len() <= MERGE_ABOVE;
-    // beyond MERGE_ABOVE points, a point on the same half-pixel as one already drawn adds
-    // nothing to the picture, only bytes: it is left out (the plotting positions are
-    // still those of every unit)
+    // beyond MERGE_ABOVE points, a point on the same pixel as one already drawn (3 px
+    // across) adds nothing to the picture, only bytes: it is left out (the plotting
+    // positions are still those of every unit)
     let mut seen = std::collections::HashSet::new();
     let drawn: Vec<(f64, f64)> = positions
         .iter()
@@ -560,8 +560,8 @@ pub fn weibull_plot(plot_def: &WeibullPlot) -> String {
         let mut ticks = std::collections::HashSet::new();
         for &t in &suspensions {
             let px = xp(t);
-            // ticks are vertical lines: one per half-pixel column is all the eye sees
-            if suspensions.len() > MERGE_ABOVE && !ticks.insert((px * 2.0).round() as i64) {
+            // ticks are vertical lines: one per pixel column is all the eye sees
+            if suspensions.len() > MERGE_ABOVE && !ticks.insert(px.round() as i64) {
                 continue;
             }
             w!(
