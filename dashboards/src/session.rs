@@ -111,7 +111,7 @@ impl Sessions {
     }
 
     /// Starts a session for a checked token; answers the session id for the cookie.
-    pub fn start(&self, token_id: i64, token_digest: [u8; 32]) -> String {
+    pub fn start(&self, token_id: i64, digest: [u8; 32]) -> String {
         let id = random_hex();
         let now = Instant::now();
         let mut map = self.lock();
@@ -122,10 +122,10 @@ impl Sessions {
             map.remove(&oldest);
         }
         map.insert(
-            token_digest_of(&id),
+            token_digest(&id),
             Session {
                 token_id,
-                token_digest,
+                token_digest: digest,
                 csrf: random_hex(),
                 started: now,
                 last_seen: now,
@@ -136,7 +136,7 @@ impl Sessions {
 
     /// Ends the session with this id (sign-out); nothing when there is none.
     pub fn end(&self, id: &str) {
-        self.lock().remove(&token_digest_of(id));
+        self.lock().remove(&token_digest(id));
     }
 
     /// Sessions held now.
@@ -156,7 +156,7 @@ impl Sessions {
 
     /// The token behind a live session (and its CSRF token), marking it used.
     fn touch(&self, id: &str) -> Option<(i64, [u8; 32], String)> {
-        let key = token_digest_of(id);
+        let key = token_digest(id);
         let now = Instant::now();
         let mut map = self.lock();
         let live = map.get(&key).map(|s| self.live(s, now))?;
@@ -168,10 +168,6 @@ impl Sessions {
         s.last_seen = now;
         Some((s.token_id, s.token_digest, s.csrf.clone()))
     }
-}
-
-fn token_digest_of(id: &str) -> [u8; 32] {
-    token_digest(id)
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
@@ -312,7 +308,7 @@ impl FromRequestParts<UiState> for Viewer {
     }
 }
 
-/// The id of a sign-in attempt: the session cookie's value to set and the cookie header.
+/// The `Set-Cookie` header that gives the browser its session id.
 pub fn session_cookie(id: &str, secure: bool) -> (axum::http::HeaderName, HeaderValue) {
     (SET_COOKIE, set_cookie(SESSION_COOKIE, id, secure, None))
 }

@@ -16,26 +16,6 @@ use fleetpulse_domain::{Catalog, Clock, ModelId, Serial};
 use fleetpulse_store::{Durability, SqliteStore, StoreOptions};
 use tower::ServiceExt;
 
-const CATALOG: &str = r#"
-[[model]]
-id = "OC-5A"
-name = "Concentrator 5 L"
-kind = "oxygen_concentrator"
-default_criticality = "high"
-service_interval_hours = 5000
-service_skill = "concentrator_service"
-service_labour_minutes = 60
-
-[[model.consumable]]
-id = "filter"
-name = "Inlet filter"
-field = "filter_life_pct"
-order_at_pct = 15
-rated_life_hours = 2000
-skill = "basic_maintenance"
-labour_minutes = 15
-"#;
-
 struct NoRules;
 
 impl OrderRules for NoRules {
@@ -91,7 +71,9 @@ struct Pages {
 
 async fn pages(auth: AuthMode) -> Pages {
     let dir = tempfile::tempdir().expect("temp dir");
-    let catalog = Arc::new(Catalog::from_toml_str(CATALOG).expect("catalog"));
+    let catalog = Arc::new(
+        Catalog::from_toml_str(include_str!("../../config/catalog.toml")).expect("shipped catalog"),
+    );
     let clock = Clock::Fixed(t0());
     let store = Arc::new(
         SqliteStore::open(

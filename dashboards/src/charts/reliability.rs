@@ -4,7 +4,7 @@
 use super::scale::{LinearScale, format_value, nice_ticks};
 use super::svg::{
     Esc, HALO, Margins, N, Side, Size, axis_title, class_names, close, kind_colour, no_data, open,
-    open_clip, path_d, plot_area, tick_positions, w, x_axis, y_axis,
+    open_clip, or_default, path_d, plot_area, tick_positions, w, x_axis, y_axis,
 };
 
 /// A vertical marker at a time, e.g. "B10 = 347 h".
@@ -67,16 +67,8 @@ pub fn reliability_curve(chart: &ReliabilityCurve) -> String {
     band.sort_by(|a, b| a.0.total_cmp(&b.0));
     let markers: Vec<&LifeMarker> = chart.markers.iter().filter(|m| m.at.is_finite()).collect();
 
-    let unit = if chart.time_unit.trim().is_empty() {
-        "h"
-    } else {
-        chart.time_unit.trim()
-    };
-    let label = if chart.time_label.trim().is_empty() {
-        "Operating time"
-    } else {
-        chart.time_label.trim()
-    };
+    let unit = or_default(&chart.time_unit, "h");
+    let label = or_default(&chart.time_label, "Operating time");
     let ts = pts
         .iter()
         .map(|p| p.0)

@@ -476,6 +476,32 @@ pub(crate) struct LegendEntry<'a> {
     pub label: String,
 }
 
+/// The legend of numbered series (`s<i>` swatches in the palette's colours), at the top
+/// right of a chart `width` wide: the time-series and trend charts' legend.
+pub(crate) fn series_legend<'a>(
+    out: &mut String,
+    width: f64,
+    names: impl IntoIterator<Item = (usize, &'a str)>,
+) {
+    let entries: Vec<LegendEntry<'_>> = names
+        .into_iter()
+        .map(|(i, name)| LegendEntry {
+            class: format!("s{i}"),
+            colour: palette(i),
+            label: name.to_owned(),
+        })
+        .collect();
+    legend(out, width - 12.0, 42.0, &entries);
+}
+
+/// `text` trimmed, or `default` when it is blank (a chart's unit or axis label).
+pub(crate) fn or_default<'a>(text: &'a str, default: &'a str) -> &'a str {
+    match text.trim() {
+        "" => default,
+        t => t,
+    }
+}
+
 /// A one-line legend of coloured swatches starting at (`x`, `y`), right-aligned so that
 /// it ends at `right` when it fits; the widths are estimated (7 units per character at
 /// font size 12).

@@ -5,8 +5,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::scale::{LinearScale, TimeScale, clamp_value, nice_ticks, time_ticks};
 use super::svg::{
-    Esc, HALO, LegendEntry, Margins, N, Side, Size, axis_title, class_names, close, kind_colour,
-    legend, no_data, open, open_clip, palette, plot_area, truncate, w, x_axis, y_axis,
+    Esc, HALO, Margins, N, Side, Size, axis_title, class_names, close, kind_colour, no_data, open,
+    open_clip, palette, plot_area, series_legend, truncate, w, x_axis, y_axis,
 };
 
 /// Most points drawn per series: above it a series is reduced by min/max bucketing.
@@ -719,15 +719,11 @@ pub fn time_series(chart: &TimeSeriesChart) -> String {
     out.push_str("</svg>");
 
     let (w_, _) = chart.size.dims();
-    let entries: Vec<LegendEntry<'_>> = named
-        .iter()
-        .map(|(i, s)| LegendEntry {
-            class: format!("s{i}"),
-            colour: palette(*i),
-            label: s.name.clone(),
-        })
-        .collect();
-    legend(&mut out, w_ - 12.0, 42.0, &entries);
+    series_legend(
+        &mut out,
+        w_,
+        named.iter().map(|(i, s)| (*i, s.name.as_str())),
+    );
     close(&mut out);
     out
 }

@@ -3,8 +3,8 @@
 
 use super::scale::{LinearScale, clamp_value, format_value, nice_ticks};
 use super::svg::{
-    Esc, LegendEntry, Margins, N, Side, Size, axis_title, close, legend, no_data, open, open_clip,
-    palette, plot_area, tick_positions, w, x_axis, y_axis,
+    Esc, Margins, N, Side, Size, axis_title, close, no_data, open, open_clip, palette, plot_area,
+    series_legend, tick_positions, w, x_axis, y_axis,
 };
 
 /// One period's rate of a group.
@@ -223,15 +223,11 @@ pub fn rate_trend(chart: &TrendChart) -> String {
         out.push_str("</g>");
     }
     out.push_str("</svg>");
-    let entries: Vec<LegendEntry<'_>> = named
-        .iter()
-        .map(|(i, g)| LegendEntry {
-            class: format!("s{i}"),
-            colour: palette(*i),
-            label: g.name.clone(),
-        })
-        .collect();
-    legend(&mut out, w_ - 12.0, 42.0, &entries);
+    series_legend(
+        &mut out,
+        w_,
+        named.iter().map(|(i, g)| (*i, g.name.as_str())),
+    );
     close(&mut out);
     out
 }

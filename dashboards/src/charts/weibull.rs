@@ -26,8 +26,8 @@
 
 use super::scale::{format_decade, format_value, log10_decades};
 use super::svg::{
-    Esc, Margins, N, Rect, Side, Size, axis_title, close, no_data, open, open_clip, plot_area, w,
-    x_axis, y_axis,
+    Esc, Margins, N, Rect, Side, Size, axis_title, close, no_data, open, open_clip, or_default,
+    plot_area, w, x_axis, y_axis,
 };
 
 /// Johnson's adjusted ranks of the failures among failures and suspensions:
@@ -284,16 +284,8 @@ pub fn weibull_plot(plot_def: &WeibullPlot) -> String {
     if positions.is_empty() {
         return no_data(KIND, p.size, &p.title);
     }
-    let unit = if p.time_unit.trim().is_empty() {
-        "h"
-    } else {
-        p.time_unit.trim()
-    };
-    let time_label = if p.time_label.trim().is_empty() {
-        "Time to failure"
-    } else {
-        p.time_label.trim()
-    };
+    let unit = or_default(&p.time_unit, "h");
+    let time_label = or_default(&p.time_label, "Time to failure");
     let fit = p
         .fit
         .as_ref()

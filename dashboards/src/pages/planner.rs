@@ -357,18 +357,9 @@ pub async fn page(
         .app
         .store
         .list_orders(OrderQuery {
-            status: None,
             active_only: true,
-            serial: None,
-            cause: None,
-            kind: None,
-            priority: None,
-            after: None,
             limit: 1000,
-            region: None,
-            model: None,
-            updated_since: None,
-            sla: None,
+            ..OrderQuery::default()
         })
         .await
     {
